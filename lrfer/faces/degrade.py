@@ -1,0 +1,107 @@
+"""The degradation model, shared by training and inference.
+
+Training turns FER2013's 48x48 faces into low-resolution faces with :func:`to_native`; inference
+aligns a face to the same 48x48 framing and calls the very same function, so a model sees at test
+time exactly the operator it was trained on. :func:`random_degrade` adds the optional training-time
+corruptions (random size, resampling kernel, blur, noise, JPEG).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DOWNSAMPLE_METHODS = ("area", "bicubic", "bilinear")
+
+
+def downsample(x: torch.Tensor, size: int, method: str = "area") -> torch.Tensor:
+    """Resize a float batch ``(N, C, H, W)`` to ``size x size`` with an anti-aliased kernel.
+
+    >>> downsample(torch.rand(2, 1, 48, 48), 16).shape
+    torch.Size([2, 1, 16, 16])
+    """
+    if method not in DOWNSAMPLE_METHODS:
+        raise ValueError(f"unknown downsampling method {method!r}; use one of {DOWNSAMPLE_METHODS}")
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    if method == "area":
+        return F.interpolate(x, size=(size, size), mode="area")
+    return F.interpolate(x, size=(size, size), mode=method, align_corners=False, antialias=True).clamp_(0, 1)
+
+
+def upsample(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bicubic resize back up (the FSR-FER "downsample then resize back" protocol)."""
+    return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp_(0, 1)
+
+
+def to_native(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """The deterministic operator every variant is trained and served with: area down-sampling of
+    a 48x48 aligned face (float, 0..1) to the variant's native ``resolution``."""
+    return downsample(x, resolution, "area")
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a float batch; ``sigma`` in pixels of ``x``."""
+    if sigma <= 0:
+        return x
+    radius = max(1, int(round(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = (k / k.sum()).view(1, 1, 1, -1).repeat(x.shape[1], 1, 1, 1)
+    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(x, k, groups=x.shape[1])
+    return F.conv2d(x, k.transpose(-1, -2), groups=x.shape[1])
+
+
+def jpeg_compress(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Round-trip every image of a float batch through JPEG at ``quality`` (CPU, OpenCV)."""
+    import cv2
+
+    out = torch.empty_like(x)
+    arr = (x.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    for i, img in enumerate(arr):
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img.transpose(1, 2, 0)), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        dec = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        dec = dec[..., None] if dec.ndim == 2 else dec
+        out[i] = torch.from_numpy(dec.transpose(2, 0, 1)).to(x.dtype) / 255
+    return out.to(x.device)
+
+
+@dataclass(frozen=True)
+class DegradationConfig:
+    """Training-time corruptions on top of :func:`to_native`. Defaults: none (the pure operator)."""
+
+    resolution: int = 16
+    size_jitter: int = 0          # native size drawn from resolution +- size_jitter, then resized to resolution
+    random_method: bool = False   # draw the intermediate down-sampling kernel among DOWNSAMPLE_METHODS
+    blur_sigma_max: float = 0.0   # Gaussian blur in 48-px space, sigma ~ U(0, max), before down-sampling
+    noise_std_max: float = 0.0    # additive Gaussian noise on the LR image, std ~ U(0, max)
+    jpeg_prob: float = 0.0        # probability of a JPEG round trip (quality 30..90) of the LR image
+
+
+def random_degrade(x: torch.Tensor, cfg: DegradationConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Degrade a 48x48 float batch to ``cfg.resolution`` with randomly drawn corruptions."""
+    def uniform(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * torch.rand((), generator=generator).item()
+
+    if cfg.blur_sigma_max > 0:
+        x = gaussian_blur(x, uniform(0.0, cfg.blur_sigma_max))
+    size = cfg.resolution
+    if cfg.size_jitter:
+        size += int(torch.randint(-cfg.size_jitter, cfg.size_jitter + 1, (), generator=generator))
+        size = max(4, size)
+    method = "area"
+    if cfg.random_method:
+        method = DOWNSAMPLE_METHODS[int(torch.randint(len(DOWNSAMPLE_METHODS), (), generator=generator))]
+    x = downsample(x, size, method)
+    if size != cfg.resolution:
+        x = downsample(x, cfg.resolution, "area") if size > cfg.resolution else upsample(x, cfg.resolution)
+    if cfg.noise_std_max > 0:
+        std = uniform(0.0, cfg.noise_std_max)
+        x = (x + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)).clamp_(0, 1)
+    if cfg.jpeg_prob > 0 and uniform(0.0, 1.0) < cfg.jpeg_prob:
+        x = jpeg_compress(x, int(uniform(30, 90)))
+    return x

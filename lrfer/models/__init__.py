@@ -1,0 +1,37 @@
+"""Architecture registry.
+
+Registration is explicit: ``ARCHITECTURES`` maps each architecture name used in
+``weights_manifest.json`` to ``"module:builder"``. Modules are imported only when a model is
+built, so ``import lrfer`` stays fast and a renamed builder fails loudly instead of dropping weights.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch.nn as nn
+
+ARCHITECTURES: dict[str, str] = {
+    "resnet18": "lrfer.models.resnet:resnet18",
+    "gmenet": "lrfer.models.gmenet:gmenet",
+    "baseline": "lrfer.models.baseline:baseline",
+    "fsrfer": "lrfer.models.fsrfer:fsrfer",
+    "manet": "lrfer.models.manet:manet",
+}
+
+
+def list_architectures() -> list[str]:
+    """Names accepted by :func:`build_model`."""
+    return sorted(ARCHITECTURES)
+
+
+def build_model(arch: str, **config: Any) -> nn.Module:
+    """Build an untrained model from its manifest ``arch`` and ``config``.
+
+    >>> m = build_model("gmenet", num_classes=7, width=16)
+    """
+    if arch not in ARCHITECTURES:
+        raise KeyError(f"unknown architecture {arch!r}; known: {', '.join(list_architectures())}")
+    module_name, builder_name = ARCHITECTURES[arch].split(":")
+    builder = getattr(importlib.import_module(module_name), builder_name)
+    return builder(**config)

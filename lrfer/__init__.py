@@ -1,2 +1,54 @@
-"""lrfer: low-resolution facial expression recognition."""
+"""lrfer: low-resolution facial expression recognition.
+
+A model zoo whose models still read 8-32 px faces. ``import lrfer`` is light: torch, the models and
+the detector are imported on first use of :func:`load` (module-level ``__getattr__``).
+
+>>> import lrfer
+>>> rec = lrfer.load()  # doctest: +SKIP
+>>> [f.label for f in rec.predict("examples/group1.jpg")]  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+#: Public name -> "module:attribute", imported on first access.
+_LAZY: dict[str, str] = {
+    "load": "lrfer.recognizer:load",
+    "Recognizer": "lrfer.recognizer:Recognizer",
+    "Face": "lrfer.results:Face",
+    "faces_to_pandas": "lrfer.results:faces_to_pandas",
+    "faces_to_rows": "lrfer.results:faces_to_rows",
+    "list_models": "lrfer.zoo:list_models",
+    "get_spec": "lrfer.zoo:get_spec",
+    "info": "lrfer.zoo:info",
+    "download": "lrfer.zoo:download",
+    "ModelSpec": "lrfer.zoo:ModelSpec",
+    "load_image": "lrfer.io:load_image",
+    "CLASSES": "lrfer.constants:CLASSES",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lrfer.constants import CLASSES
+    from lrfer.io import load_image
+    from lrfer.recognizer import Recognizer, load
+    from lrfer.results import Face, faces_to_pandas, faces_to_rows
+    from lrfer.zoo import ModelSpec, download, get_spec, info, list_models
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'lrfer' has no attribute {name!r}")
+    module_name, attr = target.split(":")
+    value = getattr(importlib.import_module(module_name), attr)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

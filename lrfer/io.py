@@ -1,0 +1,246 @@
+"""Image loading and validation: every accepted input becomes one canonical form.
+
+The public API accepts paths, numpy arrays, PIL images and torch tensors. This module converts each
+of them, once, to an RGB ``uint8`` array of shape ``(H, W, 3)`` (:func:`load_image`) and, for the
+pipeline, to a ``(3, H, W)`` ``uint8`` tensor on the model's device (:func:`to_device_tensor`).
+Anything else is rejected with a :class:`ValueError` that names the problem and the input.
+
+This module imports neither torch nor OpenCV at import time, so ``lrfer --help`` stays fast.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+#: File extensions the CLI picks up when given a folder (lower case).
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".gif"}
+)
+
+#: Everything :func:`load_image` accepts.
+ImageLike = Union[str, os.PathLike, np.ndarray, "torch.Tensor", Any]
+
+
+def describe(obj: Any) -> str:
+    """A short description of an input for error messages (never the whole array)."""
+    if isinstance(obj, (str, os.PathLike)):
+        return f"path {str(obj)!r}"
+    shape = getattr(obj, "shape", None)
+    dtype = getattr(obj, "dtype", None)
+    if shape is not None:
+        return f"{type(obj).__module__}.{type(obj).__name__} of shape {tuple(shape)} and dtype {dtype}"
+    return f"object of type {type(obj).__name__}"
+
+
+def is_image_like(obj: Any) -> bool:
+    """True for one image (path, array, PIL image, tensor); False for a list/tuple of images."""
+    return not isinstance(obj, (list, tuple))
+
+
+def read_image_file(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to RGB ``uint8 (H, W, 3)``, honouring EXIF orientation.
+
+    >>> img = read_image_file("examples/group1.jpg")  # doctest: +SKIP
+    >>> img.shape[2], img.dtype
+    (3, dtype('uint8'))
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"cannot read image: no such file {str(p)!r}")
+    data = np.fromfile(str(p), dtype=np.uint8)  # fromfile + imdecode also works for non-ASCII paths
+    if data.size == 0:
+        raise ValueError(f"cannot read image: empty file {str(p)!r}")
+    img = _decode_cv2(data)
+    if img is None:
+        img = _decode_pil(p)
+    if img is None:
+        raise ValueError(f"cannot read image: {str(p)!r} is not a readable image (corrupt or unsupported format)")
+    return validate_array(img, f"file {str(p)!r}")
+
+
+def _decode_cv2(data: np.ndarray) -> np.ndarray | None:
+    import cv2
+
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)  # BGR; applies EXIF orientation
+    if img is None or img.size == 0:
+        return None
+    return np.ascontiguousarray(img[..., ::-1])
+
+
+def _decode_pil(path: Path) -> np.ndarray | None:
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:  # pragma: no cover - pillow is optional
+        return None
+    try:
+        with Image.open(path) as im:
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except Exception:  # noqa: BLE001 - any decoder failure means "unreadable"
+        return None
+
+
+def validate_array(arr: np.ndarray, what: str | None = None) -> np.ndarray:
+    """Check a numpy image and return it as contiguous RGB ``uint8 (H, W, 3)``.
+
+    Accepts ``(H, W)`` gray, ``(H, W, 1)``, ``(H, W, 3)`` RGB and ``(H, W, 4)`` RGBA (alpha dropped).
+
+    >>> validate_array(np.zeros((4, 5), np.uint8)).shape
+    (4, 5, 3)
+    """
+    what = what or describe(arr)
+    if arr.dtype == np.bool_ or arr.dtype != np.uint8:
+        raise ValueError(
+            f"wrong dtype {arr.dtype} for {what}: images must be uint8 (0..255); "
+            "convert with np.clip(x * 255, 0, 255).astype(np.uint8) for 0..1 floats"
+        )
+    if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
+        pass
+    elif arr.ndim != 2:
+        raise ValueError(
+            f"wrong shape {tuple(arr.shape)} for {what}: expected (H, W) gray or (H, W, 3) RGB / (H, W, 4) RGBA"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"empty image (0 size, shape {tuple(arr.shape)}) for {what}")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    elif arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    return np.ascontiguousarray(arr)
+
+
+def tensor_to_array(t: torch.Tensor, what: str | None = None) -> np.ndarray:
+    """A ``uint8`` tensor ``(3, H, W)``, ``(H, W, 3)``, ``(1, H, W)`` or ``(H, W)`` -> RGB numpy ``(H, W, 3)``."""
+    what = what or describe(t)
+    import torch
+
+    if t.dtype != torch.uint8:
+        raise ValueError(
+            f"wrong dtype {t.dtype} for {what}: image tensors must be uint8 (0..255); "
+            "use (x * 255).round().clamp(0, 255).to(torch.uint8) for 0..1 floats"
+        )
+    if t.ndim == 3 and t.shape[0] in (1, 3, 4):
+        t = t.permute(1, 2, 0)  # channels first, the torch convention (also wins for tiny ambiguous shapes)
+    elif t.ndim not in (2, 3):
+        raise ValueError(f"wrong shape {tuple(t.shape)} for {what}: expected (3, H, W) or (H, W, 3)")
+    return validate_array(t.detach().cpu().numpy(), what)
+
+
+def load_image(src: ImageLike) -> np.ndarray:
+    """Turn any accepted image into RGB ``uint8 (H, W, 3)``; raise ``ValueError`` naming the problem.
+
+    Accepted: a path (``str``/``Path``), a numpy ``uint8`` array ``(H, W)``, ``(H, W, 3)`` RGB or
+    ``(H, W, 4)`` RGBA, a ``PIL.Image``, a torch ``uint8`` tensor ``(3, H, W)`` or ``(H, W, 3)``.
+
+    >>> load_image(np.zeros((2, 3, 3), np.uint8)).shape
+    (2, 3, 3)
+    """
+    if isinstance(src, (str, os.PathLike)):
+        return read_image_file(src)
+    if isinstance(src, np.ndarray):
+        return validate_array(src)
+    if _is_torch_tensor(src):
+        return tensor_to_array(src)
+    if _is_pil_image(src):
+        return _pil_to_array(src)
+    raise ValueError(
+        f"unsupported image input: {describe(src)}; pass a path, a numpy uint8 array, a PIL.Image or a uint8 tensor"
+    )
+
+
+def _is_torch_tensor(obj: Any) -> bool:
+    torch = _loaded_module("torch")
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
+def _is_pil_image(obj: Any) -> bool:
+    pil = _loaded_module("PIL.Image")
+    return pil is not None and isinstance(obj, pil.Image)
+
+
+def _loaded_module(name: str) -> Any:
+    """A module only if the caller already imported it (an object of its type cannot exist otherwise)."""
+    import sys
+
+    return sys.modules.get(name)
+
+
+def _pil_to_array(im: Any) -> np.ndarray:
+    what = f"PIL image of size {im.size} and mode {im.mode}"
+    if im.size[0] == 0 or im.size[1] == 0:
+        raise ValueError(f"empty image (0 size) for {what}")
+    if im.mode not in ("RGB", "L"):
+        im = im.convert("RGB")
+    return validate_array(np.asarray(im), what)
+
+
+def to_device_tensor(img: np.ndarray, device: Any = "cpu") -> torch.Tensor:
+    """RGB ``uint8 (H, W, 3)`` -> ``uint8 (3, H, W)`` tensor on ``device`` (pinned, non-blocking on CUDA)."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+    device = torch.device(device)
+    if device.type == "cuda":
+        return t.contiguous().pin_memory().to(device, non_blocking=True)
+    return t.contiguous()
+
+
+def iter_image_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Path]]:
+    """Expand files and folders (recursively, sorted) into ``(path, relative_name)`` pairs.
+
+    Files given explicitly are kept whatever their extension; folders contribute files with an
+    extension in :data:`IMAGE_EXTENSIONS`. ``relative_name`` is the path inside its folder argument
+    (the file name for file arguments), used to mirror the layout in ``--annotate`` output.
+
+    >>> iter_image_files(["examples"])  # doctest: +SKIP
+    [(PosixPath('examples/group1.jpg'), PosixPath('group1.jpg'))]
+    """
+    out: list[tuple[Path, Path]] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(
+                f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
+            )
+            out.extend((f, f.relative_to(p)) for f in found)
+        elif p.is_file():
+            out.append((p, Path(p.name)))
+        else:
+            raise ValueError(f"no such file or folder: {str(p)!r}")
+    return out
+
+
+class ImageFileDataset:
+    """Map-style dataset for ``torch.utils.data.DataLoader``: decodes one file per item.
+
+    Each item is ``(index, image)`` where ``image`` is a ``uint8 (H, W, 3)`` tensor, or
+    ``(index, error_message)`` when the file cannot be read, so one bad file never stops a run.
+    Returned as tensors so worker processes hand images over through shared memory.
+    """
+
+    def __init__(self, files: Sequence[str | os.PathLike]) -> None:
+        self.files = list(files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[int, Any]:
+        import torch
+
+        try:
+            return i, torch.from_numpy(read_image_file(self.files[i]))
+        except ValueError as e:
+            return i, str(e)
+
+
+def collate_list(batch: list[Any]) -> list[Any]:
+    """DataLoader ``collate_fn`` that keeps a batch as a plain list (images differ in size)."""
+    return batch

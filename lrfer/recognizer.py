@@ -1,0 +1,360 @@
+"""The inference pipeline: images -> faces -> expressions.
+
+One :class:`Recognizer` holds a model, its :class:`~lrfer.zoo.ModelSpec` and a face detector, all on
+one device. :meth:`Recognizer.predict` runs small named stages, batched across the faces and images
+of a call:
+
+1. :func:`lrfer.io.load_image` -- path / numpy / PIL / tensor -> validated RGB ``uint8 (H, W, 3)``;
+2. :func:`lrfer.io.to_device_tensor` -- ``uint8 (3, H, W)`` on the device (pinned, non-blocking on CUDA);
+3. detect -- ``Detector.detect`` on all images of the step at once (``detector=None``: the image is the face);
+4. align -- :func:`lrfer.faces.align_faces`: 5-point similarity onto FER2013's 48x48 framing, gray;
+5. :func:`lrfer.faces.degrade.to_native` -- the same area down-sampling the model was trained with;
+6. normalise ``(x - mean) / std`` from the spec, model, ``softmax(logits / spec.temperature)``;
+7. :class:`~lrfer.results.Face` objects.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lrfer.constants import HR_SIZE
+from lrfer.faces.degrade import to_native
+from lrfer.io import describe, load_image, to_device_tensor
+from lrfer.results import Face
+from lrfer.zoo import ModelSpec, default_model, load_model
+
+logger = logging.getLogger(__name__)
+
+#: Images decoded, detected and aligned together in one step of :meth:`Recognizer.predict`
+#: (bounds memory when a long list of large photos is passed at once).
+IMAGES_PER_STEP = 32
+#: ITU-R BT.601 luma weights (R, G, B).
+GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+#: Detector names accepted by :func:`load` (``None`` / ``"none"``: every image is already a face crop).
+DETECTOR_NAMES = ("mtcnn", "haar", "facenet")
+_NAN_LANDMARKS = tuple((float("nan"), float("nan")) for _ in range(5))
+_threads_configured = False
+
+
+# ------------------------------------------------------------------------------------------- set-up
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"`` -> CUDA if available else CPU; otherwise ``torch.device(device)``.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if device is None or (isinstance(device, str) and device.lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use device='cpu' or 'auto'")
+    return device
+
+
+def configure_cpu_threads() -> None:
+    """Use the cores this process may run on, without oversubscribing.
+
+    Left alone when the user chose (``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` set). Otherwise torch's
+    default (physical cores) is only lowered if it exceeds the CPUs this process is allowed to use
+    (containers, ``taskset``).
+    """
+    global _threads_configured
+    if _threads_configured:
+        return
+    _threads_configured = True
+    if any(os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")):
+        return
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        allowed = os.cpu_count() or 1
+    if torch.get_num_threads() > allowed:
+        torch.set_num_threads(allowed)
+
+
+def normalize_detector_name(detector: str | None) -> str | None:
+    """``"none"``/``None`` -> ``None``; known names lower-cased; anything else -> ``ValueError``."""
+    if detector is None or (isinstance(detector, str) and detector.lower() == "none"):
+        return None
+    if not isinstance(detector, str) or detector.lower() not in DETECTOR_NAMES:
+        raise ValueError(f"unknown detector {detector!r}; use one of {DETECTOR_NAMES} or None (images are face crops)")
+    return detector.lower()
+
+
+def load(
+    spec: str | os.PathLike | ModelSpec | None = None,
+    device: str | torch.device | None = None,
+    detector: str | None = "mtcnn",
+    min_face: int = 20,
+) -> Recognizer:
+    """Load a model and a face detector, ready to :meth:`~Recognizer.predict`.
+
+    ``spec``: a manifest name (see :func:`lrfer.list_models`), a local ``.safetensors`` file or
+    folder, or ``"hf://org/repo[@revision]"``; ``None`` -> the manifest's default model.
+    ``device``: ``None``/``"auto"`` -> CUDA if available else CPU. ``detector``: ``"mtcnn"``,
+    ``"haar"``, ``"facenet"`` or ``None`` (each input image is already a face crop).
+    ``min_face``: smallest face width in pixels the detector looks for.
+
+    >>> rec = lrfer.load("gmenet-fer2013-16px")  # doctest: +SKIP
+    >>> [f.label for f in rec.predict("examples/group1.jpg")]  # doctest: +SKIP
+    ['happy', 'neutral', 'happy']
+    """
+    from lrfer.faces.detect import make_detector
+
+    dev = resolve_device(device)
+    det_name = normalize_detector_name(detector)
+    if dev.type == "cpu":
+        configure_cpu_threads()
+    model = load_model(default_model() if spec is None else spec, device=dev)
+    det = make_detector(det_name, dev, min_face=min_face) if det_name else None
+    return Recognizer(model, model.pretrained_cfg, dev, det)
+
+
+# ------------------------------------------------------------------------------------- crop helpers
+def resize_square(x: torch.Tensor, size: int = HR_SIZE) -> torch.Tensor:
+    """Resize float ``(N, 1, H, W)`` 0..1 to ``size x size``: area when shrinking, bicubic when enlarging."""
+    h, w = x.shape[-2:]
+    if (h, w) == (size, size):
+        return x
+    if h >= size and w >= size:
+        return F.interpolate(x, size=(size, size), mode="area")
+    return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp_(0, 1)
+
+
+def _gray_float(arr: np.ndarray, rgb: bool) -> np.ndarray:
+    """uint8 ``(..., H, W)`` gray or, with ``rgb``, ``(..., H, W, 3|4)`` RGB(A) -> float32 ``(..., H, W)`` 0..1."""
+    if rgb:
+        return (arr[..., :3].astype(np.float32) @ GRAY_WEIGHTS) / 255
+    return arr.astype(np.float32) / 255
+
+
+def _check_crop_array(crops: np.ndarray) -> np.ndarray:
+    """Validate a batched crop array: uint8 ``(N, H, W)``, ``(N, H, W, 1|3|4)``."""
+    what = describe(crops)
+    if crops.dtype != np.uint8:
+        raise ValueError(f"wrong dtype {crops.dtype} for crops ({what}): crops must be uint8 (0..255)")
+    if crops.ndim == 4 and crops.shape[-1] == 1:
+        crops = crops[..., 0]
+    if not (crops.ndim == 3 or (crops.ndim == 4 and crops.shape[-1] in (3, 4))):
+        raise ValueError(f"wrong shape {tuple(crops.shape)} for crops: expected (N, H, W) gray or (N, H, W, 3) RGB")
+    if crops.shape[1] == 0 or crops.shape[2] == 0:
+        raise ValueError(f"empty image (0 size) in crops of shape {tuple(crops.shape)}")
+    return crops
+
+
+def _crop_to_48(crop: Any, index: int) -> np.ndarray:
+    """One crop (array / PIL / tensor / path) -> float32 ``(48, 48)`` gray, resized with OpenCV."""
+    import cv2
+
+    try:
+        if isinstance(crop, np.ndarray) and crop.ndim == 2:
+            arr = _check_crop_array(crop[None])[0]
+        else:
+            arr = load_image(crop)
+    except ValueError as e:
+        raise ValueError(f"crops[{index}]: {e}") from None
+    gray = _gray_float(arr, rgb=arr.ndim == 3)
+    h, w = gray.shape
+    if (h, w) == (HR_SIZE, HR_SIZE):
+        return gray
+    shrink = h >= HR_SIZE and w >= HR_SIZE
+    out = cv2.resize(gray, (HR_SIZE, HR_SIZE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    return np.clip(out, 0, 1)
+
+
+def crops_to_gray48(crops: np.ndarray | Sequence[Any]) -> torch.Tensor:
+    """Tight face crops of any size -> float ``(N, 1, 48, 48)`` gray in 0..1 (CPU).
+
+    A ``uint8`` array ``(N, H, W)`` or ``(N, H, W, 3)`` is converted in one batched interpolate;
+    a list of differently sized crops is resized one by one (OpenCV area / cubic).
+
+    >>> crops_to_gray48(np.zeros((2, 96, 96), np.uint8)).shape
+    torch.Size([2, 1, 48, 48])
+    """
+    if _is_tensor(crops):
+        crops = crops.detach().cpu().numpy()
+    if isinstance(crops, np.ndarray):
+        arr = _check_crop_array(crops)
+        if arr.shape[0] == 0:
+            return torch.zeros(0, 1, HR_SIZE, HR_SIZE)
+        return resize_square(torch.from_numpy(_gray_float(arr, rgb=arr.ndim == 4)).unsqueeze(1))
+    if not isinstance(crops, (list, tuple)):
+        raise ValueError(f"crops must be a uint8 array (N, H, W[, 3]) or a list of images; got {describe(crops)}")
+    if not crops:
+        return torch.zeros(0, 1, HR_SIZE, HR_SIZE)
+    return torch.from_numpy(np.stack([_crop_to_48(c, i) for i, c in enumerate(crops)])).unsqueeze(1)
+
+
+def _is_tensor(obj: Any) -> bool:
+    return isinstance(obj, torch.Tensor)
+
+
+# ------------------------------------------------------------------------------------------ Recognizer
+class Recognizer:
+    """A face detector and an expression model on one device. Build it with :func:`lrfer.load`.
+
+    >>> rec = lrfer.load(detector="mtcnn")  # doctest: +SKIP
+    >>> faces = rec.predict("examples/group1.jpg")  # doctest: +SKIP
+    >>> faces[0].label, faces[0].probs["happy"]  # doctest: +SKIP
+    ('happy', 0.91)
+    """
+
+    def __init__(self, model: nn.Module, spec: ModelSpec, device: torch.device, detector: Any | None) -> None:
+        self.model = model.eval()
+        self.spec = spec
+        self.device = torch.device(device)
+        self.detector = detector
+        self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self._std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names in the order of the model's outputs."""
+        return tuple(self.spec.classes)
+
+    @property
+    def resolution(self) -> int:
+        """The model's native input size in pixels (faces are degraded to it)."""
+        return int(self.spec.resolution)
+
+    def __repr__(self) -> str:
+        det = type(self.detector).__name__ if self.detector is not None else None
+        return f"Recognizer(model={self.spec.name!r}, resolution={self.resolution}, device={str(self.device)!r}, detector={det})"
+
+    # -- tensor in / tensor out -------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _check_faces_tensor(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"predict_tensor expects a torch.Tensor; got {describe(x)}")
+        if not x.is_floating_point():
+            raise ValueError(f"wrong dtype {x.dtype} for predict_tensor input: expected float faces in 0..1 (x / 255)")
+        sizes = {HR_SIZE, self.resolution}
+        if x.ndim != 4 or x.shape[1] != self.spec.in_chans or x.shape[2] != x.shape[3] or x.shape[2] not in sizes:
+            raise ValueError(
+                f"wrong shape {tuple(x.shape)} for predict_tensor input: expected (N, {self.spec.in_chans}, 48, 48) "
+                f"aligned faces or (N, {self.spec.in_chans}, {self.resolution}, {self.resolution}) native faces"
+            )
+
+    def predict_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Aligned faces ``(N, 1, 48, 48)`` (or native ``(N, 1, r, r)``), float 0..1 -> probabilities ``(N, C)``.
+
+        Applies :func:`~lrfer.faces.degrade.to_native`, the spec's normalisation, the model and the
+        calibrated softmax; the result stays on the model's device.
+
+        >>> rec.predict_tensor(torch.rand(4, 1, 48, 48)).shape  # doctest: +SKIP
+        torch.Size([4, 7])
+        """
+        self._check_faces_tensor(x)
+        with torch.inference_mode():
+            x = x.to(self.device, dtype=torch.float32, non_blocking=True)
+            x = (to_native(x, self.resolution) - self._mean) / self._std
+            with self._autocast():
+                logits = self.model(x)
+            return torch.softmax(logits.float() / self.spec.temperature, dim=1)
+
+    def _classify(self, faces48: torch.Tensor, batch_size: int) -> np.ndarray:
+        """Probabilities for aligned 48x48 faces, ``batch_size`` at a time -> numpy ``(N, C)``."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        if faces48.shape[0] == 0:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        if self.device.type == "cuda" and faces48.device.type == "cpu":
+            faces48 = faces48.pin_memory()
+        parts = [self.predict_tensor(faces48[i : i + batch_size]).cpu() for i in range(0, faces48.shape[0], batch_size)]
+        return torch.cat(parts).numpy()
+
+    # -- crops ------------------------------------------------------------------------------------
+    def predict_crops(self, crops: np.ndarray | Sequence[Any], batch_size: int = 256) -> np.ndarray:
+        """Probabilities ``(N, len(classes))`` for already-cropped faces (FER2013-like tight framing).
+
+        ``crops``: ``uint8`` array ``(N, H, W)`` gray or ``(N, H, W, 3)`` RGB, or a list of crops of
+        any sizes. Each is converted to gray (ITU-R 601), resized to 48x48 and degraded like training.
+
+        >>> rec.predict_crops(np.zeros((5, 48, 48), np.uint8)).shape  # doctest: +SKIP
+        (5, 7)
+        """
+        return self._classify(crops_to_gray48(crops), batch_size)
+
+    # -- images -----------------------------------------------------------------------------------
+    def predict(self, images: Any, batch_size: int = 256) -> list[Face] | list[list[Face]]:
+        """Detect faces and read their expressions.
+
+        One image (path, numpy ``uint8`` HxW / HxWx3 RGB / HxWx4, ``PIL.Image``, ``uint8`` tensor
+        ``(3, H, W)`` or ``(H, W, 3)``) -> ``list[Face]``; a list of images -> ``list[list[Face]]``.
+        No face -> an empty list. ``batch_size``: faces per model call.
+
+        >>> faces = rec.predict("examples/group1.jpg")  # doctest: +SKIP
+        >>> per_image = rec.predict(["a.jpg", "b.png"])  # doctest: +SKIP
+        """
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        results: list[list[Face]] = []
+        for start in range(0, len(items), IMAGES_PER_STEP):
+            results.extend(self._predict_step(items[start : start + IMAGES_PER_STEP], start, single, batch_size))
+        return results[0] if single else results
+
+    def _predict_step(self, items: list[Any], offset: int, single: bool, batch_size: int) -> list[list[Face]]:
+        arrays = [self._load(item, offset + i, single) for i, item in enumerate(items)]
+        if self.detector is None:
+            return self._faces_from_crops(arrays, batch_size)
+        tensors = [to_device_tensor(a, self.device) for a in arrays]
+        with torch.inference_mode():
+            detections = self.detector.detect(tensors)
+            faces48 = self._align(tensors, detections)
+        probs = self._classify(faces48, batch_size)
+        return self._to_faces(detections, probs)
+
+    @staticmethod
+    def _load(item: Any, index: int, single: bool) -> np.ndarray:
+        try:
+            return load_image(item)
+        except ValueError as e:
+            raise ValueError(str(e) if single else f"images[{index}]: {e}") from None
+
+    @staticmethod
+    def _align(tensors: list[torch.Tensor], detections: list[Any]) -> torch.Tensor:
+        from lrfer.faces.align import align_faces
+
+        return align_faces(tensors, detections, out_size=HR_SIZE)
+
+    def _faces_from_crops(self, arrays: list[np.ndarray], batch_size: int) -> list[list[Face]]:
+        """``detector=None``: each image is one face; box = the whole image."""
+        probs = self._classify(crops_to_gray48(arrays), batch_size)
+        out = []
+        for arr, p in zip(arrays, probs):
+            h, w = arr.shape[:2]
+            out.append([self._face((0.0, 0.0, float(w), float(h)), _NAN_LANDMARKS, 1.0, p)])
+        return out
+
+    def _to_faces(self, detections: list[Any], probs: np.ndarray) -> list[list[Face]]:
+        out: list[list[Face]] = []
+        start = 0
+        for det in detections:
+            k = len(det)
+            boxes = det.boxes.detach().cpu().double().numpy()
+            scores = det.scores.detach().cpu().double().numpy()
+            marks = det.landmarks.detach().cpu().double().numpy()
+            out.append([
+                self._face(tuple(map(float, boxes[j])), tuple(tuple(map(float, pt)) for pt in marks[j]),
+                           float(scores[j]), probs[start + j])
+                for j in range(k)
+            ])
+            start += k
+        return out
+
+    def _face(self, box: tuple[float, ...], landmarks: Any, score: float, p: np.ndarray) -> Face:
+        probs = {c: float(v) for c, v in zip(self.classes, p)}
+        label = self.classes[int(np.argmax(p))]
+        return Face(box, landmarks, score, box[2] - box[0], label, probs)  # type: ignore[arg-type]

@@ -1,0 +1,107 @@
+"""Result type: one :class:`Face` per detected face, plus flat rows for CSV/JSONL/pandas."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Box = tuple[float, float, float, float]
+Landmarks = tuple[tuple[float, float], ...]
+
+#: Columns of a flat row before the per-class probability columns (CSV/JSONL/pandas).
+ROW_PREFIX: tuple[str, ...] = ("file", "face", "x1", "y1", "x2", "y2", "face_px", "det_score", "label")
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face found in an image and its expression.
+
+    Attributes:
+        box: ``(x1, y1, x2, y2)`` in image pixels.
+        landmarks: five ``(x, y)`` points (left eye, right eye, nose, mouth left, mouth right);
+            NaN when the detector gives none (Haar, ``detector=None``).
+        det_score: detector confidence (1.0 when the image itself is the face).
+        face_px: face width in pixels (``x2 - x1``): how low-resolution the face is.
+        label: the most probable class.
+        probs: ``{class: probability}`` in the model's class order (calibrated, sums to 1).
+
+    >>> f = Face((0, 0, 10, 10), ((math.nan, math.nan),) * 5, 1.0, 10.0, "happy", {"happy": 1.0})
+    >>> f.to_dict()["label"], f.score
+    ('happy', 1.0)
+    """
+
+    box: Box
+    landmarks: Landmarks
+    det_score: float
+    face_px: float
+    label: str
+    probs: dict[str, float] = field(hash=False)
+
+    @property
+    def score(self) -> float:
+        """Probability of :attr:`label`."""
+        return self.probs[self.label]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (lists instead of tuples, NaN landmarks as ``None``)."""
+        return {
+            "box": [float(v) for v in self.box],
+            "landmarks": [[_nan_to_none(x), _nan_to_none(y)] for x, y in self.landmarks],
+            "det_score": float(self.det_score),
+            "face_px": float(self.face_px),
+            "label": self.label,
+            "probs": {k: float(v) for k, v in self.probs.items()},
+        }
+
+    def to_row(self, file: str = "", index: int = 0) -> dict[str, Any]:
+        """Flat row: file, face index, box, face_px, det_score, label, one column per class.
+
+        >>> Face((0, 1, 2, 3), (), 0.9, 2.0, "sad", {"sad": 1.0}).to_row("a.jpg")["y2"]
+        3.0
+        """
+        x1, y1, x2, y2 = (float(v) for v in self.box)
+        row: dict[str, Any] = {
+            "file": file, "face": index, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+            "face_px": float(self.face_px), "det_score": float(self.det_score), "label": self.label,
+        }
+        row.update({k: float(v) for k, v in self.probs.items()})
+        return row
+
+    def to_pandas(self) -> Any:
+        """This face as a one-row ``pandas.DataFrame`` (needs ``pip install pandas``)."""
+        return faces_to_pandas([self])
+
+
+def _nan_to_none(v: float) -> float | None:
+    return None if math.isnan(v) else float(v)
+
+
+def row_columns(classes: Sequence[str]) -> list[str]:
+    """Column names of :meth:`Face.to_row` for a model with these ``classes``."""
+    return [*ROW_PREFIX, *classes]
+
+
+def faces_to_rows(faces: Iterable[Face] | Iterable[Iterable[Face]], files: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Flatten faces of one image (``list[Face]``) or of many (``list[list[Face]]``) into rows."""
+    items = list(faces)
+    if not items or isinstance(items[0], Face):
+        groups: list[list[Face]] = [items]  # type: ignore[list-item]
+    else:
+        groups = [list(g) for g in items]  # type: ignore[arg-type]
+    names = list(files) if files is not None else [str(i) if len(groups) > 1 else "" for i in range(len(groups))]
+    if len(names) != len(groups):
+        raise ValueError(f"got {len(names)} file names for {len(groups)} images")
+    return [face.to_row(name, j) for name, group in zip(names, groups) for j, face in enumerate(group)]
+
+
+def faces_to_pandas(faces: Iterable[Face] | Iterable[Iterable[Face]], files: Sequence[str] | None = None) -> Any:
+    """Faces as a ``pandas.DataFrame``, one row per face (columns of :meth:`Face.to_row`).
+
+    >>> faces_to_pandas(rec.predict("group.jpg"))  # doctest: +SKIP
+    """
+    try:
+        import pandas as pd
+    except ImportError as e:
+        raise ImportError("faces_to_pandas needs pandas: pip install pandas (or pip install 'lrfer[pandas]')") from e
+    return pd.DataFrame(faces_to_rows(faces, files))

@@ -1,0 +1,61 @@
+"""Draw results on images: a box per face with its label and top probability (OpenCV)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lrfer.results import Face
+
+#: Box colour per class (RGB); unknown classes get :data:`DEFAULT_COLOR`.
+CLASS_COLORS: dict[str, tuple[int, int, int]] = {
+    "angry": (230, 40, 40), "disgust": (120, 170, 20), "fear": (150, 60, 200), "happy": (250, 200, 0),
+    "sad": (40, 110, 230), "surprise": (250, 120, 0), "neutral": (200, 200, 200),
+}
+DEFAULT_COLOR = (0, 220, 120)
+
+
+def annotate(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+    """A copy of RGB ``uint8 (H, W, 3)`` ``image`` with each face's box, label and top probability.
+
+    >>> out = annotate(np.zeros((64, 64, 3), np.uint8), [])
+    >>> out.shape
+    (64, 64, 3)
+    """
+    import cv2
+
+    out = np.ascontiguousarray(image.copy())
+    h, w = out.shape[:2]
+    thickness = max(1, round(max(h, w) / 500))
+    font_scale = max(0.35, max(h, w) / 1600)
+    for face in faces:
+        color = CLASS_COLORS.get(face.label, DEFAULT_COLOR)
+        x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
+        text = f"{face.label} {face.score:.0%}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+        ty = y1 - base - 2 if y1 - th - base - 2 >= 0 else y2 + th + 2
+        cv2.rectangle(out, (x1, ty - th - 2), (x1 + tw + 2, ty + base), color, -1)
+        cv2.putText(out, text, (x1 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness, cv2.LINE_AA)
+    return out
+
+
+def save_annotated(path: str | os.PathLike, image: np.ndarray, faces: Sequence[Face]) -> Path:
+    """Write :func:`annotate`'s drawing of ``image`` to ``path`` (folders created; format from the suffix).
+
+    >>> save_annotated("out/group1.jpg", img, faces)  # doctest: +SKIP
+    PosixPath('out/group1.jpg')
+    """
+    import cv2
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    drawn = annotate(image, faces)
+    ok, buf = cv2.imencode(target.suffix or ".png", np.ascontiguousarray(drawn[..., ::-1]))
+    if not ok:  # unsupported suffix for writing (e.g. .gif): fall back to PNG
+        target = target.with_suffix(".png")
+        ok, buf = cv2.imencode(".png", np.ascontiguousarray(drawn[..., ::-1]))
+    buf.tofile(str(target))
+    return target

@@ -1,0 +1,431 @@
+"""The ``lrfer`` command line: ``models``, ``info``, ``download``, ``predict``, ``train``, ``eval``.
+
+``lrfer --help`` stays fast: torch, the models and the detector are imported only inside the
+command that needs them. ``train`` and ``eval`` are registered by :mod:`lrfer.train.cli`, imported
+only when one of them is run.
+
+    lrfer models "gmenet-*"
+    lrfer info gmenet-fer2013-16px
+    lrfer predict photos/ --out faces.csv --annotate annotated/
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from lrfer import __version__
+
+logger = logging.getLogger("lrfer")
+
+TRAIN_COMMANDS = ("train", "eval")
+DETECTOR_CHOICES = ("mtcnn", "haar", "facenet", "none")
+#: Images decoded per DataLoader batch (and passed to one ``Recognizer.predict`` call).
+DEFAULT_IMAGE_BATCH = 16
+
+
+# ------------------------------------------------------------------------------------------- parser
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The full argument parser; ``argv`` decides whether ``train``/``eval`` must be imported.
+
+    >>> build_parser(["models"]).parse_args(["models", "gmenet-*"]).pattern
+    'gmenet-*'
+    """
+    parser = argparse.ArgumentParser(
+        prog="lrfer",
+        description="Low-resolution facial expression recognition: a model zoo that still reads 8-32 px faces.",
+    )
+    parser.add_argument("--version", action="version", version=f"lrfer {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details (INFO level)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_models(sub)
+    _add_info(sub)
+    _add_download(sub)
+    _add_predict(sub)
+    _add_train_eval(sub, load=_first_command(argv) in TRAIN_COMMANDS)
+    return parser
+
+
+def _first_command(argv: Sequence[str] | None) -> str | None:
+    args = sys.argv[1:] if argv is None else list(argv)
+    return next((a for a in args if not a.startswith("-")), None)
+
+
+def _add_models(sub: Any) -> None:
+    p = sub.add_parser("models", help="list the zoo's models (name, arch, resolution, accuracy, source)")
+    p.add_argument("pattern", nargs="?", default=None, help="fnmatch filter, e.g. 'gmenet-*'")
+    p.set_defaults(func=cmd_models)
+
+
+def _add_info(sub: Any) -> None:
+    p = sub.add_parser("info", help="show one model's details, metrics and licences (code, weights, data)")
+    p.add_argument("name", help="model name from `lrfer models`")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_info)
+
+
+def _add_download(sub: Any) -> None:
+    p = sub.add_parser("download", help="fetch and verify a model's weights for offline use")
+    p.add_argument("name", nargs="+", help="model name(s) from `lrfer models`")
+    p.set_defaults(func=cmd_download)
+
+
+def _add_predict(sub: Any) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="detect faces in images and read their expressions",
+        description="Detect faces in image files and folders (recursive) and classify their expressions. "
+        "One row per face: file, face index, box, face_px, det_score, label, one column per class.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    p.add_argument("--model", default=None, help="model name, .safetensors file, folder or hf://org/repo[@rev] "
+                   "(default: the manifest's default model)")
+    p.add_argument("--out", type=Path, default=None, help="write rows to this .csv or .jsonl file (default: table on stdout)")
+    p.add_argument("--annotate", type=Path, default=None, metavar="DIR", help="write annotated copies of the images here")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="faces per model call (default: 256)")
+    p.add_argument("--image-batch", type=_positive_int, default=DEFAULT_IMAGE_BATCH,
+                   help=f"images decoded and detected together (default: {DEFAULT_IMAGE_BATCH})")
+    p.add_argument("--min-face", type=_positive_int, default=20, metavar="PX", help="smallest face width searched (default: 20)")
+    p.add_argument("--detector", choices=DETECTOR_CHOICES, default="mtcnn",
+                   help="face detector; 'none' = every image is already a face crop (default: mtcnn)")
+    p.add_argument("--workers", type=_non_negative_int, default=None,
+                   help="image-decoding worker processes (default: half the CPUs, at most 4; 0 = decode in-process)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+
+def _add_train_eval(sub: Any, load: bool) -> None:
+    """Register ``train``/``eval`` from :mod:`lrfer.train.cli` when one of them runs; else placeholders for --help."""
+    if load:
+        from lrfer.train.cli import register  # main() checked that it imports
+
+        register(sub)
+        return
+    for name, text in (("train", "train a zoo model on FER2013 (or your own RAF-DB copy)"),
+                       ("eval", "evaluate a model on a dataset split, per resolution")):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+
+
+def train_cli_error() -> str | None:
+    """Why ``lrfer.train.cli`` cannot be imported, or ``None`` when it can."""
+    try:
+        import lrfer.train.cli  # noqa: F401
+    except ImportError as err:
+        if err.name is not None and not err.name.startswith("lrfer"):
+            raise  # a missing third-party dependency: let its own message through
+        return str(err)
+    return None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------ commands
+def cmd_models(args: argparse.Namespace) -> int:
+    """``lrfer models [PATTERN]``: a table of the manifest's models."""
+    from lrfer.zoo import get_spec, list_models, load_manifest
+
+    names = list_models(args.pattern)
+    if not names:
+        print("no models match" if args.pattern else "the weights manifest lists no models yet")
+        return 0
+    default = load_manifest().default
+    rows = [_model_row(get_spec(n), n == default) for n in names]
+    _print_table(["name", "arch", "res", "PublicTest acc", "source"], rows)
+    return 0
+
+
+def _model_row(spec: Any, is_default: bool) -> list[str]:
+    acc = publictest_accuracy(spec.metrics)
+    return [spec.name + (" (default)" if is_default else ""), spec.arch, f"{spec.resolution}px",
+            "-" if acc is None else f"{acc:.1%}", describe_source(spec.source)]
+
+
+def publictest_accuracy(metrics: Any) -> float | None:
+    """FER2013 PublicTest (validation) accuracy from a manifest ``metrics`` entry, as a 0..1 fraction.
+
+    Looks for a numeric key naming PublicTest (``publictest_acc``, ``fer2013_publictest_acc`` ...),
+    or a ``publictest`` object with ``acc``/``accuracy``.
+
+    >>> publictest_accuracy({"publictest_acc": 0.61})
+    0.61
+    """
+    for key, value in dict(metrics or {}).items():
+        k = key.lower()
+        if "publictest" not in k and k not in ("val_acc", "validation_acc"):
+            continue
+        if isinstance(value, dict) or hasattr(value, "items"):
+            value = dict(value).get("acc", dict(value).get("accuracy"))
+        elif "acc" not in k:
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value) / 100 if value > 1 else float(value)
+    return None
+
+
+def describe_source(source: Any) -> str:
+    """``bundled`` / ``hf://org/repo@abcdef0`` / a local path."""
+    kind = source.get("kind")
+    if kind == "hub":
+        return f"hf://{source['repo_id']}@{source['revision'][:7]}"
+    if kind == "local":
+        return str(source.get("path", "local"))
+    return str(kind)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``lrfer info NAME``: details, metrics and licences."""
+    from lrfer.zoo import info
+
+    data = info(args.name)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    for key, value in data.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for k, v in value.items():
+                print(f"  {k}: {v}")
+        elif isinstance(value, list):
+            print(f"{key}: {', '.join(map(str, value))}")
+        elif value not in ("", None):
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """``lrfer download NAME...``: fetch, verify and print the local path of each."""
+    from lrfer.zoo import download
+
+    for name in args.name:
+        print(download(name))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``lrfer predict PATH...``: stream one row per face to CSV/JSONL or a stdout table."""
+    from tqdm import tqdm
+
+    import lrfer
+    from lrfer.io import iter_image_files
+
+    files = iter_image_files(args.paths)
+    if not files:
+        logger.error("no image files found in %s", " ".join(args.paths))
+        return 1
+    detector = None if args.detector == "none" else args.detector
+    rec = lrfer.load(args.model, device=args.device, detector=detector, min_face=args.min_face)
+    logger.info("%s on %d image(s)", rec, len(files))
+    counts = {"images": 0, "faces": 0, "failed": 0}
+    with open_writer(args.out, rec.classes) as write:
+        bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)
+        for batch in iter_decoded(files, args.workers, args.image_batch):
+            _predict_batch(rec, batch, files, args, write, counts)
+            bar.update(len(batch))
+        bar.close()
+    logger.info("%d image(s), %d face(s), %d unreadable", counts["images"], counts["faces"], counts["failed"])
+    if counts["failed"]:
+        logger.warning("%d file(s) could not be read (see the warnings above)", counts["failed"])
+        return 1
+    return 0
+
+
+def _predict_batch(rec: Any, batch: list[tuple[int, Any]], files: list[tuple[Path, Path]],
+                   args: argparse.Namespace, write: Callable[[dict[str, Any]], None], counts: dict[str, int]) -> None:
+    good = []
+    for index, item in batch:
+        if isinstance(item, str):
+            logger.warning("skipped: %s", item)
+            counts["failed"] += 1
+        else:
+            good.append((index, item.numpy()))
+    if not good:
+        return
+    results = rec.predict([img for _, img in good], batch_size=args.batch_size)
+    for (index, img), faces in zip(good, results):
+        path, rel = files[index]
+        for j, face in enumerate(faces):
+            write(face.to_row(str(path), j))
+        if args.annotate is not None:
+            from lrfer.annotate import save_annotated
+
+            save_annotated(args.annotate / rel, img, faces)
+        counts["images"] += 1
+        counts["faces"] += len(faces)
+
+
+# --------------------------------------------------------------------------------- streaming loader
+def default_workers() -> int:
+    """Decoding processes: half the usable CPUs (inference gets the rest), between 1 and 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus // 2))
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def iter_decoded(files: Sequence[tuple[Path, Path]], workers: int | None, image_batch: int) -> Iterator[list[tuple[int, Any]]]:
+    """Batches of ``(file index, uint8 (H, W, 3) tensor | error message)``, decoded by worker processes.
+
+    A ``torch.utils.data.DataLoader`` over the file paths, so decoding overlaps inference and memory
+    stays flat however many files there are. Falls back to in-process decoding if workers cannot start.
+    """
+    from torch.utils.data import DataLoader
+
+    from lrfer.io import ImageFileDataset, collate_list
+
+    dataset = ImageFileDataset([p for p, _ in files])
+    workers = default_workers() if workers is None else workers
+
+    def make(n: int) -> Iterator[list[tuple[int, Any]]]:
+        return iter(DataLoader(dataset, batch_size=image_batch, shuffle=False, num_workers=n,
+                               collate_fn=collate_list, worker_init_fn=_worker_init if n else None,
+                               prefetch_factor=2 if n else None, persistent_workers=False))
+
+    it = make(workers)
+    try:
+        first = next(it, None)
+    except (OSError, RuntimeError) as err:
+        if workers == 0:
+            raise
+        logger.warning("image-decoding workers failed to start (%s); decoding in-process", err)
+        it = make(0)
+        first = next(it, None)
+    if first is None:
+        return
+    yield first
+    yield from it
+
+
+# ----------------------------------------------------------------------------------------- writers
+class open_writer:  # noqa: N801 - used like open()
+    """Context manager giving ``write(row)``: CSV / JSONL by ``path``'s suffix, or a stdout table."""
+
+    def __init__(self, path: Path | None, classes: Sequence[str]) -> None:
+        from lrfer.results import row_columns
+
+        self.path = path
+        self.columns = row_columns(classes)
+        self.fh: TextIO | None = None
+
+    def __enter__(self) -> Callable[[dict[str, Any]], None]:
+        if self.path is None:
+            return TableWriter(self.columns, sys.stdout)
+        suffix = self.path.suffix.lower()
+        if suffix not in (".csv", ".jsonl"):
+            raise ValueError(f"--out {str(self.path)!r}: use a .csv or .jsonl file name")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "w", newline="", encoding="utf-8")
+        if suffix == ".csv":
+            writer = csv.DictWriter(self.fh, fieldnames=self.columns)
+            writer.writeheader()
+            return writer.writerow
+        fh = self.fh
+        return lambda row: fh.write(json.dumps(_json_safe(row)) + "\n")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+
+
+class TableWriter:
+    """Readable fixed-width rows on a text stream, header first; numbers rounded for reading."""
+
+    def __init__(self, columns: Sequence[str], stream: TextIO) -> None:
+        self.columns = list(columns)
+        self.stream = stream
+        self.header_done = False
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        if not self.header_done:
+            self.stream.write(self._format({c: c for c in self.columns}) + "\n")
+            self.header_done = True
+        self.stream.write(self._format(row) + "\n")
+        self.stream.flush()
+
+    def _format(self, row: dict[str, Any]) -> str:
+        cells = []
+        for c in self.columns:
+            v = row[c]
+            if c == "file":
+                cells.append(f"{v!s:<24}" if len(str(v)) <= 24 else "..." + str(v)[-21:])
+            elif c in ("x1", "y1", "x2", "y2", "face_px"):
+                cells.append(f"{v:>7.1f}" if isinstance(v, float) else f"{v:>7}")
+            elif c == "face":
+                cells.append(f"{v!s:>4}")
+            elif c == "label":
+                cells.append(f"{v!s:<9}")
+            else:
+                cells.append(f"{v:>9.3f}" if isinstance(v, float) else f"{v!s:>9}")
+        return " ".join(cells)
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for line in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
+
+
+# --------------------------------------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lrfer`` console script; returns the exit status.
+
+    >>> main(["models"])  # doctest: +SKIP
+    """
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    logging.basicConfig(level=logging.INFO if {"-v", "--verbose"} & set(args_list) else logging.WARNING,
+                        format="lrfer: %(levelname)s: %(message)s", stream=sys.stderr)
+    command = _first_command(args_list)
+    if command in TRAIN_COMMANDS:
+        problem = train_cli_error()
+        if problem is not None:
+            logger.error("`lrfer %s` needs lrfer.train.cli, which cannot be imported (%s); "
+                         "install lrfer from a complete source checkout", command, problem)
+            return 2
+    parser = build_parser(args_list)
+    args = parser.parse_args(args_list)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        status = args.func(args)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        logger.error("%s", err.args[0] if isinstance(err, KeyError) and err.args else err)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,809 @@
+"""Model zoo: the weights manifest, name grammar and weight resolution.
+
+Every pretrained variant has exactly one description: its entry in ``weights_manifest.json``
+(architecture + config, input size, normalisation, ordered labels, weights location pinned to a
+full commit, sha256, licences, metrics). An entry is parsed into a frozen :class:`ModelSpec` that
+rejects unknown and missing keys, and the spec is attached to every loaded model as
+``model.pretrained_cfg``.
+
+The load path is straight: :func:`resolve` (spec -> verified local ``.safetensors`` path) ->
+``build_model(arch, **config)`` -> ``safetensors.torch.load_file`` -> ``load_state_dict(strict=True)``
+-> ``eval()``. The sha256 is always checked before use and only safetensors files are accepted (no
+pickle). ``torch`` and ``huggingface_hub`` are imported inside functions so ``import lrfer.zoo`` is
+light.
+
+Weight specs accepted by :func:`resolve` / :func:`load_model`:
+
+* a manifest name, ``<arch>-<dataset>-<res>px`` (e.g. ``"gmenet-fer2013-16px"``);
+* a :class:`ModelSpec`;
+* a local ``.safetensors`` file written by :func:`save_weights` (spec in its metadata);
+* a local directory holding ``lrfer_config.json`` (a manifest entry) and the weights file it names;
+* ``hf://org/repo[@revision]``: a Hub repo laid out like such a directory.
+
+Errors: :class:`ManifestError`, :class:`UnknownModelError`, :class:`DatasetUnavailableError`,
+:class:`ChecksumError` and :class:`UnsupportedFormatError` are all ``ValueError`` subclasses;
+:class:`NotCachedError` is a ``FileNotFoundError``; :class:`StateDictMismatchError` is a
+``RuntimeError`` (like torch's own strict-load error).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Union
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    import torch.nn as nn
+
+__all__ = [
+    "ModelSpec",
+    "ParsedName",
+    "Manifest",
+    "ManifestError",
+    "UnknownModelError",
+    "DatasetUnavailableError",
+    "ChecksumError",
+    "UnsupportedFormatError",
+    "NotCachedError",
+    "StateDictMismatchError",
+    "parse_name",
+    "load_manifest",
+    "list_models",
+    "default_model",
+    "get_spec",
+    "resolve",
+    "load_model",
+    "save_weights",
+    "info",
+    "download",
+    "sha256_file",
+]
+
+logger = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: The manifest the package reads (a byte-identical copy of the repo's top-level file).
+MANIFEST_PATH = PACKAGE_DIR / "weights_manifest.json"
+#: Where bundled weights live inside the package.
+WEIGHTS_DIR = PACKAGE_DIR / "weights"
+
+SCHEMA_VERSION = 1
+WEIGHTS_SUFFIX = ".safetensors"
+#: Pickle-based checkpoint formats that are refused outright.
+REFUSED_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
+#: safetensors metadata key holding the JSON manifest entry (without file/sha256).
+SPEC_METADATA_KEY = "lrfer_spec"
+#: File name of the manifest entry inside a local weights directory or a Hub repo.
+CONFIG_FILENAME = "lrfer_config.json"
+HF_PREFIX = "hf://"
+CACHE_ENV = "LRFER_CACHE"
+
+#: Canonical dataset names, with the aliases the name grammar accepts.
+DATASET_ALIASES: Mapping[str, str] = MappingProxyType(
+    {"fer2013": "fer2013", "rafdb": "rafdb", "raf": "rafdb", "raf_db": "rafdb"}
+)
+_NAME_RE = re.compile(r"^(?P<arch>[a-z0-9_]+(?:-[a-z0-9_]+)*?)-(?P<dataset>[a-z0-9_]+)-(?P<res>[0-9]+)px$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_HF_RE = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
+
+
+# --------------------------------------------------------------------------------------------- errors
+class ManifestError(ValueError):
+    """A manifest entry, ``lrfer_config.json`` or embedded spec does not follow the schema."""
+
+
+class UnknownModelError(ValueError):
+    """The name is not in the manifest. The message lists close matches.
+
+    A ``ValueError`` (not ``KeyError``, whose ``str()`` would quote the multi-line message).
+    """
+
+
+class DatasetUnavailableError(UnknownModelError):
+    """Weights for this dataset cannot be distributed; the message names an alternative and the
+    ``lrfer train`` command that makes your own."""
+
+
+class ChecksumError(ValueError):
+    """A weights file's sha256 differs from the one recorded for it."""
+
+
+class UnsupportedFormatError(ValueError):
+    """A weights file that is not ``.safetensors`` (pickle checkpoints are never loaded)."""
+
+
+class NotCachedError(FileNotFoundError):
+    """Offline (``HF_HUB_OFFLINE=1`` or no connection) and the weights are not in the cache."""
+
+
+class StateDictMismatchError(RuntimeError):
+    """The weights file does not fit the architecture built from the spec."""
+
+
+# ----------------------------------------------------------------------------------------- name grammar
+class ParsedName(NamedTuple):
+    """The parts of a ``<arch>-<dataset>-<res>px`` name; ``dataset`` is canonical."""
+
+    arch: str
+    dataset: str
+    resolution: int
+
+
+def parse_name(name: str) -> ParsedName:
+    """Split a zoo name ``<arch>-<dataset>-<res>px``; the one place the grammar is parsed.
+
+    ``arch`` may itself contain hyphens; dataset aliases (``raf``, ``raf-db``) are canonicalised.
+
+    >>> parse_name("gmenet-fer2013-16px")
+    ParsedName(arch='gmenet', dataset='fer2013', resolution=16)
+    >>> parse_name("gmenet-raf-db-16px").dataset
+    'rafdb'
+    """
+    text = name.strip().lower().replace("raf-db", "raf_db")
+    match = _NAME_RE.match(text)
+    if match is None:
+        raise ValueError(
+            f"{name!r} does not follow the zoo name grammar '<arch>-<dataset>-<res>px' "
+            "(e.g. 'gmenet-fer2013-16px')"
+        )
+    dataset = DATASET_ALIASES.get(match["dataset"], match["dataset"])
+    return ParsedName(match["arch"], dataset, int(match["res"]))
+
+
+# ------------------------------------------------------------------------------------------- ModelSpec
+def _frozen(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value))
+
+
+def _plain(value: Any) -> Any:
+    """Mapping proxies / tuples back to JSON-able dicts / lists."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One pretrained variant: a parsed, validated manifest entry.
+
+    Build it with :meth:`from_dict`, which rejects unknown keys, missing required keys and wrong
+    types. Dict-valued fields are read-only mappings.
+
+    >>> spec = get_spec("gmenet-fer2013-16px")  # doctest: +SKIP
+    >>> spec.resolution, spec.classes[:2]  # doctest: +SKIP
+    (16, ('angry', 'disgust'))
+    """
+
+    name: str
+    arch: str
+    config: Mapping[str, Any] = field(hash=False)
+    dataset: str
+    resolution: int
+    in_chans: int
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    file: str
+    sha256: str
+    source: Mapping[str, Any] = field(hash=False)
+    license: Mapping[str, str] = field(hash=False)
+    temperature: float = 1.0
+    alignment: str = "fer2013"
+    metrics: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    recipe: str = ""
+    seed: int | None = None
+    paper: str = ""
+    description: str = ""
+
+    # -- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, Any], *, where: str = "manifest entry") -> "ModelSpec":
+        """Validate a manifest entry and build the spec; errors name ``where`` and the bad key.
+
+        >>> ModelSpec.from_dict(json.loads(Path("lrfer_config.json").read_text()))  # doctest: +SKIP
+        >>> ModelSpec.from_dict({"name": "x"})  # raises ManifestError: missing required key(s) [...]  # doctest: +SKIP
+        """
+        if not isinstance(entry, Mapping):
+            raise ManifestError(f"{where}: expected a JSON object, got {type(entry).__name__}")
+        label = f"{where} {entry.get('name', '?')!r}"
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(entry) - set(fields))
+        if unknown:
+            raise ManifestError(
+                f"{label}: unknown key(s) {unknown}; allowed keys are {sorted(fields)}"
+                " (fix the spelling or remove them)"
+            )
+        required = [n for n, f in fields.items() if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING]
+        missing = [k for k in required if k not in entry]
+        if missing:
+            raise ManifestError(f"{label}: missing required key(s) {missing}")
+
+        def check(key: str, ok: bool, expected: str) -> None:
+            if not ok:
+                raise ManifestError(f"{label}: {key!r} must be {expected}, got {entry[key]!r}")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        for key in ("name", "arch", "dataset", "file", "alignment", "recipe", "paper", "description"):
+            if key in entry:
+                check(key, isinstance(entry[key], str), "a string")
+        for key in ("config", "source", "license", "metrics"):
+            if key in entry:
+                check(key, isinstance(entry[key], Mapping), "an object")
+        check("resolution", is_int(entry["resolution"]) and entry["resolution"] > 0, "a positive int")
+        check("in_chans", is_int(entry["in_chans"]) and entry["in_chans"] > 0, "a positive int")
+        check("classes", isinstance(entry["classes"], list) and len(entry["classes"]) > 0
+              and all(isinstance(c, str) for c in entry["classes"]), "a non-empty list of strings")
+        for key in ("mean", "std"):
+            check(key, isinstance(entry[key], list) and len(entry[key]) == entry["in_chans"]
+                  and all(is_num(v) for v in entry[key]), f"a list of {entry['in_chans']} number(s)")
+        check("std", all(v > 0 for v in entry["std"]), "positive")
+        check("sha256", isinstance(entry["sha256"], str) and bool(_SHA256_RE.match(entry["sha256"])),
+              "64 lowercase hex characters")
+        if "temperature" in entry:
+            check("temperature", is_num(entry["temperature"]) and entry["temperature"] > 0, "a positive number")
+        if "seed" in entry:
+            check("seed", entry["seed"] is None or is_int(entry["seed"]), "an int")
+        check("file", entry["file"].endswith(WEIGHTS_SUFFIX) and "/" not in entry["file"]
+              and "\\" not in entry["file"], f"a plain '*{WEIGHTS_SUFFIX}' file name")
+        lic = entry["license"]
+        check("license", set(lic) == {"code", "weights", "data"} and all(isinstance(v, str) for v in lic.values()),
+              "an object with exactly the string keys 'code', 'weights', 'data'")
+        _check_source(entry["source"], label)
+        _check_name(entry, label)
+        _check_config(entry, label)
+
+        values = dict(entry)
+        for key in ("config", "source", "license", "metrics"):
+            if key in values:
+                values[key] = _frozen(values[key])
+        for key in ("classes", "mean", "std"):
+            values[key] = tuple(values[key])
+        if "temperature" in values:
+            values["temperature"] = float(values["temperature"])
+        return cls(**values)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle / ``copy.deepcopy`` support (read-only mappings are not picklable themselves)."""
+        return (_spec_from_plain, (self.to_dict(),))
+
+    # -- views --------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as plain JSON-able data (the inverse of :meth:`from_dict`)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @property
+    def num_classes(self) -> int:
+        """``len(classes)``."""
+        return len(self.classes)
+
+    @property
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``build_model(arch, **kwargs)``: ``config`` plus ``num_classes`` and
+        ``in_chans`` taken from the spec (so labels and channels have one source of truth)."""
+        return {"num_classes": self.num_classes, "in_chans": self.in_chans, **_plain(self.config)}
+
+
+def _spec_from_plain(entry: dict[str, Any]) -> ModelSpec:
+    return ModelSpec.from_dict(entry)
+
+
+def _check_source(source: Mapping[str, Any], label: str) -> None:
+    kind = source.get("kind")
+    allowed = {"bundled": {"kind"}, "hub": {"kind", "repo_id", "revision"}, "local": {"kind", "path"}}
+    if kind not in allowed:
+        raise ManifestError(f"{label}: source.kind must be 'bundled' or 'hub', got {kind!r}")
+    if set(source) != allowed[kind]:
+        raise ManifestError(f"{label}: a {kind!r} source has exactly the keys {sorted(allowed[kind])}, "
+                            f"got {sorted(source)}")
+    if kind == "hub":
+        if not isinstance(source["repo_id"], str) or source["repo_id"].count("/") != 1:
+            raise ManifestError(f"{label}: source.repo_id must be 'org/repo', got {source['repo_id']!r}")
+        rev = source["revision"]
+        if not isinstance(rev, str) or not _COMMIT_RE.match(rev):
+            raise ManifestError(
+                f"{label}: source.revision must be a full 40-hex commit hash so the weights cannot change "
+                f"under the same name, got {rev!r} (find it with `git rev-parse HEAD` in the Hub repo or on "
+                "its 'Files' page)"
+            )
+
+
+def _check_name(entry: Mapping[str, Any], label: str) -> None:
+    try:
+        parsed = parse_name(entry["name"])
+    except ValueError as err:
+        raise ManifestError(f"{label}: {err}") from None
+    if parsed.resolution != entry["resolution"]:
+        raise ManifestError(f"{label}: name says {parsed.resolution}px but resolution is {entry['resolution']}")
+    if parsed.dataset != DATASET_ALIASES.get(entry["dataset"], entry["dataset"]):
+        raise ManifestError(f"{label}: name says dataset {parsed.dataset!r} but dataset is {entry['dataset']!r}")
+    if not (parsed.arch == entry["arch"] or parsed.arch.startswith(entry["arch"] + "-")):
+        raise ManifestError(f"{label}: name's arch part {parsed.arch!r} does not start with arch {entry['arch']!r}")
+
+
+def _check_config(entry: Mapping[str, Any], label: str) -> None:
+    config = entry["config"]
+    expected = {"num_classes": len(entry["classes"]), "in_chans": entry["in_chans"],
+                "input_size": entry["resolution"]}
+    for key, want in expected.items():
+        if key in config and config[key] != want:
+            raise ManifestError(f"{label}: config.{key}={config[key]!r} disagrees with the entry ({want!r}); "
+                                "remove it from config or make them equal")
+
+
+# -------------------------------------------------------------------------------------------- manifest
+@dataclass(frozen=True)
+class Manifest:
+    """The parsed ``weights_manifest.json``."""
+
+    schema_version: int
+    default: str | None
+    models: Mapping[str, ModelSpec] = field(hash=False)
+    #: canonical dataset -> {"reason": str, "data_example": str}: datasets whose weights we cannot ship.
+    unavailable: Mapping[str, Mapping[str, str]] = field(hash=False)
+
+
+def _parse_manifest(data: Any, where: str) -> Manifest:
+    if not isinstance(data, dict):
+        raise ManifestError(f"{where}: top level must be a JSON object")
+    allowed = {"schema_version", "default", "models", "unavailable"}
+    unknown = sorted(set(data) - allowed)
+    missing = sorted(allowed - set(data))
+    if unknown or missing:
+        raise ManifestError(f"{where}: top-level keys must be {sorted(allowed)} (unknown: {unknown}, missing: {missing})")
+    if data["schema_version"] != SCHEMA_VERSION:
+        raise ManifestError(f"{where}: schema_version {data['schema_version']!r} is not supported "
+                            f"(this lrfer reads {SCHEMA_VERSION}); upgrade lrfer")
+    if not isinstance(data["models"], dict) or not isinstance(data["unavailable"], dict):
+        raise ManifestError(f"{where}: 'models' and 'unavailable' must be objects")
+    models: dict[str, ModelSpec] = {}
+    for key, entry in data["models"].items():
+        spec = ModelSpec.from_dict(entry, where=f"{where} models")
+        if spec.name != key:
+            raise ManifestError(f"{where}: entry under {key!r} has name {spec.name!r}; they must be equal")
+        if spec.source["kind"] == "local":
+            raise ManifestError(f"{where}: {key!r}: a manifest source is 'bundled' or 'hub', not 'local'")
+        models[key] = spec
+    default = data["default"]
+    if default is not None and default not in models:
+        raise ManifestError(f"{where}: default {default!r} is not one of the models {sorted(models)}")
+    unavailable: dict[str, Mapping[str, str]] = {}
+    for dataset, item in data["unavailable"].items():
+        if not isinstance(item, dict) or set(item) != {"reason", "data_example"}:
+            raise ManifestError(f"{where}: unavailable[{dataset!r}] must have exactly the keys "
+                                "'reason' and 'data_example'")
+        unavailable[DATASET_ALIASES.get(dataset, dataset)] = _frozen(item)
+    return Manifest(SCHEMA_VERSION, default, _frozen(models), _frozen(unavailable))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_manifest_cached(path: str, mtime_ns: int) -> Manifest:
+    with open(path, encoding="utf-8") as handle:
+        try:
+            data = json.load(handle)
+        except json.JSONDecodeError as err:
+            raise ManifestError(f"{path}: not valid JSON ({err})") from None
+    return _parse_manifest(data, path)
+
+
+def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
+    """Parse and validate a manifest file (default: the package's own copy).
+
+    >>> load_manifest().schema_version
+    1
+    """
+    target = Path(path) if path is not None else MANIFEST_PATH
+    return _load_manifest_cached(str(target), target.stat().st_mtime_ns)
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted manifest names, optionally filtered with an fnmatch pattern.
+
+    >>> list_models("gmenet-*")  # doctest: +SKIP
+    ['gmenet-fer2013-16px', 'gmenet-fer2013-8px']
+    """
+    names = sorted(load_manifest().models)
+    return names if pattern is None else fnmatch.filter(names, pattern)
+
+
+def default_model() -> str:
+    """The manifest's default model name.
+
+    >>> default_model()  # doctest: +SKIP
+    'gmenet-fer2013-16px'
+    """
+    default = load_manifest().default
+    if default is None:
+        raise UnknownModelError("the weights manifest sets no default model yet; pass a name from "
+                                f"lrfer.zoo.list_models() ({list_models() or 'none available'})")
+    return default
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The manifest entry for ``name``.
+
+    Raises :class:`DatasetUnavailableError` for RAF-DB (and other undistributable) names and
+    :class:`UnknownModelError`, listing close matches, for anything else not in the manifest.
+
+    >>> get_spec("gmenet-fer2013-16px").arch  # doctest: +SKIP
+    'gmenet'
+    """
+    manifest = load_manifest()
+    if name in manifest.models:
+        return manifest.models[name]
+    try:
+        parsed: ParsedName | None = parse_name(name)
+    except ValueError:
+        parsed = None
+    if parsed is not None and parsed.dataset in manifest.unavailable:
+        raise DatasetUnavailableError(_unavailable_message(name, parsed, manifest))
+    known = sorted(manifest.models)
+    close = difflib.get_close_matches(name.lower(), known, n=5, cutoff=0.6)
+    hint = f"did you mean {', '.join(map(repr, close))}?" if close else (
+        f"known models: {', '.join(known)}" if known else "the manifest has no models yet")
+    raise UnknownModelError(f"unknown model {name!r}; {hint} (see lrfer.zoo.list_models(); a local "
+                            f"'{WEIGHTS_SUFFIX}' file, a folder with {CONFIG_FILENAME} or 'hf://org/repo@commit' "
+                            "also work)")
+
+
+def _unavailable_message(name: str, parsed: ParsedName, manifest: Manifest) -> str:
+    item = manifest.unavailable[parsed.dataset]
+    arch = parsed.arch.split("-")[0]
+    fer = f"{parsed.arch}-fer2013-{parsed.resolution}px"
+    if fer in manifest.models:
+        alternative = f"Use the FER2013 equivalent {fer!r} instead: lrfer.load({fer!r})."
+    else:
+        others = [n for n in sorted(manifest.models) if manifest.models[n].dataset == "fer2013"]
+        alternative = f"No FER2013 equivalent {fer!r} is in the manifest" + (
+            f"; FER2013 models: {', '.join(others)}." if others else " yet.")
+    return (f"no weights for {name!r}: {item['reason']} {alternative} To use RAF-DB, train on your own copy "
+            f"and load the .safetensors file it writes:\n  lrfer train --arch {arch} --data {item['data_example']} "
+            f"--resolution {parsed.resolution} --out {name}{WEIGHTS_SUFFIX}")
+
+
+# -------------------------------------------------------------------------------------------- hashing
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks.
+
+    >>> sha256_file("lrfer/weights_manifest.json")  # doctest: +SKIP
+    '3b0c...'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, expected: str, *, cached: bool, what: str) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` hashes to ``expected``; delete bad cached files."""
+    actual = sha256_file(path)
+    if actual == expected:
+        logger.debug("sha256 ok for %s (%s)", path, actual)
+        return
+    message = f"sha256 mismatch for {what} ({path}): expected {expected}, got {actual}."
+    if cached:
+        _remove_cached(path)
+        message += " The corrupted cached copy was deleted; re-run to download it again."
+    else:
+        message += " The file was modified or is not the one the spec describes; restore or re-export it."
+    raise ChecksumError(message)
+
+
+def _remove_cached(path: Path) -> None:
+    """Delete a Hub-cache snapshot entry and the blob it links to."""
+    blob = path.resolve()
+    for target in (path, blob):
+        try:
+            target.unlink()
+            logger.warning("deleted bad cached file %s", target)
+        except FileNotFoundError:
+            pass
+
+
+# ------------------------------------------------------------------------------------------- resolving
+WeightSpec = Union[str, "os.PathLike[str]", ModelSpec]
+
+
+def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> str | None:
+    """Argument > ``$LRFER_CACHE`` > huggingface_hub's default (``None``)."""
+    if cache_dir is not None:
+        return str(cache_dir)
+    return os.environ.get(CACHE_ENV) or None
+
+
+def _offline() -> bool:
+    """``HF_HUB_OFFLINE`` read now (huggingface_hub reads it only at import)."""
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return value in {"1", "ON", "YES", "TRUE"} or bool(constants.HF_HUB_OFFLINE)
+
+
+def _hub_download(repo_id: str, filename: str, revision: str, cache_dir: str | None, label: str) -> Path:
+    """``hf_hub_download`` with a clear error when offline and not cached."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    offline = _offline()
+    try:
+        path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=offline)
+    except LocalEntryNotFoundError:
+        where = cache_dir or "the huggingface_hub cache (HF_HUB_CACHE)"
+        cause = "HF_HUB_OFFLINE=1 is set" if offline else "the Hub could not be reached"
+        raise NotCachedError(
+            f"{filename} of {label} ({repo_id}@{revision}) is not in {where} and {cause}. Run "
+            f"`lrfer download {label}` on a connected machine and copy its cache here (point ${CACHE_ENV} "
+            "at the copy), or unset HF_HUB_OFFLINE."
+        ) from None
+    return Path(path)
+
+
+def _check_suffix(path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix in REFUSED_SUFFIXES:
+        raise UnsupportedFormatError(
+            f"{path}: {suffix} checkpoints are pickles and are never loaded (they can run code). Convert it "
+            f"once, in a trusted environment, with lrfer.zoo.save_weights(state_dict, 'model{WEIGHTS_SUFFIX}', entry)."
+        )
+    if suffix != WEIGHTS_SUFFIX:
+        raise UnsupportedFormatError(f"{path}: only '{WEIGHTS_SUFFIX}' weights are supported, got {suffix or 'no suffix'!r}")
+
+
+def _read_embedded_entry(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        metadata = handle.metadata() or {}
+    if SPEC_METADATA_KEY not in metadata:
+        raise ManifestError(
+            f"{path} has no {SPEC_METADATA_KEY!r} metadata, so its architecture and labels are unknown; write it "
+            "with lrfer.zoo.save_weights(state_dict, path, entry), or put it in a folder next to a "
+            f"{CONFIG_FILENAME} that names it"
+        )
+    try:
+        entry = json.loads(metadata[SPEC_METADATA_KEY])
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{path}: {SPEC_METADATA_KEY!r} metadata is not valid JSON ({err})") from None
+    if not isinstance(entry, dict):
+        raise ManifestError(f"{path}: {SPEC_METADATA_KEY!r} metadata must be a JSON object")
+    return entry
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(entry, dict):
+        raise ManifestError(f"{path}: must hold one manifest entry (a JSON object)")
+    return entry
+
+
+def _resolve_local_file(path: Path) -> tuple[ModelSpec, Path]:
+    _check_suffix(path)
+    entry = _read_embedded_entry(path)
+    for key in ("file", "sha256"):
+        entry.pop(key, None)
+    actual = sha256_file(path)
+    logger.info("%s sha256 %s", path, actual)
+    known = load_manifest().models.get(str(entry.get("name")))
+    if known is not None and known.file == path.name and known.sha256 != actual:
+        raise ChecksumError(f"sha256 mismatch for {path}: the manifest's {known.name!r} expects {known.sha256}, "
+                            f"got {actual}. The file was modified; re-download it with `lrfer download {known.name}`.")
+    entry.update(file=path.name, sha256=actual, source={"kind": "local", "path": str(path)})
+    return ModelSpec.from_dict(entry, where=f"{path} metadata"), path
+
+
+def _resolve_local_dir(folder: Path) -> tuple[ModelSpec, Path]:
+    config = folder / CONFIG_FILENAME
+    if not config.is_file():
+        raise FileNotFoundError(f"{folder} has no {CONFIG_FILENAME}; a weights folder holds that manifest entry "
+                                "and the .safetensors file it names")
+    entry = _read_config(config)
+    entry["source"] = {"kind": "local", "path": str(folder)}
+    spec = ModelSpec.from_dict(entry, where=str(config))
+    weights = folder / spec.file
+    if not weights.is_file():
+        raise FileNotFoundError(f"{config} names {spec.file!r} but {weights} does not exist")
+    _verify(weights, spec.sha256, cached=False, what=spec.name)
+    return spec, weights
+
+
+def _resolve_hf_uri(uri: str, cache_dir: str | None) -> tuple[ModelSpec, Path]:
+    match = _HF_RE.match(uri)
+    if match is None:
+        raise ValueError(f"{uri!r} is not 'hf://org/repo' or 'hf://org/repo@revision'")
+    repo_id, revision = match["repo"], match["rev"] or "main"
+    if not _COMMIT_RE.match(revision):
+        logger.warning("%s is not pinned to a commit; pin it (hf://%s@<40-hex commit>) for reproducible weights",
+                       uri, repo_id)
+    config = _hub_download(repo_id, CONFIG_FILENAME, revision, cache_dir, uri)
+    commit = config.parent.name if _COMMIT_RE.match(config.parent.name) else revision  # snapshots/<commit>/
+    entry = _read_config(config)
+    entry["source"] = {"kind": "hub", "repo_id": repo_id, "revision": commit}
+    spec = ModelSpec.from_dict(entry, where=f"{uri} {CONFIG_FILENAME}")
+    return spec, _fetch(spec, cache_dir, label=uri)
+
+
+def _fetch(spec: ModelSpec, cache_dir: str | None, label: str | None = None) -> Path:
+    """The verified local weights path for a spec's source."""
+    kind = spec.source["kind"]
+    if kind == "bundled":
+        path = WEIGHTS_DIR / spec.file
+        if not path.is_file():
+            raise FileNotFoundError(f"bundled weights {path} for {spec.name!r} are missing; reinstall lrfer "
+                                    "(the wheel ships lrfer/weights/*.safetensors)")
+        _verify(path, spec.sha256, cached=False, what=spec.name)
+        return path
+    if kind == "hub":
+        repo_id, revision = spec.source["repo_id"], spec.source["revision"]
+        path = _hub_download(repo_id, spec.file, revision, cache_dir, label or spec.name)
+        _verify(path, spec.sha256, cached=True, what=f"{spec.name} ({repo_id}@{revision}/{spec.file})")
+        return path
+    path = Path(spec.source["path"])
+    path = path / spec.file if path.is_dir() else path
+    _verify(path, spec.sha256, cached=False, what=spec.name)
+    return path
+
+
+def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> tuple[ModelSpec, Path]:
+    """Turn any weight spec into ``(ModelSpec, verified local .safetensors path)``.
+
+    ``spec`` is a manifest name, a :class:`ModelSpec`, a local ``.safetensors`` file, a folder with
+    ``lrfer_config.json``, or ``hf://org/repo[@revision]``. Hub files go to ``cache_dir`` >
+    ``$LRFER_CACHE`` > the huggingface_hub default cache; the sha256 is always checked.
+
+    >>> spec, path = resolve("gmenet-fer2013-16px")  # doctest: +SKIP
+    >>> spec, path = resolve("runs/mine/gmenet-raf-16px.safetensors")  # doctest: +SKIP
+    """
+    cache = _cache_dir(cache_dir)
+    if isinstance(spec, ModelSpec):
+        return spec, _fetch(spec, cache)
+    if isinstance(spec, str) and spec.startswith(HF_PREFIX):
+        return _resolve_hf_uri(spec, cache)
+    path = Path(spec)
+    if isinstance(spec, str) and not path.exists() and not _looks_like_path(spec):
+        resolved = get_spec(spec)
+        return resolved, _fetch(resolved, cache)
+    if path.is_dir():
+        return _resolve_local_dir(path)
+    _check_suffix(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    return _resolve_local_file(path)
+
+
+def _looks_like_path(text: str) -> bool:
+    """A string with a path separator or a weights suffix is a path, never a manifest name."""
+    return "/" in text or os.sep in text or Path(text).suffix.lower() in REFUSED_SUFFIXES + (WEIGHTS_SUFFIX,)
+
+
+# -------------------------------------------------------------------------------------------- loading
+def _check_state_dict(model: "nn.Module", state: Mapping[str, "torch.Tensor"], spec: ModelSpec) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                    for k in set(expected) & set(state) if state[k].shape != expected[k].shape)
+    if not (missing or unexpected or shapes):
+        return
+
+    def show(items: list[str]) -> str:
+        return ", ".join(items[:8]) + (f" ... (+{len(items) - 8})" if len(items) > 8 else "")
+
+    parts = [f"{label} ({len(items)}): {show(items)}" for label, items in
+             (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)) if items]
+    raise StateDictMismatchError(
+        f"weights for {spec.name!r} do not fit build_model({spec.arch!r}, **{spec.model_kwargs}): "
+        + "; ".join(parts) + ". The file was made for a different architecture or config; fix the spec's "
+        "arch/config or use the weights that match it."
+    )
+
+
+def load_model(spec: WeightSpec, device: "str | torch.device" = "cpu",
+               cache_dir: str | os.PathLike[str] | None = None) -> "nn.Module":
+    """Build a model and load its verified weights strictly, in eval mode.
+
+    The :class:`ModelSpec` is attached as ``model.pretrained_cfg``.
+
+    >>> model = load_model("gmenet-fer2013-16px")  # doctest: +SKIP
+    >>> model.pretrained_cfg.classes  # doctest: +SKIP
+    ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')
+    """
+    from safetensors.torch import load_file
+
+    from lrfer.models import build_model
+
+    model_spec, path = resolve(spec, cache_dir)
+    model = build_model(model_spec.arch, **model_spec.model_kwargs)
+    state = load_file(str(path), device="cpu")
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    _check_state_dict(model, state, model_spec)
+    model.load_state_dict(state, strict=True)
+    model = model.to(device).eval()
+    model.pretrained_cfg = model_spec
+    logger.info("loaded %s from %s", model_spec.name, path)
+    return model
+
+
+def save_weights(state_dict: Mapping[str, "torch.Tensor"], path: str | os.PathLike[str],
+                 entry: Mapping[str, Any] | ModelSpec) -> str:
+    """Write fp16 safetensors with ``entry`` (minus file/sha256) in metadata; return the sha256.
+
+    Floating tensors are stored as fp16, integer buffers are kept. The entry is validated first;
+    ``file``, ``sha256`` and ``source`` may be left out (a loaded file's source is its own path).
+
+    >>> sha = save_weights(model.state_dict(), "gmenet-raf-16px.safetensors", entry)  # doctest: +SKIP
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    target = Path(path)
+    _check_suffix(target)
+    fields = entry.to_dict() if isinstance(entry, ModelSpec) else entry
+    meta = {k: _plain(v) for k, v in fields.items() if k not in ("file", "sha256")}
+    placeholder = {"file": target.name, "sha256": "0" * 64, "source": {"kind": "bundled"}}
+    ModelSpec.from_dict({**placeholder, **meta, "file": target.name}, where="save_weights entry")
+    tensors: dict[str, torch.Tensor] = {}
+    for key, tensor in state_dict.items():
+        tensor = tensor.detach().to("cpu")
+        tensors[key] = (tensor.to(torch.float16) if tensor.is_floating_point() else tensor).clone().contiguous()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(target), metadata={SPEC_METADATA_KEY: json.dumps(meta, sort_keys=True), "format": "pt"})
+    digest = sha256_file(target)
+    logger.info("wrote %s (sha256 %s)", target, digest)
+    return digest
+
+
+def info(name: str | ModelSpec) -> dict[str, Any]:
+    """A JSON-able summary of a manifest model, including the three licences.
+
+    >>> info("gmenet-fer2013-16px")["license"]  # doctest: +SKIP
+    {'code': 'MIT', 'weights': '...', 'data': '...'}
+    """
+    spec = name if isinstance(name, ModelSpec) else get_spec(name)
+    return {
+        "name": spec.name,
+        "arch": spec.arch,
+        "dataset": spec.dataset,
+        "resolution": spec.resolution,
+        "in_chans": spec.in_chans,
+        "classes": list(spec.classes),
+        "metrics": _plain(spec.metrics),
+        "source": _plain(spec.source),
+        "file": spec.file,
+        "sha256": spec.sha256,
+        "license": dict(spec.license),
+        "paper": spec.paper,
+        "description": spec.description,
+    }
+
+
+def download(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Pre-fetch and verify weights (bundled ones are only verified); return the local path.
+
+    >>> download("gmenet-fer2013-16px")  # doctest: +SKIP
+    PosixPath('.../snapshots/<commit>/gmenet-fer2013-16px.safetensors')
+    """
+    return resolve(name, cache_dir)[1]

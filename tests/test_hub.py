@@ -1,0 +1,267 @@
+"""Hub downloads through the real ``huggingface_hub.hf_hub_download``, against a local server.
+
+The server speaks the part of the Hub protocol ``hf_hub_download`` uses: ``HEAD``/``GET
+/{repo_id}/resolve/{revision}/{filename}`` answered with ``X-Repo-Commit``, ``ETag`` and
+``Content-Length`` (see ``huggingface_hub.file_download.get_hf_file_metadata``). It listens on
+127.0.0.1 only; huggingface_hub's endpoint constants are patched to point at it and telemetry
+(which would fetch a registry from huggingface.co) is switched off.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import unquote
+
+import pytest
+import torch
+from huggingface_hub import constants as hf_constants
+
+from lrfer import zoo
+from lrfer.constants import CLASSES
+from lrfer.models import build_model
+
+COMMIT = "a" * 40
+REPO_ID = "lrfer-test/tiny"
+NAME = "baseline-fer2013-16px"
+WEIGHTS = f"{NAME}.safetensors"
+
+
+class FakeHub:
+    """In-memory repos: ``files[repo_id][filename] = bytes``; every revision resolves to COMMIT."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, dict[str, bytes]] = {}
+        self.requests: list[tuple[str, str]] = []
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep pytest output clean
+                pass
+
+            def _answer(self, body: bool) -> None:
+                hub.requests.append((self.command, self.path))
+                path = unquote(self.path.split("?")[0]).lstrip("/")
+                repo_id, sep, rest = path.partition("/resolve/")
+                revision, _, filename = rest.partition("/")
+                data = hub.files.get(repo_id, {}).get(filename) if sep else None
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound" if repo_id in hub.files else "RepoNotFound")
+                    self.send_header("X-Error-Message", "not found")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", COMMIT)
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Type", "application/octet-stream")
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+            def do_HEAD(self) -> None:  # noqa: N802 (http.server API)
+                self._answer(body=False)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._answer(body=True)
+
+        return Handler
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
+    """A running fake Hub on 127.0.0.1 with huggingface_hub (and its cache) pointed at it."""
+    fake = FakeHub()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # token lookups etc. stay in tmp
+    monkeypatch.setenv("LRFER_CACHE", str(tmp_path / "cache"))
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def entry(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": NAME, "arch": "baseline", "config": {"width": 8, "input_size": 16}, "dataset": "fer2013",
+        "resolution": 16, "in_chans": 1, "classes": list(CLASSES), "mean": [0.5], "std": [0.25],
+        "temperature": 1.0, "alignment": "fer2013", "file": WEIGHTS, "sha256": "0" * 64,
+        "source": {"kind": "hub", "repo_id": REPO_ID, "revision": COMMIT},
+        "license": {"code": "MIT", "weights": "MIT", "data": "FER2013"}, "metrics": {}, "recipe": "test",
+        "seed": 0, "paper": "", "description": "tiny hub model",
+    }
+    data.update(overrides)
+    return data
+
+
+@pytest.fixture
+def weights(tmp_path: Path) -> tuple[bytes, str, torch.nn.Module]:
+    """A tiny model's fp16 safetensors bytes, their sha256 and the model."""
+    torch.manual_seed(0)
+    model = build_model("baseline", width=8, input_size=16).eval()
+    path = tmp_path / "made" / WEIGHTS
+    digest = zoo.save_weights(model.state_dict(), path, entry())
+    return path.read_bytes(), digest, model
+
+
+def publish(hub: FakeHub, data: bytes, digest: str) -> None:
+    hub.files[REPO_ID] = {WEIGHTS: data, zoo.CONFIG_FILENAME: json.dumps(entry(sha256=digest)).encode()}
+
+
+@pytest.fixture
+def hub_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    def write(digest: str) -> None:
+        path = tmp_path / "manifest.json"
+        path.write_text(json.dumps({"schema_version": 1, "default": NAME, "models": {NAME: entry(sha256=digest)},
+                                    "unavailable": {}}))
+        monkeypatch.setattr(zoo, "MANIFEST_PATH", path)
+
+    return write
+
+
+def go_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def check_model(model: torch.nn.Module, original: torch.nn.Module) -> None:
+    assert not model.training
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        out = model(x)
+        assert out.shape == (2, 7)
+        assert torch.allclose(out, original(x), atol=2e-2)
+
+
+def test_hf_uri_download_and_load(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                  tmp_path: Path) -> None:
+    data, digest, original = weights
+    publish(hub, data, digest)
+    model = zoo.load_model(f"hf://{REPO_ID}@{COMMIT}")
+    check_model(model, original)
+    spec = model.pretrained_cfg
+    assert spec.sha256 == digest and dict(spec.source) == {"kind": "hub", "repo_id": REPO_ID, "revision": COMMIT}
+    fetched = {path for method, path in hub.requests if method == "GET"}
+    assert fetched == {f"/{REPO_ID}/resolve/{COMMIT}/{zoo.CONFIG_FILENAME}", f"/{REPO_ID}/resolve/{COMMIT}/{WEIGHTS}"}
+    # $LRFER_CACHE was used, in huggingface_hub's layout
+    cached = list((tmp_path / "cache").rglob(f"snapshots/{COMMIT}/{WEIGHTS}"))
+    assert len(cached) == 1
+
+
+def test_hf_uri_branch_is_pinned_to_commit(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    data, digest, _ = weights
+    publish(hub, data, digest)
+    with caplog.at_level("WARNING", logger="lrfer.zoo"):
+        spec, path = zoo.resolve(f"hf://{REPO_ID}")
+    assert "not pinned" in caplog.text
+    assert spec.source["revision"] == COMMIT and path.parent.name == COMMIT
+
+
+def test_manifest_hub_entry(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                            hub_manifest: Callable[[str], None], tmp_path: Path) -> None:
+    data, digest, original = weights
+    publish(hub, data, digest)
+    hub_manifest(digest)
+    explicit = tmp_path / "explicit-cache"
+    path = zoo.download(NAME, cache_dir=explicit)
+    assert path.is_relative_to(explicit) and zoo.sha256_file(path) == digest
+    assert not (tmp_path / "cache").exists(), "the argument wins over $LRFER_CACHE"
+    model = zoo.load_model(NAME, cache_dir=explicit)
+    check_model(model, original)
+    assert model.pretrained_cfg == zoo.get_spec(NAME)
+
+
+def test_tampered_download_is_refused_and_removed(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                                  hub_manifest: Callable[[str], None], tmp_path: Path) -> None:
+    data, digest, original = weights
+    publish(hub, data[:-8] + b"XXXXXXXX", digest)  # the server is consistent (its ETag), the bytes are not ours
+    hub_manifest(digest)
+    with pytest.raises(zoo.ChecksumError) as err:
+        zoo.load_model(NAME)
+    message = str(err.value)
+    assert f"expected {digest}" in message and WEIGHTS in message
+    assert "deleted" in message and "re-run" in message
+    cache = tmp_path / "cache"
+    assert not list(cache.rglob(f"snapshots/*/{WEIGHTS}")), "the bad snapshot entry must be gone"
+    bad_etag = hashlib.sha256(data[:-8] + b"XXXXXXXX").hexdigest()
+    assert not list(cache.rglob(f"blobs/{bad_etag}")), "the bad blob must be gone"
+
+    publish(hub, data, digest)  # the server is fixed: re-running fetches again and works
+    check_model(zoo.load_model(NAME), original)
+
+
+def test_tampered_hf_uri_is_refused(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module]) -> None:
+    data, digest, _ = weights
+    publish(hub, data, digest)
+    hub.files[REPO_ID][WEIGHTS] = data[:-1] + b"!"
+    with pytest.raises(zoo.ChecksumError, match=f"expected {digest}"):
+        zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
+
+
+def test_offline_without_cache_gives_clear_error(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                                 hub_manifest: Callable[[str], None],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    data, digest, _ = weights
+    publish(hub, data, digest)
+    hub_manifest(digest)
+    go_offline(monkeypatch)
+    with pytest.raises(zoo.NotCachedError, match=f"lrfer download {NAME}") as err:
+        zoo.load_model(NAME)
+    assert "HF_HUB_OFFLINE=1" in str(err.value) and isinstance(err.value, FileNotFoundError)
+    with pytest.raises(zoo.NotCachedError, match=f"lrfer download hf://{REPO_ID}@{COMMIT}"):
+        zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
+    assert hub.requests == [], "offline mode must not touch the network"
+
+
+def test_offline_after_download_uses_cache(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                           hub_manifest: Callable[[str], None],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    data, digest, original = weights
+    publish(hub, data, digest)
+    hub_manifest(digest)
+    online_path = zoo.download(NAME)
+    zoo.download(f"hf://{REPO_ID}")  # caches the branch -> commit ref too
+    hub.requests.clear()
+    go_offline(monkeypatch)
+    hub.files.clear()  # the Hub is gone; only the cache remains
+    assert zoo.download(NAME) == online_path
+    check_model(zoo.load_model(NAME), original)
+    check_model(zoo.load_model(f"hf://{REPO_ID}@{COMMIT}"), original)
+    check_model(zoo.load_model(f"hf://{REPO_ID}"), original)
+    assert hub.requests == []
+
+
+def test_offline_cached_file_still_verified(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                            hub_manifest: Callable[[str], None],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    data, digest, _ = weights
+    publish(hub, data, digest)
+    hub_manifest(digest)
+    path = zoo.download(NAME)
+    blob = path.resolve()
+    blob.chmod(0o644)
+    blob.write_bytes(data[:-1] + b"?")  # the cache is corrupted on disk
+    go_offline(monkeypatch)
+    with pytest.raises(zoo.ChecksumError, match="deleted"):
+        zoo.load_model(NAME)
+    assert not path.exists() and not blob.exists()
+    with pytest.raises(zoo.NotCachedError):
+        zoo.load_model(NAME)

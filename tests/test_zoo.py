@@ -1,0 +1,441 @@
+"""Network-free tests of the model zoo: name grammar, manifest schema, integrity, loading."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from lrfer import zoo
+from lrfer.constants import CLASSES
+from lrfer.models import build_model
+
+REPO = Path(__file__).resolve().parent.parent
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+TINY_CONFIG = {"width": 8, "input_size": 16}
+
+
+def tiny_entry(name: str = "baseline-fer2013-16px", **overrides: Any) -> dict[str, Any]:
+    """A complete manifest entry for the tiny test model (file/sha256 are placeholders)."""
+    entry: dict[str, Any] = {
+        "name": name,
+        "arch": "baseline",
+        "config": dict(TINY_CONFIG),
+        "dataset": "fer2013",
+        "resolution": 16,
+        "in_chans": 1,
+        "classes": list(CLASSES),
+        "mean": [0.5],
+        "std": [0.25],
+        "temperature": 1.3,
+        "alignment": "fer2013",
+        "file": f"{name}.safetensors",
+        "sha256": "0" * 64,
+        "source": {"kind": "bundled"},
+        "license": {"code": "MIT", "weights": "MIT", "data": "FER2013 (research use)"},
+        "metrics": {"test_acc": 0.5},
+        "recipe": "lrfer train --arch baseline ...",
+        "seed": 0,
+        "paper": "n/a",
+        "description": "tiny test model",
+    }
+    entry.update(overrides)
+    return entry
+
+
+def tiny_model() -> torch.nn.Module:
+    """The tiny baseline with non-trivial BatchNorm statistics."""
+    torch.manual_seed(0)
+    model = build_model("baseline", **TINY_CONFIG)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 1.5)
+            module.num_batches_tracked.fill_(7)
+    return model.eval()
+
+
+@pytest.fixture
+def use_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """Point the zoo at a temporary manifest (and a temporary bundled-weights folder)."""
+    weights_dir = tmp_path / "bundled"
+    weights_dir.mkdir()
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", weights_dir)
+
+    def write(models: list[dict[str, Any]], default: str | None = None) -> Path:
+        shipped = json.loads(zoo.MANIFEST_PATH.read_text())
+        data = {"schema_version": 1, "default": default, "models": {m["name"]: m for m in models},
+                "unavailable": shipped["unavailable"]}
+        path = tmp_path / f"manifest-{len(list(tmp_path.glob('manifest-*')))}.json"
+        path.write_text(json.dumps(data))
+        monkeypatch.setattr(zoo, "MANIFEST_PATH", path)
+        return weights_dir
+
+    return write
+
+
+# ------------------------------------------------------------------------------------------ name grammar
+@pytest.mark.parametrize("name, expected", [
+    ("gmenet-fer2013-16px", ("gmenet", "fer2013", 16)),
+    ("resnet18-fer2013-48px", ("resnet18", "fer2013", 48)),
+    ("gmenet-raf-8px", ("gmenet", "rafdb", 8)),
+    ("gmenet-rafdb-8px", ("gmenet", "rafdb", 8)),
+    ("gmenet-RAF-DB-12px", ("gmenet", "rafdb", 12)),
+    ("gmenet-small-fer2013-24px", ("gmenet-small", "fer2013", 24)),
+])
+def test_parse_name(name: str, expected: tuple[str, str, int]) -> None:
+    assert tuple(zoo.parse_name(name)) == expected
+
+
+@pytest.mark.parametrize("name", ["gmenet16px", "gmenet-fer2013-16", "gmenet-fer2013-px", "fer2013-16px", "",
+                                  "gmenet_fer2013_16px"])
+def test_parse_name_rejects(name: str) -> None:
+    with pytest.raises(ValueError, match="<arch>-<dataset>-<res>px"):
+        zoo.parse_name(name)
+
+
+# ---------------------------------------------------------------------------------------- manifest schema
+def test_spec_from_valid_entry_is_frozen() -> None:
+    spec = zoo.ModelSpec.from_dict(tiny_entry())
+    assert spec.classes == CLASSES and spec.mean == (0.5,) and spec.temperature == 1.3
+    assert spec.model_kwargs == {"num_classes": 7, "in_chans": 1, **TINY_CONFIG}
+    assert zoo.ModelSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(Exception):
+        spec.name = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        spec.config["width"] = 9  # type: ignore[index]
+
+
+def test_optional_keys_default() -> None:
+    entry = tiny_entry()
+    for key in ("temperature", "alignment", "metrics", "recipe", "seed", "paper", "description"):
+        del entry[key]
+    spec = zoo.ModelSpec.from_dict(entry)
+    assert spec.temperature == 1.0 and spec.seed is None and dict(spec.metrics) == {}
+
+
+def test_unknown_key_rejected() -> None:
+    with pytest.raises(zoo.ManifestError, match=r"unknown key\(s\) \['input_sise'\]"):
+        zoo.ModelSpec.from_dict(tiny_entry(input_sise=16))
+
+
+@pytest.mark.parametrize("key", ["arch", "sha256", "classes", "source", "license"])
+def test_missing_key_rejected(key: str) -> None:
+    entry = tiny_entry()
+    del entry[key]
+    with pytest.raises(zoo.ManifestError, match=rf"missing required key\(s\) \['{key}'\]"):
+        zoo.ModelSpec.from_dict(entry)
+
+
+@pytest.mark.parametrize("revision", ["main", "v1.0", COMMIT[:7], COMMIT.upper(), COMMIT + "0"])
+def test_hub_revision_must_be_full_commit(revision: str) -> None:
+    entry = tiny_entry(source={"kind": "hub", "repo_id": "org/repo", "revision": revision})
+    with pytest.raises(zoo.ManifestError, match="full 40-hex commit"):
+        zoo.ModelSpec.from_dict(entry)
+
+
+def test_hub_source_with_commit_accepted() -> None:
+    spec = zoo.ModelSpec.from_dict(tiny_entry(source={"kind": "hub", "repo_id": "org/repo", "revision": COMMIT}))
+    assert spec.source["revision"] == COMMIT
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"sha256": "abc"}, "64 lowercase hex"),
+    ({"resolution": 24}, "name says 16px"),
+    ({"dataset": "rafdb"}, "name says dataset"),
+    ({"arch": "gmenet"}, "does not start with arch"),
+    ({"config": {"width": 8, "input_size": 24}}, "config.input_size=24"),
+    ({"config": {"width": 8, "num_classes": 6}}, "config.num_classes=6"),
+    ({"file": "model.pt"}, "plain '\\*\\.safetensors' file name"),
+    ({"mean": [0.5, 0.5]}, "list of 1 number"),
+    ({"std": [0.0]}, "positive"),
+    ({"license": {"code": "MIT", "weights": "MIT"}}, "'code', 'weights', 'data'"),
+    ({"source": {"kind": "url", "url": "http://x"}}, "source.kind"),
+    ({"resolution": "16"}, "positive int"),
+])
+def test_invalid_values_rejected(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(zoo.ManifestError, match=message):
+        zoo.ModelSpec.from_dict(tiny_entry(**overrides))
+
+
+def test_manifest_level_checks(tmp_path: Path) -> None:
+    def parse(data: dict[str, Any]) -> zoo.Manifest:
+        path = tmp_path / f"m{len(list(tmp_path.iterdir()))}.json"
+        path.write_text(json.dumps(data))
+        return zoo.load_manifest(path)
+
+    good = {"schema_version": 1, "default": None, "models": {"baseline-fer2013-16px": tiny_entry()},
+            "unavailable": {}}
+    assert list(parse(good).models) == ["baseline-fer2013-16px"]
+    with pytest.raises(zoo.ManifestError, match="must be equal"):
+        parse({**good, "models": {"other-fer2013-16px": tiny_entry()}})
+    with pytest.raises(zoo.ManifestError, match="default 'nope-fer2013-16px'"):
+        parse({**good, "default": "nope-fer2013-16px"})
+    with pytest.raises(zoo.ManifestError, match="unknown: \\['extra'\\]"):
+        parse({**good, "extra": 1})
+    with pytest.raises(zoo.ManifestError, match="schema_version 2"):
+        parse({**good, "schema_version": 2})
+    local = tiny_entry(source={"kind": "local", "path": "/x"})
+    with pytest.raises(zoo.ManifestError, match="not 'local'"):
+        parse({**good, "models": {"baseline-fer2013-16px": local}})
+
+
+def test_package_manifest_is_copy_of_top_level() -> None:
+    top, packaged = REPO / "weights_manifest.json", REPO / "lrfer" / "weights_manifest.json"
+    assert packaged.read_bytes() == top.read_bytes(), "run: python scripts/sync_manifest.py"
+    manifest = zoo.load_manifest()
+    assert manifest.schema_version == 1
+    assert "rafdb" in manifest.unavailable
+    assert manifest.default is None or manifest.default in manifest.models
+
+
+def test_default_model(use_manifest: Callable[..., Path]) -> None:
+    use_manifest([tiny_entry()], default="baseline-fer2013-16px")
+    assert zoo.default_model() == "baseline-fer2013-16px"
+    use_manifest([tiny_entry()])
+    with pytest.raises(zoo.UnknownModelError, match="no default"):
+        zoo.default_model()
+
+
+# ------------------------------------------------------------------------------------ every shipped model
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_manifest_bundled_file_matches(name: str) -> None:
+    spec = zoo.get_spec(name)
+    if spec.source["kind"] != "bundled":
+        pytest.skip(f"{name} is hosted on the Hub (pinned to {spec.source['revision']})")
+    path = zoo.WEIGHTS_DIR / spec.file
+    assert path.is_file(), f"{path} missing"
+    assert zoo.sha256_file(path) == spec.sha256
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_manifest_model_loads(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never touch the network; Hub weights must be cached
+    spec = zoo.get_spec(name)
+    try:
+        model = zoo.load_model(name)
+    except zoo.NotCachedError:
+        pytest.skip(f"{name}: Hub weights not cached")
+    assert model.pretrained_cfg == spec and not model.training
+    with torch.no_grad():
+        out = model(torch.zeros(2, spec.in_chans, spec.resolution, spec.resolution))
+    assert out.shape == (2, len(spec.classes))
+    assert torch.isfinite(out).all()
+
+
+# ------------------------------------------------------------------------------------------- lookups
+def test_unknown_name_suggests_close_matches(use_manifest: Callable[..., Path]) -> None:
+    use_manifest([tiny_entry(), tiny_entry("baseline-fer2013-8px", resolution=8, config={"width": 8})])
+    with pytest.raises(zoo.UnknownModelError, match="did you mean 'baseline-fer2013-16px'") as err:
+        zoo.get_spec("baseline-fer2013-61px")
+    assert isinstance(err.value, ValueError)
+    with pytest.raises(zoo.UnknownModelError, match="known models: baseline-fer2013-16px, baseline-fer2013-8px"):
+        zoo.get_spec("zzz")
+
+
+def test_list_models_fnmatch(use_manifest: Callable[..., Path]) -> None:
+    use_manifest([tiny_entry(), tiny_entry("baseline-fer2013-8px", resolution=8, config={"width": 8})])
+    assert zoo.list_models() == ["baseline-fer2013-16px", "baseline-fer2013-8px"]
+    assert zoo.list_models("*-8px") == ["baseline-fer2013-8px"]
+    assert zoo.list_models("gmenet-*") == []
+
+
+@pytest.mark.parametrize("name", ["gmenet-raf-16px", "gmenet-rafdb-16px", "gmenet-raf-db-16px"])
+def test_rafdb_names_explain_and_point_to_fer2013(name: str, use_manifest: Callable[..., Path]) -> None:
+    use_manifest([tiny_entry("gmenet-fer2013-16px", arch="gmenet", config={})])
+    with pytest.raises(zoo.DatasetUnavailableError) as err:
+        zoo.get_spec(name)
+    text = str(err.value)
+    assert "RAF-DB" in text and "redistribut" in text
+    assert "'gmenet-fer2013-16px'" in text
+    assert (f"lrfer train --arch gmenet --data /path/to/RAF-DB/basic --resolution 16 "
+            f"--out {name}.safetensors") in text
+    assert isinstance(err.value, zoo.UnknownModelError)
+
+
+def test_rafdb_error_with_shipped_manifest() -> None:
+    with pytest.raises(zoo.DatasetUnavailableError, match="lrfer train --arch gmenet") as err:
+        zoo.get_spec("gmenet-raf-8px")
+    if "gmenet-fer2013-8px" in zoo.list_models():
+        assert "'gmenet-fer2013-8px'" in str(err.value)
+
+
+def test_info(use_manifest: Callable[..., Path]) -> None:
+    use_manifest([tiny_entry(license={"code": "MIT", "weights": "CC-BY-4.0", "data": "FER2013 terms"})])
+    summary = zoo.info("baseline-fer2013-16px")
+    assert summary["license"] == {"code": "MIT", "weights": "CC-BY-4.0", "data": "FER2013 terms"}
+    assert summary["classes"] == list(CLASSES) and summary["resolution"] == 16
+    assert summary["arch"] == "baseline" and summary["metrics"] == {"test_acc": 0.5}
+    json.dumps(summary)  # JSON-able
+
+
+# ------------------------------------------------------------------------------------ save / load
+def test_fp16_round_trip(tmp_path: Path) -> None:
+    model = tiny_model()
+    path = tmp_path / "tiny.safetensors"
+    digest = zoo.save_weights(model.state_dict(), path, tiny_entry(file="ignored.safetensors"))
+    assert digest == zoo.sha256_file(path)
+    with safe_open(str(path), framework="pt") as handle:
+        meta = json.loads(handle.metadata()[zoo.SPEC_METADATA_KEY])
+        dtypes = {key: handle.get_tensor(key).dtype for key in handle.keys()}
+    assert "file" not in meta and "sha256" not in meta and meta["arch"] == "baseline"
+    assert dtypes["fc.weight"] == torch.float16 and dtypes["stem.1.running_var"] == torch.float16
+    assert dtypes["stem.1.num_batches_tracked"] == torch.int64
+
+    loaded = zoo.load_model(path)
+    spec = loaded.pretrained_cfg
+    assert isinstance(spec, zoo.ModelSpec) and spec.sha256 == digest and spec.file == "tiny.safetensors"
+    assert spec.source == {"kind": "local", "path": str(path)}
+    assert not loaded.training
+    for key, value in loaded.state_dict().items():
+        original = model.state_dict()[key]
+        assert value.dtype == original.dtype
+        expected = original.half().float() if original.is_floating_point() else original
+        assert torch.equal(value, expected), key
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        out = loaded(x)
+        assert out.shape == (2, 7)
+        assert torch.allclose(out, model(x), atol=2e-2)
+
+
+def test_spec_survives_deepcopy_and_pickle(tmp_path: Path) -> None:
+    import copy
+    import pickle
+
+    path = tmp_path / "m.safetensors"
+    entry = tiny_entry()
+    del entry["source"], entry["file"], entry["sha256"]  # optional for save_weights
+    zoo.save_weights(tiny_model().state_dict(), path, entry)
+    model = zoo.load_model(path)
+    clone = copy.deepcopy(model)
+    assert clone.pretrained_cfg == model.pretrained_cfg
+    assert pickle.loads(pickle.dumps(model.pretrained_cfg)) == model.pretrained_cfg
+    assert hash(clone.pretrained_cfg) == hash(model.pretrained_cfg)
+
+
+def test_save_weights_validates_entry(tmp_path: Path) -> None:
+    entry = tiny_entry()
+    del entry["arch"]
+    with pytest.raises(zoo.ManifestError, match="arch"):
+        zoo.save_weights(tiny_model().state_dict(), tmp_path / "x.safetensors", entry)
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_strict_load_names_missing_and_unexpected_keys(tmp_path: Path) -> None:
+    state = tiny_model().state_dict()
+    state.pop("fc.bias")
+    state["head.extra"] = torch.zeros(3)
+    path = tmp_path / "bad.safetensors"
+    zoo.save_weights(state, path, tiny_entry())
+    with pytest.raises(zoo.StateDictMismatchError, match=r"missing keys \(1\): fc.bias.*unexpected keys \(1\): "
+                                                         r"head.extra"):
+        zoo.load_model(path)
+
+
+def test_strict_load_reports_shape_mismatch(tmp_path: Path) -> None:
+    path = tmp_path / "wide.safetensors"
+    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry(config={"width": 16, "input_size": 16}))
+    with pytest.raises(zoo.StateDictMismatchError, match="shape mismatches"):
+        zoo.load_model(path)
+
+
+# ------------------------------------------------------------------------------------- local specs
+def make_dir(folder: Path, name: str = "baseline-fer2013-16px") -> tuple[Path, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = tiny_entry(name, file="weights.safetensors")
+    digest = zoo.save_weights(tiny_model().state_dict(), folder / entry["file"], entry)
+    (folder / zoo.CONFIG_FILENAME).write_text(json.dumps({**entry, "sha256": digest}))
+    return folder, digest
+
+
+def test_local_dir_spec(tmp_path: Path) -> None:
+    folder, digest = make_dir(tmp_path / "mymodel")
+    spec, path = zoo.resolve(folder)
+    assert path == folder / "weights.safetensors" and spec.sha256 == digest
+    assert spec.source["kind"] == "local"
+    model = zoo.load_model(str(folder))
+    assert model.pretrained_cfg.name == "baseline-fer2013-16px"
+    assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 7)
+
+
+def test_local_file_spec_reports_sha(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "m.safetensors"
+    digest = zoo.save_weights(tiny_model().state_dict(), path, tiny_entry())
+    with caplog.at_level("INFO", logger="lrfer.zoo"):
+        spec, resolved = zoo.resolve(str(path))
+    assert resolved == path and spec.sha256 == digest and spec.file == "m.safetensors"
+    assert digest in caplog.text
+    assert zoo.download(path) == path
+
+
+def test_tampered_local_dir_raises_checksum_error(tmp_path: Path) -> None:
+    folder, digest = make_dir(tmp_path / "mymodel")
+    weights = folder / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(zoo.ChecksumError, match=f"expected {digest}, got [0-9a-f]{{64}}") as err:
+        zoo.load_model(folder)
+    assert isinstance(err.value, ValueError) and str(weights) in str(err.value)
+    assert weights.exists(), "a user's own file is never deleted"
+
+
+def test_tampered_bundled_weights(tmp_path: Path, use_manifest: Callable[..., Path]) -> None:
+    source = tmp_path / "src.safetensors"
+    digest = zoo.save_weights(tiny_model().state_dict(), source, tiny_entry())
+    weights_dir = use_manifest([tiny_entry(sha256=digest)])
+    bundled = weights_dir / "baseline-fer2013-16px.safetensors"
+    bundled.write_bytes(source.read_bytes())
+    assert zoo.download("baseline-fer2013-16px") == bundled
+    model = zoo.load_model("baseline-fer2013-16px")
+    assert model.pretrained_cfg == zoo.get_spec("baseline-fer2013-16px")
+    assert zoo.load_model(zoo.get_spec("baseline-fer2013-16px")).pretrained_cfg.sha256 == digest
+    bundled.write_bytes(source.read_bytes()[:-1] + b" ")
+    with pytest.raises(zoo.ChecksumError, match=digest):
+        zoo.load_model("baseline-fer2013-16px")
+
+
+def test_local_copy_of_manifest_file_is_compared(tmp_path: Path, use_manifest: Callable[..., Path]) -> None:
+    use_manifest([tiny_entry(sha256="f" * 64)])
+    path = tmp_path / "baseline-fer2013-16px.safetensors"
+    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry())
+    with pytest.raises(zoo.ChecksumError, match="f" * 64):
+        zoo.resolve(path)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".bin", ".ckpt"])
+def test_pickle_formats_refused(suffix: str, tmp_path: Path) -> None:
+    path = tmp_path / f"model{suffix}"
+    path.write_bytes(b"not even read")
+    for spec in (path, str(path), f"model{suffix}"):
+        with pytest.raises(zoo.UnsupportedFormatError, match="pickles and are never loaded"):
+            zoo.load_model(spec)
+    with pytest.raises(zoo.UnsupportedFormatError):
+        zoo.save_weights({}, tmp_path / f"out{suffix}", tiny_entry())
+
+
+def test_file_without_spec_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(zoo.ManifestError, match="save_weights"):
+        zoo.resolve(path)
+
+
+def test_missing_local_path(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        zoo.resolve(str(tmp_path / "nope.safetensors"))
+    with pytest.raises(FileNotFoundError, match=zoo.CONFIG_FILENAME):
+        zoo.resolve(tmp_path)
+
+
+def test_import_is_light() -> None:
+    code = "import sys, lrfer.zoo; print('torch' in sys.modules, 'huggingface_hub' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.split() == ["False", "False"]

@@ -1,0 +1,165 @@
+"""GME-Net: Global Multiple Extraction Network for low-resolution facial expression recognition.
+
+How each part maps to the paper's description (GME-Net, low-resolution FER, 2025):
+
+* **Local module, hybrid attention** -> :class:`HybridAttentionBlock`: a residual block whose output is
+  re-weighted by channel attention (average- and max-pooled descriptors through a shared bottleneck
+  MLP) followed by spatial attention (a convolution over the channel-wise average and maximum maps).
+  Three stages of these blocks (:attr:`GMENet.local_stages`) run at the native resolution r, r/2, r/4.
+* **Attention-similarity knowledge distillation** -> :meth:`GMENet.attention_maps` returns one spatial
+  attention map per local stage (channel mean of squared activations, L2-normalised), and
+  :func:`lrfer.train.losses.attention_similarity_loss` pulls them towards the maps of the HR teacher
+  (``resnet18-fer2013-48px``) computed on the *same* face at 48 px. The teacher is used only in
+  training; the deployed network runs on the low-resolution face alone.
+* **Multi-scale global module with a quasi-symmetric structure** -> :class:`QuasiSymmetricGlobalBlock`:
+  parallel 3x3 branches with dilation 1, 2 and 3 (small, medium and large receptive fields on the
+  whole face) are fused symmetrically around the middle branch: (small + medium) and (medium + large)
+  are each projected, then merged, and added back to the input. Aggregating over the whole face
+  suppresses the noise that single local regions carry at low resolution.
+* **Fusion and classification** -> local and global features are pooled, concatenated and classified.
+
+The network runs at the variant's native resolution (8-24 px): there is no upsampling to 48 px, which
+is where lrfer's speed comes from. ``attention=False, global_branch=False`` gives the plain backbone
+used by the ``baseline`` ablation (:mod:`lrfer.models.baseline`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lrfer.models.resnet import conv_bn
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation over both average- and max-pooled channel descriptors."""
+
+    def __init__(self, channels: int, reduction: int = 8) -> None:
+        super().__init__()
+        hidden = max(channels // reduction, 4)
+        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.mlp(F.adaptive_avg_pool2d(x, 1)) + self.mlp(F.adaptive_max_pool2d(x, 1))
+        return x * torch.sigmoid(weights)
+
+
+class SpatialAttention(nn.Module):
+    """A convolution over the channel-wise mean and max maps gives one weight per position."""
+
+    def __init__(self, kernel: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel, padding=kernel // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.conv(pooled))
+
+
+class HybridAttentionBlock(nn.Module):
+    """Residual block followed by channel then spatial attention (the local module's unit)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, attention: bool = True) -> None:
+        super().__init__()
+        self.conv1 = conv_bn(in_ch, out_ch, 3, stride)
+        self.conv2 = conv_bn(out_ch, out_ch, 3, 1, relu=False)
+        self.attention = nn.Sequential(ChannelAttention(out_ch), SpatialAttention()) if attention else nn.Identity()
+        self.shortcut = nn.Identity() if stride == 1 and in_ch == out_ch else conv_bn(in_ch, out_ch, 1, stride, relu=False)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.attention(self.conv2(self.conv1(x))) + self.shortcut(x))
+
+
+class QuasiSymmetricGlobalBlock(nn.Module):
+    """Three dilated branches fused pairwise around the middle one: (d1+d2), (d2+d3) -> merge."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(channels, channels, 3, padding=d, dilation=d, groups=channels, bias=False),
+                conv_bn(channels, channels, 1),
+            )
+            for d in (1, 2, 3)
+        )
+        self.fuse_small = conv_bn(channels, channels, 1)
+        self.fuse_large = conv_bn(channels, channels, 1)
+        self.merge = conv_bn(channels, channels, 1, relu=False)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        small, medium, large = (branch(x) for branch in self.branches)
+        fused = self.fuse_small(small + medium) + self.fuse_large(medium + large)
+        return self.relu(x + self.merge(fused))
+
+
+class GMENet(nn.Module):
+    """Local hybrid-attention stages + multi-scale global module, at the native low resolution."""
+
+    def __init__(
+        self,
+        num_classes: int = 7,
+        in_chans: int = 1,
+        width: int = 32,
+        input_size: int = 16,
+        blocks_per_stage: int = 1,
+        global_blocks: int = 1,
+        attention: bool = True,
+        global_branch: bool = True,
+        drop_rate: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.input_size = input_size
+        widths = (width, width * 2, width * 4)
+        self.stem = conv_bn(in_chans, width, 3, 1)
+        self.local_stages = nn.ModuleList()
+        in_ch = width
+        for i, out_ch in enumerate(widths):
+            blocks = [HybridAttentionBlock(in_ch if b == 0 else out_ch, out_ch, 2 if (i > 0 and b == 0) else 1, attention)
+                      for b in range(blocks_per_stage)]
+            self.local_stages.append(nn.Sequential(*blocks))
+            in_ch = out_ch
+        # The global module reads the r/2 map of the local path (whole face, wide receptive fields).
+        self.global_module = (
+            nn.Sequential(*[QuasiSymmetricGlobalBlock(widths[1]) for _ in range(global_blocks)], conv_bn(widths[1], widths[2], 3, 2))
+            if global_branch
+            else None
+        )
+        self.num_features = widths[2] * (2 if global_branch else 1)
+        self.dropout = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Pooled fused features and the output map of every local stage."""
+        x = self.stem(x)
+        maps = []
+        for stage in self.local_stages:
+            x = stage(x)
+            maps.append(x)
+        pooled = [F.adaptive_avg_pool2d(maps[-1], 1).flatten(1)]
+        if self.global_module is not None:
+            pooled.append(F.adaptive_avg_pool2d(self.global_module(maps[1]), 1).flatten(1))
+        return torch.cat(pooled, dim=1), maps
+
+    @staticmethod
+    def attention_maps(maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Spatial attention of each map: channel mean of squared activations, L2-normalised."""
+        return [F.normalize(m.pow(2).mean(1).flatten(1), dim=1) for m in maps]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features, _ = self.forward_features(x)
+        return self.fc(self.dropout(features))
+
+
+def gmenet(
+    num_classes: int = 7,
+    in_chans: int = 1,
+    width: int = 32,
+    input_size: int = 16,
+    blocks_per_stage: int = 1,
+    global_blocks: int = 1,
+    drop_rate: float = 0.2,
+) -> GMENet:
+    """GME-Net at native ``input_size`` px (8, 12, 16 or 24 in the zoo)."""
+    return GMENet(num_classes, in_chans, width, input_size, blocks_per_stage, global_blocks, True, True, drop_rate)

@@ -1,0 +1,138 @@
+"""Evaluation: accuracy, macro-F1, per-class recall and calibration, per resolution.
+
+A face is evaluated at resolution ``s`` by area down-sampling its 48x48 crop to ``s`` px (the zoo's
+degradation operator), then bringing it to the model's native size (bicubic up-sampling when ``s`` is
+smaller, area down-sampling when larger). For the 48 px teacher this is the "upscale baseline": the
+HR model applied to LR faces resized back up.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lrfer.constants import CLASSES
+from lrfer.train.datasets import FaceSet
+from lrfer.train.recipes import predict_logits
+
+ECE_BINS = 15
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Metrics of one model at one resolution."""
+
+    resolution: int
+    accuracy: float
+    macro_f1: float
+    recall: dict[str, float]
+    ece: float
+
+    def as_row(self) -> dict[str, float]:
+        return {"resolution": self.resolution, "accuracy": self.accuracy, "macro_f1": self.macro_f1, "ece": self.ece,
+                **{f"recall_{k}": v for k, v in self.recall.items()}}
+
+
+def fit_temperature(logits: torch.Tensor, labels: np.ndarray, steps: int = 200) -> float:
+    """Temperature scaling (Guo et al. 2017): the T > 0 that minimises the NLL of ``softmax(logits / T)``."""
+    y = torch.as_tensor(labels)
+    log_t = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=steps)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.exp())
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    confidence, predicted = probs.max(1), probs.argmax(1)
+    correct = predicted == labels
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (confidence > lo) & (confidence <= hi)
+        if inside.any():
+            ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(ece)
+
+
+def score(logits: torch.Tensor, labels: np.ndarray, resolution: int, temperature: float = 1.0,
+          classes: Sequence[str] = CLASSES) -> Scores:
+    probs = F.softmax(logits / temperature, 1).numpy()
+    predicted = probs.argmax(1)
+    recall, f1 = {}, []
+    for k, name in enumerate(classes):
+        tp = np.sum((predicted == k) & (labels == k))
+        support, chosen = np.sum(labels == k), np.sum(predicted == k)
+        recall[name] = float(tp / support) if support else math.nan
+        precision = tp / chosen if chosen else 0.0
+        rec = tp / support if support else 0.0
+        f1.append(2 * precision * rec / (precision + rec) if precision + rec else 0.0)
+    return Scores(resolution, float((predicted == labels).mean()), float(np.mean(f1)), recall,
+                  expected_calibration_error(probs, labels))
+
+
+def evaluate(model: nn.Module, native: int, faces: FaceSet, resolutions: Sequence[int], temperature: float = 1.0,
+             device: torch.device | str = "cpu") -> list[Scores]:
+    """Scores of ``model`` (native input ``native`` px) at each resolution."""
+    return [score(predict_logits(model, faces.images, native, device, eval_resolution=r), faces.labels, r, temperature)
+            for r in resolutions]
+
+
+def markdown_table(results: dict[str, list[Scores]], metric: str = "accuracy") -> str:
+    """One row per model, one column per resolution, values in percent."""
+    resolutions = sorted({s.resolution for rows in results.values() for s in rows})
+    lines = ["| model | " + " | ".join(f"{r} px" for r in resolutions) + " |",
+             "| --- |" + " ---: |" * len(resolutions)]
+    for name, rows in results.items():
+        by_res = {s.resolution: getattr(s, metric) for s in rows}
+        cells = [f"{100 * by_res[r]:.1f}" if r in by_res else "" for r in resolutions]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def detail_table(rows: list[Scores]) -> str:
+    """Accuracy, macro-F1, ECE and per-class recall of one model, one row per resolution."""
+    head = ["px", "accuracy", "macro-F1", "ECE"] + list(rows[0].recall) if rows else []
+    lines = ["| " + " | ".join(head) + " |", "|" + " ---: |" * len(head)]
+    for s in rows:
+        cells = [str(s.resolution), f"{100 * s.accuracy:.1f}", f"{100 * s.macro_f1:.1f}", f"{100 * s.ece:.1f}"]
+        cells += [f"{100 * v:.1f}" for v in s.recall.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_accuracy(results: dict[str, list[Scores]], path: Path) -> None:
+    """Accuracy-vs-resolution PNG (needs matplotlib: ``pip install lrfer[plot]``)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("--plot needs matplotlib: pip install 'lrfer[plot]'") from exc
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, rows in results.items():
+        ax.plot([s.resolution for s in rows], [100 * s.accuracy for s in rows], marker="o", label=name)
+    ax.set_xlabel("face width (px)")
+    ax.set_ylabel("FER2013 PublicTest accuracy (%)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({s.resolution for rows in results.values() for s in rows}))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,47 @@
+"""Losses of the zoo's recipes."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def spatial_attention(feature_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Channel mean of squared activations, pooled to ``size``, flattened and L2-normalised."""
+    attention = feature_map.pow(2).mean(1, keepdim=True)
+    if attention.shape[-2:] != size:
+        attention = F.adaptive_avg_pool2d(attention, size)
+    return F.normalize(attention.flatten(1), dim=1)
+
+
+def attention_similarity_loss(student_maps: list[torch.Tensor], teacher_maps: list[torch.Tensor]) -> torch.Tensor:
+    """GME-Net's attention-similarity distillation: squared distance between the normalised spatial
+    attention of each student stage and of the matching teacher stage (teacher map pooled to the
+    student's size), summed over stages, averaged over the batch."""
+    loss = student_maps[0].new_zeros(())
+    for s, t in zip(student_maps, teacher_maps):
+        size = (min(s.shape[-2], t.shape[-2]), min(s.shape[-1], t.shape[-1]))
+        loss = loss + (spatial_attention(s, size) - spatial_attention(t, size)).pow(2).sum(1).mean()
+    return loss
+
+
+def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton's soft-target loss, scaled by T^2 so its gradient is comparable to the hard loss."""
+    return F.kl_div(
+        F.log_softmax(student_logits / temperature, 1), F.softmax(teacher_logits / temperature, 1), reduction="batchmean"
+    ) * temperature**2
+
+
+def classification_aware_weights(logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
+    """FSR-FER's re-weighting: ``1 + beta * (1 - p_y)`` from a fixed classifier's logits (no gradient)."""
+    p_true = F.softmax(logits.detach().float(), 1).gather(1, labels[:, None]).squeeze(1)
+    return 1 + beta * (1 - p_true)
+
+
+def weighted_feature_loss(sr: torch.Tensor, hr: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per-sample L1 distance between feature maps, weighted."""
+    return ((sr - hr).abs().flatten(1).mean(1) * weights).mean()
+
+
+def gan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)

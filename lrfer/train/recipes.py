@@ -1,0 +1,351 @@
+"""Training recipes: one :class:`Recipe` per zoo variant, one loop with three step kinds.
+
+* ``supervised``: cross-entropy on (degraded) faces: the HR teacher, MA-Net and the LR baseline.
+* ``distill``: GME-Net: the HR teacher sees the augmented 48 px face, the student the same face
+  degraded to its native resolution; cross-entropy + attention-similarity + soft-target distillation.
+* ``fsr``: FSR-FER: the teacher is the fixed extractor and classifier; a feature generator is trained
+  against a discriminator with classification-aware re-weighting.
+
+Every run is seeded, checkpoints after each epoch (safetensors + JSON) and resumes from there.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lrfer.constants import CLASSES, GRAY_MEAN, GRAY_STD, HR_SIZE
+from lrfer.faces.degrade import DegradationConfig, random_degrade, to_native
+from lrfer.models import build_model
+from lrfer.train import losses
+from lrfer.train.augment import random_affine, random_erase
+from lrfer.train.checkpoint import load_checkpoint, save_checkpoint
+from lrfer.train.datasets import FaceSet
+
+log = logging.getLogger(__name__)
+TEACHER_NAME = "resnet18-fer2013-48px"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines a trained variant (recorded in its manifest entry)."""
+
+    arch: str
+    config: dict[str, Any]
+    resolution: int
+    method: str = "supervised"            # supervised | distill | fsr
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    seed: int = 0
+    teacher: str | None = None            # zoo name or .safetensors path (distill, fsr, init_from_teacher)
+    init_from_teacher: bool = False       # copy matching teacher weights before training (MA-Net)
+    att_weight: float = 5.0               # attention-similarity distillation
+    kd_weight: float = 1.0                # soft-target distillation
+    kd_temperature: float = 4.0
+    fsr_beta: float = 2.0                 # classification-aware re-weighting strength
+    adv_weight: float = 0.01
+    cls_weight: float = 1.0
+    erase_prob: float = 0.25
+    degradation: dict[str, Any] = field(default_factory=dict)  # DegradationConfig fields beyond resolution
+
+    def degradation_config(self) -> DegradationConfig:
+        return DegradationConfig(resolution=self.resolution, **self.degradation)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+LR_DEGRADATION = {"random_method": True, "noise_std_max": 0.02}
+
+#: The recipes that produced the bundled zoo, by variant name.
+ZOO_RECIPES: dict[str, Recipe] = {
+    TEACHER_NAME: Recipe("resnet18", {"width": 16}, 48, epochs=16, lr=0.1),
+    "gmenet-fer2013-16px": Recipe("gmenet", {"width": 32, "input_size": 16}, 16, "distill", epochs=12,
+                                  teacher=TEACHER_NAME, degradation=LR_DEGRADATION),
+    "baseline-fer2013-16px": Recipe("baseline", {"width": 32, "input_size": 16}, 16, epochs=12, degradation=LR_DEGRADATION),
+    "fsrfer-fer2013-16px": Recipe("fsrfer", {"input_size": 16, "extractor_width": 16}, 16, "fsr", epochs=5, lr=1e-3,
+                                  weight_decay=0.0, teacher=TEACHER_NAME, degradation=LR_DEGRADATION),
+    "gmenet-fer2013-12px": Recipe("gmenet", {"width": 32, "input_size": 12}, 12, "distill", epochs=10,
+                                  teacher=TEACHER_NAME, degradation=LR_DEGRADATION),
+    "gmenet-fer2013-8px": Recipe("gmenet", {"width": 32, "input_size": 8}, 8, "distill", epochs=10,
+                                 teacher=TEACHER_NAME, degradation=LR_DEGRADATION),
+    "manet-fer2013-48px": Recipe("manet", {"width": 16}, 48, epochs=5, lr=0.03, teacher=TEACHER_NAME, init_from_teacher=True),
+    "gmenet-fer2013-24px": Recipe("gmenet", {"width": 24, "input_size": 24}, 24, "distill", epochs=8,
+                                  teacher=TEACHER_NAME, degradation=LR_DEGRADATION),
+}
+
+#: Defaults for ``lrfer train --arch A`` on other data (e.g. RAF-DB).
+ARCH_DEFAULTS: dict[str, str] = {
+    "resnet18": TEACHER_NAME, "gmenet": "gmenet-fer2013-16px", "baseline": "baseline-fer2013-16px",
+    "fsrfer": "fsrfer-fer2013-16px", "manet": "manet-fer2013-48px",
+}
+
+
+def recipe_for(arch: str, resolution: int, **overrides: Any) -> Recipe:
+    """The zoo recipe of ``arch`` moved to ``resolution`` (the config's input_size follows)."""
+    if arch not in ARCH_DEFAULTS:
+        raise ValueError(f"no recipe for architecture {arch!r}; known: {sorted(ARCH_DEFAULTS)}")
+    base = ZOO_RECIPES[ARCH_DEFAULTS[arch]]
+    config = dict(base.config)
+    if "input_size" in config:
+        config["input_size"] = resolution
+    elif resolution != HR_SIZE:
+        raise ValueError(f"{arch} runs at {HR_SIZE} px only")
+    return replace(base, config=config, resolution=resolution, **overrides)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    return (x - GRAY_MEAN) / GRAY_STD
+
+
+def load_trained(spec: str | Path, device: torch.device) -> nn.Module:
+    """A trained network (zoo name or weights file), frozen, for use as a teacher."""
+    model = _load_weights_file(Path(spec), device) if str(spec).endswith(".safetensors") else _load_zoo(spec, device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def _load_zoo(spec: str | Path, device: torch.device) -> nn.Module:
+    from lrfer.zoo import load_model
+
+    return load_model(spec, device=device)
+
+
+def _load_weights_file(path: Path, device: torch.device) -> nn.Module:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        spec = json.loads((f.metadata() or {})["lrfer_spec"])
+    model = build_model(spec["arch"], **spec["config"])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()})
+    return model.to(device)
+
+
+def save_trained(model: nn.Module, path: Path, recipe: Recipe) -> None:
+    """Full-precision weights of a finished run, self-describing (arch + config in the metadata)."""
+    from safetensors.torch import save_file
+
+    spec = {"arch": recipe.arch, "config": recipe.config, "resolution": recipe.resolution}
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path),
+              metadata={"lrfer_spec": json.dumps(spec)})
+
+
+def copy_matching_weights(source: nn.Module, target: nn.Module) -> int:
+    """Copy every same-named, same-shaped tensor; MA-Net's patch branches take the teacher's stage 3."""
+    src = source.state_dict()
+    aliases = {}
+    for key in target.state_dict():
+        if key.startswith("patches."):
+            aliases[key] = "stages.2." + key.split(".stage.", 1)[1] if ".stage." in key else key
+        elif key.startswith("global_branch.1."):
+            aliases[key] = "stages.2." + key[len("global_branch.1."):]
+        elif key.startswith("global_branch.2."):
+            aliases[key] = "stages.3." + key[len("global_branch.2."):]
+    state = target.state_dict()
+    copied = 0
+    for key, value in state.items():
+        other = src.get(aliases.get(key, key))
+        if other is not None and other.shape == value.shape:
+            state[key] = other.clone()
+            copied += 1
+    target.load_state_dict(state)
+    return copied
+
+
+class Trainer:
+    """One training run of a :class:`Recipe` on a :class:`FaceSet`, validated on another."""
+
+    def __init__(self, recipe: Recipe, train_set: FaceSet, val_set: FaceSet | None, work_dir: Path,
+                 device: str | torch.device = "cpu") -> None:
+        self.recipe, self.train_set, self.val_set = recipe, train_set, val_set
+        self.work_dir = Path(work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(device)
+        torch.manual_seed(recipe.seed)
+        self.generator = torch.Generator().manual_seed(recipe.seed)
+        self.images = torch.from_numpy(train_set.images).unsqueeze(1)  # uint8 (N,1,48,48)
+        self.labels = torch.from_numpy(train_set.labels)
+        self.model = build_model(recipe.arch, num_classes=len(CLASSES), **recipe.config).to(self.device)
+        self.teacher = load_trained(recipe.teacher, self.device) if recipe.teacher else None
+        self.discriminator: nn.Module | None = None
+        self.modules: dict[str, nn.Module] = {"model": self.model}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.steps_per_epoch = len(self.labels) // recipe.batch_size
+        self._setup_method()
+        self.history: list[dict[str, float]] = []
+
+    # -- set-up per method -------------------------------------------------------------------
+    def _setup_method(self) -> None:
+        r = self.recipe
+        total = r.epochs * self.steps_per_epoch
+        if r.init_from_teacher and self.teacher is not None:
+            log.info("copied %d tensors from the teacher", copy_matching_weights(self.teacher, self.model))
+        if r.method == "fsr":
+            from lrfer.models.fsrfer import FeatureDiscriminator
+
+            assert self.teacher is not None, "fsr needs a teacher"
+            self.model.extractor.load_state_dict(self.teacher.state_dict())
+            self.model.extractor.requires_grad_(False)
+            channels = self.model.extractor.stage_widths[self.model.sr_stage]
+            self.discriminator = FeatureDiscriminator(channels).to(self.device)
+            self.modules["discriminator"] = self.discriminator
+            self.optimizers["generator"] = torch.optim.Adam(self.model.generator.parameters(), r.lr, betas=(0.9, 0.99))
+            self.optimizers["discriminator"] = torch.optim.Adam(self.discriminator.parameters(), r.lr, betas=(0.9, 0.99))
+            self.schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, total) for o in self.optimizers.values()]
+            self.step_fn: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] = self._fsr_step
+            return
+        opt = torch.optim.SGD(self.model.parameters(), r.lr, momentum=0.9, nesterov=True, weight_decay=r.weight_decay)
+        self.optimizers["model"] = opt
+        self.schedulers = [torch.optim.lr_scheduler.OneCycleLR(opt, r.lr, total_steps=total, pct_start=0.15)]
+        self.step_fn = self._distill_step if r.method == "distill" else self._supervised_step
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _degrade(self, hr: torch.Tensor) -> torch.Tensor:
+        if self.recipe.resolution == HR_SIZE:
+            return hr
+        return random_degrade(hr, self.recipe.degradation_config(), self.generator)
+
+    def _optimize(self, loss: torch.Tensor, name: str = "model") -> None:
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def _supervised_step(self, hr: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        logits = self.model(normalize(self._degrade(hr)))
+        loss = F.cross_entropy(logits, y, label_smoothing=self.recipe.label_smoothing)
+        self._optimize(loss)
+        return {"loss": loss.item()}
+
+    def _distill_step(self, hr: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        r = self.recipe
+        assert self.teacher is not None
+        with torch.no_grad():
+            teacher_maps = self.teacher.forward_features(normalize(hr))
+            teacher_logits = self.teacher.head(teacher_maps[-1])
+        features, student_maps = self.model.forward_features(normalize(self._degrade(hr)))
+        logits = self.model.fc(self.model.dropout(features))
+        ce = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing)
+        att = losses.attention_similarity_loss(student_maps, teacher_maps[: len(student_maps)])
+        kd = losses.distillation_kl(logits, teacher_logits, r.kd_temperature)
+        loss = ce + r.att_weight * att + r.kd_weight * kd
+        self._optimize(loss)
+        return {"loss": loss.item(), "ce": ce.item(), "att": att.item(), "kd": kd.item()}
+
+    def _fsr_step(self, hr: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        r, model, disc = self.recipe, self.model, self.discriminator
+        assert disc is not None
+        with torch.no_grad():
+            hr_feat = model.extractor.stem_to_stage(normalize(hr), model.sr_stage)
+            lr_feat = model.lr_features(normalize(self._degrade(hr)))
+            weights = losses.classification_aware_weights(model.classify_features(lr_feat), y, r.fsr_beta)
+        sr_feat = model.generator(lr_feat)
+        feat_loss = losses.weighted_feature_loss(sr_feat, hr_feat, weights)
+        cls_loss = (F.cross_entropy(model.classify_features(sr_feat), y, reduction="none") * weights).mean()
+        adv_loss = losses.gan_loss(disc(sr_feat), real=True)
+        g_loss = feat_loss + r.cls_weight * cls_loss + r.adv_weight * adv_loss
+        self._optimize(g_loss, "generator")
+        d_loss = losses.gan_loss(disc(hr_feat), real=True) + losses.gan_loss(disc(sr_feat.detach()), real=False)
+        self._optimize(d_loss, "discriminator")
+        return {"loss": g_loss.item(), "feat": feat_loss.item(), "cls": cls_loss.item(), "d": d_loss.item()}
+
+    # -- loop ----------------------------------------------------------------------------------
+    def _batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hr = self.images[index].float().div_(255)
+        hr = random_affine(hr, self.generator)
+        if self.recipe.erase_prob:
+            hr = random_erase(hr, self.generator, self.recipe.erase_prob)
+        return hr.to(self.device, non_blocking=True), self.labels[index].to(self.device, non_blocking=True)
+
+    def _set_train_mode(self) -> None:
+        self.model.train()
+        if self.recipe.method == "fsr":
+            self.model.extractor.eval()  # fixed extractor: frozen BatchNorm statistics too
+
+    def _checkpoint_path(self) -> Path:
+        return self.work_dir / "checkpoint.safetensors"
+
+    def _resume(self) -> int:
+        path = self._checkpoint_path()
+        if not path.exists():
+            return 0
+        meta = load_checkpoint(path, self.modules, self.optimizers)
+        for sched, state in zip(self.schedulers, meta["schedulers"]):
+            sched.load_state_dict(state)
+        self.generator.set_state(torch.tensor(meta["rng"], dtype=torch.uint8))
+        self.history = meta["history"]
+        log.info("resumed %s at epoch %d", self.work_dir, meta["epoch"])
+        return int(meta["epoch"])
+
+    def _save(self, epoch: int) -> None:
+        meta = {"epoch": epoch, "history": self.history, "recipe": self.recipe.to_json(),
+                "schedulers": [s.state_dict() for s in self.schedulers], "rng": self.generator.get_state().tolist()}
+        save_checkpoint(self._checkpoint_path(), self.modules, self.optimizers, meta)
+
+    def fit(self, progress: bool = True) -> nn.Module:
+        """Train (resuming if a checkpoint exists) and return the model in eval mode."""
+        from tqdm import tqdm
+
+        start = self._resume()
+        for epoch in range(start, self.recipe.epochs):
+            self._set_train_mode()
+            order = torch.randperm(len(self.labels), generator=self.generator)
+            sums: dict[str, float] = {}
+            t0 = time.time()
+            bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{self.recipe.epochs}", disable=not progress, leave=False)
+            for step in bar:
+                index = order[step * self.recipe.batch_size:(step + 1) * self.recipe.batch_size]
+                stats = self.step_fn(*self._batch(index))
+                for sched in self.schedulers:
+                    sched.step()
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                bar.set_postfix(loss=f"{stats['loss']:.3f}")
+            record = {k: v / self.steps_per_epoch for k, v in sums.items()}
+            record.update(epoch=epoch + 1, seconds=round(time.time() - t0, 1))
+            if self.val_set is not None:
+                record["val_acc"] = accuracy(self.model, self.val_set, self.recipe.resolution, self.device)
+            self.history.append(record)
+            log.info("%s %s", self.work_dir.name, json.dumps(record))
+            self._save(epoch + 1)
+        return self.model.eval()
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: np.ndarray, native: int, device: torch.device | str = "cpu",
+                   eval_resolution: int | None = None, batch_size: int = 512) -> torch.Tensor:
+    """Logits for 48x48 uint8 faces degraded to ``eval_resolution`` (default: native) and brought to the
+    model's native size: area down-sampling, or bicubic up-sampling when the face is smaller."""
+    from lrfer.faces.degrade import upsample
+
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[i:i + batch_size]).unsqueeze(1).float().div_(255).to(device)
+        x = to_native(x, eval_resolution or native)
+        if x.shape[-1] < native:
+            x = upsample(x, native)
+        elif x.shape[-1] > native:
+            x = to_native(x, native)
+        out.append(model(normalize(x)).float().cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def accuracy(model: nn.Module, faces: FaceSet, native: int, device: torch.device | str = "cpu") -> float:
+    logits = predict_logits(model, faces.images, native, device)
+    return float((logits.argmax(1).numpy() == faces.labels).mean())

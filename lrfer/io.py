@@ -52,6 +52,8 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
     (3, dtype('uint8'))
     """
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"cannot read image: {str(p)!r} is a folder, not an image file")
     if not p.is_file():
         raise ValueError(f"cannot read image: no such file {str(p)!r}")
     data = np.fromfile(str(p), dtype=np.uint8)  # fromfile + imdecode also works for non-ASCII paths

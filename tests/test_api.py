@@ -1,0 +1,329 @@
+"""Public API: lrfer.load, Recognizer.predict / predict_crops / predict_tensor, Face. Fast and synthetic."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lrfer
+from lrfer.constants import CLASSES
+from lrfer.results import Face, faces_to_pandas, faces_to_rows, row_columns
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_tiny_weights(path: Path) -> Path:
+    """A randomly initialised 16 px baseline saved like a zoo model (no training)."""
+    from lrfer.models import build_model
+    from lrfer.zoo import save_weights
+
+    torch.manual_seed(0)
+    model = build_model("baseline", width=8, input_size=16)
+    entry = {
+        "name": "baseline-fer2013-16px", "arch": "baseline", "config": {"width": 8}, "dataset": "fer2013",
+        "resolution": 16, "in_chans": 1, "classes": list(CLASSES), "mean": [0.5], "std": [0.25],
+        "source": {"kind": "bundled"}, "temperature": 1.5,
+        "license": {"code": "MIT", "weights": "test only", "data": "FER2013 research-only"},
+    }
+    save_weights(model.state_dict(), path, entry)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_weights(tmp_path_factory.mktemp("tiny") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def rec(tiny_path: Path) -> lrfer.Recognizer:
+    return lrfer.load(tiny_path, device="cpu", detector=None)
+
+
+@pytest.fixture(scope="module")
+def rgb() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+
+
+def check_faces(faces: list[Face], classes: tuple[str, ...]) -> None:
+    assert isinstance(faces, list)
+    for face in faces:
+        assert isinstance(face, Face)
+        assert tuple(face.probs) == classes
+        assert math.isclose(sum(face.probs.values()), 1.0, abs_tol=1e-5)
+        assert face.label == max(face.probs, key=face.probs.get)
+        x1, y1, x2, y2 = face.box
+        assert x2 > x1 and y2 > y1 and face.face_px == pytest.approx(x2 - x1)
+        assert len(face.landmarks) == 5 and all(len(p) == 2 for p in face.landmarks)
+
+
+# ------------------------------------------------------------------------------------------ loading
+def test_load_exposes_spec(rec: lrfer.Recognizer) -> None:
+    assert rec.classes == CLASSES
+    assert rec.resolution == 16 == rec.spec.resolution
+    assert rec.spec.temperature == 1.5
+    assert rec.device == torch.device("cpu")
+    assert "baseline-fer2013-16px" in repr(rec)
+
+
+def test_load_auto_device_and_bad_detector(tiny_path: Path) -> None:
+    auto = lrfer.load(tiny_path, device="auto", detector="none")
+    assert auto.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="unknown detector"):
+        lrfer.load(tiny_path, detector="dlib")
+
+
+# ------------------------------------------------------------------------------------------ predict
+def _as_input(kind: str, rgb: np.ndarray, tmp_path: Path):
+    from PIL import Image
+
+    gray = rgb[..., 0]
+    return {
+        "numpy_rgb": rgb,
+        "numpy_gray": gray,
+        "numpy_gray_hw1": gray[..., None],
+        "numpy_rgba": np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2),
+        "pil_rgb": Image.fromarray(rgb),
+        "pil_gray": Image.fromarray(gray),
+        "tensor_chw": torch.from_numpy(rgb).permute(2, 0, 1).contiguous(),
+        "tensor_hwc": torch.from_numpy(rgb),
+        "path_str": str(_save_png(rgb, tmp_path / "img.png")),
+        "path_obj": _save_png(rgb, tmp_path / "img2.png"),
+    }[kind]
+
+
+def _save_png(rgb: np.ndarray, path: Path) -> Path:
+    from PIL import Image
+
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+INPUT_KINDS = ["numpy_rgb", "numpy_gray", "numpy_gray_hw1", "numpy_rgba", "pil_rgb", "pil_gray",
+               "tensor_chw", "tensor_hwc", "path_str", "path_obj"]
+
+
+@pytest.mark.parametrize("kind", INPUT_KINDS)
+def test_predict_accepts_each_input_type(rec: lrfer.Recognizer, rgb: np.ndarray, tmp_path: Path, kind: str) -> None:
+    faces = rec.predict(_as_input(kind, rgb, tmp_path))
+    check_faces(faces, rec.classes)
+    assert len(faces) == 1  # detector=None: the image is the face
+    assert faces[0].box == (0.0, 0.0, 30.0, 40.0)
+    assert faces[0].det_score == 1.0
+
+
+@pytest.mark.parametrize("kind", ["numpy_rgba", "pil_rgb", "tensor_chw", "tensor_hwc", "path_str"])
+def test_input_types_agree(rec: lrfer.Recognizer, rgb: np.ndarray, tmp_path: Path, kind: str) -> None:
+    ref = rec.predict(rgb)[0].probs
+    got = rec.predict(_as_input(kind, rgb, tmp_path))[0].probs
+    assert got == pytest.approx(ref, abs=1e-6)
+
+
+def test_predict_list_returns_list_of_lists(rec: lrfer.Recognizer, rgb: np.ndarray) -> None:
+    images = [rgb, rgb[:20], torch.from_numpy(rgb[..., 1])]
+    out = rec.predict(images)
+    assert isinstance(out, list) and len(out) == 3
+    for faces in out:
+        check_faces(faces, rec.classes)
+        assert len(faces) == 1
+    assert out[0][0].probs == pytest.approx(rec.predict(rgb)[0].probs, abs=1e-6)
+    assert rec.predict([]) == []
+    assert rec.predict((rgb,))[0][0].probs == pytest.approx(out[0][0].probs, abs=1e-6)
+
+
+def test_predict_is_deterministic_and_batch_independent(rec: lrfer.Recognizer, rgb: np.ndarray) -> None:
+    images = [rgb, rgb[::-1], rgb[:, ::-1]]
+    a = rec.predict(images, batch_size=1)
+    b = rec.predict(images, batch_size=256)
+    for fa, fb in zip(a, b):
+        assert fa[0].probs == pytest.approx(fb[0].probs, abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- crops
+@pytest.mark.parametrize("shape", [(5, 48, 48), (3, 20, 17), (4, 96, 96), (2, 64, 50, 3), (2, 30, 30, 1), (2, 30, 30, 4)])
+def test_predict_crops_array_shapes(rec: lrfer.Recognizer, shape: tuple[int, ...]) -> None:
+    crops = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    probs = rec.predict_crops(crops)
+    assert probs.shape == (shape[0], len(rec.classes))
+    assert np.allclose(probs.sum(1), 1, atol=1e-5) and (probs >= 0).all()
+
+
+def test_predict_crops_list_of_sizes(rec: lrfer.Recognizer) -> None:
+    rng = np.random.default_rng(2)
+    crops = [rng.integers(0, 256, s, dtype=np.uint8) for s in [(48, 48), (12, 10), (200, 180, 3), (60, 30)]]
+    probs = rec.predict_crops(crops)
+    assert probs.shape == (4, 7) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert rec.predict_crops([]).shape == (0, 7)
+    assert rec.predict_crops(np.zeros((0, 48, 48), np.uint8)).shape == (0, 7)
+
+
+def test_predict_crops_array_and_list_agree(rec: lrfer.Recognizer) -> None:
+    rng = np.random.default_rng(3)
+    for size in (48, 96, 24):  # identity, integer shrink (area), enlarge (bicubic)
+        crops = rng.integers(0, 256, (3, size, size), dtype=np.uint8)
+        batched = rec.predict_crops(crops)
+        listed = rec.predict_crops(list(crops))
+        assert np.allclose(batched, listed, atol=2e-3), size
+
+
+def test_predict_crops_gray_equals_replicated_rgb(rec: lrfer.Recognizer) -> None:
+    gray = np.random.default_rng(4).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    rgb = np.repeat(gray[..., None], 3, axis=3)
+    assert np.allclose(rec.predict_crops(gray), rec.predict_crops(rgb), atol=1e-5)
+
+
+def test_predict_crops_matches_predict_with_no_detector(rec: lrfer.Recognizer) -> None:
+    crops = np.random.default_rng(5).integers(0, 256, (2, 48, 48), dtype=np.uint8)
+    probs = rec.predict_crops(crops)
+    faces = rec.predict(list(crops))
+    got = np.array([[f[0].probs[c] for c in rec.classes] for f in faces])
+    assert np.allclose(probs, got, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ tensor
+def test_predict_tensor(rec: lrfer.Recognizer) -> None:
+    x = torch.rand(6, 1, 48, 48)
+    probs = rec.predict_tensor(x)
+    assert isinstance(probs, torch.Tensor) and probs.shape == (6, 7)
+    assert probs.device == rec.device and probs.dtype == torch.float32
+    assert torch.allclose(probs.sum(1), torch.ones(6), atol=1e-5)
+    crops = (x[:, 0] * 255).round().to(torch.uint8).numpy()
+    assert np.allclose(rec.predict_crops(crops), probs.numpy(), atol=1e-2)
+
+
+def test_predict_tensor_native_size(rec: lrfer.Recognizer) -> None:
+    from lrfer.faces.degrade import to_native
+
+    x = torch.rand(3, 1, 48, 48)
+    native = to_native(x, rec.resolution)
+    assert torch.allclose(rec.predict_tensor(native), rec.predict_tensor(x), atol=1e-6)
+
+
+def test_temperature_is_applied(rec: lrfer.Recognizer) -> None:
+    from lrfer.faces.degrade import to_native
+
+    x = torch.rand(2, 1, 48, 48)
+    with torch.inference_mode():
+        logits = rec.model((to_native(x, 16) - 0.5) / 0.25)
+    expected = torch.softmax(logits / rec.spec.temperature, dim=1)
+    assert torch.allclose(rec.predict_tensor(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(("x", "problem"), [
+    (torch.zeros(2, 1, 48, 48, dtype=torch.uint8), "dtype"),
+    (torch.rand(2, 3, 48, 48), "shape"),
+    (torch.rand(1, 48, 48), "shape"),
+    (torch.rand(2, 1, 32, 32), "shape"),
+    (np.zeros((2, 1, 48, 48), np.float32), "torch.Tensor"),
+])
+def test_predict_tensor_rejects(rec: lrfer.Recognizer, x, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        rec.predict_tensor(x)
+
+
+# ------------------------------------------------------------------------------------------ errors
+def _corrupt_file(tmp_path: Path) -> Path:
+    p = tmp_path / "corrupt.jpg"
+    p.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return p
+
+
+def _empty_file(tmp_path: Path) -> Path:
+    p = tmp_path / "empty.png"
+    p.write_bytes(b"")
+    return p
+
+
+BAD_INPUTS = {
+    "missing path": (lambda t: t / "nope.jpg", "no such file"),
+    "corrupt file": (_corrupt_file, "not a readable image"),
+    "empty file": (_empty_file, "empty file"),
+    "empty array": (lambda t: np.zeros((0, 10, 3), np.uint8), "empty image"),
+    "float64": (lambda t: np.zeros((10, 10, 3), np.float64), "dtype float64"),
+    "int32": (lambda t: np.zeros((10, 10, 3), np.int32), "dtype int32"),
+    "4-D array": (lambda t: np.zeros((2, 10, 10, 3), np.uint8), "shape"),
+    "2 channels": (lambda t: np.zeros((10, 10, 2), np.uint8), "shape"),
+    "float tensor": (lambda t: torch.rand(3, 10, 10), "dtype"),
+    "4-D tensor": (lambda t: torch.zeros(1, 3, 10, 10, dtype=torch.uint8), "shape"),
+    "not an image": (lambda t: 42, "unsupported image input"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_raises_value_error(rec: lrfer.Recognizer, tmp_path: Path, case: str) -> None:
+    make, problem = BAD_INPUTS[case]
+    with pytest.raises(ValueError, match=problem):
+        rec.predict(make(tmp_path))
+
+
+def test_bad_input_message_names_the_input(rec: lrfer.Recognizer, rgb: np.ndarray, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.jpg"
+    with pytest.raises(ValueError, match="missing.jpg"):
+        rec.predict(missing)
+    with pytest.raises(ValueError, match=r"images\[1\].*float64"):
+        rec.predict([rgb, rgb.astype(np.float64)])
+    with pytest.raises(ValueError, match=r"crops\[1\]"):
+        rec.predict_crops([rgb, np.zeros((0, 4), np.uint8)])
+    with pytest.raises(ValueError, match="dtype"):
+        rec.predict_crops(np.zeros((2, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        rec.predict_crops(np.zeros((2, 8, 8, 2), np.uint8))
+
+
+def test_blank_image_with_mtcnn_finds_no_face(tiny_path: Path) -> None:
+    det = lrfer.load(tiny_path, device="cpu", detector="mtcnn")
+    blank = np.full((160, 200, 3), 127, np.uint8)
+    assert det.predict(blank) == []
+    assert det.predict([blank, blank[:80]]) == [[], []]
+
+
+# ------------------------------------------------------------------------------------------ results
+def test_face_to_dict_and_rows(rec: lrfer.Recognizer, rgb: np.ndarray) -> None:
+    face = rec.predict(rgb)[0]
+    d = face.to_dict()
+    json.dumps(d, allow_nan=False)  # NaN landmarks become None
+    assert d["label"] == face.label and d["box"] == list(face.box) and d["landmarks"][0] == [None, None]
+    row = face.to_row("x.png", 0)
+    assert list(row) == row_columns(rec.classes)
+    rows = faces_to_rows(rec.predict([rgb, rgb]), files=["a", "b"])
+    assert [r["file"] for r in rows] == ["a", "b"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        face.label = "happy"  # type: ignore[misc]
+
+
+def test_to_pandas(rec: lrfer.Recognizer, rgb: np.ndarray) -> None:
+    faces = rec.predict([rgb, rgb[:10]])
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install pandas"):
+            faces_to_pandas(faces)
+        with pytest.raises(ImportError, match="pip install pandas"):
+            faces[0][0].to_pandas()
+        return
+    df = faces_to_pandas(faces)
+    assert list(df.columns) == row_columns(rec.classes) and len(df) == 2
+    assert len(faces[0][0].to_pandas()) == 1
+
+
+# ---------------------------------------------------------------------------------------- packaging
+def test_import_lrfer_is_light() -> None:
+    code = ("import sys, lrfer, lrfer.cli; lrfer.cli.build_parser(['--help']).format_help(); "
+            "assert 'torch' not in sys.modules, 'torch imported'; assert 'cv2' not in sys.modules, 'cv2 imported'; "
+            "print(lrfer.__version__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+def test_lazy_public_names() -> None:
+    for name in ("load", "Recognizer", "Face", "list_models", "info", "download", "faces_to_pandas"):
+        assert name in dir(lrfer) and getattr(lrfer, name) is not None
+    assert isinstance(lrfer.list_models(), list)
+    with pytest.raises(AttributeError):
+        lrfer.does_not_exist  # noqa: B018

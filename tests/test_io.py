@@ -1,0 +1,153 @@
+"""lrfer.io: loading, validation and file discovery (no model needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lrfer.io import (
+    IMAGE_EXTENSIONS,
+    ImageFileDataset,
+    collate_list,
+    is_image_like,
+    iter_image_files,
+    load_image,
+    read_image_file,
+    to_device_tensor,
+    validate_array,
+)
+
+
+@pytest.fixture()
+def rgb() -> np.ndarray:
+    img = np.random.default_rng(0).integers(0, 256, (12, 9, 3), dtype=np.uint8)
+    img[0, 0] = (255, 0, 0)  # a pure red pixel: catches BGR/RGB swaps
+    return img
+
+
+def test_png_round_trip_is_exact_rgb(rgb: np.ndarray, tmp_path: Path) -> None:
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    out = read_image_file(tmp_path / "a.png")
+    assert out.dtype == np.uint8 and out.shape == (12, 9, 3)
+    assert np.array_equal(out, rgb)
+    assert tuple(out[0, 0]) == (255, 0, 0)
+
+
+def test_non_ascii_path(rgb: np.ndarray, tmp_path: Path) -> None:
+    path = tmp_path / "visages_été" / "gesicht_ü.png"
+    path.parent.mkdir()
+    Image.fromarray(rgb).save(path)
+    assert np.array_equal(load_image(path), rgb)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    img = np.zeros((20, 40, 3), np.uint8)
+    pil = Image.fromarray(img)
+    exif = pil.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    pil.save(tmp_path / "rot.jpg", exif=exif)
+    assert load_image(tmp_path / "rot.jpg").shape == (40, 20, 3)
+
+
+def test_gray_and_rgba_become_rgb(rgb: np.ndarray) -> None:
+    gray = rgb[..., 1]
+    out = validate_array(gray)
+    assert out.shape == (12, 9, 3) and all(np.array_equal(out[..., c], gray) for c in range(3))
+    rgba = np.concatenate([rgb, np.zeros((12, 9, 1), np.uint8)], axis=2)
+    assert np.array_equal(validate_array(rgba), rgb)
+    assert np.array_equal(validate_array(gray[..., None]), out)
+
+
+def test_tensor_layouts_agree(rgb: np.ndarray) -> None:
+    chw = torch.from_numpy(rgb).permute(2, 0, 1)
+    assert np.array_equal(load_image(chw), rgb)
+    assert np.array_equal(load_image(torch.from_numpy(rgb)), rgb)
+    assert np.array_equal(load_image(chw[:1]), np.repeat(rgb[..., :1], 3, axis=2))
+
+
+def test_pil_modes(rgb: np.ndarray) -> None:
+    assert np.array_equal(load_image(Image.fromarray(rgb)), rgb)
+    assert load_image(Image.fromarray(rgb).convert("L")).shape == (12, 9, 3)
+    assert np.array_equal(load_image(Image.fromarray(rgb).convert("RGBA")), rgb)
+    assert load_image(Image.fromarray(rgb).convert("P")).shape == (12, 9, 3)
+
+
+@pytest.mark.parametrize(("bad", "problem"), [
+    (np.zeros((4, 4, 3), np.float32), "dtype float32"),
+    (np.zeros((4, 4), np.uint16), "dtype uint16"),
+    (np.zeros((4, 4), bool), "dtype bool"),
+    (np.zeros((1, 4, 4, 3), np.uint8), "shape"),
+    (np.zeros((4,), np.uint8), "shape"),
+    (np.zeros((4, 4, 5), np.uint8), "shape"),
+    (np.zeros((4, 0), np.uint8), "empty image"),
+    (torch.zeros(3, 0, 4, dtype=torch.uint8), "empty image"),
+    (torch.zeros(2, 4, 4, 4, dtype=torch.uint8), "shape"),
+    (torch.zeros(3, 4, 4, dtype=torch.int64), "dtype"),
+    (b"bytes", "unsupported image input"),
+])
+def test_validation_errors(bad, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        load_image(bad)
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    (tmp_path / "text.jpg").write_text("hello")
+    (tmp_path / "zero.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="text.jpg.*not a readable image"):
+        load_image(tmp_path / "text.jpg")
+    with pytest.raises(ValueError, match="empty file"):
+        load_image(str(tmp_path / "zero.png"))
+    with pytest.raises(ValueError, match="no such file"):
+        load_image(tmp_path / "absent.png")
+    with pytest.raises(ValueError, match="is a folder"):
+        load_image(tmp_path)
+
+
+def test_to_device_tensor(rgb: np.ndarray) -> None:
+    t = to_device_tensor(rgb, "cpu")
+    assert t.shape == (3, 12, 9) and t.dtype == torch.uint8 and t.is_contiguous()
+    assert torch.equal(t.permute(1, 2, 0), torch.from_numpy(rgb))
+
+
+def test_is_image_like(rgb: np.ndarray) -> None:
+    assert is_image_like(rgb) and is_image_like("a.jpg")
+    assert not is_image_like([rgb]) and not is_image_like((rgb,))
+
+
+def _tree(tmp_path: Path, rgb: np.ndarray) -> Path:
+    root = tmp_path / "photos"
+    for rel in ["b.png", "a.JPG", "sub/c.jpeg", "sub/deeper/d.webp", "notes.txt", "sub/e.tiff"]:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if p.suffix == ".txt":
+            p.write_text("not an image")
+        else:
+            Image.fromarray(rgb).save(p)
+    return root
+
+
+def test_iter_image_files(rgb: np.ndarray, tmp_path: Path) -> None:
+    root = _tree(tmp_path, rgb)
+    found = iter_image_files([root])
+    assert [str(rel) for _, rel in found] == ["a.JPG", "b.png", "sub/c.jpeg", "sub/deeper/d.webp", "sub/e.tiff"]
+    assert all(path == root / rel for path, rel in found)
+    explicit = iter_image_files([root / "notes.txt", root / "sub" / "c.jpeg"])  # explicit files are kept
+    assert [rel.name for _, rel in explicit] == ["notes.txt", "c.jpeg"]
+    with pytest.raises(ValueError, match="no such file or folder"):
+        iter_image_files([tmp_path / "missing"])
+    assert ".jpg" in IMAGE_EXTENSIONS and ".png" in IMAGE_EXTENSIONS
+
+
+def test_image_file_dataset_reports_errors_per_item(rgb: np.ndarray, tmp_path: Path) -> None:
+    Image.fromarray(rgb).save(tmp_path / "ok.png")
+    (tmp_path / "bad.png").write_text("broken")
+    ds = ImageFileDataset([tmp_path / "ok.png", tmp_path / "bad.png"])
+    assert len(ds) == 2
+    i, img = ds[0]
+    assert i == 0 and isinstance(img, torch.Tensor) and np.array_equal(img.numpy(), rgb)
+    j, err = ds[1]
+    assert j == 1 and isinstance(err, str) and "bad.png" in err
+    assert collate_list([ds[0], ds[1]])[1][0] == 1

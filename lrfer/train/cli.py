@@ -1,0 +1,146 @@
+"""``lrfer train`` and ``lrfer eval`` (registered into the main CLI by :func:`register`).
+
+Only argparse is imported here; torch and the recipes load when a command runs, so ``lrfer --help``
+stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+DEFAULT_RESOLUTIONS = "8,12,16,24,48"
+
+
+def register(sub: Any) -> None:
+    """Add the ``train`` and ``eval`` sub-commands to an argparse sub-parser collection."""
+    _add_train(sub)
+    _add_eval(sub)
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a zoo architecture on FER2013, RAF-DB or a folder of class folders",
+                       description="Train a model and write fp16 safetensors with its manifest entry in the metadata. "
+                                   "Example (RAF-DB): lrfer train --arch gmenet --data /path/to/RAF-DB/basic "
+                                   "--resolution 16 --out gmenet-raf-16px.safetensors")
+    p.add_argument("--arch", required=True, help="resnet18 | gmenet | baseline | fsrfer | manet")
+    p.add_argument("--data", required=True, type=Path,
+                   help="FER2013 .npz, RAF-DB 'basic' folder, or a folder of class folders")
+    p.add_argument("--resolution", required=True, type=int, help="native input size in px (48 for resnet18/manet)")
+    p.add_argument("--out", required=True, type=Path, help="output .safetensors")
+    p.add_argument("--val", type=Path, default=None,
+                   help="validation data (default: RAF-DB's test split, FER2013's publictest next to a train .npz)")
+    p.add_argument("--recipe", default=None, help="start from a zoo variant's recipe, e.g. gmenet-fer2013-16px")
+    p.add_argument("--teacher", default=None, help="teacher name or .safetensors (distillation, FSR-FER, MA-Net init)")
+    p.add_argument("--dataset-name", default=None, help="dataset part of the variant name (default: from --data)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--work-dir", type=Path, default=None, help="checkpoints (resumable; default: <out>.run/)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_eval(sub: Any) -> None:
+    p = sub.add_parser("eval", help="accuracy, macro-F1, recall and calibration per resolution",
+                       description="Evaluate models on a labelled dataset at several face resolutions.")
+    p.add_argument("--model", action="append", required=True, help="zoo name or weights path (repeatable)")
+    p.add_argument("--data", required=True, type=Path, help="FER2013 .npz, RAF-DB folder or class folders")
+    p.add_argument("--split", default="test", help="RAF-DB split (default: test)")
+    p.add_argument("--resolutions", default=DEFAULT_RESOLUTIONS, help=f"comma list (default: {DEFAULT_RESOLUTIONS})")
+    p.add_argument("--calibrate-on", type=Path, default=None,
+                   help="fit the temperature on this data instead of using the manifest's")
+    p.add_argument("--details", action="store_true", help="also print macro-F1, ECE and per-class recall tables")
+    p.add_argument("--plot", type=Path, default=None, help="write accuracy-vs-resolution PNG here")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _dataset_name(data: Path) -> str:
+    from lrfer.train.datasets import RAF_LABEL_FILE
+
+    if (data / RAF_LABEL_FILE).exists():
+        return "raf"
+    stem = data.stem.lower()
+    return stem.split("-")[0] if stem.startswith("fer2013") else stem.replace("-", "").replace("_", "")
+
+
+def _default_val(data: Path) -> Path | None:
+    from lrfer.train.datasets import RAF_LABEL_FILE
+
+    if (data / RAF_LABEL_FILE).exists():
+        return data
+    sibling = data.with_name(data.name.replace("train", "publictest"))
+    return sibling if data.suffix == ".npz" and sibling != data and sibling.exists() else None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from lrfer.train.datasets import load_faces
+    from lrfer.train.export import export
+    from lrfer.train.recipes import ZOO_RECIPES, Trainer, recipe_for
+
+    if args.recipe:
+        recipe = ZOO_RECIPES[args.recipe]
+    else:
+        recipe = recipe_for(args.arch, args.resolution)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("seed", args.seed),
+                                   ("teacher", args.teacher)) if v is not None}
+    recipe = replace(recipe, **overrides)
+    train = load_faces(args.data, "train")
+    val_path = args.val or _default_val(args.data)
+    val = load_faces(val_path, "test") if val_path else None
+    dataset = args.dataset_name or _dataset_name(args.data)
+    name = f"{recipe.arch}-{dataset}-{recipe.resolution}px"
+    work_dir = args.work_dir or args.out.with_suffix(".run")
+    log.info("training %s on %s (%d faces), validating on %s", name, args.data, len(train), val_path)
+    model = Trainer(recipe, train, val, work_dir, _device(args.device)).fit()
+    command = "lrfer " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else "lrfer train"
+    entry, sha = export(model.cpu(), recipe, name, dataset, val, args.out, command, split="val")
+    print(f"wrote {args.out} ({name}, sha256 {sha})")
+    if entry["metrics"]:
+        print("validation:", ", ".join(f"{k}={v}" for k, v in entry["metrics"].items()))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lrfer.train.datasets import load_faces
+    from lrfer.train.evaluate import detail_table, evaluate, fit_temperature, markdown_table, plot_accuracy
+    from lrfer.train.recipes import predict_logits
+    from lrfer.zoo import load_model
+
+    device = _device(args.device)
+    faces = load_faces(args.data, args.split)
+    calibration = load_faces(args.calibrate_on, args.split) if args.calibrate_on else None
+    resolutions = [int(r) for r in args.resolutions.split(",")]
+    results = {}
+    for spec in args.model:
+        model = load_model(spec, device=device)
+        cfg = model.pretrained_cfg
+        temperature = cfg.temperature
+        if calibration is not None:
+            temperature = fit_temperature(predict_logits(model, calibration.images, cfg.resolution, device), calibration.labels)
+        results[cfg.name] = evaluate(model, cfg.resolution, faces, resolutions, temperature, device)
+    print(f"Accuracy (%) on {args.data.name}, {len(faces)} faces\n")
+    print(markdown_table(results))
+    if args.details:
+        for name, rows in results.items():
+            print(f"\n{name}\n")
+            print(detail_table(rows))
+    if args.plot:
+        plot_accuracy(results, args.plot)
+        print(f"\nwrote {args.plot}")
+    return 0

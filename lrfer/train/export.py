@@ -1,0 +1,83 @@
+"""Turn a finished training run into a zoo entry and fp16 weights (the manifest's single source of truth)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from lrfer.constants import CLASSES, GRAY_MEAN, GRAY_STD
+from lrfer.train.datasets import FaceSet
+from lrfer.train.evaluate import Scores, fit_temperature, score
+from lrfer.train.recipes import Recipe, predict_logits
+
+PAPERS: dict[str, str] = {
+    "resnet18": "He et al., Deep Residual Learning for Image Recognition, CVPR 2016 (adapted to 48x48 grayscale)",
+    "gmenet": "GME-Net: Global Multiple Extraction Network for low-resolution facial expression recognition (2025)",
+    "baseline": "Ablation of GME-Net: the student backbone without attention, global module or distillation",
+    "fsrfer": "Feature super-resolution based facial expression recognition for low-resolution images (FSR-FER)",
+    "manet": "Zhao et al., Learning deep global multi-scale and local attention features for FER in the wild, IEEE TIP 2021",
+}
+DESCRIPTIONS: dict[str, str] = {
+    "resnet18": "High-resolution teacher (48 px); also the upscale reference for low-resolution faces",
+    "gmenet": "GME-Net at native {res} px, distilled from the 48 px teacher",
+    "baseline": "Plain {res} px CNN trained on low-resolution faces alone (ablation)",
+    "fsrfer": "FSR-FER: GAN feature super-resolution of the fixed 48 px teacher, {res} px input",
+    "manet": "MA-Net (local attention over 4 patches + multi-scale global branch), 48 px",
+}
+FER2013_LICENSE = "FER2013 (Goodfellow et al. 2013, Kaggle): research use only"
+RESEARCH_ONLY_WEIGHTS = "research use only (trained on {data})"
+
+
+def build_entry(name: str, recipe: Recipe, dataset: str, temperature: float, metrics: dict[str, Any],
+                command: str, file: str | None = None) -> dict[str, Any]:
+    """The manifest entry of a trained variant (``file``/``sha256``/``source`` added by the caller)."""
+    data_license = FER2013_LICENSE if dataset == "fer2013" else f"{dataset}: see the dataset's own licence"
+    entry: dict[str, Any] = {
+        "name": name,
+        "arch": recipe.arch,
+        "config": dict(recipe.config),
+        "dataset": dataset,
+        "resolution": recipe.resolution,
+        "in_chans": 1,
+        "classes": list(CLASSES),
+        "mean": [GRAY_MEAN],
+        "std": [GRAY_STD],
+        "temperature": round(temperature, 4),
+        "alignment": "fer2013",
+        "license": {"code": "MIT", "weights": RESEARCH_ONLY_WEIGHTS.format(data=dataset), "data": data_license},
+        "metrics": metrics,
+        "recipe": command,
+        "seed": recipe.seed,
+        "paper": PAPERS[recipe.arch],
+        "description": DESCRIPTIONS[recipe.arch].format(res=recipe.resolution),
+    }
+    if file is not None:
+        entry["file"] = file
+    return entry
+
+
+def calibrate_and_score(model: nn.Module, recipe: Recipe, val: FaceSet, device: str = "cpu") -> tuple[float, Scores]:
+    """Temperature fitted on ``val`` at the native resolution, and the calibrated scores there."""
+    logits = predict_logits(model, val.images, recipe.resolution, device)
+    temperature = fit_temperature(logits, val.labels)
+    return temperature, score(logits, val.labels, recipe.resolution, temperature)
+
+
+def metrics_from(scores: Scores, split: str) -> dict[str, Any]:
+    return {f"{split}_accuracy": round(scores.accuracy, 4), f"{split}_macro_f1": round(scores.macro_f1, 4),
+            f"{split}_ece": round(scores.ece, 4)}
+
+
+def export(model: nn.Module, recipe: Recipe, name: str, dataset: str, val: FaceSet | None, out: Path,
+           command: str, split: str = "publictest") -> tuple[dict[str, Any], str]:
+    """Calibrate on ``val`` (if given), write fp16 weights to ``out``; return (entry, sha256)."""
+    from lrfer.zoo import save_weights
+
+    temperature, metrics = 1.0, {}
+    if val is not None:
+        temperature, scores = calibrate_and_score(model, recipe, val)
+        metrics = metrics_from(scores, split)
+    entry = build_entry(name, recipe, dataset, temperature, metrics, command)
+    sha = save_weights(model.state_dict(), out, entry)
+    return entry, sha

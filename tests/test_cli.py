@@ -1,0 +1,195 @@
+"""The ``lrfer`` command line, in-process and as a subprocess, on synthetic images and a tiny model."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lrfer.cli import build_parser, main, publictest_accuracy
+from lrfer.constants import CLASSES
+from lrfer.results import row_columns
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE_NAMES = ["a.png", "b.jpg", "sub/c.png", "sub/deeper/d.bmp"]
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lrfer.models import build_model
+    from lrfer.zoo import save_weights
+
+    torch.manual_seed(0)
+    entry = {
+        "name": "baseline-fer2013-16px", "arch": "baseline", "config": {"width": 8}, "dataset": "fer2013",
+        "resolution": 16, "in_chans": 1, "classes": list(CLASSES), "mean": [0.5], "std": [0.25],
+        "source": {"kind": "bundled"},
+        "license": {"code": "MIT", "weights": "test only", "data": "FER2013 research-only"},
+    }
+    path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
+    save_weights(build_model("baseline", width=8, input_size=16).state_dict(), path, entry)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i, rel in enumerate(IMAGE_NAMES):
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (30 + i, 40, 3), dtype=np.uint8)).save(p)
+    (root / "readme.txt").write_text("not an image, ignored in folders")
+    return root
+
+
+def predict_args(photos: Path, tiny_path: Path, *extra: str) -> list[str]:
+    return ["predict", str(photos), "--model", str(tiny_path), "--detector", "none", "--quiet", *extra]
+
+
+def check_rows(rows: list[dict], photos: Path) -> None:
+    assert [Path(r["file"]).relative_to(photos).as_posix() for r in rows] == sorted(IMAGE_NAMES)
+    for r in rows:
+        assert list(r) == row_columns(CLASSES)
+        assert int(r["face"]) == 0
+        assert float(r["x1"]) == 0 and float(r["x2"]) == 40 and float(r["face_px"]) == 40
+        probs = [float(r[c]) for c in CLASSES]
+        assert math.isclose(sum(probs), 1, abs_tol=1e-4)
+        assert r["label"] == CLASSES[int(np.argmax(probs))]
+
+
+def test_predict_csv(photos: Path, tiny_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "res" / "faces.csv"
+    assert main(predict_args(photos, tiny_path, "--out", str(out), "--workers", "0")) == 0
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    check_rows(rows, photos)
+
+
+def test_predict_jsonl_and_annotate(photos: Path, tiny_path: Path, tmp_path: Path) -> None:
+    out, ann = tmp_path / "faces.jsonl", tmp_path / "annotated"
+    assert main(predict_args(photos, tiny_path, "--out", str(out), "--annotate", str(ann), "--workers", "0")) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    check_rows(rows, photos)
+    written = sorted(p.relative_to(ann).as_posix() for p in ann.rglob("*") if p.is_file())
+    assert written == sorted(IMAGE_NAMES)
+    drawn = np.asarray(Image.open(ann / "a.png"))
+    assert drawn.shape == (30, 40, 3)
+
+
+def test_predict_table_on_stdout(photos: Path, tiny_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(predict_args(photos, tiny_path, "--workers", "0")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == row_columns(CLASSES)
+    assert len(lines) == 1 + len(IMAGE_NAMES)
+
+
+def test_predict_subprocess_with_workers(photos: Path, tiny_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "faces.jsonl"
+    cmd = [sys.executable, "-m", "lrfer.cli", *predict_args(photos, tiny_path, "--out", str(out), "--workers", "2",
+                                                            "--image-batch", "3")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    check_rows([json.loads(line) for line in out.read_text().splitlines()], photos)
+
+
+def test_unreadable_file_is_skipped_with_exit_1(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    bad = tmp_path / "broken.jpg"
+    bad.write_text("not a jpeg")
+    out = tmp_path / "faces.csv"
+    args = ["predict", str(photos / "a.png"), str(bad), "--model", str(tiny_path), "--detector", "none",
+            "--quiet", "--workers", "0", "--out", str(out)]
+    assert main(args) == 1
+    with open(out, newline="") as fh:
+        assert [r["file"] for r in csv.DictReader(fh)] == [str(photos / "a.png")]
+    assert "broken.jpg" in caplog.text
+
+
+def test_predict_errors(photos: Path, tiny_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert main(predict_args(photos, tiny_path, "--out", str(tmp_path / "x.txt"))) == 1
+    assert ".csv or .jsonl" in caplog.text
+    assert main(["predict", str(tmp_path / "missing"), "--model", str(tiny_path)]) == 1
+    assert "no such file" in caplog.text
+    with pytest.raises(SystemExit):
+        main(predict_args(photos, tiny_path, "--batch-size", "0"))
+
+
+def test_models_lists_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
+    from lrfer.zoo import list_models
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    names = list_models()
+    for name in names:
+        assert name in out
+    if not names:
+        assert "no models" in out
+    assert main(["models", "no-such-arch-*"]) == 0
+    assert "no models match" in capsys.readouterr().out
+
+
+def test_info(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    from lrfer.zoo import list_models
+
+    assert main(["info", "nothing-fer2013-16px"]) == 1
+    names = list_models()
+    if not names:
+        pytest.skip("the manifest lists no models yet")
+    assert main(["info", names[0], "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["name"] == names[0] and set(data["license"]) == {"code", "weights", "data"}
+    assert main(["info", names[0]]) == 0
+    assert "license" in capsys.readouterr().out
+
+
+def test_publictest_accuracy_keys() -> None:
+    assert publictest_accuracy({"publictest_acc": 0.61}) == 0.61
+    assert publictest_accuracy({"fer2013_publictest_acc": 61.0}) == pytest.approx(0.61)
+    assert publictest_accuracy({"publictest": {"acc": 0.5}}) == 0.5
+    assert publictest_accuracy({"train_loss": 0.3}) is None
+
+
+def test_help_is_fast_and_lists_commands() -> None:
+    code = ("import sys; from lrfer.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "assert 'torch' not in sys.modules, 'torch imported by --help'")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for command in ("models", "info", "download", "predict", "train", "eval"):
+        assert command in proc.stdout
+
+
+def test_train_and_eval_are_delegated(capsys: pytest.CaptureFixture[str]) -> None:
+    from lrfer.cli import train_cli_error
+
+    for command in ("train", "eval"):
+        if train_cli_error() is not None:
+            assert main([command]) == 2
+            continue
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--help"])
+        assert exc.value.code == 0
+        assert command in capsys.readouterr().out
+
+
+def test_parser_defaults() -> None:
+    args = build_parser(["predict"]).parse_args(["predict", "x.jpg"])
+    assert (args.detector, args.device, args.batch_size, args.min_face) == ("mtcnn", "auto", 256, 20)
+    assert args.model is None and args.out is None
+
+
+@pytest.mark.skipif(shutil.which("lrfer") is None, reason="lrfer is not pip-installed here (no console script)")
+def test_console_script_installed() -> None:
+    from lrfer import __version__
+
+    proc = subprocess.run(["lrfer", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"lrfer {__version__}"

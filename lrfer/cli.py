@@ -32,10 +32,10 @@ DEFAULT_IMAGE_BATCH = 16
 
 
 # ------------------------------------------------------------------------------------------- parser
-def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The full argument parser; ``argv`` decides whether ``train``/``eval`` must be imported.
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser.
 
-    >>> build_parser(["models"]).parse_args(["models", "gmenet-*"]).pattern
+    >>> build_parser().parse_args(["models", "gmenet-*"]).pattern
     'gmenet-*'
     """
     parser = argparse.ArgumentParser(
@@ -49,7 +49,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_info(sub)
     _add_download(sub)
     _add_predict(sub)
-    _add_train_eval(sub, load=_first_command(argv) in TRAIN_COMMANDS)
+    _add_train_eval(sub)
     return parser
 
 
@@ -102,16 +102,15 @@ def _add_predict(sub: Any) -> None:
     p.set_defaults(func=cmd_predict)
 
 
-def _add_train_eval(sub: Any, load: bool) -> None:
-    """Register ``train``/``eval`` from :mod:`lrfer.train.cli` when one of them runs; else placeholders for --help."""
-    if load:
-        from lrfer.train.cli import register  # main() checked that it imports
+def _add_train_eval(sub: Any) -> None:
+    """``train``/``eval`` come from :mod:`lrfer.train.cli` (light imports); placeholders if it is missing."""
+    if train_cli_error() is None:
+        from lrfer.train.cli import register
 
         register(sub)
         return
-    for name, text in (("train", "train a zoo model on FER2013 (or your own RAF-DB copy)"),
-                       ("eval", "evaluate a model on a dataset split, per resolution")):
-        p = sub.add_parser(name, help=text, add_help=False)
+    for name in TRAIN_COMMANDS:  # main() reports why before parsing; these only keep --help complete
+        p = sub.add_parser(name, help="(unavailable: lrfer.train.cli cannot be imported)", add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
 
 
@@ -412,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger.error("`lrfer %s` needs lrfer.train.cli, which cannot be imported (%s); "
                          "install lrfer from a complete source checkout", command, problem)
             return 2
-    parser = build_parser(args_list)
+    parser = build_parser()
     args = parser.parse_args(args_list)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)

@@ -314,7 +314,7 @@ def test_to_pandas(rec: lrfer.Recognizer, rgb: np.ndarray) -> None:
 
 # ---------------------------------------------------------------------------------------- packaging
 def test_import_lrfer_is_light() -> None:
-    code = ("import sys, lrfer, lrfer.cli; lrfer.cli.build_parser(['--help']).format_help(); "
+    code = ("import sys, lrfer, lrfer.cli; lrfer.cli.build_parser().format_help(); "
             "assert 'torch' not in sys.modules, 'torch imported'; assert 'cv2' not in sys.modules, 'cv2 imported'; "
             "print(lrfer.__version__)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

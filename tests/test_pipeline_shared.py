@@ -1,0 +1,75 @@
+"""End to end on real photos from ../shared/images: detect, align, classify with the default model.
+
+Skipped cleanly where ``../shared`` is absent or the manifest has no default model yet.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lrfer
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+IMAGES = SHARED / "images"
+#: People per photo, as documented in ../shared/README.md.
+FACES_PER_PHOTO = {"group1.jpg": 3, "group2.jpg": 3, "group3.jpg": 3, "group4.jpg": 4}
+SMALL_WIDTH = 480
+
+pytestmark = [
+    pytest.mark.shared,
+    pytest.mark.skipif(not all((IMAGES / n).is_file() for n in FACES_PER_PHOTO), reason=f"{IMAGES} is absent"),
+]
+
+
+def _default_model() -> str | None:
+    from lrfer.zoo import load_manifest
+
+    return load_manifest().default
+
+
+@pytest.fixture(scope="module")
+def rec() -> lrfer.Recognizer:
+    if _default_model() is None:
+        pytest.skip("the weights manifest has no default model yet")
+    return lrfer.load(device="cpu", detector="mtcnn")
+
+
+def _downscale(path: Path, width: int) -> np.ndarray:
+    import cv2
+
+    img = lrfer.load_image(path)
+    h, w = img.shape[:2]
+    return cv2.resize(img, (width, round(h * width / w)), interpolation=cv2.INTER_AREA)
+
+
+def _check(faces: list[lrfer.Face], rec: lrfer.Recognizer, shape: tuple[int, ...], expected: int) -> None:
+    assert len(faces) == expected
+    h, w = shape[:2]
+    for face in faces:
+        assert face.label in rec.classes and tuple(face.probs) == rec.classes
+        assert math.isclose(sum(face.probs.values()), 1.0, abs_tol=1e-4)
+        x1, y1, x2, y2 = face.box
+        assert -0.1 * w <= x1 < x2 <= 1.1 * w and -0.1 * h <= y1 < y2 <= 1.1 * h
+        assert face.det_score > 0.5
+        assert all(np.isfinite(face.landmarks).ravel())  # MTCNN gives five landmarks
+
+
+@pytest.mark.parametrize("name", list(FACES_PER_PHOTO))
+def test_full_resolution_photo(rec: lrfer.Recognizer, name: str) -> None:
+    faces = rec.predict(IMAGES / name)
+    _check(faces, rec, lrfer.load_image(IMAGES / name).shape, FACES_PER_PHOTO[name])
+
+
+def test_downscaled_photos_in_one_call(rec: lrfer.Recognizer) -> None:
+    images = [_downscale(IMAGES / n, SMALL_WIDTH) for n in FACES_PER_PHOTO]
+    batched = rec.predict(images)
+    for img, faces, expected in zip(images, batched, FACES_PER_PHOTO.values()):
+        _check(faces, rec, img.shape, expected)
+        assert all(f.face_px < SMALL_WIDTH / 4 for f in faces)  # really small faces
+    single = rec.predict(images[0])  # batching across images does not change the result
+    assert [f.label for f in single] == [f.label for f in batched[0]]
+    for a, b in zip(single, batched[0]):
+        assert a.probs == pytest.approx(b.probs, abs=1e-4)

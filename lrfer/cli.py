@@ -418,7 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         status = args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except (ValueError, FileNotFoundError, KeyError, ImportError, RuntimeError) as err:
+        logger.debug("details", exc_info=True)
         logger.error("%s", err.args[0] if isinstance(err, KeyError) and err.args else err)
         return 1
     except KeyboardInterrupt:

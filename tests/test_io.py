@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from lrfer.io import (
     IMAGE_EXTENSIONS,
@@ -21,6 +20,16 @@ from lrfer.io import (
 )
 
 
+def save(rgb: np.ndarray, path: Path) -> Path:
+    """Write an RGB image with OpenCV (a core dependency; Pillow is optional)."""
+    import cv2
+
+    ok, buf = cv2.imencode(path.suffix, np.ascontiguousarray(rgb[..., ::-1]))
+    assert ok
+    buf.tofile(str(path))
+    return path
+
+
 @pytest.fixture()
 def rgb() -> np.ndarray:
     img = np.random.default_rng(0).integers(0, 256, (12, 9, 3), dtype=np.uint8)
@@ -29,7 +38,7 @@ def rgb() -> np.ndarray:
 
 
 def test_png_round_trip_is_exact_rgb(rgb: np.ndarray, tmp_path: Path) -> None:
-    Image.fromarray(rgb).save(tmp_path / "a.png")
+    save(rgb, tmp_path / "a.png")
     out = read_image_file(tmp_path / "a.png")
     assert out.dtype == np.uint8 and out.shape == (12, 9, 3)
     assert np.array_equal(out, rgb)
@@ -39,11 +48,12 @@ def test_png_round_trip_is_exact_rgb(rgb: np.ndarray, tmp_path: Path) -> None:
 def test_non_ascii_path(rgb: np.ndarray, tmp_path: Path) -> None:
     path = tmp_path / "visages_été" / "gesicht_ü.png"
     path.parent.mkdir()
-    Image.fromarray(rgb).save(path)
+    save(rgb, path)
     assert np.array_equal(load_image(path), rgb)
 
 
 def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    Image = pytest.importorskip("PIL.Image")
     img = np.zeros((20, 40, 3), np.uint8)
     pil = Image.fromarray(img)
     exif = pil.getexif()
@@ -69,6 +79,7 @@ def test_tensor_layouts_agree(rgb: np.ndarray) -> None:
 
 
 def test_pil_modes(rgb: np.ndarray) -> None:
+    Image = pytest.importorskip("PIL.Image")
     assert np.array_equal(load_image(Image.fromarray(rgb)), rgb)
     assert load_image(Image.fromarray(rgb).convert("L")).shape == (12, 9, 3)
     assert np.array_equal(load_image(Image.fromarray(rgb).convert("RGBA")), rgb)
@@ -125,7 +136,7 @@ def _tree(tmp_path: Path, rgb: np.ndarray) -> Path:
         if p.suffix == ".txt":
             p.write_text("not an image")
         else:
-            Image.fromarray(rgb).save(p)
+            save(rgb, p)
     return root
 
 
@@ -142,7 +153,7 @@ def test_iter_image_files(rgb: np.ndarray, tmp_path: Path) -> None:
 
 
 def test_image_file_dataset_reports_errors_per_item(rgb: np.ndarray, tmp_path: Path) -> None:
-    Image.fromarray(rgb).save(tmp_path / "ok.png")
+    save(rgb, tmp_path / "ok.png")
     (tmp_path / "bad.png").write_text("broken")
     ds = ImageFileDataset([tmp_path / "ok.png", tmp_path / "bad.png"])
     assert len(ds) == 2

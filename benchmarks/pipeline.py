@@ -1,0 +1,104 @@
+"""End-to-end ms per photo (decode + detect + align + classify) on the shared group photos.
+
+    python benchmarks/pipeline.py [--model NAME] [--widths 1920,960,480] [--device cpu|cuda|all] [--batch 1,16]
+
+Photos from ``../shared/images`` resized to each width; each stage timed separately (median of
+several runs after warm-up), both one photo per call and a batch of photos per call (the batched
+path detects and aligns all photos of the batch together). Also prints the faces found per photo.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lrfer  # noqa: E402
+from _common import SHARED, machine, median_seconds, sync  # noqa: E402
+from lrfer.io import load_image, to_device_tensor  # noqa: E402
+
+
+def photos(width: int) -> list[bytes]:
+    """The shared photos resized to ``width`` px, JPEG-encoded (decoding is part of the pipeline)."""
+    out = []
+    for path in sorted((SHARED / "images").glob("group*.jpg")):
+        img = cv2.imread(str(path))
+        h, w = img.shape[:2]
+        img = cv2.resize(img, (width, round(h * width / w)), interpolation=cv2.INTER_AREA)
+        out.append(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes())
+    return out
+
+
+def decode(jpegs: list[bytes]) -> list[np.ndarray]:
+    return [cv2.cvtColor(cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for j in jpegs]
+
+
+def stage_times(rec: "lrfer.Recognizer", jpegs: list[bytes], runs: int) -> dict[str, float]:
+    """Median seconds per stage for one call on all ``jpegs``."""
+    device = rec.device
+    samples: dict[str, list[float]] = {"decode": [], "upload": [], "detect": [], "align": [], "classify": []}
+    for i in range(runs + 1):
+        t = [time.perf_counter()]
+        arrays = [load_image(a) for a in decode(jpegs)]
+        t.append(time.perf_counter())
+        tensors = [to_device_tensor(a, device) for a in arrays]
+        sync(device)
+        t.append(time.perf_counter())
+        with torch.inference_mode():
+            detections = rec.detector.detect(tensors)
+            sync(device)
+            t.append(time.perf_counter())
+            faces48 = rec.align(tensors, detections)
+            sync(device)
+            t.append(time.perf_counter())
+        rec.classify(faces48)
+        sync(device)
+        t.append(time.perf_counter())
+        if i:  # first run is warm-up
+            for k, (a, b) in zip(samples, zip(t, t[1:])):
+                samples[k].append(b - a)
+    return {k: float(np.median(v)) for k, v in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="default: the manifest default")
+    parser.add_argument("--widths", default="1920,960,480")
+    parser.add_argument("--device", default="all")
+    parser.add_argument("--batch", default="1,16", help="photos per call")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--min-face", type=int, default=12)
+    args = parser.parse_args()
+    if not (SHARED / "images").is_dir():
+        sys.exit(f"needs the shared photos at {SHARED / 'images'}")
+    torch.set_num_threads(os.cpu_count() or 1)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" else [args.device]
+    widths = [int(w) for w in args.widths.split(",")]
+    print(f"# machine: {machine()}\n")
+    for dev in devices:
+        rec = lrfer.load(args.model, device=dev, min_face=args.min_face)
+        print(f"## {dev}, {rec.spec.name}, min_face={args.min_face}: ms per photo\n")
+        print("| width | photos/call | faces per photo | decode | upload | detect | align | classify | total ms/photo | photos/s |")
+        print("| ---: | ---: | --- |" + " ---: |" * 7)
+        for width in widths:
+            base = photos(width)
+            counts = [len(f) for f in rec.predict(decode(base))]
+            for per_call in (int(b) for b in args.batch.split(",")):
+                jpegs = (base * (per_call // len(base) + 1))[:per_call] if per_call > 1 else base[:1]
+                times = stage_times(rec, jpegs, args.runs)
+                total = sum(times.values())
+                cells = " | ".join(f"{1000 * v / len(jpegs):.1f}" for v in times.values())
+                print(f"| {width} | {len(jpegs)} | {counts} | {cells} | {1000 * total / len(jpegs):.1f} | {len(jpegs) / total:.1f} |",
+                      flush=True)
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Peak memory of ``lrfer predict`` on a folder of 10k vs 100k images (must stay flat).
+
+    python benchmarks/predict_memory.py [--sizes 10000,100000] [--detector none] [--workers 2]
+
+Writes N small synthetic face JPEGs into a temporary folder, runs ``lrfer predict FOLDER --out
+x.csv`` in a fresh process for each N, and prints that process's peak RSS (and its decoding
+workers'), wall time and rows written. ``--detector none`` scores the files as face crops (the
+streaming loader, classification and CSV writer are what is measured); ``--detector mtcnn`` runs
+the full pipeline on 160x160 images.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine  # noqa: E402
+
+CHILD = """
+import resource, sys
+from lrfer.cli import main
+code = main(sys.argv[1:])
+me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(f"PEAK {me:.1f} {kids:.1f}", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def write_images(folder: Path, n: int, size: int) -> None:
+    rng = np.random.default_rng(0)
+    tiles = [rng.integers(0, 256, (size, size), dtype=np.uint8) for _ in range(64)]
+    encoded = [cv2.imencode(".jpg", t)[1].tobytes() for t in tiles]
+    for i in range(n):
+        sub = folder / f"{i // 1000:03d}"
+        sub.mkdir(exist_ok=True)
+        (sub / f"{i:06d}.jpg").write_bytes(encoded[i % len(encoded)])
+
+
+def run(folder: Path, out: Path, args: argparse.Namespace) -> tuple[float, float, float, int]:
+    cmd = [sys.executable, "-c", CHILD, "predict", str(folder), "--out", str(out), "--detector", args.detector,
+           "--quiet", "--batch-size", str(args.batch_size)]
+    if args.workers is not None:
+        cmd += ["--workers", str(args.workers)]
+    if args.model:
+        cmd += ["--model", args.model]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        sys.exit(proc.stderr[-3000:])
+    me, kids = (float(v) for v in proc.stderr.split("PEAK ")[1].split()[:2])
+    rows = sum(1 for _ in out.open()) - 1
+    return me, kids, seconds, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--detector", default="none")
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=256)
+    args = parser.parse_args()
+    size = 48 if args.detector == "none" else 160
+    print(f"# machine: {machine()}\n")
+    print(f"| images | main peak RSS MB | worker peak RSS MB | seconds | images/s | rows |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for n in (int(s) for s in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "images"
+            folder.mkdir()
+            write_images(folder, n, size)
+            me, kids, seconds, rows = run(folder, Path(tmp) / "out.csv", args)
+        print(f"| {n:,} | {me:,.0f} | {kids:,.0f} | {seconds:.1f} | {n / seconds:,.0f} | {rows:,} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

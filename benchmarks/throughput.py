@@ -1,0 +1,111 @@
+"""predict_crops throughput (faces/s) for every bundled variant, side by side in one process.
+
+    python benchmarks/throughput.py [--batches 1,64,1024] [--device cpu|cuda|all] [--compile]
+
+For each variant and batch size: the median over timed runs (after warm-up) of
+``Recognizer.predict_crops`` on 48x48 uint8 crops (the public path: gray conversion, resize,
+degradation, normalisation, model, calibrated softmax), and of the model alone on native tensors.
+The 48 px teacher is the upscale reference: every face is brought to 48 px and the HR network runs,
+which is what an ordinary FER model does with a small face; the ``vs 48px`` column is the speed-up
+of each variant over it in the same run. On CUDA, fp32, fp16 and bf16 autocast and channels_last
+are measured (and ``torch.compile`` with --compile).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lrfer  # noqa: E402
+from _common import gpu_peak_mb, machine, median_seconds, peak_rss_mb, reset_gpu_peak  # noqa: E402
+
+REFERENCE = "resnet18-fer2013-48px"
+
+
+def crops(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 48, 48), dtype=np.uint8)
+
+
+def cuda_modes(compile_too: bool) -> list[tuple[str, torch.dtype | None, bool, bool]]:
+    modes = [("fp32", None, False, False), ("fp16", torch.float16, False, False), ("bf16", torch.bfloat16, False, False),
+             ("fp16+channels_last", torch.float16, True, False)]
+    if compile_too:
+        modes.append(("fp16+compile", torch.float16, True, True))
+    return modes
+
+
+def bench_crops(rec: "lrfer.Recognizer", batch: int, device: torch.device) -> float:
+    """faces/s of the public predict_crops path."""
+    data = crops(batch)
+    runs = 20 if batch == 1 else 5
+    seconds = median_seconds(lambda: rec.predict_crops(data, batch_size=batch), device, runs=runs, min_seconds=0.5)
+    return batch / seconds
+
+
+def bench_model(model: torch.nn.Module, resolution: int, batch: int, device: torch.device,
+                dtype: torch.dtype | None, channels_last: bool) -> float:
+    """faces/s of the network alone on native tensors already on the device."""
+    x = torch.rand(batch, 1, resolution, resolution, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    def run() -> None:
+        with torch.inference_mode(), autocast:
+            model(x)
+
+    return batch / median_seconds(run, device, runs=10 if batch > 64 else 30, min_seconds=0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", default="1,64,1024")
+    parser.add_argument("--device", default="all", help="cpu, cuda or all (cuda when present)")
+    parser.add_argument("--models", default=None, help="comma list (default: every bundled variant)")
+    parser.add_argument("--compile", action="store_true", help="also torch.compile on CUDA")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    batches = [int(b) for b in args.batches.split(",")]
+    names = args.models.split(",") if args.models else lrfer.list_models()
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" else [args.device]
+    print(f"# machine: {machine()}\n")
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        rows: dict[str, dict[int, float]] = {}
+        print(f"## {dev_name}: predict_crops (48x48 uint8 crops in, calibrated probabilities out), faces/s\n")
+        print("| model | px | " + " | ".join(f"batch {b}" for b in batches) + " | vs 48px (largest batch) | peak MB |")
+        print("| --- | ---: |" + " ---: |" * (len(batches) + 2))
+        for name in names:
+            rec = lrfer.load(name, device=device, detector=None)
+            reset_gpu_peak(device)
+            rows[name] = {b: bench_crops(rec, b, device) for b in batches}
+            ref = rows.get(REFERENCE, {}).get(batches[-1])
+            ratio = f"{rows[name][batches[-1]] / ref:.1f}x" if ref else "(reference first)"
+            peak = gpu_peak_mb(device) if device.type == "cuda" else peak_rss_mb()
+            cells = " | ".join(f"{rows[name][b]:,.0f}" for b in batches)
+            print(f"| {name} | {rec.resolution} | {cells} | {ratio} | {peak:,.0f} |", flush=True)
+        print(f"\n## {dev_name}: network alone on native tensors (batch {batches[-1]}), faces/s\n")
+        modes = cuda_modes(args.compile) if device.type == "cuda" else [("fp32", None, False, False), ("fp32+channels_last", None, True, False)]
+        print("| model | " + " | ".join(m[0] for m in modes) + " |")
+        print("| --- |" + " ---: |" * len(modes))
+        for name in names:
+            rec = lrfer.load(name, device=device, detector=None)
+            cells = []
+            for _, dtype, channels_last, use_compile in modes:
+                model = rec.model.to(memory_format=torch.channels_last) if channels_last else rec.model.to(memory_format=torch.contiguous_format)
+                if use_compile:
+                    model = torch.compile(model)
+                cells.append(f"{bench_model(model, rec.resolution, batches[-1], device, dtype, channels_last):,.0f}")
+            print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+        print()
+
+
+if __name__ == "__main__":
+    main()

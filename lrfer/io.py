@@ -48,7 +48,7 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to RGB ``uint8 (H, W, 3)``, honouring EXIF orientation.
 
     >>> img = read_image_file("examples/group1.jpg")  # doctest: +SKIP
-    >>> img.shape[2], img.dtype
+    >>> img.shape[2], img.dtype  # doctest: +SKIP
     (3, dtype('uint8'))
     """
     p = Path(path)

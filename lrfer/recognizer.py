@@ -104,8 +104,7 @@ def load(
     ``min_face``: smallest face width in pixels the detector looks for.
 
     >>> rec = lrfer.load("gmenet-fer2013-16px")  # doctest: +SKIP
-    >>> [f.label for f in rec.predict("examples/group1.jpg")]  # doctest: +SKIP
-    ['happy', 'neutral', 'happy']
+    >>> labels = [f.label for f in rec.predict("examples/group1.jpg")]  # doctest: +SKIP
     """
     from lrfer.faces.detect import make_detector
 
@@ -203,8 +202,8 @@ class Recognizer:
 
     >>> rec = lrfer.load(detector="mtcnn")  # doctest: +SKIP
     >>> faces = rec.predict("examples/group1.jpg")  # doctest: +SKIP
-    >>> faces[0].label, faces[0].probs["happy"]  # doctest: +SKIP
-    ('happy', 0.91)
+    >>> faces[0].label in rec.classes  # doctest: +SKIP
+    True
     """
 
     def __init__(self, model: nn.Module, spec: ModelSpec, device: torch.device, detector: Any | None) -> None:

@@ -42,6 +42,7 @@ class Scores:
 def fit_temperature(logits: torch.Tensor, labels: np.ndarray, steps: int = 200) -> float:
     """Temperature scaling (Guo et al. 2017): the T > 0 that minimises the NLL of ``softmax(logits / T)``."""
     y = torch.as_tensor(labels)
+    logits = logits.detach().clone()  # predict_logits returns inference-mode tensors, unusable in autograd
     log_t = torch.zeros((), requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=steps)
 
@@ -52,7 +53,7 @@ def fit_temperature(logits: torch.Tensor, labels: np.ndarray, steps: int = 200) 
         return loss
 
     opt.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:

@@ -108,7 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     work_dir = args.work_dir or args.out.with_suffix(".run")
     log.info("training %s on %s (%d faces), validating on %s", name, args.data, len(train), val_path)
     model = Trainer(recipe, train, val, work_dir, _device(args.device)).fit()
-    command = "lrfer " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else "lrfer train"
+    command = "lrfer " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if "train" in sys.argv[1:] else "lrfer train"
     entry, sha = export(model.cpu(), recipe, name, dataset, val, args.out, command, split="val")
     print(f"wrote {args.out} ({name}, sha256 {sha})")
     if entry["metrics"]:

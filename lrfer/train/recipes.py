@@ -286,13 +286,16 @@ class Trainer:
         for sched, state in zip(self.schedulers, meta["schedulers"]):
             sched.load_state_dict(state)
         self.generator.set_state(torch.tensor(meta["rng"], dtype=torch.uint8))
+        if "torch_rng" in meta:  # global stream (dropout); absent in checkpoints written before it was saved
+            torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
         self.history = meta["history"]
         log.info("resumed %s at epoch %d", self.work_dir, meta["epoch"])
         return int(meta["epoch"])
 
     def _save(self, epoch: int) -> None:
         meta = {"epoch": epoch, "history": self.history, "recipe": self.recipe.to_json(),
-                "schedulers": [s.state_dict() for s in self.schedulers], "rng": self.generator.get_state().tolist()}
+                "schedulers": [s.state_dict() for s in self.schedulers], "rng": self.generator.get_state().tolist(),
+                "torch_rng": torch.get_rng_state().tolist()}
         save_checkpoint(self._checkpoint_path(), self.modules, self.optimizers, meta)
 
     def fit(self, progress: bool = True) -> nn.Module:

@@ -1,0 +1,131 @@
+"""The shared degradation operator (lrfer.faces.degrade)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from lrfer.faces.degrade import (
+    DegradationConfig,
+    downsample,
+    gaussian_blur,
+    jpeg_compress,
+    random_degrade,
+    to_native,
+    upsample,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: one intra-op thread avoids thread contention with other jobs on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def faces() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(4, 1, 48, 48, generator=g)
+
+
+@pytest.mark.parametrize("r", [8, 12, 16, 24])
+def test_to_native_shape_and_range(faces: torch.Tensor, r: int) -> None:
+    out = to_native(faces, r)
+    assert out.shape == (4, 1, r, r)
+    assert out.dtype == faces.dtype
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_to_native_is_area_averaging(faces: torch.Tensor) -> None:
+    out = to_native(faces, 16)
+    expected = faces.view(4, 1, 16, 3, 16, 3).mean(dim=(3, 5))
+    torch.testing.assert_close(out, expected)
+    # global mean is preserved exactly by area averaging when the factor is an integer
+    torch.testing.assert_close(out.mean(dim=(2, 3)), faces.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("r", [8, 12, 16, 24, 20])
+def test_area_of_constant_image_stays_constant(r: int) -> None:
+    x = torch.full((2, 1, 48, 48), 0.37)
+    torch.testing.assert_close(to_native(x, r), torch.full((2, 1, r, r), 0.37))
+
+
+def test_identity_when_already_at_size(faces: torch.Tensor) -> None:
+    assert to_native(faces, 48) is faces
+    for method in ("area", "bicubic", "bilinear"):
+        assert downsample(faces, 48, method) is faces
+
+
+def test_bad_method_raises(faces: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="lanczos"):
+        downsample(faces, 16, "lanczos")
+
+
+def test_upsample_shape_and_clamped(faces: torch.Tensor) -> None:
+    up = upsample(to_native(faces, 12), 48)
+    assert up.shape == faces.shape
+    assert up.min() >= 0 and up.max() <= 1
+
+
+ALL_CORRUPTIONS = DegradationConfig(resolution=12, size_jitter=3, random_method=True, blur_sigma_max=1.5,
+                                    noise_std_max=0.05, jpeg_prob=0.5)
+
+
+def test_random_degrade_deterministic_under_seeded_generator(faces: torch.Tensor) -> None:
+    runs = []
+    for _ in range(2):
+        g = torch.Generator().manual_seed(123)
+        runs.append(torch.stack([random_degrade(faces, ALL_CORRUPTIONS, g) for _ in range(6)]))
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+    other = torch.Generator().manual_seed(124)
+    different = torch.stack([random_degrade(faces, ALL_CORRUPTIONS, other) for _ in range(6)])
+    assert not torch.equal(runs[0], different)
+
+
+@pytest.mark.parametrize("r", [8, 16, 24])
+def test_random_degrade_respects_resolution(faces: torch.Tensor, r: int) -> None:
+    cfg = DegradationConfig(resolution=r, size_jitter=4, random_method=True, blur_sigma_max=1.0,
+                            noise_std_max=0.05, jpeg_prob=1.0)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(8):
+        out = random_degrade(faces, cfg, g)
+        assert out.shape == (4, 1, r, r)
+        assert out.min() >= 0 and out.max() <= 1
+
+
+def test_random_degrade_default_config_is_to_native(faces: torch.Tensor) -> None:
+    torch.testing.assert_close(random_degrade(faces, DegradationConfig(resolution=16)), to_native(faces, 16))
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.5])
+def test_gaussian_blur_preserves_constant_image(sigma: float) -> None:
+    x = torch.full((1, 3, 20, 20), 0.6)
+    out = gaussian_blur(x, sigma)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, x)
+
+
+def test_gaussian_blur_smooths_and_keeps_mean(faces: torch.Tensor) -> None:
+    out = gaussian_blur(faces, 1.5)
+    assert out.shape == faces.shape
+    assert out.std() < 0.5 * faces.std()
+    torch.testing.assert_close(out.mean(), faces.mean(), atol=0.01, rtol=0)
+    assert gaussian_blur(faces, 0.0) is faces
+
+
+def test_jpeg_round_trip_close_to_input() -> None:
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 32), indexing="ij")
+    smooth = (0.2 + 0.6 * (0.5 * xx + 0.5 * yy)).expand(2, 1, 32, 32).contiguous()
+    out = jpeg_compress(smooth, 90)
+    assert out.shape == smooth.shape
+    assert out.dtype == smooth.dtype
+    assert (out - smooth).abs().mean() < 0.02
+    color = smooth.expand(2, 3, 32, 32).contiguous()
+    assert (jpeg_compress(color, 90) - color).abs().mean() < 0.02
+    # lower quality loses more on a noisy image
+    noisy = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert (jpeg_compress(noisy, 10) - noisy).abs().mean() > (jpeg_compress(noisy, 95) - noisy).abs().mean()

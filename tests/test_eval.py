@@ -1,0 +1,155 @@
+"""Evaluation metrics (lrfer.train.evaluate): temperature scaling, ECE, macro-F1/recall, tables, plot."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lrfer.constants import CLASSES
+from lrfer.models import build_model
+from lrfer.train.datasets import FaceSet
+from lrfer.train.evaluate import (
+    Scores,
+    detail_table,
+    evaluate,
+    expected_calibration_error,
+    fit_temperature,
+    markdown_table,
+    plot_accuracy,
+    score,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: one intra-op thread avoids thread contention with other jobs on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def calibrated_logits(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Logits of a perfectly calibrated model: labels are drawn from softmax(logits)."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, 7, generator=g) * 2
+    labels = torch.multinomial(torch.softmax(logits, 1), 1, generator=g).squeeze(1)
+    return logits, labels.numpy()
+
+
+@pytest.mark.parametrize("true_t", [2.0, 0.5])
+def test_fit_temperature_recovers_known_temperature(true_t: float) -> None:
+    logits, labels = calibrated_logits(4000, seed=0)
+    fitted = fit_temperature(logits * true_t, labels)
+    assert fitted == pytest.approx(true_t, rel=0.1)
+    assert fit_temperature(logits, labels) == pytest.approx(1.0, rel=0.1)
+
+
+def test_fit_temperature_accepts_inference_mode_logits() -> None:
+    """predict_logits runs under torch.inference_mode(); its logits must still be calibratable."""
+    logits, labels = calibrated_logits(2000, seed=2)
+    with torch.inference_mode():
+        frozen = logits * 2
+    assert frozen.is_inference()
+    assert fit_temperature(frozen, labels) == pytest.approx(2.0, rel=0.15)
+
+
+def test_temperature_scaling_lowers_ece_of_overconfident_model() -> None:
+    logits, labels = calibrated_logits(6000, seed=1)
+    over = logits * 3
+    t = fit_temperature(over, labels)
+    raw = score(over, labels, 16).ece
+    scaled = score(over, labels, 16, temperature=t)
+    assert scaled.ece < raw / 2
+    assert scaled.accuracy == score(over, labels, 16).accuracy  # a temperature never changes the argmax
+
+
+def test_ece_zero_for_confident_correct_predictions() -> None:
+    labels = np.array([0, 3, 6, 2, 2])
+    probs = np.eye(7)[labels]
+    assert expected_calibration_error(probs, labels) == 0.0
+
+
+def test_ece_positive_for_overconfident_wrong_predictions() -> None:
+    labels = np.array([0, 3, 6, 2])
+    probs = np.eye(7)[(labels + 1) % 7]  # all wrong at confidence 1
+    assert expected_calibration_error(probs, labels) == pytest.approx(1.0)
+    # half right at confidence 0.9: |0.5 - 0.9| = 0.4
+    probs = np.full((4, 7), 0.1 / 6)
+    predicted = np.array([0, 3, 5, 5])
+    probs[np.arange(4), predicted] = 0.9
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.4)
+
+
+def test_score_on_hand_made_confusion() -> None:
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6])
+    predicted = np.array([0, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 0])
+    logits = torch.from_numpy(np.eye(7)[predicted] * 10).float()
+    s = score(logits, labels, 12)
+    assert s.resolution == 12
+    assert s.accuracy == pytest.approx(12 / 14)
+    # F1: angry P=1/2 R=1/2 -> 0.5; disgust P=2/3 R=1 -> 0.8; neutral P=1 R=1/2 -> 2/3; the other four 1
+    assert s.macro_f1 == pytest.approx((0.5 + 0.8 + 2 / 3 + 4) / 7)
+    assert list(s.recall) == list(CLASSES)
+    assert s.recall == pytest.approx({"angry": 0.5, "disgust": 1.0, "fear": 1.0, "happy": 1.0, "sad": 1.0,
+                                      "surprise": 1.0, "neutral": 0.5})
+    assert 0 <= s.ece <= 1
+    row = s.as_row()
+    assert row["resolution"] == 12 and row["recall_neutral"] == pytest.approx(0.5)
+
+
+def test_score_recall_nan_for_absent_class() -> None:
+    labels = np.array([0, 1, 1])
+    logits = torch.from_numpy(np.eye(7)[[0, 1, 0]] * 5).float()
+    s = score(logits, labels, 16)
+    assert math.isnan(s.recall["happy"])
+    assert s.recall["disgust"] == pytest.approx(0.5)
+
+
+def _scores(resolution: int, accuracy: float) -> Scores:
+    return Scores(resolution, accuracy, accuracy - 0.1, {c: 0.25 for c in CLASSES}, 0.05)
+
+
+def test_markdown_table() -> None:
+    table = markdown_table({"gmenet-x-16px": [_scores(8, 0.5), _scores(16, 0.75)], "other": [_scores(16, 0.8)]})
+    lines = table.splitlines()
+    assert lines[0] == "| model | 8 px | 16 px |"
+    assert lines[1] == "| --- | ---: | ---: |"
+    assert lines[2] == "| gmenet-x-16px | 50.0 | 75.0 |"
+    assert lines[3].startswith("| other |") and lines[3].endswith("| 80.0 |")
+    assert len(lines) == 4
+    f1 = markdown_table({"m": [_scores(8, 0.5)]}, metric="macro_f1")
+    assert f1.splitlines()[2] == "| m | 40.0 |"
+
+
+def test_detail_table() -> None:
+    table = detail_table([_scores(8, 0.5), _scores(16, 0.75)])
+    lines = table.splitlines()
+    assert lines[0] == "| px | accuracy | macro-F1 | ECE | " + " | ".join(CLASSES) + " |"
+    assert lines[1].count("---:") == 4 + len(CLASSES)
+    assert lines[2] == "| 8 | 50.0 | 40.0 | 5.0 | " + " | ".join(["25.0"] * 7) + " |"
+    assert lines[3].startswith("| 16 | 75.0 | 65.0 | 5.0 |")
+    assert len(lines) == 4
+
+
+def test_evaluate_every_resolution() -> None:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    faces = FaceSet(rng.integers(0, 256, (21, 48, 48), dtype=np.uint8), np.arange(21) % 7, "tiny")
+    model = build_model("baseline", width=8, input_size=16).eval()
+    rows = evaluate(model, 16, faces, [8, 12, 16, 24, 48])
+    assert [s.resolution for s in rows] == [8, 12, 16, 24, 48]
+    for s in rows:
+        assert 0 <= s.accuracy <= 1 and 0 <= s.macro_f1 <= 1 and 0 <= s.ece <= 1
+
+
+def test_plot_accuracy_writes_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "acc.png"
+    plot_accuracy({"a": [_scores(8, 0.4), _scores(16, 0.6)], "b": [_scores(8, 0.3), _scores(48, 0.7)]}, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 1000

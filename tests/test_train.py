@@ -1,0 +1,443 @@
+"""Training code (lrfer.train): datasets, losses, checkpoints, recipes and the Trainer, on tiny synthetic faces."""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lrfer.constants import CLASSES
+from lrfer.models import build_model
+from lrfer.train import losses
+from lrfer.train.checkpoint import load_checkpoint, save_checkpoint
+from lrfer.train.datasets import RAF_TO_ZOO, FaceSet, load_faces
+from lrfer.train.recipes import (
+    ZOO_RECIPES,
+    Recipe,
+    Trainer,
+    copy_matching_weights,
+    load_trained,
+    predict_logits,
+    recipe_for,
+    save_trained,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: one intra-op thread avoids thread contention with other jobs on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def synthetic_faces(n: int, seed: int, name: str = "synthetic") -> FaceSet:
+    """48x48 faces whose class is coded by overall brightness (plus texture noise and a bright 'mouth' bar)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % len(CLASSES)).astype(np.int64)
+    images = rng.integers(0, 40, (n, 48, 48)) + 28 * labels[:, None, None]
+    images[:, 32:38, 14:34] += 40
+    return FaceSet(np.clip(images, 0, 255).astype(np.uint8), labels, name)
+
+
+@pytest.fixture(scope="module")
+def train_set() -> FaceSet:
+    return synthetic_faces(256, seed=0, name="train")
+
+
+@pytest.fixture(scope="module")
+def val_set() -> FaceSet:
+    return synthetic_faces(70, seed=1, name="val")
+
+
+@pytest.fixture(scope="module")
+def teacher_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ResNet-18 teacher (width 8, non-default BatchNorm statistics) written with save_trained."""
+    torch.manual_seed(0)
+    teacher = build_model("resnet18", width=8).train()
+    with torch.no_grad():
+        teacher(torch.randn(32, 1, 48, 48))
+    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
+    save_trained(teacher.eval(), path, Recipe("resnet18", {"width": 8}, 48))
+    return path
+
+
+def tiny(arch: str, config: dict, resolution: int, method: str = "supervised", **kw: object) -> Recipe:
+    return Recipe(arch, config, resolution, method, epochs=kw.pop("epochs", 1), batch_size=32,  # type: ignore[arg-type]
+                  degradation={"random_method": True, "noise_std_max": 0.02}, **kw)  # type: ignore[arg-type]
+
+
+def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def check_history(trainer: Trainer, epochs: int, keys: tuple[str, ...] = ("loss",)) -> None:
+    assert [h["epoch"] for h in trainer.history] == list(range(1, epochs + 1))
+    for record in trainer.history:
+        for key in keys:
+            assert math.isfinite(record[key]), (key, record)
+        assert 0.0 <= record["val_acc"] <= 1.0
+
+
+# ------------------------------------------------------------------------------------------- datasets
+def test_load_npz_round_trip_with_classes(tmp_path: Path) -> None:
+    faces = synthetic_faces(20, seed=0)
+    path = tmp_path / "tiny-train.npz"
+    np.savez(path, images=faces.images, labels=faces.labels, classes=np.array(CLASSES))
+    loaded = load_faces(path)
+    assert loaded.name == "tiny-train"
+    assert len(loaded) == 20
+    assert loaded.images.dtype == np.uint8 and loaded.images.shape == (20, 48, 48)
+    assert loaded.labels.dtype == np.int64
+    np.testing.assert_array_equal(loaded.images, faces.images)
+    np.testing.assert_array_equal(loaded.labels, faces.labels)
+
+
+def test_load_npz_wrong_class_order_raises(tmp_path: Path) -> None:
+    faces = synthetic_faces(7, seed=0)
+    path = tmp_path / "bad.npz"
+    np.savez(path, images=faces.images, labels=faces.labels, classes=np.array(sorted(CLASSES)))
+    with pytest.raises(ValueError, match="class order"):
+        load_faces(path)
+
+
+def test_load_npz_resizes_other_sizes(tmp_path: Path) -> None:
+    path = tmp_path / "big.npz"
+    np.savez(path, images=np.full((3, 96, 96), 77, np.uint8), labels=np.array([0, 3, 6]))
+    loaded = load_faces(path)
+    assert loaded.images.shape == (3, 48, 48)
+    assert (loaded.images == 77).all()
+
+
+def test_load_class_folders(tmp_path: Path) -> None:
+    import cv2
+
+    root = tmp_path / "faces"
+    expected = {}
+    for name, value in (("happy", 200), ("Sad", 60), ("neutral", 120)):
+        folder = root / name
+        (folder / "nested").mkdir(parents=True)
+        cv2.imwrite(str(folder / "a.png"), np.full((48, 48), value, np.uint8))
+        cv2.imwrite(str(folder / "nested" / "b.png"), np.full((60, 60, 3), value, np.uint8))  # colour, resized
+        (folder / "notes.txt").write_text("ignored")
+        expected[CLASSES.index(name.lower())] = value
+    faces = load_faces(root)
+    assert faces.images.shape == (6, 48, 48) and faces.images.dtype == np.uint8
+    assert sorted(faces.labels.tolist()) == sorted([k for k in expected for _ in range(2)])
+    for image, label in zip(faces.images, faces.labels):
+        assert np.abs(image.astype(int) - expected[int(label)]).max() <= 1
+
+
+def test_class_folders_unknown_name_raises(tmp_path: Path) -> None:
+    import cv2
+
+    for name in ("happy", "joy"):
+        (tmp_path / name).mkdir()
+        cv2.imwrite(str(tmp_path / name / "a.png"), np.zeros((48, 48), np.uint8))
+    with pytest.raises(ValueError, match="joy"):
+        load_faces(tmp_path)
+
+
+def make_rafdb(root: Path) -> dict[str, list[tuple[int, int]]]:
+    """Miniature RAF-DB 'basic' layout; returns per split the (RAF label, grey value) of each image, in order."""
+    import cv2
+
+    (root / "EmoLabel").mkdir(parents=True)
+    (root / "Image" / "aligned").mkdir(parents=True)
+    lines, made = [], {"train": [], "test": []}
+    for i in range(14):
+        split = "train" if i < 10 else "test"
+        raf_label = i % 7 + 1
+        stem = f"train_{i + 1:05d}" if split == "train" else f"test_{i - 9:04d}"
+        value = 20 + 15 * i
+        cv2.imwrite(str(root / "Image" / "aligned" / f"{stem}_aligned.jpg"), np.full((100, 100, 3), value, np.uint8))
+        lines.append(f"{stem}.jpg {raf_label}")
+        made[split].append((raf_label, value))
+    (root / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+    return made
+
+
+def test_raf_label_mapping_matches_class_names() -> None:
+    raf_names = {1: "surprise", 2: "fear", 3: "disgust", 4: "happy", 5: "sad", 6: "angry", 7: "neutral"}
+    assert {k: CLASSES[v] for k, v in RAF_TO_ZOO.items()} == raf_names
+
+
+def test_load_rafdb_basic_layout(tmp_path: Path) -> None:
+    made = make_rafdb(tmp_path / "basic")
+    expected_zoo = {1: 5, 2: 2, 3: 1, 4: 3, 5: 4, 6: 0, 7: 6}
+    for split, n in (("train", 10), ("test", 4)):
+        faces = load_faces(tmp_path / "basic", split)
+        assert faces.name == f"rafdb-{split}"
+        assert faces.images.shape == (n, 48, 48) and faces.images.dtype == np.uint8
+        assert faces.labels.tolist() == [expected_zoo[label] for label, _ in made[split]]
+        for image, (_, value) in zip(faces.images, made[split]):
+            assert abs(float(image.mean()) - value) < 3
+
+
+def test_load_faces_rejects_unknown_path(tmp_path: Path) -> None:
+    (tmp_path / "x.csv").write_text("a,b")
+    with pytest.raises(ValueError):
+        load_faces(tmp_path / "x.csv")
+
+
+# --------------------------------------------------------------------------------------------- losses
+def test_attention_similarity_loss() -> None:
+    torch.manual_seed(0)
+    maps = [torch.randn(4, 8, 16, 16), torch.randn(4, 16, 8, 8)]
+    assert losses.attention_similarity_loss(maps, [m.clone() for m in maps]).item() == pytest.approx(0.0, abs=1e-7)
+    # attention ignores channel count: a teacher map with other channels but the same energy pattern matches
+    same_energy = [m.repeat(1, 2, 1, 1) for m in maps]
+    assert losses.attention_similarity_loss(maps, same_energy).item() == pytest.approx(0.0, abs=1e-6)
+    other = [torch.randn_like(m) for m in maps]
+    assert losses.attention_similarity_loss(maps, other).item() > 1e-3
+
+
+def test_attention_similarity_loss_different_spatial_sizes() -> None:
+    torch.manual_seed(0)
+    student = [torch.randn(2, 8, 8, 8), torch.randn(2, 16, 4, 4)]
+    # teacher maps 3x larger, nearest-upsampled from the student: pooling back recovers the student's attention
+    teacher = [torch.nn.functional.interpolate(m, scale_factor=3, mode="nearest") for m in student]
+    assert teacher[0].shape[-1] == 24
+    loss = losses.attention_similarity_loss(student, teacher)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    random_teacher = [torch.randn(2, 32, 24, 24), torch.randn(2, 64, 12, 12)]
+    assert losses.attention_similarity_loss(student, random_teacher).item() > 1e-3
+    # the student larger than the teacher works too
+    assert math.isfinite(losses.attention_similarity_loss(random_teacher, student).item())
+
+
+def test_distillation_kl() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(5, 7)
+    assert losses.distillation_kl(logits, logits.clone(), 4.0).item() == pytest.approx(0.0, abs=1e-6)
+    other = torch.randn(5, 7) * 3
+    assert losses.distillation_kl(logits, other, 4.0).item() > 0
+    # scaled by T^2
+    t2 = losses.distillation_kl(logits * 2, other * 2, 2.0).item()
+    t1 = losses.distillation_kl(logits, other, 1.0).item()
+    assert t2 == pytest.approx(4 * t1, rel=1e-4)
+
+
+def test_classification_aware_weights() -> None:
+    beta = 2.0
+    labels = torch.tensor([0, 1, 2, 3])
+    logits = torch.zeros(4, 7)
+    logits[0, 0] = 9.0  # label 0: right and confident
+    logits[1, 0] = 9.0  # label 1: wrong and confident
+    logits[3, 3] = 9.0  # label 3: right and confident; row 2 is uniform (uncertain)
+    logits.requires_grad_(True)
+    w = losses.classification_aware_weights(logits, labels, beta)
+    assert not w.requires_grad
+    assert ((w >= 1) & (w <= 1 + beta)).all()
+    correct_confident, wrong_confident, uncertain = w[0].item(), w[1].item(), w[2].item()
+    assert correct_confident < 1.01 and w[3].item() < 1.01
+    assert wrong_confident > 1 + beta - 0.01
+    assert correct_confident < uncertain < wrong_confident
+
+
+# ----------------------------------------------------------------------------------------- checkpoint
+@pytest.mark.parametrize("make_opt", [
+    lambda p: torch.optim.SGD(p, 0.1, momentum=0.9, nesterov=True),
+    lambda p: torch.optim.Adam(p, 1e-2),
+], ids=["sgd", "adam"])
+def test_checkpoint_round_trip(tmp_path: Path, make_opt) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = build_model("baseline", width=8, input_size=8, drop_rate=0.0)
+    opt = make_opt(model.parameters())
+    for _ in range(3):
+        loss = model(torch.randn(8, 1, 8, 8)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    path = tmp_path / "checkpoint.safetensors"
+    save_checkpoint(path, {"model": model}, {"model": opt}, {"epoch": 3, "history": [{"loss": 1.5}]})
+    assert path.exists() and path.with_suffix(".json").exists()
+    assert not path.with_suffix(".tmp").exists()
+
+    torch.manual_seed(1)
+    fresh = build_model("baseline", width=8, input_size=8, drop_rate=0.0)
+    fresh_opt = make_opt(fresh.parameters())
+    assert not states_equal(model, fresh)
+    meta = load_checkpoint(path, {"model": fresh}, {"model": fresh_opt})
+    assert meta["epoch"] == 3 and meta["history"] == [{"loss": 1.5}]
+    assert states_equal(model, fresh)
+    a, b = opt.state_dict(), fresh_opt.state_dict()
+    assert json.loads(json.dumps(a["param_groups"])) == b["param_groups"]  # JSON turns Adam's betas into a list
+    assert a["state"].keys() == b["state"].keys() and len(a["state"]) > 0
+    for index, entries in a["state"].items():
+        assert entries.keys() == b["state"][index].keys()
+        for key, value in entries.items():
+            other = b["state"][index][key]
+            assert torch.equal(value, other) if torch.is_tensor(value) else value == other
+    # one more identical step gives identical weights: the momentum really was restored
+    x = torch.randn(8, 1, 8, 8)
+    for m, o in ((model, opt), (fresh, fresh_opt)):
+        o.zero_grad()
+        m(x).pow(2).mean().backward()
+        o.step()
+    assert states_equal(model, fresh)
+
+
+# -------------------------------------------------------------------------------------------- recipes
+def test_recipe_for_moves_resolution() -> None:
+    r = recipe_for("gmenet", 12)
+    assert r.resolution == 12 and r.config["input_size"] == 12 and r.method == "distill"
+    assert ZOO_RECIPES["gmenet-fer2013-16px"].config["input_size"] == 16  # the zoo recipe is untouched
+    assert recipe_for("resnet18", 48).resolution == 48
+    with pytest.raises(ValueError, match="48"):
+        recipe_for("resnet18", 16)
+    with pytest.raises(ValueError, match="known"):
+        recipe_for("vgg", 16)
+
+
+def test_zoo_recipes_build_their_models() -> None:
+    for name, recipe in ZOO_RECIPES.items():
+        assert name.startswith(recipe.arch + "-") and name.endswith(f"-{recipe.resolution}px")
+        if "input_size" in recipe.config:
+            assert recipe.config["input_size"] == recipe.resolution
+        assert recipe.method in ("supervised", "distill", "fsr")
+        if recipe.method != "supervised":
+            assert recipe.teacher
+
+
+def test_save_trained_load_trained_round_trip(teacher_path: Path) -> None:
+    teacher = load_trained(teacher_path, torch.device("cpu"))
+    assert not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    torch.manual_seed(0)
+    reference = build_model("resnet18", width=8).train()
+    with torch.no_grad():
+        reference(torch.randn(32, 1, 48, 48))
+    assert states_equal(teacher, reference.eval())
+
+
+def test_supervised_baseline_one_epoch(tmp_path: Path, train_set: FaceSet, val_set: FaceSet) -> None:
+    recipe = tiny("baseline", {"width": 8, "input_size": 16}, 16)
+    trainer = Trainer(recipe, train_set, val_set, tmp_path)
+    model = trainer.fit(progress=False)
+    assert not model.training
+    check_history(trainer, 1)
+    assert (tmp_path / "checkpoint.safetensors").exists()
+    logits = predict_logits(model, val_set.images, 16)
+    assert logits.shape == (len(val_set), 7) and torch.isfinite(logits).all()
+
+
+def test_distill_gmenet_with_teacher_file(tmp_path: Path, train_set: FaceSet, val_set: FaceSet,
+                                          teacher_path: Path) -> None:
+    recipe = tiny("gmenet", {"width": 8, "input_size": 16}, 16, "distill", teacher=str(teacher_path))
+    trainer = Trainer(recipe, train_set, val_set, tmp_path)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit(progress=False)
+    check_history(trainer, 1, ("loss", "ce", "att", "kd"))
+    assert trainer.history[0]["att"] > 0 and trainer.history[0]["kd"] >= 0
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    # the teacher is frozen and unchanged
+    assert states_equal(trainer.teacher, load_trained(teacher_path, torch.device("cpu")))
+
+
+def test_fsr_fsrfer_one_epoch(tmp_path: Path, train_set: FaceSet, val_set: FaceSet, teacher_path: Path) -> None:
+    recipe = replace(tiny("fsrfer", {"input_size": 16, "extractor_width": 8, "hidden": 16, "growth": 8}, 16, "fsr",
+                          teacher=str(teacher_path)), lr=1e-3, weight_decay=0.0)
+    trainer = Trainer(recipe, train_set, val_set, tmp_path)
+    assert trainer.discriminator is not None
+    model = trainer.fit(progress=False)
+    check_history(trainer, 1, ("loss", "feat", "cls", "d"))
+    # the extractor is the fixed teacher (weights and BatchNorm statistics); the generator has moved off identity
+    assert states_equal(model.extractor, load_trained(teacher_path, torch.device("cpu")))
+    assert model.generator.conv_out.weight.abs().sum() > 0
+    assert (tmp_path / "checkpoint.safetensors").exists()
+
+
+def test_manet_init_from_teacher_copies_tensors(tmp_path: Path, train_set: FaceSet, val_set: FaceSet,
+                                                teacher_path: Path) -> None:
+    teacher = load_trained(teacher_path, torch.device("cpu"))
+    fresh = build_model("manet", width=8)
+    copied = copy_matching_weights(teacher, fresh)
+    t, m = teacher.state_dict(), fresh.state_dict()
+    assert copied >= len([k for k in t if k.startswith(("stem.", "stages.0.", "stages.1."))])
+    for key in [k for k in t if k.startswith(("stem.", "stages.0.", "stages.1."))]:
+        assert torch.equal(m[key], t[key]), key
+    for key in [k for k in m if k.startswith("patches.2.stage.")]:
+        assert torch.equal(m[key], t["stages.2." + key[len("patches.2.stage."):]]), key
+    for key in [k for k in m if k.startswith("global_branch.2.")]:
+        assert torch.equal(m[key], t["stages.3." + key[len("global_branch.2."):]]), key
+
+    recipe = tiny("manet", {"width": 8}, 48, teacher=str(teacher_path), init_from_teacher=True)
+    trainer = Trainer(recipe, train_set, val_set, tmp_path)
+    assert torch.equal(trainer.model.state_dict()["stem.0.weight"], t["stem.0.weight"])
+    trainer.fit(progress=False)
+    check_history(trainer, 1)
+
+
+def test_runs_are_deterministic_for_a_seed(tmp_path: Path, train_set: FaceSet, val_set: FaceSet) -> None:
+    recipe = tiny("baseline", {"width": 8, "input_size": 12}, 12)
+    a = Trainer(recipe, train_set, val_set, tmp_path / "a").fit(progress=False)
+    b = Trainer(recipe, train_set, val_set, tmp_path / "b").fit(progress=False)
+    c = Trainer(replace(recipe, seed=1), train_set, val_set, tmp_path / "c").fit(progress=False)
+    assert states_equal(a, b)
+    assert not states_equal(a, c)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, train_set: FaceSet, val_set: FaceSet,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # default dropout (0.2) on: resume must restore every random stream, not only the data generator
+    recipe = tiny("baseline", {"width": 8, "input_size": 16}, 16, epochs=2)
+    full_trainer = Trainer(recipe, train_set, val_set, tmp_path / "A")
+    full = full_trainer.fit(progress=False)
+
+    original_save = Trainer._save
+
+    def save_then_stop(self: Trainer, epoch: int) -> None:
+        original_save(self, epoch)
+        if epoch == 1:
+            raise _Interrupted
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_save", save_then_stop)
+        with pytest.raises(_Interrupted):
+            Trainer(recipe, train_set, val_set, tmp_path / "B").fit(progress=False)
+    resumed_trainer = Trainer(recipe, train_set, val_set, tmp_path / "B")
+    resumed = resumed_trainer.fit(progress=False)
+
+    check_history(resumed_trainer, 2)
+    assert resumed_trainer.history[0] == {**full_trainer.history[0], "seconds": resumed_trainer.history[0]["seconds"]}
+    assert resumed_trainer.history[1]["loss"] == pytest.approx(full_trainer.history[1]["loss"], rel=1e-5)
+    a, b = full.state_dict(), resumed.state_dict()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+    # a finished run resumes to the end without training again
+    again = Trainer(recipe, train_set, val_set, tmp_path / "B")
+    assert states_equal(again.fit(progress=False), resumed)
+    assert len(again.history) == 2
+
+
+def test_baseline_learns_a_visual_pattern(tmp_path: Path) -> None:
+    """Brightness codes the class: a width-8 baseline at 16 px must do far better than chance (1/7)."""
+    train, val = synthetic_faces(448, seed=2), synthetic_faces(140, seed=3)
+    recipe = tiny("baseline", {"width": 8, "input_size": 16}, 16, epochs=3)
+    trainer = Trainer(recipe, train, val, tmp_path)
+    trainer.fit(progress=False)
+    assert trainer.history[-1]["val_acc"] > 0.6
+    assert trainer.history[-1]["loss"] < trainer.history[0]["loss"]
+
+
+def test_predict_logits_at_other_resolutions(train_set: FaceSet) -> None:
+    torch.manual_seed(0)
+    model = build_model("baseline", width=8, input_size=16).train()
+    for r in (8, 16, 24, 48):
+        logits = predict_logits(model, train_set.images[:10], 16, eval_resolution=r, batch_size=4)
+        assert logits.shape == (10, 7) and torch.isfinite(logits).all()
+    assert model.training  # mode restored
+    native = predict_logits(model, train_set.images[:10], 16)
+    torch.testing.assert_close(native, predict_logits(model, train_set.images[:10], 16, eval_resolution=16))

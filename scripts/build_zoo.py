@@ -1,6 +1,6 @@
 """Export finished training runs into the bundled zoo and the manifest.
 
-    python scripts/build_zoo.py --data ../shared/datasets/fer2013 --work-dir runs [--default gmenet-fer2013-16px]
+    python scripts/build_zoo.py --data ../shared/datasets/fer2013 --work-dir runs 
 
 For every ``runs/<name>/final.safetensors``: fit the temperature on PublicTest, measure accuracy at
 8-48 px, write ``lrfer/weights/<name>.safetensors`` (fp16) and its entry in ``weights_manifest.json``
@@ -31,7 +31,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs")
-    parser.add_argument("--default", default="gmenet-fer2013-16px")
+    parser.add_argument("--default-resolution", type=int, default=16,
+                        help="the default model is the most accurate variant at this resolution")
     parser.add_argument("--only", nargs="*", default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -43,6 +44,10 @@ def main() -> None:
         final = args.work_dir / name / "final.safetensors"
         if not final.exists() or (args.only and name not in args.only):
             continue
+        ran = json.loads((final.parent / "checkpoint.json").read_text())["recipe"]
+        declared = dict(recipe.to_json(), teacher=ran["teacher"])
+        if ran != json.loads(json.dumps(declared)):
+            sys.exit(f"{name}: the run's recipe differs from ZOO_RECIPES; retrain or fix the recipe\n{ran}\n{declared}")
         model = _load_weights_file(final, torch.device("cpu")).eval()
         out = ROOT / "lrfer" / "weights" / f"{name}.safetensors"
         command = f"python scripts/train_zoo.py --data ../shared/datasets/fer2013 --only {name}"
@@ -53,8 +58,9 @@ def main() -> None:
         assert sha256_file(out) == sha
         manifest["models"][name] = entry
         logging.info("%s: %s", name, entry["metrics"])
-    if args.default in manifest["models"]:
-        manifest["default"] = args.default
+    native = {n: e for n, e in manifest["models"].items() if e["resolution"] == args.default_resolution}
+    if native:
+        manifest["default"] = max(native, key=lambda n: native[n]["metrics"].get("publictest_accuracy", 0.0))
     manifest["models"] = dict(sorted(manifest["models"].items()))
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     subprocess.run([sys.executable, str(ROOT / "scripts" / "sync_manifest.py")], check=True)

@@ -11,6 +11,9 @@ of a call:
 5. :func:`lrfer.faces.degrade.to_native` -- the same area down-sampling the model was trained with;
 6. normalise ``(x - mean) / std`` from the spec, model, ``softmax(logits / spec.temperature)``;
 7. :class:`~lrfer.results.Face` objects.
+
+Stages 3, 4 and 5-6 are also public methods (:meth:`Recognizer.detect`, :meth:`Recognizer.align`,
+:meth:`Recognizer.classify`) for benchmarks and custom pipelines.
 """
 from __future__ import annotations
 
@@ -263,8 +266,12 @@ class Recognizer:
                 logits = self.model(x)
             return torch.softmax(logits.float() / self.spec.temperature, dim=1)
 
-    def _classify(self, faces48: torch.Tensor, batch_size: int) -> np.ndarray:
-        """Probabilities for aligned 48x48 faces, ``batch_size`` at a time -> numpy ``(N, C)``."""
+    def classify(self, faces48: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """Pipeline stage: probabilities for aligned 48x48 faces, ``batch_size`` at a time -> numpy ``(N, C)``.
+
+        >>> rec.classify(torch.rand(3, 1, 48, 48)).shape  # doctest: +SKIP
+        (3, 7)
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         if faces48.shape[0] == 0:
@@ -284,7 +291,7 @@ class Recognizer:
         >>> rec.predict_crops(np.zeros((5, 48, 48), np.uint8)).shape  # doctest: +SKIP
         (5, 7)
         """
-        return self._classify(crops_to_gray48(crops), batch_size)
+        return self.classify(crops_to_gray48(crops), batch_size)
 
     # -- images -----------------------------------------------------------------------------------
     def predict(self, images: Any, batch_size: int = 256) -> list[Face] | list[list[Face]]:
@@ -309,10 +316,9 @@ class Recognizer:
         if self.detector is None:
             return self._faces_from_crops(arrays, batch_size)
         tensors = [to_device_tensor(a, self.device) for a in arrays]
-        with torch.inference_mode():
-            detections = self.detector.detect(tensors)
-            faces48 = self._align(tensors, detections)
-        probs = self._classify(faces48, batch_size)
+        detections = self.detect(tensors)
+        faces48 = self.align(tensors, detections)
+        probs = self.classify(faces48, batch_size)
         return self._to_faces(detections, probs)
 
     @staticmethod
@@ -322,15 +328,24 @@ class Recognizer:
         except ValueError as e:
             raise ValueError(str(e) if single else f"images[{index}]: {e}") from None
 
+    def detect(self, tensors: list[torch.Tensor]) -> list[Any]:
+        """Pipeline stage: one ``Detections`` per ``uint8 (3, H, W)`` RGB tensor on :attr:`device`."""
+        if self.detector is None:
+            raise ValueError("this Recognizer has no detector (detector=None): its inputs are face crops")
+        with torch.inference_mode():
+            return self.detector.detect(tensors)
+
     @staticmethod
-    def _align(tensors: list[torch.Tensor], detections: list[Any]) -> torch.Tensor:
+    def align(tensors: list[torch.Tensor], detections: list[Any]) -> torch.Tensor:
+        """Pipeline stage: faces aligned to FER2013's framing, float ``(sumK, 1, 48, 48)`` gray 0..1."""
         from lrfer.faces.align import align_faces
 
-        return align_faces(tensors, detections, out_size=HR_SIZE)
+        with torch.inference_mode():
+            return align_faces(tensors, detections, out_size=HR_SIZE)
 
     def _faces_from_crops(self, arrays: list[np.ndarray], batch_size: int) -> list[list[Face]]:
         """``detector=None``: each image is one face; box = the whole image."""
-        probs = self._classify(crops_to_gray48(arrays), batch_size)
+        probs = self.classify(crops_to_gray48(arrays), batch_size)
         out = []
         for arr, p in zip(arrays, probs):
             h, w = arr.shape[:2]

@@ -282,6 +282,22 @@ def test_blank_image_with_mtcnn_finds_no_face(tiny_path: Path) -> None:
     assert det.predict([blank, blank[:80]]) == [[], []]
 
 
+def test_pipeline_stages(tiny_path: Path, rec: lrfer.Recognizer) -> None:
+    from lrfer.faces.detect import Detections
+    from lrfer.io import to_device_tensor
+
+    det = lrfer.load(tiny_path, device="cpu", detector="mtcnn")
+    img = to_device_tensor(np.random.default_rng(6).integers(0, 256, (60, 80, 3), dtype=np.uint8), det.device)
+    boxes = Detections.from_boxes(torch.tensor([[10.0, 10.0, 50.0, 55.0], [30.0, 5.0, 70.0, 50.0]]))
+    faces48 = det.align([img], [boxes])
+    assert faces48.shape == (2, 1, 48, 48) and 0 <= float(faces48.min()) and float(faces48.max()) <= 1
+    probs = det.classify(faces48, batch_size=1)
+    assert probs.shape == (2, 7) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert len(det.detect([img])) == 1
+    with pytest.raises(ValueError, match="no detector"):
+        rec.detect([img])
+
+
 # ------------------------------------------------------------------------------------------ results
 def test_face_to_dict_and_rows(rec: lrfer.Recognizer, rgb: np.ndarray) -> None:
     face = rec.predict(rgb)[0]

@@ -1,0 +1,224 @@
+"""Face detection: one result type (:class:`Detections`), one protocol (:class:`Detector`), one factory.
+
+Every detector takes a list of ``(3, H, W)`` uint8 RGB tensors and returns one :class:`Detections`
+per image, with ``K = 0`` tensors (never ``None``) when nothing is found. Coordinates are continuous
+image pixel coordinates: pixel ``(row i, column j)`` covers ``[j, j+1) x [i, i+1)``.
+
+Backends (see :func:`make_detector`):
+
+- ``"mtcnn"``: lrfer's own torch-only MTCNN (:mod:`lrfer.faces.mtcnn`), bundled weights;
+- ``"haar"``: OpenCV's frontal-face Haar cascade (no landmarks: they are NaN); needs an OpenCV build
+  that still has ``cv2.CascadeClassifier`` and its cascade files (OpenCV 4.x; not OpenCV 5);
+- ``"facenet"``: ``facenet_pytorch.MTCNN`` if installed (``pip install lrfer[facenet]``);
+- ``None``: no detector, the input is already a cropped face.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+DETECTORS = ("mtcnn", "haar", "facenet")
+NUM_LANDMARKS = 5
+HAAR_CASCADE_FILE = "haarcascade_frontalface_default.xml"
+HAAR_SCALE_FACTOR = 1.1
+HAAR_MIN_NEIGHBORS = 5
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Faces found in one image.
+
+    ``boxes`` (K, 4) float32 ``x1, y1, x2, y2``; ``scores`` (K,) float32; ``landmarks`` (K, 5, 2)
+    float32 ``(x, y)`` of left eye, right eye, nose, left and right mouth corners (subject's left
+    and right as seen in the image: the "left eye" is the one with the smaller x), NaN when the
+    detector gives none.
+
+    >>> d = Detections.empty()
+    >>> len(d), tuple(d.boxes.shape), tuple(d.landmarks.shape)
+    (0, (0, 4), (0, 5, 2))
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    landmarks: torch.Tensor
+
+    def __post_init__(self) -> None:
+        k = self.boxes.shape[0] if self.boxes.dim() == 2 else -1
+        if self.boxes.shape != (k, 4) or self.scores.shape != (k,) or self.landmarks.shape != (k, NUM_LANDMARKS, 2):
+            raise ValueError(
+                "Detections needs boxes (K, 4), scores (K,) and landmarks (K, 5, 2); got "
+                f"{tuple(self.boxes.shape)}, {tuple(self.scores.shape)}, {tuple(self.landmarks.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.boxes.device
+
+    @property
+    def has_landmarks(self) -> torch.Tensor:
+        """(K,) bool: which faces have all five landmarks."""
+        return torch.isfinite(self.landmarks).flatten(1).all(dim=1)
+
+    @classmethod
+    def empty(cls, device: torch.device | str = "cpu") -> Detections:
+        """No faces: K = 0 tensors on ``device``."""
+        return cls.from_boxes(torch.zeros(0, 4), device=device)
+
+    @classmethod
+    def from_boxes(
+        cls,
+        boxes: torch.Tensor,
+        scores: torch.Tensor | None = None,
+        landmarks: torch.Tensor | None = None,
+        device: torch.device | str | None = None,
+    ) -> Detections:
+        """Build from boxes, with scores 1 and NaN landmarks unless given.
+
+        >>> Detections.from_boxes(torch.tensor([[0., 0., 10., 10.]])).scores
+        tensor([1.])
+        """
+        device = boxes.device if device is None else torch.device(device)
+        boxes = boxes.to(device=device, dtype=torch.float32).reshape(-1, 4)
+        k = boxes.shape[0]
+        scores = torch.ones(k) if scores is None else scores
+        landmarks = torch.full((k, NUM_LANDMARKS, 2), float("nan")) if landmarks is None else landmarks
+        return cls(boxes, scores.to(device=device, dtype=torch.float32), landmarks.to(device=device, dtype=torch.float32))
+
+    def to(self, device: torch.device | str) -> Detections:
+        """The same detections on another device."""
+        return Detections(self.boxes.to(device), self.scores.to(device), self.landmarks.to(device))
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Anything with a ``device`` and ``detect(images) -> list[Detections]``."""
+
+    device: torch.device
+
+    def detect(self, images: list[torch.Tensor]) -> list[Detections]:
+        """One :class:`Detections` per ``(3, H, W)`` uint8 RGB image."""
+        ...
+
+
+def check_images(images: list[torch.Tensor], device: torch.device | None = None) -> list[torch.Tensor]:
+    """Validate a list of ``(3, H, W)`` uint8 RGB tensors; move them to ``device`` if given.
+
+    >>> len(check_images([torch.zeros(3, 8, 8, dtype=torch.uint8)]))
+    1
+    """
+    if isinstance(images, torch.Tensor) or not isinstance(images, (list, tuple)):
+        raise ValueError("images must be a list of (3, H, W) uint8 RGB tensors (wrap a single image in a list)")
+    out = []
+    for i, img in enumerate(images):
+        if not isinstance(img, torch.Tensor):
+            raise ValueError(f"images[{i}] is a {type(img).__name__}; convert it with torch.from_numpy(rgb).permute(2, 0, 1)")
+        if img.dim() != 3 or img.shape[0] != 3:
+            raise ValueError(f"images[{i}] has shape {tuple(img.shape)}; expected (3, H, W) RGB")
+        if img.dtype != torch.uint8:
+            raise ValueError(f"images[{i}] has dtype {img.dtype}; expected torch.uint8 (0..255)")
+        out.append(img if device is None else img.to(device))
+    return out
+
+
+class HaarDetector:
+    """OpenCV's frontal-face Haar cascade; boxes only (landmarks NaN, scores 1)."""
+
+    def __init__(self, device: torch.device | str = "cpu", min_face: int = 20) -> None:
+        self.device = torch.device(device)
+        self.min_face = int(min_face)
+        self._cascade = _load_haar_cascade()
+
+    def detect(self, images: list[torch.Tensor]) -> list[Detections]:
+        """Run the cascade on each image (on the CPU, in OpenCV)."""
+        import cv2
+
+        results = []
+        for img in check_images(images):
+            rgb = np.ascontiguousarray(img.permute(1, 2, 0).cpu().numpy())
+            gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+            found = self._cascade.detectMultiScale(
+                gray, scaleFactor=HAAR_SCALE_FACTOR, minNeighbors=HAAR_MIN_NEIGHBORS, minSize=(self.min_face, self.min_face)
+            )
+            xywh = torch.as_tensor(np.asarray(found, dtype=np.float32).reshape(-1, 4))
+            boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
+            results.append(Detections.from_boxes(boxes, device=self.device))
+        return results
+
+
+def _load_haar_cascade():  # -> cv2.CascadeClassifier
+    import cv2
+
+    fix = "use detector='mtcnn' (bundled), or install an OpenCV 4.x build: pip install 'opencv-python-headless<5'"
+    if not hasattr(cv2, "CascadeClassifier"):
+        raise RuntimeError(f"OpenCV {cv2.__version__} has no cv2.CascadeClassifier (removed in OpenCV 5); {fix}")
+    data_dir = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    path = Path(data_dir or "") / HAAR_CASCADE_FILE
+    if not data_dir or not path.is_file():
+        raise RuntimeError(f"OpenCV {cv2.__version__} ships no {HAAR_CASCADE_FILE} (looked in {data_dir!r}); {fix}")
+    cascade = cv2.CascadeClassifier(str(path))
+    if cascade.empty():
+        raise RuntimeError(f"OpenCV could not load {path}; {fix}")
+    return cascade
+
+
+class FacenetDetector:
+    """``facenet_pytorch.MTCNN`` (optional dependency) behind the :class:`Detector` interface."""
+
+    def __init__(self, device: torch.device | str = "cpu", min_face: int = 20) -> None:
+        try:
+            from facenet_pytorch import MTCNN as FacenetMTCNN
+        except ImportError as err:
+            raise ImportError(
+                "detector='facenet' needs facenet-pytorch: pip install lrfer[facenet] "
+                "(or use detector='mtcnn', lrfer's own port with the same weights)"
+            ) from err
+        self.device = torch.device(device)
+        self._mtcnn = FacenetMTCNN(min_face_size=min_face, keep_all=True, device=self.device)
+
+    def detect(self, images: list[torch.Tensor]) -> list[Detections]:
+        """Run facenet-pytorch's MTCNN image by image (it needs equal sizes to batch)."""
+        results = []
+        for img in check_images(images, self.device):
+            boxes, probs, points = self._mtcnn.detect(img.permute(1, 2, 0), landmarks=True)
+            if boxes is None:
+                results.append(Detections.empty(self.device))
+                continue
+            boxes, probs, points = (_float_tensor(v) for v in (boxes, probs, points))
+            results.append(Detections.from_boxes(boxes, probs, points.reshape(-1, NUM_LANDMARKS, 2), device=self.device))
+        return results
+
+
+def _float_tensor(values) -> torch.Tensor:
+    """facenet-pytorch returns float or object numpy arrays depending on the input; normalise them."""
+    return torch.tensor(np.asarray(values).tolist(), dtype=torch.float32)
+
+
+def make_detector(name: str | None, device: torch.device | str = "cpu", min_face: int = 20) -> Detector | None:
+    """Build a face detector by name: ``"mtcnn"``, ``"haar"``, ``"facenet"``, or ``None`` (pre-cropped input).
+
+    >>> det = make_detector("mtcnn", "cpu", min_face=20)
+    >>> det.detect([torch.zeros(3, 64, 64, dtype=torch.uint8)])[0].boxes.shape
+    torch.Size([0, 4])
+    """
+    if name is None:
+        return None
+    if not isinstance(name, str) or name.lower() not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; use one of {DETECTORS} or None (faces already cropped)")
+    name = name.lower()
+    if name == "mtcnn":
+        from lrfer.faces.mtcnn import MTCNN
+
+        return MTCNN(min_face=min_face, device=device)
+    if name == "haar":
+        return HaarDetector(device=device, min_face=min_face)
+    return FacenetDetector(device=device, min_face=min_face)

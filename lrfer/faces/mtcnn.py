@@ -1,0 +1,486 @@
+"""lrfer's own MTCNN face detector, torch only (no torchvision, no PIL, no pickles).
+
+MTCNN (Zhang, Zhang, Li & Qiao, "Joint Face Detection and Alignment Using Multitask Cascaded
+Convolutional Networks", IEEE SPL 2016) is a cascade of three small CNNs. The layer layout below is
+exactly facenet-pytorch's (Tim Esler, MIT), so its weights, converted to safetensors by
+``scripts/convert_mtcnn_weights.py`` and bundled in ``lrfer/weights/``, load with ``strict=True``.
+
+Stages, each a small function:
+
+1. :func:`pyramid_scales` - image pyramid, from ``min_face`` down by ``PYRAMID_FACTOR`` (0.709);
+2. :func:`propose` - P-Net, fully convolutional, on every scale (batched over equal-size images),
+   :func:`pnet_candidates` turns its maps into boxes, NMS per scale then across scales;
+3. :func:`refine` - R-Net on 24x24 crops of the squared candidates, NMS, box regression;
+4. :func:`output` - O-Net on 48x48 crops: score, box regression, five landmarks, final "min" NMS.
+
+Crops are sampled from all images at once on the detector's device (:func:`lrfer.faces.align.sample_patches`,
+zero padding outside the image, an area filter for large boxes). Coordinates are continuous pixel
+coordinates: pixel ``(i, j)`` covers ``[j, j+1) x [i, i+1)``.
+
+>>> det = MTCNN(min_face=20)
+>>> det.detect([torch.zeros(3, 120, 160, dtype=torch.uint8)])[0].boxes.shape
+torch.Size([0, 4])
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lrfer.faces.align import sample_patches, stack_images
+from lrfer.faces.detect import Detections, check_images
+
+log = logging.getLogger(__name__)
+
+#: Pixel normalisation of the original MTCNN: (x - 127.5) / 128, i.e. facenet's ``* 0.0078125``.
+PIXEL_CENTER = 127.5
+PIXEL_SCALE = 1.0 / 128.0
+#: P-Net sees 12x12 windows, with a stride of 2 pixels on its output map.
+PNET_WINDOW = 12
+PNET_STRIDE = 2
+RNET_INPUT = 24
+ONET_INPUT = 48
+#: Ratio between successive pyramid scales.
+PYRAMID_FACTOR = 0.709
+#: Smallest ``min_face`` that makes sense: P-Net's window at scale 1.
+MIN_FACE_LIMIT = PNET_WINDOW
+DEFAULT_MIN_FACE = 20
+#: Score thresholds of P-Net, R-Net and O-Net (facenet-pytorch's defaults).
+DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
+#: IoU thresholds of the NMS steps (the original MTCNN / facenet-pytorch values).
+NMS_PER_SCALE = 0.5
+NMS_ACROSS_SCALES = 0.7
+NMS_REFINE = 0.7
+NMS_OUTPUT = 0.7  # with overlap measured as intersection / smaller area
+#: Boxes per R-Net / O-Net forward pass, and most sampled pixels per crop batch (memory caps).
+NET_CHUNK = 512
+CROP_CHUNK_SAMPLES = 1 << 22
+#: Crops are sampled from 2x-area-reduced copies of the images (up to 2**MAX_MIP_LEVEL smaller),
+#: with at most MAX_CROP_OVERSAMPLE^2 bilinear samples per output pixel.
+MAX_MIP_LEVEL = 6
+MAX_CROP_OVERSAMPLE = 4
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+#: sha256 of the bundled safetensors files (written by scripts/convert_mtcnn_weights.py).
+WEIGHT_SHA256 = {
+    "pnet": "caccc0a9da1f1226106d4ee10a90d3345d49f094b4b32bacc450455c41f0ce25",
+    "rnet": "7298a722c3cd3ef869436942505addd91d452e457b4f312cd06815b533f39f70",
+    "onet": "9077feb212426615d752ddb6cecf4aa007a4f5293348e6283fbf78ad6dee75f6",
+}
+
+
+class PNet(nn.Module):
+    """Proposal network: fully convolutional, 12x12 receptive field; returns (box offsets, face probs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
+        self.prelu1 = nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
+        self.prelu2 = nn.PReLU(16)
+        self.conv3 = nn.Conv2d(16, 32, kernel_size=3)
+        self.prelu3 = nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
+        self.softmax4_1 = nn.Softmax(dim=1)
+        self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.prelu1(self.conv1(x))
+        x = self.pool1(x)
+        x = self.prelu2(self.conv2(x))
+        x = self.prelu3(self.conv3(x))
+        return self.conv4_2(x), self.softmax4_1(self.conv4_1(x))
+
+
+class RNet(nn.Module):
+    """Refinement network on 24x24 crops; returns (box offsets, face probs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
+        self.prelu1 = nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(28, 48, kernel_size=3)
+        self.prelu2 = nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
+        self.prelu3 = nn.PReLU(64)
+        self.dense4 = nn.Linear(576, 128)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.softmax5_1 = nn.Softmax(dim=1)
+        self.dense5_2 = nn.Linear(128, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu3(self.conv3(x))
+        x = x.permute(0, 3, 2, 1).flatten(1)  # the original (Caffe/TF) weights expect W, H, C order
+        x = self.prelu4(self.dense4(x))
+        return self.dense5_2(x), self.softmax5_1(self.dense5_1(x))
+
+
+class ONet(nn.Module):
+    """Output network on 48x48 crops; returns (box offsets, landmarks x1..x5 y1..y5, face probs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
+        self.prelu1 = nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
+        self.prelu2 = nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
+        self.prelu3 = nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5 = nn.Linear(1152, 256)
+        self.prelu5 = nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.softmax6_1 = nn.Softmax(dim=1)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu4(self.conv4(x))
+        x = x.permute(0, 3, 2, 1).flatten(1)
+        x = self.prelu5(self.dense5(x))
+        return self.dense6_2(x), self.dense6_3(x), self.softmax6_1(self.dense6_1(x))
+
+
+NETWORKS: dict[str, type[nn.Module]] = {"pnet": PNet, "rnet": RNet, "onet": ONet}
+
+
+# --------------------------------------------------------------------------------------------- weights
+def weights_path(name: str) -> Path:
+    """Path of a bundled network's safetensors file (``name`` in pnet, rnet, onet)."""
+    return WEIGHTS_DIR / f"mtcnn_{name}.safetensors"
+
+
+@lru_cache(maxsize=None)
+def _verified_state_dict(name: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load as load_safetensors
+
+    path = weights_path(name)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"MTCNN weights {path} are missing; reinstall lrfer, or regenerate them with "
+            "scripts/convert_mtcnn_weights.py"
+        )
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != WEIGHT_SHA256[name]:
+        raise ValueError(
+            f"sha256 of {path} is {digest}, expected {WEIGHT_SHA256[name]}: the file is corrupt or was "
+            "replaced; reinstall lrfer (pip install --force-reinstall lrfer)"
+        )
+    return load_safetensors(data)
+
+
+def load_network(name: str, device: torch.device | str = "cpu") -> nn.Module:
+    """Build P-, R- or O-Net, load its verified bundled weights (strict) and set eval mode.
+
+    >>> load_network("pnet").conv1.weight.shape
+    torch.Size([10, 3, 3, 3])
+    """
+    if name not in NETWORKS:
+        raise ValueError(f"unknown MTCNN network {name!r}; use one of {tuple(NETWORKS)}")
+    net = NETWORKS[name]()
+    net.load_state_dict(_verified_state_dict(name), strict=True)
+    return net.to(device).eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------------------------- boxes
+def box_overlap(box: torch.Tensor, boxes: torch.Tensor, mode: str = "union") -> torch.Tensor:
+    """Overlap of one box (4,) with boxes (K, 4): IoU (``"union"``) or intersection / smaller area (``"min"``).
+
+    >>> box_overlap(torch.tensor([0., 0., 2., 2.]), torch.tensor([[1., 0., 3., 2.]]))
+    tensor([0.3333])
+    """
+    lt = torch.maximum(box[:2], boxes[:, :2])
+    rb = torch.minimum(box[2:], boxes[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=1)
+    area = (box[2:] - box[:2]).clamp(min=0).prod()
+    areas = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(dim=1)
+    denom = torch.minimum(area, areas) if mode == "min" else area + areas - inter
+    return inter / denom.clamp(min=torch.finfo(boxes.dtype).tiny)
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str = "union") -> torch.Tensor:
+    """Greedy non-maximum suppression; indices of the kept boxes, by decreasing score.
+
+    A box is dropped when its overlap (see :func:`box_overlap`) with a kept, higher-scoring box
+    exceeds ``threshold``.
+
+    >>> b = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.], [20., 20., 30., 30.]])
+    >>> nms(b, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist()
+    [0, 2]
+    """
+    if mode not in ("union", "min"):
+        raise ValueError(f"nms mode must be 'union' or 'min'; got {mode!r}")
+    order = scores.argsort(descending=True)
+    keep = []
+    while order.numel() > 0:
+        best = order[0]
+        keep.append(best)
+        rest = order[1:]
+        order = rest[box_overlap(boxes[best], boxes[rest], mode) <= threshold]
+    return torch.stack(keep) if keep else torch.zeros(0, dtype=torch.long, device=boxes.device)
+
+
+def batched_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, threshold: float, mode: str = "union"
+) -> torch.Tensor:
+    """:func:`nms` within each group (e.g. image index): boxes of different groups never suppress each other.
+
+    >>> b = torch.tensor([[0., 0., 10., 10.], [0., 0., 10., 10.]])
+    >>> batched_nms(b, torch.tensor([0.9, 0.8]), torch.tensor([0, 1]), 0.5).tolist()
+    [0, 1]
+    """
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    # Shift each group far away from the others (torchvision's trick), then one NMS.
+    offset = groups.to(boxes) * (boxes.max() - boxes.min() + 1)
+    return nms(boxes + offset[:, None], scores, threshold, mode)
+
+
+def square_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    """Grow each box to a square around its centre (side = the longer side).
+
+    >>> square_boxes(torch.tensor([[0., 0., 4., 2.]]))
+    tensor([[ 0., -1.,  4.,  3.]])
+    """
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]).max(dim=1, keepdim=True).values / 2
+    return torch.cat([centre - half, centre + half], dim=1)
+
+
+def regress_boxes(boxes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Apply MTCNN's box regression: offsets (K, 4) are fractions of the box width / height.
+
+    >>> regress_boxes(torch.tensor([[0., 0., 10., 10.]]), torch.tensor([[0.1, 0., -0.1, 0.]]))
+    tensor([[ 1.,  0.,  9., 10.]])
+    """
+    size = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+    return boxes + offsets * size
+
+
+# ---------------------------------------------------------------------------------------------- stages
+def pyramid_scales(height: int, width: int, min_face: float, factor: float = PYRAMID_FACTOR) -> list[float]:
+    """Scales at which P-Net's 12-px window covers faces from ``min_face`` px up to the image's short side.
+
+    >>> [round(s, 3) for s in pyramid_scales(40, 60, 20)]
+    [0.6, 0.425, 0.302]
+    """
+    scales = []
+    scale = PNET_WINDOW / min_face
+    short_side = min(height, width) * scale
+    while short_side >= PNET_WINDOW:
+        scales.append(scale)
+        scale *= factor
+        short_side *= factor
+    return scales
+
+
+def normalize_pixels(x: torch.Tensor) -> torch.Tensor:
+    """0..255 pixels to MTCNN's input range, about [-1, 1]."""
+    return (x - PIXEL_CENTER) * PIXEL_SCALE
+
+
+def pnet_candidates(
+    offsets: torch.Tensor, probs: torch.Tensor, scale_xy: tuple[float, float], threshold: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Boxes of the P-Net windows scoring ``>= threshold`` at one scale, in original image pixels.
+
+    ``offsets`` (N, 4, h, w), ``probs`` (N, h, w) face probabilities, ``scale_xy`` the resized /
+    original size ratios. Returns (boxes (M, 4), scores (M,), offsets (M, 4), image index (M,)).
+    """
+    image, row, col = torch.nonzero(probs >= threshold, as_tuple=True)
+    scores = probs[image, row, col]
+    box_offsets = offsets[image, :, row, col]
+    start = torch.stack([col, row], dim=1).to(probs) * PNET_STRIDE
+    scale = torch.tensor(scale_xy, dtype=probs.dtype, device=probs.device)
+    # The original MTCNN's window mapping (1-based, inclusive pixel indices: first pixel
+    # floor((start + 1) / scale), last floor((start + 12) / scale)), written in continuous coordinates.
+    # It is slightly narrower than the exact window; R-Net and O-Net were trained on its proposals,
+    # and keeping it reproduces the reference boxes (facenet-pytorch's) to within a pixel or two.
+    boxes = torch.cat([((start + 1) / scale).floor() - 1, ((start + PNET_WINDOW) / scale).floor()], dim=1)
+    return boxes, scores, box_offsets, image
+
+
+def propose(
+    pnet: nn.Module, batch: torch.Tensor, scales: Sequence[float], threshold: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stage 1: P-Net on every pyramid scale of a batch of equal-size normalised images (N, 3, H, W).
+
+    Returns squared, regressed candidate boxes (M, 4), their P-Net scores (M,) and image index (M,).
+    """
+    height, width = batch.shape[-2:]
+    found = []
+    for scale in scales:
+        size = (math.ceil(height * scale), math.ceil(width * scale))
+        offsets, probs = pnet(F.interpolate(batch, size=size, mode="area"))
+        boxes, scores, box_offsets, image = pnet_candidates(
+            offsets, probs[:, 1], (size[1] / width, size[0] / height), threshold
+        )
+        keep = batched_nms(boxes, scores, image, NMS_PER_SCALE)
+        found.append((boxes[keep], scores[keep], box_offsets[keep], image[keep]))
+    if not found:
+        empty = batch.new_zeros(0, 4)
+        return empty, batch.new_zeros(0), torch.zeros(0, dtype=torch.long, device=batch.device)
+    boxes, scores, box_offsets, image = (torch.cat(parts) for parts in zip(*found))
+    keep = batched_nms(boxes, scores, image, NMS_ACROSS_SCALES)
+    boxes = square_boxes(regress_boxes(boxes[keep], box_offsets[keep]))
+    return boxes, scores[keep], image[keep]
+
+
+def crop_boxes(volume: torch.Tensor, image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Resample square boxes to ``size`` x ``size`` network inputs (normalised), area-filtered, chunked.
+
+    A box ``r`` times larger than ``size`` is sampled from the image pre-shrunk by ``2**floor(log2 r)``
+    (a mip level, exact 2x2 area averages), with k x k samples per output pixel for the remaining
+    factor ``k < 2``: close to an exact area resize at a cost that does not grow with the box size.
+    """
+    side = (boxes[:, 2:] - boxes[:, :2]).max(dim=1).values
+    ratio = (side / size).clamp(min=1)
+    level = ratio.log2().floor().clamp(0, MAX_MIP_LEVEL).long()
+    oversample = (ratio / 2.0**level - 1e-6).ceil().clamp(1, MAX_CROP_OVERSAMPLE).long()
+    crops = volume.new_empty(boxes.shape[0], volume.shape[1], size, size)
+    mips = [volume]
+    for lvl, k in torch.stack([level, oversample], dim=1).unique(dim=0).tolist():
+        while len(mips) <= lvl:
+            mips.append(F.avg_pool3d(mips[-1], kernel_size=(1, 2, 2)))
+        idx = torch.nonzero((level == lvl) & (oversample == k), as_tuple=True)[0]
+        chunk = max(1, CROP_CHUNK_SAMPLES // (size * k) ** 2)
+        for part in idx.split(chunk):
+            maps = _box_to_patch_maps(boxes[part] / 2**lvl, size)
+            crops[part] = sample_patches(mips[lvl], image[part], maps, size, k)
+    return normalize_pixels(crops)
+
+
+def _box_to_patch_maps(boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(K, 2, 3) maps from ``size``-px patch coordinates to the image coordinates inside each box."""
+    maps = boxes.new_zeros(boxes.shape[0], 2, 3)
+    maps[:, 0, 0] = (boxes[:, 2] - boxes[:, 0]) / size
+    maps[:, 1, 1] = (boxes[:, 3] - boxes[:, 1]) / size
+    maps[:, :, 2] = boxes[:, :2]
+    return maps
+
+
+def run_chunked(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``net(x)`` in chunks of ``NET_CHUNK`` samples (bounded memory), outputs concatenated."""
+    outs = [net(part) for part in x.split(NET_CHUNK)]
+    return tuple(torch.cat(parts) for parts in zip(*outs))
+
+
+def refine(
+    rnet: nn.Module, volume: torch.Tensor, boxes: torch.Tensor, image: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stage 2: R-Net rescoring of the candidates, NMS, regression; returns squared boxes, scores, image index."""
+    if boxes.shape[0] == 0:
+        return boxes, boxes.new_zeros(0), image
+    offsets, probs = run_chunked(rnet, crop_boxes(volume, image, boxes, RNET_INPUT))
+    passed = probs[:, 1] > threshold
+    boxes, scores, offsets, image = boxes[passed], probs[passed, 1], offsets[passed], image[passed]
+    keep = batched_nms(boxes, scores, image, NMS_REFINE)
+    return square_boxes(regress_boxes(boxes[keep], offsets[keep])), scores[keep], image[keep]
+
+
+def output(
+    onet: nn.Module, volume: torch.Tensor, boxes: torch.Tensor, image: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stage 3: O-Net scores, final boxes and five landmarks, then "min" NMS; returns boxes, scores, landmarks, image."""
+    if boxes.shape[0] == 0:
+        return boxes, boxes.new_zeros(0), boxes.new_zeros(0, 5, 2), image
+    offsets, points, probs = run_chunked(onet, crop_boxes(volume, image, boxes, ONET_INPUT))
+    passed = probs[:, 1] > threshold
+    boxes, scores, offsets, points, image = boxes[passed], probs[passed, 1], offsets[passed], points[passed], image[passed]
+    size = boxes[:, 2:] - boxes[:, :2]
+    landmarks = boxes[:, None, :2] + torch.stack([points[:, :5], points[:, 5:]], dim=-1) * size[:, None, :]
+    boxes = regress_boxes(boxes, offsets)
+    keep = batched_nms(boxes, scores, image, NMS_OUTPUT, mode="min")
+    return boxes[keep], scores[keep], landmarks[keep], image[keep]
+
+
+# ------------------------------------------------------------------------------------------- detector
+class MTCNN(nn.Module):
+    """The three-stage MTCNN cascade with bundled, hash-checked weights, on one device.
+
+    ``min_face``: smallest face side searched for, in pixels (>= 12); ``thresholds``: P/R/O-Net
+    score thresholds; ``factor``: pyramid scale ratio.
+
+    >>> MTCNN(min_face=12).detect([torch.zeros(3, 48, 48, dtype=torch.uint8)])[0].scores.shape
+    torch.Size([0])
+    """
+
+    def __init__(
+        self,
+        min_face: float = DEFAULT_MIN_FACE,
+        thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+        factor: float = PYRAMID_FACTOR,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__()
+        if not min_face >= MIN_FACE_LIMIT:
+            raise ValueError(f"min_face must be >= {MIN_FACE_LIMIT} px (P-Net's window); got {min_face}")
+        if len(thresholds) != 3 or not all(0 <= t < 1 for t in thresholds):
+            raise ValueError(f"thresholds must be three probabilities in [0, 1) for P/R/O-Net; got {thresholds}")
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must be in (0, 1); got {factor}")
+        self.min_face = float(min_face)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.factor = float(factor)
+        self.pnet = load_network("pnet")
+        self.rnet = load_network("rnet")
+        self.onet = load_network("onet")
+        self.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pnet.conv1.weight.device
+
+    def train(self, mode: bool = True) -> MTCNN:
+        """The detector always stays in eval mode."""
+        return super().train(False)
+
+    @torch.inference_mode()
+    def detect(self, images: list[torch.Tensor]) -> list[Detections]:
+        """Find faces in a list of ``(3, H, W)`` uint8 RGB images (any sizes); one :class:`Detections` each."""
+        images = check_images(images, self.device)
+        if not images:
+            return []
+        boxes, scores, image = self._propose_all(images)
+        volume = stack_images(images)
+        boxes, scores, image = refine(self.rnet, volume, boxes, image, self.thresholds[1])
+        boxes, scores, landmarks, image = output(self.onet, volume, boxes, image, self.thresholds[2])
+        return [
+            Detections(boxes[image == n], scores[image == n], landmarks[image == n]) for n in range(len(images))
+        ]
+
+    def _propose_all(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stage 1 over all images, batching those of equal size; image indices refer to ``images``."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for n, img in enumerate(images):
+            groups.setdefault(tuple(img.shape[-2:]), []).append(n)
+        parts = []
+        for (height, width), members in groups.items():
+            batch = normalize_pixels(torch.stack([images[n] for n in members]).float())
+            scales = pyramid_scales(height, width, self.min_face, self.factor)
+            boxes, scores, local = propose(self.pnet, batch, scales, self.thresholds[0])
+            parts.append((boxes, scores, torch.tensor(members, device=self.device)[local]))
+        boxes, scores, image = (torch.cat(p) for p in zip(*parts))
+        log.debug("P-Net: %d candidates over %d images", boxes.shape[0], len(images))
+        return boxes, scores, image

@@ -1,0 +1,344 @@
+"""Fast, self-contained tests of lrfer.faces (detection result type, NMS, MTCNN, alignment)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lrfer.faces import Detections, FER2013_TEMPLATE, align_faces, estimate_similarity, make_detector, rgb_to_gray
+from lrfer.faces import align as align_mod
+from lrfer.faces import detect as detect_mod
+from lrfer.faces import mtcnn as mtcnn_mod
+
+
+@pytest.fixture(scope="module")
+def detector() -> mtcnn_mod.MTCNN:
+    return mtcnn_mod.MTCNN(min_face=20)
+
+
+def similarity(angle: float, scale: float, tx: float, ty: float) -> torch.Tensor:
+    c, s = scale * math.cos(angle), scale * math.sin(angle)
+    return torch.tensor([[c, -s, tx], [s, c, ty]])
+
+
+def apply(m: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    return pts @ m[:, :2].T + m[:, 2]
+
+
+# ------------------------------------------------------------------------------------------ Detections
+def test_empty_detections_are_k0_tensors():
+    d = Detections.empty()
+    assert len(d) == 0
+    assert d.boxes.shape == (0, 4) and d.scores.shape == (0,) and d.landmarks.shape == (0, 5, 2)
+    assert d.boxes.dtype == torch.float32
+
+
+def test_detections_reject_inconsistent_shapes():
+    with pytest.raises(ValueError, match="boxes"):
+        Detections(torch.zeros(2, 4), torch.zeros(3), torch.zeros(2, 5, 2))
+
+
+def test_detections_are_frozen():
+    d = Detections.empty()
+    with pytest.raises(AttributeError):
+        d.boxes = torch.zeros(1, 4)
+
+
+def test_from_boxes_gives_nan_landmarks():
+    d = Detections.from_boxes(torch.tensor([[0.0, 0.0, 5.0, 5.0]]))
+    assert torch.isnan(d.landmarks).all() and not d.has_landmarks.any()
+
+
+# ------------------------------------------------------------------------------------------------ NMS
+def test_nms_keeps_best_of_overlapping_and_disjoint_boxes():
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 9.0]])
+    scores = torch.tensor([0.8, 0.9, 0.7, 0.6])
+    assert mtcnn_mod.nms(boxes, scores, 0.5).tolist() == [1, 2]
+
+
+def test_nms_matches_bruteforce_greedy_reference():
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(60, 2, generator=g) * 50
+    boxes = torch.cat([xy, xy + 5 + torch.rand(60, 2, generator=g) * 20], dim=1)
+    scores = torch.rand(60, generator=g)
+    kept = mtcnn_mod.nms(boxes, scores, 0.3).tolist()
+    # Reference: every kept box overlaps no higher-scoring kept box; every dropped box overlaps one.
+    for i in range(60):
+        better_kept = [j for j in kept if scores[j] > scores[i]]
+        overlaps = [float(mtcnn_mod.box_overlap(boxes[j], boxes[i : i + 1])) for j in better_kept]
+        assert (i in kept) == all(o <= 0.3 for o in overlaps)
+    assert scores[kept].diff().le(0).all()
+
+
+def test_nms_min_mode_suppresses_nested_boxes():
+    boxes = torch.tensor([[0, 0, 100, 100], [10, 10, 30, 30.0]])
+    scores = torch.tensor([0.9, 0.8])
+    assert mtcnn_mod.nms(boxes, scores, 0.7, mode="union").tolist() == [0, 1]
+    assert mtcnn_mod.nms(boxes, scores, 0.7, mode="min").tolist() == [0]
+
+
+def test_batched_nms_keeps_groups_apart():
+    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10.0]])
+    keep = mtcnn_mod.batched_nms(boxes, torch.tensor([0.5, 0.9, 0.7]), torch.tensor([0, 0, 1]), 0.5)
+    assert sorted(keep.tolist()) == [1, 2]
+
+
+def test_nms_on_nothing():
+    assert mtcnn_mod.nms(torch.zeros(0, 4), torch.zeros(0), 0.5).shape == (0,)
+    assert mtcnn_mod.batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0), 0.5).shape == (0,)
+
+
+def test_nms_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="mode"):
+        mtcnn_mod.nms(torch.zeros(1, 4), torch.zeros(1), 0.5, mode="max")
+
+
+# --------------------------------------------------------------------------------------------- MTCNN
+def test_pyramid_starts_at_min_face_and_stops_at_window():
+    scales = mtcnn_mod.pyramid_scales(100, 200, min_face=24)
+    assert scales[0] == pytest.approx(12 / 24)
+    assert all(b / a == pytest.approx(mtcnn_mod.PYRAMID_FACTOR) for a, b in zip(scales, scales[1:]))
+    assert 100 * scales[-1] >= 12 > 100 * scales[-1] * mtcnn_mod.PYRAMID_FACTOR
+    assert mtcnn_mod.pyramid_scales(10, 10, min_face=12) == []
+
+
+def test_networks_load_strictly_with_verified_hashes():
+    for name, cls in mtcnn_mod.NETWORKS.items():
+        net = mtcnn_mod.load_network(name)
+        assert isinstance(net, cls) and not net.training
+        assert set(net.state_dict()) == set(mtcnn_mod._verified_state_dict(name))
+
+
+def test_tampered_weights_are_refused(tmp_path, monkeypatch):
+    bad = tmp_path / "mtcnn_pnet.safetensors"
+    bad.write_bytes(mtcnn_mod.weights_path("pnet").read_bytes() + b" ")
+    monkeypatch.setattr(mtcnn_mod, "WEIGHTS_DIR", tmp_path)
+    mtcnn_mod._verified_state_dict.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="sha256"):
+            mtcnn_mod.load_network("pnet")
+    finally:
+        mtcnn_mod._verified_state_dict.cache_clear()
+
+
+def test_network_output_shapes():
+    pnet, rnet, onet = (mtcnn_mod.load_network(n) for n in ("pnet", "rnet", "onet"))
+    with torch.inference_mode():
+        offsets, probs = pnet(torch.zeros(2, 3, 12, 12))
+        assert offsets.shape == (2, 4, 1, 1) and probs.shape == (2, 2, 1, 1)
+        assert rnet(torch.zeros(3, 3, 24, 24))[1].shape == (3, 2)
+        offsets, points, probs = onet(torch.zeros(4, 3, 48, 48))
+        assert offsets.shape == (4, 4) and points.shape == (4, 10)
+        assert torch.allclose(probs.sum(1), torch.ones(4))
+
+
+def test_detector_on_blank_images_finds_nothing(detector):
+    images = [torch.zeros(3, 64, 80, dtype=torch.uint8), torch.full((3, 50, 50), 200, dtype=torch.uint8)]
+    out = detector.detect(images)
+    assert len(out) == 2
+    for d in out:
+        assert isinstance(d, Detections) and len(d) == 0 and d.landmarks.shape == (0, 5, 2)
+
+
+def test_detector_on_tiny_image_and_empty_list(detector):
+    assert detector.detect([]) == []
+    assert len(detector.detect([torch.zeros(3, 8, 8, dtype=torch.uint8)])[0]) == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        torch.zeros(3, 32, 32),  # float
+        torch.zeros(32, 32, 3, dtype=torch.uint8),  # HWC
+        torch.zeros(1, 3, 32, 32, dtype=torch.uint8),  # batched
+    ],
+)
+def test_detector_rejects_bad_images(detector, bad):
+    with pytest.raises(ValueError):
+        detector.detect([bad])
+
+
+def test_detector_rejects_bare_tensor(detector):
+    with pytest.raises(ValueError, match="list"):
+        detector.detect(torch.zeros(3, 32, 32, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("kwargs", [{"min_face": 11}, {"thresholds": (0.6, 0.7)}, {"factor": 1.2}])
+def test_mtcnn_rejects_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        mtcnn_mod.MTCNN(**kwargs)
+
+
+def test_crop_boxes_matches_area_resize_for_aligned_boxes():
+    g = torch.Generator().manual_seed(1)
+    img = torch.randint(0, 256, (3, 90, 120), dtype=torch.uint8, generator=g)
+    volume = align_mod.stack_images([img])
+    boxes = torch.tensor([[10.0, 20.0, 58.0, 68.0], [0.0, 0.0, 24.0, 24.0]])  # 2x and 1x of 24 px
+    crops = mtcnn_mod.crop_boxes(volume, torch.zeros(2, dtype=torch.long), boxes, 24)
+    ref = torch.nn.functional.avg_pool2d(img[None, :, 20:68, 10:58].float(), 2)
+    assert torch.allclose(crops[0], mtcnn_mod.normalize_pixels(ref[0]), atol=1e-4)
+    assert torch.allclose(crops[1], mtcnn_mod.normalize_pixels(img[:, :24, :24].float()), atol=1e-4)
+
+
+# -------------------------------------------------------------------------------------- make_detector
+def test_make_detector_none_and_unknown():
+    assert make_detector(None, "cpu") is None
+    with pytest.raises(ValueError, match="mtcnn"):
+        make_detector("yolo", "cpu")
+
+
+def test_make_detector_mtcnn_follows_protocol():
+    det = make_detector("mtcnn", "cpu", min_face=30)
+    assert isinstance(det, detect_mod.Detector)
+    assert det.device == torch.device("cpu") and det.min_face == 30
+
+
+def test_haar_is_guarded_when_opencv_lacks_cascades(monkeypatch):
+    import cv2
+
+    if hasattr(cv2, "CascadeClassifier"):
+        monkeypatch.delattr(cv2, "CascadeClassifier")
+    with pytest.raises(RuntimeError, match="CascadeClassifier.*mtcnn"):
+        make_detector("haar", "cpu")
+
+
+def test_haar_works_or_fails_clearly():
+    try:
+        det = make_detector("haar", "cpu")
+    except RuntimeError as err:
+        assert "detector='mtcnn'" in str(err)
+        return
+    out = det.detect([torch.zeros(3, 64, 64, dtype=torch.uint8)])
+    assert len(out[0]) == 0
+
+
+def test_facenet_backend_import_error_names_the_extra(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_facenet(name, *args, **kwargs):
+        if name.startswith("facenet_pytorch"):
+            raise ImportError("No module named 'facenet_pytorch'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_facenet)
+    with pytest.raises(ImportError, match=r"lrfer\[facenet\]"):
+        make_detector("facenet", "cpu")
+
+
+# ------------------------------------------------------------------------------------------ alignment
+def test_estimate_similarity_recovers_known_transforms():
+    src = torch.tensor([[30.0, 40], [70, 42], [50, 60], [35, 80], [66, 81]])
+    truths = [similarity(0.3, 0.5, 4.0, -2.0), similarity(-1.2, 2.0, 10.0, 3.0), similarity(0.0, 1.0, 0.0, 0.0)]
+    batch = torch.stack([src] * len(truths))
+    for k, m in enumerate(truths):
+        dst = apply(m, src)
+        est = estimate_similarity(batch[k : k + 1], dst)
+        assert torch.allclose(est[0], m, atol=1e-4)
+
+
+def test_estimate_similarity_is_least_squares_under_noise():
+    g = torch.Generator().manual_seed(2)
+    src = torch.rand(1, 5, 2, generator=g) * 40
+    truth = similarity(0.4, 0.7, 3.0, 5.0)
+    dst = apply(truth, src[0]) + torch.randn(5, 2, generator=g) * 0.5
+    est = estimate_similarity(src, dst)[0]
+    residual = (apply(est, src[0]) - dst).pow(2).sum()
+    for perturbation in (similarity(0.02, 1.0, 0, 0), similarity(0, 1.02, 0, 0), similarity(0, 1, 0.1, 0)):
+        moved = apply(perturbation, apply(est, src[0]))
+        assert residual <= (moved - dst).pow(2).sum()
+
+
+def test_estimate_similarity_rejects_bad_shapes():
+    with pytest.raises(ValueError):
+        estimate_similarity(torch.zeros(5, 2), FER2013_TEMPLATE)
+    with pytest.raises(ValueError):
+        estimate_similarity(torch.zeros(1, 5, 2), torch.zeros(4, 2))
+
+
+def test_template_is_a_plausible_face():
+    (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = FER2013_TEMPLATE.tolist()
+    assert lx < nx < rx and mlx < nx < mrx
+    assert max(ly, ry) < ny < min(mly, mry)
+    assert all(0 < v < 48 for v in FER2013_TEMPLATE.flatten().tolist())
+
+
+def test_rgb_to_gray_uses_bt601():
+    img = torch.zeros(3, 1, 3, dtype=torch.uint8)
+    img[0, 0, 0], img[1, 0, 1], img[2, 0, 2] = 255, 255, 255
+    gray = rgb_to_gray(img).flatten()
+    assert torch.allclose(gray, torch.tensor([0.299, 0.587, 0.114]) * 255)
+
+
+def synthetic_face(size: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """A gray image with bright dots at known, rotated, scaled landmark positions."""
+    m = similarity(0.35, 3.0, 40.0, 30.0)  # template frame -> image
+    points = apply(m, FER2013_TEMPLATE)
+    img = torch.zeros(3, size, size, dtype=torch.uint8)
+    for x, y in points.round().long().tolist():
+        img[:, y - 2 : y + 3, x - 2 : x + 3] = 255
+    return img, points
+
+
+def test_align_maps_landmarks_onto_template():
+    img, points = synthetic_face()
+    det = Detections(torch.tensor([[0.0, 0.0, 200.0, 200.0]]), torch.ones(1), points[None])
+    face = align_faces([img], [det])[0, 0]
+    assert face.shape == (48, 48)
+    for x, y in FER2013_TEMPLATE.tolist():
+        assert face[int(y), int(x)] > 0.5  # each bright dot lands on its template point
+    assert face.mean() < 0.2
+
+
+def test_align_output_shape_range_device_and_order():
+    g = torch.Generator().manual_seed(3)
+    images = [torch.randint(0, 256, (3, 120, 160), dtype=torch.uint8, generator=g), torch.zeros(3, 90, 90, dtype=torch.uint8)]
+    _, points = synthetic_face()
+    dets = [
+        Detections(torch.tensor([[10.0, 10, 90, 100], [50, 20, 120, 90]]), torch.ones(2), torch.stack([points / 2, points / 3])),
+        Detections.from_boxes(torch.tensor([[10.0, 10, 60, 70]])),  # no landmarks: box crop
+    ]
+    out = align_faces(images, dets, out_size=32)
+    assert out.shape == (3, 1, 32, 32) and out.dtype == torch.float32 and out.device == images[0].device
+    assert 0 <= out.min() and out.max() <= 1
+    assert out[2].max() == 0 and out[:2].mean() > 0.3  # the third face comes from the black image
+
+
+def test_align_box_fallback_frames_box_like_fer2013():
+    img = torch.zeros(3, 300, 300, dtype=torch.uint8)
+    img[:, 100:200, 100:200] = 255  # a bright 100x100 "face"
+    face = align_faces([img], [Detections.from_boxes(torch.tensor([[100.0, 100, 200, 200]]))])[0, 0]
+    box = align_mod.FER2013_FACE_BOX
+    side = float((box[2:] - box[:2]).mean())
+    cx, cy = ((box[:2] + box[2:]) / 2).tolist()
+    bright = face > 0.5
+    cols, rows = bright.any(0).nonzero().flatten(), bright.any(1).nonzero().flatten()
+    assert abs((cols[-1] - cols[0] + 1) - side) <= 2 and abs((rows[-1] - rows[0] + 1) - side) <= 2
+    assert abs((cols[0] + cols[-1] + 1) / 2 - cx) <= 1 and abs((rows[0] + rows[-1] + 1) / 2 - cy) <= 1
+
+
+def test_align_antialiases_large_faces():
+    stripes = torch.zeros(3, 960, 960, dtype=torch.uint8)
+    stripes[:, :, ::2] = 255  # 1-px stripes: must average to mid-gray, not alias to black/white
+    face = align_faces([stripes], [Detections.from_boxes(torch.tensor([[80.0, 80, 880, 880]]))])[0, 0]
+    inner = face[12:36, 12:36]
+    assert (inner - 0.5).abs().max() < 0.1
+
+
+def test_align_with_no_faces_is_empty():
+    images = [torch.zeros(3, 40, 40, dtype=torch.uint8)]
+    out = align_faces(images, [Detections.empty()])
+    assert out.shape == (0, 1, 48, 48)
+    assert align_faces([], []).shape == (0, 1, 48, 48)
+
+
+def test_align_rejects_bad_inputs():
+    img = torch.zeros(3, 40, 40, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="Detections"):
+        align_faces([img], [])
+    with pytest.raises(ValueError):
+        align_faces([img.float()], [Detections.empty()])
+    with pytest.raises(ValueError):
+        align_faces([img], [Detections.empty()], out_size=0)

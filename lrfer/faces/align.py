@@ -29,23 +29,23 @@ MIN_LANDMARK_SPREAD = 1e-3
 
 # Derived by scripts/derive_fer2013_template.py on 2026-11-25: lrfer's MTCNN (min_face=48, thresholds
 # 0.6/0.7/0.7) on the first 2,000 FER2013 training faces, upscaled x4 (bicubic) to 192x192 and
-# gray -> RGB; the most confident detection of each face kept when its score >= 0.95 (1,491 faces);
+# gray -> RGB; the most confident detection of each face kept when its score >= 0.95 (1,532 faces);
 # per-coordinate medians divided by 4. Median distance of a face's landmark to its template point:
-# 2.7 px (eyes) to 3.6 px (nose). Re-run the script to re-derive.
+# 2.7 px (eyes) to 3.4 px (nose). Re-run the script to re-derive.
 #: Five landmarks (left eye, right eye, nose, mouth left, mouth right) of a typical FER2013 face, in
 #: 48x48 pixel coordinates.
 FER2013_TEMPLATE = torch.tensor(
     [
-        [15.21, 18.44],
-        [33.10, 18.15],
-        [24.02, 28.44],
-        [17.19, 37.38],
-        [31.49, 37.11],
+        [15.26, 18.52],
+        [33.07, 18.20],
+        [24.01, 28.51],
+        [17.25, 37.40],
+        [31.47, 37.25],
     ]
 )
 #: Median MTCNN box ``x1, y1, x2, y2`` of a FER2013 face in the 48x48 frame (same derivation: centre
-#: (23.4, 23.9), 38.2 x 48.5 px); the framing of faces without landmarks (its centre and mean side).
-FER2013_FACE_BOX = torch.tensor([4.25, -0.34, 42.48, 48.18])
+#: (23.4, 23.9), 38.4 x 48.8 px); the framing of faces without landmarks (its centre and mean side).
+FER2013_FACE_BOX = torch.tensor([4.22, -0.50, 42.66, 48.25])
 
 
 def rgb_to_gray(images: torch.Tensor) -> torch.Tensor:

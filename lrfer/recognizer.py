@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 #: Images decoded, detected and aligned together in one step of :meth:`Recognizer.predict`
 #: (bounds memory when a long list of large photos is passed at once).
 IMAGES_PER_STEP = 32
+#: Faces per network call on CPU (see Recognizer._model_chunk).
+CPU_MODEL_CHUNK = 64
 #: ITU-R BT.601 luma weights (R, G, B).
 GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 #: Detector names accepted by :func:`load` (``None`` / ``"none"``: every image is already a face crop).
@@ -210,7 +212,9 @@ class Recognizer:
     """
 
     def __init__(self, model: nn.Module, spec: ModelSpec, device: torch.device, detector: Any | None) -> None:
-        self.model = model.eval()
+        # channels_last: ~1.5x faster convolutions on CPU (measured in benchmarks/throughput.py) and
+        # the layout tensor cores want on CUDA.
+        self.model = model.eval().to(memory_format=torch.channels_last)
         self.spec = spec
         self.device = torch.device(device)
         self.detector = detector
@@ -262,9 +266,15 @@ class Recognizer:
         with torch.inference_mode():
             x = x.to(self.device, dtype=torch.float32, non_blocking=True)
             x = (to_native(x, self.resolution) - self._mean) / self._std
+            x = x.contiguous(memory_format=torch.channels_last)
             with self._autocast():
-                logits = self.model(x)
+                logits = torch.cat([self.model(part) for part in x.split(self._model_chunk())]) if len(x) else self.model(x)
             return torch.softmax(logits.float() / self.spec.temperature, dim=1)
+
+    def _model_chunk(self) -> int:
+        """Faces per network call: on CPU small chunks keep activations in cache (a 1024 batch in one
+        call measured ~1.6x slower than 64-face calls, benchmarks/throughput.py); on CUDA, everything."""
+        return CPU_MODEL_CHUNK if self.device.type == "cpu" else 1 << 30
 
     def classify(self, faces48: torch.Tensor, batch_size: int = 256) -> np.ndarray:
         """Pipeline stage: probabilities for aligned 48x48 faces, ``batch_size`` at a time -> numpy ``(N, C)``.

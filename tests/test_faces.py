@@ -224,7 +224,7 @@ def test_facenet_backend_import_error_names_the_extra(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_facenet)
-    with pytest.raises(ImportError, match=r"lrfer\[facenet\]"):
+    with pytest.raises(ImportError, match=r"pip install --no-deps facenet-pytorch"):
         make_detector("facenet", "cpu")
 
 

@@ -128,7 +128,7 @@ def test_same_faces_as_facenet_pytorch(detections):
     or two: measured IoUs 0.89-0.98 at 1920 px. Every confident face must match with IoU > 0.85, and
     the typical (median) face with IoU > 0.9.
     """
-    facenet = pytest.importorskip("facenet_pytorch", reason="facenet-pytorch not installed (pip install lrfer[facenet])")
+    facenet = pytest.importorskip("facenet_pytorch", reason="facenet-pytorch not installed (pip install --no-deps facenet-pytorch)")
     reference = facenet.MTCNN(min_face_size=SETTINGS[0][1], keep_all=True, device="cpu")
     best_ious = []
     for photo in PHOTOS:

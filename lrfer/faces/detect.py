@@ -9,7 +9,7 @@ Backends (see :func:`make_detector`):
 - ``"mtcnn"``: lrfer's own torch-only MTCNN (:mod:`lrfer.faces.mtcnn`), bundled weights;
 - ``"haar"``: OpenCV's frontal-face Haar cascade (no landmarks: they are NaN); needs an OpenCV build
   that still has ``cv2.CascadeClassifier`` and its cascade files (OpenCV 4.x; not OpenCV 5);
-- ``"facenet"``: ``facenet_pytorch.MTCNN`` if installed (``pip install lrfer[facenet]``);
+- ``"facenet"``: ``facenet_pytorch.MTCNN`` if installed (``pip install --no-deps facenet-pytorch``: its 2.6 release pins torch<2.3);
 - ``None``: no detector, the input is already a cropped face.
 """
 from __future__ import annotations
@@ -179,7 +179,7 @@ class FacenetDetector:
             from facenet_pytorch import MTCNN as FacenetMTCNN
         except ImportError as err:
             raise ImportError(
-                "detector='facenet' needs facenet-pytorch: pip install lrfer[facenet] "
+                "detector='facenet' needs facenet-pytorch: pip install --no-deps facenet-pytorch (its 2.6 release pins torch<2.3; --no-deps keeps your torch; it also needs a torchvision matching your torch) "
                 "(or use detector='mtcnn', lrfer's own port with the same weights)"
             ) from err
         self.device = torch.device(device)

@@ -1,7 +1,6 @@
 """Architectures of lrfer.models: registry, shapes at each natural input size, structural contracts."""
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -13,13 +12,7 @@ from lrfer.models.manet import MANet
 from lrfer.models.resnet import ResNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread avoids thread contention with other jobs on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 #: (arch, config, natural input size) for every registered architecture, tiny widths.

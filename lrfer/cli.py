@@ -19,14 +19,17 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from lrfer import __version__
+
+if TYPE_CHECKING:
+    from lrfer.io import ImageFiles
 
 logger = logging.getLogger("lrfer")
 
 TRAIN_COMMANDS = ("train", "eval")
-DETECTOR_CHOICES = ("mtcnn", "haar", "facenet", "none")
+DETECTOR_CHOICES = ("auto", "blazeface", "mtcnn", "haar", "facenet", "none")
 #: Images decoded per DataLoader batch (and passed to one ``Recognizer.predict`` call).
 DEFAULT_IMAGE_BATCH = 16
 
@@ -94,8 +97,9 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--image-batch", type=_positive_int, default=DEFAULT_IMAGE_BATCH,
                    help=f"images decoded and detected together (default: {DEFAULT_IMAGE_BATCH})")
     p.add_argument("--min-face", type=_positive_int, default=20, metavar="PX", help="smallest face width searched (default: 20)")
-    p.add_argument("--detector", choices=DETECTOR_CHOICES, default="mtcnn",
-                   help="face detector; 'none' = every image is already a face crop (default: mtcnn)")
+    p.add_argument("--detector", choices=DETECTOR_CHOICES, default="auto",
+                   help="face detector: auto = BlazeFace plus MTCNN for faces too small for it; "
+                        "'none' = every image is already a face crop (default: auto)")
     p.add_argument("--workers", type=_non_negative_int, default=None,
                    help="image-decoding worker processes (default: half the CPUs, at most 4; 0 = decode in-process)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -249,7 +253,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_batch(rec: Any, batch: list[tuple[int, Any]], files: list[tuple[Path, Path]],
+def _predict_batch(rec: Any, batch: list[tuple[int, Any]], files: ImageFiles,
                    args: argparse.Namespace, write: Callable[[dict[str, Any]], None], counts: dict[str, int]) -> None:
     good = []
     for index, item in batch:
@@ -289,7 +293,7 @@ def _worker_init(_: int) -> None:
     cv2.setNumThreads(1)
 
 
-def iter_decoded(files: Sequence[tuple[Path, Path]], workers: int | None, image_batch: int) -> Iterator[list[tuple[int, Any]]]:
+def iter_decoded(files: ImageFiles, workers: int | None, image_batch: int) -> Iterator[list[tuple[int, Any]]]:
     """Batches of ``(file index, uint8 (H, W, 3) tensor | error message)``, decoded by worker processes.
 
     A ``torch.utils.data.DataLoader`` over the file paths, so decoding overlaps inference and memory
@@ -299,7 +303,7 @@ def iter_decoded(files: Sequence[tuple[Path, Path]], workers: int | None, image_
 
     from lrfer.io import ImageFileDataset, collate_list
 
-    dataset = ImageFileDataset([p for p, _ in files])
+    dataset = ImageFileDataset(files)
     workers = default_workers() if workers is None else workers
 
     def make(n: int) -> Iterator[list[tuple[int, Any]]]:

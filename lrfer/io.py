@@ -195,29 +195,66 @@ def to_device_tensor(img: np.ndarray, device: Any = "cpu") -> torch.Tensor:
     return t.contiguous()
 
 
-def iter_image_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Path]]:
+class ImageFiles(Sequence[tuple[Path, Path]]):
+    """``(path, relative_name)`` pairs stored compactly: one bytes array (about 60 bytes per file).
+
+    A folder of 100k images costs about 6 MB here, against about 60 MB as ``Path`` objects, in the
+    main process and again in every decoding worker: this is what keeps ``lrfer predict``'s memory
+    flat from 10k to 100k files.
+    """
+
+    def __init__(self, paths: Sequence[bytes], root_lengths: Sequence[int]) -> None:
+        self._paths = np.array(paths, dtype=bytes) if len(paths) else np.zeros(0, dtype="S1")
+        self._root_lengths = np.asarray(root_lengths, dtype=np.int32)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __getitem__(self, i: int) -> tuple[Path, Path]:  # type: ignore[override]
+        raw = bytes(self._paths[i])
+        return Path(os.fsdecode(raw)), Path(os.fsdecode(raw[self._root_lengths[i]:]))
+
+    def path(self, i: int) -> str:
+        """The ``i``-th file path as a string."""
+        return os.fsdecode(bytes(self._paths[i]))
+
+
+def iter_image_files(paths: Iterable[str | os.PathLike]) -> ImageFiles:
     """Expand files and folders (recursively, sorted) into ``(path, relative_name)`` pairs.
 
     Files given explicitly are kept whatever their extension; folders contribute files with an
     extension in :data:`IMAGE_EXTENSIONS`. ``relative_name`` is the path inside its folder argument
     (the file name for file arguments), used to mirror the layout in ``--annotate`` output.
 
-    >>> iter_image_files(["examples"])  # doctest: +SKIP
+    >>> list(iter_image_files(["examples"]))  # doctest: +SKIP
     [(PosixPath('examples/group1.jpg'), PosixPath('group1.jpg'))]
     """
-    out: list[tuple[Path, Path]] = []
+    found: list[bytes] = []
+    root_lengths: list[int] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(
-                f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
-            )
-            out.extend((f, f.relative_to(p)) for f in found)
+            root = os.fsencode(p) + b"/"
+            names = sorted(_walk_images(os.fsencode(p)), key=lambda rel: rel.split(b"/"))
+            found.extend(root + rel for rel in names)
+            root_lengths.extend([len(root)] * len(names))
         elif p.is_file():
-            out.append((p, Path(p.name)))
+            found.append(os.fsencode(p))
+            root_lengths.append(len(os.fsencode(p)) - len(os.fsencode(p.name)))
         else:
             raise ValueError(f"no such file or folder: {str(p)!r}")
-    return out
+    return ImageFiles(found, root_lengths)
+
+
+def _walk_images(root: bytes) -> Iterable[bytes]:
+    """Paths relative to ``root`` (bytes, '/'-separated) of the image files below it."""
+    extensions = {os.fsencode(e) for e in IMAGE_EXTENSIONS}
+    for folder, _, files in os.walk(root):
+        rel_folder = os.path.relpath(folder, root)
+        prefix = b"" if rel_folder == b"." else rel_folder + b"/"
+        for name in files:
+            if os.path.splitext(name)[1].lower() in extensions and os.path.isfile(os.path.join(folder, name)):
+                yield prefix + name
 
 
 class ImageFileDataset:
@@ -228,8 +265,8 @@ class ImageFileDataset:
     Returned as tensors so worker processes hand images over through shared memory.
     """
 
-    def __init__(self, files: Sequence[str | os.PathLike]) -> None:
-        self.files = list(files)
+    def __init__(self, files: Sequence[str | os.PathLike] | ImageFiles) -> None:
+        self.files = files if isinstance(files, ImageFiles) else list(files)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -238,7 +275,8 @@ class ImageFileDataset:
         import torch
 
         try:
-            return i, torch.from_numpy(read_image_file(self.files[i]))
+            path = self.files.path(i) if isinstance(self.files, ImageFiles) else self.files[i]
+            return i, torch.from_numpy(read_image_file(path))
         except ValueError as e:
             return i, str(e)
 

@@ -44,7 +44,7 @@ CPU_MODEL_CHUNK = 64
 #: ITU-R BT.601 luma weights (R, G, B).
 GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 #: Detector names accepted by :func:`load` (``None`` / ``"none"``: every image is already a face crop).
-DETECTOR_NAMES = ("mtcnn", "haar", "facenet")
+DETECTOR_NAMES = ("auto", "blazeface", "mtcnn", "haar", "facenet")
 _NAN_LANDMARKS = tuple((float("nan"), float("nan")) for _ in range(5))
 _threads_configured = False
 
@@ -97,15 +97,16 @@ def normalize_detector_name(detector: str | None) -> str | None:
 def load(
     spec: str | os.PathLike | ModelSpec | None = None,
     device: str | torch.device | None = None,
-    detector: str | None = "mtcnn",
+    detector: str | None = "auto",
     min_face: int = 20,
 ) -> Recognizer:
     """Load a model and a face detector, ready to :meth:`~Recognizer.predict`.
 
     ``spec``: a manifest name (see :func:`lrfer.list_models`), a local ``.safetensors`` file or
     folder, or ``"hf://org/repo[@revision]"``; ``None`` -> the manifest's default model.
-    ``device``: ``None``/``"auto"`` -> CUDA if available else CPU. ``detector``: ``"mtcnn"``,
-    ``"haar"``, ``"facenet"`` or ``None`` (each input image is already a face crop).
+    ``device``: ``None``/``"auto"`` -> CUDA if available else CPU. ``detector``: ``"auto"``
+    (BlazeFace, plus MTCNN for faces too small for it), ``"blazeface"``, ``"mtcnn"``, ``"haar"``,
+    ``"facenet"`` or ``None`` (each input image is already a face crop).
     ``min_face``: smallest face width in pixels the detector looks for.
 
     >>> rec = lrfer.load("gmenet-fer2013-16px")  # doctest: +SKIP

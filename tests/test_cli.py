@@ -185,7 +185,7 @@ def test_train_and_eval_are_delegated(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_parser_defaults() -> None:
     args = build_parser().parse_args(["predict", "x.jpg"])
-    assert (args.detector, args.device, args.batch_size, args.min_face) == ("mtcnn", "auto", 256, 20)
+    assert (args.detector, args.device, args.batch_size, args.min_face) == ("auto", "auto", 256, 20)
     assert args.model is None and args.out is None
 
 

@@ -6,7 +6,9 @@ those between 0.70 and 0.91, next to O-Net's 0.7 threshold, so whether they pass
 pyramid sampling, in facenet-pytorch (3, 3, 3, 5 faces at 1920 px; 3, 2, 3, 6 at 480 px) as in lrfer.
 The tests therefore count confident detections (score >= CONFIDENT): exactly the number of people on
 the photos whose faces are all clear (1, 3, 4), never more than the number of people on any photo,
-and the same faces at 1920 and 480 px.
+and the same faces at 1920 and 480 px. The default detector ("auto": BlazeFace, which finds every
+face here, plus MTCNN for faces too small for it) is held to the exact counts in
+tests/test_pipeline_shared.py; the last test here checks the O-Net landmarks it puts on BlazeFace's faces.
 """
 from __future__ import annotations
 
@@ -143,3 +145,22 @@ def test_same_faces_as_facenet_pytorch(detections):
                 best_ious.append(pairwise_iou(found, other).max(dim=1).values)
     best = torch.cat(best_ious)
     assert (best > 0.85).all() and best.median() > 0.9, f"best IoUs {best.tolist()}"
+
+
+@pytest.mark.parametrize("photo", CLEAR_PHOTOS)
+def test_onet_landmarks_on_blazeface_boxes_match_mtcnn(detections, photo):
+    """The combined detector's landmarks (O-Net inside BlazeFace's boxes) are MTCNN's own, to a few px."""
+    from lrfer.faces.blazeface import BlazeFace
+
+    image = load_rgb(photo)
+    mtcnn = mtcnn_mod.MTCNN(min_face=20)
+    placed = mtcnn.place_landmarks([image], BlazeFace().detect([image]))[0]
+    own = detections[None][PHOTOS.index(photo)]
+    own = Detections(own.boxes[own.scores >= CONFIDENT], own.scores[own.scores >= CONFIDENT], own.landmarks[own.scores >= CONFIDENT])
+    iou = pairwise_iou(placed.boxes, own.boxes)
+    assert len(placed) == len(own) == expected_counts()[photo]
+    for k, j in enumerate(iou.argmax(dim=1).tolist()):
+        assert iou[k, j] > 0.5
+        width = float(own.boxes[j, 2] - own.boxes[j, 0])
+        error = (placed.landmarks[k] - own.landmarks[j]).norm(dim=1).max()
+        assert error < 0.12 * width  # measured: at most 19 px on 175-230 px faces

@@ -150,6 +150,16 @@ def test_iter_image_files(rgb: np.ndarray, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no such file or folder"):
         iter_image_files([tmp_path / "missing"])
     assert ".jpg" in IMAGE_EXTENSIONS and ".png" in IMAGE_EXTENSIONS
+    assert len(iter_image_files([tmp_path / "empty"] if (tmp_path / "empty").mkdir() is None else [])) == 0
+
+
+def test_image_files_are_stored_compactly(tmp_path: Path) -> None:
+    for i in range(300):
+        (tmp_path / f"{i:04d}.jpg").write_bytes(b"")
+    found = iter_image_files([tmp_path])
+    assert len(found) == 300 and found[299] == (tmp_path / "0299.jpg", Path("0299.jpg"))
+    assert found.path(0) == str(tmp_path / "0000.jpg")
+    assert found._paths.nbytes < 300 * len(str(tmp_path / "0000.jpg")) + 300  # one byte string per file
 
 
 def test_image_file_dataset_reports_errors_per_item(rgb: np.ndarray, tmp_path: Path) -> None:

@@ -279,19 +279,23 @@ def regress_boxes(boxes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- stages
-def pyramid_scales(height: int, width: int, min_face: float, factor: float = PYRAMID_FACTOR) -> list[float]:
-    """Scales at which P-Net's 12-px window covers faces from ``min_face`` px up to the image's short side.
+def pyramid_scales(
+    height: int, width: int, min_face: float, factor: float = PYRAMID_FACTOR, max_face: float | None = None
+) -> list[float]:
+    """Scales at which P-Net's 12-px window covers faces from ``min_face`` px up to ``max_face`` px
+    (default: the image's short side).
 
     >>> [round(s, 3) for s in pyramid_scales(40, 60, 20)]
     [0.6, 0.425, 0.302]
+    >>> [round(s, 3) for s in pyramid_scales(40, 60, 20, max_face=30)]
+    [0.6, 0.425]
     """
+    largest = min(height, width) if max_face is None else min(height, width, max_face)
     scales = []
     scale = PNET_WINDOW / min_face
-    short_side = min(height, width) * scale
-    while short_side >= PNET_WINDOW:
+    while largest * scale >= PNET_WINDOW:
         scales.append(scale)
         scale *= factor
-        short_side *= factor
     return scales
 
 
@@ -408,19 +412,35 @@ def output(
     offsets, points, probs = run_chunked(onet, crop_boxes(volume, image, boxes, ONET_INPUT))
     passed = probs[:, 1] > threshold
     boxes, scores, offsets, points, image = boxes[passed], probs[passed, 1], offsets[passed], points[passed], image[passed]
-    size = boxes[:, 2:] - boxes[:, :2]
-    landmarks = boxes[:, None, :2] + torch.stack([points[:, :5], points[:, 5:]], dim=-1) * size[:, None, :]
+    landmarks = points_in_image(points, boxes)
     boxes = regress_boxes(boxes, offsets)
     keep = batched_nms(boxes, scores, image, NMS_OUTPUT, mode="min")
     return boxes[keep], scores[keep], landmarks[keep], image[keep]
+
+
+def points_in_image(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """O-Net's landmark output (K, 10: x1..x5, y1..y5, fractions of the box) to (K, 5, 2) image pixels."""
+    size = boxes[:, 2:] - boxes[:, :2]
+    return boxes[:, None, :2] + torch.stack([points[:, :5], points[:, 5:]], dim=-1) * size[:, None, :]
+
+
+def onet_landmarks(onet: nn.Module, volume: torch.Tensor, boxes: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """O-Net's five landmarks (K, 5, 2) inside given boxes (squared first); no thresholds, no NMS."""
+    if boxes.shape[0] == 0:
+        return boxes.new_zeros(0, 5, 2)
+    boxes = square_boxes(boxes)
+    _, points, _ = run_chunked(onet, crop_boxes(volume, image, boxes, ONET_INPUT))
+    return points_in_image(points, boxes)
 
 
 # ------------------------------------------------------------------------------------------- detector
 class MTCNN(nn.Module):
     """The three-stage MTCNN cascade with bundled, hash-checked weights, on one device.
 
-    ``min_face``: smallest face side searched for, in pixels (>= 12); ``thresholds``: P/R/O-Net
-    score thresholds; ``factor``: pyramid scale ratio.
+    ``min_face``: smallest face side searched for, in pixels (>= 12); ``max_face_fraction``: if set,
+    largest face side searched for, as a fraction of the image's long side (the pyramid stops there:
+    :class:`~lrfer.faces.detect.CombinedDetector` leaves larger faces to BlazeFace); ``thresholds``:
+    P/R/O-Net score thresholds; ``factor``: pyramid scale ratio.
 
     >>> MTCNN(min_face=12).detect([torch.zeros(3, 48, 48, dtype=torch.uint8)])[0].scores.shape
     torch.Size([0])
@@ -432,6 +452,7 @@ class MTCNN(nn.Module):
         thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
         factor: float = PYRAMID_FACTOR,
         device: torch.device | str = "cpu",
+        max_face_fraction: float | None = None,
     ) -> None:
         super().__init__()
         if not min_face >= MIN_FACE_LIMIT:
@@ -443,6 +464,9 @@ class MTCNN(nn.Module):
         self.min_face = float(min_face)
         self.thresholds = tuple(float(t) for t in thresholds)
         self.factor = float(factor)
+        if max_face_fraction is not None and not 0 < max_face_fraction <= 1:
+            raise ValueError(f"max_face_fraction must be in (0, 1]; got {max_face_fraction}")
+        self.max_face_fraction = max_face_fraction
         self.pnet = load_network("pnet")
         self.rnet = load_network("rnet")
         self.onet = load_network("onet")
@@ -470,6 +494,17 @@ class MTCNN(nn.Module):
             Detections(boxes[image == n], scores[image == n], landmarks[image == n]) for n in range(len(images))
         ]
 
+    @torch.inference_mode()
+    def place_landmarks(self, images: list[torch.Tensor], detections: list[Detections]) -> list[Detections]:
+        """The same faces (boxes, scores) with O-Net's five landmarks, e.g. for another detector's boxes."""
+        images = check_images(images, self.device)
+        if sum(len(d) for d in detections) == 0:
+            return list(detections)
+        boxes = torch.cat([d.boxes.to(self.device) for d in detections])
+        image = torch.cat([torch.full((len(d),), n, device=self.device) for n, d in enumerate(detections)])
+        landmarks = onet_landmarks(self.onet, stack_images(images), boxes, image).split([len(d) for d in detections])
+        return [Detections(d.boxes.to(self.device), d.scores.to(self.device), lm) for d, lm in zip(detections, landmarks)]
+
     def _propose_all(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Stage 1 over all images, batching those of equal size; image indices refer to ``images``."""
         groups: dict[tuple[int, int], list[int]] = {}
@@ -478,7 +513,8 @@ class MTCNN(nn.Module):
         parts = []
         for (height, width), members in groups.items():
             batch = normalize_pixels(torch.stack([images[n] for n in members]).float())
-            scales = pyramid_scales(height, width, self.min_face, self.factor)
+            max_face = None if self.max_face_fraction is None else self.max_face_fraction * max(height, width)
+            scales = pyramid_scales(height, width, self.min_face, self.factor, max_face)
             boxes, scores, local = propose(self.pnet, batch, scales, self.thresholds[0])
             parts.append((boxes, scores, torch.tensor(members, device=self.device)[local]))
         boxes, scores, image = (torch.cat(p) for p in zip(*parts))

@@ -1,0 +1,294 @@
+"""BlazeFace full-range face detector (MediaPipe), torch only, with bundled hash-checked weights.
+
+BlazeFace (Bazarevsky et al., "BlazeFace: Sub-millisecond Neural Face Detection on Mobile GPUs",
+CVPR-W 2019) is a single-shot detector. The *full-range* model used here is MediaPipe's
+``face_detection_full_range_sparse.tflite`` (Google, Apache-2.0): a 192x192 input, a feature pyramid
+(stride 4 to 32, top-down with bilinear upsampling), and one anchor per cell of a 48x48 grid that
+predicts a face score, a box and six keypoints. It sees whole photos at once, so it is robust to pose
+(profile, looking down) where MTCNN's cascade is not, but the 192 px input limits it to faces larger
+than about 1/25 of the photo's long side; :class:`lrfer.faces.detect.CombinedDetector` adds MTCNN
+for smaller ones.
+
+The layer layout below reproduces the TFLite graph op for op, so the weights converted by
+``scripts/convert_blazeface_weights.py`` load with ``strict=True`` and the outputs match the TFLite
+interpreter to float precision. Stages, each a small function:
+
+1. :func:`letterbox` - each image resized (area-filtered) into a centred 192x192 frame, [-1, 1];
+2. :class:`BlazeFaceFullRange` - the network: per anchor, a logit and 16 regression values;
+3. :func:`decode` - anchors + regression to boxes and keypoints in the 192 frame, sigmoid scores;
+4. :func:`weighted_nms` - MediaPipe's blending NMS (overlapping boxes are score-weighted averages);
+5. the letterbox is undone into image pixels.
+
+Keypoints: right eye, left eye, nose tip, mouth centre, right and left ear tragion (the subject's
+right eye is the one with the smaller x in an upright photo). :class:`Detections` get the five
+alignment points left eye (smaller x), right eye, nose, mouth, mouth: BlazeFace predicts the mouth
+centre only, so both mouth corners are set to it; the least-squares similarity fit of
+:mod:`lrfer.faces.align` from a duplicated centre equals the fit from two symmetric corners.
+
+>>> det = BlazeFace()
+>>> len(det.detect([torch.zeros(3, 120, 160, dtype=torch.uint8)])[0])
+0
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lrfer.faces.detect import Detections, check_images
+
+log = logging.getLogger(__name__)
+
+INPUT_SIZE = 192
+GRID_SIZE = 48  # one anchor per 4x4 input pixels
+NUM_KEYPOINTS = 6
+#: MediaPipe's face_detection_full_range graph: score threshold, blending-NMS IoU, logit clipping.
+DEFAULT_THRESHOLD = 0.5
+NMS_IOU = 0.3
+SCORE_CLIP = 100.0
+#: Landmark indices of (right eye, left eye, nose tip, mouth centre, mouth centre) in BlazeFace's six.
+ALIGNMENT_KEYPOINTS = (0, 1, 2, 3, 3)
+
+WEIGHTS_FILE = Path(__file__).resolve().parent.parent / "weights" / "blazeface_full_range.safetensors"
+#: sha256 of the bundled weights (written by scripts/convert_blazeface_weights.py).
+WEIGHTS_SHA256 = "2f7be3cad2a3de75302aabdcc46a8cca7d0388ead912dea9ecc3b2022623cbe1"
+
+
+# --------------------------------------------------------------------------------------------- network
+def depthwise(channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(channels, channels, 3, stride=stride, padding=1, groups=channels)
+
+
+def pointwise(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1)
+
+
+class ResidualBlock(nn.Module):
+    """depthwise 3x3, 1x1 down to ``mid`` (ReLU), depthwise 3x3, 1x1 back up; plus the input, then ReLU."""
+
+    def __init__(self, channels: int, mid: int) -> None:
+        super().__init__()
+        self.dw1, self.pw1 = depthwise(channels), pointwise(channels, mid)
+        self.dw2, self.pw2 = depthwise(mid), pointwise(mid, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.pw1(self.dw1(x)))
+        return F.relu(x + self.pw2(self.dw2(y)))
+
+
+class DownBlock(nn.Module):
+    """The stride-2 block: depthwise 3x3 stride 2, 1x1 to ``mid`` (ReLU), depthwise 3x3, 1x1 to ``cout`` (ReLU)."""
+
+    def __init__(self, cin: int, mid: int, cout: int) -> None:
+        super().__init__()
+        self.dw1, self.pw1 = depthwise(cin, stride=2), pointwise(cin, mid)
+        self.dw2, self.pw2 = depthwise(mid), pointwise(mid, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.pw1(self.dw1(x)))
+        return F.relu(self.pw2(self.dw2(y)))
+
+
+class Head(nn.Module):
+    """1x1 conv, depthwise 3x3 stride 2, then depth-to-space x2 back to the 48x48 grid (TFLite's order)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.pw, self.dw = pointwise(cin, 4 * cout), depthwise(4 * cout, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dw(self.pw(x))
+        n, c4, h, w = y.shape
+        # TFLite DEPTH_TO_SPACE: channel (i * 2 + j) * C + c goes to pixel (2h + i, 2w + j), channel c.
+        y = y.view(n, 2, 2, c4 // 4, h, w).permute(0, 3, 4, 1, 5, 2)
+        return y.reshape(n, c4 // 4, 2 * h, 2 * w)
+
+
+def _blocks(channels: int, mid: int, count: int) -> nn.Sequential:
+    return nn.Sequential(*(ResidualBlock(channels, mid) for _ in range(count)))
+
+
+class BlazeFaceFullRange(nn.Module):
+    """The full-range network. (N, 3, 192, 192) in [-1, 1] -> logits (N, 2304), regression (N, 2304, 16).
+
+    Modules are declared in the TFLite graph's order (the converter relies on it); feature maps:
+    96 (32 ch) -> 48 (64) -> 24 (128) -> 12 (192) -> 6 (384), then top-down 6 -> 12 -> 24 -> 48.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, stride=2, padding=1)
+        self.stage96 = _blocks(32, 8, 2)
+        self.down48, self.stage48, self.lateral48 = DownBlock(32, 16, 64), _blocks(64, 16, 2), pointwise(64, 48)
+        self.down24, self.stage24, self.lateral24 = DownBlock(64, 32, 128), _blocks(128, 32, 2), pointwise(128, 64)
+        self.down12, self.stage12, self.lateral12 = DownBlock(128, 48, 192), _blocks(192, 48, 2), pointwise(192, 96)
+        self.down6, self.stage6 = DownBlock(192, 96, 384), _blocks(384, 96, 3)
+        self.top6, self.up12 = pointwise(384, 96), _blocks(96, 48, 2)
+        self.top12, self.up24 = pointwise(96, 64), _blocks(64, 32, 2)
+        self.top24, self.up48 = pointwise(64, 48), _blocks(48, 24, 1)
+        self.classifier = Head(48, 1)
+        self.regressor = Head(48, 16)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.stage96(F.relu(self.stem(x)))
+        c48 = self.stage48(self.down48(x))
+        c24 = self.stage24(self.down24(c48))
+        c12 = self.stage12(self.down12(c24))
+        c6 = self.stage6(self.down6(c12))
+        # The laterals are computed in the graph's order (they feed the top-down sums below).
+        l48, l24, l12 = F.relu(self.lateral48(c48)), F.relu(self.lateral24(c24)), F.relu(self.lateral12(c12))
+        p12 = self.up12(_upsample2(F.relu(self.top6(c6))) + l12)
+        p24 = self.up24(_upsample2(F.relu(self.top12(p12))) + l24)
+        p48 = self.up48(_upsample2(F.relu(self.top24(p24))) + l48)
+        logits = self.classifier(p48).flatten(1)
+        regression = self.regressor(p48).permute(0, 2, 3, 1).flatten(1, 2)
+        return logits, regression
+
+
+def _upsample2(x: torch.Tensor) -> torch.Tensor:
+    # TFLite RESIZE_BILINEAR with half_pixel_centers=True is torch's align_corners=False.
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+# --------------------------------------------------------------------------------------------- weights
+@lru_cache(maxsize=None)
+def _verified_state_dict() -> dict[str, torch.Tensor]:
+    from safetensors.torch import load as load_safetensors
+
+    if not WEIGHTS_FILE.is_file():
+        raise FileNotFoundError(
+            f"BlazeFace weights {WEIGHTS_FILE} are missing; reinstall lrfer, or regenerate them with "
+            "scripts/convert_blazeface_weights.py"
+        )
+    data = WEIGHTS_FILE.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != WEIGHTS_SHA256:
+        raise ValueError(
+            f"sha256 of {WEIGHTS_FILE} is {digest}, expected {WEIGHTS_SHA256}: the file is corrupt or was "
+            "replaced; reinstall lrfer (pip install --force-reinstall lrfer)"
+        )
+    return load_safetensors(data)
+
+
+def load_network(device: torch.device | str = "cpu") -> BlazeFaceFullRange:
+    """Build the network, load the verified bundled weights (strict), eval mode, on ``device``."""
+    net = BlazeFaceFullRange()
+    net.load_state_dict({k: v.float() for k, v in _verified_state_dict().items()}, strict=True)
+    return net.to(device).eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------------------------------------- stages
+def letterbox(images: list[torch.Tensor], size: int = INPUT_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit each (3, H, W) uint8 image into a centred ``size`` square (zero border), scaled to [-1, 1].
+
+    Returns the batch (N, 3, size, size) and (N, 4) ``scale_x, scale_y, pad_x, pad_y`` with
+    ``frame = image * scale + pad``. Shrinking is area-filtered (antialiased bilinear).
+    """
+    batch = images[0].new_full((len(images), 3, size, size), -1.0, dtype=torch.float32)
+    params = torch.zeros(len(images), 4)
+    for n, img in enumerate(images):
+        h, w = img.shape[-2:]
+        new_h, new_w = max(1, round(h * size / max(h, w))), max(1, round(w * size / max(h, w)))
+        resized = F.interpolate(img[None].float(), size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+        top, left = (size - new_h) // 2, (size - new_w) // 2
+        batch[n, :, top : top + new_h, left : left + new_w] = resized[0] / 127.5 - 1
+        params[n] = torch.tensor([new_w / w, new_h / h, left, top])
+    return batch, params
+
+
+@lru_cache(maxsize=4)
+def anchor_centres(grid: int = GRID_SIZE, device: str = "cpu") -> torch.Tensor:
+    """(grid*grid, 2) anchor centres ``(x, y)`` in [0, 1], row-major, at cell centres."""
+    coords = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
+    y, x = torch.meshgrid(coords, coords, indexing="ij")
+    return torch.stack([x.flatten(), y.flatten()], dim=1).to(device)
+
+
+def decode(logits: torch.Tensor, regression: torch.Tensor, size: int = INPUT_SIZE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores (N, A), boxes (N, A, 4) ``x1, y1, x2, y2`` and keypoints (N, A, 6, 2) in ``size``-frame pixels.
+
+    The regression holds, per anchor, the box centre offset and size, then six keypoint offsets, all
+    in input pixels (MediaPipe's ``x_scale = w_scale = 192`` with fixed unit anchors).
+    """
+    anchors = anchor_centres(int(round(logits.shape[1] ** 0.5)), str(logits.device)).to(logits) * size
+    scores = torch.sigmoid(logits.clamp(-SCORE_CLIP, SCORE_CLIP))
+    centre = anchors + regression[..., 0:2]
+    half = regression[..., 2:4] / 2
+    boxes = torch.cat([centre - half, centre + half], dim=-1)
+    keypoints = anchors[:, None, :] + regression[..., 4:].unflatten(-1, (NUM_KEYPOINTS, 2))
+    return scores, boxes, keypoints
+
+
+def weighted_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, keypoints: torch.Tensor, iou_threshold: float = NMS_IOU
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MediaPipe's blending NMS: each kept face is the score-weighted mean of the boxes overlapping it.
+
+    Greedy by score: the best remaining box takes every remaining box with IoU > ``iou_threshold``
+    (itself included); the face's box and keypoints are their score-weighted average, its score the
+    best one's. Returns boxes (K, 4), scores (K,), keypoints (K, 6, 2).
+    """
+    from lrfer.faces.mtcnn import box_overlap
+
+    order = scores.argsort(descending=True)
+    out_boxes, out_scores, out_points = [], [], []
+    while order.numel() > 0:
+        overlap = box_overlap(boxes[order[0]], boxes[order])
+        group, order = order[overlap > iou_threshold], order[overlap <= iou_threshold]
+        weights = scores[group] / scores[group].sum()
+        out_boxes.append((boxes[group] * weights[:, None]).sum(0))
+        out_points.append((keypoints[group] * weights[:, None, None]).sum(0))
+        out_scores.append(scores[group[0]])
+    if not out_scores:
+        return boxes.new_zeros(0, 4), scores.new_zeros(0), keypoints.new_zeros(0, NUM_KEYPOINTS, 2)
+    return torch.stack(out_boxes), torch.stack(out_scores), torch.stack(out_points)
+
+
+# ------------------------------------------------------------------------------------------- detector
+class BlazeFace(nn.Module):
+    """MediaPipe's full-range BlazeFace behind lrfer's :class:`Detector` interface, batched, on one device.
+
+    ``threshold``: face score threshold (MediaPipe's default 0.5); ``min_face``: faces narrower than
+    this many image pixels are dropped.
+    """
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, min_face: float = 0, device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        if not 0 <= threshold < 1:
+            raise ValueError(f"threshold must be in [0, 1); got {threshold}")
+        self.threshold = float(threshold)
+        self.min_face = float(min_face)
+        self.net = load_network(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.stem.weight.device
+
+    def train(self, mode: bool = True) -> BlazeFace:
+        """The detector always stays in eval mode."""
+        return super().train(False)
+
+    @torch.inference_mode()
+    def detect(self, images: list[torch.Tensor]) -> list[Detections]:
+        """Find faces in a list of ``(3, H, W)`` uint8 RGB images (any sizes); one :class:`Detections` each."""
+        images = check_images(images, self.device)
+        if not images:
+            return []
+        batch, params = letterbox(images)
+        scores, boxes, keypoints = decode(*self.net(batch))
+        return [self._faces(s, b, k, p.to(self.device)) for s, b, k, p in zip(scores, boxes, keypoints, params)]
+
+    def _faces(self, scores: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Tensor, params: torch.Tensor) -> Detections:
+        passed = scores >= self.threshold
+        boxes, scores, keypoints = weighted_nms(boxes[passed], scores[passed], keypoints[passed])
+        scale, pad = params[:2], params[2:]
+        boxes = (boxes - pad.repeat(2)) / scale.repeat(2)
+        keypoints = (keypoints - pad) / scale
+        keep = (boxes[:, 2] - boxes[:, 0]) >= self.min_face
+        landmarks = keypoints[keep][:, list(ALIGNMENT_KEYPOINTS)]
+        return Detections(boxes[keep], scores[keep], landmarks)

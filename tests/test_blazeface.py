@@ -1,0 +1,172 @@
+"""Fast, self-contained tests of the BlazeFace port and of the combined (default) detector."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lrfer.faces import Detections, estimate_similarity, make_detector
+from lrfer.faces import blazeface as bf
+from lrfer.faces import detect as detect_mod
+from lrfer.faces import mtcnn as mtcnn_mod
+from lrfer.faces.align import FER2013_TEMPLATE, stack_images
+
+
+@pytest.fixture(scope="module")
+def blazeface() -> bf.BlazeFace:
+    return bf.BlazeFace()
+
+
+def test_network_loads_strictly_with_verified_hash():
+    net = bf.load_network()
+    assert not net.training
+    assert set(net.state_dict()) == set(bf._verified_state_dict())
+    assert all(v.dtype == torch.float32 for v in net.state_dict().values())
+
+
+def test_tampered_weights_are_refused(tmp_path, monkeypatch):
+    bad = tmp_path / "blazeface_full_range.safetensors"
+    bad.write_bytes(bf.WEIGHTS_FILE.read_bytes()[:-1] + b"x")
+    monkeypatch.setattr(bf, "WEIGHTS_FILE", bad)
+    bf._verified_state_dict.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="sha256"):
+            bf.load_network()
+    finally:
+        bf._verified_state_dict.cache_clear()
+
+
+def test_network_output_shapes():
+    with torch.inference_mode():
+        logits, regression = bf.load_network()(torch.zeros(2, 3, 192, 192))
+    assert logits.shape == (2, 48 * 48) and regression.shape == (2, 48 * 48, 16)
+
+
+def test_depth_to_space_follows_tflite_channel_order():
+    head = bf.Head(1, 2)  # 1x1 conv to 8 channels, depthwise stride 2, depth-to-space to 2 channels
+    with torch.no_grad():
+        head.pw.weight.zero_()
+        head.pw.bias.copy_(torch.arange(8.0))
+        head.dw.weight.zero_()
+        head.dw.weight[:, 0, 1, 1] = 1  # identity at the sampled pixels
+        head.dw.bias.zero_()
+        out = head(torch.zeros(1, 1, 4, 4))
+    # TFLite: input channel (i * 2 + j) * C + c lands at pixel (2h + i, 2w + j), output channel c.
+    for i in range(2):
+        for j in range(2):
+            for c in range(2):
+                assert out[0, c, i, j] == (i * 2 + j) * 2 + c
+
+
+def test_anchors_are_cell_centres():
+    anchors = bf.anchor_centres(4)
+    assert anchors.shape == (16, 2)
+    assert anchors[0].tolist() == [0.125, 0.125] and anchors[1].tolist() == [0.375, 0.125]
+
+
+def test_decode_places_boxes_and_keypoints_around_anchors():
+    grid = 4
+    logits = torch.full((1, grid * grid), -200.0)
+    logits[0, 5] = 0.0  # anchor (row 1, col 1): centre (72, 72) in a 192 frame
+    regression = torch.zeros(1, grid * grid, 16)
+    regression[0, 5, :4] = torch.tensor([10.0, -4.0, 40.0, 20.0])
+    regression[0, 5, 4:6] = torch.tensor([-8.0, 2.0])
+    scores, boxes, keypoints = bf.decode(logits, regression)
+    assert scores[0, 5] == pytest.approx(0.5) and scores[0, 0] == pytest.approx(0.0)  # logits clipped at -100
+    assert boxes[0, 5].tolist() == pytest.approx([62.0, 58.0, 102.0, 78.0])
+    assert keypoints[0, 5, 0].tolist() == pytest.approx([64.0, 74.0])
+    assert keypoints.shape == (1, grid * grid, 6, 2)
+
+
+def test_weighted_nms_blends_overlapping_boxes_and_keeps_disjoint_ones():
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [50.0, 50.0, 60.0, 60.0]])
+    scores = torch.tensor([0.9, 0.3, 0.6])
+    points = boxes[:, None, :2].expand(3, 6, 2).clone()
+    out_boxes, out_scores, out_points = bf.weighted_nms(boxes, scores, points)
+    assert out_scores.tolist() == pytest.approx([0.9, 0.6])
+    assert out_boxes[0].tolist() == pytest.approx([0.25, 0.25, 10.25, 10.25])  # (0.9 * 0 + 0.3 * 1) / 1.2
+    assert out_points[0, 0].tolist() == pytest.approx([0.25, 0.25])
+    assert out_boxes[1].tolist() == [50.0, 50.0, 60.0, 60.0]
+    empty = bf.weighted_nms(boxes[:0], scores[:0], points[:0])
+    assert [t.shape[0] for t in empty] == [0, 0, 0]
+
+
+def test_letterbox_centres_the_image_and_records_the_mapping():
+    wide = torch.full((3, 100, 400), 255, dtype=torch.uint8)
+    batch, params = bf.letterbox([wide])
+    assert batch.shape == (1, 3, 192, 192)
+    sx, sy, px, py = params[0].tolist()
+    assert sx == pytest.approx(192 / 400) and sy == pytest.approx(48 / 100) and (px, py) == (0, 72)
+    assert batch[0, :, 72:120].min() == pytest.approx(1.0)  # the image, white -> +1
+    assert batch[0, :, :72].max() == -1.0 and batch[0, :, 120:].max() == -1.0  # black border
+
+
+def test_blazeface_finds_nothing_in_blank_images(blazeface):
+    out = blazeface.detect([torch.zeros(3, 64, 80, dtype=torch.uint8), torch.full((3, 300, 200), 128, dtype=torch.uint8)])
+    assert [len(d) for d in out] == [0, 0]
+    assert out[0].landmarks.shape == (0, 5, 2)
+    assert blazeface.detect([]) == []
+
+
+def test_blazeface_rejects_bad_images_and_settings(blazeface):
+    with pytest.raises(ValueError):
+        blazeface.detect([torch.zeros(3, 32, 32)])
+    with pytest.raises(ValueError, match="threshold"):
+        bf.BlazeFace(threshold=1.5)
+
+
+def test_duplicated_mouth_centre_aligns_like_symmetric_corners():
+    # BlazeFace gives a mouth centre; Detections carry it as both mouth corners.
+    angle, scale, shift = 0.2, 3.0, torch.tensor([40.0, 25.0])
+    rot = torch.tensor([[torch.cos(torch.tensor(angle)), -torch.sin(torch.tensor(angle))],
+                        [torch.sin(torch.tensor(angle)), torch.cos(torch.tensor(angle))]])
+    face = (FER2013_TEMPLATE @ rot.T) * scale + shift
+    collapsed = face.clone()
+    collapsed[3:] = face[3:].mean(dim=0)
+    full = estimate_similarity(face[None], FER2013_TEMPLATE)
+    from_centre = estimate_similarity(collapsed[None], FER2013_TEMPLATE)
+    mapped = from_centre[0, :, :2] @ face[:3].T + from_centre[0, :, 2:]
+    assert (mapped.T - FER2013_TEMPLATE[:3]).abs().max() < 0.3  # eyes and nose land within 0.3 px
+    assert torch.allclose(full, from_centre, atol=0.02)
+
+
+def test_mtcnn_pyramid_stops_at_max_face_fraction():
+    det = mtcnn_mod.MTCNN(min_face=20, max_face_fraction=0.05)
+    assert det.detect([torch.zeros(3, 300, 300, dtype=torch.uint8)])[0].boxes.shape == (0, 4)  # 15 px < 20: no scale
+    with pytest.raises(ValueError, match="max_face_fraction"):
+        mtcnn_mod.MTCNN(max_face_fraction=0)
+
+
+def test_onet_landmarks_inside_given_boxes():
+    onet = mtcnn_mod.load_network("onet")
+    img = torch.randint(0, 256, (3, 120, 160), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    volume = stack_images([img])
+    boxes = torch.tensor([[20.0, 10.0, 80.0, 90.0]])
+    with torch.inference_mode():
+        points = mtcnn_mod.onet_landmarks(onet, volume, boxes, torch.zeros(1, dtype=torch.long))
+    assert points.shape == (1, 5, 2) and torch.isfinite(points).all()
+    assert mtcnn_mod.onet_landmarks(onet, volume, boxes[:0], torch.zeros(0, dtype=torch.long)).shape == (0, 5, 2)
+
+
+def test_merge_small_faces_keeps_only_small_confident_new_faces():
+    large = Detections.from_boxes(torch.tensor([[100.0, 100.0, 300.0, 300.0]]), torch.tensor([0.8]))
+    small = Detections.from_boxes(
+        torch.tensor([
+            [120.0, 120.0, 160.0, 160.0],  # inside the large face: a duplicate
+            [500.0, 50.0, 530.0, 80.0],  # small, confident, new: kept
+            [600.0, 50.0, 630.0, 80.0],  # small and new but not confident
+            [700.0, 50.0, 900.0, 250.0],  # confident but large: BlazeFace's call
+        ]),
+        torch.tensor([0.99, 0.99, 0.90, 0.99]),
+    )
+    merged = detect_mod.merge_small_faces(large, small, long_side=1000)
+    assert merged.boxes.tolist() == [[100.0, 100.0, 300.0, 300.0], [500.0, 50.0, 530.0, 80.0]]
+    assert merged.scores.tolist() == pytest.approx([0.8, 0.99])
+
+
+def test_make_detector_auto_and_blazeface():
+    auto = make_detector("auto", "cpu", min_face=16)
+    assert isinstance(auto, detect_mod.CombinedDetector) and isinstance(auto, detect_mod.Detector)
+    assert auto.mtcnn.min_face == 16 and auto.mtcnn.max_face_fraction == detect_mod.SMALL_FACE_FRACTION
+    out = auto.detect([torch.zeros(3, 100, 100, dtype=torch.uint8)])
+    assert len(out) == 1 and len(out[0]) == 0
+    assert isinstance(make_detector("BlazeFace", "cpu"), bf.BlazeFace)

@@ -1,6 +1,7 @@
 """End-to-end ms per photo (decode + detect + align + classify) on the shared group photos.
 
     python benchmarks/pipeline.py [--model NAME] [--widths 1920,960,480] [--device cpu|cuda|all] [--batch 1,16]
+                                  [--detector auto,blazeface,mtcnn] [--min-face 20]
 
 Photos from ``../shared/images`` resized to each width; each stage timed separately (median of
 several runs after warm-up), both one photo per call and a batch of photos per call (the batched
@@ -74,7 +75,8 @@ def main() -> None:
     parser.add_argument("--device", default="all")
     parser.add_argument("--batch", default="1,16", help="photos per call")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--min-face", type=int, default=12)
+    parser.add_argument("--min-face", type=int, default=20)
+    parser.add_argument("--detector", default="auto,blazeface,mtcnn", help="comma-separated detectors, side by side")
     args = parser.parse_args()
     if not (SHARED / "images").is_dir():
         sys.exit(f"needs the shared photos at {SHARED / 'images'}")
@@ -82,9 +84,9 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" else [args.device]
     widths = [int(w) for w in args.widths.split(",")]
     print(f"# machine: {machine()}\n")
-    for dev in devices:
-        rec = lrfer.load(args.model, device=dev, min_face=args.min_face)
-        print(f"## {dev}, {rec.spec.name}, min_face={args.min_face}: ms per photo\n")
+    for dev, detector in ((d, name) for d in devices for name in args.detector.split(",")):
+        rec = lrfer.load(args.model, device=dev, detector=detector, min_face=args.min_face)
+        print(f"## {dev}, {rec.spec.name}, detector={detector}, min_face={args.min_face}: ms per photo\n")
         print("| width | photos/call | faces per photo | decode | upload | detect | align | classify | total ms/photo | photos/s |")
         print("| ---: | ---: | --- |" + " ---: |" * 7)
         for width in widths:

@@ -169,4 +169,5 @@ def test_make_detector_auto_and_blazeface():
     assert auto.mtcnn.min_face == 16 and auto.mtcnn.max_face_fraction == detect_mod.SMALL_FACE_FRACTION
     out = auto.detect([torch.zeros(3, 100, 100, dtype=torch.uint8)])
     assert len(out) == 1 and len(out[0]) == 0
-    assert isinstance(make_detector("BlazeFace", "cpu"), bf.BlazeFace)
+    fast = make_detector("BlazeFace", "cpu")
+    assert isinstance(fast, detect_mod.CombinedDetector) and not fast.small_faces and auto.small_faces

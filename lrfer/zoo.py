@@ -776,6 +776,13 @@ def save_weights(state_dict: Mapping[str, "torch.Tensor"], path: str | os.PathLi
     return digest
 
 
+#: Licences of the bundled face-detector weights (used by every model's default pipeline).
+DETECTOR_LICENSES = {
+    "blazeface": "Apache-2.0 (MediaPipe face_detection_full_range, Google; lrfer/weights/BLAZEFACE_LICENSE.txt)",
+    "mtcnn": "MIT (facenet-pytorch 2.6.0, Tim Esler; lrfer/weights/MTCNN_LICENSE.txt)",
+}
+
+
 def info(name: str | ModelSpec) -> dict[str, Any]:
     """A JSON-able summary of a manifest model, including the three licences.
 
@@ -795,6 +802,7 @@ def info(name: str | ModelSpec) -> dict[str, Any]:
         "file": spec.file,
         "sha256": spec.sha256,
         "license": dict(spec.license),
+        "detector_licenses": dict(DETECTOR_LICENSES),
         "paper": spec.paper,
         "description": spec.description,
     }

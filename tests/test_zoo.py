@@ -272,6 +272,7 @@ def test_info(use_manifest: Callable[..., Path]) -> None:
     assert summary["license"] == {"code": "MIT", "weights": "CC-BY-4.0", "data": "FER2013 terms"}
     assert summary["classes"] == list(CLASSES) and summary["resolution"] == 16
     assert summary["arch"] == "baseline" and summary["metrics"] == {"test_acc": 0.5}
+    assert "Apache-2.0" in summary["detector_licenses"]["blazeface"] and "MIT" in summary["detector_licenses"]["mtcnn"]
     json.dumps(summary)  # JSON-able
 
 

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lrfer  # noqa: E402
-from _common import SHARED, machine, median_seconds, sync  # noqa: E402
+from _common import SHARED, machine, sync  # noqa: E402
 from lrfer.io import load_image, to_device_tensor  # noqa: E402
 
 

@@ -71,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     size = 48 if args.detector == "none" else 160
     print(f"# machine: {machine()}\n")
-    print(f"| images | main peak RSS MB | worker peak RSS MB | seconds | images/s | rows |")
+    print("| images | main peak RSS MB | worker peak RSS MB | seconds | images/s | rows |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory() as tmp:

@@ -31,7 +31,6 @@ centre only, so both mouth corners are set to it; the least-squares similarity f
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from functools import lru_cache
 from pathlib import Path
@@ -40,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrfer.faces.detect import Detections, check_images
+from lrfer.faces.detect import Detections, NetworkDetector, check_images, read_bundled_weights
 
 log = logging.getLogger(__name__)
 
@@ -158,21 +157,7 @@ def _upsample2(x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------- weights
 @lru_cache(maxsize=None)
 def _verified_state_dict() -> dict[str, torch.Tensor]:
-    from safetensors.torch import load as load_safetensors
-
-    if not WEIGHTS_FILE.is_file():
-        raise FileNotFoundError(
-            f"BlazeFace weights {WEIGHTS_FILE} are missing; reinstall lrfer, or regenerate them with "
-            "scripts/convert_blazeface_weights.py"
-        )
-    data = WEIGHTS_FILE.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != WEIGHTS_SHA256:
-        raise ValueError(
-            f"sha256 of {WEIGHTS_FILE} is {digest}, expected {WEIGHTS_SHA256}: the file is corrupt or was "
-            "replaced; reinstall lrfer (pip install --force-reinstall lrfer)"
-        )
-    return load_safetensors(data)
+    return read_bundled_weights(WEIGHTS_FILE, WEIGHTS_SHA256, "BlazeFace", "scripts/convert_blazeface_weights.py")
 
 
 def load_network(device: torch.device | str = "cpu") -> BlazeFaceFullRange:
@@ -250,7 +235,7 @@ def weighted_nms(
 
 
 # ------------------------------------------------------------------------------------------- detector
-class BlazeFace(nn.Module):
+class BlazeFace(NetworkDetector):
     """MediaPipe's full-range BlazeFace behind lrfer's :class:`Detector` interface, batched, on one device.
 
     ``threshold``: face score threshold (MediaPipe's default 0.5); ``min_face``: faces narrower than
@@ -264,14 +249,6 @@ class BlazeFace(nn.Module):
         self.threshold = float(threshold)
         self.min_face = float(min_face)
         self.net = load_network(device)
-
-    @property
-    def device(self) -> torch.device:
-        return self.net.stem.weight.device
-
-    def train(self, mode: bool = True) -> BlazeFace:
-        """The detector always stays in eval mode."""
-        return super().train(False)
 
     @torch.inference_mode()
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:

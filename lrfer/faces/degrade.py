@@ -7,7 +7,6 @@ corruptions (random size, resampling kernel, blur, noise, JPEG).
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np

@@ -19,6 +19,7 @@ Backends (see :func:`make_detector`):
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,34 @@ class Detections:
     def to(self, device: torch.device | str) -> Detections:
         """The same detections on another device."""
         return Detections(self.boxes.to(device), self.scores.to(device), self.landmarks.to(device))
+
+
+def read_bundled_weights(path: Path, sha256: str, what: str, script: str) -> dict[str, torch.Tensor]:
+    """Load a bundled safetensors file after checking its sha256 (always on)."""
+    from safetensors.torch import load as load_safetensors
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} weights {path} are missing; reinstall lrfer, or regenerate them with {script}")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise ValueError(
+            f"sha256 of {path} is {digest}, expected {sha256}: the file is corrupt or was replaced; "
+            "reinstall lrfer (pip install --force-reinstall lrfer)"
+        )
+    return load_safetensors(data)
+
+
+class NetworkDetector(torch.nn.Module):
+    """Base of lrfer's torch detectors: always in eval mode, ``device`` is where the weights are."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def train(self, mode: bool = True) -> NetworkDetector:
+        """The detector always stays in eval mode."""
+        return super().train(False)
 
 
 @runtime_checkable

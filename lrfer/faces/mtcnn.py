@@ -23,7 +23,6 @@ torch.Size([0, 4])
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrfer.faces.align import sample_patches, stack_images
-from lrfer.faces.detect import Detections, check_images
+from lrfer.faces.detect import Detections, NetworkDetector, check_images, read_bundled_weights
 
 log = logging.getLogger(__name__)
 
@@ -172,22 +171,7 @@ def weights_path(name: str) -> Path:
 
 @lru_cache(maxsize=None)
 def _verified_state_dict(name: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load as load_safetensors
-
-    path = weights_path(name)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"MTCNN weights {path} are missing; reinstall lrfer, or regenerate them with "
-            "scripts/convert_mtcnn_weights.py"
-        )
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != WEIGHT_SHA256[name]:
-        raise ValueError(
-            f"sha256 of {path} is {digest}, expected {WEIGHT_SHA256[name]}: the file is corrupt or was "
-            "replaced; reinstall lrfer (pip install --force-reinstall lrfer)"
-        )
-    return load_safetensors(data)
+    return read_bundled_weights(weights_path(name), WEIGHT_SHA256[name], "MTCNN", "scripts/convert_mtcnn_weights.py")
 
 
 def load_network(name: str, device: torch.device | str = "cpu") -> nn.Module:
@@ -436,7 +420,7 @@ def onet_landmarks(onet: nn.Module, volume: torch.Tensor, boxes: torch.Tensor, i
 
 
 # ------------------------------------------------------------------------------------------- detector
-class MTCNN(nn.Module):
+class MTCNN(NetworkDetector):
     """The three-stage MTCNN cascade with bundled, hash-checked weights, on one device.
 
     ``min_face``: smallest face side searched for, in pixels (>= 12); ``max_face_fraction``: if set,
@@ -473,14 +457,6 @@ class MTCNN(nn.Module):
         self.rnet = load_network("rnet")
         self.onet = load_network("onet")
         self.to(device)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pnet.conv1.weight.device
-
-    def train(self, mode: bool = True) -> MTCNN:
-        """The detector always stays in eval mode."""
-        return super().train(False)
 
     @torch.inference_mode()
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:

@@ -39,8 +39,11 @@ def main() -> None:
         if final.exists():
             logging.info("%s already trained", name)
             continue
-        if recipe.teacher == TEACHER_NAME:
+        if recipe.teacher == TEACHER_NAME and teacher_file.exists():
             recipe = replace(recipe, teacher=str(teacher_file))
+        elif recipe.teacher == TEACHER_NAME:
+            # Not trained here: the bundled teacher (the same run's weights, stored fp16).
+            logging.info("%s: teacher from the zoo (%s); train it first for the fp32 original", name, TEACHER_NAME)
         model = Trainer(recipe, train, val, args.work_dir / name, args.device).fit(progress=False)
         save_trained(model, final, recipe)
         logging.info("%s done -> %s", name, final)

@@ -78,7 +78,7 @@ ZOO_RECIPES: dict[str, Recipe] = {
                                   weight_decay=0.0, teacher=TEACHER_NAME, degradation=LR_DEGRADATION),
     "gmenet-fer2013-12px": Recipe("gmenet", {"width": 32, "input_size": 12}, 12, "distill", epochs=10,
                                   teacher=TEACHER_NAME, degradation=LR_DEGRADATION),
-    "gmenet-fer2013-8px": Recipe("gmenet", {"width": 32, "input_size": 8}, 8, "distill", epochs=10,
+    "gmenet-fer2013-8px": Recipe("gmenet", {"width": 32, "input_size": 8}, 8, "distill", epochs=30,
                                  teacher=TEACHER_NAME, degradation=LR_DEGRADATION),
     "manet-fer2013-48px": Recipe("manet", {"width": 16}, 48, epochs=5, lr=0.03, teacher=TEACHER_NAME, init_from_teacher=True),
     "gmenet-fer2013-24px": Recipe("gmenet", {"width": 24, "input_size": 24}, 24, "distill", epochs=8,

@@ -434,3 +434,34 @@ def test_predict_logits_at_other_resolutions(train_set: FaceSet) -> None:
     assert model.training  # mode restored
     native = predict_logits(model, train_set.images[:10], 16)
     torch.testing.assert_close(native, predict_logits(model, train_set.images[:10], 16, eval_resolution=16))
+
+
+def test_export_scores_the_fp16_weights_it_ships(tmp_path: Path, val_set: FaceSet) -> None:
+    """The manifest's temperature and metrics must describe the fp16 file, not the fp32 run."""
+    from safetensors.torch import load_file
+
+    from lrfer.train.export import calibrate_and_score, export
+
+    torch.manual_seed(0)
+    model = build_model("baseline", width=8, input_size=16).train()
+    with torch.no_grad():
+        model(torch.randn(32, 1, 16, 16))
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 1e-3)  # digits that fp16 cannot hold
+    model.eval()
+    fp32 = {k: v.clone() for k, v in model.state_dict().items()}
+    recipe = tiny("baseline", {"width": 8, "input_size": 16}, 16)
+    out = tmp_path / "baseline-synthetic-16px.safetensors"
+    entry, sha = export(model, recipe, "baseline-synthetic-16px", "synthetic", val_set, out, "test")
+
+    assert any(not torch.equal(fp32[k], v) for k, v in model.state_dict().items())
+    for key, value in model.state_dict().items():
+        if value.is_floating_point():
+            assert torch.equal(value, fp32[key].half().float()), key
+    shipped = build_model("baseline", width=8, input_size=16).eval()
+    shipped.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_file(out).items()})
+    temperature, scores = calibrate_and_score(shipped, recipe, val_set)
+    assert entry["temperature"] == round(temperature, 4)
+    assert entry["metrics"]["publictest_accuracy"] == round(scores.accuracy, 4)
+    assert entry["metrics"]["publictest_ece"] == round(scores.ece, 4)
+    assert len(sha) == 64

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from lrfer.constants import CLASSES, GRAY_MEAN, GRAY_STD
@@ -57,6 +58,15 @@ def build_entry(name: str, recipe: Recipe, dataset: str, temperature: float, met
     return entry
 
 
+def round_to_fp16_(model: nn.Module) -> nn.Module:
+    """Round every floating parameter and buffer to fp16 precision (kept in its own dtype), in place."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.to(torch.float16).to(tensor.dtype))
+    return model
+
+
 def calibrate_and_score(model: nn.Module, recipe: Recipe, val: FaceSet, device: str = "cpu") -> tuple[float, Scores]:
     """Temperature fitted on ``val`` at the native resolution, and the calibrated scores there."""
     logits = predict_logits(model, val.images, recipe.resolution, device)
@@ -71,9 +81,14 @@ def metrics_from(scores: Scores, split: str) -> dict[str, Any]:
 
 def export(model: nn.Module, recipe: Recipe, name: str, dataset: str, val: FaceSet | None, out: Path,
            command: str, split: str = "publictest") -> tuple[dict[str, Any], str]:
-    """Calibrate on ``val`` (if given), write fp16 weights to ``out``; return (entry, sha256)."""
+    """Write fp16 weights to ``out`` and calibrate on ``val`` (if given); return (entry, sha256).
+
+    ``model`` is rounded to fp16 in place first, so the temperature and the metrics (and whatever the
+    caller measures on ``model`` afterwards) describe the weights that are shipped.
+    """
     from lrfer.zoo import save_weights
 
+    round_to_fp16_(model)
     temperature, metrics = 1.0, {}
     if val is not None:
         temperature, scores = calibrate_and_score(model, recipe, val)

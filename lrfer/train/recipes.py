@@ -81,7 +81,7 @@ ZOO_RECIPES: dict[str, Recipe] = {
     "gmenet-fer2013-8px": Recipe("gmenet", {"width": 32, "input_size": 8}, 8, "distill", epochs=30,
                                  teacher=TEACHER_NAME, degradation=LR_DEGRADATION),
     "manet-fer2013-48px": Recipe("manet", {"width": 16}, 48, epochs=5, lr=0.03, teacher=TEACHER_NAME, init_from_teacher=True),
-    "gmenet-fer2013-24px": Recipe("gmenet", {"width": 24, "input_size": 24}, 24, "distill", epochs=8,
+    "gmenet-fer2013-24px": Recipe("gmenet", {"width": 24, "input_size": 24}, 24, "distill", epochs=24,
                                   teacher=TEACHER_NAME, degradation=LR_DEGRADATION),
     # Half the width of the default: about a quarter of its multiply-adds, for CPU throughput.
     "gmenet-small-fer2013-16px": Recipe("gmenet", {"width": 16, "input_size": 16}, 16, "distill", epochs=30,

@@ -57,7 +57,9 @@ def test_nms_keeps_best_of_overlapping_and_disjoint_boxes():
     assert mtcnn_mod.nms(boxes, scores, 0.5).tolist() == [1, 2]
 
 
-def test_nms_matches_bruteforce_greedy_reference():
+@pytest.mark.parametrize("block", [256, 7, 1])  # one overlap block, several, one row each
+def test_nms_matches_bruteforce_greedy_reference(monkeypatch, block):
+    monkeypatch.setattr(mtcnn_mod, "NMS_BLOCK", block)
     g = torch.Generator().manual_seed(0)
     xy = torch.rand(60, 2, generator=g) * 50
     boxes = torch.cat([xy, xy + 5 + torch.rand(60, 2, generator=g) * 20], dim=1)

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,6 +61,7 @@ NMS_REFINE = 0.7
 NMS_OUTPUT = 0.7  # with overlap measured as intersection / smaller area
 #: Boxes per R-Net / O-Net forward pass, and most sampled pixels per crop batch (memory caps).
 NET_CHUNK = 512
+NMS_BLOCK = 256  # ranked boxes per overlap matrix in nms()
 CROP_CHUNK_SAMPLES = 1 << 22
 #: Crops are sampled from 2x-area-reduced copies of the images (up to 2**MAX_MIP_LEVEL smaller),
 #: with at most MAX_CROP_OVERSAMPLE^2 bilinear samples per output pixel.
@@ -188,25 +190,35 @@ def load_network(name: str, device: torch.device | str = "cpu") -> nn.Module:
 
 
 # ----------------------------------------------------------------------------------------------- boxes
+def pairwise_overlap(a: torch.Tensor, b: torch.Tensor, mode: str = "union") -> torch.Tensor:
+    """Overlaps (A, B) of boxes a (A, 4) with boxes b (B, 4): IoU (``"union"``) or intersection / smaller
+    area (``"min"``).
+
+    >>> pairwise_overlap(torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[1., 0., 3., 2.], [0., 0., 1., 1.]]))
+    tensor([[0.3333, 0.2500]])
+    """
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=2)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=1)[:, None]
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=1)[None, :]
+    denom = torch.minimum(area_a, area_b) if mode == "min" else area_a + area_b - inter
+    return inter / denom.clamp(min=torch.finfo(b.dtype).tiny)
+
+
 def box_overlap(box: torch.Tensor, boxes: torch.Tensor, mode: str = "union") -> torch.Tensor:
-    """Overlap of one box (4,) with boxes (K, 4): IoU (``"union"``) or intersection / smaller area (``"min"``).
+    """Overlap of one box (4,) with boxes (K, 4); see :func:`pairwise_overlap`.
 
     >>> box_overlap(torch.tensor([0., 0., 2., 2.]), torch.tensor([[1., 0., 3., 2.]]))
     tensor([0.3333])
     """
-    lt = torch.maximum(box[:2], boxes[:, :2])
-    rb = torch.minimum(box[2:], boxes[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=1)
-    area = (box[2:] - box[:2]).clamp(min=0).prod()
-    areas = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(dim=1)
-    denom = torch.minimum(area, areas) if mode == "min" else area + areas - inter
-    return inter / denom.clamp(min=torch.finfo(boxes.dtype).tiny)
+    return pairwise_overlap(box[None], boxes, mode)[0]
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str = "union") -> torch.Tensor:
     """Greedy non-maximum suppression; indices of the kept boxes, by decreasing score.
 
-    A box is dropped when its overlap (see :func:`box_overlap`) with a kept, higher-scoring box
+    A box is dropped when its overlap (see :func:`pairwise_overlap`) with a kept, higher-scoring box
     exceeds ``threshold``.
 
     >>> b = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.], [20., 20., 30., 30.]])
@@ -216,13 +228,19 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str =
     if mode not in ("union", "min"):
         raise ValueError(f"nms mode must be 'union' or 'min'; got {mode!r}")
     order = scores.argsort(descending=True)
-    keep = []
-    while order.numel() > 0:
-        best = order[0]
-        keep.append(best)
-        rest = order[1:]
-        order = rest[box_overlap(boxes[best], boxes[rest], mode) <= threshold]
-    return torch.stack(keep) if keep else torch.zeros(0, dtype=torch.long, device=boxes.device)
+    ranked = boxes[order]
+    suppressed = np.zeros(ranked.shape[0], dtype=bool)
+    keep: list[int] = []
+    # The overlaps of a block of ranked boxes with all lower-ranked ones are computed in one call (one
+    # device sync per block, bounded memory); the greedy pass itself is a cheap loop over numpy rows.
+    for start in range(0, ranked.shape[0], NMS_BLOCK):
+        rows = ranked[start : start + NMS_BLOCK]
+        overlapping = (pairwise_overlap(rows, ranked[start:], mode) > threshold).cpu().numpy()
+        for i in range(rows.shape[0]):
+            if not suppressed[start + i]:
+                keep.append(start + i)
+                suppressed[start:] |= overlapping[i]
+    return order[torch.tensor(keep, dtype=torch.long, device=boxes.device)]
 
 
 def batched_nms(

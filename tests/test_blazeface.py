@@ -8,7 +8,7 @@ from lrfer.faces import Detections, estimate_similarity, make_detector
 from lrfer.faces import blazeface as bf
 from lrfer.faces import detect as detect_mod
 from lrfer.faces import mtcnn as mtcnn_mod
-from lrfer.faces.align import FER2013_TEMPLATE, stack_images
+from lrfer.faces.align import FER2013_TEMPLATE
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_mtcnn_pyramid_stops_at_max_face_fraction():
 def test_onet_landmarks_inside_given_boxes():
     onet = mtcnn_mod.load_network("onet")
     img = torch.randint(0, 256, (3, 120, 160), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    volume = stack_images([img])
+    volume = mtcnn_mod.MipVolume([img])
     boxes = torch.tensor([[20.0, 10.0, 80.0, 90.0]])
     with torch.inference_mode():
         points = mtcnn_mod.onet_landmarks(onet, volume, boxes, torch.zeros(1, dtype=torch.long))

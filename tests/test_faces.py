@@ -175,12 +175,24 @@ def test_mtcnn_rejects_bad_settings(kwargs):
 def test_crop_boxes_matches_area_resize_for_aligned_boxes():
     g = torch.Generator().manual_seed(1)
     img = torch.randint(0, 256, (3, 90, 120), dtype=torch.uint8, generator=g)
-    volume = align_mod.stack_images([img])
+    volume = mtcnn_mod.MipVolume([img])
     boxes = torch.tensor([[10.0, 20.0, 58.0, 68.0], [0.0, 0.0, 24.0, 24.0]])  # 2x and 1x of 24 px
     crops = mtcnn_mod.crop_boxes(volume, torch.zeros(2, dtype=torch.long), boxes, 24)
     ref = torch.nn.functional.avg_pool2d(img[None, :, 20:68, 10:58].float(), 2)
     assert torch.allclose(crops[0], mtcnn_mod.normalize_pixels(ref[0]), atol=1e-4)
     assert torch.allclose(crops[1], mtcnn_mod.normalize_pixels(img[:, :24, :24].float()), atol=1e-4)
+
+
+def test_mip_volume_makes_each_level_once():
+    images = [torch.randint(0, 256, (3, 40, 60), dtype=torch.uint8, generator=torch.Generator().manual_seed(2)),
+              torch.zeros(3, 20, 20, dtype=torch.uint8)]
+    volume = mtcnn_mod.MipVolume(images)
+    assert volume.level(0).shape == (1, 3, 2, 40, 60)
+    level2 = volume.level(2)
+    assert level2.shape == (1, 3, 2, 10, 15) and len(volume.levels) == 3
+    assert volume.level(2) is level2 and volume.level(1) is volume.levels[1]  # cached, not recomputed
+    expected = torch.nn.functional.avg_pool2d(images[0].float(), 4)
+    torch.testing.assert_close(level2[0, :, 0], expected)
 
 
 # -------------------------------------------------------------------------------------- make_detector
@@ -306,6 +318,21 @@ def test_align_output_shape_range_device_and_order():
     assert out.shape == (3, 1, 32, 32) and out.dtype == torch.float32 and out.device == images[0].device
     assert 0 <= out.min() and out.max() <= 1
     assert out[2].max() == 0 and out[:2].mean() > 0.3  # the third face comes from the black image
+
+
+@pytest.mark.parametrize("oversample", [1, 3])
+def test_sample_patches_one_image_path_matches_batched_path(oversample):
+    """A single image takes a 2-D grid_sample; it must give the batched 3-D path's patches, zeros outside."""
+    g = torch.Generator().manual_seed(5)
+    image = torch.randint(0, 256, (3, 70, 90), generator=g).float()
+    other = torch.randint(0, 256, (3, 70, 90), generator=g).float()
+    maps = torch.tensor([[[1.5, 0.2, -10.0], [-0.2, 1.5, 5.0]], [[0.8, 0.0, 40.0], [0.0, 0.9, 30.0]]])
+    single = align_mod.sample_patches(align_mod.stack_images([image]), torch.zeros(2, dtype=torch.long), maps, 24, oversample)
+    batched = align_mod.sample_patches(align_mod.stack_images([other, image]), torch.ones(2, dtype=torch.long), maps, 24, oversample)
+    assert single.shape == (2, 3, 24, 24)
+    torch.testing.assert_close(single, batched, atol=1e-3, rtol=0)
+    assert single[0, :, 0, 0].eq(0).all()  # the first map starts outside the image: zero padding
+    assert single[1].std() > 10  # real image content, not zeros
 
 
 def test_align_box_fallback_frames_box_like_fer2013():

@@ -151,10 +151,16 @@ def sample_patches(
     theta = _pixel_affine_to_theta(out_to_image.to(volume), out_size, h, w)
     size = out_size * oversample
     grid_xy = F.affine_grid(theta, [b, 1, size, size], align_corners=False)
-    grid_z = ((2 * image_index.to(volume) + 1) / n - 1).view(b, 1, 1, 1).expand(b, size, size, 1)
-    grid = torch.cat([grid_xy, grid_z], dim=-1).unsqueeze(0)  # (1, B, S, S, 3)
-    patches = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    patches = patches[0].transpose(0, 1)  # (B, C, S, S)
+    if n == 1:
+        # One image: the same samples from a 2-D grid_sample, about 4x faster on CPU than the 3-D one.
+        grid = grid_xy.reshape(1, b * size, size, 2)
+        patches = F.grid_sample(volume[:, :, 0], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        patches = patches[0].view(channels, b, size, size).transpose(0, 1)  # (B, C, S, S)
+    else:
+        grid_z = ((2 * image_index.to(volume) + 1) / n - 1).view(b, 1, 1, 1).expand(b, size, size, 1)
+        grid = torch.cat([grid_xy, grid_z], dim=-1).unsqueeze(0)  # (1, B, S, S, 3)
+        patches = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        patches = patches[0].transpose(0, 1)  # (B, C, S, S)
     return F.avg_pool2d(patches, oversample) if oversample > 1 else patches
 
 

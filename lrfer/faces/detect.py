@@ -267,11 +267,16 @@ class CombinedDetector:
 
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:
         """One :class:`Detections` per ``(3, H, W)`` uint8 RGB image: BlazeFace's faces, then MTCNN's additions."""
+        from lrfer.faces.mtcnn import MipVolume
+
         images = check_images(images, self.device)
-        large = self.mtcnn.place_landmarks(images, self.blazeface.detect(images))
+        if not images:
+            return []
+        volume = MipVolume(images)  # one stacked copy of the images for both O-Net passes
+        large = self.mtcnn.place_landmarks(images, self.blazeface.detect(images), volume)
         if not self.small_faces:
             return large
-        small = self.mtcnn.detect(images)
+        small = self.mtcnn.detect(images, volume)
         return [merge_small_faces(big, little, max(img.shape[-2:])) for big, little, img in zip(large, small, images)]
 
 

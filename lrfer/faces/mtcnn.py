@@ -355,7 +355,24 @@ def propose(
     return boxes, scores[keep], image[keep]
 
 
-def crop_boxes(volume: torch.Tensor, image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+class MipVolume:
+    """Images stacked as one float volume (:func:`~lrfer.faces.align.stack_images`) and its 2x2
+    area reductions ("mip levels"), each made once, on demand, and shared by all crops of a call.
+
+    >>> MipVolume([torch.zeros(3, 8, 8, dtype=torch.uint8)]).level(2).shape
+    torch.Size([1, 3, 1, 2, 2])
+    """
+
+    def __init__(self, images: list[torch.Tensor]) -> None:
+        self.levels = [stack_images(images)]
+
+    def level(self, n: int) -> torch.Tensor:
+        while len(self.levels) <= n:
+            self.levels.append(F.avg_pool3d(self.levels[-1], kernel_size=(1, 2, 2)))
+        return self.levels[n]
+
+
+def crop_boxes(volume: MipVolume, image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """Resample square boxes to ``size`` x ``size`` network inputs (normalised), area-filtered, chunked.
 
     A box ``r`` times larger than ``size`` is sampled from the image pre-shrunk by ``2**floor(log2 r)``
@@ -366,16 +383,14 @@ def crop_boxes(volume: torch.Tensor, image: torch.Tensor, boxes: torch.Tensor, s
     ratio = (side / size).clamp(min=1)
     level = ratio.log2().floor().clamp(0, MAX_MIP_LEVEL).long()
     oversample = (ratio / 2.0**level - 1e-6).ceil().clamp(1, MAX_CROP_OVERSAMPLE).long()
-    crops = volume.new_empty(boxes.shape[0], volume.shape[1], size, size)
-    mips = [volume]
+    full = volume.level(0)
+    crops = full.new_empty(boxes.shape[0], full.shape[1], size, size)
     for lvl, k in torch.stack([level, oversample], dim=1).unique(dim=0).tolist():
-        while len(mips) <= lvl:
-            mips.append(F.avg_pool3d(mips[-1], kernel_size=(1, 2, 2)))
         idx = torch.nonzero((level == lvl) & (oversample == k), as_tuple=True)[0]
         chunk = max(1, CROP_CHUNK_SAMPLES // (size * k) ** 2)
         for part in idx.split(chunk):
             maps = _box_to_patch_maps(boxes[part] / 2**lvl, size)
-            crops[part] = sample_patches(mips[lvl], image[part], maps, size, k)
+            crops[part] = sample_patches(volume.level(lvl), image[part], maps, size, k)
     return normalize_pixels(crops)
 
 
@@ -395,7 +410,7 @@ def run_chunked(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 def refine(
-    rnet: nn.Module, volume: torch.Tensor, boxes: torch.Tensor, image: torch.Tensor, threshold: float
+    rnet: nn.Module, volume: MipVolume, boxes: torch.Tensor, image: torch.Tensor, threshold: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stage 2: R-Net rescoring of the candidates, NMS, regression; returns squared boxes, scores, image index."""
     if boxes.shape[0] == 0:
@@ -408,7 +423,7 @@ def refine(
 
 
 def output(
-    onet: nn.Module, volume: torch.Tensor, boxes: torch.Tensor, image: torch.Tensor, threshold: float
+    onet: nn.Module, volume: MipVolume, boxes: torch.Tensor, image: torch.Tensor, threshold: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stage 3: O-Net scores, final boxes and five landmarks, then "min" NMS; returns boxes, scores, landmarks, image."""
     if boxes.shape[0] == 0:
@@ -428,7 +443,7 @@ def points_in_image(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     return boxes[:, None, :2] + torch.stack([points[:, :5], points[:, 5:]], dim=-1) * size[:, None, :]
 
 
-def onet_landmarks(onet: nn.Module, volume: torch.Tensor, boxes: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+def onet_landmarks(onet: nn.Module, volume: MipVolume, boxes: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """O-Net's five landmarks (K, 5, 2) inside given boxes (squared first); no thresholds, no NMS."""
     if boxes.shape[0] == 0:
         return boxes.new_zeros(0, 5, 2)
@@ -477,13 +492,16 @@ class MTCNN(NetworkDetector):
         self.to(device)
 
     @torch.inference_mode()
-    def detect(self, images: list[torch.Tensor]) -> list[Detections]:
-        """Find faces in a list of ``(3, H, W)`` uint8 RGB images (any sizes); one :class:`Detections` each."""
+    def detect(self, images: list[torch.Tensor], volume: MipVolume | None = None) -> list[Detections]:
+        """Find faces in a list of ``(3, H, W)`` uint8 RGB images (any sizes); one :class:`Detections` each.
+
+        ``volume``: the same images as a :class:`MipVolume`, when the caller already made one.
+        """
         images = check_images(images, self.device)
         if not images:
             return []
         boxes, scores, image = self._propose_all(images)
-        volume = stack_images(images)
+        volume = volume or MipVolume(images)
         boxes, scores, image = refine(self.rnet, volume, boxes, image, self.thresholds[1])
         boxes, scores, landmarks, image = output(self.onet, volume, boxes, image, self.thresholds[2])
         return [
@@ -491,14 +509,16 @@ class MTCNN(NetworkDetector):
         ]
 
     @torch.inference_mode()
-    def place_landmarks(self, images: list[torch.Tensor], detections: list[Detections]) -> list[Detections]:
+    def place_landmarks(
+        self, images: list[torch.Tensor], detections: list[Detections], volume: MipVolume | None = None
+    ) -> list[Detections]:
         """The same faces (boxes, scores) with O-Net's five landmarks, e.g. for another detector's boxes."""
         images = check_images(images, self.device)
         if sum(len(d) for d in detections) == 0:
             return list(detections)
         boxes = torch.cat([d.boxes.to(self.device) for d in detections])
         image = torch.cat([torch.full((len(d),), n, device=self.device) for n, d in enumerate(detections)])
-        landmarks = onet_landmarks(self.onet, stack_images(images), boxes, image).split([len(d) for d in detections])
+        landmarks = onet_landmarks(self.onet, volume or MipVolume(images), boxes, image).split([len(d) for d in detections])
         return [Detections(d.boxes.to(self.device), d.scores.to(self.device), lm) for d, lm in zip(detections, landmarks)]
 
     def _propose_all(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -73,7 +73,7 @@ ZOO_RECIPES: dict[str, Recipe] = {
     TEACHER_NAME: Recipe("resnet18", {"width": 16}, 48, epochs=16, lr=0.1),
     "gmenet-fer2013-16px": Recipe("gmenet", {"width": 32, "input_size": 16}, 16, "distill", epochs=60,
                                   teacher=TEACHER_NAME, degradation=LR_DEGRADATION),
-    "baseline-fer2013-16px": Recipe("baseline", {"width": 32, "input_size": 16}, 16, epochs=30, degradation=LR_DEGRADATION),
+    "baseline-fer2013-16px": Recipe("baseline", {"width": 32, "input_size": 16}, 16, epochs=60, degradation=LR_DEGRADATION),
     "fsrfer-fer2013-16px": Recipe("fsrfer", {"input_size": 16, "extractor_width": 16}, 16, "fsr", epochs=5, lr=1e-3,
                                   weight_decay=0.0, teacher=TEACHER_NAME, degradation=LR_DEGRADATION),
     "gmenet-fer2013-12px": Recipe("gmenet", {"width": 32, "input_size": 12}, 12, "distill", epochs=30,

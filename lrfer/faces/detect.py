@@ -288,12 +288,11 @@ def merge_small_faces(large: Detections, small: Detections, long_side: int) -> D
     >>> merge_small_faces(big, little, 1000).boxes.tolist()
     [[0.0, 0.0, 100.0, 100.0], [500.0, 500.0, 520.0, 520.0]]
     """
-    from lrfer.faces.mtcnn import box_overlap
+    from lrfer.faces.mtcnn import pairwise_overlap
 
     width = small.boxes[:, 2] - small.boxes[:, 0]
     keep = (width < SMALL_FACE_FRACTION * long_side) & (small.scores >= SMALL_FACE_MIN_SCORE)
-    for box in large.boxes:
-        keep &= box_overlap(box, small.boxes, mode="min") < SMALL_FACE_MAX_OVERLAP
+    keep &= (pairwise_overlap(large.boxes, small.boxes, mode="min") < SMALL_FACE_MAX_OVERLAP).all(dim=0)
     return Detections(
         torch.cat([large.boxes, small.boxes[keep]]),
         torch.cat([large.scores, small.scores[keep]]),

@@ -357,16 +357,20 @@ def propose(
 
 class MipVolume:
     """Images stacked as one float volume (:func:`~lrfer.faces.align.stack_images`) and its 2x2
-    area reductions ("mip levels"), each made once, on demand, and shared by all crops of a call.
+    area reductions ("mip levels"), each made once, on demand (the stack too: a call that crops
+    nothing pays nothing), and shared by all crops of a call.
 
     >>> MipVolume([torch.zeros(3, 8, 8, dtype=torch.uint8)]).level(2).shape
     torch.Size([1, 3, 1, 2, 2])
     """
 
     def __init__(self, images: list[torch.Tensor]) -> None:
-        self.levels = [stack_images(images)]
+        self.images = images
+        self.levels: list[torch.Tensor] = []
 
     def level(self, n: int) -> torch.Tensor:
+        if not self.levels:
+            self.levels.append(stack_images(self.images))
         while len(self.levels) <= n:
             self.levels.append(F.avg_pool3d(self.levels[-1], kernel_size=(1, 2, 2)))
         return self.levels[n]
@@ -501,7 +505,7 @@ class MTCNN(NetworkDetector):
         if not images:
             return []
         boxes, scores, image = self._propose_all(images)
-        volume = volume or MipVolume(images)
+        volume = MipVolume(images) if volume is None else volume
         boxes, scores, image = refine(self.rnet, volume, boxes, image, self.thresholds[1])
         boxes, scores, landmarks, image = output(self.onet, volume, boxes, image, self.thresholds[2])
         return [
@@ -518,7 +522,7 @@ class MTCNN(NetworkDetector):
             return list(detections)
         boxes = torch.cat([d.boxes.to(self.device) for d in detections])
         image = torch.cat([torch.full((len(d),), n, device=self.device) for n, d in enumerate(detections)])
-        landmarks = onet_landmarks(self.onet, volume or MipVolume(images), boxes, image).split([len(d) for d in detections])
+        landmarks = onet_landmarks(self.onet, MipVolume(images) if volume is None else volume, boxes, image).split([len(d) for d in detections])
         return [Detections(d.boxes.to(self.device), d.scores.to(self.device), lm) for d, lm in zip(detections, landmarks)]
 
     def _propose_all(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -57,6 +57,29 @@ def test_nms_keeps_best_of_overlapping_and_disjoint_boxes():
     assert mtcnn_mod.nms(boxes, scores, 0.5).tolist() == [1, 2]
 
 
+@pytest.mark.parametrize("height, width", [(8, 10), (7, 9), (1, 1), (13, 6)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pnet_pooling_equals_ceil_mode_max_pool(height, width, channels_last):
+    x = torch.randn(2, 10, height, width)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = torch.nn.MaxPool2d(2, 2, ceil_mode=True)(x)
+    assert torch.equal(mtcnn_mod.max_pool_2x2_ceil(x), expected)
+
+
+def test_run_chunked_in_channels_last_equals_plain_forward(monkeypatch):
+    monkeypatch.setattr(mtcnn_mod, "NET_CHUNK", 7)  # several chunks
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        for name, size in (("rnet", 24), ("onet", 48)):
+            net = mtcnn_mod.load_network(name)
+            x = torch.rand(19, 3, size, size) * 2 - 1
+            fast = mtcnn_mod.run_chunked(net.to(memory_format=torch.channels_last), x)
+            plain = net.to(memory_format=torch.contiguous_format)(x)
+            for a, b in zip(fast, plain):
+                assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+
+
 @pytest.mark.parametrize("block", [256, 7, 1])  # one overlap block, several, one row each
 def test_nms_matches_bruteforce_greedy_reference(monkeypatch, block):
     monkeypatch.setattr(mtcnn_mod, "NMS_BLOCK", block)

@@ -84,7 +84,6 @@ class PNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
         self.prelu1 = nn.PReLU(10)
-        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
         self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
         self.prelu2 = nn.PReLU(16)
         self.conv3 = nn.Conv2d(16, 32, kernel_size=3)
@@ -94,11 +93,23 @@ class PNet(nn.Module):
         self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.prelu1(self.conv1(x))
-        x = self.pool1(x)
+        x = max_pool_2x2_ceil(self.prelu1(self.conv1(x)))
         x = self.prelu2(self.conv2(x))
         x = self.prelu3(self.conv3(x))
         return self.conv4_2(x), self.softmax4_1(self.conv4_1(x))
+
+
+def max_pool_2x2_ceil(x: torch.Tensor) -> torch.Tensor:
+    """``nn.MaxPool2d(2, 2, ceil_mode=True)`` as the maximum of four strided views: the same values,
+    3-5x faster on CPU than ATen's pooling kernel on P-Net's large maps (measured on 648x1152).
+
+    >>> max_pool_2x2_ceil(torch.arange(9.).view(1, 1, 3, 3)).flatten().tolist()
+    [4.0, 5.0, 7.0, 8.0]
+    """
+    height, width = x.shape[-2:]
+    if height % 2 or width % 2:
+        x = F.pad(x, (0, width % 2, 0, height % 2), value=float("-inf"))
+    return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]), torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
 
 
 class RNet(nn.Module):
@@ -408,8 +419,12 @@ def _box_to_patch_maps(boxes: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def run_chunked(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``net(x)`` in chunks of ``NET_CHUNK`` samples (bounded memory), outputs concatenated."""
-    outs = [net(part) for part in x.split(NET_CHUNK)]
+    """``net(x)`` in chunks of ``NET_CHUNK`` samples (bounded memory), outputs concatenated.
+
+    The crops go in channels_last: R-Net and O-Net measured about 3x faster on CPU that way (their
+    3x3 max-pools most of all), with outputs equal to 1e-6.
+    """
+    outs = [net(part.contiguous(memory_format=torch.channels_last)) for part in x.split(NET_CHUNK)]
     return tuple(torch.cat(parts) for parts in zip(*outs))
 
 
@@ -491,8 +506,8 @@ class MTCNN(NetworkDetector):
             raise ValueError(f"max_face_fraction must be in (0, 1]; got {max_face_fraction}")
         self.max_face_fraction = max_face_fraction
         self.pnet = load_network("pnet").to(memory_format=torch.channels_last)
-        self.rnet = load_network("rnet")
-        self.onet = load_network("onet")
+        self.rnet = load_network("rnet").to(memory_format=torch.channels_last)
+        self.onet = load_network("onet").to(memory_format=torch.channels_last)
         self.to(device)
 
     @torch.inference_mode()

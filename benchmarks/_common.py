@@ -51,6 +51,33 @@ def median_seconds(fn: Callable[[], object], device: torch.device, warmup: int =
     return statistics.median(times)
 
 
+def interleaved_seconds(fns: dict[str, Callable[[], object]], device: torch.device, rounds: int = 9,
+                        sample_seconds: float = 0.1) -> dict[str, list[float]]:
+    """Seconds per call of each ``fn``, timed in turn, round after round (one sample per fn a round).
+
+    On a shared machine whose speed drifts, interleaving puts every fn under the same conditions:
+    ratios between them are taken per round. A sample repeats its fn until ``sample_seconds``
+    (calls counted at warm-up), so short calls are not lost in timer noise.
+    """
+    repeats = {}
+    for name, fn in fns.items():
+        fn()
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        repeats[name] = max(1, round(sample_seconds / max(time.perf_counter() - t0, 1e-6)))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(repeats[name]):
+                fn()
+            sync(device)
+            samples[name].append((time.perf_counter() - t0) / repeats[name])
+    return samples
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (MB; monotonic)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

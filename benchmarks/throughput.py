@@ -2,12 +2,13 @@
 
     python benchmarks/throughput.py [--batches 1,64,1024] [--device cpu|cuda|all] [--compile]
 
-For each variant and batch size: the median over timed runs (after warm-up) of
+For each variant and batch size: the median over timed rounds (after warm-up) of
 ``Recognizer.predict_crops`` on 48x48 uint8 crops (the public path: gray conversion, resize,
-degradation, normalisation, model, calibrated softmax), and of the model alone on native tensors.
+degradation, normalisation, model, calibrated softmax), every variant timed in turn within a round so
+that the machine's drifting speed hits them all alike; and of the model alone on native tensors.
 The 48 px teacher is the upscale reference: every face is brought to 48 px and the HR network runs,
 which is what an ordinary FER model does with a small face; the ``vs 48px`` column is the speed-up
-of each variant over it in the same run. On CUDA, fp32, fp16 and bf16 autocast and channels_last
+of each variant over it, per round, median over rounds. On CUDA, fp32, fp16 and bf16 autocast and channels_last
 are measured (and ``torch.compile`` with --compile).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lrfer  # noqa: E402
-from _common import gpu_peak_mb, machine, median_seconds, peak_rss_mb, reset_gpu_peak  # noqa: E402
+from _common import gpu_peak_mb, interleaved_seconds, machine, median_seconds, peak_rss_mb, reset_gpu_peak  # noqa: E402
 
 REFERENCE = "resnet18-fer2013-48px"
 
@@ -41,12 +43,19 @@ def cuda_modes(compile_too: bool) -> list[tuple[str, torch.dtype | None, bool, b
     return modes
 
 
-def bench_crops(rec: "lrfer.Recognizer", batch: int, device: torch.device) -> float:
-    """faces/s of the public predict_crops path."""
+def bench_crops(recs: dict[str, "lrfer.Recognizer"], batch: int, device: torch.device, rounds: int) -> dict[str, list[float]]:
+    """Seconds per ``predict_crops`` call of ``batch`` faces (the public path), every model timed in
+    turn, round after round."""
     data = crops(batch)
-    runs = 20 if batch == 1 else 5
-    seconds = median_seconds(lambda: rec.predict_crops(data, batch_size=batch), device, runs=runs, min_seconds=0.5)
-    return batch / seconds
+    fns = {name: (lambda rec=rec: rec.predict_crops(data, batch_size=batch)) for name, rec in recs.items()}
+    return interleaved_seconds(fns, device, rounds=rounds)
+
+
+def peak_memory_mb(rec: "lrfer.Recognizer", batch: int, device: torch.device) -> float:
+    """Peak memory of one ``predict_crops`` call: GPU memory on CUDA, else the process's peak RSS so far."""
+    reset_gpu_peak(device)
+    rec.predict_crops(crops(batch), batch_size=batch)
+    return gpu_peak_mb(device) if device.type == "cuda" else peak_rss_mb()
 
 
 def bench_model(model: torch.nn.Module, resolution: int, batch: int, device: torch.device,
@@ -70,6 +79,7 @@ def main() -> None:
     parser.add_argument("--device", default="all", help="cpu, cuda or all (cuda when present)")
     parser.add_argument("--models", default=None, help="comma list (default: every bundled variant)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile on CUDA")
+    parser.add_argument("--rounds", type=int, default=9, help="timed rounds (every model once a round)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     batches = [int(b) for b in args.batches.split(",")]
@@ -79,19 +89,20 @@ def main() -> None:
     print(f"# machine: {machine()}\n")
     for dev_name in devices:
         device = torch.device(dev_name)
-        rows: dict[str, dict[int, float]] = {}
+        recs = {name: lrfer.load(name, device=device, detector=None) for name in names}
+        peaks = {name: peak_memory_mb(rec, batches[-1], device) for name, rec in recs.items()}
+        seconds = {b: bench_crops(recs, b, device, args.rounds) for b in batches}
         print(f"## {dev_name}: predict_crops (48x48 uint8 crops in, calibrated probabilities out), faces/s\n")
+        print(f"Median of {args.rounds} rounds; in each round every model is timed in turn. \"vs 48px\": the median "
+              f"over rounds of the per-round speed-up over {REFERENCE} at batch {batches[-1]}.\n")
         print("| model | px | " + " | ".join(f"batch {b}" for b in batches) + " | vs 48px (largest batch) | peak MB |")
         print("| --- | ---: |" + " ---: |" * (len(batches) + 2))
-        for name in names:
-            rec = lrfer.load(name, device=device, detector=None)
-            reset_gpu_peak(device)
-            rows[name] = {b: bench_crops(rec, b, device) for b in batches}
-            ref = rows.get(REFERENCE, {}).get(batches[-1])
-            ratio = f"{rows[name][batches[-1]] / ref:.1f}x" if ref else "(reference first)"
-            peak = gpu_peak_mb(device) if device.type == "cuda" else peak_rss_mb()
-            cells = " | ".join(f"{rows[name][b]:,.0f}" for b in batches)
-            print(f"| {name} | {rec.resolution} | {cells} | {ratio} | {peak:,.0f} |", flush=True)
+        for name, rec in recs.items():
+            cells = " | ".join(f"{b / statistics.median(seconds[b][name]):,.0f}" for b in batches)
+            largest = seconds[batches[-1]]
+            ratio = (f"{statistics.median(r / t for r, t in zip(largest[REFERENCE], largest[name])):.1f}x"
+                     if REFERENCE in largest else "(no reference)")
+            print(f"| {name} | {rec.resolution} | {cells} | {ratio} | {peaks[name]:,.0f} |", flush=True)
         print(f"\n## {dev_name}: network alone on native tensors (batch {batches[-1]}), faces/s\n")
         modes = cuda_modes(args.compile) if device.type == "cuda" else [("fp32", None, False, False), ("fp32+channels_last", None, True, False)]
         print("| model | " + " | ".join(m[0] for m in modes) + " |")

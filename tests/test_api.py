@@ -171,6 +171,37 @@ def test_predict_crops_array_and_list_agree(rec: lrfer.Recognizer) -> None:
         assert np.allclose(batched, listed, atol=2e-3), size
 
 
+def test_cpu_chunk_follows_the_largest_feature_map() -> None:
+    from lrfer.recognizer import CPU_ACTIVATION_BUDGET, faces_per_cpu_call, largest_activation
+
+    wide = torch.nn.Sequential(torch.nn.Conv2d(1, 64, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1))
+    strided = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, stride=2, padding=1), torch.nn.AdaptiveAvgPool2d(1))
+    assert largest_activation(wide, 1, 16) == 64 * 16 * 16
+    assert largest_activation(strided, 1, 16) == 16 * 8 * 8
+    assert faces_per_cpu_call(wide, 1, 16) == CPU_ACTIVATION_BUDGET // (64 * 16 * 16)
+    assert faces_per_cpu_call(strided, 1, 16) == 2048  # power of two at most the budget
+    assert faces_per_cpu_call(torch.nn.Conv2d(1, 4096, 3, padding=1), 1, 48) == 32  # floor
+    assert faces_per_cpu_call(torch.nn.Identity(), 1, 2) == 4096  # ceiling
+
+
+def test_chunked_network_calls_give_the_same_probabilities(rec: lrfer.Recognizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    faces = torch.rand(70, 1, 48, 48, generator=torch.Generator().manual_seed(6))
+    whole = rec.predict_tensor(faces)
+    monkeypatch.setattr(rec, "_cpu_chunk", 32)  # three calls, the last one short
+    assert torch.allclose(rec.predict_tensor(faces), whole, atol=1e-6)
+
+
+def test_crops_to_gray48_scales_gray_crops_exactly() -> None:
+    from lrfer.recognizer import crops_to_gray48
+
+    crops = np.random.default_rng(5).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    flipped = crops[:, ::-1]  # a non-contiguous view
+    out = crops_to_gray48(flipped)
+    assert out.shape == (3, 1, 48, 48) and out.dtype == torch.float32
+    assert np.array_equal(out[:, 0].numpy(), flipped.astype(np.float32) / 255)
+    assert np.array_equal(crops, np.random.default_rng(5).integers(0, 256, (3, 48, 48), dtype=np.uint8))  # input untouched
+
+
 def test_predict_crops_gray_equals_replicated_rgb(rec: lrfer.Recognizer) -> None:
     gray = np.random.default_rng(4).integers(0, 256, (3, 48, 48), dtype=np.uint8)
     rgb = np.repeat(gray[..., None], 3, axis=3)

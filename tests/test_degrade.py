@@ -41,6 +41,21 @@ def test_to_native_is_area_averaging(faces: torch.Tensor) -> None:
     torch.testing.assert_close(out.mean(dim=(2, 3)), faces.mean(dim=(2, 3)))
 
 
+@pytest.mark.parametrize("r", [8, 12, 16, 24, 20, 7])
+def test_area_downsample_equals_interpolate_area(faces: torch.Tensor, r: int) -> None:
+    # whole factors take the avg_pool2d path, the others interpolate's; both are the same operator
+    expected = torch.nn.functional.interpolate(faces, size=(r, r), mode="area")
+    torch.testing.assert_close(downsample(faces, r, "area"), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4, 6])
+def test_block_mean_equals_avg_pool_on_any_layout(factor: int) -> None:
+    from lrfer.faces.degrade import block_mean
+
+    x = torch.rand(3, 2, 24, 24, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(block_mean(x, factor), torch.nn.functional.avg_pool2d(x, factor), rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("r", [8, 12, 16, 24, 20])
 def test_area_of_constant_image_stays_constant(r: int) -> None:
     x = torch.full((2, 1, 48, 48), 0.37)

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 #: (arch, config, natural input size) for every registered architecture, tiny widths.
 CASES = [
     *[("gmenet", {"width": 8, "input_size": r}, r) for r in (8, 12, 16, 24)],
+    ("gmenet", {"width": 8, "input_size": 16, "stem_stride": 2}, 16),
     *[("baseline", {"width": 8, "input_size": r}, r) for r in (8, 12, 16, 24)],
     ("resnet18", {"width": 8}, 48),
     ("manet", {"width": 8}, 48),
@@ -70,6 +71,15 @@ def test_gmenet_feature_maps_at_three_scales(r: int) -> None:
     for a, m in zip(attention, maps):
         assert a.shape == (2, m.shape[-2] * m.shape[-1])
         torch.testing.assert_close(a.norm(dim=1), torch.ones(2))
+
+
+def test_gmenet_stride_two_stem_halves_every_local_stage() -> None:
+    model = build_model("gmenet", width=8, input_size=16, stem_stride=2).eval()
+    features, maps = model.forward_features(torch.randn(2, 1, 16, 16))
+    assert [tuple(m.shape[-2:]) for m in maps] == [(8, 8), (4, 4), (2, 2)]
+    assert features.shape == (2, model.num_features)
+    full = build_model("gmenet", width=8, input_size=16).eval()
+    assert n_params(model) == n_params(full)  # same layers, a quarter of the positions
 
 
 def test_baseline_is_gmenet_without_attention_and_global_module() -> None:

@@ -9,6 +9,7 @@ from lrfer.faces import blazeface as bf
 from lrfer.faces import detect as detect_mod
 from lrfer.faces import mtcnn as mtcnn_mod
 from lrfer.faces.align import FER2013_TEMPLATE
+from lrfer.faces.mtcnn import pairwise_overlap
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +86,39 @@ def test_weighted_nms_blends_overlapping_boxes_and_keeps_disjoint_ones():
     assert out_scores.tolist() == pytest.approx([0.9, 0.6])
     assert out_boxes[0].tolist() == pytest.approx([0.25, 0.25, 10.25, 10.25])  # (0.9 * 0 + 0.3 * 1) / 1.2
     assert out_points[0, 0].tolist() == pytest.approx([0.25, 0.25])
-    assert out_boxes[1].tolist() == [50.0, 50.0, 60.0, 60.0]
+    assert out_boxes[1].tolist() == pytest.approx([50.0, 50.0, 60.0, 60.0])
     empty = bf.weighted_nms(boxes[:0], scores[:0], points[:0])
     assert [t.shape[0] for t in empty] == [0, 0, 0]
+
+
+def sequential_weighted_nms(boxes, scores, keypoints, iou_threshold=bf.NMS_IOU):
+    """MediaPipe's blending NMS written as its greedy loop, one face per iteration (the reference)."""
+    order = scores.argsort(descending=True)
+    out_boxes, out_scores, out_points = [], [], []
+    while order.numel() > 0:
+        overlap = pairwise_overlap(boxes[order[0]][None], boxes[order])[0]
+        group, order = order[overlap > iou_threshold], order[overlap <= iou_threshold]
+        weights = scores[group] / scores[group].sum()
+        out_boxes.append((boxes[group] * weights[:, None]).sum(0))
+        out_points.append((keypoints[group] * weights[:, None, None]).sum(0))
+        out_scores.append(scores[group[0]])
+    return torch.stack(out_boxes), torch.stack(out_scores), torch.stack(out_points)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_weighted_nms_matches_the_sequential_greedy_loop(seed):
+    g = torch.Generator().manual_seed(seed)
+    n = 300
+    corner = torch.rand(n, 2, generator=g) * 300
+    size = 20 + torch.rand(n, 1, generator=g) * 60
+    boxes = torch.cat([corner, corner + size], dim=1)  # many overlapping clusters
+    scores = torch.rand(n, generator=g)
+    points = torch.rand(n, 6, 2, generator=g) * 300
+    got = bf.weighted_nms(boxes, scores, points)
+    expected = sequential_weighted_nms(boxes, scores, points)
+    assert got[1].tolist() == expected[1].tolist()
+    for a, b in zip(got, expected):
+        assert torch.allclose(a, b, atol=1e-3)
 
 
 def test_letterbox_centres_the_image_and_records_the_mapping():

@@ -217,21 +217,22 @@ def weighted_nms(
     Greedy by score: the best remaining box takes every remaining box with IoU > ``iou_threshold``
     (itself included); the face's box and keypoints are their score-weighted average, its score the
     best one's. Returns boxes (K, 4), scores (K,), keypoints (K, 6, 2).
-    """
-    from lrfer.faces.mtcnn import box_overlap
 
-    order = scores.argsort(descending=True)
-    out_boxes, out_scores, out_points = [], [], []
-    while order.numel() > 0:
-        overlap = box_overlap(boxes[order[0]], boxes[order])
-        group, order = order[overlap > iou_threshold], order[overlap <= iou_threshold]
-        weights = scores[group] / scores[group].sum()
-        out_boxes.append((boxes[group] * weights[:, None]).sum(0))
-        out_points.append((keypoints[group] * weights[:, None, None]).sum(0))
-        out_scores.append(scores[group[0]])
-    if not out_scores:
+    No loop per face: the kept boxes are greedy NMS's (:func:`~lrfer.faces.mtcnn.nms`), and each box
+    belongs to the first kept box, by score, that overlaps it (the one that took it in the greedy pass).
+    """
+    from lrfer.faces.mtcnn import nms, pairwise_overlap
+
+    if scores.numel() == 0:
         return boxes.new_zeros(0, 4), scores.new_zeros(0), keypoints.new_zeros(0, NUM_KEYPOINTS, 2)
-    return torch.stack(out_boxes), torch.stack(out_scores), torch.stack(out_points)
+    kept = nms(boxes, scores, iou_threshold)
+    member = pairwise_overlap(boxes[kept], boxes) > iou_threshold
+    member[torch.arange(kept.numel(), device=kept.device), kept] = True
+    group = member.to(torch.uint8).argmax(dim=0)  # argmax returns the first maximum: the earliest taker
+    total = scores.new_zeros(kept.numel()).index_add_(0, group, scores)
+    blended_boxes = boxes.new_zeros(kept.numel(), 4).index_add_(0, group, boxes * scores[:, None])
+    blended_points = keypoints.new_zeros(kept.numel(), NUM_KEYPOINTS, 2).index_add_(0, group, keypoints * scores[:, None, None])
+    return blended_boxes / total[:, None], scores[kept], blended_points / total[:, None, None]
 
 
 # ------------------------------------------------------------------------------------------- detector

@@ -206,6 +206,17 @@ def test_crop_boxes_matches_area_resize_for_aligned_boxes():
     assert torch.allclose(crops[1], mtcnn_mod.normalize_pixels(img[:, :24, :24].float()), atol=1e-4)
 
 
+def test_image_batch_views_the_volume_without_padding():
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in ((6, 8), (4, 5), (6, 8))]
+    volume = mtcnn_mod.MipVolume(images)
+    for members in ([0], [0, 2], [1]):
+        h, w = images[members[0]].shape[-2:]
+        batch = mtcnn_mod._image_batch(volume, members, h, w)
+        assert torch.equal(batch, torch.stack([images[n] for n in members]).float())
+    assert mtcnn_mod._image_batch(volume, [0], 6, 8).data_ptr() == volume.level(0).data_ptr()  # a view, no copy
+
+
 def test_mip_volume_makes_each_level_once():
     images = [torch.randint(0, 256, (3, 40, 60), dtype=torch.uint8, generator=torch.Generator().manual_seed(2)),
               torch.zeros(3, 20, 20, dtype=torch.uint8)]

@@ -1,6 +1,6 @@
 """predict_crops throughput (faces/s) for every bundled variant, side by side in one process.
 
-    python benchmarks/throughput.py [--batches 1,64,1024] [--device cpu|cuda|all] [--compile]
+    python benchmarks/throughput.py [--batches 1,64,1024] [--device cpu|cuda|all] [--compile] [--precision bf16]
 
 For each variant and batch size: the median over timed rounds (after warm-up) of
 ``Recognizer.predict_crops`` on 48x48 uint8 crops (the public path: gray conversion, resize,
@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--models", default=None, help="comma list (default: every bundled variant)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile on CUDA")
     parser.add_argument("--rounds", type=int, default=9, help="timed rounds (every model once a round)")
+    parser.add_argument("--precision", default="auto", help="predict_crops precision: auto, fp32, bf16 or fp16 (CUDA)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     batches = [int(b) for b in args.batches.split(",")]
@@ -89,10 +90,11 @@ def main() -> None:
     print(f"# machine: {machine()}\n")
     for dev_name in devices:
         device = torch.device(dev_name)
-        recs = {name: lrfer.load(name, device=device, detector=None) for name in names}
+        recs = {name: lrfer.load(name, device=device, detector=None, precision=args.precision) for name in names}
         peaks = {name: peak_memory_mb(rec, batches[-1], device) for name, rec in recs.items()}
         seconds = {b: bench_crops(recs, b, device, args.rounds) for b in batches}
-        print(f"## {dev_name}: predict_crops (48x48 uint8 crops in, calibrated probabilities out), faces/s\n")
+        print(f"## {dev_name}: predict_crops (48x48 uint8 crops in, calibrated probabilities out), "
+              f"precision {args.precision}, faces/s\n")
         print(f"Median of {args.rounds} rounds; in each round every model is timed in turn. \"vs 48px\": the median "
               f"over rounds of the per-round speed-up over {REFERENCE} at batch {batches[-1]}.\n")
         print("| model | px | " + " | ".join(f"batch {b}" for b in batches) + " | vs 48px (largest batch) | peak MB |")

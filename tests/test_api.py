@@ -191,6 +191,24 @@ def test_chunked_network_calls_give_the_same_probabilities(rec: lrfer.Recognizer
     assert torch.allclose(rec.predict_tensor(faces), whole, atol=1e-6)
 
 
+def test_precision_is_checked(tiny_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown precision 'int4'"):
+        lrfer.load(tiny_path, device="cpu", detector=None, precision="int4")
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        lrfer.load(tiny_path, device="cpu", detector=None, precision="fp16")
+
+
+def test_bf16_on_cpu_autocasts_and_stays_close_to_fp32(rec: lrfer.Recognizer, tiny_path: Path) -> None:
+    fast = lrfer.load(tiny_path, device="cpu", detector=None, precision="bf16")
+    assert "precision='bf16'" in repr(fast) and rec.precision == "auto"
+    faces = torch.rand(16, 1, 48, 48, generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode(), fast._autocast():
+        assert fast._network(torch.rand(2, 1, 16, 16).contiguous(memory_format=torch.channels_last)).dtype == torch.bfloat16
+    probs = fast.predict_tensor(faces)
+    assert probs.dtype == torch.float32 and torch.allclose(probs.sum(1), torch.ones(16), atol=1e-5)
+    assert (probs - rec.predict_tensor(faces)).abs().max() < 3e-2
+
+
 def test_crops_to_gray48_scales_gray_crops_exactly() -> None:
     from lrfer.recognizer import crops_to_gray48
 

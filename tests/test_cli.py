@@ -76,6 +76,24 @@ def test_predict_csv(photos: Path, tiny_path: Path, tmp_path: Path) -> None:
     check_rows(rows, photos)
 
 
+def test_predict_in_bf16_matches_fp32_rows(photos: Path, tiny_path: Path, tmp_path: Path) -> None:
+    from lrfer.recognizer import PRECISIONS
+
+    for precision in PRECISIONS:  # the CLI's own (torch-free) choices accept every precision of lrfer.load
+        assert build_parser().parse_args(["predict", "x.jpg", "--precision", precision]).precision == precision
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["predict", "x.jpg", "--precision", "int4"])
+    rows = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.csv"
+        assert main(predict_args(photos, tiny_path, "--out", str(out), "--workers", "0", "--precision", precision)) == 0
+        with open(out, newline="") as fh:
+            rows[precision] = list(csv.DictReader(fh))
+    check_rows(rows["bf16"], photos)
+    for a, b in zip(rows["fp32"], rows["bf16"]):
+        assert max(abs(float(a[c]) - float(b[c])) for c in CLASSES) < 3e-2
+
+
 def test_predict_jsonl_and_annotate(photos: Path, tiny_path: Path, tmp_path: Path) -> None:
     out, ann = tmp_path / "faces.jsonl", tmp_path / "annotated"
     assert main(predict_args(photos, tiny_path, "--out", str(out), "--annotate", str(ann), "--workers", "0")) == 0
@@ -186,7 +204,7 @@ def test_train_and_eval_are_delegated(capsys: pytest.CaptureFixture[str]) -> Non
 def test_parser_defaults() -> None:
     args = build_parser().parse_args(["predict", "x.jpg"])
     assert (args.detector, args.device, args.batch_size, args.min_face) == ("auto", "auto", 256, 20)
-    assert args.model is None and args.out is None
+    assert args.model is None and args.out is None and args.precision == "auto"
 
 
 @pytest.mark.skipif(shutil.which("lrfer") is None, reason="lrfer is not pip-installed here (no console script)")

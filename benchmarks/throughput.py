@@ -85,7 +85,7 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     batches = [int(b) for b in args.batches.split(",")]
     names = args.models.split(",") if args.models else lrfer.list_models()
-    names = sorted(names, key=lambda n: n != REFERENCE)  # the reference first: ratios need it
+    names = sorted(names, key=lambda n: n != REFERENCE)  # the reference's row first
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" else [args.device]
     print(f"# machine: {machine()}\n")
     for dev_name in devices:

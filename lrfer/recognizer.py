@@ -122,7 +122,6 @@ def load(
     from lrfer.faces.detect import make_detector
 
     dev = resolve_device(device)
-    check_precision(precision, dev)
     det_name = normalize_detector_name(detector)
     if dev.type == "cpu":
         configure_cpu_threads()
@@ -292,10 +291,11 @@ class Recognizer:
         # the layout tensor cores want on CUDA.
         self.model = model.eval().to(memory_format=torch.channels_last)
         self._network = fold_batchnorm(self.model)
-        self._cpu_chunk = faces_per_cpu_call(self._network, spec.in_chans, spec.resolution)
         self.spec = spec
         self.device = torch.device(device)
         check_precision(precision, self.device)
+        # CUDA takes whole batches; only CPU needs the probe forward that sizes the chunks.
+        self._cpu_chunk = faces_per_cpu_call(self._network, spec.in_chans, spec.resolution) if self.device.type == "cpu" else None
         self.precision = precision
         self.detector = detector
         self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -357,7 +357,7 @@ class Recognizer:
 
     def _model_chunk(self) -> int:
         """Faces per network call: on CPU, :func:`faces_per_cpu_call` (activations in cache); on CUDA, everything."""
-        return self._cpu_chunk if self.device.type == "cpu" else 1 << 30
+        return self._cpu_chunk or 1 << 30
 
     def classify(self, faces48: torch.Tensor, batch_size: int = 256) -> np.ndarray:
         """Pipeline stage: probabilities for aligned 48x48 faces, ``batch_size`` at a time -> numpy ``(N, C)``.

@@ -91,7 +91,7 @@ def test_nms_matches_bruteforce_greedy_reference(monkeypatch, block):
     # Reference: every kept box overlaps no higher-scoring kept box; every dropped box overlaps one.
     for i in range(60):
         better_kept = [j for j in kept if scores[j] > scores[i]]
-        overlaps = [float(mtcnn_mod.box_overlap(boxes[j], boxes[i : i + 1])) for j in better_kept]
+        overlaps = [float(mtcnn_mod.pairwise_overlap(boxes[j : j + 1], boxes[i : i + 1])) for j in better_kept]
         assert (i in kept) == all(o <= 0.3 for o in overlaps)
     assert scores[kept].diff().le(0).all()
 

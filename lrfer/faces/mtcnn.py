@@ -217,15 +217,6 @@ def pairwise_overlap(a: torch.Tensor, b: torch.Tensor, mode: str = "union") -> t
     return inter / denom.clamp(min=torch.finfo(b.dtype).tiny)
 
 
-def box_overlap(box: torch.Tensor, boxes: torch.Tensor, mode: str = "union") -> torch.Tensor:
-    """Overlap of one box (4,) with boxes (K, 4); see :func:`pairwise_overlap`.
-
-    >>> box_overlap(torch.tensor([0., 0., 2., 2.]), torch.tensor([[1., 0., 3., 2.]]))
-    tensor([0.3333])
-    """
-    return pairwise_overlap(box[None], boxes, mode)[0]
-
-
 def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str = "union") -> torch.Tensor:
     """Greedy non-maximum suppression; indices of the kept boxes, by decreasing score.
 

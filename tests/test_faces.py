@@ -67,8 +67,28 @@ def test_pnet_pooling_equals_ceil_mode_max_pool(height, width, channels_last):
     assert torch.equal(mtcnn_mod.max_pool_2x2_ceil(x), expected)
 
 
-def test_run_chunked_in_channels_last_equals_plain_forward(monkeypatch):
+def test_crops_per_call_keeps_the_first_feature_map_within_the_cpu_budget():
+    rnet, onet = mtcnn_mod.load_network("rnet"), mtcnn_mod.load_network("onet")
+    assert mtcnn_mod.crops_per_call(rnet, torch.zeros(1, 3, 24, 24)) == (1 << 21) // (28 * 22 * 22) == 154
+    assert mtcnn_mod.crops_per_call(onet, torch.zeros(1, 3, 48, 48)) == (1 << 21) // (32 * 46 * 46) == 30
+
+
+@pytest.mark.parametrize("channels", [1, 10, 16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_prelu_by_rows_equals_prelu(channels, channels_last):
+    g = torch.Generator().manual_seed(channels)
+    x = torch.randn(2, channels, 5, 7, generator=g)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    weight = torch.rand(channels, generator=g) * 2 - 1  # negative slopes too, as in P-Net
+    out = mtcnn_mod.prelu_by_rows(x, weight)
+    assert torch.equal(out, torch.nn.functional.prelu(x, weight))
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last or channels == 1
+
+
+@pytest.mark.parametrize("budget", [1 << 21, 28 * 22 * 22 * 3])  # NET_CHUNK-sized chunks, then 3 per call
+def test_run_chunked_in_channels_last_equals_plain_forward(monkeypatch, budget):
     monkeypatch.setattr(mtcnn_mod, "NET_CHUNK", 7)  # several chunks
+    monkeypatch.setattr(mtcnn_mod, "CPU_ACTIVATION_BUDGET", budget)
     torch.manual_seed(0)
     with torch.inference_mode():
         for name, size in (("rnet", 24), ("onet", 48)):
@@ -78,6 +98,19 @@ def test_run_chunked_in_channels_last_equals_plain_forward(monkeypatch):
             plain = net.to(memory_format=torch.contiguous_format)(x)
             for a, b in zip(fast, plain):
                 assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("height", [12, 13, 40, 41, 57, 64])
+def test_pnet_in_bands_equals_whole_image_forward(monkeypatch, height):
+    monkeypatch.setattr(mtcnn_mod, "CPU_ACTIVATION_BUDGET", 2 * 10 * 30 * 14)  # bands of 4 rows + overlap
+    torch.manual_seed(0)
+    pnet = mtcnn_mod.load_network("pnet")
+    x = (torch.rand(2, 3, height, 30) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        banded = mtcnn_mod.run_pnet(pnet, x)
+        whole = pnet(x)
+    for a, b in zip(banded, whole):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
 
 
 @pytest.mark.parametrize("block", [256, 7, 1])  # one overlap block, several, one row each
@@ -215,6 +248,23 @@ def test_image_batch_views_the_volume_without_padding():
         batch = mtcnn_mod._image_batch(volume, members, h, w)
         assert torch.equal(batch, torch.stack([images[n] for n in members]).float())
     assert mtcnn_mod._image_batch(volume, [0], 6, 8).data_ptr() == volume.level(0).data_ptr()  # a view, no copy
+
+
+@pytest.mark.parametrize("height, width", [(4, 6), (5, 7), (2, 3), (9, 2)])
+def test_mean_2x2_equals_avg_pool(height, width):
+    x = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(height * width)) * 255
+    assert torch.allclose(mtcnn_mod.mean_2x2(x), torch.nn.functional.avg_pool2d(x, 2), atol=1e-4)
+
+
+def test_stack_images_pads_with_zeros_and_keeps_values():
+    g = torch.Generator().manual_seed(3)
+    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in ((5, 4), (3, 6))]
+    volume = align_mod.stack_images(images)
+    assert volume.shape == (1, 3, 2, 5, 6) and volume.dtype == torch.float32
+    assert torch.equal(volume[0, :, 0, :5, :4], images[0].float()) and torch.equal(volume[0, :, 1, :3, :6], images[1].float())
+    assert volume[0, :, 0, :, 4:].abs().sum() == 0 and volume[0, :, 1, 3:].abs().sum() == 0
+    gray = align_mod.stack_images(images[:1], channels=1)
+    assert gray.shape == (1, 1, 1, 5, 4) and torch.allclose(gray[0, :, 0], rgb_to_gray(images[0]))
 
 
 def test_mip_volume_makes_each_level_once():

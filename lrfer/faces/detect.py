@@ -273,7 +273,7 @@ class CombinedDetector:
         if not images:
             return []
         volume = MipVolume(images)  # one stacked copy of the images for both O-Net passes
-        large = self.mtcnn.place_landmarks(images, self.blazeface.detect(images), volume)
+        large = self.mtcnn.place_landmarks(images, self.blazeface.detect(images, volume), volume)
         if not self.small_faces:
             return large
         small = self.mtcnn.detect(images, volume)

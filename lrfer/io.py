@@ -70,10 +70,13 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
 def _decode_cv2(data: np.ndarray) -> np.ndarray | None:
     import cv2
 
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)  # BGR; applies EXIF orientation
+    # Decoded straight to RGB where OpenCV can (4.11+); else BGR turned by cvtColor (a numpy channel
+    # flip copy took 9 ms for a 1920 px photo, as long as the decoding). Both apply EXIF orientation.
+    rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR if rgb_flag is None else rgb_flag)
     if img is None or img.size == 0:
         return None
-    return np.ascontiguousarray(img[..., ::-1])
+    return img if rgb_flag is not None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def _decode_pil(path: Path) -> np.ndarray | None:

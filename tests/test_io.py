@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -37,7 +38,12 @@ def rgb() -> np.ndarray:
     return img
 
 
-def test_png_round_trip_is_exact_rgb(rgb: np.ndarray, tmp_path: Path) -> None:
+@pytest.mark.parametrize("decode_to_rgb", [True, False])  # OpenCV >= 4.11's IMREAD_COLOR_RGB, or BGR + cvtColor
+def test_png_round_trip_is_exact_rgb(rgb: np.ndarray, tmp_path: Path, monkeypatch, decode_to_rgb: bool) -> None:
+    if not decode_to_rgb:
+        monkeypatch.delattr(cv2, "IMREAD_COLOR_RGB", raising=False)
+    elif not hasattr(cv2, "IMREAD_COLOR_RGB"):
+        pytest.skip(f"OpenCV {cv2.__version__} has no IMREAD_COLOR_RGB (the fallback is tested)")
     save(rgb, tmp_path / "a.png")
     out = read_image_file(tmp_path / "a.png")
     assert out.dtype == np.uint8 and out.shape == (12, 9, 3)

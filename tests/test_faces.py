@@ -113,9 +113,9 @@ def test_pnet_in_bands_equals_whole_image_forward(monkeypatch, height):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
 
 
-@pytest.mark.parametrize("block", [256, 7, 1])  # one overlap block, several, one row each
-def test_nms_matches_bruteforce_greedy_reference(monkeypatch, block):
-    monkeypatch.setattr(mtcnn_mod, "NMS_BLOCK", block)
+@pytest.mark.parametrize("chunk", [1 << 20, 7, 1])  # all candidate pairs at once, several chunks, one box per chunk
+def test_nms_matches_bruteforce_greedy_reference(monkeypatch, chunk):
+    monkeypatch.setattr(mtcnn_mod, "NMS_PAIR_CHUNK", chunk)
     g = torch.Generator().manual_seed(0)
     xy = torch.rand(60, 2, generator=g) * 50
     boxes = torch.cat([xy, xy + 5 + torch.rand(60, 2, generator=g) * 20], dim=1)
@@ -127,6 +127,22 @@ def test_nms_matches_bruteforce_greedy_reference(monkeypatch, block):
         overlaps = [float(mtcnn_mod.pairwise_overlap(boxes[j : j + 1], boxes[i : i + 1])) for j in better_kept]
         assert (i in kept) == all(o <= 0.3 for o in overlaps)
     assert scores[kept].diff().le(0).all()
+
+
+@pytest.mark.parametrize("mode", ["union", "min"])
+def test_overlapping_pairs_are_exactly_the_pairs_over_the_threshold(mode):
+    g = torch.Generator().manual_seed(1)
+    xy = (torch.rand(150, 2, generator=g) * 120).round()  # ties in the left edges too
+    boxes = torch.cat([xy, xy + 1 + (torch.rand(150, 2, generator=g) * 40).round()], dim=1)
+    i, j = mtcnn_mod.overlapping_pairs(boxes, 0.3, mode)
+    dense = torch.triu(mtcnn_mod.pairwise_overlap(boxes, boxes, mode) > 0.3, diagonal=1)
+    assert sorted(zip(i.tolist(), j.tolist())) == sorted(map(tuple, torch.nonzero(dense).tolist()))
+    assert len(i) > 20  # the test has overlapping boxes to find
+
+
+def test_nms_rejects_a_negative_threshold():
+    with pytest.raises(ValueError, match="threshold"):
+        mtcnn_mod.nms(torch.zeros(2, 4), torch.ones(2), -0.1)
 
 
 def test_nms_min_mode_suppresses_nested_boxes():

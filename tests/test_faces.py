@@ -255,6 +255,19 @@ def test_crop_boxes_matches_area_resize_for_aligned_boxes():
     assert torch.allclose(crops[1], mtcnn_mod.normalize_pixels(img[:, :24, :24].float()), atol=1e-4)
 
 
+def test_cpu_image_groups_keep_order_and_fit_the_budget(monkeypatch):
+    monkeypatch.setattr(align_mod, "CPU_STACK_BUDGET", 3 * 2 * 40 * 50)
+    sizes = [(40, 50), (30, 50), (40, 50), (60, 60), (10, 10), (10, 10), (40, 10)]
+    images = [torch.zeros(3, h, w, dtype=torch.uint8) for h, w in sizes]
+    groups = align_mod.cpu_image_groups(images)
+    assert [img for g in groups for img in g] == images and all(groups)
+    for g in groups:
+        h, w = max(i.shape[-2] for i in g), max(i.shape[-1] for i in g)
+        assert len(g) == 1 or 3 * len(g) * h * w <= 3 * 2 * 40 * 50
+    assert [len(g) for g in groups] == [2, 1, 1, 3]
+    assert align_mod.cpu_image_groups([]) == []
+
+
 def test_image_batch_views_the_volume_without_padding():
     g = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in ((6, 8), (4, 5), (6, 8))]

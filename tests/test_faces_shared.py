@@ -164,3 +164,25 @@ def test_onet_landmarks_on_blazeface_boxes_match_mtcnn(detections, photo):
         width = float(own.boxes[j, 2] - own.boxes[j, 0])
         error = (placed.landmarks[k] - own.landmarks[j]).norm(dim=1).max()
         assert error < 0.12 * width  # measured: at most 19 px on 175-230 px faces
+
+
+@pytest.mark.parametrize("name", ["mtcnn", "auto"])
+def test_same_faces_whether_photos_are_detected_together_or_apart(monkeypatch, name):
+    """On CPU, photos are detected (and aligned) in groups that fit a memory budget; the grouping
+    changes nothing."""
+    from lrfer.faces import make_detector
+
+    images = [load_rgb(i, 480) for i in PHOTOS]
+    detector = make_detector(name, "cpu", min_face=12)
+    from lrfer.faces import align as align_mod
+
+    monkeypatch.setattr(align_mod, "CPU_STACK_BUDGET", 1 << 30)  # all four in one stacked volume
+    together = detector.detect(images)
+    monkeypatch.setattr(align_mod, "CPU_STACK_BUDGET", 1)  # one photo per group
+    apart = detector.detect(images)
+    for a, b in zip(together, apart):
+        assert len(a) == len(b) > 0
+        assert torch.allclose(a.boxes, b.boxes, atol=0.05) and torch.allclose(a.scores, b.scores, atol=1e-3)
+    aligned_together = align_faces(images, together)
+    monkeypatch.setattr(align_mod, "CPU_STACK_BUDGET", 1 << 30)
+    assert torch.allclose(align_faces(images, apart), aligned_together, atol=1e-3)

@@ -267,12 +267,15 @@ class CombinedDetector:
 
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:
         """One :class:`Detections` per ``(3, H, W)`` uint8 RGB image: BlazeFace's faces, then MTCNN's additions."""
-        from lrfer.faces.mtcnn import MipVolume
+        from lrfer.faces.align import cpu_image_groups
 
         images = check_images(images, self.device)
-        if not images:
-            return []
-        volume = MipVolume(images)  # one stacked copy of the images for both O-Net passes
+        return [d for group in cpu_image_groups(images) for d in self._detect_group(group)]
+
+    def _detect_group(self, images: list[torch.Tensor]) -> list[Detections]:
+        from lrfer.faces.mtcnn import MipVolume
+
+        volume = MipVolume(images)  # one stacked copy of the images for BlazeFace, P-Net and both O-Net passes
         large = self.mtcnn.place_landmarks(images, self.blazeface.detect(images, volume), volume)
         if not self.small_faces:
             return large

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrfer.faces.align import sample_patches, stack_images
+from lrfer.faces.align import cpu_image_groups, sample_patches, stack_images
 from lrfer.faces.detect import Detections, NetworkDetector, check_images, read_bundled_weights
 
 log = logging.getLogger(__name__)
@@ -662,7 +662,11 @@ class MTCNN(NetworkDetector):
         images = check_images(images, self.device)
         if not images:
             return []
-        volume = MipVolume(images) if volume is None else volume
+        if volume is None:
+            return [d for group in cpu_image_groups(images) for d in self._detect_group(group, MipVolume(group))]
+        return self._detect_group(images, volume)
+
+    def _detect_group(self, images: list[torch.Tensor], volume: MipVolume) -> list[Detections]:
         boxes, scores, image = self._propose_all(images, volume)
         boxes, scores, image = refine(self.rnet, volume, boxes, image, self.thresholds[1])
         boxes, scores, landmarks, image = output(self.onet, volume, boxes, image, self.thresholds[2])

@@ -241,11 +241,17 @@ def pairwise_overlap(a: torch.Tensor, b: torch.Tensor, mode: str = "union") -> t
     >>> pairwise_overlap(torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[1., 0., 3., 2.], [0., 0., 1., 1.]]))
     tensor([[0.3333, 0.2500]])
     """
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=2)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=1)[:, None]
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=1)[None, :]
+    return box_overlap(a[:, None, :], b[None, :, :], mode)
+
+
+def box_overlap(a: torch.Tensor, b: torch.Tensor, mode: str = "union") -> torch.Tensor:
+    """Overlap of boxes ``a[..., :]`` with ``b[..., :]`` (``x1, y1, x2, y2``, broadcast): IoU or
+    intersection / smaller area, as in :func:`pairwise_overlap`."""
+    lt = torch.maximum(a[..., :2], b[..., :2])
+    rb = torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=-1)
+    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(dim=-1)
+    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(dim=-1)
     denom = torch.minimum(area_a, area_b) if mode == "min" else area_a + area_b - inter
     return inter / denom.clamp(min=torch.finfo(b.dtype).tiny)
 
@@ -282,9 +288,9 @@ def overlapping_pairs(ranked: torch.Tensor, threshold: float, mode: str = "union
     """Index pairs ``(i, j)``, ``i < j``, of boxes whose overlap exceeds ``threshold`` (numpy int64 arrays).
 
     Only boxes whose x-ranges intersect are compared: sorted by left edge, each box meets the boxes
-    starting before its right edge. A crowd photo's 7,000 P-Net candidates thus cost tens of thousands
-    of overlaps, not 25 million (measured 177 -> a few ms); pairs are checked in chunks of
-    ``NMS_PAIR_CHUNK`` (bounded memory when large boxes meet many).
+    starting before its right edge: for the 7,500 P-Net candidates of a crowd scene, 177 -> 34 ms
+    against every ranked pair. Pairs are checked in chunks of ``NMS_PAIR_CHUNK`` (bounded memory when
+    large boxes meet many).
     """
     if not threshold >= 0:
         raise ValueError(f"nms threshold must be >= 0; got {threshold}")
@@ -306,7 +312,7 @@ def overlapping_pairs(ranked: torch.Tensor, threshold: float, mode: str = "union
             offsets = torch.arange(a.numel(), device=device) - torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
             b = a + 1 + offsets
             ia, ib = by_left[a], by_left[b]
-            hit = _paired_overlap(ranked[ia], ranked[ib], mode) > threshold
+            hit = box_overlap(ranked[ia], ranked[ib], mode) > threshold
             ia, ib = ia[hit], ib[hit]
             found_i.append(torch.minimum(ia, ib))
             found_j.append(torch.maximum(ia, ib))
@@ -314,17 +320,6 @@ def overlapping_pairs(ranked: torch.Tensor, threshold: float, mode: str = "union
     if not found_i:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return torch.cat(found_i).cpu().numpy(), torch.cat(found_j).cpu().numpy()
-
-
-def _paired_overlap(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
-    """Overlap of ``a[k]`` with ``b[k]`` for each k: :func:`pairwise_overlap`'s formula, row by row."""
-    lt = torch.maximum(a[:, :2], b[:, :2])
-    rb = torch.minimum(a[:, 2:], b[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=1)
-    denom = torch.minimum(area_a, area_b) if mode == "min" else area_a + area_b - inter
-    return inter / denom.clamp(min=torch.finfo(b.dtype).tiny)
 
 
 def batched_nms(

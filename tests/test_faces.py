@@ -100,6 +100,17 @@ def test_run_chunked_in_channels_last_equals_plain_forward(monkeypatch, budget):
                 assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
 
 
+def test_pnet_forward_equals_its_layers_one_by_one():
+    pnet = mtcnn_mod.load_network("pnet").to(memory_format=torch.channels_last)
+    x = (torch.rand(2, 3, 31, 44, generator=torch.Generator().manual_seed(5)) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        offsets, probs = pnet(x)
+        y = torch.nn.MaxPool2d(2, 2, ceil_mode=True)(pnet.prelu1(pnet.conv1(x)))
+        y = pnet.prelu3(pnet.conv3(pnet.prelu2(pnet.conv2(y))))
+        assert torch.allclose(offsets, pnet.conv4_2(y), atol=1e-5)
+        assert torch.allclose(probs, pnet.softmax4_1(pnet.conv4_1(y)), atol=1e-6)
+
+
 @pytest.mark.parametrize("height", [12, 13, 40, 41, 57, 64])
 def test_pnet_in_bands_equals_whole_image_forward(monkeypatch, height):
     monkeypatch.setattr(mtcnn_mod, "CPU_ACTIVATION_BUDGET", 2 * 10 * 30 * 14)  # bands of 4 rows + overlap

@@ -112,7 +112,9 @@ class PNet(nn.Module):
         x = max_pool_2x2_ceil(prelu_by_rows(self.conv1(x), self.prelu1.weight))
         x = self.prelu2(self.conv2(x))
         x = self.prelu3(self.conv3(x))
-        return self.conv4_2(x), self.softmax4_1(self.conv4_1(x))
+        # Both 1x1 heads in one convolution: one pass over the 32-channel map instead of two.
+        heads = F.conv2d(x, torch.cat([self.conv4_2.weight, self.conv4_1.weight]), torch.cat([self.conv4_2.bias, self.conv4_1.bias]))
+        return heads[:, :4], self.softmax4_1(heads[:, 4:])
 
 
 def prelu_by_rows(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

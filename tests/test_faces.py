@@ -459,6 +459,18 @@ def test_sample_patches_one_image_path_matches_batched_path(oversample):
     assert single[1].std() > 10  # real image content, not zeros
 
 
+def test_per_image_sampling_equals_the_single_3d_call():
+    """CPU samples each image with its own 2-D grid_sample; the GPU path makes one 3-D call. Same patches."""
+    g = torch.Generator().manual_seed(6)
+    volume = align_mod.stack_images([torch.randint(0, 256, (3, h, w), generator=g).float() for h, w in ((40, 50), (30, 60), (45, 45))])
+    image_index = torch.tensor([2, 0, 2, 1, 0])  # interleaved: the per-image results must go back in place
+    theta = torch.rand(5, 2, 3, generator=g) - 0.5
+    grid_xy = torch.nn.functional.affine_grid(theta, [5, 1, 12, 12], align_corners=False)
+    per_image = align_mod._sample_per_image(volume, image_index, grid_xy)
+    torch.testing.assert_close(per_image, align_mod._sample_volume(volume, image_index, grid_xy), atol=1e-3, rtol=0)
+    assert per_image.shape == (5, 3, 12, 12) and per_image.abs().sum() > 0
+
+
 def test_align_box_fallback_frames_box_like_fer2013():
     img = torch.zeros(3, 300, 300, dtype=torch.uint8)
     img[:, 100:200, 100:200] = 255  # a bright 100x100 "face"

@@ -293,7 +293,7 @@ def test_image_batch_views_the_volume_without_padding():
 @pytest.mark.parametrize("height, width", [(4, 6), (5, 7), (2, 3), (9, 2)])
 def test_mean_2x2_equals_avg_pool(height, width):
     x = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(height * width)) * 255
-    assert torch.allclose(mtcnn_mod.mean_2x2(x), torch.nn.functional.avg_pool2d(x, 2), atol=1e-4)
+    assert torch.allclose(align_mod.mean_2x2(x), torch.nn.functional.avg_pool2d(x, 2), atol=1e-4)
 
 
 def test_stack_images_pads_with_zeros_and_keeps_values():

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrfer.faces.align import cpu_image_groups, sample_patches, stack_images
+from lrfer.faces.align import cpu_image_groups, mean_2x2, sample_patches, stack_images
 from lrfer.faces.detect import Detections, NetworkDetector, check_images, read_bundled_weights
 
 log = logging.getLogger(__name__)
@@ -497,18 +497,6 @@ class MipVolume:
         while len(self.levels) <= n:
             self.levels.append(mean_2x2(self.levels[-1]))
         return self.levels[n]
-
-
-def mean_2x2(x: torch.Tensor) -> torch.Tensor:
-    """Means of 2x2 pixel blocks over the last two axes (a last odd row or column is dropped): the
-    values of ``avg_pool`` with kernel 2, as sums of strided views (about 3x faster on CPU).
-
-    >>> mean_2x2(torch.arange(12.).view(3, 4)).tolist()
-    [[2.5, 4.5]]
-    """
-    height, width = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-    rows = x[..., 0:height:2, :width] + x[..., 1:height:2, :width]
-    return (rows[..., 0::2] + rows[..., 1::2]) * 0.25
 
 
 def crop_boxes(volume: MipVolume, image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:

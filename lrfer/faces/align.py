@@ -142,6 +142,13 @@ def stack_images(images: list[torch.Tensor], channels: int = 3) -> torch.Tensor:
     return stacked.float().unsqueeze(0)
 
 
+def cpu_tuned(tensor: torch.Tensor) -> bool:
+    """Whether work on ``tensor`` takes the CPU-tuned path (bands, groups, per-image sampling): on
+    CPU. Every such path computes what the single large GPU call computes (tested by forcing the
+    GPU path on CPU)."""
+    return tensor.device.type == "cpu"
+
+
 def cpu_image_groups(images: list[torch.Tensor]) -> list[list[torch.Tensor]]:
     """Consecutive images detected together: on CPU as many as fit :data:`CPU_STACK_BUDGET` in
     their stacked float copy (a 1920 px photo alone; four 480 px ones), elsewhere all of them.
@@ -152,7 +159,7 @@ def cpu_image_groups(images: list[torch.Tensor]) -> list[list[torch.Tensor]]:
     >>> [len(g) for g in cpu_image_groups([torch.zeros(3, 360, 480, dtype=torch.uint8)] * 9)]
     [4, 4, 1]
     """
-    if not images or images[0].device.type != "cpu":
+    if not images or not cpu_tuned(images[0]):
         return [images] if images else []
     groups: list[list[torch.Tensor]] = []
     height = width = 0
@@ -188,7 +195,7 @@ def sample_patches(
     grid_xy = affine_grid(theta, size)
     # One image, or on CPU: 2-D grid_samples, one per image (about 4x faster on CPU than the 3-D one;
     # no loop per face). Elsewhere one trilinear 3-D call whose depth coordinate picks the image.
-    if n == 1 or volume.device.type == "cpu":
+    if n == 1 or cpu_tuned(volume):
         patches = _sample_per_image(volume, image_index, grid_xy)
     else:
         patches = _sample_volume(volume, image_index, grid_xy)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lrfer.faces import align
 from lrfer.faces.align import cpu_image_groups, mean_2x2, sample_patches, stack_images
 from lrfer.faces.detect import Detections, NetworkDetector, check_images, read_bundled_weights
 
@@ -419,7 +420,7 @@ def run_pnet(pnet: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     first_channels = pnet.conv1.out_channels
     rows = CPU_ACTIVATION_BUDGET // (n * first_channels * width) - PNET_BAND_OVERLAP
     rows = max(PNET_STRIDE, rows - rows % PNET_STRIDE)
-    if x.device.type != "cpu" or rows + PNET_BAND_OVERLAP >= height:
+    if not align.cpu_tuned(x) or rows + PNET_BAND_OVERLAP >= height:
         return pnet(x)
     bands = [pnet(x[..., top : top + rows + PNET_BAND_OVERLAP, :]) for top in range(0, height - PNET_BAND_OVERLAP, rows)]
     offsets, probs = zip(*bands)
@@ -549,7 +550,7 @@ def run_chunked(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
 def crops_per_call(net: nn.Module, x: torch.Tensor) -> int:
     """Crops per R-Net / O-Net call: at most ``NET_CHUNK`` (a memory cap), and on CPU few enough that
     the largest feature map, the first convolution's output, fits :data:`CPU_ACTIVATION_BUDGET`."""
-    if x.device.type != "cpu":
+    if not align.cpu_tuned(x):
         return NET_CHUNK
     first = net.conv1
     largest = first.out_channels * (x.shape[-2] - first.kernel_size[0] + 1) * (x.shape[-1] - first.kernel_size[1] + 1)

@@ -91,7 +91,7 @@ ZOO_RECIPES: dict[str, Recipe] = {
     "gmenet-fast-fer2013-16px": Recipe("gmenet", {"width": 16, "input_size": 16, "stem_stride": 2}, 16, "distill", epochs=120,
                                        teacher=TEACHER_NAME, degradation=LR_DEGRADATION),
     # The fast one at width 12: the fewest multiply-adds of the 16 px GME-Nets.
-    "gmenet-tiny-fer2013-16px": Recipe("gmenet", {"width": 12, "input_size": 16, "stem_stride": 2}, 16, "distill", epochs=60,
+    "gmenet-tiny-fer2013-16px": Recipe("gmenet", {"width": 12, "input_size": 16, "stem_stride": 2}, 16, "distill", epochs=120,
                                        teacher=TEACHER_NAME, degradation=LR_DEGRADATION),
 }
 

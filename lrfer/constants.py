@@ -1,4 +1,4 @@
-"""Constants shared by the whole zoo: one class order, one grayscale normalisation."""
+"""Constants shared by the whole zoo: one class order, one grayscale normalisation, one CPU budget."""
 from __future__ import annotations
 
 #: The zoo's single class order (FER2013's own label order). RAF-DB labels are mapped onto it.
@@ -10,3 +10,8 @@ GRAY_STD: float = 0.25
 
 #: Side of the canonical high-resolution face crop: FER2013's own 48x48 framing.
 HR_SIZE: int = 48
+
+#: On CPU, a network call keeps its largest feature map within this many floats (8 MiB): larger maps
+#: leave the cache (and above glibc's 32 MB mmap threshold are fresh, page-faulted mappings). Sets the
+#: expression model's faces per call and the detectors' bands and crops per call.
+CPU_ACTIVATION_BUDGET: int = 1 << 21

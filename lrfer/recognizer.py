@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lrfer.constants import HR_SIZE
+from lrfer.constants import CPU_ACTIVATION_BUDGET, HR_SIZE
 from lrfer.faces.degrade import to_native
 from lrfer.io import describe, load_image, to_device_tensor
 from lrfer.results import Face
@@ -39,9 +39,6 @@ logger = logging.getLogger(__name__)
 #: Images decoded, detected and aligned together in one step of :meth:`Recognizer.predict`
 #: (bounds memory when a long list of large photos is passed at once).
 IMAGES_PER_STEP = 32
-#: Activations per network call on CPU, in floats of the network's largest feature map (8 MiB):
-#: sets the faces per call (see :func:`faces_per_cpu_call`).
-CPU_ACTIVATION_BUDGET = 1 << 21
 #: ITU-R BT.601 luma weights (R, G, B).
 GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 #: Precisions accepted by :func:`load` (see its docstring).

@@ -285,9 +285,9 @@ def test_image_batch_views_the_volume_without_padding():
     volume = mtcnn_mod.MipVolume(images)
     for members in ([0], [0, 2], [1]):
         h, w = images[members[0]].shape[-2:]
-        batch = mtcnn_mod._image_batch(volume, members, h, w)
+        batch = volume.batch(members, h, w)
         assert torch.equal(batch, torch.stack([images[n] for n in members]).float())
-    assert mtcnn_mod._image_batch(volume, [0], 6, 8).data_ptr() == volume.level(0).data_ptr()  # a view, no copy
+    assert volume.batch([0], 6, 8).data_ptr() == volume.level(0).data_ptr()  # a view, no copy
 
 
 @pytest.mark.parametrize("height, width", [(4, 6), (5, 7), (2, 3), (9, 2)])

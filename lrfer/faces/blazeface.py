@@ -197,7 +197,7 @@ def letterbox(
 def _mip_source(volume: MipVolume, n: int, height: int, width: int, shrink: float) -> torch.Tensor:
     """Image ``n`` of ``volume`` at mip level ``floor(log2(shrink)) - 1`` (2-4x larger than needed), (1, 3, h, w)."""
     level = int(min(MAX_MIP_LEVEL, max(0, math.floor(math.log2(max(shrink, 1.0))) - 1)))
-    return volume.level(level)[0, :, n, : height >> level, : width >> level][None]
+    return volume.batch([n], height, width, level)
 
 
 @lru_cache(maxsize=4)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lrfer.constants import CPU_ACTIVATION_BUDGET
 from lrfer.faces import align
 from lrfer.faces.align import cpu_image_groups, mean_2x2, sample_patches, stack_images
 from lrfer.faces.detect import Detections, NetworkDetector, check_images, read_bundled_weights
@@ -62,13 +63,10 @@ NMS_REFINE = 0.7
 NMS_OUTPUT = 0.7  # with overlap measured as intersection / smaller area
 #: Boxes per R-Net / O-Net forward pass, and most sampled pixels per crop batch (memory caps).
 NET_CHUNK = 512
-#: On CPU, every network call keeps its largest feature map within this many floats (8 MiB): P-Net
-#: runs on bands of rows, R-Net and O-Net on fewer crops per call (154 and 30). Larger maps leave
-#: the cache, and above glibc's 32 MB mmap threshold each one is a fresh mapping that the kernel
-#: zeroes page by page. Measured on 2 cores: P-Net on 768x1152 (a 1920 px photo's first scale)
-#: 74 ms whole, 32 ms in bands; a 1920 px crowd mosaic 1,250 ms with 512 crops per call, 990 ms
-#: with these; the same outputs.
-CPU_ACTIVATION_BUDGET = 1 << 21
+# On CPU (lrfer.constants.CPU_ACTIVATION_BUDGET) P-Net runs on bands of rows, R-Net and O-Net on
+# fewer crops per call (154 and 30). Measured on 2 cores: P-Net on 768x1152 (a 1920 px photo's first
+# scale) 74 ms whole, 32 ms in bands; a 1920 px crowd mosaic 1,250 ms with 512 crops per call, 990 ms
+# with these; the same outputs.
 #: Input rows shared by consecutive bands: P-Net's 12-row window minus its 2-row stride.
 PNET_BAND_OVERLAP = PNET_WINDOW - PNET_STRIDE
 NMS_PAIR_CHUNK = 1 << 20  # candidate box pairs per overlap batch in nms()
@@ -492,6 +490,14 @@ class MipVolume:
         self.images = images
         self.levels: list[torch.Tensor] = []
 
+    def batch(self, members: list[int], height: int, width: int, level: int = 0) -> torch.Tensor:
+        """Images ``members`` (all ``height`` x ``width``) at mip ``level`` as an ``(N, 3, height >> level,
+        width >> level)`` float batch, a view when they are consecutive (the usual case: no copy)."""
+        volume_level = self.level(level)[0]
+        consecutive = members == list(range(members[0], members[-1] + 1))
+        stacked = volume_level[:, members[0] : members[-1] + 1] if consecutive else volume_level[:, members]
+        return stacked[..., : height >> level, : width >> level].transpose(0, 1)
+
     def level(self, n: int) -> torch.Tensor:
         if not self.levels:
             self.levels.append(stack_images(self.images))
@@ -686,18 +692,9 @@ class MTCNN(NetworkDetector):
         for (height, width), members in groups.items():
             max_face = None if self.max_face_fraction is None else self.max_face_fraction * max(height, width)
             scales = pyramid_scales(height, width, self.min_face, self.factor, max_face)
-            levels = partial(_image_batch, volume, members, height, width)
+            levels = partial(volume.batch, members, height, width)
             boxes, scores, local = propose(self.pnet, levels, scales, self.thresholds[0])
             parts.append((boxes, scores, torch.tensor(members, device=self.device)[local]))
         boxes, scores, image = (torch.cat(p) for p in zip(*parts))
         log.debug("P-Net: %d candidates over %d images", boxes.shape[0], len(images))
         return boxes, scores, image
-
-
-def _image_batch(volume: MipVolume, members: list[int], height: int, width: int, level: int = 0) -> torch.Tensor:
-    """Images ``members`` of the volume's mip ``level`` as an ``(N, 3, height / 2**level, width / 2**level)``
-    float batch, a view when they are consecutive (the usual case: no copy of a large photo)."""
-    volume_level = volume.level(level)[0]
-    consecutive = members == list(range(members[0], members[-1] + 1))
-    stacked = volume_level[:, members[0] : members[-1] + 1] if consecutive else volume_level[:, members]
-    return stacked[..., : height >> level, : width >> level].transpose(0, 1)

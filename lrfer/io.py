@@ -188,14 +188,18 @@ def _pil_to_array(im: Any) -> np.ndarray:
 
 
 def to_device_tensor(img: np.ndarray, device: Any = "cpu") -> torch.Tensor:
-    """RGB ``uint8 (H, W, 3)`` -> ``uint8 (3, H, W)`` tensor on ``device`` (pinned, non-blocking on CUDA)."""
+    """RGB ``uint8 (H, W, 3)`` -> ``uint8 (3, H, W)`` tensor on ``device`` (pinned, non-blocking on CUDA).
+
+    On CPU a view of the array's memory, no copy: the detectors read the pixels interleaved (the
+    integral images of :mod:`lrfer.faces.mtcnn`'s pyramid) or convert them once to planar floats.
+    """
     import torch
 
     t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
     device = torch.device(device)
     if device.type == "cuda":
         return t.contiguous().pin_memory().to(device, non_blocking=True)
-    return t.contiguous()
+    return t
 
 
 class ImageFiles(Sequence[tuple[Path, Path]]):

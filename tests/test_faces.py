@@ -319,6 +319,69 @@ def test_mip_volume_makes_each_level_once():
     torch.testing.assert_close(level2[0, :, 0], expected)
 
 
+
+def interleaved(image: torch.Tensor) -> torch.Tensor:
+    """The same (3, H, W) pixels as a view of an (H, W, 3) array, as lrfer.io.to_device_tensor gives on CPU."""
+    return image.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+
+
+@pytest.mark.parametrize("height, width", [(37, 53), (12, 12), (64, 33)])
+@pytest.mark.parametrize("layout", ["planar", "interleaved"])
+def test_area_resize_from_integral_is_torchs_area_resize_bit_for_bit(height, width, layout):
+    image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(height))
+    if layout == "interleaved":
+        image = interleaved(image)
+    integral = align_mod.integral_image(image)
+    assert integral.shape == (height + 1, width + 1, 3) and integral.dtype == torch.int32
+    assert torch.equal(integral[-1, -1], image.sum(dim=(1, 2)).int())
+    # (1, 1) is left out: torch computes it as a mean (another summation order), and P-Net never asks for it.
+    for size in [(height, width), (math.ceil(height * 0.6), math.ceil(width * 0.6)), (5, 7), (2, 1)]:
+        expected = torch.nn.functional.interpolate(image[None].float(), size=size, mode="area")[0].permute(1, 2, 0)
+        for table in (integral, integral.double()):  # float64: the layout used when int32 sums could overflow
+            out = align_mod.area_resize_integral(table, size, torch.empty(*size, 3))
+            assert torch.equal(out, expected), (size, table.dtype)
+
+
+def test_area_resize_from_integral_works_in_bands(monkeypatch):
+    monkeypatch.setattr(align_mod, "INTEGRAL_BAND_BYTES", 1)  # one output row per band
+    image = torch.randint(0, 256, (3, 21, 30), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    out = align_mod.area_resize_integral(align_mod.integral_image(image), (11, 17), torch.empty(11, 17, 3))
+    torch.testing.assert_close(out, torch.nn.functional.interpolate(image[None].float(), size=(11, 17), mode="area")[0].permute(1, 2, 0), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device_path", ["cpu", "elsewhere"])
+def test_mip_volume_resized_equals_area_interpolation_of_the_batch(monkeypatch, device_path):
+    if device_path == "elsewhere":  # the GPU path (F.interpolate on the float volume), run on CPU
+        monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)
+    g = torch.Generator().manual_seed(4)
+    images = [interleaved(torch.randint(0, 256, (3, 30, 41), generator=g, dtype=torch.uint8)) for _ in range(3)]
+    images.insert(1, torch.randint(0, 256, (3, 20, 20), generator=g, dtype=torch.uint8))
+    volume = mtcnn_mod.MipVolume(images)
+    for level in (0, 1):
+        resized = volume.resized([0, 2, 3], 30, 41, (13, 19), level)
+        expected = torch.nn.functional.interpolate(volume.batch([0, 2, 3], 30, 41, level), size=(13, 19), mode="area")
+        assert resized.shape == (3, 3, 13, 19) and torch.equal(resized, expected)
+    cpu_integrals = device_path == "cpu"
+    assert sorted(volume.integrals) == ([0, 2, 3] if cpu_integrals else [])  # made once per image, only when used
+
+
+@pytest.mark.parametrize("height, width", [(5, 7), (1, 1), (70, 3)])
+def test_rgb_to_gray_of_interleaved_pixels_equals_planar(monkeypatch, height, width):
+    monkeypatch.setattr(align_mod, "GRAY_BAND_VALUES", 4)  # several bands of rows
+    image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(width))
+    view = interleaved(image)
+    assert view.stride(0) == 1
+    assert torch.equal(rgb_to_gray(view), rgb_to_gray(image))
+
+
+def test_affine_grid_equals_torchs_for_rotated_and_axis_aligned_maps():
+    g = torch.Generator().manual_seed(8)
+    theta = torch.randn(6, 2, 3, generator=g)
+    theta[:2, 0, 1] = theta[:2, 1, 0] = 0  # two without rotation
+    for batch in (theta, theta[:2]):
+        expected = torch.nn.functional.affine_grid(batch, [batch.shape[0], 1, 9, 9], align_corners=False)
+        torch.testing.assert_close(align_mod.affine_grid(batch, 9), expected)
+
 # -------------------------------------------------------------------------------------- make_detector
 def test_make_detector_none_and_unknown():
     assert make_detector(None, "cpu") is None

@@ -125,8 +125,11 @@ def test_unreadable_files(tmp_path: Path) -> None:
 
 def test_to_device_tensor(rgb: np.ndarray) -> None:
     t = to_device_tensor(rgb, "cpu")
-    assert t.shape == (3, 12, 9) and t.dtype == torch.uint8 and t.is_contiguous()
+    assert t.shape == (3, 12, 9) and t.dtype == torch.uint8
     assert torch.equal(t.permute(1, 2, 0), torch.from_numpy(rgb))
+    assert t.data_ptr() == rgb.ctypes.data  # on CPU a view of the (H, W, 3) pixels: no copy
+    flipped = rgb[::-1]  # not contiguous: copied once
+    assert torch.equal(to_device_tensor(flipped, "cpu").permute(1, 2, 0), torch.from_numpy(flipped.copy()))
 
 
 def test_is_image_like(rgb: np.ndarray) -> None:

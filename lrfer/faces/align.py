@@ -27,6 +27,10 @@ MAX_OVERSAMPLE = 8
 #: On CPU, images are stacked (detection, alignment) in consecutive groups whose float copy holds at
 #: most this many values (8 MiB): see :func:`cpu_image_groups`.
 CPU_STACK_BUDGET = 1 << 21
+#: Pixel values converted to float at a time by :func:`rgb_to_gray` for channel-interleaved images.
+GRAY_BAND_VALUES = 1 << 18
+#: Bytes of integral-image rows gathered at a time by :func:`area_resize_integral`.
+INTEGRAL_BAND_BYTES = 1 << 20
 #: Landmark spreads below this (pixels, RMS distance to their centroid) are treated as missing.
 MIN_LANDMARK_SPREAD = 1e-3
 
@@ -59,12 +63,28 @@ def rgb_to_gray(images: torch.Tensor) -> torch.Tensor:
     """
     if images.dim() < 3 or images.shape[-3] != 3:
         raise ValueError(f"rgb_to_gray expects (..., 3, H, W); got {tuple(images.shape)}")
+    if images.dim() == 3 and images.stride(0) == 1 and not images.is_floating_point():
+        return _interleaved_rgb_to_gray(images)
     # One output buffer and in-place sums: about 4x faster on a large photo than weighting a float
     # copy of all three channels and summing it (1.1 vs 4.9 ms at 1920x1367 on 2 cores).
     red, green, blue = (images.narrow(-3, c, 1) for c in range(3))
     gray = torch.mul(red, BT601_WEIGHTS[0])  # float32 for integer input, the input's float dtype otherwise
     gray.add_(green, alpha=BT601_WEIGHTS[1]).add_(blue, alpha=BT601_WEIGHTS[2])
     return gray if images.is_floating_point() else gray.clamp_(0, 255)
+
+
+def _interleaved_rgb_to_gray(image: torch.Tensor) -> torch.Tensor:
+    """:func:`rgb_to_gray` of a ``(3, H, W)`` integer view of an ``(H, W, 3)`` array, the same values:
+    converted to float in bands of rows that stay in cache (3 vs 12 ms at 1920x1448 on 2 cores,
+    where the planar code reads every channel with a stride of 3)."""
+    pixels = image.permute(1, 2, 0)
+    gray = torch.empty(1, *pixels.shape[:2], device=image.device)
+    rows = max(1, GRAY_BAND_VALUES // max(1, pixels[0].numel()))
+    for top in range(0, pixels.shape[0], rows):
+        band = pixels[top : top + rows].float()
+        torch.mul(band[..., 0], BT601_WEIGHTS[0], out=gray[0, top : top + rows])
+        gray[0, top : top + rows].add_(band[..., 1], alpha=BT601_WEIGHTS[1]).add_(band[..., 2], alpha=BT601_WEIGHTS[2])
+    return gray.clamp_(0, 255)
 
 
 def estimate_similarity(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
@@ -216,6 +236,61 @@ def mean_2x2(x: torch.Tensor) -> torch.Tensor:
     return (rows[..., 0::2] + rows[..., 1::2]) * 0.25
 
 
+def integral_image(image: torch.Tensor) -> torch.Tensor:
+    """Summed-area table ``(H + 1, W + 1, C)`` of a ``(C, H, W)`` uint8 CPU image (OpenCV's
+    ``integral``): entry ``[i, j]`` is the sum of rows ``< i`` and columns ``< j``. int32 when every
+    sum fits, float64 (exact for these integers) otherwise. Fastest for a channels-interleaved image
+    (a permuted ``(H, W, 3)`` array, as :func:`lrfer.io.to_device_tensor` gives on CPU); a planar one
+    is interleaved first (about 3 ms for a 1920 px photo on 2 cores)."""
+    import cv2
+
+    hwc = image.permute(1, 2, 0).contiguous()  # a view for a (3, H, W) view of an (H, W, 3) array
+    depth = cv2.CV_32S if 255 * image.shape[-2] * image.shape[-1] < 2**31 else cv2.CV_64F
+    return torch.from_numpy(cv2.integral(hwc.numpy(), sdepth=depth))
+
+
+def area_windows(length: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and one-past-last input index averaged into each of ``size`` outputs by torch's
+    ``area`` resize (adaptive average pooling) of ``length`` inputs.
+
+    >>> [t.tolist() for t in area_windows(5, 3)]
+    [[0, 1, 3], [2, 4, 5]]
+    """
+    index = torch.arange(size)
+    return index * length // size, -(-(index + 1) * length // size)
+
+
+def area_resize_integral(integral: torch.Tensor, size: tuple[int, int], out: torch.Tensor) -> torch.Tensor:
+    """``F.interpolate(image, size, mode="area")`` from the image's :func:`integral_image`, into
+    ``out`` ``(h, w, C)`` float32: the same values bit for bit (each window's exact integer sum,
+    divided by its height, then its width, as torch does; except a 1x1 output, which torch computes
+    as a mean, in another summation order).
+
+    About 3x faster than torch's kernel on 2 CPU cores (a 1920x1448 photo's first P-Net scale: 7 vs
+    21 ms): torch computes each output's window with integer divisions and splits 3 channel planes
+    between the threads. Done in bands of output rows of about 1 MiB, so that no temporary is a fresh,
+    page-faulted mapping.
+    """
+    height, width, channels = integral.shape[0] - 1, integral.shape[1] - 1, integral.shape[2]
+    row_start, row_end = area_windows(height, size[0])
+    col_start, col_end = area_windows(width, size[1])
+    row_count = (row_end - row_start).to(out.dtype).view(-1, 1, 1)
+    col_count = (col_end - col_start).to(out.dtype).view(1, -1, 1)
+    # Flat (row, column * C + channel) indices of each window's last and first column: one gather
+    # (about 2x faster than index_select over the middle axis).
+    cols = torch.cat([col_end, col_start]).view(-1, 1).mul(channels).add(torch.arange(channels)).view(1, -1)
+    values = size[1] * channels
+    flat = integral.view(height + 1, -1)
+    band = max(1, INTEGRAL_BAND_BYTES // (flat.shape[1] * flat.element_size()))
+    for top in range(0, size[0], band):
+        rows = slice(top, top + band)
+        row_sums = flat.index_select(0, row_end[rows]).sub_(flat.index_select(0, row_start[rows]))
+        ends_starts = torch.gather(row_sums, 1, cols.expand(row_sums.shape[0], -1))
+        sums = ends_starts[:, :values].sub_(ends_starts[:, values:]).view(-1, size[1], channels)
+        torch.div(sums.to(out.dtype), row_count[rows], out=out[rows]).div_(col_count)
+    return out
+
+
 def _sample_per_image(volume: torch.Tensor, image_index: torch.Tensor, grid_xy: torch.Tensor) -> torch.Tensor:
     """Bilinear samples (B, C, S, S) of ``volume`` (1, C, N, H, W): patch ``b`` reads image
     ``image_index[b]`` at ``grid_xy[b]`` (S, S, 2); one 2-D ``grid_sample`` per image."""
@@ -248,20 +323,23 @@ def _sample_image(image: torch.Tensor, grid_xy: torch.Tensor) -> torch.Tensor:
 
 
 def affine_grid(theta: torch.Tensor, size: int) -> torch.Tensor:
-    """``F.affine_grid(theta, [B, 1, size, size], align_corners=False)``; for maps without rotation
-    (MTCNN's crops) built by broadcasting, several times faster on CPU than its batched matmul.
+    """``F.affine_grid(theta, [B, 1, size, size], align_corners=False)`` built by broadcasting: several
+    times faster on CPU than its batched matmul over (size * size, 3) points, the same values up to float
+    rounding; cheaper still for maps without rotation (MTCNN's crops).
 
-    >>> theta = torch.tensor([[[0.5, 0.0, 0.1], [0.0, 2.0, -0.3]]])
-    >>> torch.allclose(affine_grid(theta, 4), F.affine_grid(theta, [1, 1, 4, 4], align_corners=False))
+    >>> theta = torch.tensor([[[0.5, 0.0, 0.1], [0.0, 2.0, -0.3]], [[0.5, 0.2, 0.1], [-0.1, 2.0, -0.3]]])
+    >>> torch.allclose(affine_grid(theta, 4), F.affine_grid(theta, [2, 1, 4, 4], align_corners=False))
     True
     """
-    if bool((theta[:, 0, 1] != 0).any() or (theta[:, 1, 0] != 0).any()):
-        return F.affine_grid(theta, [theta.shape[0], 1, size, size], align_corners=False)
     base = (torch.arange(size, dtype=theta.dtype, device=theta.device) * 2 + 1) / size - 1
-    grid_x = theta[:, 0, 0, None] * base + theta[:, 0, 2, None]  # (B, size): depends on the column only
-    grid_y = theta[:, 1, 1, None] * base + theta[:, 1, 2, None]  # (B, size): depends on the row only
     b = theta.shape[0]
-    return torch.stack([grid_x[:, None, :].expand(b, size, size), grid_y[:, :, None].expand(b, size, size)], dim=-1)
+    grid_x = theta[:, 0, 0, None] * base + theta[:, 0, 2, None]  # (B, size): the column's part
+    grid_y = theta[:, 1, 1, None] * base + theta[:, 1, 2, None]  # (B, size): the row's part
+    if not bool((theta[:, 0, 1] != 0).any() or (theta[:, 1, 0] != 0).any()):
+        return torch.stack([grid_x[:, None, :].expand(b, size, size), grid_y[:, :, None].expand(b, size, size)], dim=-1)
+    x_from_row = theta[:, 0, 1, None] * base  # (B, size): x's dependence on the row
+    y_from_col = theta[:, 1, 0, None] * base  # (B, size): y's dependence on the column
+    return torch.stack([grid_x[:, None, :] + x_from_row[:, :, None], grid_y[:, :, None] + y_from_col[:, None, :]], dim=-1)
 
 
 def _pixel_affine_to_theta(out_to_image: torch.Tensor, out_size: int, height: int, width: int) -> torch.Tensor:

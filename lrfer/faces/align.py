@@ -262,7 +262,7 @@ def area_windows(length: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def area_resize_integral(integral: torch.Tensor, size: tuple[int, int], out: torch.Tensor) -> torch.Tensor:
     """``F.interpolate(image, size, mode="area")`` from the image's :func:`integral_image`, into
-    ``out`` ``(h, w, C)`` float32: the same values bit for bit (each window's exact integer sum,
+    a contiguous ``out`` ``(h, w, C)`` float32: the same values bit for bit (each window's exact integer sum,
     divided by its height, then its width, as torch does; except a 1x1 output, which torch computes
     as a mean, in another summation order).
 
@@ -274,20 +274,20 @@ def area_resize_integral(integral: torch.Tensor, size: tuple[int, int], out: tor
     height, width, channels = integral.shape[0] - 1, integral.shape[1] - 1, integral.shape[2]
     row_start, row_end = area_windows(height, size[0])
     col_start, col_end = area_windows(width, size[1])
-    row_count = (row_end - row_start).to(out.dtype).view(-1, 1, 1)
-    col_count = (col_end - col_start).to(out.dtype).view(1, -1, 1)
+    row_count = (row_end - row_start).to(out.dtype).view(-1, 1)
+    col_count = (col_end - col_start).to(out.dtype).repeat_interleave(channels).view(1, -1)  # per flat value
     # Flat (row, column * C + channel) indices of each window's last and first column: one gather
     # (about 2x faster than index_select over the middle axis).
     cols = torch.cat([col_end, col_start]).view(-1, 1).mul(channels).add(torch.arange(channels)).view(1, -1)
     values = size[1] * channels
-    flat = integral.view(height + 1, -1)
+    flat, flat_out = integral.view(height + 1, -1), out.view(size[0], values)
     band = max(1, INTEGRAL_BAND_BYTES // (flat.shape[1] * flat.element_size()))
     for top in range(0, size[0], band):
         rows = slice(top, top + band)
         row_sums = flat.index_select(0, row_end[rows]).sub_(flat.index_select(0, row_start[rows]))
         ends_starts = torch.gather(row_sums, 1, cols.expand(row_sums.shape[0], -1))
-        sums = ends_starts[:, :values].sub_(ends_starts[:, values:]).view(-1, size[1], channels)
-        torch.div(sums.to(out.dtype), row_count[rows], out=out[rows]).div_(col_count)
+        sums = ends_starts[:, :values].sub_(ends_starts[:, values:])
+        torch.div(sums.to(out.dtype), row_count[rows], out=flat_out[rows]).div_(col_count)
     return out
 
 

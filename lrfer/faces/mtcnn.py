@@ -469,10 +469,10 @@ def propose(
         size = (math.ceil(height * scale), math.ceil(width * scale))
         # Normalised after resizing (the same values up to float rounding, on fewer pixels);
         # channels_last: about 1.6x faster convolutions and pooling for P-Net's thin layers on CPU.
-        level = resized(size, pyramid_source_level(scale))
-        in_place = level.is_contiguous(memory_format=torch.channels_last)
-        level = normalize_pixels(level, out=level if in_place else torch.empty_like(level, memory_format=torch.channels_last))
-        offsets, probs = run_pnet(pnet, level)
+        pixels = resized(size, pyramid_source_level(scale))
+        in_place = pixels.is_contiguous(memory_format=torch.channels_last)  # a fresh buffer of ours
+        pixels = normalize_pixels(pixels, out=pixels if in_place else torch.empty_like(pixels, memory_format=torch.channels_last))
+        offsets, probs = run_pnet(pnet, pixels)
         boxes, scores, box_offsets, image = pnet_candidates(
             offsets, probs[:, 1], (size[1] / width, size[0] / height), threshold
         )

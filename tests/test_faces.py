@@ -342,6 +342,22 @@ def test_area_resize_from_integral_is_torchs_area_resize_bit_for_bit(height, wid
             assert torch.equal(out, expected), (size, table.dtype)
 
 
+def test_integral_image_switches_to_float64_when_int32_sums_could_overflow(monkeypatch):
+    import cv2
+
+    depths = []
+    real_integral = cv2.integral
+
+    def spy(pixels, sdepth):
+        depths.append(sdepth)
+        return real_integral(pixels[:2, :2], sdepth=sdepth)
+
+    monkeypatch.setattr(cv2, "integral", spy)
+    align_mod.integral_image(torch.zeros(3, 2000, 4000, dtype=torch.uint8))  # 8.0 M pixels: 255 * 8e6 < 2**31
+    align_mod.integral_image(torch.zeros(3, 3000, 3000, dtype=torch.uint8))  # 9.0 M pixels: 255 * 9e6 > 2**31
+    assert depths == [cv2.CV_32S, cv2.CV_64F]
+
+
 def test_area_resize_from_integral_works_in_bands(monkeypatch):
     monkeypatch.setattr(align_mod, "INTEGRAL_BAND_BYTES", 1)  # one output row per band
     image = torch.randint(0, 256, (3, 21, 30), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))

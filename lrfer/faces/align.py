@@ -245,8 +245,8 @@ def integral_image(image: torch.Tensor) -> torch.Tensor:
     import cv2
 
     hwc = image.permute(1, 2, 0).contiguous()  # a view for a (3, H, W) view of an (H, W, 3) array
-    depth = cv2.CV_32S if 255 * image.shape[-2] * image.shape[-1] < 2**31 else cv2.CV_64F
-    return torch.from_numpy(cv2.integral(hwc.numpy(), sdepth=depth))
+    exact_in_int32 = 255 * image.shape[-2] * image.shape[-1] < 2**31
+    return torch.from_numpy(cv2.integral(hwc.numpy(), sdepth=cv2.CV_32S if exact_in_int32 else cv2.CV_64F))
 
 
 def area_windows(length: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:

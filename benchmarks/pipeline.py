@@ -7,14 +7,19 @@ Photos from ``../shared/images`` resized to each width; each stage timed separat
 several runs after warm-up), both one photo per call (every photo in turn, the mean per photo) and a
 batch of photos per call (the batched path detects and aligns all photos of the batch together).
 Also prints the faces found per photo. ``--crowd 320,240,160`` adds 1920x1080 crowd scenes tiled
-from the same photos (about 66, 114 and 220 faces found by ``auto``).
+from the same photos (about 66, 114 and 220 faces found by ``auto``). ``--detect-stages`` adds, for
+each width at one photo per call, where detection spends its time (the functions of
+``lrfer.faces`` named in :data:`DETECT_STAGES`, timed by wrappers; "other" is the rest of detect).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
+from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -25,7 +30,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lrfer  # noqa: E402
 from _common import SHARED, machine, sync  # noqa: E402
+from lrfer.faces import blazeface, mtcnn  # noqa: E402
 from lrfer.io import _decode_cv2, load_image, to_device_tensor  # noqa: E402
+
+#: Detection stages for ``--detect-stages``: (label, owner, attribute). None of them calls another.
+DETECT_STAGES = (
+    ("BlazeFace", blazeface.BlazeFace, "detect"),
+    ("P-Net pyramid resize", mtcnn.MipVolume, "resized"),
+    ("P-Net", mtcnn, "run_pnet"),
+    ("R-/O-Net crops", mtcnn, "crop_boxes"),
+    ("R-/O-Net", mtcnn, "run_chunked"),
+    ("MTCNN NMS", mtcnn, "batched_nms"),
+)
 
 
 def photos(width: int) -> list[bytes]:
@@ -100,6 +116,51 @@ def call_times(rec: "lrfer.Recognizer", jpegs: list[bytes]) -> np.ndarray:
     return np.diff(t)
 
 
+@contextlib.contextmanager
+def timed_calls(device: torch.device, stages: list[tuple[str, object, str]]) -> Iterator[dict[str, float]]:
+    """Seconds spent in each ``(label, owner, attribute)`` function while the block runs (inclusive,
+    synchronised), the functions wrapped by timers and restored after."""
+    spent: dict[str, float] = defaultdict(float)
+    originals = [(owner, name, getattr(owner, name)) for _, owner, name in stages]
+
+    def timer(label: str, fn):
+        def timed(*args, **kwargs):
+            sync(device)
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            sync(device)
+            spent[label] += time.perf_counter() - start
+            return out
+        return timed
+
+    for (label, owner, name), (_, _, fn) in zip(stages, originals):
+        setattr(owner, name, timer(label, fn))
+    try:
+        yield spent
+    finally:
+        for owner, name, fn in originals:
+            setattr(owner, name, fn)
+
+
+def print_detect_stages(rec: "lrfer.Recognizer", widths: list[int], runs: int) -> None:
+    """ms per photo in each of :data:`DETECT_STAGES`, one photo per call, for each width (means
+    over ``runs`` runs after a warm-up); "other" is the rest of the detector's time."""
+    labels = [label for label, _, _ in DETECT_STAGES]
+    print("| width | detect | " + " | ".join(labels) + " | other |")
+    print("| ---: |" + " ---: |" * (len(labels) + 2))
+    for width in widths:
+        calls = [[jpeg] for jpeg in photos(width)]
+        stage_times(rec, calls, 1)  # warm-up, untimed
+        with timed_calls(rec.device, [("detect", type(rec.detector), "detect"), *DETECT_STAGES]) as spent:
+            for _ in range(runs):
+                for jpegs in calls:
+                    call_times(rec, jpegs)
+        ms = {label: 1000 * seconds / runs / len(calls) for label, seconds in spent.items()}
+        cells = " | ".join(f"{ms.get(label, 0.0):.1f}" for label in labels)
+        print(f"| {width} | {ms['detect']:.1f} | {cells} | {ms['detect'] - sum(ms.get(label, 0.0) for label in labels):.1f} |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="default: the manifest default")
@@ -111,6 +172,8 @@ def main() -> None:
     parser.add_argument("--detector", default="auto,blazeface,mtcnn", help="comma-separated detectors, side by side")
     parser.add_argument("--crowd", default="", help="tile widths (e.g. 320,240,160): also time 1920x1080 crowd scenes "
                         "tiled from the shared photos (whole tiles only), one scene per call")
+    parser.add_argument("--detect-stages", action="store_true", help="also print ms per photo in each detection "
+                        "stage (BlazeFace, P-Net's pyramid, P-Net, R-/O-Net crops and networks, NMS), one photo per call")
     args = parser.parse_args()
     if not (SHARED / "images").is_dir():
         sys.exit(f"needs the shared photos at {SHARED / 'images'}")
@@ -143,6 +206,9 @@ def main() -> None:
             print(f"| crowd of {tile} px tiles | 1 | [{found}] | {cells} | {1000 * sum(times.values()):.1f} | {1 / sum(times.values()):.1f} |",
                   flush=True)
         print()
+        if args.detect_stages:
+            print(f"### {dev}, detector={detector}: detection stages, ms per photo (one photo per call)\n")
+            print_detect_stages(rec, widths, args.runs)
 
 
 if __name__ == "__main__":

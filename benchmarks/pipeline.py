@@ -206,7 +206,7 @@ def main() -> None:
             print(f"| crowd of {tile} px tiles | 1 | [{found}] | {cells} | {1000 * sum(times.values()):.1f} | {1 / sum(times.values()):.1f} |",
                   flush=True)
         print()
-        if args.detect_stages:
+        if args.detect_stages and rec.detector is not None:
             print(f"### {dev}, detector={detector}: detection stages, ms per photo (one photo per call)\n")
             print_detect_stages(rec, widths, args.runs)
 

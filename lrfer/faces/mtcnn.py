@@ -9,7 +9,9 @@ Stages, each a small function:
 
 1. :func:`pyramid_scales` - image pyramid, from ``min_face`` down by ``PYRAMID_FACTOR`` (0.709);
 2. :func:`propose` - P-Net, fully convolutional, on every scale (batched over equal-size images),
-   :func:`pnet_candidates` turns its maps into boxes, NMS per scale then across scales;
+   :func:`pnet_candidates` turns its maps into boxes, NMS per scale then across scales. The scales
+   are torch's ``area`` resizes (:meth:`MipVolume.resized`; on CPU from integral images, the same
+   values);
 3. :func:`refine` - R-Net on 24x24 crops of the squared candidates, NMS, box regression;
 4. :func:`output` - O-Net on 48x48 crops: score, box regression, five landmarks, final "min" NMS.
 

@@ -151,6 +151,24 @@ def test_overlapping_pairs_are_exactly_the_pairs_over_the_threshold(mode):
     assert len(i) > 20  # the test has overlapping boxes to find
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
+@pytest.mark.parametrize("chunk", [1 << 20, 7, 1])
+def test_overlapping_pairs_in_a_tall_scene_of_many_bands(monkeypatch, threshold, chunk):
+    """Boxes over many bands of rows, with tops on band edges, equal left edges and touching boxes."""
+    monkeypatch.setattr(mtcnn_mod, "NMS_PAIR_CHUNK", chunk)
+    g = torch.Generator().manual_seed(2)
+    xy = (torch.rand(300, 2, generator=g) * torch.tensor([60.0, 900.0])).round()
+    size = 1 + (torch.rand(300, 1, generator=g) * 12).round()
+    boxes = torch.cat([xy, xy + size], dim=1)
+    boxes[:20, 1], boxes[:20, 3] = 13.0 * torch.arange(20), 13.0 * torch.arange(20) + 13  # the tallest, stacked
+    boxes[20:40, 0] = boxes[40:60, 0]  # shared left edges
+    boxes[60:80] = boxes[80:100] + torch.tensor([0.0, 1.0, 0.0, 1.0])  # near-duplicates, one row lower
+    i, j = mtcnn_mod.overlapping_pairs(boxes, threshold)
+    dense = torch.triu(mtcnn_mod.pairwise_overlap(boxes, boxes) > threshold, diagonal=1)
+    assert sorted(zip(i.tolist(), j.tolist())) == sorted(map(tuple, torch.nonzero(dense).tolist()))
+    assert len(i) > 15
+
+
 def test_nms_rejects_a_negative_threshold():
     with pytest.raises(ValueError, match="threshold"):
         mtcnn_mod.nms(torch.zeros(2, 4), torch.ones(2), -0.1)

@@ -314,31 +314,35 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str =
 def overlapping_pairs(ranked: torch.Tensor, threshold: float, mode: str = "union") -> tuple[np.ndarray, np.ndarray]:
     """Index pairs ``(i, j)``, ``i < j``, of boxes whose overlap exceeds ``threshold`` (numpy int64 arrays).
 
-    Only boxes whose x-ranges intersect are compared: sorted by left edge, each box meets the boxes
-    starting before its right edge: for the 7,500 P-Net candidates of a crowd scene, 177 -> 34 ms
-    against every ranked pair. Pairs are checked in chunks of ``NMS_PAIR_CHUNK`` (bounded memory when
-    large boxes meet many).
+    Only boxes that can meet are compared: the boxes are cut into bands of rows as high as the
+    tallest box (a box meets boxes of its own band and the two next to it only), sorted by band and
+    left edge, and each box is paired with the boxes of its band and of the band below that start
+    inside its x-range, and those of the band above that start strictly inside it (each pair once).
+    In a 1920x1080 crowd scene (160 px tiles) MTCNN's NMS calls took 149 ms comparing all boxes whose
+    x-ranges meet, 38 ms with the bands (the first scale's 8,116 P-Net windows: 52 -> 8 ms). Pairs are
+    checked in chunks of ``NMS_PAIR_CHUNK`` (bounded memory when large boxes meet many).
     """
     if not threshold >= 0:
         raise ValueError(f"nms threshold must be >= 0; got {threshold}")
     count, device = ranked.shape[0], ranked.device
-    by_left = ranked[:, 0].argsort()
-    left = ranked[by_left, 0].contiguous()
-    ends = torch.searchsorted(left, ranked[by_left, 2].contiguous(), side="left")  # first box starting at/after my right edge
-    partners = (ends - torch.arange(1, count + 1, device=device)).clamp(min=0)  # later boxes starting before my right edge
-    cumulative = torch.cumsum(partners, 0).cpu()
+    if count < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    by_key, (starts, ends) = _band_sweep_ranges(ranked.double())
+    reps = ends - starts
+    cumulative = torch.cumsum(reps, 0).cpu()
+    box_of_range = torch.arange(reps.numel(), device=device) % count
     found_i, found_j = [], []
     first = 0
-    while first < count:
-        # The longest run of boxes whose pairs fit one chunk (at least one box).
+    while first < reps.numel():
+        # The longest run of ranges whose pairs fit one chunk (at least one range).
         budget = int(cumulative[first - 1]) + NMS_PAIR_CHUNK if first else NMS_PAIR_CHUNK
-        last = min(count, max(first + 1, int(torch.searchsorted(cumulative, torch.tensor(budget), side="right"))))
-        reps = partners[first:last]
-        a = torch.repeat_interleave(torch.arange(first, last, device=device), reps)
+        last = min(reps.numel(), max(first + 1, int(torch.searchsorted(cumulative, torch.tensor(budget), side="right"))))
+        chunk_reps = reps[first:last]
+        a = torch.repeat_interleave(box_of_range[first:last], chunk_reps)
         if a.numel():
-            offsets = torch.arange(a.numel(), device=device) - torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
-            b = a + 1 + offsets
-            ia, ib = by_left[a], by_left[b]
+            offsets = torch.arange(a.numel(), device=device) - torch.repeat_interleave(torch.cumsum(chunk_reps, 0) - chunk_reps, chunk_reps)
+            b = torch.repeat_interleave(starts[first:last], chunk_reps) + offsets
+            ia, ib = a, by_key[b]  # a box, and the boxes at the sorted positions of its ranges
             hit = box_overlap(ranked[ia], ranked[ib], mode) > threshold
             ia, ib = ia[hit], ib[hit]
             found_i.append(torch.minimum(ia, ib))
@@ -347,6 +351,28 @@ def overlapping_pairs(ranked: torch.Tensor, threshold: float, mode: str = "union
     if not found_i:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return torch.cat(found_i).cpu().numpy(), torch.cat(found_j).cpu().numpy()
+
+
+def _band_sweep_ranges(boxes: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """For :func:`overlapping_pairs`: the box at each position in (band, left edge) order, and per box
+    three ranges ``[start, end)`` of those positions to compare it with: its own band (after it), the
+    band below, the band above (the three lists concatenated, each in box order)."""
+    count = boxes.shape[0]
+    height = float((boxes[:, 3] - boxes[:, 1]).max())
+    band = ((boxes[:, 1] - boxes[:, 1].min()) / max(height, 1e-6)).floor()
+    left, right = boxes[:, 0] - boxes[:, 0].min(), boxes[:, 2] - boxes[:, 0].min()
+    stride = float(right.max()) + 1  # a band's keys stay below the next band's
+    key = band * stride + left
+    by_key = key.argsort()
+    key = key[by_key]
+    position = torch.empty_like(by_key)
+    position[by_key] = torch.arange(count, device=boxes.device)
+    own = (position + 1, torch.searchsorted(key, band * stride + right, side="left"))
+    below = (torch.searchsorted(key, (band + 1) * stride + left, side="left"), torch.searchsorted(key, (band + 1) * stride + right, side="left"))
+    above = (torch.searchsorted(key, (band - 1) * stride + left, side="right"), torch.searchsorted(key, (band - 1) * stride + right, side="left"))
+    starts = torch.cat([own[0], below[0], above[0]])
+    ends = torch.maximum(starts, torch.cat([own[1], below[1], above[1]]))
+    return by_key, (starts, ends)
 
 
 def batched_nms(

@@ -81,9 +81,8 @@ def _interleaved_rgb_to_gray(image: torch.Tensor) -> torch.Tensor:
     gray = torch.empty(1, *pixels.shape[:2], device=image.device)
     rows = max(1, GRAY_BAND_VALUES // max(1, pixels[0].numel()))
     for top in range(0, pixels.shape[0], rows):
-        band = pixels[top : top + rows].float()
-        torch.mul(band[..., 0], BT601_WEIGHTS[0], out=gray[0, top : top + rows])
-        gray[0, top : top + rows].add_(band[..., 1], alpha=BT601_WEIGHTS[1]).add_(band[..., 2], alpha=BT601_WEIGHTS[2])
+        band, out = pixels[top : top + rows].float(), gray[0, top : top + rows]
+        torch.mul(band[..., 0], BT601_WEIGHTS[0], out=out).add_(band[..., 1], alpha=BT601_WEIGHTS[1]).add_(band[..., 2], alpha=BT601_WEIGHTS[2])
     return gray.clamp_(0, 255)
 
 

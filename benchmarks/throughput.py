@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lrfer  # noqa: E402
+from lrfer.zoo import load_manifest  # noqa: E402
 from _common import gpu_peak_mb, interleaved_seconds, machine, median_seconds, peak_rss_mb, reset_gpu_peak  # noqa: E402
 
 REFERENCE = "resnet18-fer2013-48px"
@@ -73,12 +74,26 @@ def bench_model(model: torch.nn.Module, resolution: int, batch: int, device: tor
     return batch / median_seconds(run, device, runs=10 if batch > 64 else 30, min_seconds=0.5)
 
 
+def model_cell(rec: "lrfer.Recognizer", batch: int, device: torch.device, dtype: torch.dtype | None,
+               channels_last: bool, use_compile: bool) -> str:
+    """One cell of the network-alone table: faces/s, or why ``torch.compile`` could not run."""
+    model = rec.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    if not use_compile:
+        return f"{bench_model(model, rec.resolution, batch, device, dtype, channels_last):,.0f}"
+    try:
+        return f"{bench_model(torch.compile(model), rec.resolution, batch, device, dtype, channels_last):,.0f}"
+    except Exception as err:  # noqa: BLE001 - a compiler failure is a figure to report, not a crash
+        return f"compile failed ({type(err).__name__})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", default="1,64,1024")
     parser.add_argument("--device", default="all", help="cpu, cuda or all (cuda when present)")
     parser.add_argument("--models", default=None, help="comma list (default: every bundled variant)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile on CUDA")
+    parser.add_argument("--compile-models", default=None, help="comma list of models to compile "
+                        "(default: the manifest default; compiling takes tens of seconds per model)")
     parser.add_argument("--rounds", type=int, default=9, help="timed rounds (every model once a round)")
     parser.add_argument("--precision", default="auto", help="predict_crops precision: auto, fp32, bf16 or fp16 (CUDA)")
     args = parser.parse_args()
@@ -109,14 +124,15 @@ def main() -> None:
         modes = cuda_modes(args.compile) if device.type == "cuda" else [("fp32", None, False, False), ("fp32+channels_last", None, True, False)]
         print("| model | " + " | ".join(m[0] for m in modes) + " |")
         print("| --- |" + " ---: |" * len(modes))
+        compiled = set(args.compile_models.split(",")) if args.compile_models else {load_manifest().default}
         for name in names:
             rec = lrfer.load(name, device=device, detector=None)
             cells = []
             for _, dtype, channels_last, use_compile in modes:
-                model = rec.model.to(memory_format=torch.channels_last) if channels_last else rec.model.to(memory_format=torch.contiguous_format)
-                if use_compile:
-                    model = torch.compile(model)
-                cells.append(f"{bench_model(model, rec.resolution, batches[-1], device, dtype, channels_last):,.0f}")
+                if use_compile and name not in compiled:
+                    cells.append("-")
+                    continue
+                cells.append(model_cell(rec, batches[-1], device, dtype, channels_last, use_compile))
             print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
         print()
 

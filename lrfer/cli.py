@@ -290,12 +290,6 @@ def default_workers() -> int:
     return max(1, min(4, cpus // 2))
 
 
-def _worker_init(_: int) -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 def iter_decoded(files: ImageFiles, workers: int | None, image_batch: int) -> Iterator[list[tuple[int, Any]]]:
     """Batches of ``(file index, uint8 (H, W, 3) tensor | error message)``, decoded by worker processes.
 
@@ -311,7 +305,7 @@ def iter_decoded(files: ImageFiles, workers: int | None, image_batch: int) -> It
 
     def make(n: int) -> Iterator[list[tuple[int, Any]]]:
         return iter(DataLoader(dataset, batch_size=image_batch, shuffle=False, num_workers=n,
-                               collate_fn=collate_list, worker_init_fn=_worker_init if n else None,
+                               collate_fn=collate_list,
                                prefetch_factor=2 if n else None, persistent_workers=False))
 
     it = make(workers)

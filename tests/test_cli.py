@@ -121,6 +121,24 @@ def test_predict_subprocess_with_workers(photos: Path, tiny_path: Path, tmp_path
     check_rows([json.loads(line) for line in out.read_text().splitlines()], photos)
 
 
+def test_workers_start_after_opencv_ran_its_thread_pool(photos: Path, tiny_path: Path, tmp_path: Path) -> None:
+    """Forked decoding workers must not touch OpenCV's thread settings: after the calling process has
+    run OpenCV's thread pool, ``cv2.setNumThreads`` in a forked child waits forever (seen with
+    opencv-python-headless 4.x). Run in a subprocess so that a hang fails by timeout."""
+    out = tmp_path / "faces.csv"
+    script = (
+        "import sys, cv2, numpy as np\n"
+        "from lrfer.cli import main\n"
+        "big = np.random.default_rng(0).integers(0, 256, (2000, 2000, 3), dtype=np.uint8)\n"
+        "cv2.resize(big, (500, 500), interpolation=cv2.INTER_AREA)  # starts OpenCV's thread pool\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    cmd = [sys.executable, "-c", script, *predict_args(photos, tiny_path, "--out", str(out), "--workers", "2")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    check_rows(list(csv.DictReader(out.open())), photos)
+
+
 def test_unreadable_file_is_skipped_with_exit_1(photos: Path, tiny_path: Path, tmp_path: Path,
                                                 caplog: pytest.LogCaptureFixture) -> None:
     bad = tmp_path / "broken.jpg"

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Every CUDA check and figure of issue 4 in one run, for a short lease on a GPU machine.
+#
+#   OUT=cuda-results bash benchmarks/cuda_session.sh [SHARED_DIR]
+#
+# Needs python3 with torch (CUDA), numpy, opencv, safetensors, huggingface_hub, tqdm and pytest; lrfer
+# itself is installed without dependencies (nothing is downloaded). SHARED_DIR (default ../shared)
+# holds images/ (the group photos); it is linked to ../shared when that is absent. Each step has its
+# own time limit and log under $OUT, and a failing step does not stop the next ones. The GPU tests
+# come first (CUDA vs CPU results), then the benchmarks. About 6 minutes at most.
+set -u
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-cuda-results}
+mkdir -p "$OUT"
+shared=${1:-../shared}
+if [ ! -e ../shared ] && [ -d "$shared" ]; then ln -s "$(cd "$shared" && pwd)" ../shared; fi
+
+step() {  # step SECONDS NAME COMMAND...: run with a time limit, log to $OUT/NAME.log, print its tail
+    local limit=$1 name=$2 start=$SECONDS
+    shift 2
+    echo "=== $name: $*"
+    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    echo "=== $name: exit $? after $((SECONDS - start)) s"
+}
+
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
+    nproc
+    python3 -c "import torch, numpy, cv2; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available(), 'numpy', numpy.__version__, 'cv2', cv2.__version__)"
+    python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . && python3 -c "import lrfer; print('lrfer', lrfer.__version__)"
+} >"$OUT/env.log" 2>&1
+cat "$OUT/env.log"
+
+step 90 tests_cuda python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
+step 100 throughput python3 benchmarks/throughput.py --device cuda --batches 1,64,1024,8192 --rounds 3 --compile
+step 90 pipeline python3 benchmarks/pipeline.py --device cuda --detector auto,mtcnn --widths 1920,960,480 --batch 1,64 \
+    --runs 2 --crowd 320,160 --detect-stages
+step 60 predict_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 3000 --image-batch 32,128 --workers 8
+
+for name in tests_cuda throughput pipeline predict_folder; do
+    echo "##### $name"
+    tail -n 60 "$OUT/$name.log"
+done

@@ -1,0 +1,82 @@
+"""Photos/s of ``lrfer predict`` on a folder of real photos: the streaming loader end to end.
+
+    python benchmarks/predict_folder.py [--width 480] [--count 2000] [--device cpu|cuda|all]
+                                        [--image-batch 16,64] [--workers 4]
+
+Writes ``count`` JPEGs (the shared group photos resized to ``width`` px, each file distinct on disk)
+into a temporary folder, then runs ``lrfer predict FOLDER --out x.csv`` in this process for each
+setting: decoding in worker processes, detection, alignment and classification in the main one,
+rows written to CSV. A warm-up run on a few files comes first (model load, CUDA start-up); the
+timed run includes loading the models, as a user's command does.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED, machine  # noqa: E402
+from lrfer.cli import main as lrfer_main  # noqa: E402
+
+WARMUP_FILES = 32
+
+
+def write_photos(folder: Path, width: int, count: int) -> None:
+    sources = []
+    for path in sorted((SHARED / "images").glob("group*.jpg")):
+        img = cv2.imread(str(path))
+        h, w = img.shape[:2]
+        sources.append(cv2.resize(img, (width, round(h * width / w)), interpolation=cv2.INTER_AREA))
+    for i in range(count):
+        sub = folder / f"{i // 1000:03d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(sub / f"{i:06d}.jpg"), sources[i % len(sources)], [cv2.IMWRITE_JPEG_QUALITY, 92])
+
+
+def run(folder: Path, out: Path, device: str, image_batch: int, workers: int | None) -> tuple[float, int]:
+    argv = ["predict", str(folder), "--out", str(out), "--device", device, "--quiet", "--image-batch", str(image_batch)]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    start = time.perf_counter()
+    if lrfer_main(argv) != 0:
+        sys.exit(f"lrfer {' '.join(argv)} failed")
+    seconds = time.perf_counter() - start
+    return seconds, sum(1 for _ in out.open()) - 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--width", type=int, default=480)
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--device", default="all", help="cpu, cuda or all (cuda when present)")
+    parser.add_argument("--image-batch", default="16,64", help="comma list of --image-batch values")
+    parser.add_argument("--workers", type=int, default=None, help="decoding workers (default: lrfer's default)")
+    args = parser.parse_args()
+    if not (SHARED / "images").is_dir():
+        sys.exit(f"needs the shared photos at {SHARED / 'images'}")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" else [args.device]
+    print(f"# machine: {machine()}\n")
+    print(f"`lrfer predict` on {args.count:,} photos {args.width} px wide (the shared group photos, 3-4 faces each)\n")
+    print("| device | image batch | workers | seconds | photos/s | faces |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, warm = Path(tmp) / "photos", Path(tmp) / "warm"
+        write_photos(folder, args.width, args.count)
+        write_photos(warm, args.width, WARMUP_FILES)
+        for device in devices:
+            for image_batch in (int(b) for b in args.image_batch.split(",")):
+                run(warm, Path(tmp) / "warm.csv", device, image_batch, args.workers)
+                seconds, faces = run(folder, Path(tmp) / "out.csv", device, image_batch, args.workers)
+                workers = "default" if args.workers is None else args.workers
+                print(f"| {device} | {image_batch} | {workers} | {seconds:.2f} | {args.count / seconds:,.0f} | {faces:,} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -391,3 +391,26 @@ def test_lazy_public_names() -> None:
     assert isinstance(lrfer.list_models(), list)
     with pytest.raises(AttributeError):
         lrfer.does_not_exist  # noqa: B018
+
+
+def test_predict_runs_in_steps_bounded_by_images_and_pixels(rec: lrfer.Recognizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lrfer import recognizer as recognizer_mod
+
+    assert recognizer_mod.step_limits(torch.device("cpu")) == (recognizer_mod.IMAGES_PER_STEP, math.inf)
+    assert recognizer_mod.step_limits(torch.device("cuda")) == (recognizer_mod.GPU_IMAGES_PER_STEP, recognizer_mod.GPU_STEP_PIXELS)
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (h, 10, 3), dtype=np.uint8) for h in (10, 10, 10, 10, 40, 10, 10)]
+    whole = rec.predict(images)
+    steps: list[int] = []
+    original = recognizer_mod.Recognizer._predict_step
+
+    def spy(self, arrays, batch_size):
+        steps.append(len(arrays))
+        return original(self, arrays, batch_size)
+
+    monkeypatch.setattr(recognizer_mod.Recognizer, "_predict_step", spy)
+    monkeypatch.setattr(recognizer_mod, "step_limits", lambda device: (3, 400))  # 3 images, 400 pixels
+    stepped = rec.predict(images)
+    assert steps == [3, 1, 1, 2]  # at most 3 images; 100 + 400 px and 400 + 100 px pass 400 px
+    for a, b in zip(stepped, whole):
+        assert len(a) == len(b) == 1 and a[0].probs == pytest.approx(b[0].probs, abs=1e-6)

@@ -9,7 +9,7 @@ from lrfer.faces import blazeface as bf
 from lrfer.faces import detect as detect_mod
 from lrfer.faces import mtcnn as mtcnn_mod
 from lrfer.faces.align import FER2013_TEMPLATE
-from lrfer.faces.mtcnn import pairwise_overlap
+from lrfer.faces.mtcnn import MipVolume, pairwise_overlap
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +202,60 @@ def test_make_detector_auto_and_blazeface():
     assert len(out) == 1 and len(out[0]) == 0
     fast = make_detector("BlazeFace", "cpu")
     assert isinstance(fast, detect_mod.CombinedDetector) and not fast.small_faces and auto.small_faces
+
+
+def test_letterbox_of_mixed_sizes_equals_one_image_at_a_time():
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen)
+              for shape in [(3, 100, 400), (3, 300, 200), (3, 100, 400), (3, 57, 57), (3, 300, 200)]]
+    batch, params = bf.letterbox(images)
+    for n, img in enumerate(images):
+        alone, alone_params = bf.letterbox([img])
+        assert torch.allclose(batch[n], alone[0], atol=1e-5)
+        assert params[n].tolist() == alone_params[0].tolist()
+    volume = MipVolume(images[:1] + images[2:3])  # from a volume's mip level: the same as without
+    from_volume, _ = bf.letterbox(images[:1] + images[2:3], volume=volume)
+    assert torch.allclose(from_volume[1], bf.letterbox([images[2]], volume=MipVolume([images[2]]))[0][0], atol=1e-5)
+
+
+def test_batched_weighted_nms_keeps_images_apart():
+    gen = torch.Generator().manual_seed(1)
+    per_image = []
+    for _ in range(3):
+        corner = torch.rand(12, 2, generator=gen) * 100
+        boxes = torch.cat([corner, corner + 20 + 10 * torch.rand(12, 2, generator=gen)], dim=1)
+        per_image.append((boxes, torch.rand(12, generator=gen), torch.rand(12, bf.NUM_KEYPOINTS, 2, generator=gen) * 100))
+    per_image[1] = (per_image[0][0].clone(), *per_image[1][1:])  # image 1's boxes on top of image 0's
+    boxes, scores, points = (torch.cat(parts) for parts in zip(*per_image))
+    images = torch.arange(3).repeat_interleave(12)
+    got_boxes, got_scores, got_points, got_images = bf.batched_weighted_nms(boxes, scores, points, images)
+    for n, (b, s, p) in enumerate(per_image):
+        want_boxes, want_scores, want_points = bf.weighted_nms(b, s, p)
+        mine = got_images == n
+        order = got_scores[mine].argsort(descending=True)
+        assert torch.allclose(got_boxes[mine][order], want_boxes, atol=1e-4)
+        assert torch.equal(got_scores[mine][order], want_scores)
+        assert torch.allclose(got_points[mine][order], want_points, atol=1e-4)
+
+
+def test_merge_small_faces_of_many_images_at_once_keeps_images_apart():
+    large = [Detections.from_boxes(torch.tensor([[100.0, 100.0, 300.0, 300.0]])), Detections.empty(),
+             Detections.from_boxes(torch.tensor([[0.0, 0.0, 50.0, 50.0], [400.0, 400.0, 600.0, 600.0]]))]
+    same_spot = torch.tensor([[120.0, 120.0, 160.0, 160.0]])  # a duplicate in image 0, new in images 1 and 2
+    small = [Detections.from_boxes(same_spot, torch.tensor([0.99])), Detections.from_boxes(same_spot, torch.tensor([0.99])),
+             Detections.from_boxes(torch.cat([same_spot, torch.tensor([[410.0, 410.0, 440.0, 440.0]])]), torch.tensor([0.99, 0.99]))]
+    merged = detect_mod.merge_small_faces_per_image(large, small, [1000, 1000, 1000])
+    assert [m.boxes.tolist() for m in merged] == [
+        [[100.0, 100.0, 300.0, 300.0]],
+        [[120.0, 120.0, 160.0, 160.0]],
+        [[0.0, 0.0, 50.0, 50.0], [400.0, 400.0, 600.0, 600.0], [120.0, 120.0, 160.0, 160.0]],
+    ]
+    for big, little, got in zip(large, small, merged):
+        assert torch.equal(detect_mod.merge_small_faces(big, little, 1000).boxes, got.boxes)
+
+
+def test_split_by_image_keeps_order_and_empty_images():
+    faces = Detections.from_boxes(torch.arange(20.0).view(5, 4), torch.arange(5.0))
+    parts = detect_mod.split_by_image(faces, torch.tensor([2, 0, 2, 2, 0]), 4)
+    assert [p.scores.tolist() for p in parts] == [[1.0, 4.0], [], [0.0, 2.0, 3.0], []]
+    assert [len(p) for p in detect_mod.split_by_image(Detections.empty(), torch.zeros(0, dtype=torch.long), 2)] == [0, 0]

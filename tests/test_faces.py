@@ -140,8 +140,13 @@ def test_nms_matches_bruteforce_greedy_reference(monkeypatch, chunk):
     assert scores[kept].diff().le(0).all()
 
 
+@pytest.mark.parametrize("path", ["bands", "dense", "bands off the CPU"])
 @pytest.mark.parametrize("mode", ["union", "min"])
-def test_overlapping_pairs_are_exactly_the_pairs_over_the_threshold(mode):
+def test_overlapping_pairs_are_exactly_the_pairs_over_the_threshold(monkeypatch, mode, path):
+    if path != "bands":  # the GPU's choice, forced on CPU: all pairs at once up to NMS_DENSE_MAX boxes
+        monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)
+    if path == "bands off the CPU":
+        monkeypatch.setattr(mtcnn_mod, "NMS_DENSE_MAX", 100)
     g = torch.Generator().manual_seed(1)
     xy = (torch.rand(150, 2, generator=g) * 120).round()  # ties in the left edges too
     boxes = torch.cat([xy, xy + 1 + (torch.rand(150, 2, generator=g) * 40).round()], dim=1)

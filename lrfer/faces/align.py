@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from lrfer.constants import HR_SIZE
-from lrfer.faces.detect import Detections, check_images
+from lrfer.faces.detect import Detections, check_images, concat_per_image
 
 #: ITU-R BT.601 luma weights (R, G, B), as used by OpenCV and PIL for RGB -> gray.
 BT601_WEIGHTS = (0.299, 0.587, 0.114)
@@ -155,8 +155,14 @@ def stack_images(images: list[torch.Tensor], channels: int = 3) -> torch.Tensor:
     """
     h = max(int(img.shape[-2]) for img in images)
     w = max(int(img.shape[-1]) for img in images)
-    planes = [rgb_to_gray(img) if channels == 1 and img.shape[0] == 3 else img for img in images]
+    gray = channels == 1 and images[0].shape[0] == 3
+    # On CPU each image is converted alone (the interleaved pixels in cache); elsewhere the padded
+    # RGB stack is converted in one call (padding is black in both: gray(0) = 0).
+    per_image = gray and (len(images) == 1 or cpu_tuned(images[0]))
+    planes = [rgb_to_gray(img) for img in images] if per_image else images
     padded = [p if p.shape[-2:] == (h, w) else F.pad(p, (0, w - p.shape[-1], 0, h - p.shape[-2])) for p in planes]
+    if gray and not per_image:
+        return rgb_to_gray(torch.stack(padded)).transpose(0, 1).unsqueeze(0)  # (N, 1, H, W) -> (1, 1, N, H, W)
     stacked = padded[0].unsqueeze(1) if len(padded) == 1 else torch.stack(padded, dim=1)
     return stacked.float().unsqueeze(0)
 
@@ -393,9 +399,8 @@ def align_faces(images: list[torch.Tensor], detections: list[Detections], out_si
     counts = [len(det) for det in detections]
     if sum(counts) == 0:
         return torch.zeros(0, 1, out_size, out_size, device=device)
-    kept = [(n, det.to(device)) for n, det in enumerate(detections) if len(det)]
-    image_to_out = torch.cat([face_to_template(det, out_size) for _, det in kept])
-    image_index = torch.cat([torch.full((len(det),), n, device=device) for n, det in kept])
+    every_face, image_index = concat_per_image([det.to(device) for det in detections])
+    image_to_out = face_to_template(every_face, out_size)  # one call for all faces: no operations per image
     out_to_image = invert_affine(image_to_out.double()).float()
     oversample = _oversample_factor(out_to_image)
     faces, first = [], 0

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrfer.faces.detect import Detections, NetworkDetector, check_images, read_bundled_weights
+from lrfer.faces.detect import Detections, NetworkDetector, check_images, read_bundled_weights, split_by_image
 from lrfer.faces.mtcnn import MAX_MIP_LEVEL, MipVolume
 
 log = logging.getLogger(__name__)
@@ -182,22 +182,34 @@ def letterbox(
     1920 px photo is read at 480 px, not converted to float whole.
     """
     batch = images[0].new_full((len(images), 3, size, size), -1.0, dtype=torch.float32)
-    params = torch.zeros(len(images), 4)
-    for n, img in enumerate(images):
-        h, w = img.shape[-2:]
+    params = [[0.0] * 4 for _ in images]
+    for (h, w), members in _members_by_size(images).items():  # one resize per image size, not per image
         new_h, new_w = max(1, round(h * size / max(h, w))), max(1, round(w * size / max(h, w)))
-        source = img[None].float() if volume is None else _mip_source(volume, n, h, w, max(h, w) / size)
+        if volume is None:
+            source = torch.stack([images[n] for n in members]).float()
+        else:
+            source = _mip_source(volume, members, h, w, max(h, w) / size)
         resized = F.interpolate(source, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
         top, left = (size - new_h) // 2, (size - new_w) // 2
-        batch[n, :, top : top + new_h, left : left + new_w] = resized[0] / 127.5 - 1
-        params[n] = torch.tensor([new_w / w, new_h / h, left, top])
-    return batch, params
+        rows = torch.tensor(members, device=batch.device)
+        batch[rows, :, top : top + new_h, left : left + new_w] = resized / 127.5 - 1
+        for n in members:
+            params[n] = [new_w / w, new_h / h, left, top]
+    return batch, torch.tensor(params)
 
 
-def _mip_source(volume: MipVolume, n: int, height: int, width: int, shrink: float) -> torch.Tensor:
-    """Image ``n`` of ``volume`` at mip level ``floor(log2(shrink)) - 1`` (2-4x larger than needed), (1, 3, h, w)."""
+def _members_by_size(images: list[torch.Tensor]) -> dict[tuple[int, int], list[int]]:
+    """Indices of the images of each ``(H, W)``, in order of first appearance."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for n, img in enumerate(images):
+        groups.setdefault((int(img.shape[-2]), int(img.shape[-1])), []).append(n)
+    return groups
+
+
+def _mip_source(volume: MipVolume, members: list[int], height: int, width: int, shrink: float) -> torch.Tensor:
+    """Images ``members`` of ``volume`` at mip level ``floor(log2(shrink)) - 1`` (2-4x larger than needed), (N, 3, h, w)."""
     level = int(min(MAX_MIP_LEVEL, max(0, math.floor(math.log2(max(shrink, 1.0))) - 1)))
-    return volume.batch([n], height, width, level)
+    return volume.batch(members, height, width, level)
 
 
 @lru_cache(maxsize=4)
@@ -235,18 +247,33 @@ def weighted_nms(
     No loop per face: the kept boxes are greedy NMS's (:func:`~lrfer.faces.mtcnn.nms`), and each box
     belongs to the first kept box, by score, that overlaps it (the one that took it in the greedy pass).
     """
+    blended_boxes, blended_scores, blended_points, _ = batched_weighted_nms(
+        boxes, scores, keypoints, torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device), iou_threshold
+    )
+    return blended_boxes, blended_scores, blended_points
+
+
+def batched_weighted_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, keypoints: torch.Tensor, images: torch.Tensor, iou_threshold: float = NMS_IOU
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`weighted_nms` within each image of ``images`` (K,) at once; also returns each face's image.
+
+    The boxes of different images are shifted apart (as :func:`~lrfer.faces.mtcnn.batched_nms` does),
+    so they never overlap: one NMS and one overlap matrix for a whole batch of photos.
+    """
     from lrfer.faces.mtcnn import nms, pairwise_overlap
 
     if scores.numel() == 0:
-        return boxes.new_zeros(0, 4), scores.new_zeros(0), keypoints.new_zeros(0, NUM_KEYPOINTS, 2)
-    kept = nms(boxes, scores, iou_threshold)
-    member = pairwise_overlap(boxes[kept], boxes) > iou_threshold
+        return boxes.new_zeros(0, 4), scores.new_zeros(0), keypoints.new_zeros(0, NUM_KEYPOINTS, 2), images[:0]
+    apart = boxes + (images.to(boxes) * (boxes.max() - boxes.min() + 1))[:, None]
+    kept = nms(apart, scores, iou_threshold)
+    member = pairwise_overlap(apart[kept], apart) > iou_threshold
     member[torch.arange(kept.numel(), device=kept.device), kept] = True
     group = member.to(torch.uint8).argmax(dim=0)  # argmax returns the first maximum: the earliest taker
     total = scores.new_zeros(kept.numel()).index_add_(0, group, scores)
     blended_boxes = boxes.new_zeros(kept.numel(), 4).index_add_(0, group, boxes * scores[:, None])
     blended_points = keypoints.new_zeros(kept.numel(), NUM_KEYPOINTS, 2).index_add_(0, group, keypoints * scores[:, None, None])
-    return blended_boxes / total[:, None], scores[kept], blended_points / total[:, None, None]
+    return blended_boxes / total[:, None], scores[kept], blended_points / total[:, None, None], images[kept]
 
 
 # ------------------------------------------------------------------------------------------- detector
@@ -276,14 +303,18 @@ class BlazeFace(NetworkDetector):
             return []
         batch, params = letterbox(images, volume=volume)
         scores, boxes, keypoints = decode(*self.net(batch.contiguous(memory_format=torch.channels_last)))
-        return [self._faces(s, b, k, p.to(self.device)) for s, b, k, p in zip(scores, boxes, keypoints, params)]
+        return self._faces(scores, boxes, keypoints, params.to(self.device))
 
-    def _faces(self, scores: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Tensor, params: torch.Tensor) -> Detections:
-        passed = scores >= self.threshold
-        boxes, scores, keypoints = weighted_nms(boxes[passed], scores[passed], keypoints[passed])
-        scale, pad = params[:2], params[2:]
-        boxes = (boxes - pad.repeat(2)) / scale.repeat(2)
-        keypoints = (keypoints - pad) / scale
+    def _faces(self, scores: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Tensor, params: torch.Tensor) -> list[Detections]:
+        """Per-anchor outputs (N, A, ...) of N letterboxed images -> one :class:`Detections` per image,
+        in image pixels; the whole batch at once (no operations per image)."""
+        image, anchor = (scores >= self.threshold).nonzero(as_tuple=True)
+        boxes, scores, keypoints, image = batched_weighted_nms(
+            boxes[image, anchor], scores[image, anchor], keypoints[image, anchor], image
+        )
+        scale, pad = params[image, :2], params[image, 2:]
+        boxes = (boxes - pad.repeat(1, 2)) / scale.repeat(1, 2)
+        keypoints = (keypoints - pad[:, None]) / scale[:, None]
         keep = (boxes[:, 2] - boxes[:, 0]) >= self.min_face
-        landmarks = keypoints[keep][:, list(ALIGNMENT_KEYPOINTS)]
-        return Detections(boxes[keep], scores[keep], landmarks)
+        return split_by_image(Detections(boxes[keep], scores[keep], keypoints[keep][:, list(ALIGNMENT_KEYPOINTS)]),
+                              image[keep], params.shape[0])

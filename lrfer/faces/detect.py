@@ -107,8 +107,24 @@ class Detections:
         return cls(boxes, scores.to(device=device, dtype=torch.float32), landmarks.to(device=device, dtype=torch.float32))
 
     def to(self, device: torch.device | str) -> Detections:
-        """The same detections on another device."""
+        """The same detections on another device (``self`` if already there)."""
+        if self.device == torch.device(device):
+            return self
         return Detections(self.boxes.to(device), self.scores.to(device), self.landmarks.to(device))
+
+
+def split_by_image(faces: Detections, image: torch.Tensor, count: int) -> list[Detections]:
+    """Faces of a batch (``image`` (K,) gives each one's image) -> one :class:`Detections` per image,
+    each in the batch's order; one sort and one host sync whatever the number of images.
+
+    >>> faces = Detections.from_boxes(torch.tensor([[0., 0., 1., 1.], [2., 2., 3., 3.], [4., 4., 5., 5.]]))
+    >>> [d.boxes[:, 0].tolist() for d in split_by_image(faces, torch.tensor([1, 0, 1]), 3)]
+    [[2.0], [0.0, 4.0], []]
+    """
+    order = torch.argsort(image, stable=True)
+    sizes = torch.bincount(image, minlength=count).tolist() if image.numel() else [0] * count
+    return [Detections(*parts) for parts in zip(faces.boxes[order].split(sizes), faces.scores[order].split(sizes),
+                                                 faces.landmarks[order].split(sizes))]
 
 
 def read_bundled_weights(path: Path, sha256: str, what: str, script: str) -> dict[str, torch.Tensor]:
@@ -166,7 +182,7 @@ def check_images(images: list[torch.Tensor], device: torch.device | None = None)
             raise ValueError(f"images[{i}] has shape {tuple(img.shape)}; expected (3, H, W) RGB")
         if img.dtype != torch.uint8:
             raise ValueError(f"images[{i}] has dtype {img.dtype}; expected torch.uint8 (0..255)")
-        out.append(img if device is None else img.to(device))
+        out.append(img if device is None or img.device == device else img.to(device))
     return out
 
 
@@ -280,7 +296,7 @@ class CombinedDetector:
         if not self.small_faces:
             return large
         small = self.mtcnn.detect(images, volume)
-        return [merge_small_faces(big, little, max(img.shape[-2:])) for big, little, img in zip(large, small, images)]
+        return merge_small_faces_per_image(large, small, [max(img.shape[-2:]) for img in images])
 
 
 def merge_small_faces(large: Detections, small: Detections, long_side: int) -> Detections:
@@ -291,16 +307,34 @@ def merge_small_faces(large: Detections, small: Detections, long_side: int) -> D
     >>> merge_small_faces(big, little, 1000).boxes.tolist()
     [[0.0, 0.0, 100.0, 100.0], [500.0, 500.0, 520.0, 520.0]]
     """
+    return merge_small_faces_per_image([large], [small], [long_side])[0]
+
+
+def merge_small_faces_per_image(large: list[Detections], small: list[Detections], long_sides: list[int]) -> list[Detections]:
+    """:func:`merge_small_faces` for each image, all images at once: each image's ``large`` faces,
+    then its ``small`` faces that are kept, in their order."""
     from lrfer.faces.mtcnn import pairwise_overlap
 
-    width = small.boxes[:, 2] - small.boxes[:, 0]
-    keep = (width < SMALL_FACE_FRACTION * long_side) & (small.scores >= SMALL_FACE_MIN_SCORE)
-    keep &= (pairwise_overlap(large.boxes, small.boxes, mode="min") < SMALL_FACE_MAX_OVERLAP).all(dim=0)
-    return Detections(
-        torch.cat([large.boxes, small.boxes[keep]]),
-        torch.cat([large.scores, small.scores[keep]]),
-        torch.cat([large.landmarks, small.landmarks[keep]]),
-    )
+    big, big_image = concat_per_image(large)
+    little, little_image = concat_per_image(small)
+    limit = SMALL_FACE_FRACTION * torch.tensor(long_sides, dtype=little.boxes.dtype, device=little.boxes.device)
+    width = little.boxes[:, 2] - little.boxes[:, 0]
+    keep = (width < limit[little_image]) & (little.scores >= SMALL_FACE_MIN_SCORE)
+    covered = pairwise_overlap(big.boxes, little.boxes, mode="min") >= SMALL_FACE_MAX_OVERLAP
+    keep &= ~(covered & (big_image[:, None] == little_image[None, :])).any(dim=0)
+    merged = Detections(*(torch.cat([getattr(big, f), getattr(little, f)[keep]]) for f in ("boxes", "scores", "landmarks")))
+    return split_by_image(merged, torch.cat([big_image, little_image[keep]]), len(large))
+
+
+def concat_per_image(detections: list[Detections]) -> tuple[Detections, torch.Tensor]:
+    """All images' faces in one :class:`Detections` (image by image) and each face's image index; the
+    detections must be on one device."""
+    device = detections[0].device
+    counts = [len(d) for d in detections]
+    faces = Detections(*(torch.cat([getattr(d, f) for d in detections]) for f in ("boxes", "scores", "landmarks")))
+    image = torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(counts, device=device),
+                                    output_size=sum(counts))
+    return faces, image
 
 
 def make_detector(name: str | None, device: torch.device | str = "cpu", min_face: int = 20) -> Detector | None:

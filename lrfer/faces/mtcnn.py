@@ -46,7 +46,7 @@ from lrfer.faces.align import (
     sample_patches,
     stack_images,
 )
-from lrfer.faces.detect import Detections, NetworkDetector, check_images, read_bundled_weights
+from lrfer.faces.detect import Detections, NetworkDetector, check_images, concat_per_image, read_bundled_weights, split_by_image
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,9 @@ NET_CHUNK = 512
 #: Input rows shared by consecutive bands: P-Net's 12-row window minus its 2-row stride.
 PNET_BAND_OVERLAP = PNET_WINDOW - PNET_STRIDE
 NMS_PAIR_CHUNK = 1 << 20  # candidate box pairs per overlap batch in nms()
+#: Off the CPU, nms() compares every pair of up to this many boxes in one call: a handful of kernels
+#: and one host sync, where the bands cost some 40 small kernels and three syncs per call.
+NMS_DENSE_MAX = 2048
 CROP_CHUNK_SAMPLES = 1 << 22
 #: Crops are sampled from 2x-area-reduced copies of the images (up to 2**MAX_MIP_LEVEL smaller),
 #: with at most MAX_CROP_OVERSAMPLE^2 bilinear samples per output pixel.
@@ -320,13 +323,17 @@ def overlapping_pairs(ranked: torch.Tensor, threshold: float, mode: str = "union
     inside its x-range, and those of the band above that start strictly inside it (each pair once).
     In a 1920x1080 crowd scene (160 px tiles) MTCNN's NMS calls took 149 ms comparing all boxes whose
     x-ranges meet, 38 ms with the bands (the first scale's 8,116 P-Net windows: 52 -> 8 ms). Pairs are
-    checked in chunks of ``NMS_PAIR_CHUNK`` (bounded memory when large boxes meet many).
+    checked in chunks of ``NMS_PAIR_CHUNK`` (bounded memory when large boxes meet many). Off the CPU,
+    up to :data:`NMS_DENSE_MAX` boxes are compared all against all instead (the same pairs).
     """
     if not threshold >= 0:
         raise ValueError(f"nms threshold must be >= 0; got {threshold}")
     count, device = ranked.shape[0], ranked.device
     if count < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if count <= NMS_DENSE_MAX and not align.cpu_tuned(ranked):
+        pairs = torch.stack(torch.triu(pairwise_overlap(ranked, ranked, mode) > threshold, diagonal=1).nonzero(as_tuple=True))
+        return tuple(pairs.cpu().numpy())  # type: ignore[return-value]
     by_key, (starts, ends) = _band_sweep_ranges(ranked.double())
     reps = ends - starts
     cumulative = torch.cumsum(reps, 0).cpu()
@@ -736,9 +743,7 @@ class MTCNN(NetworkDetector):
         boxes, scores, image = self._propose_all(images, volume)
         boxes, scores, image = refine(self.rnet, volume, boxes, image, self.thresholds[1])
         boxes, scores, landmarks, image = output(self.onet, volume, boxes, image, self.thresholds[2])
-        return [
-            Detections(boxes[image == n], scores[image == n], landmarks[image == n]) for n in range(len(images))
-        ]
+        return split_by_image(Detections(boxes, scores, landmarks), image, len(images))
 
     @torch.inference_mode()
     def place_landmarks(
@@ -748,10 +753,9 @@ class MTCNN(NetworkDetector):
         images = check_images(images, self.device)
         if sum(len(d) for d in detections) == 0:
             return list(detections)
-        boxes = torch.cat([d.boxes.to(self.device) for d in detections])
-        image = torch.cat([torch.full((len(d),), n, device=self.device) for n, d in enumerate(detections)])
-        landmarks = onet_landmarks(self.onet, MipVolume(images) if volume is None else volume, boxes, image).split([len(d) for d in detections])
-        return [Detections(d.boxes.to(self.device), d.scores.to(self.device), lm) for d, lm in zip(detections, landmarks)]
+        faces, image = concat_per_image([d.to(self.device) for d in detections])
+        landmarks = onet_landmarks(self.onet, MipVolume(images) if volume is None else volume, faces.boxes, image)
+        return split_by_image(Detections(faces.boxes, faces.scores, landmarks), image, len(detections))
 
     def _propose_all(self, images: list[torch.Tensor], volume: MipVolume) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Stage 1 over all images, batching those of equal size; image indices refer to ``images``.

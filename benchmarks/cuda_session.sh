@@ -7,7 +7,8 @@
 # itself is installed without dependencies (nothing is downloaded). SHARED_DIR (default ../shared)
 # holds images/ (the group photos); it is linked to ../shared when that is absent. Each step has its
 # own time limit and log under $OUT, and a failing step does not stop the next ones. The GPU tests
-# come first (CUDA vs CPU results), then the benchmarks. About 6 minutes at most.
+# come first (CUDA vs CPU results), then the benchmarks. About 7 minutes at most; STEPS="pipeline" (say)
+# runs only the steps named.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-cuda-results}
@@ -15,9 +16,12 @@ mkdir -p "$OUT"
 shared=${1:-../shared}
 if [ ! -e ../shared ] && [ -d "$shared" ]; then ln -s "$(cd "$shared" && pwd)" ../shared; fi
 
+STEPS=${STEPS:-tests_cuda throughput pipeline predict_folder}  # a subset to rerun only those
+
 step() {  # step SECONDS NAME COMMAND...: run with a time limit, log to $OUT/NAME.log, print its tail
     local limit=$1 name=$2 start=$SECONDS
     shift 2
+    case " $STEPS " in *" $name "*) ;; *) return ;; esac
     echo "=== $name: $*"
     timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
     echo "=== $name: exit $? after $((SECONDS - start)) s"
@@ -33,11 +37,11 @@ cat "$OUT/env.log"
 
 step 90 tests_cuda python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
 step 100 throughput python3 benchmarks/throughput.py --device cuda --batches 1,64,1024,8192 --rounds 3 --compile
-step 90 pipeline python3 benchmarks/pipeline.py --device cuda --detector auto,mtcnn --widths 1920,960,480 --batch 1,64 \
+step 120 pipeline python3 benchmarks/pipeline.py --device cuda --detector auto,mtcnn --widths 1920,960,480 --batch 1,64,256 \
     --runs 2 --crowd 320,160 --detect-stages
-step 60 predict_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 3000 --image-batch 32,128 --workers 8
+step 90 predict_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 64,256 --workers 8 --profile
 
-for name in tests_cuda throughput pipeline predict_folder; do
+for name in $STEPS; do
     echo "##### $name"
     tail -n 60 "$OUT/$name.log"
 done

@@ -7,11 +7,15 @@ Writes ``count`` JPEGs (the shared group photos resized to ``width`` px, each fi
 into a temporary folder, then runs ``lrfer predict FOLDER --out x.csv`` in this process for each
 setting: decoding in worker processes, detection, alignment and classification in the main one,
 rows written to CSV. A warm-up run on a few files comes first (model load, CUDA start-up); the
-timed run includes loading the models, as a user's command does.
+timed run includes loading the models, as a user's command does. ``--profile`` prints where the
+main process spends the last timed run (cProfile: waiting for decoded batches shows as the data
+loader's ``__next__``).
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import sys
 import tempfile
 import time
@@ -40,12 +44,18 @@ def write_photos(folder: Path, width: int, count: int) -> None:
         cv2.imwrite(str(sub / f"{i:06d}.jpg"), sources[i % len(sources)], [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
-def run(folder: Path, out: Path, device: str, image_batch: int, workers: int | None) -> tuple[float, int]:
+def run(folder: Path, out: Path, device: str, image_batch: int, workers: int | None,
+        profiler: cProfile.Profile | None = None) -> tuple[float, int]:
     argv = ["predict", str(folder), "--out", str(out), "--device", device, "--quiet", "--image-batch", str(image_batch)]
     if workers is not None:
         argv += ["--workers", str(workers)]
     start = time.perf_counter()
-    if lrfer_main(argv) != 0:
+    if profiler is not None:
+        profiler.enable()
+    code = lrfer_main(argv)
+    if profiler is not None:
+        profiler.disable()
+    if code != 0:
         sys.exit(f"lrfer {' '.join(argv)} failed")
     seconds = time.perf_counter() - start
     return seconds, sum(1 for _ in out.open()) - 1
@@ -58,6 +68,7 @@ def main() -> None:
     parser.add_argument("--device", default="all", help="cpu, cuda or all (cuda when present)")
     parser.add_argument("--image-batch", default="16,64", help="comma list of --image-batch values")
     parser.add_argument("--workers", type=int, default=None, help="decoding workers (default: lrfer's default)")
+    parser.add_argument("--profile", action="store_true", help="profile the main process in the last timed run")
     args = parser.parse_args()
     if not (SHARED / "images").is_dir():
         sys.exit(f"needs the shared photos at {SHARED / 'images'}")
@@ -70,12 +81,19 @@ def main() -> None:
         folder, warm = Path(tmp) / "photos", Path(tmp) / "warm"
         write_photos(folder, args.width, args.count)
         write_photos(warm, args.width, WARMUP_FILES)
-        for device in devices:
-            for image_batch in (int(b) for b in args.image_batch.split(",")):
-                run(warm, Path(tmp) / "warm.csv", device, image_batch, args.workers)
-                seconds, faces = run(folder, Path(tmp) / "out.csv", device, image_batch, args.workers)
-                workers = "default" if args.workers is None else args.workers
-                print(f"| {device} | {image_batch} | {workers} | {seconds:.2f} | {args.count / seconds:,.0f} | {faces:,} |", flush=True)
+        settings = [(d, int(b)) for d in devices for b in args.image_batch.split(",")]
+        profiler = cProfile.Profile() if args.profile else None
+        for i, (device, image_batch) in enumerate(settings):
+            run(warm, Path(tmp) / "warm.csv", device, image_batch, args.workers)
+            last = profiler if i == len(settings) - 1 else None
+            seconds, faces = run(folder, Path(tmp) / "out.csv", device, image_batch, args.workers, last)
+            workers = "default" if args.workers is None else args.workers
+            print(f"| {device} | {image_batch} | {workers} | {seconds:.2f} | {args.count / seconds:,.0f} | {faces:,} |", flush=True)
+    if profiler is not None:
+        print(f"\n## main process, last run ({settings[-1][0]}, image batch {settings[-1][1]})\n")
+        stats = pstats.Stats(profiler, stream=sys.stdout)
+        stats.sort_stats("cumulative").print_stats(30)
+        stats.sort_stats("tottime").print_stats(20)
 
 
 if __name__ == "__main__":

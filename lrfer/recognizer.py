@@ -471,19 +471,15 @@ class Recognizer:
         return out
 
     def _to_faces(self, detections: list[Any], probs: np.ndarray) -> list[list[Face]]:
+        # One device-to-host copy per field for the whole step, not three per image (each a GPU sync).
+        boxes, scores, marks = (torch.cat([getattr(d, f).detach() for d in detections]).cpu().double().numpy().tolist()
+                                for f in ("boxes", "scores", "landmarks"))
         out: list[list[Face]] = []
         start = 0
         for det in detections:
-            k = len(det)
-            boxes = det.boxes.detach().cpu().double().numpy()
-            scores = det.scores.detach().cpu().double().numpy()
-            marks = det.landmarks.detach().cpu().double().numpy()
-            out.append([
-                self._face(tuple(map(float, boxes[j])), tuple(tuple(map(float, pt)) for pt in marks[j]),
-                           float(scores[j]), probs[start + j])
-                for j in range(k)
-            ])
-            start += k
+            out.append([self._face(tuple(boxes[j]), tuple(map(tuple, marks[j])), scores[j], probs[j])
+                        for j in range(start, start + len(det))])
+            start += len(det)
         return out
 
     def _face(self, box: tuple[float, ...], landmarks: Any, score: float, p: np.ndarray) -> Face:

@@ -70,6 +70,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
+def threads_chosen_by_user() -> bool:
+    """Whether the environment sets the CPU thread count (``OMP_NUM_THREADS`` and the like)."""
+    return any(os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS"))
+
+
 def configure_cpu_threads() -> None:
     """Use the cores this process may run on, without oversubscribing.
 
@@ -81,7 +86,7 @@ def configure_cpu_threads() -> None:
     if _threads_configured:
         return
     _threads_configured = True
-    if any(os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")):
+    if threads_chosen_by_user():
         return
     try:
         allowed = len(os.sched_getaffinity(0))

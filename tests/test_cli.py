@@ -231,3 +231,23 @@ def test_console_script_installed() -> None:
 
     proc = subprocess.run(["lrfer", "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == f"lrfer {__version__}"
+
+
+def test_gpu_runs_keep_few_cpu_threads_unless_the_environment_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lrfer import cli
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS"):
+            monkeypatch.delenv(var, raising=False)
+        cli.use_few_cpu_threads_for_gpu(torch.device("cpu"))
+        assert torch.get_num_threads() == 2  # CPU inference keeps its threads
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        cli.use_few_cpu_threads_for_gpu(torch.device("cuda"))
+        assert torch.get_num_threads() == 2  # the user's choice stands
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        cli.use_few_cpu_threads_for_gpu(torch.device("cuda"))
+        assert torch.get_num_threads() == cli.GPU_HOST_THREADS
+    finally:
+        torch.set_num_threads(before)

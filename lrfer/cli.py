@@ -30,9 +30,8 @@ logger = logging.getLogger("lrfer")
 
 TRAIN_COMMANDS = ("train", "eval")
 DETECTOR_CHOICES = ("auto", "blazeface", "mtcnn", "haar", "facenet", "none")
-#: Images decoded per DataLoader batch (and passed to one ``Recognizer.predict`` call).
-#: Images per decoded batch of ``lrfer predict``: on a GPU larger batches amortise each detection
-#: call's fixed cost (kernel launches, host syncs).
+#: Images decoded per DataLoader batch (and passed to one ``Recognizer.predict`` call); on a GPU
+#: larger batches amortise each detection call's fixed cost (kernel launches, host syncs).
 DEFAULT_IMAGE_BATCH = 16
 DEFAULT_GPU_IMAGE_BATCH = 64
 #: CPU threads of torch in the ``lrfer predict`` process when the models run on CUDA: its CPU work is

@@ -333,7 +333,8 @@ def overlapping_pairs(ranked: torch.Tensor, threshold: float, mode: str = "union
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     if count <= NMS_DENSE_MAX and not align.cpu_tuned(ranked):
         pairs = torch.stack(torch.triu(pairwise_overlap(ranked, ranked, mode) > threshold, diagonal=1).nonzero(as_tuple=True))
-        return tuple(pairs.cpu().numpy())  # type: ignore[return-value]
+        first, second = pairs.cpu().numpy()  # one copy to the host for both index arrays
+        return first, second
     by_key, (starts, ends) = _band_sweep_ranges(ranked.double())
     reps = ends - starts
     cumulative = torch.cumsum(reps, 0).cpu()

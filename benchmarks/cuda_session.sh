@@ -39,7 +39,7 @@ step 90 tests_cuda python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
 step 100 throughput python3 benchmarks/throughput.py --device cuda --batches 1,64,1024,8192 --rounds 3 --compile
 step 120 pipeline python3 benchmarks/pipeline.py --device cuda --detector auto,mtcnn --widths 1920,960,480 --batch 1,64,256 \
     --runs 2 --crowd 320,160 --detect-stages
-step 90 predict_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 64,256 --workers 8 --profile
+step 90 predict_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 64,256 --workers 8 --stages
 
 for name in $STEPS; do
     echo "##### $name"

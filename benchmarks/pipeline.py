@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import os
 import sys
 import time
@@ -121,7 +122,7 @@ def timed_calls(device: torch.device, stages: list[tuple[str, object, str]]) -> 
     """Seconds spent in each ``(label, owner, attribute)`` function while the block runs (inclusive,
     synchronised), the functions wrapped by timers and restored after."""
     spent: dict[str, float] = defaultdict(float)
-    originals = [(owner, name, getattr(owner, name)) for _, owner, name in stages]
+    originals = [(owner, name, inspect.getattr_static(owner, name)) for _, owner, name in stages]
 
     def timer(label: str, fn):
         def timed(*args, **kwargs):
@@ -134,7 +135,9 @@ def timed_calls(device: torch.device, stages: list[tuple[str, object, str]]) -> 
         return timed
 
     for (label, owner, name), (_, _, fn) in zip(stages, originals):
-        setattr(owner, name, timer(label, fn))
+        static = isinstance(fn, staticmethod)  # keep a static method static (it gets no self)
+        wrapped = timer(label, fn.__func__ if static else fn)
+        setattr(owner, name, staticmethod(wrapped) if static else wrapped)
     try:
         yield spent
     finally:

@@ -9,11 +9,14 @@ setting: decoding in worker processes, detection, alignment and classification i
 rows written to CSV. A warm-up run on a few files comes first (model load, CUDA start-up); the
 timed run includes loading the models, as a user's command does. ``--profile`` prints where the
 main process spends the last timed run (cProfile: waiting for decoded batches shows as the data
-loader's ``__next__``).
+loader's ``__next__``); ``--stages`` prints the seconds of the last timed run in each stage of
+:data:`PREDICT_STAGES` (synchronised timers), "other" being the rest (waiting for decoded batches,
+writing rows).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import pstats
 import sys
@@ -27,7 +30,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, machine  # noqa: E402
+from pipeline import timed_calls  # noqa: E402
+
+from lrfer import recognizer  # noqa: E402
 from lrfer.cli import main as lrfer_main  # noqa: E402
+
+#: Stages of ``Recognizer.predict`` for ``--stages``: (label, owner, attribute). None calls another.
+PREDICT_STAGES = (
+    ("load", recognizer, "load_image"),
+    ("upload", recognizer, "to_device_tensor"),
+    ("detect", recognizer.Recognizer, "detect"),
+    ("align", recognizer.Recognizer, "align"),
+    ("classify", recognizer.Recognizer, "classify"),
+    ("results", recognizer.Recognizer, "_to_faces"),
+)
 
 WARMUP_FILES = 32
 
@@ -69,6 +85,7 @@ def main() -> None:
     parser.add_argument("--image-batch", default="16,64", help="comma list of --image-batch values")
     parser.add_argument("--workers", type=int, default=None, help="decoding workers (default: lrfer's default)")
     parser.add_argument("--profile", action="store_true", help="profile the main process in the last timed run")
+    parser.add_argument("--stages", action="store_true", help="seconds per stage of predict in the last timed run")
     args = parser.parse_args()
     if not (SHARED / "images").is_dir():
         sys.exit(f"needs the shared photos at {SHARED / 'images'}")
@@ -85,10 +102,18 @@ def main() -> None:
         profiler = cProfile.Profile() if args.profile else None
         for i, (device, image_batch) in enumerate(settings):
             run(warm, Path(tmp) / "warm.csv", device, image_batch, args.workers)
-            last = profiler if i == len(settings) - 1 else None
-            seconds, faces = run(folder, Path(tmp) / "out.csv", device, image_batch, args.workers, last)
+            last = i == len(settings) - 1
+            staged = timed_calls(torch.device(device), list(PREDICT_STAGES)) if args.stages and last else contextlib.nullcontext({})
+            with staged as spent:
+                seconds, faces = run(folder, Path(tmp) / "out.csv", device, image_batch, args.workers, profiler if last else None)
             workers = "default" if args.workers is None else args.workers
             print(f"| {device} | {image_batch} | {workers} | {seconds:.2f} | {args.count / seconds:,.0f} | {faces:,} |", flush=True)
+    if args.stages:
+        print(f"\n## seconds per stage, last run ({settings[-1][0]}, image batch {settings[-1][1]})\n")
+        print("| " + " | ".join(label for label, _, _ in PREDICT_STAGES) + " | other | total |")
+        print("|" + " ---: |" * (len(PREDICT_STAGES) + 2))
+        cells = " | ".join(f"{spent.get(label, 0.0):.2f}" for label, _, _ in PREDICT_STAGES)
+        print(f"| {cells} | {seconds - sum(spent.values()):.2f} | {seconds:.2f} |")
     if profiler is not None:
         print(f"\n## main process, last run ({settings[-1][0]}, image batch {settings[-1][1]})\n")
         stats = pstats.Stats(profiler, stream=sys.stdout)

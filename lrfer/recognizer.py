@@ -427,11 +427,12 @@ class Recognizer:
         pixels = 0
         for index, item in enumerate(items):
             array = self._load(item, index, single)
-            if step and (len(step) == most or pixels + array.shape[0] * array.shape[1] > pixel_budget):
+            size = array.shape[0] * array.shape[1]
+            if step and (len(step) == most or pixels + size > pixel_budget):
                 yield step
                 step, pixels = [], 0
             step.append(array)
-            pixels += array.shape[0] * array.shape[1]
+            pixels += size
         if step:
             yield step
 
@@ -476,9 +477,11 @@ class Recognizer:
         return out
 
     def _to_faces(self, detections: list[Any], probs: np.ndarray) -> list[list[Face]]:
+        from lrfer.faces.detect import FIELDS, Detections
+
         # One device-to-host copy per field for the whole step, not three per image (each a GPU sync).
-        boxes, scores, marks = (torch.cat([getattr(d, f).detach() for d in detections]).cpu().double().numpy().tolist()
-                                for f in ("boxes", "scores", "landmarks"))
+        every_face = Detections.cat(detections)
+        boxes, scores, marks = (getattr(every_face, f).detach().cpu().double().numpy().tolist() for f in FIELDS)
         out: list[list[Face]] = []
         start = 0
         for det in detections:

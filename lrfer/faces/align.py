@@ -174,6 +174,18 @@ def cpu_tuned(tensor: torch.Tensor) -> bool:
     return tensor.device.type == "cpu"
 
 
+def images_by_size(images: list[torch.Tensor]) -> dict[tuple[int, int], list[int]]:
+    """Indices of the images of each ``(H, W)``, in order of first appearance.
+
+    >>> images_by_size([torch.zeros(3, 4, 5), torch.zeros(3, 2, 2), torch.zeros(3, 4, 5)])
+    {(4, 5): [0, 2], (2, 2): [1]}
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for n, img in enumerate(images):
+        groups.setdefault((int(img.shape[-2]), int(img.shape[-1])), []).append(n)
+    return groups
+
+
 def cpu_image_groups(images: list[torch.Tensor]) -> list[list[torch.Tensor]]:
     """Consecutive images detected together: on CPU as many as fit :data:`CPU_STACK_BUDGET` in
     their stacked float copy (a 1920 px photo alone; four 480 px ones), elsewhere all of them.

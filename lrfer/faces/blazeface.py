@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lrfer.faces.align import images_by_size
 from lrfer.faces.detect import Detections, NetworkDetector, check_images, read_bundled_weights, split_by_image
 from lrfer.faces.mtcnn import MAX_MIP_LEVEL, MipVolume
 
@@ -183,7 +184,7 @@ def letterbox(
     """
     batch = images[0].new_full((len(images), 3, size, size), -1.0, dtype=torch.float32)
     params = [[0.0] * 4 for _ in images]
-    for (h, w), members in _members_by_size(images).items():  # one resize per image size, not per image
+    for (h, w), members in images_by_size(images).items():  # one resize per image size, not per image
         new_h, new_w = max(1, round(h * size / max(h, w))), max(1, round(w * size / max(h, w)))
         if volume is None:
             source = torch.stack([images[n] for n in members]).float()
@@ -196,14 +197,6 @@ def letterbox(
         for n in members:
             params[n] = [new_w / w, new_h / h, left, top]
     return batch, torch.tensor(params)
-
-
-def _members_by_size(images: list[torch.Tensor]) -> dict[tuple[int, int], list[int]]:
-    """Indices of the images of each ``(H, W)``, in order of first appearance."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for n, img in enumerate(images):
-        groups.setdefault((int(img.shape[-2]), int(img.shape[-1])), []).append(n)
-    return groups
 
 
 def _mip_source(volume: MipVolume, members: list[int], height: int, width: int, shrink: float) -> torch.Tensor:

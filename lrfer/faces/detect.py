@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -38,6 +39,8 @@ SMALL_FACE_FRACTION = 1 / 20
 SMALL_FACE_MIN_SCORE = 0.95
 SMALL_FACE_MAX_OVERLAP = 0.5
 NUM_LANDMARKS = 5
+#: The tensors of a :class:`Detections`, in order.
+FIELDS = ("boxes", "scores", "landmarks")
 HAAR_CASCADE_FILE = "haarcascade_frontalface_default.xml"
 HAAR_SCALE_FACTOR = 1.1
 HAAR_MIN_NEIGHBORS = 5
@@ -106,6 +109,19 @@ class Detections:
         landmarks = torch.full((k, NUM_LANDMARKS, 2), float("nan")) if landmarks is None else landmarks
         return cls(boxes, scores.to(device=device, dtype=torch.float32), landmarks.to(device=device, dtype=torch.float32))
 
+    @classmethod
+    def cat(cls, parts: Sequence[Detections]) -> Detections:
+        """The faces of ``parts`` (on one device) one after another.
+
+        >>> len(Detections.cat([Detections.from_boxes(torch.zeros(2, 4)), Detections.empty()]))
+        2
+        """
+        return cls(*(torch.cat([getattr(d, field) for d in parts]) for field in FIELDS))
+
+    def select(self, index: torch.Tensor) -> Detections:
+        """The faces picked by ``index`` (a boolean mask or indices), in its order."""
+        return Detections(self.boxes[index], self.scores[index], self.landmarks[index])
+
     def to(self, device: torch.device | str) -> Detections:
         """The same detections on another device (``self`` if already there)."""
         if self.device == torch.device(device):
@@ -121,10 +137,9 @@ def split_by_image(faces: Detections, image: torch.Tensor, count: int) -> list[D
     >>> [d.boxes[:, 0].tolist() for d in split_by_image(faces, torch.tensor([1, 0, 1]), 3)]
     [[2.0], [0.0, 4.0], []]
     """
-    order = torch.argsort(image, stable=True)
+    ordered = faces.select(torch.argsort(image, stable=True))
     sizes = torch.bincount(image, minlength=count).tolist() if image.numel() else [0] * count
-    return [Detections(*parts) for parts in zip(faces.boxes[order].split(sizes), faces.scores[order].split(sizes),
-                                                 faces.landmarks[order].split(sizes))]
+    return [Detections(*parts) for parts in zip(*(getattr(ordered, field).split(sizes) for field in FIELDS))]
 
 
 def read_bundled_weights(path: Path, sha256: str, what: str, script: str) -> dict[str, torch.Tensor]:
@@ -322,7 +337,7 @@ def merge_small_faces_per_image(large: list[Detections], small: list[Detections]
     keep = (width < limit[little_image]) & (little.scores >= SMALL_FACE_MIN_SCORE)
     covered = pairwise_overlap(big.boxes, little.boxes, mode="min") >= SMALL_FACE_MAX_OVERLAP
     keep &= ~(covered & (big_image[:, None] == little_image[None, :])).any(dim=0)
-    merged = Detections(*(torch.cat([getattr(big, f), getattr(little, f)[keep]]) for f in ("boxes", "scores", "landmarks")))
+    merged = Detections.cat([big, little.select(keep)])
     return split_by_image(merged, torch.cat([big_image, little_image[keep]]), len(large))
 
 
@@ -331,7 +346,7 @@ def concat_per_image(detections: list[Detections]) -> tuple[Detections, torch.Te
     detections must be on one device."""
     device = detections[0].device
     counts = [len(d) for d in detections]
-    faces = Detections(*(torch.cat([getattr(d, f) for d in detections]) for f in ("boxes", "scores", "landmarks")))
+    faces = Detections.cat(detections)
     image = torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(counts, device=device),
                                     output_size=sum(counts))
     return faces, image

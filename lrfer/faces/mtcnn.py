@@ -41,6 +41,7 @@ from lrfer.faces import align
 from lrfer.faces.align import (
     area_resize_integral,
     cpu_image_groups,
+    images_by_size,
     integral_image,
     mean_2x2,
     sample_patches,
@@ -764,11 +765,8 @@ class MTCNN(NetworkDetector):
         The pyramid is resized from the volume's float copy of the images and its mip levels (made
         once per call and shared with R-Net's and O-Net's crops), not from a second copy.
         """
-        groups: dict[tuple[int, int], list[int]] = {}
-        for n, img in enumerate(images):
-            groups.setdefault(tuple(img.shape[-2:]), []).append(n)
         parts = []
-        for (height, width), members in groups.items():
+        for (height, width), members in images_by_size(images).items():
             max_face = None if self.max_face_fraction is None else self.max_face_fraction * max(height, width)
             scales = pyramid_scales(height, width, self.min_face, self.factor, max_face)
             resized = partial(volume.resized, members, height, width)

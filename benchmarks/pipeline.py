@@ -1,13 +1,14 @@
 """End-to-end ms per photo (decode + detect + align + classify) on the shared group photos.
 
     python benchmarks/pipeline.py [--model NAME] [--widths 1920,960,480] [--device cpu|cuda|all] [--batch 1,16]
-                                  [--detector auto,blazeface,mtcnn] [--min-face 20]
+                                  [--detector auto,blazeface,mtcnn] [--min-face 20] [--precision auto,bf16]
 
 Photos from ``../shared/images`` resized to each width; each stage timed separately (median of
 several runs after warm-up), both one photo per call (every photo in turn, the mean per photo) and a
 batch of photos per call (the batched path detects and aligns all photos of the batch together).
 Also prints the faces found per photo. ``--crowd 320,240,160`` adds 1920x1080 crowd scenes tiled
-from the same photos (about 66, 114 and 220 faces found by ``auto``). ``--detect-stages`` adds, for
+from the same photos (about 66, 110 and 220 faces found by ``auto``), with how many of the faces the
+detector finds in the full-size photos it finds in the tiles. ``--detect-stages`` adds, for
 each width at one photo per call, where detection spends its time (the functions of
 ``lrfer.faces`` named in :data:`DETECT_STAGES`, timed by wrappers; "other" is the rest of detect).
 """
@@ -59,21 +60,44 @@ def photos(width: int) -> list[bytes]:
 def crowd(tile_width: int, size: tuple[int, int] = (1080, 1920)) -> bytes:
     """A crowd scene: the shared photos, ``tile_width`` px wide, tiled row by row into a gray
     ``size`` frame as long as whole tiles fit, JPEG-encoded."""
+    return crowd_scene(tile_width, size)[0]
+
+
+def crowd_scene(tile_width: int, size: tuple[int, int] = (1080, 1920)) -> tuple[bytes, list[tuple[int, float, int, int]]]:
+    """:func:`crowd` and its tiles: (photo index in sorted order, scale, left, top) for each."""
     sources = [cv2.imread(str(p)) for p in sorted((SHARED / "images").glob("group*.jpg"))]
     canvas = np.full((*size, 3), 128, np.uint8)
-    top, n = 0, 0
+    top, n, placed = 0, 0, []
     while True:
         tiles = []
         for _ in range(size[1] // tile_width):
             src = sources[n % len(sources)]
-            tiles.append(cv2.resize(src, (tile_width, round(src.shape[0] * tile_width / src.shape[1])), interpolation=cv2.INTER_AREA))
+            tiles.append((n % len(sources), cv2.resize(src, (tile_width, round(src.shape[0] * tile_width / src.shape[1])),
+                                                       interpolation=cv2.INTER_AREA)))
             n += 1
-        height = max(t.shape[0] for t in tiles)
+        height = max(t.shape[0] for _, t in tiles)
         if top + height > size[0]:
-            return cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
-        for i, tile in enumerate(tiles):
+            return cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes(), placed
+        for i, (source, tile) in enumerate(tiles):
             canvas[top : top + tile.shape[0], i * tile_width : (i + 1) * tile_width] = tile
+            placed.append((source, tile_width / sources[source].shape[1], i * tile_width, top))
         top += height
+
+
+def crowd_recall(rec: "lrfer.Recognizer", tile_width: int, found: list) -> tuple[int, int, int]:
+    """(reference faces, found faces matching one, found faces matching none) for a crowd scene.
+    The reference faces are those ``rec`` finds in the full-size photos, scaled into their tiles;
+    a match is an IoU above 0.4."""
+    from lrfer.faces.mtcnn import pairwise_overlap
+
+    _, placed = crowd_scene(tile_width)
+    paths = sorted((SHARED / "images").glob("group*.jpg"))
+    full = [torch.tensor([f.box for f in rec.predict(str(p))], dtype=torch.float32).view(-1, 4) for p in paths]
+    truth = torch.cat([full[source] * scale + torch.tensor([left, top, left, top]) for source, scale, left, top in placed])
+    boxes = torch.tensor([f.box for f in found], dtype=torch.float32).view(-1, 4)
+    iou = pairwise_overlap(truth, boxes)
+    best = iou.max(dim=0).values if len(truth) else torch.zeros(len(boxes))
+    return len(truth), int((best > 0.4).sum()), int((best <= 0.4).sum())
 
 
 def decode(jpegs: list[bytes]) -> list[np.ndarray]:
@@ -175,6 +199,8 @@ def main() -> None:
     parser.add_argument("--detector", default="auto,blazeface,mtcnn", help="comma-separated detectors, side by side")
     parser.add_argument("--crowd", default="", help="tile widths (e.g. 320,240,160): also time 1920x1080 crowd scenes "
                         "tiled from the shared photos (whole tiles only), one scene per call")
+    parser.add_argument("--precision", default="auto", help="comma-separated precisions (auto, fp32, bf16, fp16), side "
+                        "by side; bf16 also runs MTCNN's P-Net in bf16")
     parser.add_argument("--detect-stages", action="store_true", help="also print ms per photo in each detection "
                         "stage (BlazeFace, P-Net's pyramid, P-Net, R-/O-Net crops and networks, NMS), one photo per call")
     args = parser.parse_args()
@@ -184,9 +210,10 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" else [args.device]
     widths = [int(w) for w in args.widths.split(",")]
     print(f"# machine: {machine()}\n")
-    for dev, detector in ((d, name) for d in devices for name in args.detector.split(",")):
-        rec = lrfer.load(args.model, device=dev, detector=detector, min_face=args.min_face)
-        print(f"## {dev}, {rec.spec.name}, detector={detector}, min_face={args.min_face}: ms per photo\n")
+    runs = [(d, name, p) for d in devices for name in args.detector.split(",") for p in args.precision.split(",")]
+    for dev, detector, precision in runs:
+        rec = lrfer.load(args.model, device=dev, detector=detector, min_face=args.min_face, precision=precision)
+        print(f"## {dev}, {rec.spec.name}, detector={detector}, min_face={args.min_face}, precision={precision}: ms per photo\n")
         print("| width | photos/call | faces per photo | decode | upload | detect | align | classify | total ms/photo | photos/s |")
         print("| ---: | ---: | --- |" + " ---: |" * 7)
         for width in widths:
@@ -201,14 +228,19 @@ def main() -> None:
                 cells = " | ".join(f"{1000 * v / photos_timed:.1f}" for v in times.values())
                 print(f"| {width} | {per_call} | {counts} | {cells} | {1000 * total / photos_timed:.1f} | {photos_timed / total:.1f} |",
                       flush=True)
+        recall: dict[int, tuple[int, int, int]] = {}
         for tile in (int(t) for t in args.crowd.split(",") if t):
             scene = [crowd(tile)]
-            found = len(rec.predict(decode(scene))[0])
+            found = rec.predict(decode(scene))[0]
+            recall[tile] = crowd_recall(rec, tile, found)
             times = stage_times(rec, [scene], args.runs)
             cells = " | ".join(f"{1000 * v:.1f}" for v in times.values())
-            print(f"| crowd of {tile} px tiles | 1 | [{found}] | {cells} | {1000 * sum(times.values()):.1f} | {1 / sum(times.values()):.1f} |",
+            print(f"| crowd of {tile} px tiles | 1 | [{len(found)}] | {cells} | {1000 * sum(times.values()):.1f} | {1 / sum(times.values()):.1f} |",
                   flush=True)
         print()
+        for tile, (reference, matched, unmatched) in recall.items():
+            print(f"Crowd of {tile} px tiles: {matched} of the {reference} faces found in the full-size photos, "
+                  f"{unmatched} other detections.\n")
         if args.detect_stages and rec.detector is not None:
             print(f"### {dev}, detector={detector}: detection stages, ms per photo (one photo per call)\n")
             print_detect_stages(rec, widths, args.runs)

@@ -101,7 +101,8 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="expression model precision: auto = fp16 on CUDA, fp32 on CPU; bf16 is faster on CPUs "
-                        "with AVX-512 bf16 (probabilities within about 2e-2 of fp32); fp16 needs CUDA (default: auto)")
+                        "with AVX-512 bf16 (probabilities within about 2e-2 of fp32) and also runs MTCNN's P-Net "
+                        "in bf16; fp16 needs CUDA (default: auto)")
     p.add_argument("--batch-size", type=_positive_int, default=256, help="faces per model call (default: 256)")
     p.add_argument("--image-batch", type=_positive_int, default=None,
                    help=f"images decoded and detected together (default: {DEFAULT_IMAGE_BATCH} on CPU, "

@@ -122,7 +122,9 @@ def load(
     ``min_face``: smallest face width in pixels the detector looks for.
     ``precision`` of the expression model: ``"auto"`` (fp16 autocast on CUDA, fp32 on CPU),
     ``"fp32"``, ``"bf16"`` (autocast on CPU or CUDA: 1.6-2.2x faster on CPUs with AVX-512 bf16,
-    probabilities within about 2e-2 of fp32) or ``"fp16"`` (CUDA only).
+    probabilities within about 2e-2 of fp32) or ``"fp16"`` (CUDA only). ``"bf16"`` also runs MTCNN's
+    P-Net in bf16 (the detectors ``"auto"`` and ``"mtcnn"``): a few borderline small faces can be
+    found or lost; every other detection stage stays in float32.
 
     >>> rec = lrfer.load("gmenet-fer2013-16px")  # doctest: +SKIP
     >>> labels = [f.label for f in rec.predict("examples/group1.jpg")]  # doctest: +SKIP
@@ -134,7 +136,9 @@ def load(
     if dev.type == "cpu":
         configure_cpu_threads()
     model = load_model(default_model() if spec is None else spec, device=dev)
-    det = make_detector(det_name, dev, min_face=min_face) if det_name else None
+    check_precision(precision, dev)
+    pnet_precision = "bf16" if precision == "bf16" else "fp32"
+    det = make_detector(det_name, dev, min_face=min_face, pnet_precision=pnet_precision) if det_name else None
     return Recognizer(model, model.pretrained_cfg, dev, det, precision)
 
 

@@ -209,6 +209,16 @@ def test_bf16_on_cpu_autocasts_and_stays_close_to_fp32(rec: lrfer.Recognizer, ti
     assert (probs - rec.predict_tensor(faces)).abs().max() < 3e-2
 
 
+@pytest.mark.parametrize("detector", ["auto", "mtcnn"])
+def test_bf16_also_runs_pnet_in_bf16(tiny_path: Path, detector: str) -> None:
+    def pnet_dtype(rec: lrfer.Recognizer) -> torch.dtype:
+        mtcnn = rec.detector.mtcnn if detector == "auto" else rec.detector
+        return mtcnn.pnet.conv1.weight.dtype
+
+    assert pnet_dtype(lrfer.load(tiny_path, device="cpu", detector=detector, precision="bf16")) == torch.bfloat16
+    assert pnet_dtype(lrfer.load(tiny_path, device="cpu", detector=detector)) == torch.float32
+
+
 def test_crops_to_gray48_scales_gray_crops_exactly() -> None:
     from lrfer.recognizer import crops_to_gray48
 

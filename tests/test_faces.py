@@ -73,13 +73,14 @@ def test_crops_per_call_keeps_the_first_feature_map_within_the_cpu_budget():
     assert mtcnn_mod.crops_per_call(onet, torch.zeros(1, 3, 48, 48)) == (1 << 21) // (32 * 46 * 46) == 30
 
 
-@pytest.mark.parametrize("channels", [1, 10, 16])
+@pytest.mark.parametrize("channels", [1, 10, 16, 32])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_prelu_by_rows_equals_prelu(channels, channels_last):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prelu_by_rows_equals_prelu(channels, channels_last, dtype):
     g = torch.Generator().manual_seed(channels)
-    x = torch.randn(2, channels, 5, 7, generator=g)
+    x = torch.randn(2, channels, 5, 7, generator=g).to(dtype)
     x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-    weight = torch.rand(channels, generator=g) * 2 - 1  # negative slopes too, as in P-Net
+    weight = (torch.rand(channels, generator=g) * 2 - 1).to(dtype)  # negative slopes too, as in P-Net
     out = mtcnn_mod.prelu_by_rows(x, weight)
     assert torch.equal(out, torch.nn.functional.prelu(x, weight))
     assert out.is_contiguous(memory_format=torch.channels_last) == channels_last or channels == 1
@@ -122,6 +123,20 @@ def test_pnet_in_bands_equals_whole_image_forward(monkeypatch, height):
         whole = pnet(x)
     for a, b in zip(banded, whole):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("banded", [True, False])
+def test_bf16_pnet_gives_float32_outputs_close_to_fp32(monkeypatch, banded):
+    if banded:
+        monkeypatch.setattr(mtcnn_mod, "CPU_ACTIVATION_BUDGET", 2 * 10 * 30 * 14)  # bands of 4 rows + overlap
+    fast, exact = mtcnn_mod.MTCNN(pnet_precision="bf16"), mtcnn_mod.MTCNN()
+    assert fast.pnet.conv1.weight.dtype == torch.bfloat16 and exact.pnet.conv1.weight.dtype == torch.float32
+    assert fast.rnet.conv1.weight.dtype == fast.onet.conv1.weight.dtype == torch.float32  # they place the final boxes
+    x = (torch.rand(2, 3, 41, 30, generator=torch.Generator().manual_seed(3)) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for a, b in zip(mtcnn_mod.run_pnet(fast.pnet, x), mtcnn_mod.run_pnet(exact.pnet, x)):
+            assert a.dtype == torch.float32 and a.shape == b.shape
+            assert 0 < (a - b).abs().max() < 5e-2  # rounded (bf16 keeps 8 bits), yet close
 
 
 @pytest.mark.parametrize("chunk", [1 << 20, 7, 1])  # all candidate pairs at once, several chunks, one box per chunk
@@ -272,7 +287,7 @@ def test_detector_rejects_bare_tensor(detector):
         detector.detect(torch.zeros(3, 32, 32, dtype=torch.uint8))
 
 
-@pytest.mark.parametrize("kwargs", [{"min_face": 11}, {"thresholds": (0.6, 0.7)}, {"factor": 1.2}])
+@pytest.mark.parametrize("kwargs", [{"min_face": 11}, {"thresholds": (0.6, 0.7)}, {"factor": 1.2}, {"pnet_precision": "fp16"}])
 def test_mtcnn_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
         mtcnn_mod.MTCNN(**kwargs)

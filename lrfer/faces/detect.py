@@ -287,14 +287,17 @@ class CombinedDetector:
     and the alignment template was measured with MTCNN's landmarks.
     """
 
-    def __init__(self, device: torch.device | str = "cpu", min_face: int = 20, small_faces: bool = True) -> None:
+    def __init__(
+        self, device: torch.device | str = "cpu", min_face: int = 20, small_faces: bool = True, pnet_precision: str = "fp32"
+    ) -> None:
         from lrfer.faces.blazeface import BlazeFace
         from lrfer.faces.mtcnn import MTCNN
 
         self.device = torch.device(device)
         self.small_faces = bool(small_faces)
         self.blazeface = BlazeFace(min_face=min_face, device=self.device)
-        self.mtcnn = MTCNN(min_face=max(min_face, 12), device=self.device, max_face_fraction=SMALL_FACE_FRACTION)
+        self.mtcnn = MTCNN(min_face=max(min_face, 12), device=self.device, max_face_fraction=SMALL_FACE_FRACTION,
+                          pnet_precision=pnet_precision)
 
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:
         """One :class:`Detections` per ``(3, H, W)`` uint8 RGB image: BlazeFace's faces, then MTCNN's additions."""
@@ -352,9 +355,12 @@ def concat_per_image(detections: list[Detections]) -> tuple[Detections, torch.Te
     return faces, image
 
 
-def make_detector(name: str | None, device: torch.device | str = "cpu", min_face: int = 20) -> Detector | None:
+def make_detector(
+    name: str | None, device: torch.device | str = "cpu", min_face: int = 20, pnet_precision: str = "fp32"
+) -> Detector | None:
     """Build a face detector by name: ``"auto"``, ``"blazeface"``, ``"mtcnn"``, ``"haar"``, ``"facenet"``,
-    or ``None`` (pre-cropped input).
+    or ``None`` (pre-cropped input). ``pnet_precision`` (``"fp32"`` or ``"bf16"``): MTCNN's P-Net
+    dtype in ``"auto"`` and ``"mtcnn"`` (see :class:`~lrfer.faces.mtcnn.MTCNN`).
 
     >>> det = make_detector("mtcnn", "cpu", min_face=20)
     >>> det.detect([torch.zeros(3, 64, 64, dtype=torch.uint8)])[0].boxes.shape
@@ -366,13 +372,13 @@ def make_detector(name: str | None, device: torch.device | str = "cpu", min_face
         raise ValueError(f"unknown detector {name!r}; use one of {DETECTORS} or None (faces already cropped)")
     name = name.lower()
     if name == "auto":
-        return CombinedDetector(device=device, min_face=min_face)
+        return CombinedDetector(device=device, min_face=min_face, pnet_precision=pnet_precision)
     if name == "blazeface":
         return CombinedDetector(device=device, min_face=min_face, small_faces=False)
     if name == "mtcnn":
         from lrfer.faces.mtcnn import MTCNN
 
-        return MTCNN(min_face=min_face, device=device)
+        return MTCNN(min_face=min_face, device=device, pnet_precision=pnet_precision)
     if name == "haar":
         return HaarDetector(device=device, min_face=min_face)
     return FacenetDetector(device=device, min_face=min_face)

@@ -11,7 +11,10 @@ timed run includes loading the models, as a user's command does. ``--profile`` p
 main process spends the last timed run (cProfile: waiting for decoded batches shows as the data
 loader's ``__next__``); ``--stages`` prints the seconds of the last timed run in each stage of
 :data:`PREDICT_STAGES` (synchronised timers), "other" being the rest (waiting for decoded batches,
-writing rows).
+writing rows). ``--torch-profile`` runs the last timed run under ``torch.profiler`` and prints the
+main process's operators and CUDA runtime calls by self CPU time and, on CUDA, the kernels by GPU
+time and the share of the run the GPU spent in kernels: whether the command waits on the GPU or the
+GPU on the host.
 """
 from __future__ import annotations
 
@@ -77,6 +80,25 @@ def run(folder: Path, out: Path, device: str, image_batch: int, workers: int | N
     return seconds, sum(1 for _ in out.open()) - 1
 
 
+def torch_profiler(device: str) -> torch.profiler.profile:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.startswith("cuda"):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    return torch.profiler.profile(activities=activities)
+
+
+def print_torch_profile(trace: torch.profiler.profile, device: str, seconds: float) -> None:
+    """The main process's top host-side events and, on CUDA, the kernels' share of the run."""
+    events = trace.key_averages()
+    print(f"\n## torch.profiler, last run ({device}; profiling slowed it): host time by operator and CUDA runtime call\n")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=25))
+    if not device.startswith("cuda"):
+        return
+    gpu_us = sum(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0) for e in events)
+    print(f"GPU busy in kernels: {gpu_us / 1e6:.2f} s of the {seconds:.2f} s run ({100 * gpu_us / 1e6 / seconds:.0f} %)\n")
+    print(events.table(sort_by="self_device_time_total", row_limit=15))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=int, default=480)
@@ -86,6 +108,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="decoding workers (default: lrfer's default)")
     parser.add_argument("--profile", action="store_true", help="profile the main process in the last timed run")
     parser.add_argument("--stages", action="store_true", help="seconds per stage of predict in the last timed run")
+    parser.add_argument("--torch-profile", action="store_true", help="torch.profiler over the last timed run: "
+                        "operators and CUDA runtime calls by host time, kernels by GPU time")
     args = parser.parse_args()
     if not (SHARED / "images").is_dir():
         sys.exit(f"needs the shared photos at {SHARED / 'images'}")
@@ -104,7 +128,8 @@ def main() -> None:
             run(warm, Path(tmp) / "warm.csv", device, image_batch, args.workers)
             last = i == len(settings) - 1
             staged = timed_calls(torch.device(device), list(PREDICT_STAGES)) if args.stages and last else contextlib.nullcontext({})
-            with staged as spent:
+            traced = torch_profiler(device) if args.torch_profile and last else contextlib.nullcontext()
+            with staged as spent, traced as trace:
                 seconds, faces = run(folder, Path(tmp) / "out.csv", device, image_batch, args.workers, profiler if last else None)
             workers = "default" if args.workers is None else args.workers
             print(f"| {device} | {image_batch} | {workers} | {seconds:.2f} | {args.count / seconds:,.0f} | {faces:,} |", flush=True)
@@ -114,6 +139,8 @@ def main() -> None:
         print("|" + " ---: |" * (len(PREDICT_STAGES) + 2))
         cells = " | ".join(f"{spent.get(label, 0.0):.2f}" for label, _, _ in PREDICT_STAGES)
         print(f"| {cells} | {seconds - sum(spent.values()):.2f} | {seconds:.2f} |")
+    if trace is not None:
+        print_torch_profile(trace, settings[-1][0], seconds)
     if profiler is not None:
         print(f"\n## main process, last run ({settings[-1][0]}, image batch {settings[-1][1]})\n")
         stats = pstats.Stats(profiler, stream=sys.stdout)

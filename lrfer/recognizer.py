@@ -135,11 +135,22 @@ def load(
     det_name = normalize_detector_name(detector)
     if dev.type == "cpu":
         configure_cpu_threads()
-    model = load_model(default_model() if spec is None else spec, device=dev)
     check_precision(precision, dev)
+    if precision == "bf16" and dev.type == "cpu" and not cpu_has_fast_bf16():
+        logger.warning("precision='bf16' on a CPU without native bf16 instructions (AVX-512 BF16 or AMX): "
+                       "it will be slower than fp32, not faster")
+    model = load_model(default_model() if spec is None else spec, device=dev)
     pnet_precision = "bf16" if precision == "bf16" else "fp32"
     det = make_detector(det_name, dev, min_face=min_face, pnet_precision=pnet_precision) if det_name else None
     return Recognizer(model, model.pretrained_cfg, dev, det, precision)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU runs bf16 convolutions natively (oneDNN's check; True if torch cannot tell)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
 
 
 def step_limits(device: torch.device) -> tuple[int, float]:

@@ -209,6 +209,21 @@ def test_bf16_on_cpu_autocasts_and_stays_close_to_fp32(rec: lrfer.Recognizer, ti
     assert (probs - rec.predict_tensor(faces)).abs().max() < 3e-2
 
 
+def test_bf16_on_a_cpu_without_native_bf16_warns(tiny_path: Path, monkeypatch, caplog) -> None:
+    from lrfer import recognizer
+
+    assert isinstance(recognizer.cpu_has_fast_bf16(), bool)  # oneDNN's answer for this machine
+    monkeypatch.setattr(recognizer, "cpu_has_fast_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="lrfer.recognizer"):
+        lrfer.load(tiny_path, device="cpu", detector=None, precision="bf16")
+    assert "slower than fp32" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(recognizer, "cpu_has_fast_bf16", lambda: True)
+    with caplog.at_level("WARNING", logger="lrfer.recognizer"):
+        lrfer.load(tiny_path, device="cpu", detector=None, precision="bf16")
+    assert "slower" not in caplog.text
+
+
 @pytest.mark.parametrize("detector", ["auto", "mtcnn"])
 def test_bf16_also_runs_pnet_in_bf16(tiny_path: Path, detector: str) -> None:
     def pnet_dtype(rec: lrfer.Recognizer) -> torch.dtype:

@@ -57,14 +57,10 @@ def photos(width: int) -> list[bytes]:
     return out
 
 
-def crowd(tile_width: int, size: tuple[int, int] = (1080, 1920)) -> bytes:
+def crowd(tile_width: int, size: tuple[int, int] = (1080, 1920)) -> tuple[bytes, list[tuple[int, float, int, int]]]:
     """A crowd scene: the shared photos, ``tile_width`` px wide, tiled row by row into a gray
-    ``size`` frame as long as whole tiles fit, JPEG-encoded."""
-    return crowd_scene(tile_width, size)[0]
-
-
-def crowd_scene(tile_width: int, size: tuple[int, int] = (1080, 1920)) -> tuple[bytes, list[tuple[int, float, int, int]]]:
-    """:func:`crowd` and its tiles: (photo index in sorted order, scale, left, top) for each."""
+    ``size`` frame as long as whole tiles fit, JPEG-encoded; and its tiles: (photo index in sorted
+    order, scale, left, top) for each."""
     sources = [cv2.imread(str(p)) for p in sorted((SHARED / "images").glob("group*.jpg"))]
     canvas = np.full((*size, 3), 128, np.uint8)
     top, n, placed = 0, 0, []
@@ -84,16 +80,19 @@ def crowd_scene(tile_width: int, size: tuple[int, int] = (1080, 1920)) -> tuple[
         top += height
 
 
-def crowd_recall(rec: "lrfer.Recognizer", tile_width: int, found: list) -> tuple[int, int, int]:
-    """(reference faces, found faces matching one, found faces matching none) for a crowd scene.
-    The reference faces are those ``rec`` finds in the full-size photos, scaled into their tiles;
-    a match is an IoU above 0.4."""
+def full_size_faces(rec: "lrfer.Recognizer") -> list[torch.Tensor]:
+    """The boxes (K, 4) ``rec`` finds in each full-size shared photo, in :func:`crowd`'s photo order."""
+    return [torch.tensor([f.box for f in rec.predict(str(p))], dtype=torch.float32).view(-1, 4)
+            for p in sorted((SHARED / "images").glob("group*.jpg"))]
+
+
+def crowd_recall(reference: list[torch.Tensor], tiles: list[tuple[int, float, int, int]], found: list) -> tuple[int, int, int]:
+    """(reference faces, found faces matching one, found faces matching none) for a crowd scene:
+    ``reference`` (:func:`full_size_faces`) scaled into the scene's ``tiles`` (:func:`crowd`); a
+    match is an IoU above 0.4."""
     from lrfer.faces.mtcnn import pairwise_overlap
 
-    _, placed = crowd_scene(tile_width)
-    paths = sorted((SHARED / "images").glob("group*.jpg"))
-    full = [torch.tensor([f.box for f in rec.predict(str(p))], dtype=torch.float32).view(-1, 4) for p in paths]
-    truth = torch.cat([full[source] * scale + torch.tensor([left, top, left, top]) for source, scale, left, top in placed])
+    truth = torch.cat([reference[source] * scale + torch.tensor([left, top, left, top]) for source, scale, left, top in tiles])
     boxes = torch.tensor([f.box for f in found], dtype=torch.float32).view(-1, 4)
     iou = pairwise_overlap(truth, boxes)
     best = iou.max(dim=0).values if len(truth) else torch.zeros(len(boxes))
@@ -229,10 +228,13 @@ def main() -> None:
                 print(f"| {width} | {per_call} | {counts} | {cells} | {1000 * total / photos_timed:.1f} | {photos_timed / total:.1f} |",
                       flush=True)
         recall: dict[int, tuple[int, int, int]] = {}
-        for tile in (int(t) for t in args.crowd.split(",") if t):
-            scene = [crowd(tile)]
+        tile_widths = [int(t) for t in args.crowd.split(",") if t]
+        reference = full_size_faces(rec) if tile_widths else []
+        for tile in tile_widths:
+            jpeg, tiles = crowd(tile)
+            scene = [jpeg]
             found = rec.predict(decode(scene))[0]
-            recall[tile] = crowd_recall(rec, tile, found)
+            recall[tile] = crowd_recall(reference, tiles, found)
             times = stage_times(rec, [scene], args.runs)
             cells = " | ".join(f"{1000 * v:.1f}" for v in times.values())
             print(f"| crowd of {tile} px tiles | 1 | [{len(found)}] | {cells} | {1000 * sum(times.values()):.1f} | {1 / sum(times.values()):.1f} |",

@@ -1,10 +1,11 @@
 """Photos/s of ``lrfer predict`` on a folder of real photos: the streaming loader end to end.
 
-    python benchmarks/predict_folder.py [--width 480] [--count 2000] [--device cpu|cuda|all]
+    python benchmarks/predict_folder.py [--width 480] [--vary-width 0] [--count 2000] [--device cpu|cuda|all]
                                         [--image-batch 16,64] [--workers 4]
 
 Writes ``count`` JPEGs (the shared group photos resized to ``width`` px, each file distinct on disk)
-into a temporary folder, then runs ``lrfer predict FOLDER --out x.csv`` in this process for each
+into a temporary folder (``--vary-width PX``: widths spread over PX pixels, a folder of many
+photo sizes), then runs ``lrfer predict FOLDER --out x.csv`` in this process for each
 setting: decoding in worker processes, detection, alignment and classification in the main one,
 rows written to CSV. A warm-up run on a few files comes first (model load, CUDA start-up); the
 timed run includes loading the models, as a user's command does. ``--profile`` prints where the
@@ -51,16 +52,19 @@ PREDICT_STAGES = (
 WARMUP_FILES = 32
 
 
-def write_photos(folder: Path, width: int, count: int) -> None:
-    sources = []
-    for path in sorted((SHARED / "images").glob("group*.jpg")):
-        img = cv2.imread(str(path))
-        h, w = img.shape[:2]
-        sources.append(cv2.resize(img, (width, round(h * width / w)), interpolation=cv2.INTER_AREA))
+def write_photos(folder: Path, width: int, count: int, vary: int = 0) -> None:
+    """``count`` JPEGs of the shared photos in turn, ``width`` px wide, or with ``vary`` > 0 of widths
+    spread over ``width .. width + vary - 1`` (a folder of photos of many sizes)."""
+    sources = [cv2.imread(str(path)) for path in sorted((SHARED / "images").glob("group*.jpg"))]
+    resized: dict[tuple[int, int], object] = {}
     for i in range(count):
+        n, w = i % len(sources), width + (i * 7919) % vary if vary else width
+        if (n, w) not in resized:
+            h0, w0 = sources[n].shape[:2]
+            resized[n, w] = cv2.resize(sources[n], (w, round(h0 * w / w0)), interpolation=cv2.INTER_AREA)
         sub = folder / f"{i // 1000:03d}"
         sub.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(sub / f"{i:06d}.jpg"), sources[i % len(sources)], [cv2.IMWRITE_JPEG_QUALITY, 92])
+        cv2.imwrite(str(sub / f"{i:06d}.jpg"), resized[n, w], [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
 def run(folder: Path, out: Path, device: str, image_batch: int, workers: int | None,
@@ -103,6 +107,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=int, default=480)
     parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--vary-width", type=int, default=0, metavar="PX",
+                        help="photo widths spread over WIDTH .. WIDTH+PX-1 (a folder of many sizes); 0: all WIDTH")
     parser.add_argument("--device", default="all", help="cpu, cuda or all (cuda when present)")
     parser.add_argument("--image-batch", default="16,64", help="comma list of --image-batch values")
     parser.add_argument("--workers", type=int, default=None, help="decoding workers (default: lrfer's default)")
@@ -115,12 +121,13 @@ def main() -> None:
         sys.exit(f"needs the shared photos at {SHARED / 'images'}")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" else [args.device]
     print(f"# machine: {machine()}\n")
-    print(f"`lrfer predict` on {args.count:,} photos {args.width} px wide (the shared group photos, 3-4 faces each)\n")
+    widths = f"{args.width}-{args.width + args.vary_width - 1}" if args.vary_width else f"{args.width}"
+    print(f"`lrfer predict` on {args.count:,} photos {widths} px wide (the shared group photos, 3-4 faces each)\n")
     print("| device | image batch | workers | seconds | photos/s | faces |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as tmp:
         folder, warm = Path(tmp) / "photos", Path(tmp) / "warm"
-        write_photos(folder, args.width, args.count)
+        write_photos(folder, args.width, args.count, args.vary_width)
         write_photos(warm, args.width, WARMUP_FILES)
         settings = [(d, int(b)) for d in devices for b in args.image_batch.split(",")]
         profiler = cProfile.Profile() if args.profile else None

@@ -75,6 +75,18 @@ def test_photos_on_gpu_match_cpu(detector: str, width: int) -> None:
 
 
 @needs_photos
+@pytest.mark.parametrize("detector", ["auto", "mtcnn"])
+def test_photos_of_many_sizes_in_one_call_on_gpu_match_cpu(detector: str) -> None:
+    """Twelve photos of twelve sizes in one call: on the GPU, P-Net runs them on padded canvases
+    shared by close sizes (lrfer.shapes); the faces are the CPU's, photo by photo."""
+    images = [_downscale(IMAGES / n, width) for width in (480, 517, 563) for n in PHOTOS]
+    cpu = lrfer.load(device="cpu", detector=detector).predict(images)
+    gpu = lrfer.load(device="cuda", detector=detector).predict(images)
+    for first in range(0, len(images), len(PHOTOS)):
+        _assert_same_faces(cpu[first : first + len(PHOTOS)], gpu[first : first + len(PHOTOS)], PROB_TOLERANCE, same_labels=True)
+
+
+@needs_photos
 def test_photos_in_bf16_on_gpu_match_cpu() -> None:
     """``precision="bf16"``: the expression model and MTCNN's P-Net in bf16, on both devices."""
     images = [_downscale(IMAGES / n, 1920) for n in PHOTOS]

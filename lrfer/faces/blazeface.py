@@ -40,9 +40,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lrfer.faces import align
 from lrfer.faces.align import images_by_size
-from lrfer.faces.detect import Detections, NetworkDetector, check_images, read_bundled_weights, split_by_image
+from lrfer.faces.detect import Detections, NetworkDetector, check_images, detection_mode, read_bundled_weights, split_by_image
 from lrfer.faces.mtcnn import MAX_MIP_LEVEL, MipVolume
+from lrfer.shapes import run_bucketed, to_device
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +194,7 @@ def letterbox(
             source = _mip_source(volume, members, h, w, max(h, w) / size)
         resized = F.interpolate(source, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
         top, left = (size - new_h) // 2, (size - new_w) // 2
-        rows = torch.tensor(members, device=batch.device)
+        rows = to_device(members, batch.device)
         batch[rows, :, top : top + new_h, left : left + new_w] = resized / 127.5 - 1
         for n in members:
             params[n] = [new_w / w, new_h / h, left, top]
@@ -285,7 +287,7 @@ class BlazeFace(NetworkDetector):
         self.min_face = float(min_face)
         self.net = load_network(device)
 
-    @torch.inference_mode()
+    @detection_mode()
     def detect(self, images: list[torch.Tensor], volume: MipVolume | None = None) -> list[Detections]:
         """Find faces in a list of ``(3, H, W)`` uint8 RGB images (any sizes); one :class:`Detections` each.
 
@@ -295,8 +297,10 @@ class BlazeFace(NetworkDetector):
         if not images:
             return []
         batch, params = letterbox(images, volume=volume)
-        scores, boxes, keypoints = decode(*self.net(batch.contiguous(memory_format=torch.channels_last)))
-        return self._faces(scores, boxes, keypoints, params.to(self.device))
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        # Off the CPU, the batch is padded to a few sizes (lrfer.shapes: one cuDNN plan per size).
+        scores, boxes, keypoints = decode(*(self.net(batch) if align.cpu_tuned(batch) else run_bucketed(self.net, batch)))
+        return self._faces(scores, boxes, keypoints, params.to(self.device, non_blocking=True))
 
     def _faces(self, scores: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Tensor, params: torch.Tensor) -> list[Detections]:
         """Per-anchor outputs (N, A, ...) of N letterboxed images -> one :class:`Detections` per image,

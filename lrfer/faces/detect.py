@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
+
+from lrfer.shapes import to_device
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +159,34 @@ def read_bundled_weights(path: Path, sha256: str, what: str, script: str) -> dic
             "reinstall lrfer (pip install --force-reinstall lrfer)"
         )
     return load_safetensors(data)
+
+
+#: Whether the detectors' convolutions may use TF32 on CUDA (cuDNN's default). Off: full float32,
+#: as on the CPU. With TF32, MTCNN's boxes and landmarks moved enough on an H200 to change a
+#: borderline face's probabilities by 3e-2 against the CPU (the GPU tests allow 1e-2).
+DETECTOR_TF32 = False
+
+
+@contextmanager
+def detection_mode() -> Iterator[None]:
+    """Inference mode, with cuDNN convolutions in full float32 unless :data:`DETECTOR_TF32`; the
+    caller's TF32 setting is restored on exit."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        before, conv.fp32_precision = conv.fp32_precision, "tf32" if DETECTOR_TF32 else "ieee"
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            conv.fp32_precision = before
+        return
+    before_tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = DETECTOR_TF32
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before_tf32
 
 
 class NetworkDetector(torch.nn.Module):
@@ -335,7 +366,7 @@ def merge_small_faces_per_image(large: list[Detections], small: list[Detections]
 
     big, big_image = concat_per_image(large)
     little, little_image = concat_per_image(small)
-    limit = SMALL_FACE_FRACTION * torch.tensor(long_sides, dtype=little.boxes.dtype, device=little.boxes.device)
+    limit = SMALL_FACE_FRACTION * to_device(long_sides, little.boxes.device, little.boxes.dtype)
     width = little.boxes[:, 2] - little.boxes[:, 0]
     keep = (width < limit[little_image]) & (little.scores >= SMALL_FACE_MIN_SCORE)
     covered = pairwise_overlap(big.boxes, little.boxes, mode="min") >= SMALL_FACE_MAX_OVERLAP
@@ -350,7 +381,7 @@ def concat_per_image(detections: list[Detections]) -> tuple[Detections, torch.Te
     device = detections[0].device
     counts = [len(d) for d in detections]
     faces = Detections.cat(detections)
-    image = torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(counts, device=device),
+    image = torch.repeat_interleave(torch.arange(len(counts), device=device), to_device(counts, device),
                                     output_size=sum(counts))
     return faces, image
 

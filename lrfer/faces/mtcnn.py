@@ -42,12 +42,22 @@ from lrfer.faces.align import (
     area_resize_integral,
     cpu_image_groups,
     images_by_size,
+    images_by_size_bucket,
     integral_image,
     mean_2x2,
     sample_patches,
     stack_images,
 )
-from lrfer.faces.detect import Detections, NetworkDetector, check_images, concat_per_image, read_bundled_weights, split_by_image
+from lrfer.faces.detect import (
+    Detections,
+    NetworkDetector,
+    check_images,
+    concat_per_image,
+    detection_mode,
+    read_bundled_weights,
+    split_by_image,
+)
+from lrfer.shapes import bucket, bucket_side, memory_format_of, run_bucketed, to_device
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +133,11 @@ class PNet(nn.Module):
         self.softmax4_1 = nn.Softmax(dim=1)
         self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = max_pool_2x2_ceil(prelu_by_rows(self.conv1(x), self.prelu1.weight))
+    def forward(self, x: torch.Tensor, regions: Sequence[tuple[int, int, int, int]] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+        """``regions``: for an input padded beyond its images, ``(first row, end row, height, width)``
+        of each run of rows holding images of one size (see :func:`propose_padded`)."""
+        x = prelu_by_rows(self.conv1(x), self.prelu1.weight)
+        x = max_pool_2x2_ceil(pool_as_if_unpadded(x, regions))
         x = prelu_by_rows(self.conv2(x), self.prelu2.weight)
         x = prelu_by_rows(self.conv3(x), self.prelu3.weight)
         # Both 1x1 heads in one convolution: one pass over the 32-channel map instead of two.
@@ -152,6 +165,31 @@ def prelu_by_rows(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return rows.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
+def pool_as_if_unpadded(x: torch.Tensor, regions: Sequence[tuple[int, int, int, int]]) -> torch.Tensor:
+    """P-Net's first feature map of padded images, made to pool as the unpadded images' map would.
+
+    On an image ``h`` rows high, the first convolution gives ``h - 2`` rows; when that is odd, the
+    ceil-mode pooling takes its last row alone. Padded, that row is paired with a row computed
+    partly from padding: so it is overwritten with a copy of the last valid row (max(a, a) = a),
+    and the same for columns. Every P-Net output inside the image is then the unpadded one.
+    """
+    for start, end, height, width in regions:
+        if (height - 2) % 2 and height - 2 < x.shape[-2]:
+            x[start:end, :, height - 2] = x[start:end, :, height - 3]
+        if (width - 2) % 2 and width - 2 < x.shape[-1]:
+            x[start:end, :, :, width - 2] = x[start:end, :, :, width - 3]
+    return x
+
+
+def pnet_output_side(side: int) -> int:
+    """Side of P-Net's output map for an input side (3x3 conv, 2x2 ceil pool, two 3x3 convs).
+
+    >>> [pnet_output_side(n) for n in (12, 13, 14, 100)]
+    [1, 2, 2, 45]
+    """
+    return (side - 1) // 2 - 4
+
+
 def max_pool_2x2_ceil(x: torch.Tensor) -> torch.Tensor:
     """``nn.MaxPool2d(2, 2, ceil_mode=True)`` as the maximum of four strided views: the same values,
     3-5x faster on CPU than ATen's pooling kernel on P-Net's large maps (measured on 648x1152). A last
@@ -163,7 +201,7 @@ def max_pool_2x2_ceil(x: torch.Tensor) -> torch.Tensor:
     height, width = x.shape[-2:]
     even_h, even_w = height - height % 2, width - width % 2
     shape = (*x.shape[:-2], (height + 1) // 2, (width + 1) // 2)
-    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
     rows, cols = slice(0, even_h, 2), slice(0, even_w, 2)
     next_rows, next_cols = slice(1, even_h, 2), slice(1, even_w, 2)
     body = out[..., : even_h // 2, : even_w // 2]
@@ -176,10 +214,6 @@ def max_pool_2x2_ceil(x: torch.Tensor) -> torch.Tensor:
     if height % 2 and width % 2:
         out[..., -1, -1] = x[..., -1, -1]
     return out
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
 
 
 class RNet(nn.Module):
@@ -454,18 +488,18 @@ def normalize_pixels(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.
 
 
 def pnet_candidates(
-    offsets: torch.Tensor, probs: torch.Tensor, scale_xy: tuple[float, float], threshold: float
+    offsets: torch.Tensor, probs: torch.Tensor, scale_xy: tuple[float, float] | torch.Tensor, threshold: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Boxes of the P-Net windows scoring ``>= threshold`` at one scale, in original image pixels.
 
     ``offsets`` (N, 4, h, w), ``probs`` (N, h, w) face probabilities, ``scale_xy`` the resized /
-    original size ratios. Returns (boxes (M, 4), scores (M,), offsets (M, 4), image index (M,)).
+    original size ratios (x, y), for all images or per image ((N, 2) tensor). Returns (boxes (M, 4), scores (M,), offsets (M, 4), image index (M,)).
     """
     image, row, col = torch.nonzero(probs >= threshold, as_tuple=True)
     scores = probs[image, row, col]
     box_offsets = offsets[image, :, row, col]
     start = torch.stack([col, row], dim=1).to(probs) * PNET_STRIDE
-    scale = torch.tensor(scale_xy, dtype=probs.dtype, device=probs.device)
+    scale = scale_xy[image] if isinstance(scale_xy, torch.Tensor) else to_device(list(scale_xy), probs.device, probs.dtype)
     # The original MTCNN's window mapping (1-based, inclusive pixel indices: first pixel
     # floor((start + 1) / scale), last floor((start + 12) / scale)), written in continuous coordinates.
     # It is slightly narrower than the exact window; R-Net and O-Net were trained on its proposals,
@@ -524,13 +558,68 @@ def propose(
         )
         keep = batched_nms(boxes, scores, image, NMS_PER_SCALE)
         found.append((boxes[keep], scores[keep], box_offsets[keep], image[keep]))
+    return merge_scales(found, pnet.conv1.weight.device)
+
+
+def merge_scales(
+    found: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stage 1's end: the candidates of all scales (boxes, scores, offsets, image), NMS per image
+    across scales, regressed and squared; returns boxes (M, 4), scores (M,), image index (M,)."""
     if not found:
-        device = pnet.conv1.weight.device
         return torch.zeros(0, 4, device=device), torch.zeros(0, device=device), torch.zeros(0, dtype=torch.long, device=device)
     boxes, scores, box_offsets, image = (torch.cat(parts) for parts in zip(*found))
     keep = batched_nms(boxes, scores, image, NMS_ACROSS_SCALES)
     boxes = square_boxes(regress_boxes(boxes[keep], box_offsets[keep]))
     return boxes, scores[keep], image[keep]
+
+
+def propose_padded(
+    pnet: nn.Module,
+    volume: MipVolume,
+    runs: list[tuple[list[int], int, int, int]],
+    scales: Sequence[float],
+    threshold: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stage 1 off the CPU: P-Net on every pyramid scale of images of several sizes, in one call per
+    scale, on a canvas padded to :func:`~lrfer.shapes.bucket` rows and :func:`~lrfer.shapes.bucket_side`
+    sides (a few shapes for cuDNN to plan, and one call where :func:`propose` makes one per size).
+
+    ``runs``: ``(volume indices, height, width, number of scales)`` per image size, the scales being
+    the first ones of ``scales``. Windows reaching into the padding are dropped and the first
+    feature map pools as if unpadded (:func:`pool_as_if_unpadded`), so the candidates are
+    :func:`propose`'s. Image indices count the runs' images in order.
+    """
+    device = pnet.conv1.weight.device
+    starts = [0]
+    for members, *_ in runs:
+        starts.append(starts[-1] + len(members))
+    rows = bucket(starts[-1])
+    found = []
+    for k, scale in enumerate(scales):
+        active = [(start, members, height, width) for start, (members, height, width, count) in zip(starts, runs) if count > k]
+        sizes = [(math.ceil(height * scale), math.ceil(width * scale)) for _, _, height, width in active]
+        canvas_hw = bucket_side(max(h for h, _ in sizes)), bucket_side(max(w for _, w in sizes))
+        canvas = torch.zeros(rows, *canvas_hw, 3, device=device).permute(0, 3, 1, 2)  # channels_last
+        regions, limits, scale_xy = [], [(0, 0)] * rows, [(1.0, 1.0)] * rows
+        for (start, members, height, width), (h, w) in zip(active, sizes):
+            end = start + len(members)
+            pixels = volume.resized(members, height, width, (h, w), pyramid_source_level(scale))
+            normalize_pixels(pixels, out=canvas[start:end, :, :h, :w])
+            regions.append((start, end, h, w))
+            limits[start:end] = [(pnet_output_side(h), pnet_output_side(w))] * (end - start)
+            scale_xy[start:end] = [(w / width, h / height)] * (end - start)
+        offsets, probs = pnet(canvas.to(pnet.conv1.weight.dtype), regions)
+        probs = probs[:, 1].float()
+        limits_t = to_device(limits, device)
+        inside = (torch.arange(probs.shape[1], device=device)[None, :, None] < limits_t[:, 0, None, None]) & (
+            torch.arange(probs.shape[2], device=device)[None, None, :] < limits_t[:, 1, None, None])
+        boxes, scores, box_offsets, image = pnet_candidates(
+            offsets.float(), probs.masked_fill(~inside, -1.0), to_device(scale_xy, device, torch.float32), threshold
+        )
+        keep = batched_nms(boxes, scores, image, NMS_PER_SCALE)
+        found.append((boxes[keep], scores[keep], box_offsets[keep], image[keep]))
+    return merge_scales(found, device)
 
 
 def pyramid_source_level(scale: float) -> int:
@@ -639,9 +728,11 @@ def run_chunked(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """``net(x)`` in chunks (:func:`crops_per_call`), outputs concatenated.
 
     The crops go in channels_last: R-Net and O-Net measured about 3x faster on CPU that way (their
-    3x3 max-pools most of all), with outputs equal to 1e-6.
+    3x3 max-pools most of all), with outputs equal to 1e-6. Off the CPU each call's crops are padded
+    to a :func:`~lrfer.shapes.bucket` size (a few shapes for cuDNN to plan, not one per call).
     """
-    outs = [net(part.contiguous(memory_format=torch.channels_last)) for part in x.split(crops_per_call(net, x))]
+    call = net if align.cpu_tuned(x) else partial(run_bucketed, net)
+    outs = [call(part.contiguous(memory_format=torch.channels_last)) for part in x.split(crops_per_call(net, x))]
     return tuple(torch.cat(parts) for parts in zip(*outs))
 
 
@@ -743,7 +834,7 @@ class MTCNN(NetworkDetector):
         self.onet = load_network("onet").to(memory_format=torch.channels_last)
         self.to(device)
 
-    @torch.inference_mode()
+    @detection_mode()
     def detect(self, images: list[torch.Tensor], volume: MipVolume | None = None) -> list[Detections]:
         """Find faces in a list of ``(3, H, W)`` uint8 RGB images (any sizes); one :class:`Detections` each.
 
@@ -762,7 +853,7 @@ class MTCNN(NetworkDetector):
         boxes, scores, landmarks, image = output(self.onet, volume, boxes, image, self.thresholds[2])
         return split_by_image(Detections(boxes, scores, landmarks), image, len(images))
 
-    @torch.inference_mode()
+    @detection_mode()
     def place_landmarks(
         self, images: list[torch.Tensor], detections: list[Detections], volume: MipVolume | None = None
     ) -> list[Detections]:
@@ -774,6 +865,11 @@ class MTCNN(NetworkDetector):
         landmarks = onet_landmarks(self.onet, MipVolume(images) if volume is None else volume, faces.boxes, image)
         return split_by_image(Detections(faces.boxes, faces.scores, landmarks), image, len(detections))
 
+    def _scales(self, height: int, width: int) -> list[float]:
+        """P-Net's pyramid scales for an image size (a prefix of one series, whatever the size)."""
+        max_face = None if self.max_face_fraction is None else self.max_face_fraction * max(height, width)
+        return pyramid_scales(height, width, self.min_face, self.factor, max_face)
+
     def _propose_all(self, images: list[torch.Tensor], volume: MipVolume) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Stage 1 over all images, batching those of equal size; image indices refer to ``images``.
 
@@ -781,12 +877,18 @@ class MTCNN(NetworkDetector):
         once per call and shared with R-Net's and O-Net's crops), not from a second copy.
         """
         parts = []
-        for (height, width), members in images_by_size(images).items():
-            max_face = None if self.max_face_fraction is None else self.max_face_fraction * max(height, width)
-            scales = pyramid_scales(height, width, self.min_face, self.factor, max_face)
-            resized = partial(volume.resized, members, height, width)
-            boxes, scores, local = propose(self.pnet, resized, (height, width), scales, self.thresholds[0])
-            parts.append((boxes, scores, torch.tensor(members, device=self.device)[local]))
+        if align.cpu_tuned(images[0]):
+            for (height, width), members in images_by_size(images).items():
+                resized = partial(volume.resized, members, height, width)
+                scales = self._scales(height, width)
+                boxes, scores, local = propose(self.pnet, resized, (height, width), scales, self.thresholds[0])
+                parts.append((boxes, scores, to_device(members, self.device)[local]))
+        else:
+            for group in images_by_size_bucket(images):
+                runs = [(members, height, width, len(self._scales(height, width))) for (height, width), members in group.items()]
+                longest = max(group, key=lambda size: len(self._scales(*size)))
+                boxes, scores, local = propose_padded(self.pnet, volume, runs, self._scales(*longest), self.thresholds[0])
+                parts.append((boxes, scores, to_device([n for members, *_ in runs for n in members], self.device)[local]))
         boxes, scores, image = (torch.cat(p) for p in zip(*parts))
         log.debug("P-Net: %d candidates over %d images", boxes.shape[0], len(images))
         return boxes, scores, image

@@ -1,0 +1,138 @@
+"""Padded shapes off the CPU (lrfer.shapes): few distinct shapes, results as if unpadded (issue 4).
+
+cuDNN builds a plan per new input shape; the GPU path pads batches and P-Net's pyramid levels to a
+few sizes. These tests run that path on CPU (``cpu_tuned`` switched off) on synthetic data.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from lrfer import shapes
+from lrfer.faces import align as align_mod
+from lrfer.faces import make_detector
+from lrfer.faces import mtcnn as mtcnn_mod
+
+
+def test_bucket_is_a_few_sizes_per_octave_above_n():
+    sizes = [shapes.bucket(n) for n in range(1, 4097)]
+    assert all(n <= b <= max(n, 1.5 * n) for n, b in zip(range(1, 4097), sizes))
+    assert len(set(sizes)) == 3 + 2 * 10 + 1  # 1, 2, 3; 4, 6, 8, 12, ..., 2048, 3072; 4096
+    assert shapes.bucket(0) == 0 and shapes.bucket(512) == 512 and shapes.bucket(513) == 768
+
+
+def test_bucket_side_is_even_and_at_most_an_eighth_larger():
+    for n in range(12, 3000):
+        side = shapes.bucket_side(n)
+        assert side % 2 == 0 and n <= side <= n * 1.125 + 1
+
+
+def test_run_bucketed_pads_rows_and_cuts_the_outputs_back():
+    seen = []
+
+    def net(x):
+        seen.append(x.shape[0])
+        return x.sum(dim=(1, 2, 3)), x[:, :1] * 2
+
+    x = torch.randn(11, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+    total, doubled = shapes.run_bucketed(net, x)
+    assert seen == [12] and total.shape == (11,) and doubled.shape == (11, 1, 4, 4)
+    torch.testing.assert_close(total, x.sum(dim=(1, 2, 3)))
+    torch.testing.assert_close(doubled, x[:, :1] * 2)
+
+
+def test_padded_rows_keep_channels_last():
+    x = torch.randn(3, 5, 4, 4).contiguous(memory_format=torch.channels_last)
+    padded = shapes.pad_rows(x, 4)
+    assert padded.is_contiguous(memory_format=torch.channels_last) and torch.equal(padded[:3], x)
+    assert not padded[3].any() and shapes.pad_rows(x, 3) is x
+
+
+def _candidates_per_image(boxes, scores, image, order):
+    out = {}
+    for k, n in enumerate(order):
+        mine = image == k
+        rank = scores[mine].argsort()
+        out[n] = (boxes[mine][rank], scores[mine][rank])
+    return out
+
+
+@pytest.mark.parametrize("pool_fix", [True, False])
+def test_padded_pnet_gives_the_unpadded_candidates(monkeypatch, pool_fix):
+    """Images of four sizes (odd and even sides) on one padded canvas per scale give, image by image,
+    the candidates of P-Net on each size alone; without the last-row fix of the first pooling (a
+    row paired with padding) they do not."""
+    g = torch.Generator().manual_seed(0)
+    sizes = [(37, 53), (38, 53), (41, 60), (37, 53), (40, 58)]
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in sizes]
+    pnet, volume, threshold = mtcnn_mod.load_network("pnet"), mtcnn_mod.MipVolume(images), 0.2
+    expected = {}
+    for (h, w), members in align_mod.images_by_size(images).items():
+        boxes, scores, image = mtcnn_mod.propose(pnet, partial(volume.resized, members, h, w), (h, w),
+                                                 mtcnn_mod.pyramid_scales(h, w, 12), threshold)
+        expected.update(_candidates_per_image(boxes, scores, image, members))
+    monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)
+    if not pool_fix:
+        monkeypatch.setattr(mtcnn_mod, "pool_as_if_unpadded", lambda x, regions: x)
+    runs = [(members, h, w, len(mtcnn_mod.pyramid_scales(h, w, 12))) for (h, w), members in align_mod.images_by_size(images).items()]
+    boxes, scores, image = mtcnn_mod.propose_padded(pnet, volume, runs, mtcnn_mod.pyramid_scales(41, 60, 12), threshold)
+    found = _candidates_per_image(boxes, scores, image, [n for members, *_ in runs for n in members])
+    assert sum(len(s) for _, s in expected.values()) > 20  # the noise gives candidates to compare
+    same = all(
+        len(found[n][1]) == len(expected[n][1])
+        and torch.allclose(found[n][1], expected[n][1], atol=1e-5)
+        and torch.allclose(found[n][0], expected[n][0], atol=1e-3)
+        for n in range(len(images))
+    )
+    assert same == pool_fix
+
+
+class _ConvShapes(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: set[tuple[tuple[int, ...], tuple[int, ...]]] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if "conv" in str(func):
+            self.shapes.add((tuple(args[0].shape), tuple(args[1].shape)))
+        return func(*args, **(kwargs or {}))
+
+
+def test_detector_off_the_cpu_reuses_its_convolution_shapes(monkeypatch):
+    """Off the CPU, a second batch of other sizes and counts (in the same buckets) brings no new
+    convolution input shape (no new cuDNN plan), and the faces are those of the CPU path."""
+    g = torch.Generator().manual_seed(3)
+
+    def photos(count: int, height: int, width: int) -> list[torch.Tensor]:
+        return [torch.randint(0, 256, (3, height + i % 3, width + 2 * (i % 2)), dtype=torch.uint8, generator=g)
+                for i in range(count)]
+
+    detector = make_detector("auto", "cpu", min_face=20)
+    first, second = photos(16, 90, 120), photos(13, 92, 118)
+    on_cpu = detector.detect(second)
+    monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)
+    with _ConvShapes() as seen_first:
+        detector.detect(first)
+    with _ConvShapes() as seen_second:
+        padded = detector.detect(second)
+    assert seen_first.shapes and seen_second.shapes <= seen_first.shapes
+    for a, b in zip(on_cpu, padded):
+        assert len(a) == len(b)
+        assert torch.allclose(a.boxes, b.boxes, atol=0.05)
+
+
+def test_classifier_off_the_cpu_pads_faces_to_a_bucket(monkeypatch):
+    import lrfer
+
+    rec = lrfer.load("gmenet-fer2013-16px", device="cpu", detector=None)
+    faces = torch.rand(9, 1, 48, 48, generator=torch.Generator().manual_seed(2))
+    on_cpu = rec.predict_tensor(faces)
+    rows = []
+    rec._network.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)
+    padded = rec.predict_tensor(faces)
+    assert rows == [shapes.bucket(9)] == [12] and padded.shape == (9, 7)
+    torch.testing.assert_close(padded, on_cpu, atol=1e-5, rtol=0)

@@ -8,7 +8,7 @@
 # holds images/ (the group photos); it is linked to ../shared when that is absent. Each step has its
 # own time limit and log under $OUT, and a failing step does not stop the next ones. The GPU tests
 # come first (CUDA vs CPU results), then the benchmarks, then a torch.profiler trace of `lrfer predict`
-# on a folder (is the command waiting on the GPU, or the GPU on the host?). About 8.5 minutes at most;
+# on a folder (is the command waiting on the GPU, or the GPU on the host?). About 10 minutes at most;
 # STEPS="pipeline" (say) runs only the steps named.
 set -u
 export PYTHONUNBUFFERED=1
@@ -17,7 +17,7 @@ mkdir -p "$OUT"
 shared=${1:-../shared}
 if [ ! -e ../shared ] && [ -d "$shared" ]; then ln -s "$(cd "$shared" && pwd)" ../shared; fi
 
-STEPS=${STEPS:-tests_cuda throughput pipeline predict_folder profile_folder}  # a subset to rerun only those
+STEPS=${STEPS:-tests_cuda throughput pipeline predict_folder predict_folder_vary profile_folder}  # a subset to rerun only those
 
 step() {  # step SECONDS NAME COMMAND...: run with a time limit, log to $OUT/NAME.log, print its tail
     local limit=$1 name=$2 start=$SECONDS
@@ -40,8 +40,10 @@ step 90 tests_cuda python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
 step 100 throughput python3 benchmarks/throughput.py --device cuda --batches 1,64,1024,8192 --rounds 3 --compile
 step 120 pipeline python3 benchmarks/pipeline.py --device cuda --detector auto,mtcnn --widths 1920,960,480 --batch 1,64,256 \
     --runs 2 --crowd 320,160 --detect-stages
-step 90 predict_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 64,256 --workers 8 --stages
-step 90 profile_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 1000 --image-batch 64 --workers 8 --torch-profile
+# Each image batch twice: the first run makes cuDNN's plans for its shapes, the second finds them made.
+step 100 predict_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 64,64,256,256 --workers 8 --stages
+step 80 predict_folder_vary python3 benchmarks/predict_folder.py --device cuda --width 480 --vary-width 160 --count 2000 --image-batch 64,64 --workers 8
+step 90 profile_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 1000 --image-batch 64,64 --workers 8 --torch-profile
 
 for name in $STEPS; do
     echo "##### $name"

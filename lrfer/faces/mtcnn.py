@@ -493,7 +493,8 @@ def pnet_candidates(
     """Boxes of the P-Net windows scoring ``>= threshold`` at one scale, in original image pixels.
 
     ``offsets`` (N, 4, h, w), ``probs`` (N, h, w) face probabilities, ``scale_xy`` the resized /
-    original size ratios (x, y), for all images or per image ((N, 2) tensor). Returns (boxes (M, 4), scores (M,), offsets (M, 4), image index (M,)).
+    original size ratios (x, y), for all images or per image ((N, 2) tensor). Returns (boxes (M, 4),
+    scores (M,), offsets (M, 4), image index (M,)).
     """
     image, row, col = torch.nonzero(probs >= threshold, as_tuple=True)
     scores = probs[image, row, col]
@@ -871,7 +872,9 @@ class MTCNN(NetworkDetector):
         return pyramid_scales(height, width, self.min_face, self.factor, max_face)
 
     def _propose_all(self, images: list[torch.Tensor], volume: MipVolume) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Stage 1 over all images, batching those of equal size; image indices refer to ``images``.
+        """Stage 1 over all images; image indices refer to ``images``. On CPU images of equal size
+        are batched (:func:`propose`); elsewhere images of close sizes share padded canvases
+        (:func:`propose_padded`: a few shapes for cuDNN to plan).
 
         The pyramid is resized from the volume's float copy of the images and its mip levels (made
         once per call and shared with R-Net's and O-Net's crops), not from a second copy.

@@ -26,8 +26,10 @@ SIDE_STEPS = 8
 def bucket(n: int, steps: int = BATCH_STEPS) -> int:
     """Smallest ``m * 2**k >= n`` with ``steps <= m < 2 * steps`` (``n`` itself below ``2 * steps``).
 
-    >>> [bucket(n) for n in (0, 1, 7, 8, 9, 11, 13, 17, 100, 512)]
-    [0, 1, 7, 8, 10, 12, 14, 20, 112, 512]
+    >>> [bucket(n) for n in (0, 1, 3, 4, 5, 7, 9, 13, 100, 512)]
+    [0, 1, 3, 4, 6, 8, 12, 16, 128, 512]
+    >>> [bucket(n, steps=4) for n in (7, 8, 9, 11, 100)]
+    [7, 8, 10, 12, 112]
     """
     if n < 2 * steps:
         return n

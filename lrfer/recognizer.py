@@ -34,7 +34,6 @@ from lrfer.faces import align as alignment
 from lrfer.faces.degrade import to_native
 from lrfer.io import describe, load_image, to_device_tensor
 from lrfer.results import Face
-from lrfer.shapes import run_bucketed
 from lrfer.zoo import ModelSpec, default_model, load_model
 
 logger = logging.getLogger(__name__)
@@ -384,13 +383,8 @@ class Recognizer:
             x = (to_native(x, self.resolution) - self._mean) / self._std
             x = x.contiguous(memory_format=torch.channels_last)
             with self._autocast():
-                logits = torch.cat([self._run_network(part) for part in x.split(self._model_chunk())]) if len(x) else self._network(x)
+                logits = torch.cat([alignment.run_network(self._network, part) for part in x.split(self._model_chunk())]) if len(x) else self._network(x)
             return torch.softmax(logits.float() / self.spec.temperature, dim=1)
-
-    def _run_network(self, x: torch.Tensor) -> torch.Tensor:
-        """The network on one chunk; off the CPU padded to a :func:`~lrfer.shapes.bucket` size of
-        faces (one cuDNN plan per size, not per number of faces)."""
-        return self._network(x) if alignment.cpu_tuned(x) else run_bucketed(self._network, x)
 
     def _model_chunk(self) -> int:
         """Faces per network call: on CPU, :func:`faces_per_cpu_call` (activations in cache); on CUDA, everything."""

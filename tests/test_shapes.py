@@ -136,3 +136,15 @@ def test_classifier_off_the_cpu_pads_faces_to_a_bucket(monkeypatch):
     padded = rec.predict_tensor(faces)
     assert rows == [shapes.bucket(9)] == [12] and padded.shape == (9, 7)
     torch.testing.assert_close(padded, on_cpu, atol=1e-5, rtol=0)
+
+
+def test_detection_mode_turns_tf32_off_for_convolutions_and_restores_it():
+    from lrfer.faces.detect import detection_mode
+
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is None or not hasattr(conv, "fp32_precision"):
+        pytest.skip("torch < 2.9: the legacy allow_tf32 flag is used instead")
+    before = conv.fp32_precision
+    with detection_mode():
+        assert conv.fp32_precision == "ieee" and torch.is_inference_mode_enabled()
+    assert conv.fp32_precision == before

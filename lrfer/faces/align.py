@@ -13,13 +13,15 @@ the convention of :mod:`lrfer.faces.mtcnn`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from lrfer.constants import HR_SIZE
 from lrfer.faces.detect import Detections, check_images, concat_per_image
-from lrfer.shapes import bucket, to_device
+from lrfer.shapes import bucket, run_bucketed, to_device
 
 #: ITU-R BT.601 luma weights (R, G, B), as used by OpenCV and PIL for RGB -> gray.
 BT601_WEIGHTS = (0.299, 0.587, 0.114)
@@ -173,6 +175,12 @@ def cpu_tuned(tensor: torch.Tensor) -> bool:
     CPU. Every such path computes what the single large GPU call computes (tested by forcing the
     GPU path on CPU)."""
     return tensor.device.type == "cpu"
+
+
+def run_network(net: Callable[[torch.Tensor], Any], x: torch.Tensor) -> Any:
+    """``net(x)``; off the CPU on ``x`` padded to a :func:`~lrfer.shapes.bucket` number of rows
+    (:func:`~lrfer.shapes.run_bucketed`: a few shapes for cuDNN to plan, not one per call)."""
+    return net(x) if cpu_tuned(x) else run_bucketed(net, x)
 
 
 def images_by_size(images: list[torch.Tensor]) -> dict[tuple[int, int], list[int]]:

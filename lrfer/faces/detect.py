@@ -173,20 +173,16 @@ def detection_mode() -> Iterator[None]:
     caller's TF32 setting is restored on exit."""
     conv = getattr(torch.backends.cudnn, "conv", None)
     if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
-        before, conv.fp32_precision = conv.fp32_precision, "tf32" if DETECTOR_TF32 else "ieee"
-        try:
-            with torch.inference_mode():
-                yield
-        finally:
-            conv.fp32_precision = before
-        return
-    before_tf32 = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = DETECTOR_TF32
+        owner, setting, value = conv, "fp32_precision", "tf32" if DETECTOR_TF32 else "ieee"
+    else:
+        owner, setting, value = torch.backends.cudnn, "allow_tf32", DETECTOR_TF32
+    before = getattr(owner, setting)
+    setattr(owner, setting, value)
     try:
         with torch.inference_mode():
             yield
     finally:
-        torch.backends.cudnn.allow_tf32 = before_tf32
+        setattr(owner, setting, before)
 
 
 class NetworkDetector(torch.nn.Module):

@@ -57,7 +57,7 @@ from lrfer.faces.detect import (
     read_bundled_weights,
     split_by_image,
 )
-from lrfer.shapes import bucket, bucket_side, memory_format_of, run_bucketed, to_device
+from lrfer.shapes import bucket, bucket_side, memory_format_of, to_device
 
 log = logging.getLogger(__name__)
 
@@ -732,8 +732,7 @@ def run_chunked(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     3x3 max-pools most of all), with outputs equal to 1e-6. Off the CPU each call's crops are padded
     to a :func:`~lrfer.shapes.bucket` size (a few shapes for cuDNN to plan, not one per call).
     """
-    call = net if align.cpu_tuned(x) else partial(run_bucketed, net)
-    outs = [call(part.contiguous(memory_format=torch.channels_last)) for part in x.split(crops_per_call(net, x))]
+    outs = [align.run_network(net, part.contiguous(memory_format=torch.channels_last)) for part in x.split(crops_per_call(net, x))]
     return tuple(torch.cat(parts) for parts in zip(*outs))
 
 
@@ -888,9 +887,10 @@ class MTCNN(NetworkDetector):
                 parts.append((boxes, scores, to_device(members, self.device)[local]))
         else:
             for group in images_by_size_bucket(images):
-                runs = [(members, height, width, len(self._scales(height, width))) for (height, width), members in group.items()]
-                longest = max(group, key=lambda size: len(self._scales(*size)))
-                boxes, scores, local = propose_padded(self.pnet, volume, runs, self._scales(*longest), self.thresholds[0])
+                scales = {size: self._scales(*size) for size in group}
+                runs = [(members, height, width, len(scales[height, width])) for (height, width), members in group.items()]
+                longest = max(scales.values(), key=len)
+                boxes, scores, local = propose_padded(self.pnet, volume, runs, longest, self.thresholds[0])
                 parts.append((boxes, scores, to_device([n for members, *_ in runs for n in members], self.device)[local]))
         boxes, scores, image = (torch.cat(p) for p in zip(*parts))
         log.debug("P-Net: %d candidates over %d images", boxes.shape[0], len(images))

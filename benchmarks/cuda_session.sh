@@ -17,7 +17,7 @@ mkdir -p "$OUT"
 shared=${1:-../shared}
 if [ ! -e ../shared ] && [ -d "$shared" ]; then ln -s "$(cd "$shared" && pwd)" ../shared; fi
 
-STEPS=${STEPS:-tests_cuda throughput pipeline predict_folder predict_folder_vary profile_folder}  # a subset to rerun only those
+STEPS=${STEPS:-tests_cuda throughput pipeline loader predict_folder predict_folder_vary profile_folder}  # a subset to rerun only those
 
 step() {  # step SECONDS NAME COMMAND...: run with a time limit, log to $OUT/NAME.log, print its tail
     local limit=$1 name=$2 start=$SECONDS
@@ -40,6 +40,8 @@ step 90 tests_cuda python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
 step 100 throughput python3 benchmarks/throughput.py --device cuda --batches 1,64,1024,8192 --rounds 3 --compile
 step 120 pipeline python3 benchmarks/pipeline.py --device cuda --detector auto,mtcnn --widths 1920,960,480 --batch 1,64,256 \
     --runs 2 --crowd 320,160 --detect-stages
+# The decoding workers alone on this host's cores: the main thread's cost per photo, before / now.
+step 60 loader python3 benchmarks/loader.py --count 4000 --image-batch 256 --workers 8 --score-ms 0.5
 # Each image batch twice: the first run makes cuDNN's plans for its shapes, the second finds them made.
 step 100 predict_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 64,64,256,256 --workers 8 --stages
 step 80 predict_folder_vary python3 benchmarks/predict_folder.py --device cuda --width 480 --vary-width 160 --count 2000 --image-batch 64,64 --workers 8

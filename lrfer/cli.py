@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -30,14 +31,22 @@ logger = logging.getLogger("lrfer")
 
 TRAIN_COMMANDS = ("train", "eval")
 DETECTOR_CHOICES = ("auto", "blazeface", "mtcnn", "haar", "facenet", "none")
-#: Images decoded per DataLoader batch (and passed to one ``Recognizer.predict`` call); on a GPU
-#: larger batches amortise each detection call's fixed cost (kernel launches, host syncs).
+#: Images passed to one ``Recognizer.predict`` call (an "image batch"); on a GPU larger batches
+#: amortise each detection call's fixed cost (kernel launches, host syncs).
 DEFAULT_IMAGE_BATCH = 16
 DEFAULT_GPU_IMAGE_BATCH = 64
 #: CPU threads of torch in the ``lrfer predict`` process when the models run on CUDA: its CPU work is
 #: launching kernels and copying, and torch's idle-spinning CPU threads took the cores it and the
 #: decoding workers need (H100 machine, 16 cores: 221 -> 278 photos/s at 480 px with one thread).
 GPU_HOST_THREADS = 1
+#: Most images per decoding-worker batch, returned to the main process as one tensor and regrouped
+#: there into image batches. The main process pays a socket handshake with the worker for every
+#: tensor it receives (the shared memory's file descriptor): with a tensor per photo, as before, that
+#: took 0.43-0.64 ms of its time per 480 px photo, with 32 photos per tensor 0.16-0.23 ms
+#: (``benchmarks/loader.py``, 2 cores). Workers share each image batch (the first is ready after 32
+#: decodes per worker, not 64 or 256 by one), and about two image batches wait decoded in shared
+#: memory, not ``2 * workers`` of them.
+DECODE_BATCH = 32
 
 
 # ------------------------------------------------------------------------------------------- parser
@@ -105,7 +114,7 @@ def _add_predict(sub: Any) -> None:
                         "in bf16; fp16 needs CUDA (default: auto)")
     p.add_argument("--batch-size", type=_positive_int, default=256, help="faces per model call (default: 256)")
     p.add_argument("--image-batch", type=_positive_int, default=None,
-                   help=f"images decoded and detected together (default: {DEFAULT_IMAGE_BATCH} on CPU, "
+                   help=f"images detected together (default: {DEFAULT_IMAGE_BATCH} on CPU, "
                         f"{DEFAULT_GPU_IMAGE_BATCH} on CUDA)")
     p.add_argument("--min-face", type=_positive_int, default=20, metavar="PX", help="smallest face width searched (default: 20)")
     p.add_argument("--detector", choices=DETECTOR_CHOICES, default="auto",
@@ -285,7 +294,7 @@ def _predict_batch(rec: Any, batch: list[tuple[int, Any]], files: ImageFiles,
             logger.warning("skipped: %s", item)
             counts["failed"] += 1
         else:
-            good.append((index, item.numpy()))
+            good.append((index, item))
     if not good:
         return
     results = rec.predict([img for _, img in good], batch_size=args.batch_size)
@@ -312,22 +321,27 @@ def default_workers() -> int:
 
 
 def iter_decoded(files: ImageFiles, workers: int | None, image_batch: int) -> Iterator[list[tuple[int, Any]]]:
-    """Batches of ``(file index, uint8 (H, W, 3) tensor | error message)``, decoded by worker processes.
+    """Batches of ``image_batch`` ``(file index, uint8 (H, W, 3) array | error message)``, in file
+    order, decoded by worker processes.
 
     A ``torch.utils.data.DataLoader`` over the file paths, so decoding overlaps inference and memory
-    stays flat however many files there are. Falls back to in-process decoding if workers cannot start.
+    stays flat however many files there are. Workers decode :data:`DECODE_BATCH` files at a time and
+    hand each such batch over as one tensor (:func:`~lrfer.io.pack_images`); :func:`regroup` makes
+    the image batches. About two image batches are decoded ahead. Falls back to in-process decoding
+    if workers cannot start.
     """
     from torch.utils.data import DataLoader
 
-    from lrfer.io import ImageFileDataset, collate_list
+    from lrfer.io import ImageFileDataset, pack_images, unpack_images
 
     dataset = ImageFileDataset(files)
     workers = default_workers() if workers is None else workers
+    decode_batch = min(DECODE_BATCH, image_batch)
 
     def make(n: int) -> Iterator[list[tuple[int, Any]]]:
-        return iter(DataLoader(dataset, batch_size=image_batch, shuffle=False, num_workers=n,
-                               collate_fn=collate_list,
-                               prefetch_factor=2 if n else None, persistent_workers=False))
+        return iter(DataLoader(dataset, batch_size=decode_batch, shuffle=False, num_workers=n, collate_fn=pack_images,
+                               prefetch_factor=decode_prefetch(image_batch, n, decode_batch) if n else None,
+                               persistent_workers=False))
 
     it = make(workers)
     try:
@@ -340,8 +354,33 @@ def iter_decoded(files: ImageFiles, workers: int | None, image_batch: int) -> It
         first = next(it, None)
     if first is None:
         return
-    yield first
-    yield from it
+    yield from regroup(map(unpack_images, itertools.chain([first], it)), image_batch)
+
+
+def decode_prefetch(image_batch: int, workers: int, decode_batch: int) -> int:
+    """DataLoader's ``prefetch_factor`` (batches queued per worker) that keeps about two image batches
+    decoded ahead: one for the step being scored, one to start the next.
+
+    >>> decode_prefetch(64, 4, 32), decode_prefetch(16, 1, 16), decode_prefetch(256, 8, 32)
+    (1, 2, 2)
+    """
+    return max(1, math.ceil(2 * image_batch / (workers * decode_batch)))
+
+
+def regroup(batches: Iterable[list[Any]], size: int) -> Iterator[list[Any]]:
+    """Consecutive ``batches`` re-cut into lists of ``size`` items, in order (the last may be shorter).
+
+    >>> [len(b) for b in regroup([[1, 2, 3], [4, 5, 6], [7]], 2)]
+    [2, 2, 2, 1]
+    """
+    pending: list[Any] = []
+    for batch in batches:
+        pending.extend(batch)
+        while len(pending) >= size:
+            yield pending[:size]
+            pending = pending[size:]
+    if pending:
+        yield pending
 
 
 # ----------------------------------------------------------------------------------------- writers

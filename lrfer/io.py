@@ -9,6 +9,7 @@ This module imports neither torch nor OpenCV at import time, so ``lrfer --help``
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -271,7 +272,7 @@ class ImageFileDataset:
 
     Each item is ``(index, image)`` where ``image`` is a ``uint8 (H, W, 3)`` tensor, or
     ``(index, error_message)`` when the file cannot be read, so one bad file never stops a run.
-    Returned as tensors so worker processes hand images over through shared memory.
+    Batch them with :func:`pack_images`.
     """
 
     def __init__(self, files: Sequence[str | os.PathLike] | ImageFiles) -> None:
@@ -290,6 +291,55 @@ class ImageFileDataset:
             return i, str(e)
 
 
-def collate_list(batch: list[Any]) -> list[Any]:
-    """DataLoader ``collate_fn`` that keeps a batch as a plain list (images differ in size)."""
-    return batch
+#: A batch of decoded files as :func:`pack_images` gives it: the items' indices, each item's image
+#: shape or error message, and all the images' pixels in one flat ``uint8`` tensor.
+PackedImages = tuple[list[int], list[Union[tuple[int, ...], str]], "torch.Tensor"]
+
+
+def pack_images(batch: list[tuple[int, Any]]) -> PackedImages:
+    """DataLoader ``collate_fn``: ``(index, uint8 image tensor | error message)`` items as one flat
+    tensor of pixels plus, per item, its index and its shape or message (:func:`unpack_images`).
+
+    A decoding worker hands each tensor to the main process through a shared-memory segment of its
+    own, with a socket round trip: about 0.4 ms of the main process's CPU per image (2 cores), as
+    much as a GPU needs to score a 480 px photo. One tensor per batch pays that once. In a worker the
+    pixels are concatenated straight into shared memory, as torch's default collate does.
+
+    >>> import torch
+    >>> indices, shapes, pixels = pack_images([(4, torch.ones(2, 3, 3, dtype=torch.uint8)), (5, "unreadable")])
+    >>> indices, shapes, pixels.shape
+    ([4, 5], [(2, 3, 3), 'unreadable'], torch.Size([18]))
+    """
+    import torch
+    from torch.utils.data import get_worker_info
+
+    images = [item.reshape(-1) for _, item in batch if not isinstance(item, str)]
+    total = sum(int(image.numel()) for image in images)
+    out = None
+    if get_worker_info() is not None and images:
+        out = images[0].new(images[0].untyped_storage()._new_shared(total))  # see torch's collate_tensor_fn
+    pixels = torch.cat(images, out=out) if images else torch.zeros(0, dtype=torch.uint8)
+    shapes = [item if isinstance(item, str) else tuple(int(v) for v in item.shape) for _, item in batch]
+    return [index for index, _ in batch], shapes, pixels
+
+
+def unpack_images(packed: PackedImages) -> list[tuple[int, np.ndarray | str]]:
+    """:func:`pack_images`'s batch as ``(index, uint8 (H, W, 3) array | error message)`` items; the
+    arrays are views of the one flat buffer (no copy).
+
+    >>> import torch
+    >>> [(i, getattr(a, "shape", a)) for i, a in unpack_images(([0, 1], ["bad", (1, 2, 3)], torch.arange(6, dtype=torch.uint8)))]
+    [(0, 'bad'), (1, (1, 2, 3))]
+    """
+    indices, shapes, pixels = packed
+    flat = pixels.numpy()
+    items: list[tuple[int, np.ndarray | str]] = []
+    start = 0
+    for index, shape in zip(indices, shapes):
+        if isinstance(shape, str):
+            items.append((index, shape))
+            continue
+        size = math.prod(shape)
+        items.append((index, flat[start : start + size].reshape(shape)))
+        start += size
+    return items

@@ -251,3 +251,48 @@ def test_gpu_runs_keep_few_cpu_threads_unless_the_environment_chose(monkeypatch:
         assert torch.get_num_threads() == cli.GPU_HOST_THREADS
     finally:
         torch.set_num_threads(before)
+
+
+def test_workers_decode_small_batches_that_come_back_as_image_batches_in_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each image batch is decoded by all workers (DECODE_BATCH files each) and regrouped in file order;
+    unreadable files travel as messages in their place."""
+    import lrfer.cli as cli
+    from lrfer.io import iter_image_files, pack_images
+
+    names = [f"{i:02d}.png" for i in range(13)]
+    for i, name in enumerate(names):
+        cv2.imwrite(str(tmp_path / name), np.full((4 + i, 5, 3), i, dtype=np.uint8))
+    (tmp_path / "07.png").write_text("broken")
+    sizes: list[int] = []
+    real_loader = torch.utils.data.DataLoader
+
+    def recording_loader(*args: object, **kwargs: object) -> object:
+        assert kwargs["collate_fn"] is pack_images  # one tensor per worker batch, not one per image
+        sizes.append(int(kwargs["batch_size"]))  # type: ignore[call-overload]
+        return real_loader(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli, "DECODE_BATCH", 3)
+    monkeypatch.setattr(torch.utils.data, "DataLoader", recording_loader)
+    files = iter_image_files([tmp_path])
+    batches = list(cli.iter_decoded(files, workers=2, image_batch=5))
+    assert sizes == [3]
+    assert [len(b) for b in batches] == [5, 5, 3]
+    items = [item for batch in batches for item in batch]
+    assert [index for index, _ in items] == list(range(13))
+    for index, item in items:
+        if index == 7:
+            assert isinstance(item, str) and "07.png" in item
+        else:
+            assert item.shape == (4 + index, 5, 3) and int(item[0, 0, 0]) == index
+
+
+@pytest.mark.parametrize("image_batch,workers,decode_batch", [(64, 4, 32), (256, 8, 32), (16, 1, 16), (3, 2, 3), (5, 16, 5)])
+def test_decode_prefetch_keeps_two_image_batches_ahead(image_batch: int, workers: int, decode_batch: int) -> None:
+    from lrfer.cli import decode_prefetch
+
+    prefetch = decode_prefetch(image_batch, workers, decode_batch)
+    queued = prefetch * workers * decode_batch
+    assert prefetch >= 1
+    assert queued >= 2 * image_batch
+    assert prefetch == 1 or (prefetch - 1) * workers * decode_batch < 2 * image_batch

@@ -11,7 +11,8 @@ import torch
 from lrfer.io import (
     IMAGE_EXTENSIONS,
     ImageFileDataset,
-    collate_list,
+    pack_images,
+    unpack_images,
     is_image_like,
     iter_image_files,
     load_image,
@@ -180,4 +181,6 @@ def test_image_file_dataset_reports_errors_per_item(rgb: np.ndarray, tmp_path: P
     assert i == 0 and isinstance(img, torch.Tensor) and np.array_equal(img.numpy(), rgb)
     j, err = ds[1]
     assert j == 1 and isinstance(err, str) and "bad.png" in err
-    assert collate_list([ds[0], ds[1]])[1][0] == 1
+    items = unpack_images(pack_images([ds[1], ds[0], ds[1]]))
+    assert [index for index, _ in items] == [1, 0, 1]
+    assert items[0][1] == err and items[2][1] == err and np.array_equal(items[1][1], rgb)

@@ -487,7 +487,7 @@ class Recognizer:
         """``detector=None``: each image is one face; box = the whole image."""
         probs = self.classify(crops_to_gray48(arrays), batch_size)
         out = []
-        for arr, p in zip(arrays, probs):
+        for arr, p in zip(arrays, probs.tolist()):
             h, w = arr.shape[:2]
             out.append([self._face((0.0, 0.0, float(w), float(h)), _NAN_LANDMARKS, 1.0, p)])
         return out
@@ -498,15 +498,16 @@ class Recognizer:
         # One device-to-host copy per field for the whole step, not three per image (each a GPU sync).
         every_face = Detections.cat(detections)
         boxes, scores, marks = (getattr(every_face, f).detach().cpu().double().numpy().tolist() for f in FIELDS)
+        rows = probs.tolist()  # Python floats at once: per-element numpy scalars cost as much as the rest
         out: list[list[Face]] = []
         start = 0
         for det in detections:
-            out.append([self._face(tuple(boxes[j]), tuple(map(tuple, marks[j])), scores[j], probs[j])
+            out.append([self._face(tuple(boxes[j]), tuple(map(tuple, marks[j])), scores[j], rows[j])
                         for j in range(start, start + len(det))])
             start += len(det)
         return out
 
-    def _face(self, box: tuple[float, ...], landmarks: Any, score: float, p: np.ndarray) -> Face:
-        probs = {c: float(v) for c, v in zip(self.classes, p)}
-        label = self.classes[int(np.argmax(p))]
+    def _face(self, box: tuple[float, ...], landmarks: Any, score: float, p: list[float]) -> Face:
+        probs = dict(zip(self.classes, p))
+        label = self.classes[max(range(len(p)), key=p.__getitem__)]  # the first maximum, as np.argmax
         return Face(box, landmarks, score, box[2] - box[0], label, probs)  # type: ignore[arg-type]

@@ -314,13 +314,19 @@ def pack_images(batch: list[tuple[int, Any]]) -> PackedImages:
     from torch.utils.data import get_worker_info
 
     images = [item.reshape(-1) for _, item in batch if not isinstance(item, str)]
-    total = sum(int(image.numel()) for image in images)
-    out = None
-    if get_worker_info() is not None and images:
-        out = images[0].new(images[0].untyped_storage()._new_shared(total))  # see torch's collate_tensor_fn
+    out = _shared_buffer(images[0], sum(int(image.numel()) for image in images)) if images and get_worker_info() else None
     pixels = torch.cat(images, out=out) if images else torch.zeros(0, dtype=torch.uint8)
     shapes = [item if isinstance(item, str) else tuple(int(v) for v in item.shape) for _, item in batch]
     return [index for index, _ in batch], shapes, pixels
+
+
+def _shared_buffer(like: torch.Tensor, numel: int) -> torch.Tensor | None:
+    """An empty 1-D tensor of ``like``'s dtype in shared memory, as torch's ``collate_tensor_fn`` makes
+    one (a private storage method: None where it is missing, and pickling then copies the batch there)."""
+    try:
+        return like.new(like.untyped_storage()._new_shared(numel * like.element_size()))
+    except (AttributeError, RuntimeError, TypeError):  # pragma: no cover - other torch versions
+        return None
 
 
 def unpack_images(packed: PackedImages) -> list[tuple[int, np.ndarray | str]]:

@@ -184,3 +184,19 @@ def test_image_file_dataset_reports_errors_per_item(rgb: np.ndarray, tmp_path: P
     items = unpack_images(pack_images([ds[1], ds[0], ds[1]]))
     assert [index for index, _ in items] == [1, 0, 1]
     assert items[0][1] == err and items[2][1] == err and np.array_equal(items[1][1], rgb)
+
+
+def test_packed_images_go_straight_to_shared_memory_in_a_worker(rgb: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a decoding worker the batch is concatenated into shared memory (no second copy when it is
+    sent); in-process it stays ordinary memory. Either way it unpacks to the same images."""
+    import torch.utils.data
+
+    batch = [(0, torch.from_numpy(rgb)), (1, "unreadable"), (2, torch.from_numpy(rgb[:5]))]
+    in_process = pack_images(batch)
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())
+    in_worker = pack_images(batch)
+    assert in_worker[2].is_shared() and not in_process[2].is_shared()
+    for packed in (in_process, in_worker):
+        items = unpack_images(packed)
+        assert [i for i, _ in items] == [0, 1, 2] and items[1][1] == "unreadable"
+        assert np.array_equal(items[0][1], rgb) and np.array_equal(items[2][1], rgb[:5])

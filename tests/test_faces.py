@@ -345,6 +345,31 @@ def test_stack_images_pads_with_zeros_and_keeps_values():
     assert gray.shape == (1, 1, 1, 5, 4) and torch.allclose(gray[0, :, 0], rgb_to_gray(images[0]))
 
 
+def test_pad_and_stack_copies_once_per_size_not_per_image():
+    """Images of three sizes, in mixed order: the zero-padded batch of padding each image alone, with
+    a number of copies that grows with the sizes, not the images (each is a kernel on a GPU)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    copying = ("aten.pad.default", "aten.constant_pad_nd.default", "aten.stack.default", "aten.copy_.default",
+               "aten.index_put_.default")
+
+    class Copies(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Copies.count += str(func) in copying
+            return func(*args, **(kwargs or {}))
+
+    g = torch.Generator().manual_seed(5)
+    sizes = [(5, 4), (3, 6), (5, 4), (2, 2), (3, 6), (5, 4)] * 4
+    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in sizes]
+    expected = torch.stack([torch.nn.functional.pad(img, (0, 6 - img.shape[2], 0, 5 - img.shape[1])) for img in images])
+    with Copies():
+        batch = align_mod.pad_and_stack(images)
+    assert torch.equal(batch, expected)
+    assert Copies.count <= 2 * 3  # a stack and a copy per size (24 images)
+
+
 def test_mip_volume_makes_each_level_once():
     images = [torch.randint(0, 256, (3, 40, 60), dtype=torch.uint8, generator=torch.Generator().manual_seed(2)),
               torch.zeros(3, 20, 20, dtype=torch.uint8)]

@@ -156,18 +156,39 @@ def stack_images(images: list[torch.Tensor], channels: int = 3) -> torch.Tensor:
     >>> stack_images([torch.ones(3, 2, 2, dtype=torch.uint8), torch.ones(3, 1, 3, dtype=torch.uint8)]).shape
     torch.Size([1, 3, 2, 2, 3])
     """
-    h = max(int(img.shape[-2]) for img in images)
-    w = max(int(img.shape[-1]) for img in images)
     gray = channels == 1 and images[0].shape[0] == 3
     # On CPU each image is converted alone (the interleaved pixels in cache); elsewhere the padded
     # RGB stack is converted in one call (padding is black in both: gray(0) = 0).
     per_image = gray and (len(images) == 1 or cpu_tuned(images[0]))
     planes = [rgb_to_gray(img) for img in images] if per_image else images
-    padded = [p if p.shape[-2:] == (h, w) else F.pad(p, (0, w - p.shape[-1], 0, h - p.shape[-2])) for p in planes]
+    if len(planes) == 1:
+        return planes[0].unsqueeze(1).float().unsqueeze(0)
+    stacked = pad_and_stack(planes)  # (N, C, H, W)
     if gray and not per_image:
-        return rgb_to_gray(torch.stack(padded)).transpose(0, 1).unsqueeze(0)  # (N, 1, H, W) -> (1, 1, N, H, W)
-    stacked = padded[0].unsqueeze(1) if len(padded) == 1 else torch.stack(padded, dim=1)
-    return stacked.float().unsqueeze(0)
+        return rgb_to_gray(stacked).transpose(0, 1).unsqueeze(0)  # (N, 1, H, W) -> (1, 1, N, H, W)
+    return stacked.transpose(0, 1).to(torch.float32, memory_format=torch.contiguous_format).unsqueeze(0)
+
+
+def pad_and_stack(images: list[torch.Tensor]) -> torch.Tensor:
+    """``(C, H, W)`` images of any sizes as one ``(N, C, Hmax, Wmax)`` batch, zero-padded at the bottom
+    and right: one stack and one copy per image size, not a padded copy per image (on a GPU each is
+    a kernel launch).
+
+    >>> pad_and_stack([torch.ones(1, 1, 2), torch.ones(1, 2, 1), torch.ones(1, 1, 2)])[:, 0].tolist()
+    [[[1.0, 1.0], [0.0, 0.0]], [[1.0, 0.0], [1.0, 0.0]], [[1.0, 1.0], [0.0, 0.0]]]
+    """
+    groups = images_by_size(images)
+    if len(groups) == 1:
+        return torch.stack(images)
+    h, w = max(height for height, _ in groups), max(width for _, width in groups)
+    out = images[0].new_zeros(len(images), images[0].shape[0], h, w)
+    for (height, width), members in groups.items():
+        block = torch.stack([images[n] for n in members])
+        if members == list(range(members[0], members[0] + len(members))):
+            out[members[0] : members[-1] + 1, :, :height, :width] = block
+        else:
+            out[to_device(members, out.device), :, :height, :width] = block
+    return out
 
 
 def cpu_tuned(tensor: torch.Tensor) -> bool:

@@ -9,7 +9,9 @@
 # own time limit and log under $OUT, and a failing step does not stop the next ones. The GPU tests
 # come first (CUDA vs CPU results), then the benchmarks, then a torch.profiler trace of `lrfer predict`
 # on a folder (is the command waiting on the GPU, or the GPU on the host?). About 10 minutes at most;
-# STEPS="pipeline" (say) runs only the steps named.
+# STEPS="pipeline" (say) runs only the steps named. BASE=DIR, a copy of an earlier commit's tree
+# (`git archive REV | tar -x -C DIR`), adds predict_folder_base: the folder benchmark on that code,
+# right after the current code's, on the same machine.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-cuda-results}
@@ -17,7 +19,7 @@ mkdir -p "$OUT"
 shared=${1:-../shared}
 if [ ! -e ../shared ] && [ -d "$shared" ]; then ln -s "$(cd "$shared" && pwd)" ../shared; fi
 
-STEPS=${STEPS:-tests_cuda throughput pipeline loader predict_folder predict_folder_vary profile_folder}  # a subset to rerun only those
+STEPS=${STEPS:-tests_cuda throughput pipeline loader predict_folder predict_folder_base predict_folder_vary profile_folder}  # a subset to rerun only those
 
 step() {  # step SECONDS NAME COMMAND...: run with a time limit, log to $OUT/NAME.log, print its tail
     local limit=$1 name=$2 start=$SECONDS
@@ -44,10 +46,14 @@ step 120 pipeline python3 benchmarks/pipeline.py --device cuda --detector auto,m
 step 60 loader python3 benchmarks/loader.py --count 4000 --image-batch 256 --workers 8 --score-ms 0.5
 # Each image batch twice: the first run makes cuDNN's plans for its shapes, the second finds them made.
 step 100 predict_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 64,64,256,256 --workers 8 --stages
+if [ -n "${BASE:-}" ]; then  # its own script puts its tree first on sys.path
+    step 100 predict_folder_base python3 "$BASE/benchmarks/predict_folder.py" --device cuda --width 480 --count 4000 --image-batch 64,64,256,256 --workers 8
+fi
 step 80 predict_folder_vary python3 benchmarks/predict_folder.py --device cuda --width 480 --vary-width 160 --count 2000 --image-batch 64,64 --workers 8
 step 90 profile_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 1000 --image-batch 64,64 --workers 8 --torch-profile
 
 for name in $STEPS; do
+    [ -f "$OUT/$name.log" ] || continue
     echo "##### $name"
     tail -n 60 "$OUT/$name.log"
 done

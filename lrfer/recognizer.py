@@ -321,13 +321,13 @@ class Recognizer:
         # channels_last: ~1.5x faster convolutions on CPU (measured in benchmarks/throughput.py) and
         # the layout tensor cores want on CUDA.
         self.model = model.eval().to(memory_format=torch.channels_last)
-        self._network = fold_batchnorm(self.model)
         self.spec = spec
         self.device = torch.device(device)
         check_precision(precision, self.device)
+        self.precision = precision
+        self._network = self._inference_network()
         # CUDA takes whole batches; only CPU needs the probe forward that sizes the chunks.
         self._cpu_chunk = faces_per_cpu_call(self._network, spec.in_chans, spec.resolution) if self.device.type == "cpu" else None
-        self.precision = precision
         self.detector = detector
         self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self._std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -348,10 +348,27 @@ class Recognizer:
                 f"detector={det}, precision={self.precision!r})")
 
     # -- tensor in / tensor out -------------------------------------------------------------------
+    def _inference_network(self) -> nn.Module:
+        """The network that inference calls: BatchNorm folded (:func:`fold_batchnorm`) and, on CPU in
+        float32, additions and multiplications computed in place (:func:`~lrfer.inplace.compute_in_place`:
+        the same outputs; the default model's ``predict_crops`` 1.04-1.20x faster on 2 cores)."""
+        from torch import fx
+
+        from lrfer.inplace import compute_in_place
+
+        network = fold_batchnorm(self.model)
+        if self.device.type != "cpu" or self._autocast_dtype() is not None or not isinstance(network, fx.GraphModule):
+            return network
+        example = torch.zeros(3, self.spec.in_chans, self.spec.resolution, self.spec.resolution, device=self.device)
+        return compute_in_place(network, example.contiguous(memory_format=torch.channels_last))
+
+    def _autocast_dtype(self) -> torch.dtype | None:
+        if self.precision == "auto":
+            return torch.float16 if self.device.type == "cuda" else None
+        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+
     def _autocast(self) -> contextlib.AbstractContextManager:
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
-        if self.precision == "auto" and self.device.type == "cuda":
-            dtype = torch.float16
+        dtype = self._autocast_dtype()
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)

@@ -1,10 +1,10 @@
 """Inference graphs that add and multiply into tensors nothing reads afterwards (``torch.fx``).
 
-In GME-Net's attention blocks every ``x * attention`` and ``x + shortcut`` made a new feature map of
-8 MiB per 256 faces (GME-Net-16's first stage), and the CPU spent as long allocating, faulting in and
-writing those as on the arithmetic: computed into their first operand instead, the default network
-ran 61 -> 51 ms per 256 faces on 2 cores, with the same outputs bit for bit (the same operations on
-the same values, written elsewhere).
+In GME-Net's attention blocks every ``x * attention`` and ``x + shortcut`` made a new feature map (8 MiB
+per 256 faces in GME-Net-16's first stage) to allocate, fault in and write. Computed into their
+first operand instead, with the same outputs bit for bit (the same operations on the same values),
+the default model's ``predict_crops`` ran 1.04-1.20x faster on 2 cores in four runs of 20 alternating
+rounds (``benchmarks/in_place.py``; 1.02-1.04x for the smallest networks and the 48 px reference).
 
 :func:`compute_in_place` rewrites ``a + b`` / ``a * b`` as ``a.add_(b)`` / ``a.mul_(b)`` only where
 that cannot be seen: ``a`` is a whole tensor that the graph made itself (not the input, a weight or

@@ -28,11 +28,13 @@ _LAZY: dict[str, str] = {
     "ModelSpec": "lrfer.zoo:ModelSpec",
     "load_image": "lrfer.io:load_image",
     "CLASSES": "lrfer.constants:CLASSES",
+    "keep_freed_memory": "lrfer.allocator:keep_freed_memory",
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from lrfer.allocator import keep_freed_memory
     from lrfer.constants import CLASSES
     from lrfer.io import load_image
     from lrfer.recognizer import Recognizer, load

@@ -76,16 +76,23 @@ def _storage_owner(node: fx.Node, modules: dict[str, nn.Module], owners: dict[fx
     its first input's, to be safe."""
     if node.op in ("placeholder", "get_attr"):
         return node
+    if isinstance(node.kwargs.get("out"), fx.Node):  # returns the tensor it wrote into
+        return owners[node.kwargs["out"]]
     if node.op == "call_module":
         module = modules[node.target]
         if isinstance(module, NEW_TENSOR_MODULES) and not getattr(module, "inplace", False):
             return node
-    elif node.op == "call_function" and node.target in NEW_TENSOR_FUNCTIONS and not node.kwargs.get("inplace", False):
+    elif node.op == "call_function" and node.target in NEW_TENSOR_FUNCTIONS and not _writes_elsewhere(node):
         return node
     elif node.op == "call_method" and node.target in NEW_TENSOR_METHODS:
         return node
     first = next(iter(node.all_input_nodes), None)
     return owners[first] if first is not None else node
+
+
+def _writes_elsewhere(node: fx.Node) -> bool:
+    """``inplace=True`` or ``out=``: the function returns a tensor it was given."""
+    return bool(node.kwargs.get("inplace", False)) or node.kwargs.get("out") is not None
 
 
 def _can_compute_into_first(node: fx.Node, owners: dict[fx.Node, fx.Node], order: dict[fx.Node, int]) -> bool:

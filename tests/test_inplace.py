@@ -59,7 +59,11 @@ class Tricky(nn.Module):
         viewed = a.view(a.shape) + a  # the second operand is the first's storage
         fresh = self.other(x)
         last = fresh * from_weight  # fresh and read nowhere else: may be written
-        total = from_input + from_weight + broadcast + alias + viewed + last + a
+        buffer = self.other(a)
+        source = self.conv(x)  # read nowhere else
+        written = torch.add(source, 1.0, out=buffer)  # returns the buffer, which is read below
+        doubled = written * 2.0
+        total = from_input + from_weight + broadcast + alias + viewed + last + a + doubled + buffer
         return x + total  # the input, read by nothing after this: still never written
 
 
@@ -86,6 +90,7 @@ def test_writes_only_into_tensors_nothing_reads_later() -> None:
     assert in_place[("mean", "conv")] is False  # smaller than the result
     assert in_place[("same", "3.0")] is False  # an alias of the convolution's output, read later
     assert in_place[("view", "conv")] is False  # the second operand shares the first's storage
+    assert in_place[("add", "2.0")] is False  # torch.add(..., out=buffer) returns the buffer, read later
     assert in_place[("other", "product")] is True  # the one safe product: the test can tell
     x = torch.rand(4, 2, 5, 5)
     before = x.clone()

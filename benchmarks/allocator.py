@@ -5,9 +5,9 @@
 Allocator options hold for a whole process, so each measurement is a fresh child process, the two
 settings alternating round after round (the machine's drifting speed hits both alike). ``crops``:
 ``predict_crops`` of the default model on 1,024 48x48 crops (faces/s, median of 10 calls). ``photo``:
-``predict`` on the shared group photos at 1920 px, one photo per call (ms per photo, median of 3
+``predict`` on the shared group photos at 1920 px (``pipeline.photos``), one photo per call (ms per photo, median of 3
 passes over the four photos). ``folder``: ``lrfer predict`` on a folder of the shared photos at 480
-px (photos/s, models loaded and workers started included); the command sets the options itself, so
+px (``predict_folder.write_photos``) (photos/s, models loaded and workers started included); the command sets the options itself, so
 its default runs set a no-op glibc tunable, which makes it leave glibc's defaults alone. Printed: the
 medians of each setting and of the per-round ratio.
 """
@@ -23,68 +23,55 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, machine  # noqa: E402
+from predict_folder import write_photos  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = """
 import statistics, sys, time
-from pathlib import Path
-import cv2, numpy as np
-sys.path.insert(0, {root!r})
+sys.path[:0] = [{root!r}, {benchmarks!r}]
 import lrfer
-what, keep = sys.argv[1], sys.argv[2] == "keep"
+what, keep, folder, count = sys.argv[1], sys.argv[2] == "keep", sys.argv[3], int(sys.argv[4])
 if keep:
     assert lrfer.keep_freed_memory(), "glibc malloc options not set (not glibc, or set by the environment)"
 if what == "crops":
+    from throughput import crops
     rec = lrfer.load("gmenet-fer2013-16px", device="cpu", detector=None)
-    crops = np.random.default_rng(0).integers(0, 256, (1024, 48, 48), dtype=np.uint8)
-    rec.predict_crops(crops, batch_size=1024)
+    data = crops(1024)
+    rec.predict_crops(data, batch_size=1024)
     rates = []
     for _ in range(10):
         start = time.perf_counter()
-        rec.predict_crops(crops, batch_size=1024)
+        rec.predict_crops(data, batch_size=1024)
         rates.append(1024 / (time.perf_counter() - start))
     print(statistics.median(rates))
 elif what == "folder":  # the command sets the options itself unless the environment chose (default runs)
     from lrfer.cli import main
     start = time.perf_counter()
-    assert main(["predict", sys.argv[3], "--out", sys.argv[3] + ".csv", "--quiet", "--device", "cpu"]) == 0
-    print(len(list(Path(sys.argv[3]).glob("*.jpg"))) / (time.perf_counter() - start))
+    assert main(["predict", folder, "--out", folder + ".csv", "--quiet", "--device", "cpu"]) == 0
+    print(count / (time.perf_counter() - start))
 else:
+    from pipeline import decode, photos
     rec = lrfer.load("gmenet-fer2013-16px", device="cpu")
-    photos = []
-    for path in sorted(Path({shared!r}, "images").glob("group*.jpg")):
-        image = lrfer.load_image(str(path))
-        height = round(image.shape[0] * 1920 / image.shape[1])
-        photos.append(cv2.resize(image, (1920, height), interpolation=cv2.INTER_AREA))
-    rec.predict(photos[0])
+    images = decode(photos(1920))
+    rec.predict(images[0])
     passes = []
     for _ in range(3):
         start = time.perf_counter()
-        for photo in photos:
-            rec.predict(photo)
-        passes.append((time.perf_counter() - start) / len(photos) * 1e3)
+        for image in images:
+            rec.predict(image)
+        passes.append((time.perf_counter() - start) / len(images) * 1e3)
     print(statistics.median(passes))
 """
 
 
-def measure(what: str, keep: bool, folder: str) -> float:
-    code = CHILD.format(root=str(ROOT), shared=str(SHARED))
+def measure(what: str, keep: bool, folder: str, count: int) -> float:
+    code = CHILD.format(root=str(ROOT), benchmarks=str(Path(__file__).resolve().parent))
     # A no-op glibc tunable: glibc's defaults, and `lrfer predict` then leaves the allocator alone.
     env = dict(os.environ) if keep else {**os.environ, "GLIBC_TUNABLES": "glibc.malloc.check=0"}
-    out = subprocess.run([sys.executable, "-c", code, what, "keep" if keep else "default", folder],
+    out = subprocess.run([sys.executable, "-c", code, what, "keep" if keep else "default", folder, str(count)],
                          capture_output=True, text=True, check=True, env=env)
     return float(out.stdout.strip().splitlines()[-1])
-
-
-def write_folder(folder: Path, count: int, width: int = 480) -> None:
-    import cv2
-
-    photos = [cv2.imread(str(p)) for p in sorted((SHARED / "images").glob("group*.jpg"))]
-    for i in range(count):
-        image = photos[i % len(photos)]
-        small = cv2.resize(image, (width, round(image.shape[0] * width / image.shape[1])), interpolation=cv2.INTER_AREA)
-        cv2.imwrite(str(folder / f"{i:05d}.jpg"), small, [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
 def main() -> None:
@@ -102,12 +89,12 @@ def main() -> None:
             print(f"| {what} | needs the shared photos at {SHARED / 'images'} | | | |")
             continue
         if what == "folder":
-            write_folder(Path(tmp.name), args.folder_count)
+            write_photos(Path(tmp.name), 480, args.folder_count)
         default, kept = [], []
         for i in range(args.rounds):
             order = [(False, default), (True, kept)] if i % 2 == 0 else [(True, kept), (False, default)]
             for keep, values in order:
-                values.append(measure(what, keep, tmp.name))
+                values.append(measure(what, keep, tmp.name, args.folder_count))
         # Rates (higher is better) and ms per photo (lower is better): the ratio is "how much faster".
         ratios = [d / k for d, k in zip(default, kept)] if what == "photo" else [k / d for d, k in zip(default, kept)]
         unit = {"crops": "faces/s, predict_crops, default model", "photo": "ms per 1920 px photo, predict, auto",

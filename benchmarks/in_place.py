@@ -4,8 +4,8 @@
 
 Two Recognizers per model in one process: one as ``lrfer.load`` builds it (float32 on CPU: the
 network computes its sums and products in place), one with the BatchNorm-folded network before that
-pass. They score the same 48x48 crops in turn, round after round (the order alternating), so the
-machine's drifting speed hits both alike; printed are the median faces/s of each and the median and
+pass. They score the same 48x48 crops in turn, round after round (``_common.interleaved_seconds``),
+so the machine's drifting speed hits both alike; printed are the median faces/s of each and the median and
 quartiles of the per-round ratio. The probabilities are checked to be equal first.
 """
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,8 @@ from torch import fx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import interleaved_seconds, machine  # noqa: E402
+from throughput import crops  # noqa: E402
 
 import lrfer  # noqa: E402
 from lrfer.recognizer import fold_batchnorm  # noqa: E402
@@ -33,12 +33,6 @@ def in_place_count(network: torch.nn.Module) -> int:
     if not isinstance(network, fx.GraphModule):
         return 0
     return sum(1 for n in network.graph.nodes if n.op == "call_method" and n.target in ("add_", "mul_"))
-
-
-def faces_per_second(rec: lrfer.Recognizer, crops: np.ndarray) -> float:
-    start = time.perf_counter()
-    rec.predict_crops(crops, batch_size=len(crops))
-    return len(crops) / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -52,18 +46,17 @@ def main() -> None:
     print(f"predict_crops on {args.batch} crops of 48x48, CPU, float32; {args.rounds} rounds, the two in turn\n")
     print("| model | sums and products in place | faces/s without | faces/s with | per-round ratio: median | quartiles |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")
-    crops = np.random.default_rng(0).integers(0, 256, (args.batch, 48, 48), dtype=np.uint8)
+    data = crops(args.batch)
     for name in args.models.split(","):
         with_pass = lrfer.load(name, device="cpu", detector=None)
         without = lrfer.load(name, device="cpu", detector=None)
         without._network = fold_batchnorm(without.model)
-        assert np.array_equal(with_pass.predict_crops(crops), without.predict_crops(crops)), name
+        assert np.array_equal(with_pass.predict_crops(data), without.predict_crops(data)), name
         rewritten = in_place_count(with_pass._network)
-        before, after = [], []
-        for i in range(args.rounds):
-            pair = [(without, before), (with_pass, after)]
-            for rec, rates in pair if i % 2 == 0 else pair[::-1]:
-                rates.append(faces_per_second(rec, crops))
+        calls = {"without": lambda: without.predict_crops(data, batch_size=args.batch),
+                 "with": lambda: with_pass.predict_crops(data, batch_size=args.batch)}
+        seconds = interleaved_seconds(calls, torch.device("cpu"), rounds=args.rounds)
+        before, after = ([args.batch / s for s in seconds[key]] for key in ("without", "with"))
         ratios = [a / b for a, b in zip(after, before)]
         q1, _, q3 = statistics.quantiles(ratios, n=4)
         print(f"| {name} | {rewritten} | {statistics.median(before):,.0f} | {statistics.median(after):,.0f} | "

@@ -39,7 +39,7 @@ from pipeline import timed_calls  # noqa: E402
 from lrfer import recognizer  # noqa: E402
 from lrfer.cli import main as lrfer_main  # noqa: E402
 
-#: Stages of ``Recognizer.predict`` for ``--stages``: (label, owner, attribute). None calls another.
+#: Stages of ``Recognizer.predict`` for ``--stages``: (label, owner, attribute); none calls another.
 PREDICT_STAGES = (
     ("load", recognizer, "load_image"),
     ("upload", recognizer, "to_device_tensor"),

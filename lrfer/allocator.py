@@ -3,9 +3,9 @@
 Inference allocates feature maps of a few MiB per call. With glibc's default options such a block is
 a fresh memory mapping, or sits at the top of the heap and is trimmed on free: every call faults its
 pages in again. Measured on the 2-core CI machine on 2026-11-26, alternating processes with and
-without these options (``python benchmarks/allocator.py``, 6 rounds): ``predict_crops`` of the
-default model 4,614 -> 5,601 faces/s (1.17x), ``lrfer predict`` on 300 photos of 480 px 33.2 -> 37.4
-photos/s (1.07x), a 1920 px photo no faster (159.4 -> 157.9 ms).
+without these options (``python benchmarks/allocator.py``, 6 rounds, two runs): ``predict_crops`` of
+the default model 1.17x and 1.14x faster (4,614 -> 5,601 and 4,537 -> 5,054 faces/s), ``lrfer
+predict`` on 300 photos of 480 px 1.07x and 1.18x, a 1920 px photo 0.99x and 1.03x.
 
 The options change the whole process's allocator: blocks up to :data:`MMAP_THRESHOLD` come from the
 heap, and up to :data:`TRIM_THRESHOLD` of free heap stays mapped. That is right for a process that

@@ -3,8 +3,8 @@
 In GME-Net's attention blocks every ``x * attention`` and ``x + shortcut`` made a new feature map (8 MiB
 per 256 faces in GME-Net-16's first stage) to allocate, fault in and write. Computed into their
 first operand instead, with the same outputs bit for bit (the same operations on the same values),
-the default model's ``predict_crops`` ran 1.04-1.20x faster on 2 cores in four runs of 20 alternating
-rounds (``benchmarks/in_place.py``; 1.02-1.04x for the smallest networks and the 48 px reference).
+the default model's ``predict_crops`` ran 1.04-1.31x faster on 2 cores in five runs of 20 interleaved
+rounds (``benchmarks/in_place.py``; 0.98-1.04x for the smallest networks and the 48 px reference).
 
 :func:`compute_in_place` rewrites ``a + b`` / ``a * b`` as ``a.add_(b)`` / ``a.mul_(b)`` only where
 that cannot be seen: ``a`` is a whole tensor that the graph made itself (not the input, a weight or

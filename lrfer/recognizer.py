@@ -351,7 +351,7 @@ class Recognizer:
     def _inference_network(self) -> nn.Module:
         """The network that inference calls: BatchNorm folded (:func:`fold_batchnorm`) and, on CPU in
         float32, additions and multiplications computed in place (:func:`~lrfer.inplace.compute_in_place`:
-        the same outputs; the default model's ``predict_crops`` 1.04-1.20x faster on 2 cores)."""
+        the same outputs; the default model's ``predict_crops`` 1.04-1.31x faster on 2 cores)."""
         from torch import fx
 
         from lrfer.inplace import compute_in_place

@@ -64,7 +64,9 @@ def test_pnet_pooling_equals_ceil_mode_max_pool(height, width, channels_last):
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     expected = torch.nn.MaxPool2d(2, 2, ceil_mode=True)(x)
-    assert torch.equal(mtcnn_mod.max_pool_2x2_ceil(x), expected)
+    pooled = mtcnn_mod.max_pool_2x2_ceil(x)
+    assert torch.equal(pooled, expected)
+    assert pooled.is_contiguous(memory_format=torch.channels_last) == channels_last or pooled.shape[-2:] == (1, 1)
 
 
 def test_crops_per_call_keeps_the_first_feature_map_within_the_cpu_budget():
@@ -611,6 +613,44 @@ def test_per_image_sampling_equals_the_single_3d_call():
     per_image = align_mod._sample_per_image(volume, image_index, grid_xy)
     torch.testing.assert_close(per_image, align_mod._sample_volume(volume, image_index, grid_xy), atol=1e-3, rtol=0)
     assert per_image.shape == (5, 3, 12, 12) and per_image.abs().sum() > 0
+
+
+@pytest.mark.parametrize("sizes", [[(300, 400)], [(120, 160), (90, 200), (120, 160)]])
+def test_align_converts_only_the_sampled_pixels_to_gray_with_the_same_faces(monkeypatch, sizes):
+    """On CPU, decoded (interleaved) photos are converted to gray only around the faces: the aligned
+    faces must equal those from the whole photos' gray stack bit for bit. Faces over the borders,
+    rotated, large (oversampled) and tiny; photos of mixed sizes (padding read as black)."""
+    monkeypatch.setattr(align_mod, "GRAY_BAND_VALUES", 900)  # several bands of rows per photo
+    g = torch.Generator().manual_seed(11)
+    images = [interleaved(torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)) for h, w in sizes]
+    _, points = synthetic_face()
+    detections = []
+    for h, w in sizes:
+        boxes = torch.tensor([[-30.0, -20, 60, 80], [w - 50, h - 40, w + 40, h + 60], [w / 3, h / 4, w / 3 + 8, h / 4 + 9]])
+        rotated = points @ similarity(0.5, 1.3, 0, 0)[:, :2].T + torch.tensor([w / 2, h / 3])
+        landmarks = torch.stack([torch.full((5, 2), float("nan")), torch.full((5, 2), float("nan")), rotated])
+        detections.append(Detections(boxes, torch.ones(3), landmarks))
+    faces = align_faces(images, detections)
+
+    def whole_photos(group, image_index, maps, out_size):
+        return align_mod.stack_images(group, channels=1)
+
+    monkeypatch.setattr(align_mod, "gray_volume", whole_photos)
+    assert faces.shape == (3 * len(sizes), 1, 48, 48) and faces.std() > 0.05
+    assert torch.equal(faces, align_faces(images, detections))
+
+
+def test_sample_footprints_hold_every_bilinear_tap():
+    g = torch.Generator().manual_seed(12)
+    maps = torch.randn(20, 2, 3, generator=g) * torch.tensor([[3.0, 3.0, 50.0]])
+    footprints = align_mod.sample_footprints(maps, 16)
+    theta = align_mod._pixel_affine_to_theta(maps, 16, 100, 120)
+    grid = align_mod.affine_grid(theta, 16 * 3)  # oversampled points, normalised
+    x = (grid[..., 0] + 1) * 120 / 2 - 0.5  # grid_sample's pixel index space (align_corners=False)
+    y = (grid[..., 1] + 1) * 100 / 2 - 0.5
+    for taps, low, high in ((x.floor(), 0, 2), (x.floor() + 1, 0, 2), (y.floor(), 1, 3), (y.floor() + 1, 1, 3)):
+        flat = taps.flatten(1)
+        assert (flat >= footprints[:, low, None]).all() and (flat < footprints[:, high, None]).all()
 
 
 def test_align_box_fallback_frames_box_like_fer2013():

@@ -461,10 +461,72 @@ def align_faces(images: list[torch.Tensor], detections: list[Detections], out_si
     faces, first = [], 0
     for group in cpu_image_groups(images):  # all images at once except on CPU (memory, 2-D sampling)
         in_group = (image_index >= first) & (image_index < first + len(group))
-        volume = stack_images(group, channels=1)
-        faces.append(sample_patches(volume, image_index[in_group] - first, out_to_image[in_group], out_size, oversample))
+        index, maps = image_index[in_group] - first, out_to_image[in_group]
+        volume = gray_volume(group, index, maps, out_size)
+        faces.append(sample_patches(volume, index, maps, out_size, oversample))
         first += len(group)
     return (torch.cat(faces) / 255).clamp_(0, 1)
+
+
+def gray_volume(images: list[torch.Tensor], image_index: torch.Tensor, out_to_image: torch.Tensor, out_size: int) -> torch.Tensor:
+    """``stack_images(images, channels=1)`` as far as the faces' samples read it.
+
+    On CPU, for channel-interleaved images (decoded files), only the pixels that bilinear sampling
+    of some face can read (:func:`sample_footprints`) are converted to gray: the same values there,
+    the rest of the volume left unset. On a 1920 px photo with four faces that is about a tenth of
+    its pixels (the conversion took 5 ms per photo on 2 cores). Elsewhere, the whole stack.
+    """
+    interleaved = all(img.stride(0) == 1 for img in images)
+    footprints = sample_footprints(out_to_image, out_size)
+    if not (images and cpu_tuned(images[0]) and interleaved and bool(torch.isfinite(footprints).all())):
+        return stack_images(images, channels=1)
+    sizes = images_by_size(images)
+    height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
+    # Padding below and right of smaller images is read as black (as stack_images pads it).
+    volume = (torch.empty if len(sizes) == 1 else torch.zeros)(1, 1, len(images), height, width)
+    for n, image in enumerate(images):
+        _gray_where_sampled(image, footprints[image_index == n].long(), volume[0, 0, n])
+    return volume
+
+
+def sample_footprints(out_to_image: torch.Tensor, out_size: int) -> torch.Tensor:
+    """(K, 4) ``x0, y0, x1, y1`` (float, whole pixels, end exclusive) around every pixel that bilinear
+    sampling of each face's ``out_size`` frame through ``out_to_image`` (K, 2, 3) can read.
+
+    Samples lie inside the image of the frame's corners; a sample at ``x`` reads pixels
+    ``floor(x - 0.5)`` and the next one. Two pixels of margin on each side also cover float rounding.
+
+    >>> sample_footprints(torch.tensor([[[2.0, 0, 10], [0, 2.0, 20]]]), 4).tolist()
+    [[8.0, 18.0, 20.0, 30.0]]
+    """
+    corners = torch.tensor([[0.0, 0.0], [out_size, 0.0], [0.0, out_size], [out_size, out_size]], dtype=out_to_image.dtype)
+    points = corners @ out_to_image[:, :, :2].transpose(1, 2) + out_to_image[:, None, :, 2]  # (K, 4, 2)
+    return torch.cat([points.amin(dim=1).floor() - 2, points.amax(dim=1).ceil() + 2], dim=1)
+
+
+def _gray_where_sampled(image: torch.Tensor, footprints: torch.Tensor, out: torch.Tensor) -> None:
+    """Write :func:`rgb_to_gray` of the interleaved ``image`` into ``out`` (H', W') inside ``footprints``
+    (M, 4): band by band of rows (as :func:`_interleaved_rgb_to_gray`), each band over the columns of
+    the footprints that reach into it. Element by element the same operations, so the same values."""
+    height, width = image.shape[-2:]
+    if footprints.numel() == 0:
+        return
+    x0, x1 = footprints[:, 0].clamp(0, width), footprints[:, 2].clamp(0, width)
+    y0, y1 = footprints[:, 1].clamp(0, height), footprints[:, 3].clamp(0, height)
+    rows = max(1, GRAY_BAND_VALUES // (3 * width))
+    tops = torch.arange(0, height, rows)
+    reach = (y0[None] < tops[:, None] + rows) & (y1[None] > tops[:, None]) & (x1 > x0)[None]  # (bands, M)
+    spans = torch.stack([
+        torch.maximum(tops, torch.where(reach, y0, height).amin(dim=1)),
+        torch.minimum(tops + rows, torch.where(reach, y1, 0).amax(dim=1)),
+        torch.where(reach, x0, width).amin(dim=1),
+        torch.where(reach, x1, 0).amax(dim=1),
+    ], dim=1)
+    pixels = image.permute(1, 2, 0)
+    for top, bottom, left, right in spans[reach.any(dim=1)].tolist():
+        band, target = pixels[top:bottom, left:right].float(), out[top:bottom, left:right]
+        torch.mul(band[..., 0], BT601_WEIGHTS[0], out=target)
+        target.add_(band[..., 1], alpha=BT601_WEIGHTS[1]).add_(band[..., 2], alpha=BT601_WEIGHTS[2]).clamp_(0, 255)
 
 
 def _oversample_factor(out_to_image: torch.Tensor) -> int:

@@ -200,6 +200,8 @@ def max_pool_2x2_ceil(x: torch.Tensor) -> torch.Tensor:
     """
     height, width = x.shape[-2:]
     even_h, even_w = height - height % 2, width - width % 2
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return _max_pool_2x2_ceil_channels_last(x)
     shape = (*x.shape[:-2], (height + 1) // 2, (width + 1) // 2)
     out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
     rows, cols = slice(0, even_h, 2), slice(0, even_w, 2)
@@ -214,6 +216,24 @@ def max_pool_2x2_ceil(x: torch.Tensor) -> torch.Tensor:
     if height % 2 and width % 2:
         out[..., -1, -1] = x[..., -1, -1]
     return out
+
+
+def _max_pool_2x2_ceil_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """:func:`max_pool_2x2_ceil` of a channels_last map: pairs of rows first (each row ``W * C``
+    contiguous values), then pairs of columns on the half-height map. About 1.5x faster than the
+    four strided views on P-Net's 10-channel maps, whose runs of contiguous values are 10 long."""
+    n, channels, height, width = x.shape
+    even_h, even_w = height - height % 2, width - width % 2
+    pixels = x.permute(0, 2, 3, 1)  # (N, H, W, C), contiguous
+    rows = pixels.new_empty(n, (height + 1) // 2, width, channels)
+    torch.maximum(pixels[:, 0:even_h:2], pixels[:, 1:even_h:2], out=rows[:, : even_h // 2])
+    if height % 2:
+        rows[:, -1] = pixels[:, -1]
+    out = pixels.new_empty(n, (height + 1) // 2, (width + 1) // 2, channels)
+    torch.maximum(rows[:, :, 0:even_w:2], rows[:, :, 1:even_w:2], out=out[:, :, : even_w // 2])
+    if width % 2:
+        out[:, :, -1] = rows[:, :, -1]
+    return out.permute(0, 3, 1, 2)
 
 
 class RNet(nn.Module):

@@ -198,10 +198,11 @@ def max_pool_2x2_ceil(x: torch.Tensor) -> torch.Tensor:
     >>> max_pool_2x2_ceil(torch.arange(9.).view(1, 1, 3, 3)).flatten().tolist()
     [4.0, 5.0, 7.0, 8.0]
     """
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    if channels_last and align.cpu_tuned(x):
+        return _max_pool_2x2_ceil_channels_last(x)
     height, width = x.shape[-2:]
     even_h, even_w = height - height % 2, width - width % 2
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return _max_pool_2x2_ceil_channels_last(x)
     shape = (*x.shape[:-2], (height + 1) // 2, (width + 1) // 2)
     out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
     rows, cols = slice(0, even_h, 2), slice(0, even_w, 2)
@@ -219,7 +220,7 @@ def max_pool_2x2_ceil(x: torch.Tensor) -> torch.Tensor:
 
 
 def _max_pool_2x2_ceil_channels_last(x: torch.Tensor) -> torch.Tensor:
-    """:func:`max_pool_2x2_ceil` of a channels_last map: pairs of rows first (each row ``W * C``
+    """:func:`max_pool_2x2_ceil` of a channels_last map on CPU: pairs of rows first (each row ``W * C``
     contiguous values), then pairs of columns on the half-height map. About 1.5x faster than the
     four strided views on P-Net's 10-channel maps, whose runs of contiguous values are 10 long."""
     n, channels, height, width = x.shape

@@ -619,7 +619,7 @@ def test_per_image_sampling_equals_the_single_3d_call():
 def test_align_converts_only_the_sampled_pixels_to_gray_with_the_same_faces(monkeypatch, sizes):
     """On CPU, decoded (interleaved) photos are converted to gray only around the faces: the aligned
     faces must equal those from the whole photos' gray stack bit for bit. Faces over the borders,
-    rotated, large (oversampled) and tiny; photos of mixed sizes (padding read as black)."""
+    rotated, large (oversampled), tiny and absurdly large; photos of mixed sizes (padding read as black)."""
     monkeypatch.setattr(align_mod, "GRAY_BAND_VALUES", 900)  # several bands of rows per photo
     g = torch.Generator().manual_seed(11)
     images = [interleaved(torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)) for h, w in sizes]
@@ -630,13 +630,15 @@ def test_align_converts_only_the_sampled_pixels_to_gray_with_the_same_faces(monk
         rotated = points @ similarity(0.5, 1.3, 0, 0)[:, :2].T + torch.tensor([w / 2, h / 3])
         landmarks = torch.stack([torch.full((5, 2), float("nan")), torch.full((5, 2), float("nan")), rotated])
         detections.append(Detections(boxes, torch.ones(3), landmarks))
+    huge = Detections.from_boxes(torch.tensor([[-1e19, -1e19, 1e19, 1e19]]))  # footprint beyond int64: clamped first
+    detections[0] = Detections.cat([detections[0], huge])
     faces = align_faces(images, detections)
 
     def whole_photos(group, image_index, maps, out_size):
         return align_mod.stack_images(group, channels=1)
 
     monkeypatch.setattr(align_mod, "gray_volume", whole_photos)
-    assert faces.shape == (3 * len(sizes), 1, 48, 48) and faces.std() > 0.05
+    assert faces.shape == (3 * len(sizes) + 1, 1, 48, 48) and faces.std() > 0.05
     assert torch.equal(faces, align_faces(images, detections))
 
 

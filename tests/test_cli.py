@@ -121,6 +121,35 @@ def test_predict_subprocess_with_workers(photos: Path, tiny_path: Path, tmp_path
     check_rows([json.loads(line) for line in out.read_text().splitlines()], photos)
 
 
+def test_reader_closing_stdout_stops_quietly(tiny_path: Path, tmp_path: Path) -> None:
+    """``lrfer predict ... | head``: when the reader closes the pipe, the command stops with the
+    status a shell reports for a closed pipe (141), without a traceback."""
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for i in range(600):  # about 100 kB of table rows: more than a pipe holds
+        cv2.imwrite(str(crops / f"{i:04d}.png"), np.full((16, 16), i % 256, np.uint8))
+    cmd = [sys.executable, "-m", "lrfer.cli", "predict", str(crops), "--model", str(tiny_path), "--detector", "none",
+           "--quiet", "--workers", "0"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().split()[:2] == [b"file", b"face"]
+    proc.stdout.close()  # as head does after its lines
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 141, stderr.decode()
+    assert b"Traceback" not in stderr and b"BrokenPipeError" not in stderr
+
+
+def test_broken_pipe_without_a_file_descriptor(monkeypatch: pytest.MonkeyPatch) -> None:
+    class ClosedPipe:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["models"]) == 141
+
+
 def test_workers_start_after_opencv_ran_its_thread_pool(photos: Path, tiny_path: Path, tmp_path: Path) -> None:
     """Forked decoding workers must not touch OpenCV's thread settings: after the calling process has
     run OpenCV's thread pool, ``cv2.setNumThreads`` in a forked child waits forever (seen with

@@ -621,6 +621,10 @@ def test_align_converts_only_the_sampled_pixels_to_gray_with_the_same_faces(monk
     faces must equal those from the whole photos' gray stack bit for bit. Faces over the borders,
     rotated, large (oversampled), tiny and absurdly large; photos of mixed sizes (padding read as black)."""
     monkeypatch.setattr(align_mod, "GRAY_BAND_VALUES", 900)  # several bands of rows per photo
+    monkeypatch.setattr(align_mod, "GRAY_FOOTPRINT_MIN_PIXELS", 0)  # small photos here, to be fast
+    converted = []
+    where_sampled = align_mod._gray_where_sampled
+    monkeypatch.setattr(align_mod, "_gray_where_sampled", lambda *args: converted.append(1) or where_sampled(*args))
     g = torch.Generator().manual_seed(11)
     images = [interleaved(torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)) for h, w in sizes]
     _, points = synthetic_face()
@@ -638,8 +642,23 @@ def test_align_converts_only_the_sampled_pixels_to_gray_with_the_same_faces(monk
         return align_mod.stack_images(group, channels=1)
 
     monkeypatch.setattr(align_mod, "gray_volume", whole_photos)
+    assert len(converted) == len(sizes)  # the footprint path ran, once per photo
     assert faces.shape == (3 * len(sizes) + 1, 1, 48, 48) and faces.std() > 0.05
     assert torch.equal(faces, align_faces(images, detections))
+
+
+def test_small_photos_are_converted_to_gray_whole(monkeypatch):
+    """Below GRAY_FOOTPRINT_MIN_PIXELS finding the footprints costs more than it saves."""
+    side = int(align_mod.GRAY_FOOTPRINT_MIN_PIXELS ** 0.5)
+    small = interleaved(torch.zeros(3, side - 1, side - 1, dtype=torch.uint8))
+    large = interleaved(torch.zeros(3, side + 1, side + 1, dtype=torch.uint8))
+    planar_large = torch.zeros(3, side + 1, side + 1, dtype=torch.uint8)
+    calls = []
+    monkeypatch.setattr(align_mod, "_gray_where_sampled", lambda *args: calls.append(args[0].shape))
+    face = Detections.from_boxes(torch.tensor([[2.0, 2.0, 30.0, 30.0]]))
+    for image in (small, planar_large, large):
+        align_faces([image], [face])
+    assert calls == [large.shape]
 
 
 def test_sample_footprints_hold_every_bilinear_tap():

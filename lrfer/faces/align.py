@@ -86,11 +86,22 @@ def _interleaved_rgb_to_gray(image: torch.Tensor) -> torch.Tensor:
     where the planar code reads every channel with a stride of 3)."""
     pixels = image.permute(1, 2, 0)
     gray = torch.empty(1, *pixels.shape[:2], device=image.device)
-    rows = max(1, GRAY_BAND_VALUES // max(1, pixels[0].numel()))
+    rows = _gray_band_rows(pixels.shape[1])
     for top in range(0, pixels.shape[0], rows):
-        band, out = pixels[top : top + rows].float(), gray[0, top : top + rows]
-        torch.mul(band[..., 0], BT601_WEIGHTS[0], out=out).add_(band[..., 1], alpha=BT601_WEIGHTS[1]).add_(band[..., 2], alpha=BT601_WEIGHTS[2])
-    return gray.clamp_(0, 255)
+        _pixels_to_gray(pixels[top : top + rows], gray[0, top : top + rows])
+    return gray
+
+
+def _gray_band_rows(width: int) -> int:
+    """Rows of an interleaved image converted to gray at a time: :data:`GRAY_BAND_VALUES` values."""
+    return max(1, GRAY_BAND_VALUES // max(1, 3 * width))
+
+
+def _pixels_to_gray(pixels: torch.Tensor, out: torch.Tensor) -> None:
+    """ITU-R 601 luma of integer ``(h, w, 3)`` pixels into the float ``(h, w)`` ``out``, clamped to 0..255."""
+    band = pixels.float()
+    torch.mul(band[..., 0], BT601_WEIGHTS[0], out=out).add_(band[..., 1], alpha=BT601_WEIGHTS[1]).add_(band[..., 2], alpha=BT601_WEIGHTS[2])
+    out.clamp_(0, 255)
 
 
 def estimate_similarity(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
@@ -515,14 +526,14 @@ def sample_footprints(out_to_image: torch.Tensor, out_size: int) -> torch.Tensor
 
 def _gray_where_sampled(image: torch.Tensor, footprints: torch.Tensor, out: torch.Tensor) -> None:
     """Write :func:`rgb_to_gray` of the interleaved ``image`` into ``out`` (H', W') inside ``footprints``
-    (M, 4): band by band of rows (as :func:`_interleaved_rgb_to_gray`), each band over the columns of
-    the footprints that reach into it. Element by element the same operations, so the same values."""
+    (M, 4): band by band of rows (as :func:`_interleaved_rgb_to_gray`, with the same :func:`_pixels_to_gray`),
+    each band over the columns of the footprints that reach into it: the same values."""
     height, width = image.shape[-2:]
     if footprints.numel() == 0:
         return
     x0, x1 = footprints[:, 0].clamp(0, width), footprints[:, 2].clamp(0, width)
     y0, y1 = footprints[:, 1].clamp(0, height), footprints[:, 3].clamp(0, height)
-    rows = max(1, GRAY_BAND_VALUES // (3 * width))
+    rows = _gray_band_rows(width)
     tops = torch.arange(0, height, rows)
     reach = (y0[None] < tops[:, None] + rows) & (y1[None] > tops[:, None]) & (x1 > x0)[None]  # (bands, M)
     spans = torch.stack([
@@ -533,9 +544,7 @@ def _gray_where_sampled(image: torch.Tensor, footprints: torch.Tensor, out: torc
     ], dim=1)
     pixels = image.permute(1, 2, 0)
     for top, bottom, left, right in spans[reach.any(dim=1)].tolist():
-        band, target = pixels[top:bottom, left:right].float(), out[top:bottom, left:right]
-        torch.mul(band[..., 0], BT601_WEIGHTS[0], out=target)
-        target.add_(band[..., 1], alpha=BT601_WEIGHTS[1]).add_(band[..., 2], alpha=BT601_WEIGHTS[2]).clamp_(0, 255)
+        _pixels_to_gray(pixels[top:bottom, left:right], out[top:bottom, left:right])
 
 
 def _oversample_factor(out_to_image: torch.Tensor) -> int:

@@ -413,14 +413,25 @@ def test_integral_image_switches_to_float64_when_int32_sums_could_overflow(monke
     depths = []
     real_integral = cv2.integral
 
-    def spy(pixels, sdepth):
+    def spy(pixels, sum, sdepth):  # noqa: A002 - OpenCV's name
         depths.append(sdepth)
-        return real_integral(pixels[:2, :2], sdepth=sdepth)
+        return sum  # not computed: only the depth is checked
 
     monkeypatch.setattr(cv2, "integral", spy)
-    align_mod.integral_image(torch.zeros(3, 2000, 4000, dtype=torch.uint8))  # 8.0 M pixels: 255 * 8e6 < 2**31
-    align_mod.integral_image(torch.zeros(3, 3000, 3000, dtype=torch.uint8))  # 9.0 M pixels: 255 * 9e6 > 2**31
+    assert align_mod.integral_image(torch.zeros(3, 2000, 4000, dtype=torch.uint8)).dtype == torch.int32  # 8.0 M pixels: 255 * 8e6 < 2**31
+    assert align_mod.integral_image(torch.zeros(3, 3000, 3000, dtype=torch.uint8)).dtype == torch.float64  # 9.0 M pixels: 255 * 9e6 > 2**31
     assert depths == [cv2.CV_32S, cv2.CV_64F]
+
+
+def test_integral_image_is_right_whether_or_not_opencv_writes_into_the_buffer(monkeypatch):
+    import cv2
+
+    image = torch.randint(0, 256, (3, 21, 30), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    expected = torch.from_numpy(cv2.integral(image.permute(1, 2, 0).contiguous().numpy(), sdepth=cv2.CV_32S))
+    assert torch.equal(align_mod.integral_image(image), expected)  # OpenCV fills the buffer given
+    real_integral = cv2.integral
+    monkeypatch.setattr(cv2, "integral", lambda pixels, sum, sdepth: real_integral(pixels, sdepth=sdepth))  # noqa: A006
+    assert torch.equal(align_mod.integral_image(image), expected)  # OpenCV returns an array of its own
 
 
 def test_area_resize_from_integral_works_in_bands(monkeypatch):

@@ -57,6 +57,7 @@ from lrfer.faces.detect import (
     read_bundled_weights,
     split_by_image,
 )
+from lrfer.faces.workspace import reusable_empty
 from lrfer.shapes import bucket, bucket_side, memory_format_of, to_device
 
 log = logging.getLogger(__name__)
@@ -690,10 +691,10 @@ class MipVolume:
         about 3x faster), as a channels_last batch."""
         if level > 0 or not align.cpu_tuned(self.images[members[0]]):
             return F.interpolate(self.batch(members, height, width, level), size=size, mode="area")
-        out = torch.empty(len(members), *size, 3)
+        out = reusable_empty("pyramid", (len(members), 3, *size), order=(0, 2, 3, 1))  # channels_last
         for row, n in enumerate(members):
-            area_resize_integral(self.integral(n), size, out[row])
-        return out.permute(0, 3, 1, 2)
+            area_resize_integral(self.integral(n), size, out[row].permute(1, 2, 0))
+        return out
 
     def integral(self, n: int) -> torch.Tensor:
         """Image ``n``'s :func:`~lrfer.faces.align.integral_image`, made once."""

@@ -1,0 +1,106 @@
+"""Reusable CPU buffers of lrfer.faces.workspace: reuse, no sharing between live tensors, and the
+detection volumes that use them."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from lrfer.faces import workspace
+from lrfer.faces.mtcnn import MipVolume
+
+
+@pytest.fixture(autouse=True)
+def _own_buffers():
+    workspace.release()
+    yield
+    workspace.release()
+
+
+def test_a_freed_tensor_s_memory_is_reused_by_the_next_request():
+    first = workspace.reusable_empty("t", (4, 5))
+    address = first.data_ptr()
+    del first
+    second = workspace.reusable_empty("t", (2, 3))  # smaller: the same buffer's start
+    assert second.data_ptr() == address
+    del second
+    assert workspace.reusable_empty("other", (4, 5)).data_ptr() != address  # slots are separate
+
+
+def test_a_live_tensor_never_shares_memory_with_the_next_one():
+    first = workspace.reusable_empty("t", (4, 5))
+    first.fill_(1.0)
+    view = first[1:]
+    second = workspace.reusable_empty("t", (4, 5))
+    second.fill_(2.0)
+    assert first.data_ptr() != second.data_ptr()
+    assert bool((first == 1.0).all()) and bool((view == 1.0).all())
+
+
+def test_a_larger_request_grows_the_buffer():
+    small = workspace.reusable_empty("t", (2,))
+    del small
+    large = workspace.reusable_empty("t", (1000,))
+    large.fill_(3.0)
+    assert large.shape == (1000,) and bool((large == 3.0).all())
+    address = large.data_ptr()
+    del large
+    assert workspace.reusable_empty("t", (10,)).data_ptr() == address
+
+
+def test_memory_order_and_dtype():
+    x = workspace.reusable_empty("t", (2, 3, 4, 5), order=(0, 2, 3, 1))
+    assert x.shape == (2, 3, 4, 5) and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    del x
+    y = workspace.reusable_empty("t", (3, 4), dtype=torch.int32)
+    assert y.dtype == torch.int32 and y.is_contiguous()
+    with pytest.raises(ValueError, match="permutation"):
+        workspace.reusable_empty("t", (3, 4), order=(0, 0))
+
+
+def test_buffers_over_the_limit_are_not_kept(monkeypatch):
+    monkeypatch.setattr(workspace, "MAX_REUSED_BYTES", 64)
+    big = workspace.reusable_empty("t", (17,))  # 68 bytes: fresh memory, nothing kept
+    assert big.shape == (17,) and "t" not in workspace._slots.buffers
+    kept = workspace.reusable_empty("t", (16,))  # 64 bytes: kept for the next request
+    assert workspace._slots.buffers["t"][0].data_ptr() == kept.data_ptr()
+
+
+def test_a_buffer_made_in_inference_mode_works_outside_it():
+    with torch.inference_mode():
+        inside = workspace.reusable_empty("t", (3,))
+        inside.fill_(1.0)
+    del inside
+    outside = workspace.reusable_empty("t", (3,))
+    outside.add_(1.0)  # an in-place update of an inference tensor would raise here
+    assert not outside.is_inference()
+
+
+def test_each_thread_has_its_own_buffers():
+    mine = workspace.reusable_empty("t", (8,))
+    address = mine.data_ptr()
+    del mine
+    theirs = []
+    thread = threading.Thread(target=lambda: theirs.append(workspace.reusable_empty("t", (8,)).data_ptr()))
+    thread.start()
+    thread.join()
+    assert theirs[0] != address
+    assert workspace.reusable_empty("t", (8,)).data_ptr() == address
+
+
+def test_two_live_detection_volumes_keep_their_own_photos():
+    gen = torch.Generator().manual_seed(3)
+    photos = [torch.randint(0, 256, (40, 60, 3), dtype=torch.uint8, generator=gen).permute(2, 0, 1) for _ in range(2)]
+    first, second = MipVolume([photos[0]]), MipVolume([photos[1]])
+    level0 = [first.level(0), second.level(0)]  # both alive at once
+    table = [first.integral(0), second.integral(0)]
+    resized = [v.resized([0], 40, 60, (20, 30)) for v in (first, second)]
+    for n, photo in enumerate(photos):
+        assert torch.equal(level0[n][0, :, 0], photo.float())
+        assert int(table[n][-1, -1].sum()) == int(photo.sum())
+        expected = torch.nn.functional.interpolate(photo[None].float(), size=(20, 30), mode="area")
+        torch.testing.assert_close(resized[n], expected, rtol=0, atol=0)
+    del first, second, level0, table, resized
+    again = MipVolume([photos[1]]).level(0)  # the buffers are free again: reused, right values
+    assert torch.equal(again[0, :, 0], photos[1].float())

@@ -1,5 +1,8 @@
 """CPU speed with glibc's default malloc options and with ``lrfer.keep_freed_memory()`` (what ``lrfer predict`` sets).
 
+"glibc defaults" is lrfer's default: no option set, but the adaptive thresholds raised by the block
+that ``lrfer.load`` frees (``lrfer.allocator.raise_adaptive_thresholds``).
+
     python benchmarks/allocator.py [--rounds 6] [--what crops,photo,folder] [--folder-count 300]
 
 Allocator options hold for a whole process, so each measurement is a fresh child process, the two

@@ -1,17 +1,24 @@
-"""glibc malloc options that keep memory freed by one batch for the next (opt-in; ``lrfer predict`` sets them).
+"""glibc malloc and the memory that inference frees between batches.
+
+:func:`raise_adaptive_thresholds` (done by ``lrfer.load`` on CPU) sets no option: it frees one large
+block, as glibc's own adaptive thresholds expect. :func:`keep_freed_memory` sets options (opt-in;
+``lrfer predict`` sets them).
 
 Inference allocates feature maps of a few MiB per call. With glibc's default options such a block is
-a fresh memory mapping, or sits at the top of the heap and is trimmed on free: every call faults its
-pages in again. Measured on the 2-core CI machine on 2026-11-26, alternating processes with and
-without these options (``python benchmarks/allocator.py``, 6 rounds, two runs): ``predict_crops`` of
-the default model 1.17x and 1.14x faster (4,614 -> 5,601 and 4,537 -> 5,054 faces/s), ``lrfer
-predict`` on 300 photos of 480 px 1.07x and 1.18x, a 1920 px photo 0.99x and 1.03x.
+a fresh memory mapping, or sits at the top of the heap and is trimmed on free, until the process has
+freed a larger block: until then every call faults its pages in again. Measured on the 2-core CI
+machine on 2026-11-26 before :func:`raise_adaptive_thresholds` existed, alternating processes with and
+without :func:`keep_freed_memory` (``python benchmarks/allocator.py``, 6 rounds, three runs):
+``predict_crops`` of the default model 1.17x, 1.14x and 1.30x faster (4,614 -> 5,601, 4,537 ->
+5,054 and 4,338 -> 5,858 faces/s), ``lrfer predict`` on 300 photos of 480 px 1.07x and 1.18x, a
+1920 px photo 0.99x, 1.03x and 1.04x. Since ``lrfer.load`` raises the adaptive thresholds, the
+options add nothing measurable to ``predict_crops`` (5,689 against 5,612 faces/s, 0.98x, 08:50).
 
 The options change the whole process's allocator: blocks up to :data:`MMAP_THRESHOLD` come from the
-heap, and up to :data:`TRIM_THRESHOLD` of free heap stays mapped. That is right for a process that
-scores batch after batch (the ``lrfer predict`` command), so the command sets them; a library
-should not change its caller's allocator unasked, so :func:`keep_freed_memory` is opt-in for
-Python callers. The same effect without code: ``MALLOC_MMAP_THRESHOLD_=268435456
+heap, and up to :data:`TRIM_THRESHOLD` of free heap stays mapped (against 31 and 62 MiB once the
+adaptive thresholds have risen). ``lrfer predict``, a process that scores batch after batch, sets
+them; a library should not change its caller's allocator options unasked, so :func:`keep_freed_memory`
+is opt-in for Python callers. The same effect without code: ``MALLOC_MMAP_THRESHOLD_=268435456
 MALLOC_TRIM_THRESHOLD_=1073741824`` in the environment, or another allocator (jemalloc, tcmalloc)
 via ``LD_PRELOAD``.
 """
@@ -35,6 +42,43 @@ ALLOCATOR_ENVIRONMENT = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_T
                          "MALLOC_MMAP_MAX_", "GLIBC_TUNABLES", "LD_PRELOAD")
 #: ``mallopt`` parameter numbers (<malloc.h>).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+#: The block that :func:`raise_adaptive_thresholds` allocates and frees: just under 32 MiB, the cap
+#: of glibc's adaptive mmap threshold on 64-bit systems.
+ADAPTIVE_BLOCK_BYTES = 31 << 20
+
+_thresholds_raised = False
+
+
+def raise_adaptive_thresholds() -> bool:
+    """Allocate and free one :data:`ADAPTIVE_BLOCK_BYTES` block, once per process, on glibc. Returns
+    whether it did.
+
+    glibc adapts its malloc to the program: once a block large enough to get its own mapping is freed,
+    blocks up to that size come from the heap (the mmap threshold rises to it, at most 32 MiB) and
+    twice that much free heap stays mapped (the trim threshold). Whether a process had freed such a
+    block before scoring decided whether each batch's feature maps reused memory or faulted it in
+    again: the default model's ``predict_crops`` on 1,024 crops took 0 or about 26,000 page faults
+    per call, 5,100-5,800 or 4,000-4,500 faces/s (2 cores, 2026-11-26), from one process to the next.
+    Freeing this block first makes every process the first kind, as freeing any 31 MiB array would.
+    No option is set: thresholds set explicitly (``mallopt``, :func:`keep_freed_memory`, ``MALLOC_*``
+    variables, ``GLIBC_TUNABLES``) switch the adaptation off, and another allocator (``LD_PRELOAD``)
+    has none; there this costs one allocation and changes nothing.
+    """
+    global _thresholds_raised
+    if _thresholds_raised or platform.libc_ver()[0] != "glibc":
+        return False
+    _thresholds_raised = True
+    import numpy as np
+
+    block = np.empty(ADAPTIVE_BLOCK_BYTES, dtype=np.uint8)
+    del block
+    logger.debug("freed a %d-byte block: glibc's adaptive malloc thresholds rise to it", ADAPTIVE_BLOCK_BYTES)
+    return True
+
+
+def _allocator_configured() -> bool:
+    """Whether the environment chose the allocator or its options, or the C library is not glibc."""
+    return any(os.environ.get(name) for name in ALLOCATOR_ENVIRONMENT) or platform.libc_ver()[0] != "glibc"
 
 
 def keep_freed_memory() -> bool:
@@ -46,7 +90,7 @@ def keep_freed_memory() -> bool:
     >>> lrfer.keep_freed_memory()  # doctest: +SKIP
     True
     """
-    if any(os.environ.get(name) for name in ALLOCATOR_ENVIRONMENT) or platform.libc_ver()[0] != "glibc":
+    if _allocator_configured():
         return False
     mallopt = _mallopt()
     if mallopt is None:  # pragma: no cover - glibc has it

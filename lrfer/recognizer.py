@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lrfer.allocator import raise_adaptive_thresholds
 from lrfer.constants import CPU_ACTIVATION_BUDGET, HR_SIZE
 from lrfer.faces import align as alignment
 from lrfer.faces.degrade import to_native
@@ -136,6 +137,7 @@ def load(
     det_name = normalize_detector_name(detector)
     if dev.type == "cpu":
         configure_cpu_threads()
+        raise_adaptive_thresholds()
     check_precision(precision, dev)
     if precision == "bf16" and dev.type == "cpu" and not cpu_has_fast_bf16():
         logger.warning("precision='bf16' on a CPU without native bf16 instructions (AVX-512 BF16 or AMX): "

@@ -57,3 +57,63 @@ def test_lrfer_predict_sets_it_and_the_python_api_does_not(libc: FakeLibc, tmp_p
     assert main(["predict", str(tmp_path), "--detector", "none", "--workers", "0", "--quiet",
                  "--out", str(tmp_path / "rows.csv")]) == 0
     assert len(libc.calls) == 2
+
+
+# ------------------------------------------------------------------ glibc's adaptive thresholds
+BATCH_LOOP = """
+import resource, sys
+import numpy as np
+from lrfer import allocator
+if sys.argv[1] == "raised":
+    assert allocator.raise_adaptive_thresholds()
+MiB = 1 << 20
+first = np.empty(12 * MiB, np.uint8); first.fill(1); del first  # the largest block freed so far: 12 MiB
+faults = []
+for _ in range(3):  # a batch: three 12 MiB feature maps, written, then freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    maps = [np.empty(12 * MiB, np.uint8) for _ in range(3)]
+    for m in maps:
+        m.fill(1)
+    del maps, m
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(*faults)
+"""
+
+
+def _batch_faults(mode: str) -> list[int]:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if k not in allocator.ALLOCATOR_ENVIRONMENT}
+    proc = subprocess.run([sys.executable, "-c", BATCH_LOOP, mode], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return [int(v) for v in proc.stdout.split()]
+
+
+def test_after_raising_the_thresholds_batches_reuse_their_memory() -> None:
+    if allocator.platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's malloc only")
+    plain = _batch_faults("plain")
+    if min(plain[1:]) < 500:
+        pytest.skip(f"this C library keeps freed memory anyway (page faults per batch: {plain})")
+    raised = _batch_faults("raised")
+    assert max(raised[1:]) < 100, f"page faults per batch after raise_adaptive_thresholds: {raised} (without: {plain})"
+
+
+def test_raises_the_thresholds_once_and_only_where_it_should(libc: FakeLibc, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(allocator, "_thresholds_raised", False)
+    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("", ""))
+    assert allocator.raise_adaptive_thresholds() is False
+    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    assert allocator.raise_adaptive_thresholds() is True
+    assert allocator.raise_adaptive_thresholds() is False  # once per process
+    assert libc.calls == []  # no malloc option set
+
+
+def test_loading_on_cpu_raises_the_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lrfer
+
+    calls = []
+    monkeypatch.setattr(lrfer.recognizer, "raise_adaptive_thresholds", lambda: calls.append(1))
+    lrfer.load("gmenet-fer2013-16px", device="cpu", detector=None)
+    assert calls == [1]

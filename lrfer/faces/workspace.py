@@ -1,4 +1,5 @@
-"""Reusable CPU buffers for the per-photo copies that detection makes (float photo, integral image).
+"""Reusable CPU buffers for the large per-photo copies of detection and alignment (float photo,
+integral image, P-Net's pyramid level, gray copy).
 
 On CPU, a float copy of a 1920 px photo is about 33 MB. Allocated fresh on every call, glibc maps
 it anew, or gives its pages back when it is freed, so each call faults in thousands of zeroed pages
@@ -57,7 +58,7 @@ def reusable_empty(
     numel = math.prod(shape)
     buffer, holder = _slots.buffers.get(slot, (None, None))
     in_use = holder is not None and holder() is not None
-    if in_use or numel * torch.empty((), dtype=dtype).element_size() > MAX_REUSED_BYTES:
+    if in_use or numel * dtype.itemsize > MAX_REUSED_BYTES:
         return torch.empty(memory_shape, dtype=dtype).permute(inverse)
     if buffer is None or buffer.dtype != dtype or buffer.numel() < numel:
         with torch.inference_mode(False):  # a normal tensor: usable in and out of inference mode

@@ -81,10 +81,11 @@ print(*faults)
 
 
 def _batch_faults(mode: str) -> list[int]:
+    import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in __import__("os").environ.items() if k not in allocator.ALLOCATOR_ENVIRONMENT}
+    env = {k: v for k, v in os.environ.items() if k not in allocator.ALLOCATOR_ENVIRONMENT}
     proc = subprocess.run([sys.executable, "-c", BATCH_LOOP, mode], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
     return [int(v) for v in proc.stdout.split()]

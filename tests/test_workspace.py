@@ -2,7 +2,9 @@
 detection volumes that use them."""
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 
 import pytest
 import torch
@@ -82,11 +84,18 @@ def test_each_thread_has_its_own_buffers():
     address = mine.data_ptr()
     del mine
     theirs = []
-    thread = threading.Thread(target=lambda: theirs.append(workspace.reusable_empty("t", (8,)).data_ptr()))
+
+    def detect_in_a_thread() -> None:
+        theirs.append(workspace.reusable_empty("t", (8,)).data_ptr())
+        theirs.append(weakref.ref(workspace._slots.buffers["t"][0]))
+
+    thread = threading.Thread(target=detect_in_a_thread)
     thread.start()
     thread.join()
     assert theirs[0] != address
     assert workspace.reusable_empty("t", (8,)).data_ptr() == address
+    gc.collect()
+    assert theirs[1]() is None  # the thread's buffer went with the thread
 
 
 def test_two_live_detection_volumes_keep_their_own_photos():

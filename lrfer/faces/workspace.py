@@ -58,7 +58,7 @@ def reusable_empty(
     numel = math.prod(shape)
     buffer, holder = _slots.buffers.get(slot, (None, None))
     in_use = holder is not None and holder() is not None
-    if in_use or numel * dtype.itemsize > MAX_REUSED_BYTES:
+    if in_use or numel * torch.empty(0, dtype=dtype).element_size() > MAX_REUSED_BYTES:  # in every torch >= 2.1
         return torch.empty(memory_shape, dtype=dtype).permute(inverse)
     if buffer is None or buffer.dtype != dtype or buffer.numel() < numel:
         with torch.inference_mode(False):  # a normal tensor: usable in and out of inference mode

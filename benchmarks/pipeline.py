@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lrfer  # noqa: E402
 from _common import SHARED, machine, sync  # noqa: E402
 from lrfer.faces import blazeface, mtcnn  # noqa: E402
-from lrfer.io import _decode_cv2, load_image, to_device_tensor  # noqa: E402
+from lrfer.io import _decode_cv2, load_image, to_device_tensors  # noqa: E402
 
 #: Detection stages for ``--detect-stages``: (label, owner, attribute). None of them calls another.
 DETECT_STAGES = (
@@ -124,7 +124,7 @@ def call_times(rec: "lrfer.Recognizer", jpegs: list[bytes]) -> np.ndarray:
     t = [time.perf_counter()]
     arrays = [load_image(a) for a in decode(jpegs)]
     t.append(time.perf_counter())
-    tensors = [to_device_tensor(a, device) for a in arrays]
+    tensors = to_device_tensors(arrays, device)
     sync(device)
     t.append(time.perf_counter())
     with torch.inference_mode():

@@ -42,7 +42,7 @@ from lrfer.cli import main as lrfer_main  # noqa: E402
 #: Stages of ``Recognizer.predict`` for ``--stages``: (label, owner, attribute); none calls another.
 PREDICT_STAGES = (
     ("load", recognizer, "load_image"),
-    ("upload", recognizer, "to_device_tensor"),
+    ("upload", recognizer, "to_device_tensors"),
     ("detect", recognizer.Recognizer, "detect"),
     ("align", recognizer.Recognizer, "align"),
     ("classify", recognizer.Recognizer, "classify"),

@@ -2,7 +2,8 @@
 
 The public API accepts paths, numpy arrays, PIL images and torch tensors. This module converts each
 of them, once, to an RGB ``uint8`` array of shape ``(H, W, 3)`` (:func:`load_image`) and, for the
-pipeline, to a ``(3, H, W)`` ``uint8`` tensor on the model's device (:func:`to_device_tensor`).
+pipeline, to a ``(3, H, W)`` ``uint8`` tensor on the model's device (:func:`to_device_tensor`,
+:func:`to_device_tensors` for a batch).
 Anything else is rejected with a :class:`ValueError` that names the problem and the input.
 
 This module imports neither torch nor OpenCV at import time, so ``lrfer --help`` stays fast.
@@ -203,6 +204,53 @@ def to_device_tensor(img: np.ndarray, device: Any = "cpu") -> torch.Tensor:
         # Sent as it is and made planar on the GPU: no transposed copy on the CPU (a few ms per large photo).
         return hwc.pin_memory().to(device, non_blocking=True).permute(2, 0, 1).contiguous()
     return hwc.permute(2, 0, 1)
+
+
+def to_device_tensors(arrays: Sequence[np.ndarray], device: Any = "cpu") -> list[torch.Tensor]:
+    """:func:`to_device_tensor` for a batch of RGB ``uint8 (H, W, 3)`` arrays.
+
+    On CPU the same views, no copy. On CUDA the whole batch goes up in one copy from one pinned
+    buffer (:func:`upload_together`) instead of a pinned buffer and a transfer per photo.
+    """
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return [to_device_tensor(a, device) for a in arrays]
+    return upload_together(arrays, device, pin=True)
+
+
+def upload_together(arrays: Sequence[np.ndarray], device: Any, pin: bool = True) -> list[torch.Tensor]:
+    """RGB ``uint8 (H, W, 3)`` arrays -> ``uint8 (3, H, W)`` tensors on ``device``: the pixels copied
+    into one host buffer (pinned where ``pin``), sent in one non-blocking copy, and made planar on the
+    device in one call per image size. Images of one size are slices of one tensor there.
+
+    >>> rgb = [np.full((2, 3, 3), v, np.uint8) for v in (1, 2, 3)]
+    >>> [tuple(t.shape) for t in upload_together(rgb, "cpu", pin=False)]
+    [(3, 2, 3), (3, 2, 3), (3, 2, 3)]
+    """
+    import torch
+
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, a in enumerate(arrays):
+        by_shape.setdefault(tuple(a.shape), []).append(i)
+    staging = torch.empty(sum(int(a.size) for a in arrays), dtype=torch.uint8, pin_memory=pin)
+    host = staging.numpy()
+    start = 0
+    for indices in by_shape.values():  # each size's images next to each other
+        for i in indices:
+            host[start : start + arrays[i].size].reshape(arrays[i].shape)[...] = arrays[i]
+            start += arrays[i].size
+    flat = staging.to(device, non_blocking=True)
+    out: list[torch.Tensor] = [flat] * len(arrays)
+    start = 0
+    for shape, indices in by_shape.items():
+        size = len(indices) * math.prod(shape)
+        planar = flat[start : start + size].view(len(indices), *shape).permute(0, 3, 1, 2).contiguous()
+        for i, image in zip(indices, planar.unbind(0)):
+            out[i] = image
+        start += size
+    return out
 
 
 class ImageFiles(Sequence[tuple[Path, Path]]):

@@ -5,7 +5,8 @@ one device. :meth:`Recognizer.predict` runs small named stages, batched across t
 of a call:
 
 1. :func:`lrfer.io.load_image` -- path / numpy / PIL / tensor -> validated RGB ``uint8 (H, W, 3)``;
-2. :func:`lrfer.io.to_device_tensor` -- ``uint8 (3, H, W)`` on the device (pinned, non-blocking on CUDA);
+2. :func:`lrfer.io.to_device_tensors` -- ``uint8 (3, H, W)`` on the device (on CUDA the step's photos in one
+   pinned, non-blocking copy);
 3. detect -- ``Detector.detect`` on all images of the step at once (``detector=None``: the image is the face);
 4. align -- :func:`lrfer.faces.align_faces`: 5-point similarity onto FER2013's 48x48 framing, gray;
 5. :func:`lrfer.faces.degrade.to_native` -- the same area down-sampling the model was trained with;
@@ -33,7 +34,7 @@ from lrfer.allocator import raise_adaptive_thresholds
 from lrfer.constants import CPU_ACTIVATION_BUDGET, HR_SIZE
 from lrfer.faces import align as alignment
 from lrfer.faces.degrade import to_native
-from lrfer.io import describe, load_image, to_device_tensor
+from lrfer.io import describe, load_image, to_device_tensors
 from lrfer.results import Face
 from lrfer.zoo import ModelSpec, default_model, load_model
 
@@ -474,7 +475,7 @@ class Recognizer:
     def _predict_step(self, arrays: list[np.ndarray], batch_size: int) -> list[list[Face]]:
         if self.detector is None:
             return self._faces_from_crops(arrays, batch_size)
-        tensors = [to_device_tensor(a, self.device) for a in arrays]
+        tensors = to_device_tensors(arrays, self.device)
         detections = self.detect(tensors)
         faces48 = self.align(tensors, detections)
         probs = self.classify(faces48, batch_size)

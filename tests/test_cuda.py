@@ -110,6 +110,17 @@ def _assert_same_faces(cpu: list, gpu: list, tolerance: float, same_labels: bool
 
 
 @needs_photos
+def test_photos_go_up_together_with_their_own_pixels() -> None:
+    from lrfer.io import to_device_tensor, to_device_tensors
+
+    rng = np.random.default_rng(5)
+    arrays = [rng.integers(0, 256, s, dtype=np.uint8) for s in [(40, 60, 3), (32, 48, 3), (40, 60, 3)]]
+    for together, a in zip(to_device_tensors(arrays, "cuda"), arrays):
+        assert together.is_cuda and together.is_contiguous()
+        assert torch.equal(together, to_device_tensor(a, "cuda"))
+        assert torch.equal(together.cpu(), torch.from_numpy(a).permute(2, 0, 1))
+
+
 def test_gpu_batch_of_photos_equals_one_by_one() -> None:
     rec = lrfer.load(device="cuda")
     images = [_downscale(IMAGES / n, 960) for n in PHOTOS]

@@ -190,22 +190,25 @@ def test_same_faces_whether_photos_are_detected_together_or_apart(monkeypatch, n
 
 @pytest.mark.parametrize("name", ["auto", "mtcnn"])
 def test_gpu_code_path_on_cpu_finds_the_same_faces(monkeypatch, name):
-    """Issue 4: the GPU path (whole-image P-Net, all photos in one stack, one 3-D grid_sample, large
-    R-/O-Net chunks) and the CPU-tuned path give the same detections and aligned faces; checked here
-    on CPU by switching the CPU tuning off."""
+    """Issue 4: the GPU path (the photos uploaded together, whole-image P-Net, all photos in one
+    stack, one 3-D grid_sample, large R-/O-Net chunks) and the CPU-tuned path give the same
+    detections and aligned faces; checked here on CPU by switching the CPU tuning off."""
     from lrfer.faces import align as align_mod
     from lrfer.faces import make_detector
+    from lrfer.io import to_device_tensors, upload_together
 
-    images = [load_rgb(i, 960) for i in PHOTOS]
+    arrays = [load_rgb(i, 960).permute(1, 2, 0).numpy() for i in (*PHOTOS, 1)]  # two photos of one size
+    images = to_device_tensors(arrays, "cpu")
     detector = make_detector(name, "cpu", min_face=20)
     tuned = detector.detect(images)
     tuned_faces = align_faces(images, tuned)
     monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)
-    untuned = detector.detect(images)
+    uploaded = upload_together(arrays, "cpu", pin=False)
+    untuned = detector.detect(uploaded)
     for a, b in zip(tuned, untuned):
         assert len(a) == len(b) > 0
         assert torch.allclose(a.boxes, b.boxes, atol=0.05) and torch.allclose(a.landmarks, b.landmarks, atol=0.05)
-    assert torch.allclose(align_faces(images, untuned), tuned_faces, atol=1e-3)
+    assert torch.allclose(align_faces(uploaded, untuned), tuned_faces, atol=1e-3)
 
 
 def test_bf16_pnet_keeps_the_default_detectors_faces():

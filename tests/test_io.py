@@ -18,6 +18,8 @@ from lrfer.io import (
     load_image,
     read_image_file,
     to_device_tensor,
+    to_device_tensors,
+    upload_together,
     validate_array,
 )
 
@@ -131,6 +133,29 @@ def test_to_device_tensor(rgb: np.ndarray) -> None:
     assert t.data_ptr() == rgb.ctypes.data  # on CPU a view of the (H, W, 3) pixels: no copy
     flipped = rgb[::-1]  # not contiguous: copied once
     assert torch.equal(to_device_tensor(flipped, "cpu").permute(1, 2, 0), torch.from_numpy(flipped.copy()))
+
+
+def test_to_device_tensors_on_cpu_are_views(rgb: np.ndarray) -> None:
+    tensors = to_device_tensors([rgb, rgb[:5]], "cpu")
+    assert [tuple(t.shape) for t in tensors] == [(3, 12, 9), (3, 5, 9)]
+    assert all(t.data_ptr() == rgb.ctypes.data for t in tensors)
+
+
+def test_upload_together_keeps_each_photos_pixels_in_order() -> None:
+    """The GPU's upload (one host buffer, one copy, planar per image size), run on CPU."""
+    rng = np.random.default_rng(3)
+    shapes = [(5, 7, 3), (4, 6, 3), (5, 7, 3), (9, 2, 3), (4, 6, 3)]
+    arrays = [rng.integers(0, 256, s, dtype=np.uint8) for s in shapes]
+    arrays[3] = np.ascontiguousarray(arrays[3].transpose(1, 0, 2)).transpose(1, 0, 2)  # not C-contiguous
+    tensors = upload_together(arrays, "cpu", pin=False)
+    assert len(tensors) == len(arrays)
+    for a, t in zip(arrays, tensors):
+        assert t.dtype == torch.uint8 and t.is_contiguous() and t.shape == (3, *a.shape[:2])
+        assert torch.equal(t.permute(1, 2, 0), torch.from_numpy(np.ascontiguousarray(a)))
+    storage = [t.untyped_storage().data_ptr() for t in tensors]
+    assert storage[0] == storage[2] and storage[1] == storage[4]  # one planar tensor per image size
+    assert len(set(storage)) == 3
+    assert upload_together([], "cpu", pin=False) == []
 
 
 def test_is_image_like(rgb: np.ndarray) -> None:

@@ -10,16 +10,18 @@
 # come first (CUDA vs CPU results), then the benchmarks, then a torch.profiler trace of `lrfer predict`
 # on a folder (is the command waiting on the GPU, or the GPU on the host?). About 10 minutes at most;
 # STEPS="pipeline" (say) runs only the steps named. BASE=DIR, a copy of an earlier commit's tree
-# (`git archive REV | tar -x -C DIR`), adds predict_folder_base: the folder benchmark on that code,
-# right after the current code's, on the same machine.
+# (`git archive REV | tar -x -C DIR`), adds pipeline_480_base and predict_folder_base: those
+# benchmarks on that code, right after the current code's, on the same machine.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-cuda-results}
 mkdir -p "$OUT"
 shared=${1:-../shared}
 if [ ! -e ../shared ] && [ -d "$shared" ]; then ln -s "$(cd "$shared" && pwd)" ../shared; fi
+# BASE's benchmarks look for the photos next to BASE, as these look next to the repository.
+if [ -n "${BASE:-}" ] && [ ! -d "$BASE/../shared/images" ] && [ -d "$shared" ]; then ln -sfn "$(cd "$shared" && pwd)" "$BASE/../shared"; fi
 
-STEPS=${STEPS:-tests_cuda throughput pipeline loader predict_folder predict_folder_base predict_folder_vary profile_folder}  # a subset to rerun only those
+STEPS=${STEPS:-tests_cuda throughput pipeline loader pipeline_480 pipeline_480_base predict_folder predict_folder_base predict_folder_vary profile_folder}  # a subset to rerun only those
 
 step() {  # step SECONDS NAME COMMAND...: run with a time limit, log to $OUT/NAME.log, print its tail
     local limit=$1 name=$2 start=$SECONDS
@@ -44,6 +46,11 @@ step 120 pipeline python3 benchmarks/pipeline.py --device cuda --detector auto,m
     --runs 2 --crowd 320,160 --detect-stages
 # The decoding workers alone on this host's cores: the main thread's cost per photo, before / now.
 step 60 loader python3 benchmarks/loader.py --count 4000 --image-batch 256 --workers 8 --score-ms 0.5
+# The 480 px target alone, short: the upload stage of one copy per step (stop 18) against BASE's copy per photo.
+step 60 pipeline_480 python3 benchmarks/pipeline.py --device cuda --detector auto --widths 480 --batch 64,256 --runs 3
+if [ -n "${BASE:-}" ]; then
+    step 60 pipeline_480_base python3 "$BASE/benchmarks/pipeline.py" --device cuda --detector auto --widths 480 --batch 64,256 --runs 3
+fi
 # Each image batch twice: the first run makes cuDNN's plans for its shapes, the second finds them made.
 step 100 predict_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 64,64,256,256 --workers 8 --stages
 if [ -n "${BASE:-}" ]; then  # its own script puts its tree first on sys.path

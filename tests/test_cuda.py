@@ -109,7 +109,6 @@ def _assert_same_faces(cpu: list, gpu: list, tolerance: float, same_labels: bool
             assert a.label == b.label or not same_labels, name
 
 
-@needs_photos
 def test_photos_go_up_together_with_their_own_pixels() -> None:
     from lrfer.io import to_device_tensor, to_device_tensors
 
@@ -121,6 +120,7 @@ def test_photos_go_up_together_with_their_own_pixels() -> None:
         assert torch.equal(together.cpu(), torch.from_numpy(a).permute(2, 0, 1))
 
 
+@needs_photos
 def test_gpu_batch_of_photos_equals_one_by_one() -> None:
     rec = lrfer.load(device="cuda")
     images = [_downscale(IMAGES / n, 960) for n in PHOTOS]

@@ -195,15 +195,13 @@ def to_device_tensor(img: np.ndarray, device: Any = "cpu") -> torch.Tensor:
 
     On CPU a view of the array's memory, no copy: the detectors read the pixels interleaved (the
     integral images of :mod:`lrfer.faces.mtcnn`'s pyramid) or convert them once to planar floats.
+    On CUDA :func:`upload_together` of this one image.
     """
     import torch
 
-    hwc = torch.from_numpy(np.ascontiguousarray(img))
-    device = torch.device(device)
-    if device.type == "cuda":
-        # Sent as it is and made planar on the GPU: no transposed copy on the CPU (a few ms per large photo).
-        return hwc.pin_memory().to(device, non_blocking=True).permute(2, 0, 1).contiguous()
-    return hwc.permute(2, 0, 1)
+    if torch.device(device).type == "cuda":
+        return upload_together([img], device)[0]
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
 
 
 def to_device_tensors(arrays: Sequence[np.ndarray], device: Any = "cpu") -> list[torch.Tensor]:
@@ -222,8 +220,9 @@ def to_device_tensors(arrays: Sequence[np.ndarray], device: Any = "cpu") -> list
 
 def upload_together(arrays: Sequence[np.ndarray], device: Any, pin: bool = True) -> list[torch.Tensor]:
     """RGB ``uint8 (H, W, 3)`` arrays -> ``uint8 (3, H, W)`` tensors on ``device``: the pixels copied
-    into one host buffer (pinned where ``pin``), sent in one non-blocking copy, and made planar on the
-    device in one call per image size. Images of one size are slices of one tensor there.
+    into one host buffer (pinned where ``pin``), sent in one non-blocking copy as they are, and made
+    planar on the device in one call per image size (no transposed copy on the CPU: a few ms per large
+    photo). Images of one size are slices of one tensor there.
 
     >>> rgb = [np.full((2, 3, 3), v, np.uint8) for v in (1, 2, 3)]
     >>> [tuple(t.shape) for t in upload_together(rgb, "cpu", pin=False)]

@@ -626,6 +626,28 @@ def test_per_image_sampling_equals_the_single_3d_call():
     assert per_image.shape == (5, 3, 12, 12) and per_image.abs().sum() > 0
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("patches", [1, 2, 5])
+def test_one_image_is_sampled_by_every_thread_with_the_values_of_one_call(threads, patches):
+    """On CPU one image's patches go to grid_sample as one batch entry per thread (the image expanded,
+    a remainder sampled after): each patch must get exactly the values of a single call, in order."""
+    g = torch.Generator().manual_seed(7)
+    image = torch.randint(0, 256, (1, 3, 50, 70), generator=g).float()
+    grid_xy = torch.rand(patches, 6, 6, 2, generator=g) * 2.4 - 1.2  # some samples outside: zeros
+    one_call = torch.nn.functional.grid_sample(image, grid_xy.reshape(1, patches * 6, 6, 2), align_corners=False)
+    expected = one_call[0].view(3, patches, 6, 6).transpose(0, 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert align_mod.sampling_groups(image, patches) == min(threads, patches)
+        sampled = align_mod._sample_image(image, grid_xy)
+    finally:
+        torch.set_num_threads(before)
+    assert sampled.shape == (patches, 3, 6, 6)
+    assert torch.equal(sampled, expected)
+    assert expected.abs().sum() > 0 and expected.eq(0).any()
+
+
 @pytest.mark.parametrize("sizes", [[(300, 400)], [(120, 160), (90, 200), (120, 160)]])
 def test_align_converts_only_the_sampled_pixels_to_gray_with_the_same_faces(monkeypatch, sizes):
     """On CPU, decoded (interleaved) photos are converted to gray only around the faces: the aligned

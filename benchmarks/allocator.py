@@ -1,4 +1,4 @@
-"""CPU speed with glibc's default malloc options and with ``lrfer.keep_freed_memory()`` (what ``lrfer predict`` sets).
+"""CPU speed with glibc's default malloc options and with ``lrfer.keep_freed_memory()`` (opt-in).
 
 "glibc defaults" is lrfer's default: no option set, but the adaptive thresholds raised by the block
 that ``lrfer.load`` frees (``lrfer.allocator.raise_adaptive_thresholds``).
@@ -10,14 +10,12 @@ settings alternating round after round (the machine's drifting speed hits both a
 ``predict_crops`` of the default model on 1,024 48x48 crops (faces/s, median of 10 calls). ``photo``:
 ``predict`` on the shared group photos at 1920 px (``pipeline.photos``), one photo per call (ms per photo, median of 3
 passes over the four photos). ``folder``: ``lrfer predict`` on a folder of the shared photos at 480
-px (``predict_folder.write_photos``) (photos/s, models loaded and workers started included); the command sets the options itself, so
-its default runs set a no-op glibc tunable, which makes it leave glibc's defaults alone. Printed: the
+px (``predict_folder.write_photos``) (photos/s, models loaded and workers started included). Printed: the
 medians of each setting and of the per-round ratio.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -48,7 +46,7 @@ if what == "crops":
         rec.predict_crops(data, batch_size=1024)
         rates.append(1024 / (time.perf_counter() - start))
     print(statistics.median(rates))
-elif what == "folder":  # the command sets the options itself unless the environment chose (default runs)
+elif what == "folder":
     from lrfer.cli import main
     start = time.perf_counter()
     assert main(["predict", folder, "--out", folder + ".csv", "--quiet", "--device", "cpu"]) == 0
@@ -70,10 +68,8 @@ else:
 
 def measure(what: str, keep: bool, folder: str, count: int) -> float:
     code = CHILD.format(root=str(ROOT), benchmarks=str(Path(__file__).resolve().parent))
-    # A no-op glibc tunable: glibc's defaults, and `lrfer predict` then leaves the allocator alone.
-    env = dict(os.environ) if keep else {**os.environ, "GLIBC_TUNABLES": "glibc.malloc.check=0"}
     out = subprocess.run([sys.executable, "-c", code, what, "keep" if keep else "default", folder, str(count)],
-                         capture_output=True, text=True, check=True, env=env)
+                         capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 

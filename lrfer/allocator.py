@@ -1,8 +1,7 @@
 """glibc malloc and the memory that inference frees between batches.
 
 :func:`raise_adaptive_thresholds` (done by ``lrfer.load`` on CPU) sets no option: it frees one large
-block, as glibc's own adaptive thresholds expect. :func:`keep_freed_memory` sets options (opt-in;
-``lrfer predict`` sets them).
+block, as glibc's own adaptive thresholds expect. :func:`keep_freed_memory` sets options (opt-in).
 
 Inference allocates feature maps of a few MiB per call. With glibc's default options such a block is
 a fresh memory mapping, or sits at the top of the heap and is trimmed on free, until the process has
@@ -12,13 +11,13 @@ without :func:`keep_freed_memory` (``python benchmarks/allocator.py``, 6 rounds,
 ``predict_crops`` of the default model 1.17x, 1.14x and 1.30x faster (4,614 -> 5,601, 4,537 ->
 5,054 and 4,338 -> 5,858 faces/s), ``lrfer predict`` on 300 photos of 480 px 1.07x and 1.18x, a
 1920 px photo 0.99x, 1.03x and 1.04x. Since ``lrfer.load`` raises the adaptive thresholds, the
-options add nothing measurable to ``predict_crops`` (5,689 against 5,612 faces/s, 0.98x, 08:50).
+options add nothing measurable (5,689 against 5,612 faces/s, 0.98x, 08:50; per-round medians 0.99x,
+0.99x and 1.01x for the three measures at 10:33-10:36), so ``lrfer predict`` no longer sets them.
 
 The options change the whole process's allocator: blocks up to :data:`MMAP_THRESHOLD` come from the
 heap, and up to :data:`TRIM_THRESHOLD` of free heap stays mapped (against 31 and 62 MiB once the
-adaptive thresholds have risen). ``lrfer predict``, a process that scores batch after batch, sets
-them; a library should not change its caller's allocator options unasked, so :func:`keep_freed_memory`
-is opt-in for Python callers. The same effect without code: ``MALLOC_MMAP_THRESHOLD_=268435456
+adaptive thresholds have risen). A library should not change its caller's allocator options
+unasked, so :func:`keep_freed_memory` is opt-in. The same effect without code: ``MALLOC_MMAP_THRESHOLD_=268435456
 MALLOC_TRIM_THRESHOLD_=1073741824`` in the environment, or another allocator (jemalloc, tcmalloc)
 via ``LD_PRELOAD``.
 """

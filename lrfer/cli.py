@@ -250,7 +250,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     import lrfer
-    from lrfer.allocator import keep_freed_memory
     from lrfer.io import iter_image_files
 
     files = iter_image_files(args.paths)
@@ -261,7 +260,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rec = lrfer.load(args.model, device=args.device, detector=detector, min_face=args.min_face, precision=args.precision)
     logger.info("%s on %d image(s)", rec, len(files))
     use_few_cpu_threads_for_gpu(rec.device)
-    keep_freed_memory()  # this process is ours: freed feature maps are reused, not faulted in again
     counts = {"images": 0, "faces": 0, "failed": 0}
     with open_writer(args.out, rec.classes) as write:
         bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)

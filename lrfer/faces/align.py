@@ -413,7 +413,8 @@ def _sample_image(image: torch.Tensor, grid_xy: torch.Tensor) -> torch.Tensor:
 
     On CPU, ``grid_sample`` shares out the work by batch entry, so one image's patches would use one
     thread: they go in as :func:`sampling_groups` equal groups that all read the image (expanded,
-    not copied). The same values; the R-Net crops of a 1920 px photo took 1.6x less time on 2 cores.
+    not copied). The same values; on 2 cores sampling R-Net's crops of a 1920 px photo took 1.6x less
+    time (the whole crop stage, 14 -> 11 ms).
     """
     b, size = grid_xy.shape[:2]
     channels = image.shape[1]

@@ -430,9 +430,10 @@ def _sample_image(image: torch.Tensor, grid_xy: torch.Tensor) -> torch.Tensor:
 
 
 def sampling_groups(image: torch.Tensor, patches: int) -> int:
-    """Groups of patches for one ``grid_sample`` call: one per intra-op thread on CPU (at most one per
-    patch), one elsewhere (a GPU spreads a single batch entry over its cores)."""
-    if image.device.type != "cpu":
+    """Groups of patches for one ``grid_sample`` call: one per intra-op thread on the CPU-tuned path
+    (:func:`cpu_tuned`; at most one per patch), one elsewhere (a GPU spreads a single batch entry
+    over its cores)."""
+    if not cpu_tuned(image):
         return 1
     return max(1, min(patches, torch.get_num_threads()))
 

@@ -179,7 +179,7 @@ def stack_images(images: list[torch.Tensor], channels: int = 3) -> torch.Tensor:
     planes = [rgb_to_gray(img) for img in images] if per_image else images
     if len(planes) == 1:
         plane = planes[0]
-        if plane.dtype == torch.float32 or not cpu_tuned(plane):
+        if not _into_photo_buffer(plane):
             return plane.unsqueeze(1).float().unsqueeze(0)
         # In the plane's own memory order (pixels interleaved for a decoded photo), into a buffer
         # that the next photo reuses: a fresh 33 MB copy of a 1920 px photo faulted in 8,000 pages.
@@ -190,11 +190,17 @@ def stack_images(images: list[torch.Tensor], channels: int = 3) -> torch.Tensor:
     stacked = pad_and_stack(planes)  # (N, C, H, W)
     if gray and not per_image:
         return rgb_to_gray(stacked).transpose(0, 1).unsqueeze(0)  # (N, 1, H, W) -> (1, 1, N, H, W)
-    if stacked.dtype == torch.float32 or not cpu_tuned(stacked):
+    if not _into_photo_buffer(stacked):
         return stacked.transpose(0, 1).to(torch.float32, memory_format=torch.contiguous_format).unsqueeze(0)
     volume = reusable_empty("photos", (1, stacked.shape[1], stacked.shape[0], *stacked.shape[2:]))
     volume[0].copy_(stacked.transpose(0, 1))
     return volume
+
+
+def _into_photo_buffer(pixels: torch.Tensor) -> bool:
+    """Whether :func:`stack_images` converts ``pixels`` into the thread's reusable ``"photos"`` buffer:
+    integer pixels on the CPU-tuned path (float input, or a GPU's, is converted by ``.float()``)."""
+    return pixels.dtype != torch.float32 and cpu_tuned(pixels)
 
 
 def pad_and_stack(images: list[torch.Tensor]) -> torch.Tensor:

@@ -10,9 +10,10 @@ setting: decoding in worker processes, detection, alignment and classification i
 rows written to CSV. A warm-up run on a few files comes first (model load, CUDA start-up); the
 timed run includes loading the models, as a user's command does. ``--profile`` prints where the
 main process spends the last timed run (cProfile: waiting for decoded batches shows as the data
-loader's ``__next__``); ``--stages`` prints the seconds of the last timed run in each stage of
+loader's ``__next__``); ``--stages`` prints the seconds of every timed run in each stage of
 :data:`PREDICT_STAGES` (synchronised timers), "other" being the rest (waiting for decoded batches,
-writing rows). ``--torch-profile`` runs the last timed run under ``torch.profiler`` and prints the
+writing rows, starting the workers): where a first run in the process loses its time against the
+same run again. ``--torch-profile`` runs the last timed run under ``torch.profiler`` and prints the
 main process's operators and CUDA runtime calls by self CPU time and, on CUDA, the kernels by GPU
 time and the share of the run the GPU spent in kernels: whether the command waits on the GPU or the
 GPU on the host.
@@ -103,6 +104,17 @@ def print_torch_profile(trace: torch.profiler.profile, device: str, seconds: flo
     print(events.table(sort_by="self_device_time_total", row_limit=15))
 
 
+def print_stages(rows: list[tuple[str, int, dict[str, float], float]]) -> None:
+    """Seconds per stage of each timed run, in the order run: (device, image batch, seconds per
+    stage label, total seconds)."""
+    print("\n## seconds per stage of each run (synchronised timers)\n")
+    print("| device | image batch | " + " | ".join(label for label, _, _ in PREDICT_STAGES) + " | other | total |")
+    print("| --- | ---: |" + " ---: |" * (len(PREDICT_STAGES) + 2))
+    for device, image_batch, spent, seconds in rows:
+        cells = " | ".join(f"{spent.get(label, 0.0):.2f}" for label, _, _ in PREDICT_STAGES)
+        print(f"| {device} | {image_batch} | {cells} | {seconds - sum(spent.values()):.2f} | {seconds:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=int, default=480)
@@ -113,7 +125,7 @@ def main() -> None:
     parser.add_argument("--image-batch", default="16,64", help="comma list of --image-batch values")
     parser.add_argument("--workers", type=int, default=None, help="decoding workers (default: lrfer's default)")
     parser.add_argument("--profile", action="store_true", help="profile the main process in the last timed run")
-    parser.add_argument("--stages", action="store_true", help="seconds per stage of predict in the last timed run")
+    parser.add_argument("--stages", action="store_true", help="seconds per stage of predict in every timed run")
     parser.add_argument("--torch-profile", action="store_true", help="torch.profiler over the last timed run: "
                         "operators and CUDA runtime calls by host time, kernels by GPU time")
     args = parser.parse_args()
@@ -131,21 +143,19 @@ def main() -> None:
         write_photos(warm, args.width, WARMUP_FILES)
         settings = [(d, int(b)) for d in devices for b in args.image_batch.split(",")]
         profiler = cProfile.Profile() if args.profile else None
+        stage_rows = []
         for i, (device, image_batch) in enumerate(settings):
             run(warm, Path(tmp) / "warm.csv", device, image_batch, args.workers)
             last = i == len(settings) - 1
-            staged = timed_calls(torch.device(device), list(PREDICT_STAGES)) if args.stages and last else contextlib.nullcontext({})
+            staged = timed_calls(torch.device(device), list(PREDICT_STAGES)) if args.stages else contextlib.nullcontext({})
             traced = torch_profiler(device) if args.torch_profile and last else contextlib.nullcontext()
             with staged as spent, traced as trace:
                 seconds, faces = run(folder, Path(tmp) / "out.csv", device, image_batch, args.workers, profiler if last else None)
             workers = "default" if args.workers is None else args.workers
             print(f"| {device} | {image_batch} | {workers} | {seconds:.2f} | {args.count / seconds:,.0f} | {faces:,} |", flush=True)
+            stage_rows.append((device, image_batch, dict(spent), seconds))
     if args.stages:
-        print(f"\n## seconds per stage, last run ({settings[-1][0]}, image batch {settings[-1][1]})\n")
-        print("| " + " | ".join(label for label, _, _ in PREDICT_STAGES) + " | other | total |")
-        print("|" + " ---: |" * (len(PREDICT_STAGES) + 2))
-        cells = " | ".join(f"{spent.get(label, 0.0):.2f}" for label, _, _ in PREDICT_STAGES)
-        print(f"| {cells} | {seconds - sum(spent.values()):.2f} | {seconds:.2f} |")
+        print_stages(stage_rows)
     if trace is not None:
         print_torch_profile(trace, settings[-1][0], seconds)
     if profiler is not None:

@@ -36,6 +36,7 @@ from lrfer.faces import align as alignment
 from lrfer.faces.degrade import to_native
 from lrfer.io import describe, load_image, to_device_tensors
 from lrfer.results import Face
+from lrfer.shapes import MIN_FACE_ROWS
 from lrfer.zoo import ModelSpec, default_model, load_model
 
 logger = logging.getLogger(__name__)
@@ -403,7 +404,7 @@ class Recognizer:
             x = (to_native(x, self.resolution) - self._mean) / self._std
             x = x.contiguous(memory_format=torch.channels_last)
             with self._autocast():
-                logits = torch.cat([alignment.run_network(self._network, part) for part in x.split(self._model_chunk())]) if len(x) else self._network(x)
+                logits = torch.cat([alignment.run_network(self._network, part, MIN_FACE_ROWS) for part in x.split(self._model_chunk())]) if len(x) else self._network(x)
             return torch.softmax(logits.float() / self.spec.temperature, dim=1)
 
     def _model_chunk(self) -> int:

@@ -8,7 +8,11 @@ and `lrfer predict` on 2,000 photos took 9.8 s the first time in a process, 4.5 
 with the plans (and the kernels they load) in place. So off the CPU the
 detectors and the classifier pad their batches to :func:`bucket` sizes (at most 50 % more rows) and
 P-Net's pyramid levels to :func:`bucket_side` sides (at most 12.5 % more): a bounded set of
-shapes, each planned once.
+shapes, each planned once. Calls of fewer rows than a network's floor (:data:`MIN_PHOTO_ROWS`,
+:data:`MIN_FACE_ROWS`; R-Net and O-Net: their chunk) are padded up to it: a folder's last, partial
+step, a single photo and a photo with few faces then reuse the plans of a full step instead of
+making a set of their own (counted with the GPU's code path on CPU, each new number of photos per
+step met about 80 new convolution shapes: BlazeFace 46, the expression model 21).
 The CPU keeps exact shapes (no plans there; padding would only cost time).
 """
 from __future__ import annotations
@@ -21,6 +25,11 @@ import torch
 #: Sizes per octave of :func:`bucket` (batches) and :func:`bucket_side` (image sides).
 BATCH_STEPS = 2
 SIDE_STEPS = 8
+
+#: Fewest photos in a BlazeFace call off the CPU: ``lrfer predict``'s image batch on CUDA.
+MIN_PHOTO_ROWS = 64
+#: Fewest faces in a call of the expression model off the CPU (a 64-photo step of 3-4 faces each fits).
+MIN_FACE_ROWS = 256
 
 
 def bucket(n: int, steps: int = BATCH_STEPS) -> int:
@@ -56,13 +65,16 @@ def pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
     return out
 
 
-def run_bucketed(net: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]], x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-    """``net(x)`` on ``x`` padded to :func:`bucket` rows, outputs cut back to ``len(x)`` rows.
+def run_bucketed(
+    net: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]], x: torch.Tensor, min_rows: int = 0
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """``net(x)`` on ``x`` padded to :func:`bucket` rows, and to at least ``min_rows`` (when ``x`` has
+    any), outputs cut back to ``len(x)`` rows.
 
     For networks whose rows are independent (inference, batch norm folded or in eval mode).
     """
     n = x.shape[0]
-    out = net(pad_rows(x, bucket(n)))
+    out = net(pad_rows(x, max(bucket(n), min_rows) if n else 0))
     if isinstance(out, tuple):
         return tuple(o[:n] for o in out)
     return out[:n]

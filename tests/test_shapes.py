@@ -44,6 +44,19 @@ def test_run_bucketed_pads_rows_and_cuts_the_outputs_back():
     torch.testing.assert_close(doubled, x[:, :1] * 2)
 
 
+def test_run_bucketed_pads_small_calls_to_the_floor_and_buckets_above_it():
+    seen = []
+
+    def net(x):
+        seen.append(x.shape[0])
+        return x * 2
+
+    for n in (1, 5, 64, 65, 100, 0):
+        x = torch.randn(n, 2, 3, 3)
+        torch.testing.assert_close(shapes.run_bucketed(net, x, min_rows=64), x * 2)
+    assert seen == [64, 64, 64, 96, 128, 0]
+
+
 def test_padded_rows_keep_channels_last():
     x = torch.randn(3, 5, 4, 4).contiguous(memory_format=torch.channels_last)
     padded = shapes.pad_rows(x, 4)
@@ -124,7 +137,34 @@ def test_detector_off_the_cpu_reuses_its_convolution_shapes(monkeypatch):
         assert torch.allclose(a.boxes, b.boxes, atol=0.05)
 
 
-def test_classifier_off_the_cpu_pads_faces_to_a_bucket(monkeypatch):
+def test_detector_off_the_cpu_pads_small_calls_to_one_shape(monkeypatch):
+    """Off the CPU, one photo and a step of 13 run BlazeFace, R-Net and O-Net in the same shapes
+    (padded to :data:`~lrfer.shapes.MIN_PHOTO_ROWS` photos and :data:`~lrfer.faces.mtcnn.NET_CHUNK`
+    crops): a folder's last, partial step makes them no new cuDNN plans. Only P-Net's canvas follows
+    the number of photos. The single photo's faces are those of the CPU path."""
+    g = torch.Generator().manual_seed(5)
+
+    def photos(count: int) -> list[torch.Tensor]:
+        return [torch.randint(0, 256, (3, 90 + i % 3, 120), dtype=torch.uint8, generator=g) for i in range(count)]
+
+    pnet_weights = {tuple(p.shape) for p in mtcnn_mod.load_network("pnet").parameters() if p.dim() == 4}
+    detector = make_detector("auto", "cpu", min_face=20)
+    one, many = photos(1), photos(13)
+    on_cpu = detector.detect(one)
+    monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)
+    with _ConvShapes() as seen_one:
+        padded = detector.detect(one)
+    with _ConvShapes() as seen_many:
+        detector.detect(many)
+    others_one, others_many = ({s for s in seen.shapes if s[1] not in pnet_weights} for seen in (seen_one, seen_many))
+    batch_sizes = {input_shape[0] for input_shape, _ in others_one}
+    assert others_one == others_many and shapes.MIN_PHOTO_ROWS in batch_sizes
+    assert batch_sizes <= {shapes.MIN_PHOTO_ROWS, mtcnn_mod.NET_CHUNK}
+    assert len(padded) == len(on_cpu) == 1 and len(padded[0]) == len(on_cpu[0])
+    assert torch.allclose(padded[0].boxes, on_cpu[0].boxes, atol=0.05)
+
+
+def test_classifier_off_the_cpu_pads_faces_to_its_floor(monkeypatch):
     import lrfer
 
     rec = lrfer.load("gmenet-fer2013-16px", device="cpu", detector=None)
@@ -134,7 +174,7 @@ def test_classifier_off_the_cpu_pads_faces_to_a_bucket(monkeypatch):
     rec._network.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
     monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)
     padded = rec.predict_tensor(faces)
-    assert rows == [shapes.bucket(9)] == [12] and padded.shape == (9, 7)
+    assert rows == [shapes.MIN_FACE_ROWS] and padded.shape == (9, 7)
     torch.testing.assert_close(padded, on_cpu, atol=1e-5, rtol=0)
 
 

@@ -232,10 +232,11 @@ def cpu_tuned(tensor: torch.Tensor) -> bool:
     return tensor.device.type == "cpu"
 
 
-def run_network(net: Callable[[torch.Tensor], Any], x: torch.Tensor) -> Any:
-    """``net(x)``; off the CPU on ``x`` padded to a :func:`~lrfer.shapes.bucket` number of rows
-    (:func:`~lrfer.shapes.run_bucketed`: a few shapes for cuDNN to plan, not one per call)."""
-    return net(x) if cpu_tuned(x) else run_bucketed(net, x)
+def run_network(net: Callable[[torch.Tensor], Any], x: torch.Tensor, min_rows: int = 0) -> Any:
+    """``net(x)``; off the CPU on ``x`` padded to a :func:`~lrfer.shapes.bucket` number of rows, at
+    least ``min_rows`` (:func:`~lrfer.shapes.run_bucketed`: a few shapes for cuDNN to plan, not one
+    per call)."""
+    return net(x) if cpu_tuned(x) else run_bucketed(net, x, min_rows)
 
 
 def images_by_size(images: list[torch.Tensor]) -> dict[tuple[int, int], list[int]]:

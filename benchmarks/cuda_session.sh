@@ -8,10 +8,11 @@
 # holds images/ (the group photos); it is linked to ../shared when that is absent. Each step has its
 # own time limit and log under $OUT, and a failing step does not stop the next ones. The GPU tests
 # come first (CUDA vs CPU results), then the benchmarks, then a torch.profiler trace of `lrfer predict`
-# on a folder (is the command waiting on the GPU, or the GPU on the host?). About 10 minutes at most;
-# STEPS="pipeline" (say) runs only the steps named. BASE=DIR, a copy of an earlier commit's tree
-# (`git archive REV | tar -x -C DIR`), adds pipeline_480_base and predict_folder_base: those
-# benchmarks on that code, right after the current code's, on the same machine.
+# on a folder (is the command waiting on the GPU, or the GPU on the host?). All steps at their limits
+# take longer than one 10-minute device call: STEPS="pipeline" (say) runs only the steps named.
+# BASE=DIR, a copy of an earlier commit's tree (`git archive REV | tar -x -C DIR`), adds
+# first_use_base, pipeline_480_base and predict_folder_base: those benchmarks on that code, right
+# after the current code's, on the same machine.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-cuda-results}
@@ -21,7 +22,7 @@ if [ ! -e ../shared ] && [ -d "$shared" ]; then ln -s "$(cd "$shared" && pwd)" .
 # BASE's benchmarks look for the photos next to BASE, as these look next to the repository.
 if [ -n "${BASE:-}" ] && [ ! -d "$BASE/../shared/images" ] && [ -d "$shared" ]; then ln -sfn "$(cd "$shared" && pwd)" "$BASE/../shared"; fi
 
-STEPS=${STEPS:-tests_cuda first_use throughput pipeline loader pipeline_480 pipeline_480_base predict_folder predict_folder_base predict_folder_vary profile_folder}  # a subset to rerun only those
+STEPS=${STEPS:-tests_cuda first_use first_use_base throughput pipeline loader pipeline_480 pipeline_480_base predict_folder predict_folder_base predict_folder_vary profile_folder}  # a subset to rerun only those
 
 step() {  # step SECONDS NAME COMMAND...: run with a time limit, log to $OUT/NAME.log, print its tail
     local limit=$1 name=$2 start=$SECONDS
@@ -43,6 +44,9 @@ cat "$OUT/env.log"
 step 90 tests_cuda python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
 # What each new convolution shape costs the first time in a process (cuDNN's plan), per step size.
 step 60 first_use python3 benchmarks/first_use.py --device cuda --width 480 --steps 64,32,256,192,96
+if [ -n "${BASE:-}" ]; then
+    step 60 first_use_base python3 "$BASE/benchmarks/first_use.py" --device cuda --width 480 --steps 64,32,256,192,96
+fi
 step 100 throughput python3 benchmarks/throughput.py --device cuda --batches 1,64,1024,8192 --rounds 3 --compile
 step 120 pipeline python3 benchmarks/pipeline.py --device cuda --detector auto,mtcnn --widths 1920,960,480 --batch 1,64,256 \
     --runs 2 --crowd 320,160 --detect-stages

@@ -26,7 +26,8 @@ import torch
 BATCH_STEPS = 2
 SIDE_STEPS = 8
 
-#: Fewest photos in a BlazeFace call off the CPU: ``lrfer predict``'s image batch on CUDA.
+#: Fewest photos in a BlazeFace call off the CPU: the default image batch of ``lrfer predict`` on
+#: CUDA (``lrfer.cli.DEFAULT_GPU_IMAGE_BATCH``), so that all its steps, the last one too, share one shape.
 MIN_PHOTO_ROWS = 64
 #: Fewest faces in a call of the expression model off the CPU (a 64-photo step of 3-4 faces each fits).
 MIN_FACE_ROWS = 256

@@ -448,7 +448,9 @@ def sampling_groups(image: torch.Tensor, patches: int) -> int:
 def affine_grid(theta: torch.Tensor, size: int) -> torch.Tensor:
     """``F.affine_grid(theta, [B, 1, size, size], align_corners=False)`` built by broadcasting: several
     times faster on CPU than its batched matmul over (size * size, 3) points, the same values up to float
-    rounding; cheaper still for maps without rotation (MTCNN's crops).
+    rounding; on CPU cheaper still for maps without rotation (MTCNN's crops). Off the CPU every map
+    takes the general formula (the same values: it adds zeros), since testing for rotation would
+    make the host wait for the device on every call.
 
     >>> theta = torch.tensor([[[0.5, 0.0, 0.1], [0.0, 2.0, -0.3]], [[0.5, 0.2, 0.1], [-0.1, 2.0, -0.3]]])
     >>> torch.allclose(affine_grid(theta, 4), F.affine_grid(theta, [2, 1, 4, 4], align_corners=False))
@@ -458,7 +460,7 @@ def affine_grid(theta: torch.Tensor, size: int) -> torch.Tensor:
     b = theta.shape[0]
     grid_x = theta[:, 0, 0, None] * base + theta[:, 0, 2, None]  # (B, size): the column's part
     grid_y = theta[:, 1, 1, None] * base + theta[:, 1, 2, None]  # (B, size): the row's part
-    if not bool((theta[:, 0, 1] != 0).any() or (theta[:, 1, 0] != 0).any()):
+    if cpu_tuned(theta) and not bool((theta[:, 0, 1] != 0).any() or (theta[:, 1, 0] != 0).any()):
         return torch.stack([grid_x[:, None, :].expand(b, size, size), grid_y[:, :, None].expand(b, size, size)], dim=-1)
     x_from_row = theta[:, 0, 1, None] * base  # (B, size): x's dependence on the row
     y_from_col = theta[:, 1, 0, None] * base  # (B, size): y's dependence on the column
@@ -599,7 +601,7 @@ def _gray_where_sampled(image: torch.Tensor, footprints: torch.Tensor, out: torc
 
 def _oversample_factor(out_to_image: torch.Tensor) -> int:
     """Samples per output pixel (per axis) for an area filter: the largest image-pixels-per-output-pixel."""
-    scale = out_to_image[:, :, :2].abs().sum(dim=2).max()
-    if not torch.isfinite(scale):
+    scale = float(out_to_image[:, :, :2].abs().sum(dim=2).max())  # one read from the device
+    if not math.isfinite(scale):
         raise ValueError("non-finite face transform: a detection has NaN/inf boxes")
-    return int(min(MAX_OVERSAMPLE, max(1, math.ceil(float(scale) - 1e-6))))
+    return int(min(MAX_OVERSAMPLE, max(1, math.ceil(scale - 1e-6))))

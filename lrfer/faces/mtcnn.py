@@ -429,10 +429,10 @@ def _band_sweep_ranges(boxes: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.T
     three ranges ``[start, end)`` of those positions to compare it with: its own band (after it), the
     band below, the band above (the three lists concatenated, each in box order)."""
     count = boxes.shape[0]
-    height = float((boxes[:, 3] - boxes[:, 1]).max())
-    band = ((boxes[:, 1] - boxes[:, 1].min()) / max(height, 1e-6)).floor()
     left, right = boxes[:, 0] - boxes[:, 0].min(), boxes[:, 2] - boxes[:, 0].min()
-    stride = float(right.max()) + 1  # a band's keys stay below the next band's
+    height, widest = torch.stack([(boxes[:, 3] - boxes[:, 1]).max(), right.max()]).tolist()  # one read from the device
+    band = ((boxes[:, 1] - boxes[:, 1].min()) / max(height, 1e-6)).floor()
+    stride = widest + 1  # a band's keys stay below the next band's
     key = band * stride + left
     by_key = key.argsort()
     key = key[by_key]

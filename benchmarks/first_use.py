@@ -23,14 +23,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, machine, sync  # noqa: E402
+from pipeline import decode, photos  # noqa: E402
 
 import lrfer  # noqa: E402
 from lrfer import recognizer  # noqa: E402
@@ -61,19 +60,10 @@ def new_conv_shapes() -> Iterator[list[int]]:
         F.conv2d = original
 
 
-def shared_photos(width: int) -> list[np.ndarray]:
-    photos = []
-    for path in sorted((SHARED / "images").glob("group*.jpg")):
-        bgr = cv2.imread(str(path))
-        height = round(bgr.shape[0] * width / bgr.shape[1])
-        photos.append(np.ascontiguousarray(cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)[..., ::-1]))
-    return photos
-
-
-def timed_predict(rec: lrfer.Recognizer, photos: list[np.ndarray]) -> float:
+def timed_predict(rec: lrfer.Recognizer, step: list) -> float:
     sync(rec.device)
     start = time.perf_counter()
-    rec.predict(photos)
+    rec.predict(step)
     sync(rec.device)
     return time.perf_counter() - start
 
@@ -90,7 +80,7 @@ def main() -> None:
         recognizer.step_limits = lambda device: (recognizer.GPU_IMAGES_PER_STEP, recognizer.GPU_STEP_PIXELS)
     if not (SHARED / "images").is_dir():
         sys.exit(f"needs the shared photos at {SHARED / 'images'}")
-    sources = shared_photos(args.width)
+    sources = decode(photos(args.width))  # as the pipeline benchmark decodes them
     rec = lrfer.load(device=args.device)
     print(f"# machine: {machine()}\n")
     path = ", the GPU's code path" if args.gpu_path_on_cpu else ""
@@ -101,10 +91,10 @@ def main() -> None:
     with new_conv_shapes() as counts:
         timed_predict(rec, [sources[i % len(sources)] for i in range(8)])  # start-up
         for n in (int(s) for s in args.steps.split(",")):
-            photos = [sources[i % len(sources)] for i in range(n)]
+            step = [sources[i % len(sources)] for i in range(n)]
             counts.append(0)
-            first = timed_predict(rec, photos)
-            again = timed_predict(rec, photos)
+            first = timed_predict(rec, step)
+            again = timed_predict(rec, step)
             per_shape = f"{1e3 * (first - again) / counts[-1]:.1f}" if counts[-1] else "-"
             print(f"| {n} | {counts[-1]} | {1e3 * first:.1f} | {1e3 * again:.1f} | {per_shape} |", flush=True)
 

@@ -64,7 +64,7 @@ def raise_adaptive_thresholds() -> bool:
     has none; there this costs one allocation and changes nothing.
     """
     global _thresholds_raised
-    if _thresholds_raised or platform.libc_ver()[0] != "glibc":
+    if _thresholds_raised or not _on_glibc():
         return False
     _thresholds_raised = True
     import numpy as np
@@ -75,9 +75,13 @@ def raise_adaptive_thresholds() -> bool:
     return True
 
 
+def _on_glibc() -> bool:
+    return platform.libc_ver()[0] == "glibc"
+
+
 def _allocator_configured() -> bool:
     """Whether the environment chose the allocator or its options, or the C library is not glibc."""
-    return any(os.environ.get(name) for name in ALLOCATOR_ENVIRONMENT) or platform.libc_ver()[0] != "glibc"
+    return any(os.environ.get(name) for name in ALLOCATOR_ENVIRONMENT) or not _on_glibc()
 
 
 def keep_freed_memory() -> bool:

@@ -137,6 +137,14 @@ def test_detector_off_the_cpu_reuses_its_convolution_shapes(monkeypatch):
         assert torch.allclose(a.boxes, b.boxes, atol=0.05)
 
 
+def test_blazeface_floor_is_the_cli_image_batch_on_cuda():
+    """The floor exists so that every step of ``lrfer predict`` on CUDA, the last one too, shares one
+    BlazeFace shape: it must follow the command's default image batch."""
+    from lrfer import cli
+
+    assert shapes.MIN_PHOTO_ROWS == cli.DEFAULT_GPU_IMAGE_BATCH
+
+
 def test_detector_off_the_cpu_pads_small_calls_to_one_shape(monkeypatch):
     """Off the CPU, one photo and a step of 13 run BlazeFace, R-Net and O-Net in the same shapes
     (padded to :data:`~lrfer.shapes.MIN_PHOTO_ROWS` photos and :data:`~lrfer.faces.mtcnn.NET_CHUNK`

@@ -1,4 +1,4 @@
-"""Train every variant of the bundled zoo in order (teacher first), resumable.
+"""Train every variant of the bundled zoo in order (teachers first), resumable.
 
     python scripts/train_zoo.py --data ../shared/datasets/fer2013 --work-dir runs [--only NAME ...]
 
@@ -15,7 +15,19 @@ from pathlib import Path
 import torch
 
 from lrfer.train.datasets import load_faces
-from lrfer.train.recipes import TEACHER_NAME, ZOO_RECIPES, Trainer, save_trained
+from lrfer.train.recipes import ZOO_RECIPES, Trainer, save_trained
+
+
+def trained_here(teacher: str | None, work_dir: Path, student: str) -> str | None:
+    """A teacher's fp32 weights when this work dir trained it, else its zoo name (the bundled weights
+    of the same run, stored fp16)."""
+    if teacher is None or teacher not in ZOO_RECIPES:
+        return teacher
+    final = work_dir / teacher / "final.safetensors"
+    if final.exists():
+        return str(final)
+    logging.info("%s: teacher %s from the zoo; train it first for the fp32 original", student, teacher)
+    return teacher
 
 
 def main() -> None:
@@ -31,7 +43,6 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     train = load_faces(args.data / "fer2013-train.npz")
     val = load_faces(args.data / "fer2013-publictest.npz")
-    teacher_file = args.work_dir / TEACHER_NAME / "final.safetensors"
     for name, recipe in ZOO_RECIPES.items():
         if args.only and name not in args.only:
             continue
@@ -39,11 +50,8 @@ def main() -> None:
         if final.exists():
             logging.info("%s already trained", name)
             continue
-        if recipe.teacher == TEACHER_NAME and teacher_file.exists():
-            recipe = replace(recipe, teacher=str(teacher_file))
-        elif recipe.teacher == TEACHER_NAME:
-            # Not trained here: the bundled teacher (the same run's weights, stored fp16).
-            logging.info("%s: teacher from the zoo (%s); train it first for the fp32 original", name, TEACHER_NAME)
+        recipe = replace(recipe, teacher=trained_here(recipe.teacher, args.work_dir, name),
+                         kd_teacher=trained_here(recipe.kd_teacher, args.work_dir, name))
         model = Trainer(recipe, train, val, args.work_dir / name, args.device).fit(progress=False)
         save_trained(model, final, recipe)
         logging.info("%s done -> %s", name, final)

@@ -335,6 +335,34 @@ def test_distill_gmenet_with_teacher_file(tmp_path: Path, train_set: FaceSet, va
     assert states_equal(trainer.teacher, load_trained(teacher_path, torch.device("cpu")))
 
 
+def test_kd_teacher_gives_soft_targets_on_the_students_input(tmp_path: Path, train_set: FaceSet, val_set: FaceSet,
+                                                             teacher_path: Path) -> None:
+    config = {"width": 8, "input_size": 16}
+    torch.manual_seed(1)
+    start = build_model("gmenet", **config).eval()
+    kd_path = tmp_path / "kd_teacher.safetensors"
+    save_trained(start, kd_path, Recipe("gmenet", config, 16))
+    recipe = tiny("gmenet", config, 16, "distill", teacher=str(teacher_path), kd_teacher=str(kd_path))
+    kd_from = {}
+    for name, kd_teacher in (("students_copy", str(kd_path)), ("hr_teacher", None)):
+        trainer = Trainer(replace(recipe, kd_teacher=kd_teacher), train_set, val_set, tmp_path / name)
+        trainer.model.load_state_dict(start.state_dict())
+        trainer.model.eval()  # no dropout: the student computes what its copy computes on the same input
+        kd_from[name] = trainer._distill_step(*trainer._batch(torch.arange(32)))["kd"]
+    assert kd_from["students_copy"] == pytest.approx(0.0, abs=1e-6)  # its copy saw the same degraded faces
+    assert kd_from["hr_teacher"] > 1e-3
+
+
+def test_manifest_entry_names_the_kd_teacher() -> None:
+    from lrfer.train.export import build_entry
+
+    recipe = tiny("gmenet", {"width": 8, "input_size": 16}, 16, "distill", teacher="t.safetensors")
+    plain = build_entry("gmenet-synthetic-16px", recipe, "synthetic", 1.0, {}, "test")["description"]
+    with_kd = build_entry("gmenet-synthetic-16px", replace(recipe, kd_teacher="gmenet-fer2013-16px"), "synthetic", 1.0,
+                          {}, "test")["description"]
+    assert "gmenet-fer2013-16px" not in plain and with_kd.startswith(plain) and "gmenet-fer2013-16px" in with_kd
+
+
 def test_fsr_fsrfer_one_epoch(tmp_path: Path, train_set: FaceSet, val_set: FaceSet, teacher_path: Path) -> None:
     recipe = replace(tiny("fsrfer", {"input_size": 16, "extractor_width": 8, "hidden": 16, "growth": 8}, 16, "fsr",
                           teacher=str(teacher_path)), lr=1e-3, weight_decay=0.0)

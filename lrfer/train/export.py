@@ -53,6 +53,8 @@ def build_entry(name: str, recipe: Recipe, dataset: str, temperature: float, met
         "paper": PAPERS[recipe.arch],
         "description": DESCRIPTIONS[recipe.arch].format(res=recipe.resolution),
     }
+    if recipe.kd_teacher:
+        entry["description"] += f", with soft targets from {recipe.kd_teacher} on the same {recipe.resolution} px faces"
     if file is not None:
         entry["file"] = file
     return entry

@@ -363,6 +363,24 @@ def test_manifest_entry_names_the_kd_teacher() -> None:
     assert "gmenet-fer2013-16px" not in plain and with_kd.startswith(plain) and "gmenet-fer2013-16px" in with_kd
 
 
+def test_is_run_of_matches_recorded_recipes() -> None:
+    recipe = ZOO_RECIPES["gmenet-tiny-fer2013-16px"]
+    assert recipe.kd_teacher and recipe.teacher
+    ran = json.loads(json.dumps(recipe.to_json()))  # as a checkpoint records it
+    assert recipe.is_run_of(ran)
+    # the teachers' fp32 files from the same work dir (scripts/train_zoo.py) stand for their names
+    assert recipe.is_run_of(dict(ran, teacher=f"runs/{recipe.teacher}/final.safetensors",
+                                 kd_teacher=f"/abs/runs/{recipe.kd_teacher}/final.safetensors"))
+    assert not recipe.is_run_of(dict(ran, teacher="other.safetensors"))
+    assert not recipe.is_run_of(dict(ran, kd_teacher=f"runs/{recipe.teacher}/final.safetensors"))
+    assert not recipe.is_run_of(dict(ran, kd_teacher=None))  # trained on the HR teacher's soft targets
+    assert not recipe.is_run_of(dict(ran, epochs=60))
+    # a run recorded before a field existed ran with its default
+    plain = ZOO_RECIPES["gmenet-small-fer2013-16px"]
+    older = {k: v for k, v in json.loads(json.dumps(plain.to_json())).items() if k != "kd_teacher"}
+    assert plain.is_run_of(older) and not recipe.is_run_of({k: v for k, v in ran.items() if k != "kd_teacher"})
+
+
 def test_fsr_fsrfer_one_epoch(tmp_path: Path, train_set: FaceSet, val_set: FaceSet, teacher_path: Path) -> None:
     recipe = replace(tiny("fsrfer", {"input_size": 16, "extractor_width": 8, "hidden": 16, "growth": 8}, 16, "fsr",
                           teacher=str(teacher_path)), lr=1e-3, weight_decay=0.0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -69,6 +69,24 @@ class Recipe:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def is_run_of(self, ran: dict[str, Any]) -> bool:
+        """Whether ``ran``, the recipe a run recorded in its checkpoint, is this one. Fields added after
+        the run count at their defaults; a teacher may be the fp32 file of the named variant trained in
+        the same work dir (``<work dir>/<name>/final.safetensors``, as ``scripts/train_zoo.py`` does)."""
+        recorded = {f.name: f.default for f in fields(self) if f.default is not MISSING} | ran
+        declared = json.loads(json.dumps(self.to_json()))
+        for key in ("teacher", "kd_teacher"):
+            if _trained_as(declared[key], recorded[key]):
+                declared[key] = recorded[key]
+        return recorded == declared
+
+
+def _trained_as(name: str | None, used: str | None) -> bool:
+    """Whether a run's teacher ``used`` is the declared ``name``, or that variant's ``final.safetensors``."""
+    if name is None or used is None:
+        return name == used
+    return used == name or (Path(used).name == "final.safetensors" and Path(used).parent.name == name)
 
 
 LR_DEGRADATION = {"random_method": True, "noise_std_max": 0.02}
@@ -252,11 +270,11 @@ class Trainer:
     def _distill_step(self, hr: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         r = self.recipe
         assert self.teacher is not None
-        lr = normalize(self._degrade(hr))
+        low_res = normalize(self._degrade(hr))
         with torch.no_grad():
             teacher_maps = self.teacher.forward_features(normalize(hr))
-            teacher_logits = self.teacher.head(teacher_maps[-1]) if self.kd_teacher is None else self.kd_teacher(lr)
-        features, student_maps = self.model.forward_features(lr)
+            teacher_logits = self.teacher.head(teacher_maps[-1]) if self.kd_teacher is None else self.kd_teacher(low_res)
+        features, student_maps = self.model.forward_features(low_res)
         logits = self.model.fc(self.model.dropout(features))
         ce = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing)
         att = losses.attention_similarity_loss(student_maps, teacher_maps[: len(student_maps)])

@@ -12,7 +12,10 @@
 # take longer than one 10-minute device call: STEPS="pipeline" (say) runs only the steps named.
 # BASE=DIR, a copy of an earlier commit's tree (`git archive REV | tar -x -C DIR`), adds
 # first_use_base, pipeline_480_base and predict_folder_base: those benchmarks on that code, right
-# after the current code's, on the same machine.
+# after the current code's, on the same machine. The *_v7 steps repeat a step with
+# TORCH_CUDNN_V8_API_DISABLED=1: torch's cuDNN v7 convolution API, which picks an algorithm by a
+# heuristic call instead of building a v8 execution plan for each new shape (is the first-use gap
+# the plans? does steady state keep its speed? do the CUDA tests still pass?).
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-cuda-results}
@@ -22,7 +25,7 @@ if [ ! -e ../shared ] && [ -d "$shared" ]; then ln -s "$(cd "$shared" && pwd)" .
 # BASE's benchmarks look for the photos next to BASE, as these look next to the repository.
 if [ -n "${BASE:-}" ] && [ ! -d "$BASE/../shared/images" ] && [ -d "$shared" ]; then ln -sfn "$(cd "$shared" && pwd)" "$BASE/../shared"; fi
 
-STEPS=${STEPS:-tests_cuda first_use first_use_base throughput pipeline loader pipeline_480 pipeline_480_base predict_folder predict_folder_base predict_folder_vary profile_folder}  # a subset to rerun only those
+STEPS=${STEPS:-tests_cuda first_use first_use_v7 first_use_base throughput pipeline loader pipeline_480 pipeline_480_base predict_folder predict_folder_v7 predict_folder_base predict_folder_vary profile_folder tests_cuda_v7}  # a subset to rerun only those
 
 step() {  # step SECONDS NAME COMMAND...: run with a time limit, log to $OUT/NAME.log, print its tail
     local limit=$1 name=$2 start=$SECONDS
@@ -36,7 +39,7 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, log to $OUT/NAM
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
     nproc
-    python3 -c "import torch, numpy, cv2; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available(), 'numpy', numpy.__version__, 'cv2', cv2.__version__)"
+    python3 -c "import torch, numpy, cv2; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available(), 'cudnn', torch.backends.cudnn.version(), 'numpy', numpy.__version__, 'cv2', cv2.__version__)"
     python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . && python3 -c "import lrfer; print('lrfer', lrfer.__version__)"
 } >"$OUT/env.log" 2>&1
 cat "$OUT/env.log"
@@ -44,6 +47,7 @@ cat "$OUT/env.log"
 step 90 tests_cuda python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
 # What each new convolution shape costs the first time in a process (cuDNN's plan), per step size.
 step 60 first_use python3 benchmarks/first_use.py --device cuda --width 480 --steps 64,32,256,192,96
+step 60 first_use_v7 env TORCH_CUDNN_V8_API_DISABLED=1 python3 benchmarks/first_use.py --device cuda --width 480 --steps 64,32,256,192,96
 if [ -n "${BASE:-}" ]; then
     step 60 first_use_base python3 "$BASE/benchmarks/first_use.py" --device cuda --width 480 --steps 64,32,256,192,96
 fi
@@ -61,11 +65,13 @@ fi
 # --stages splits every run by stage: where the first runs (313-404 photos/s on the H100 in stop 20,
 # against 967-1,159 again) lose their time.
 step 100 predict_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 64,64,256,256 --workers 8 --stages
+step 100 predict_folder_v7 env TORCH_CUDNN_V8_API_DISABLED=1 python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 64,64,256,256 --workers 8 --stages
 if [ -n "${BASE:-}" ]; then  # its own script puts its tree first on sys.path
     step 100 predict_folder_base python3 "$BASE/benchmarks/predict_folder.py" --device cuda --width 480 --count 4000 --image-batch 64,64,256,256 --workers 8
 fi
 step 80 predict_folder_vary python3 benchmarks/predict_folder.py --device cuda --width 480 --vary-width 160 --count 2000 --image-batch 64,64 --workers 8
 step 90 profile_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 1000 --image-batch 64,64 --workers 8 --torch-profile
+step 90 tests_cuda_v7 env TORCH_CUDNN_V8_API_DISABLED=1 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
 
 for name in $STEPS; do
     [ -f "$OUT/$name.log" ] || continue

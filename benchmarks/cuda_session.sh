@@ -44,10 +44,16 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, log to $OUT/NAM
 } >"$OUT/env.log" 2>&1
 cat "$OUT/env.log"
 
-step 90 tests_cuda python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
+# Each *_v7 step runs its twin's very command (one array each) with only the variable added.
+V7=(env TORCH_CUDNN_V8_API_DISABLED=1)
+TESTS_CUDA=(python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py)
+FIRST_USE=(python3 benchmarks/first_use.py --device cuda --width 480 --steps 64,32,256,192,96)
+PREDICT_FOLDER=(python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 64,64,256,256 --workers 8 --stages)
+
+step 90 tests_cuda "${TESTS_CUDA[@]}"
 # What each new convolution shape costs the first time in a process (cuDNN's plan), per step size.
-step 60 first_use python3 benchmarks/first_use.py --device cuda --width 480 --steps 64,32,256,192,96
-step 60 first_use_v7 env TORCH_CUDNN_V8_API_DISABLED=1 python3 benchmarks/first_use.py --device cuda --width 480 --steps 64,32,256,192,96
+step 60 first_use "${FIRST_USE[@]}"
+step 60 first_use_v7 "${V7[@]}" "${FIRST_USE[@]}"
 if [ -n "${BASE:-}" ]; then
     step 60 first_use_base python3 "$BASE/benchmarks/first_use.py" --device cuda --width 480 --steps 64,32,256,192,96
 fi
@@ -64,14 +70,14 @@ fi
 # Each image batch twice: the first run makes cuDNN's plans for its shapes, the second finds them made.
 # --stages splits every run by stage: where the first runs (313-404 photos/s on the H100 in stop 20,
 # against 967-1,159 again) lose their time.
-step 100 predict_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 64,64,256,256 --workers 8 --stages
-step 100 predict_folder_v7 env TORCH_CUDNN_V8_API_DISABLED=1 python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 64,64,256,256 --workers 8 --stages
+step 100 predict_folder "${PREDICT_FOLDER[@]}"
+step 100 predict_folder_v7 "${V7[@]}" "${PREDICT_FOLDER[@]}"
 if [ -n "${BASE:-}" ]; then  # its own script puts its tree first on sys.path
     step 100 predict_folder_base python3 "$BASE/benchmarks/predict_folder.py" --device cuda --width 480 --count 4000 --image-batch 64,64,256,256 --workers 8
 fi
 step 80 predict_folder_vary python3 benchmarks/predict_folder.py --device cuda --width 480 --vary-width 160 --count 2000 --image-batch 64,64 --workers 8
 step 90 profile_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 1000 --image-batch 64,64 --workers 8 --torch-profile
-step 90 tests_cuda_v7 env TORCH_CUDNN_V8_API_DISABLED=1 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
+step 90 tests_cuda_v7 "${V7[@]}" "${TESTS_CUDA[@]}"
 
 for name in $STEPS; do
     [ -f "$OUT/$name.log" ] || continue

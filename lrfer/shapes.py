@@ -8,11 +8,14 @@ and `lrfer predict` on 2,000 photos took 9.8 s the first time in a process, 4.5 
 with the plans (and the kernels they load) in place. So off the CPU the
 detectors and the classifier pad their batches to :func:`bucket` sizes (at most 50 % more rows) and
 P-Net's pyramid levels to :func:`bucket_side` sides (at most 12.5 % more): a bounded set of
-shapes, each planned once. Calls of fewer rows than a network's floor (:data:`MIN_PHOTO_ROWS`,
+shapes, each planned once. Calls of fewer rows than a network's floor (:data:`PHOTO_ROWS`,
 :data:`MIN_FACE_ROWS`; R-Net and O-Net: their chunk) are padded up to it: a folder's last, partial
 step, a single photo and a photo with few faces then reuse the plans of a full step instead of
 making a set of their own (counted with the GPU's code path on CPU, each new number of photos per
-step met about 80 new convolution shapes: BlazeFace 46, the expression model 21).
+step met about 80 new convolution shapes: BlazeFace 46, the expression model 21). BlazeFace and
+P-Net also take at most :data:`PHOTO_ROWS` photos per call (larger steps run in several calls), so
+that steps of more photos (``--image-batch 256``) bring no new shapes either: before, each new
+number of photos above the floor met about 95 (BlazeFace 91 of them).
 The CPU keeps exact shapes (no plans there; padding would only cost time).
 """
 from __future__ import annotations
@@ -26,9 +29,10 @@ import torch
 BATCH_STEPS = 2
 SIDE_STEPS = 8
 
-#: Fewest photos in a BlazeFace call off the CPU: the default image batch of ``lrfer predict`` on
-#: CUDA (``lrfer.cli.DEFAULT_GPU_IMAGE_BATCH``), so that all its steps, the last one too, share one shape.
-MIN_PHOTO_ROWS = 64
+#: Photos per BlazeFace call off the CPU, exactly (fewer are padded up to it, more run in several
+#: calls), and the most per P-Net canvas: the default image batch of ``lrfer predict`` on CUDA
+#: (``lrfer.cli.DEFAULT_GPU_IMAGE_BATCH``), so that all its steps, the last one too, share one shape.
+PHOTO_ROWS = 64
 #: Fewest faces in a call of the expression model off the CPU (a 64-photo step of 3-4 faces each fits).
 MIN_FACE_ROWS = 256
 
@@ -67,14 +71,23 @@ def pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 def run_bucketed(
-    net: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]], x: torch.Tensor, min_rows: int = 0
+    net: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]],
+    x: torch.Tensor,
+    min_rows: int = 0,
+    max_rows: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """``net(x)`` on ``x`` padded to :func:`bucket` rows, and to at least ``min_rows`` (when ``x`` has
-    any), outputs cut back to ``len(x)`` rows.
+    any), outputs cut back to ``len(x)`` rows. With ``max_rows``, in calls of at most that many rows
+    (each padded the same way), outputs joined: with ``min_rows == max_rows`` every call has one shape.
 
     For networks whose rows are independent (inference, batch norm folded or in eval mode).
     """
     n = x.shape[0]
+    if max_rows is not None and n > max_rows:
+        parts = [run_bucketed(net, part, min_rows) for part in x.split(max_rows)]
+        if isinstance(parts[0], tuple):
+            return tuple(torch.cat(outputs) for outputs in zip(*parts))
+        return torch.cat(parts)
     out = net(pad_rows(x, max(bucket(n), min_rows) if n else 0))
     if isinstance(out, tuple):
         return tuple(o[:n] for o in out)

@@ -57,6 +57,21 @@ def test_run_bucketed_pads_small_calls_to_the_floor_and_buckets_above_it():
     assert seen == [64, 64, 64, 96, 128, 0]
 
 
+def test_run_bucketed_with_max_rows_runs_one_shape_and_joins_the_outputs():
+    seen = []
+
+    def net(x):
+        seen.append(x.shape[0])
+        return x.sum(dim=(1, 2, 3)), x * 2
+
+    for n in (1, 64, 65, 200):
+        x = torch.randn(n, 2, 3, 3)
+        total, doubled = shapes.run_bucketed(net, x, min_rows=64, max_rows=64)
+        torch.testing.assert_close(total, x.sum(dim=(1, 2, 3)))
+        torch.testing.assert_close(doubled, x * 2)
+    assert seen == [64] * (1 + 1 + 2 + 4)
+
+
 def test_padded_rows_keep_channels_last():
     x = torch.randn(3, 5, 4, 4).contiguous(memory_format=torch.channels_last)
     padded = shapes.pad_rows(x, 4)
@@ -142,12 +157,12 @@ def test_blazeface_floor_is_the_cli_image_batch_on_cuda():
     BlazeFace shape: it must follow the command's default image batch."""
     from lrfer import cli
 
-    assert shapes.MIN_PHOTO_ROWS == cli.DEFAULT_GPU_IMAGE_BATCH
+    assert shapes.PHOTO_ROWS == cli.DEFAULT_GPU_IMAGE_BATCH
 
 
 def test_detector_off_the_cpu_pads_small_calls_to_one_shape(monkeypatch):
     """Off the CPU, one photo and a step of 13 run BlazeFace, R-Net and O-Net in the same shapes
-    (padded to :data:`~lrfer.shapes.MIN_PHOTO_ROWS` photos and :data:`~lrfer.faces.mtcnn.NET_CHUNK`
+    (padded to :data:`~lrfer.shapes.PHOTO_ROWS` photos and :data:`~lrfer.faces.mtcnn.NET_CHUNK`
     crops): a folder's last, partial step makes them no new cuDNN plans. Only P-Net's canvas follows
     the number of photos. The single photo's faces are those of the CPU path."""
     g = torch.Generator().manual_seed(5)
@@ -166,10 +181,43 @@ def test_detector_off_the_cpu_pads_small_calls_to_one_shape(monkeypatch):
         detector.detect(many)
     others_one, others_many = ({s for s in seen.shapes if s[1] not in pnet_weights} for seen in (seen_one, seen_many))
     batch_sizes = {input_shape[0] for input_shape, _ in others_one}
-    assert others_one == others_many and shapes.MIN_PHOTO_ROWS in batch_sizes
-    assert batch_sizes <= {shapes.MIN_PHOTO_ROWS, mtcnn_mod.NET_CHUNK}
+    assert others_one == others_many and shapes.PHOTO_ROWS in batch_sizes
+    assert batch_sizes <= {shapes.PHOTO_ROWS, mtcnn_mod.NET_CHUNK}
     assert len(padded) == len(on_cpu) == 1 and len(padded[0]) == len(on_cpu[0])
     assert torch.allclose(padded[0].boxes, on_cpu[0].boxes, atol=0.05)
+
+
+def test_detector_off_the_cpu_runs_large_steps_in_calls_of_the_photo_rows(monkeypatch):
+    """Off the CPU, a step of more photos than :data:`~lrfer.shapes.PHOTO_ROWS` (here 8 instead of
+    64, to keep the test fast) runs BlazeFace in calls of exactly that many photos and P-Net on
+    canvases of at most that many: it brings BlazeFace, R-Net and O-Net no shape that a step of 8
+    did not use (``--image-batch 256`` then plans nothing that a 64-photo step did not). The faces
+    are those of the CPU path."""
+    from lrfer.faces import blazeface as blazeface_mod
+
+    rows = 8
+    monkeypatch.setattr(blazeface_mod, "PHOTO_ROWS", rows)
+    monkeypatch.setattr(mtcnn_mod, "PHOTO_ROWS", rows)
+    g = torch.Generator().manual_seed(7)
+
+    def photos(count: int) -> list[torch.Tensor]:
+        return [torch.randint(0, 256, (3, 90 + i % 3, 120), dtype=torch.uint8, generator=g) for i in range(count)]
+
+    pnet_weights = {tuple(p.shape) for p in mtcnn_mod.load_network("pnet").parameters() if p.dim() == 4}
+    detector = make_detector("auto", "cpu", min_face=20)
+    small_step, large_step = photos(rows), photos(19)
+    on_cpu = detector.detect(large_step)
+    monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)
+    with _ConvShapes() as seen_small:
+        detector.detect(small_step)
+    with _ConvShapes() as seen_large:
+        padded = detector.detect(large_step)
+    others_small, others_large = ({s for s in seen.shapes if s[1] not in pnet_weights} for seen in (seen_small, seen_large))
+    assert others_large <= others_small and rows in {input_shape[0] for input_shape, _ in others_large}
+    assert all(input_shape[0] <= rows for input_shape, weight in seen_large.shapes if weight in pnet_weights)
+    assert len(padded) == len(on_cpu) == 19
+    for a, b in zip(on_cpu, padded):
+        assert len(a) == len(b) and torch.allclose(a.boxes, b.boxes, atol=0.05)
 
 
 def test_classifier_off_the_cpu_pads_faces_to_its_floor(monkeypatch):

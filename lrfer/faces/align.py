@@ -232,11 +232,11 @@ def cpu_tuned(tensor: torch.Tensor) -> bool:
     return tensor.device.type == "cpu"
 
 
-def run_network(net: Callable[[torch.Tensor], Any], x: torch.Tensor, min_rows: int = 0) -> Any:
+def run_network(net: Callable[[torch.Tensor], Any], x: torch.Tensor, min_rows: int = 0, max_rows: int | None = None) -> Any:
     """``net(x)``; off the CPU on ``x`` padded to a :func:`~lrfer.shapes.bucket` number of rows, at
-    least ``min_rows`` (:func:`~lrfer.shapes.run_bucketed`: a few shapes for cuDNN to plan, not one
-    per call)."""
-    return net(x) if cpu_tuned(x) else run_bucketed(net, x, min_rows)
+    least ``min_rows``, in calls of at most ``max_rows`` (:func:`~lrfer.shapes.run_bucketed`: a few
+    shapes for cuDNN to plan, not one per call)."""
+    return net(x) if cpu_tuned(x) else run_bucketed(net, x, min_rows, max_rows)
 
 
 def images_by_size(images: list[torch.Tensor]) -> dict[tuple[int, int], list[int]]:
@@ -251,17 +251,36 @@ def images_by_size(images: list[torch.Tensor]) -> dict[tuple[int, int], list[int
     return groups
 
 
-def images_by_size_bucket(images: list[torch.Tensor]) -> list[dict[tuple[int, int], list[int]]]:
+def images_by_size_bucket(images: list[torch.Tensor], most: int | None = None) -> list[dict[tuple[int, int], list[int]]]:
     """:func:`images_by_size`, its sizes grouped by :func:`~lrfer.shapes.bucket` height and width
-    (within 25 % of each other): images detected on one padded canvas off the CPU.
+    (within 25 % of each other): images detected on one padded canvas off the CPU. With ``most``, a
+    group holds at most that many images (a larger one is split, in order).
 
     >>> images_by_size_bucket([torch.zeros(3, 40, 50), torch.zeros(3, 90, 90), torch.zeros(3, 38, 50)])
     [{(40, 50): [0], (38, 50): [2]}, {(90, 90): [1]}]
+    >>> images_by_size_bucket([torch.zeros(3, 40, 50)] * 2 + [torch.zeros(3, 38, 50)] * 3, most=2)
+    [{(40, 50): [0, 1]}, {(38, 50): [2, 3]}, {(38, 50): [4]}]
     """
     groups: dict[tuple[int, int], dict[tuple[int, int], list[int]]] = {}
     for (height, width), members in images_by_size(images).items():
         groups.setdefault((bucket(height), bucket(width)), {})[(height, width)] = members
-    return list(groups.values())
+    if most is None:
+        return list(groups.values())
+    return [part for group in groups.values() for part in _at_most(group, most)]
+
+
+def _at_most(group: dict[tuple[int, int], list[int]], most: int) -> list[dict[tuple[int, int], list[int]]]:
+    """``group``'s images, in order, in groups of at most ``most`` images."""
+    parts: list[dict[tuple[int, int], list[int]]] = [{}]
+    room = most
+    for size, members in group.items():
+        while members:
+            if room == 0:
+                parts.append({})
+                room = most
+            parts[-1][size], members = members[:room], members[room:]
+            room -= len(parts[-1][size])
+    return parts
 
 
 def cpu_image_groups(images: list[torch.Tensor]) -> list[list[torch.Tensor]]:

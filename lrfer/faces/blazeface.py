@@ -44,7 +44,7 @@ from lrfer.faces import align
 from lrfer.faces.align import images_by_size
 from lrfer.faces.detect import Detections, NetworkDetector, check_images, detection_mode, read_bundled_weights, split_by_image
 from lrfer.faces.mtcnn import MAX_MIP_LEVEL, MipVolume
-from lrfer.shapes import MIN_PHOTO_ROWS, to_device
+from lrfer.shapes import PHOTO_ROWS, to_device
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ class BlazeFace(NetworkDetector):
             return []
         batch, params = letterbox(images, volume=volume)
         batch = batch.contiguous(memory_format=torch.channels_last)
-        scores, boxes, keypoints = decode(*align.run_network(self.net, batch, MIN_PHOTO_ROWS))
+        scores, boxes, keypoints = decode(*align.run_network(self.net, batch, PHOTO_ROWS, PHOTO_ROWS))
         return self._faces(scores, boxes, keypoints, params.to(self.device, non_blocking=True))
 
     def _faces(self, scores: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Tensor, params: torch.Tensor) -> list[Detections]:

@@ -58,7 +58,7 @@ from lrfer.faces.detect import (
     split_by_image,
 )
 from lrfer.faces.workspace import reusable_empty
-from lrfer.shapes import bucket, bucket_side, memory_format_of, to_device
+from lrfer.shapes import PHOTO_ROWS, bucket, bucket_side, memory_format_of, to_device
 
 log = logging.getLogger(__name__)
 
@@ -895,8 +895,9 @@ class MTCNN(NetworkDetector):
 
     def _propose_all(self, images: list[torch.Tensor], volume: MipVolume) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Stage 1 over all images; image indices refer to ``images``. On CPU images of equal size
-        are batched (:func:`propose`); elsewhere images of close sizes share padded canvases
-        (:func:`propose_padded`: a few shapes for cuDNN to plan).
+        are batched (:func:`propose`); elsewhere images of close sizes share padded canvases of at
+        most :data:`~lrfer.shapes.PHOTO_ROWS` images (:func:`propose_padded`: a few shapes for cuDNN
+        to plan, the same whatever the number of photos per step above that).
 
         The pyramid is resized from the volume's float copy of the images and its mip levels (made
         once per call and shared with R-Net's and O-Net's crops), not from a second copy.
@@ -909,7 +910,7 @@ class MTCNN(NetworkDetector):
                 boxes, scores, local = propose(self.pnet, resized, (height, width), scales, self.thresholds[0])
                 parts.append((boxes, scores, to_device(members, self.device)[local]))
         else:
-            for group in images_by_size_bucket(images):
+            for group in images_by_size_bucket(images, most=PHOTO_ROWS):
                 scales = {size: self._scales(*size) for size in group}
                 runs = [(members, height, width, len(scales[height, width])) for (height, width), members in group.items()]
                 longest = max(scales.values(), key=len)

@@ -189,10 +189,9 @@ def test_detector_off_the_cpu_pads_small_calls_to_one_shape(monkeypatch):
 
 def test_detector_off_the_cpu_runs_large_steps_in_calls_of_the_photo_rows(monkeypatch):
     """Off the CPU, a step of more photos than :data:`~lrfer.shapes.PHOTO_ROWS` (here 8 instead of
-    64, to keep the test fast) runs BlazeFace in calls of exactly that many photos and P-Net on
-    canvases of at most that many: it brings BlazeFace, R-Net and O-Net no shape that a step of 8
-    did not use (``--image-batch 256`` then plans nothing that a 64-photo step did not). The faces
-    are those of the CPU path."""
+    64, to keep the test fast) runs BlazeFace in calls of exactly that many photos: it brings
+    BlazeFace, R-Net and O-Net no shape that a step of 8 did not use (``--image-batch 256`` then
+    plans nothing that a 64-photo step did not). The faces are those of the CPU path."""
     from lrfer.faces import blazeface as blazeface_mod
 
     rows = 8
@@ -200,12 +199,13 @@ def test_detector_off_the_cpu_runs_large_steps_in_calls_of_the_photo_rows(monkey
     monkeypatch.setattr(mtcnn_mod, "PHOTO_ROWS", rows)
     g = torch.Generator().manual_seed(7)
 
-    def photos(count: int) -> list[torch.Tensor]:
-        return [torch.randint(0, 256, (3, 90 + i % 3, 120), dtype=torch.uint8, generator=g) for i in range(count)]
+    def photos(smaller: int, larger: int) -> list[torch.Tensor]:  # two sizes of one canvas group
+        sizes = [(90, 120)] * smaller + [(94, 126)] * larger
+        return [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in sizes]
 
     pnet_weights = {tuple(p.shape) for p in mtcnn_mod.load_network("pnet").parameters() if p.dim() == 4}
     detector = make_detector("auto", "cpu", min_face=20)
-    small_step, large_step = photos(rows), photos(19)
+    small_step, large_step = photos(4, 4), photos(10, 9)  # the first 8 of the large step: one size only
     on_cpu = detector.detect(large_step)
     monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)
     with _ConvShapes() as seen_small:
@@ -214,8 +214,37 @@ def test_detector_off_the_cpu_runs_large_steps_in_calls_of_the_photo_rows(monkey
         padded = detector.detect(large_step)
     others_small, others_large = ({s for s in seen.shapes if s[1] not in pnet_weights} for seen in (seen_small, seen_large))
     assert others_large <= others_small and rows in {input_shape[0] for input_shape, _ in others_large}
-    assert all(input_shape[0] <= rows for input_shape, weight in seen_large.shapes if weight in pnet_weights)
     assert len(padded) == len(on_cpu) == 19
+    for a, b in zip(on_cpu, padded):
+        assert len(a) == len(b) and torch.allclose(a.boxes, b.boxes, atol=0.05)
+
+
+def test_pnet_off_the_cpu_runs_large_steps_on_canvases_of_the_whole_step(monkeypatch):
+    """Off the CPU, P-Net takes at most :data:`~lrfer.shapes.PHOTO_ROWS` photos (here 8) per canvas,
+    with the canvas sides of all the step's photos of that size group: a part that holds only the
+    smaller photos still gets the larger ones' canvas, so the full parts of a large step use the
+    shapes of a step of 8 with both sizes. The faces are those of the CPU path."""
+    rows = 8
+    monkeypatch.setattr(mtcnn_mod, "PHOTO_ROWS", rows)
+    g = torch.Generator().manual_seed(11)
+
+    def photos(smaller: int, larger: int) -> list[torch.Tensor]:  # two sizes of one canvas group
+        sizes = [(90, 120)] * smaller + [(94, 126)] * larger
+        return [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in sizes]
+
+    pnet_weights = {tuple(p.shape) for p in mtcnn_mod.load_network("pnet").parameters() if p.dim() == 4}
+    detector = mtcnn_mod.MTCNN(min_face=20, thresholds=(0.2, 0.2, 0.2))  # low: faces found in noise to compare
+    small_step, large_step = photos(4, 4), photos(10, 9)  # the first 8 of the large step: one size only
+    on_cpu = detector.detect(large_step)
+    monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)
+    with _ConvShapes() as seen_small:
+        detector.detect(small_step)
+    with _ConvShapes() as seen_large:
+        padded = detector.detect(large_step)
+    pnet_small, pnet_large = ({s for s in seen.shapes if s[1] in pnet_weights} for seen in (seen_small, seen_large))
+    assert pnet_small and all(input_shape[0] <= rows for input_shape, _ in pnet_large)
+    assert {s for s in pnet_large if s[0][0] == rows} <= pnet_small
+    assert sum(len(d) for d in on_cpu) > 0 and len(padded) == len(on_cpu) == 19
     for a, b in zip(on_cpu, padded):
         assert len(a) == len(b) and torch.allclose(a.boxes, b.boxes, atol=0.05)
 

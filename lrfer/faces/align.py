@@ -251,26 +251,25 @@ def images_by_size(images: list[torch.Tensor]) -> dict[tuple[int, int], list[int
     return groups
 
 
-def images_by_size_bucket(images: list[torch.Tensor], most: int | None = None) -> list[dict[tuple[int, int], list[int]]]:
+def images_by_size_bucket(images: list[torch.Tensor]) -> list[dict[tuple[int, int], list[int]]]:
     """:func:`images_by_size`, its sizes grouped by :func:`~lrfer.shapes.bucket` height and width
-    (within 25 % of each other): images detected on one padded canvas off the CPU. With ``most``, a
-    group holds at most that many images (a larger one is split, in order).
+    (within 25 % of each other): images detected on one padded canvas off the CPU.
 
     >>> images_by_size_bucket([torch.zeros(3, 40, 50), torch.zeros(3, 90, 90), torch.zeros(3, 38, 50)])
     [{(40, 50): [0], (38, 50): [2]}, {(90, 90): [1]}]
-    >>> images_by_size_bucket([torch.zeros(3, 40, 50)] * 2 + [torch.zeros(3, 38, 50)] * 3, most=2)
-    [{(40, 50): [0, 1]}, {(38, 50): [2, 3]}, {(38, 50): [4]}]
     """
     groups: dict[tuple[int, int], dict[tuple[int, int], list[int]]] = {}
     for (height, width), members in images_by_size(images).items():
         groups.setdefault((bucket(height), bucket(width)), {})[(height, width)] = members
-    if most is None:
-        return list(groups.values())
-    return [part for group in groups.values() for part in _at_most(group, most)]
+    return list(groups.values())
 
 
-def _at_most(group: dict[tuple[int, int], list[int]], most: int) -> list[dict[tuple[int, int], list[int]]]:
-    """``group``'s images, in order, in groups of at most ``most`` images."""
+def split_group(group: dict[tuple[int, int], list[int]], most: int) -> list[dict[tuple[int, int], list[int]]]:
+    """A group of :func:`images_by_size_bucket`, its images in order, in parts of at most ``most`` images.
+
+    >>> split_group({(40, 50): [0, 1], (38, 50): [2, 3, 4]}, most=2)
+    [{(40, 50): [0, 1]}, {(38, 50): [2, 3]}, {(38, 50): [4]}]
+    """
     parts: list[dict[tuple[int, int], list[int]]] = [{}]
     room = most
     for size, members in group.items():

@@ -46,6 +46,7 @@ from lrfer.faces.align import (
     integral_image,
     mean_2x2,
     sample_patches,
+    split_group,
     stack_images,
 )
 from lrfer.faces.detect import (
@@ -603,15 +604,18 @@ def propose_padded(
     runs: list[tuple[list[int], int, int, int]],
     scales: Sequence[float],
     threshold: float,
+    frame: Sequence[tuple[int, int, int]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stage 1 off the CPU: P-Net on every pyramid scale of images of several sizes, in one call per
     scale, on a canvas padded to :func:`~lrfer.shapes.bucket` rows and :func:`~lrfer.shapes.bucket_side`
     sides (a few shapes for cuDNN to plan, and one call where :func:`propose` makes one per size).
 
     ``runs``: ``(volume indices, height, width, number of scales)`` per image size, the scales being
-    the first ones of ``scales``. Windows reaching into the padding are dropped and the first
-    feature map pools as if unpadded (:func:`pool_as_if_unpadded`), so the candidates are
-    :func:`propose`'s. Image indices count the runs' images in order.
+    the first ones of ``scales``. ``frame``: ``(height, width, number of scales)`` of the sizes the
+    canvas is made for (default: the runs'), so that the parts of a larger group of images share
+    its canvas sides. Windows reaching into the padding are dropped and the first feature map pools
+    as if unpadded (:func:`pool_as_if_unpadded`), so the candidates are :func:`propose`'s. Image
+    indices count the runs' images in order.
     """
     device = pnet.conv1.weight.device
     starts = [0]
@@ -621,8 +625,11 @@ def propose_padded(
     found = []
     for k, scale in enumerate(scales):
         active = [(start, members, height, width) for start, (members, height, width, count) in zip(starts, runs) if count > k]
+        if not active:
+            continue
         sizes = [(math.ceil(height * scale), math.ceil(width * scale)) for _, _, height, width in active]
-        canvas_hw = bucket_side(max(h for h, _ in sizes)), bucket_side(max(w for _, w in sizes))
+        framed = [(math.ceil(height * scale), math.ceil(width * scale)) for height, width, count in frame if count > k] if frame else sizes
+        canvas_hw = bucket_side(max(h for h, _ in framed)), bucket_side(max(w for _, w in framed))
         canvas = torch.zeros(rows, *canvas_hw, 3, device=device).permute(0, 3, 1, 2)  # channels_last
         regions, limits, scale_xy = [], [(0, 0)] * rows, [(1.0, 1.0)] * rows
         for (start, members, height, width), (h, w) in zip(active, sizes):
@@ -910,12 +917,14 @@ class MTCNN(NetworkDetector):
                 boxes, scores, local = propose(self.pnet, resized, (height, width), scales, self.thresholds[0])
                 parts.append((boxes, scores, to_device(members, self.device)[local]))
         else:
-            for group in images_by_size_bucket(images, most=PHOTO_ROWS):
+            for group in images_by_size_bucket(images):
                 scales = {size: self._scales(*size) for size in group}
-                runs = [(members, height, width, len(scales[height, width])) for (height, width), members in group.items()]
                 longest = max(scales.values(), key=len)
-                boxes, scores, local = propose_padded(self.pnet, volume, runs, longest, self.thresholds[0])
-                parts.append((boxes, scores, to_device([n for members, *_ in runs for n in members], self.device)[local]))
+                frame = [(height, width, len(scales[height, width])) for height, width in group]
+                for part in split_group(group, PHOTO_ROWS):
+                    runs = [(members, height, width, len(scales[height, width])) for (height, width), members in part.items()]
+                    boxes, scores, local = propose_padded(self.pnet, volume, runs, longest, self.thresholds[0], frame)
+                    parts.append((boxes, scores, to_device([n for members, *_ in runs for n in members], self.device)[local]))
         boxes, scores, image = (torch.cat(p) for p in zip(*parts))
         log.debug("P-Net: %d candidates over %d images", boxes.shape[0], len(images))
         return boxes, scores, image

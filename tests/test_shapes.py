@@ -129,6 +129,32 @@ class _ConvShapes(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def _two_steps_off_the_cpu(detector, monkeypatch, first: list[torch.Tensor], second: list[torch.Tensor]):
+    """``first`` then ``second`` detected off the CPU: the conv shapes each used, and ``second``'s
+    faces, which must be those of the CPU path."""
+    on_cpu = detector.detect(second)
+    monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)
+    with _ConvShapes() as seen_first:
+        detector.detect(first)
+    with _ConvShapes() as seen_second:
+        padded = detector.detect(second)
+    assert len(padded) == len(on_cpu)
+    for a, b in zip(on_cpu, padded):
+        assert len(a) == len(b) and torch.allclose(a.boxes, b.boxes, atol=0.05)
+    return seen_first.shapes, seen_second.shapes, on_cpu
+
+
+def _small_and_large_step(seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Steps of 8 and 19 photos of two sizes of one canvas group; the first 8 of the large one of one size only."""
+    g = torch.Generator().manual_seed(seed)
+
+    def photos(smaller: int, larger: int) -> list[torch.Tensor]:
+        sizes = [(90, 120)] * smaller + [(94, 126)] * larger
+        return [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in sizes]
+
+    return photos(4, 4), photos(10, 9)
+
+
 def test_detector_off_the_cpu_reuses_its_convolution_shapes(monkeypatch):
     """Off the CPU, a second batch of other sizes and counts (in the same buckets) brings no new
     convolution input shape (no new cuDNN plan), and the faces are those of the CPU path."""
@@ -139,17 +165,8 @@ def test_detector_off_the_cpu_reuses_its_convolution_shapes(monkeypatch):
                 for i in range(count)]
 
     detector = make_detector("auto", "cpu", min_face=20)
-    first, second = photos(16, 90, 120), photos(13, 92, 118)
-    on_cpu = detector.detect(second)
-    monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)
-    with _ConvShapes() as seen_first:
-        detector.detect(first)
-    with _ConvShapes() as seen_second:
-        padded = detector.detect(second)
-    assert seen_first.shapes and seen_second.shapes <= seen_first.shapes
-    for a, b in zip(on_cpu, padded):
-        assert len(a) == len(b)
-        assert torch.allclose(a.boxes, b.boxes, atol=0.05)
+    seen_first, seen_second, _ = _two_steps_off_the_cpu(detector, monkeypatch, photos(16, 90, 120), photos(13, 92, 118))
+    assert seen_first and seen_second <= seen_first
 
 
 def test_blazeface_floor_is_the_cli_image_batch_on_cuda():
@@ -187,6 +204,10 @@ def test_detector_off_the_cpu_pads_small_calls_to_one_shape(monkeypatch):
     assert torch.allclose(padded[0].boxes, on_cpu[0].boxes, atol=0.05)
 
 
+def _pnet_weights() -> set[tuple[int, ...]]:
+    return {tuple(p.shape) for p in mtcnn_mod.load_network("pnet").parameters() if p.dim() == 4}
+
+
 def test_detector_off_the_cpu_runs_large_steps_in_calls_of_the_photo_rows(monkeypatch):
     """Off the CPU, a step of more photos than :data:`~lrfer.shapes.PHOTO_ROWS` (here 8 instead of
     64, to keep the test fast) runs BlazeFace in calls of exactly that many photos: it brings
@@ -197,26 +218,10 @@ def test_detector_off_the_cpu_runs_large_steps_in_calls_of_the_photo_rows(monkey
     rows = 8
     monkeypatch.setattr(blazeface_mod, "PHOTO_ROWS", rows)
     monkeypatch.setattr(mtcnn_mod, "PHOTO_ROWS", rows)
-    g = torch.Generator().manual_seed(7)
-
-    def photos(smaller: int, larger: int) -> list[torch.Tensor]:  # two sizes of one canvas group
-        sizes = [(90, 120)] * smaller + [(94, 126)] * larger
-        return [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in sizes]
-
-    pnet_weights = {tuple(p.shape) for p in mtcnn_mod.load_network("pnet").parameters() if p.dim() == 4}
     detector = make_detector("auto", "cpu", min_face=20)
-    small_step, large_step = photos(4, 4), photos(10, 9)  # the first 8 of the large step: one size only
-    on_cpu = detector.detect(large_step)
-    monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)
-    with _ConvShapes() as seen_small:
-        detector.detect(small_step)
-    with _ConvShapes() as seen_large:
-        padded = detector.detect(large_step)
-    others_small, others_large = ({s for s in seen.shapes if s[1] not in pnet_weights} for seen in (seen_small, seen_large))
+    seen_small, seen_large, _ = _two_steps_off_the_cpu(detector, monkeypatch, *_small_and_large_step(seed=7))
+    others_small, others_large = ({s for s in seen if s[1] not in _pnet_weights()} for seen in (seen_small, seen_large))
     assert others_large <= others_small and rows in {input_shape[0] for input_shape, _ in others_large}
-    assert len(padded) == len(on_cpu) == 19
-    for a, b in zip(on_cpu, padded):
-        assert len(a) == len(b) and torch.allclose(a.boxes, b.boxes, atol=0.05)
 
 
 def test_pnet_off_the_cpu_runs_large_steps_on_canvases_of_the_whole_step(monkeypatch):
@@ -226,27 +231,12 @@ def test_pnet_off_the_cpu_runs_large_steps_on_canvases_of_the_whole_step(monkeyp
     shapes of a step of 8 with both sizes. The faces are those of the CPU path."""
     rows = 8
     monkeypatch.setattr(mtcnn_mod, "PHOTO_ROWS", rows)
-    g = torch.Generator().manual_seed(11)
-
-    def photos(smaller: int, larger: int) -> list[torch.Tensor]:  # two sizes of one canvas group
-        sizes = [(90, 120)] * smaller + [(94, 126)] * larger
-        return [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in sizes]
-
-    pnet_weights = {tuple(p.shape) for p in mtcnn_mod.load_network("pnet").parameters() if p.dim() == 4}
     detector = mtcnn_mod.MTCNN(min_face=20, thresholds=(0.2, 0.2, 0.2))  # low: faces found in noise to compare
-    small_step, large_step = photos(4, 4), photos(10, 9)  # the first 8 of the large step: one size only
-    on_cpu = detector.detect(large_step)
-    monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)
-    with _ConvShapes() as seen_small:
-        detector.detect(small_step)
-    with _ConvShapes() as seen_large:
-        padded = detector.detect(large_step)
-    pnet_small, pnet_large = ({s for s in seen.shapes if s[1] in pnet_weights} for seen in (seen_small, seen_large))
+    seen_small, seen_large, on_cpu = _two_steps_off_the_cpu(detector, monkeypatch, *_small_and_large_step(seed=11))
+    pnet_small, pnet_large = ({s for s in seen if s[1] in _pnet_weights()} for seen in (seen_small, seen_large))
     assert pnet_small and all(input_shape[0] <= rows for input_shape, _ in pnet_large)
     assert {s for s in pnet_large if s[0][0] == rows} <= pnet_small
-    assert sum(len(d) for d in on_cpu) > 0 and len(padded) == len(on_cpu) == 19
-    for a, b in zip(on_cpu, padded):
-        assert len(a) == len(b) and torch.allclose(a.boxes, b.boxes, atol=0.05)
+    assert sum(len(d) for d in on_cpu) > 0 and len(on_cpu) == 19
 
 
 def test_classifier_off_the_cpu_pads_faces_to_its_floor(monkeypatch):

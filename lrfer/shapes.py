@@ -15,7 +15,7 @@ making a set of their own (counted with the GPU's code path on CPU, each new num
 step met about 80 new convolution shapes: BlazeFace 46, the expression model 21). BlazeFace and
 P-Net also take at most :data:`PHOTO_ROWS` photos per call (larger steps run in several calls), so
 that steps of more photos (``--image-batch 256``) bring no new shapes either: before, each new
-number of photos above the floor met about 95 (BlazeFace 91 of them).
+number of photos above the floor met about 50, most of them BlazeFace's.
 The CPU keeps exact shapes (no plans there; padding would only cost time).
 """
 from __future__ import annotations

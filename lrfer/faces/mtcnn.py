@@ -604,52 +604,78 @@ def propose_padded(
     runs: list[tuple[list[int], int, int, int]],
     scales: Sequence[float],
     threshold: float,
-    frame: Sequence[tuple[int, int, int]] | None = None,
+    most: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stage 1 off the CPU: P-Net on every pyramid scale of images of several sizes, in one call per
     scale, on a canvas padded to :func:`~lrfer.shapes.bucket` rows and :func:`~lrfer.shapes.bucket_side`
     sides (a few shapes for cuDNN to plan, and one call where :func:`propose` makes one per size).
 
     ``runs``: ``(volume indices, height, width, number of scales)`` per image size, the scales being
-    the first ones of ``scales``. ``frame``: ``(height, width, number of scales)`` of the sizes the
-    canvas is made for (default: the runs'), so that the parts of a larger group of images share
-    its canvas sides. Windows reaching into the padding are dropped and the first feature map pools
-    as if unpadded (:func:`pool_as_if_unpadded`), so the candidates are :func:`propose`'s. Image
-    indices count the runs' images in order.
+    the first ones of ``scales``. ``most``: at most this many images per P-Net call (more run in
+    several calls of one canvas size, the whole group's, and their candidates are read together).
+    Windows reaching into the padding are dropped and the first feature map pools as if unpadded
+    (:func:`pool_as_if_unpadded`), so the candidates are :func:`propose`'s. Image indices count the
+    runs' images in order.
     """
     device = pnet.conv1.weight.device
-    starts = [0]
-    for members, *_ in runs:
-        starts.append(starts[-1] + len(members))
-    rows = bucket(starts[-1])
+    counts = {(height, width): count for _, height, width, count in runs}
+    group = {(height, width): members for members, height, width, _ in runs}
+    parts = [[(members, height, width, counts[height, width]) for (height, width), members in part.items()]
+             for part in (split_group(group, most) if most else [group])]
     found = []
     for k, scale in enumerate(scales):
-        active = [(start, members, height, width) for start, (members, height, width, count) in zip(starts, runs) if count > k]
-        if not active:
+        framed = [(math.ceil(height * scale), math.ceil(width * scale)) for _, height, width, count in runs if count > k]
+        if not framed:
             continue
-        sizes = [(math.ceil(height * scale), math.ceil(width * scale)) for _, _, height, width in active]
-        framed = [(math.ceil(height * scale), math.ceil(width * scale)) for height, width, count in frame if count > k] if frame else sizes
         canvas_hw = bucket_side(max(h for h, _ in framed)), bucket_side(max(w for _, w in framed))
-        canvas = torch.zeros(rows, *canvas_hw, 3, device=device).permute(0, 3, 1, 2)  # channels_last
-        regions, limits, scale_xy = [], [(0, 0)] * rows, [(1.0, 1.0)] * rows
-        for (start, members, height, width), (h, w) in zip(active, sizes):
-            end = start + len(members)
-            pixels = volume.resized(members, height, width, (h, w), pyramid_source_level(scale))
-            normalize_pixels(pixels, out=canvas[start:end, :, :h, :w])
-            regions.append((start, end, h, w))
-            limits[start:end] = [(pnet_output_side(h), pnet_output_side(w))] * (end - start)
-            scale_xy[start:end] = [(w / width, h / height)] * (end - start)
-        offsets, probs = pnet(canvas.to(pnet.conv1.weight.dtype), regions)
-        probs = probs[:, 1].float()
-        limits_t = to_device(limits, device)
+        first, calls = 0, []
+        for part in parts:
+            calls.append(_pnet_on_canvas(pnet, volume, part, first, scale, k, canvas_hw))
+            first += sum(len(members) for members, *_ in part)
+        offsets, probs = (torch.cat([c[i] for c in calls if c[i] is not None]) for i in (0, 1))
+        limits_t, scale_xy, row_image = (to_device([v for c in calls for v in c[i]], device, dtype)
+                                         for i, dtype in ((2, None), (3, torch.float32), (4, None)))
         inside = (torch.arange(probs.shape[1], device=device)[None, :, None] < limits_t[:, 0, None, None]) & (
             torch.arange(probs.shape[2], device=device)[None, None, :] < limits_t[:, 1, None, None])
-        boxes, scores, box_offsets, image = pnet_candidates(
-            offsets.float(), probs.masked_fill(~inside, -1.0), to_device(scale_xy, device, torch.float32), threshold
-        )
+        boxes, scores, box_offsets, row = pnet_candidates(offsets.float(), probs.masked_fill(~inside, -1.0), scale_xy, threshold)
+        image = row_image[row]
         keep = batched_nms(boxes, scores, image, NMS_PER_SCALE)
         found.append((boxes[keep], scores[keep], box_offsets[keep], image[keep]))
     return merge_scales(found, device)
+
+
+def _pnet_on_canvas(
+    pnet: nn.Module,
+    volume: MipVolume,
+    runs: list[tuple[list[int], int, int, int]],
+    first: int,
+    scale: float,
+    k: int,
+    canvas_hw: tuple[int, int],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, list[tuple[int, int]], list[tuple[float, float]], list[int]]:
+    """P-Net on one canvas of ``runs``' images at pyramid scale ``k``: offsets and face probabilities,
+    and per canvas row its output limits, scale and image index (counted from ``first``); padding
+    rows have limits (0, 0). No rows (``None`` outputs) when no run has that scale."""
+    active, start = [], 0
+    for members, height, width, count in runs:
+        if count > k:
+            active.append((start, members, height, width))
+        start += len(members)
+    if not active:
+        return None, None, [], [], []
+    rows = bucket(start)
+    canvas = torch.zeros(rows, *canvas_hw, 3, device=pnet.conv1.weight.device).permute(0, 3, 1, 2)  # channels_last
+    regions, limits, scale_xy = [], [(0, 0)] * rows, [(1.0, 1.0)] * rows
+    for start, members, height, width in active:
+        h, w = math.ceil(height * scale), math.ceil(width * scale)
+        end = start + len(members)
+        pixels = volume.resized(members, height, width, (h, w), pyramid_source_level(scale))
+        normalize_pixels(pixels, out=canvas[start:end, :, :h, :w])
+        regions.append((start, end, h, w))
+        limits[start:end] = [(pnet_output_side(h), pnet_output_side(w))] * (end - start)
+        scale_xy[start:end] = [(w / width, h / height)] * (end - start)
+    offsets, probs = pnet(canvas.to(pnet.conv1.weight.dtype), regions)
+    return offsets, probs[:, 1].float(), limits, scale_xy, [first + row for row in range(rows)]
 
 
 def pyramid_source_level(scale: float) -> int:
@@ -919,12 +945,10 @@ class MTCNN(NetworkDetector):
         else:
             for group in images_by_size_bucket(images):
                 scales = {size: self._scales(*size) for size in group}
+                runs = [(members, height, width, len(scales[height, width])) for (height, width), members in group.items()]
                 longest = max(scales.values(), key=len)
-                frame = [(height, width, len(scales[height, width])) for height, width in group]
-                for part in split_group(group, PHOTO_ROWS):
-                    runs = [(members, height, width, len(scales[height, width])) for (height, width), members in part.items()]
-                    boxes, scores, local = propose_padded(self.pnet, volume, runs, longest, self.thresholds[0], frame)
-                    parts.append((boxes, scores, to_device([n for members, *_ in runs for n in members], self.device)[local]))
+                boxes, scores, local = propose_padded(self.pnet, volume, runs, longest, self.thresholds[0], most=PHOTO_ROWS)
+                parts.append((boxes, scores, to_device([n for members, *_ in runs for n in members], self.device)[local]))
         boxes, scores, image = (torch.cat(p) for p in zip(*parts))
         log.debug("P-Net: %d candidates over %d images", boxes.shape[0], len(images))
         return boxes, scores, image

@@ -264,24 +264,6 @@ def images_by_size_bucket(images: list[torch.Tensor]) -> list[dict[tuple[int, in
     return list(groups.values())
 
 
-def split_group(group: dict[tuple[int, int], list[int]], most: int) -> list[dict[tuple[int, int], list[int]]]:
-    """A group of :func:`images_by_size_bucket`, its images in order, in parts of at most ``most`` images.
-
-    >>> split_group({(40, 50): [0, 1], (38, 50): [2, 3, 4]}, most=2)
-    [{(40, 50): [0, 1]}, {(38, 50): [2, 3]}, {(38, 50): [4]}]
-    """
-    parts: list[dict[tuple[int, int], list[int]]] = [{}]
-    room = most
-    for size, members in group.items():
-        while members:
-            if room == 0:
-                parts.append({})
-                room = most
-            parts[-1][size], members = members[:room], members[room:]
-            room -= len(parts[-1][size])
-    return parts
-
-
 def cpu_image_groups(images: list[torch.Tensor]) -> list[list[torch.Tensor]]:
     """Consecutive images detected together: on CPU as many as fit :data:`CPU_STACK_BUDGET` in
     their stacked float copy (a 1920 px photo alone; four 480 px ones), elsewhere all of them.

@@ -46,7 +46,6 @@ from lrfer.faces.align import (
     integral_image,
     mean_2x2,
     sample_patches,
-    split_group,
     stack_images,
 )
 from lrfer.faces.detect import (
@@ -618,23 +617,22 @@ def propose_padded(
     runs' images in order.
     """
     device = pnet.conv1.weight.device
-    counts = {(height, width): count for _, height, width, count in runs}
-    group = {(height, width): members for members, height, width, _ in runs}
-    parts = [[(members, height, width, counts[height, width]) for (height, width), members in part.items()]
-             for part in (split_group(group, most) if most else [group])]
+    parts = split_runs(runs, most) if most else [runs]
+    firsts = [0]  # index of each part's first image
+    for part in parts[:-1]:
+        firsts.append(firsts[-1] + sum(len(members) for members, *_ in part))
     found = []
     for k, scale in enumerate(scales):
         framed = [(math.ceil(height * scale), math.ceil(width * scale)) for _, height, width, count in runs if count > k]
         if not framed:
             continue
         canvas_hw = bucket_side(max(h for h, _ in framed)), bucket_side(max(w for _, w in framed))
-        first, calls = 0, []
-        for part in parts:
-            calls.append(_pnet_on_canvas(pnet, volume, part, first, scale, k, canvas_hw))
-            first += sum(len(members) for members, *_ in part)
-        offsets, probs = (torch.cat([c[i] for c in calls if c[i] is not None]) for i in (0, 1))
-        limits_t, scale_xy, row_image = (to_device([v for c in calls for v in c[i]], device, dtype)
-                                         for i, dtype in ((2, None), (3, torch.float32), (4, None)))
+        calls = [_pnet_on_canvas(pnet, volume, part, first, scale, k, canvas_hw) for part, first in zip(parts, firsts)]
+        offsets, probs, limits, scale_xy, row_image = zip(*(call for call in calls if call is not None))
+        offsets, probs = torch.cat(offsets), torch.cat(probs)
+        limits_t = to_device([v for part in limits for v in part], device)
+        scale_xy = to_device([v for part in scale_xy for v in part], device, torch.float32)
+        row_image = to_device([v for part in row_image for v in part], device)
         inside = (torch.arange(probs.shape[1], device=device)[None, :, None] < limits_t[:, 0, None, None]) & (
             torch.arange(probs.shape[2], device=device)[None, None, :] < limits_t[:, 1, None, None])
         boxes, scores, box_offsets, row = pnet_candidates(offsets.float(), probs.masked_fill(~inside, -1.0), scale_xy, threshold)
@@ -642,6 +640,25 @@ def propose_padded(
         keep = batched_nms(boxes, scores, image, NMS_PER_SCALE)
         found.append((boxes[keep], scores[keep], box_offsets[keep], image[keep]))
     return merge_scales(found, device)
+
+
+def split_runs(runs: list[tuple[list[int], int, int, int]], most: int) -> list[list[tuple[list[int], int, int, int]]]:
+    """:func:`propose_padded`'s ``runs``, their images in order, in parts of at most ``most`` images.
+
+    >>> split_runs([([0, 1], 40, 50, 2), ([2, 3, 4], 38, 50, 1)], most=2)
+    [[([0, 1], 40, 50, 2)], [([2, 3], 38, 50, 1)], [([4], 38, 50, 1)]]
+    """
+    parts: list[list[tuple[list[int], int, int, int]]] = [[]]
+    room = most
+    for members, height, width, count in runs:
+        while members:
+            if room == 0:
+                parts.append([])
+                room = most
+            taken, members = members[:room], members[room:]
+            parts[-1].append((taken, height, width, count))
+            room -= len(taken)
+    return parts
 
 
 def _pnet_on_canvas(
@@ -652,17 +669,17 @@ def _pnet_on_canvas(
     scale: float,
     k: int,
     canvas_hw: tuple[int, int],
-) -> tuple[torch.Tensor | None, torch.Tensor | None, list[tuple[int, int]], list[tuple[float, float]], list[int]]:
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]], list[tuple[float, float]], list[int]] | None:
     """P-Net on one canvas of ``runs``' images at pyramid scale ``k``: offsets and face probabilities,
     and per canvas row its output limits, scale and image index (counted from ``first``); padding
-    rows have limits (0, 0). No rows (``None`` outputs) when no run has that scale."""
+    rows have limits (0, 0). ``None`` when no run has that scale."""
     active, start = [], 0
     for members, height, width, count in runs:
         if count > k:
             active.append((start, members, height, width))
         start += len(members)
     if not active:
-        return None, None, [], [], []
+        return None
     rows = bucket(start)
     canvas = torch.zeros(rows, *canvas_hw, 3, device=pnet.conv1.weight.device).permute(0, 3, 1, 2)  # channels_last
     regions, limits, scale_xy = [], [(0, 0)] * rows, [(1.0, 1.0)] * rows

@@ -579,22 +579,21 @@ def _read_embedded_entry(path: Path) -> dict[str, Any]:
             "with lrfer.zoo.save_weights(state_dict, path, entry), or put it in a folder next to a "
             f"{CONFIG_FILENAME} that names it"
         )
-    try:
-        entry = json.loads(metadata[SPEC_METADATA_KEY])
-    except json.JSONDecodeError as err:
-        raise ManifestError(f"{path}: {SPEC_METADATA_KEY!r} metadata is not valid JSON ({err})") from None
-    if not isinstance(entry, dict):
-        raise ManifestError(f"{path}: {SPEC_METADATA_KEY!r} metadata must be a JSON object")
-    return entry
+    return _manifest_entry(metadata[SPEC_METADATA_KEY], f"{path}: {SPEC_METADATA_KEY!r} metadata")
 
 
 def _read_config(path: Path) -> dict[str, Any]:
+    return _manifest_entry(path.read_text(encoding="utf-8"), str(path))
+
+
+def _manifest_entry(text: str, where: str) -> dict[str, Any]:
+    """``text`` parsed as one manifest entry (a JSON object); a :class:`ManifestError` naming ``where`` otherwise."""
     try:
-        entry = json.loads(path.read_text(encoding="utf-8"))
+        entry = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ManifestError(f"{path}: not valid JSON ({err})") from None
+        raise ManifestError(f"{where} is not valid JSON ({err})") from None
     if not isinstance(entry, dict):
-        raise ManifestError(f"{path}: must hold one manifest entry (a JSON object)")
+        raise ManifestError(f"{where} must hold one manifest entry (a JSON object), not {type(entry).__name__}")
     return entry
 
 

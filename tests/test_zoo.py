@@ -429,6 +429,20 @@ def test_file_without_spec_metadata(tmp_path: Path) -> None:
         zoo.resolve(path)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "is not valid JSON"),
+    ("[1, 2]", r"must hold one manifest entry \(a JSON object\), not list"),
+])
+def test_malformed_entry_in_config_or_metadata(text: str, message: str, tmp_path: Path) -> None:
+    (tmp_path / zoo.CONFIG_FILENAME).write_text(text, encoding="utf-8")
+    with pytest.raises(zoo.ManifestError, match=rf"{zoo.CONFIG_FILENAME} {message}"):
+        zoo.resolve(tmp_path)
+    path = tmp_path / "model.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={zoo.SPEC_METADATA_KEY: text})
+    with pytest.raises(zoo.ManifestError, match=rf"{zoo.SPEC_METADATA_KEY!r} metadata {message}"):
+        zoo.resolve(path)
+
+
 def test_missing_local_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         zoo.resolve(str(tmp_path / "nope.safetensors"))

@@ -396,12 +396,15 @@ def _parse_manifest(data: Any, where: str) -> Manifest:
 
 @functools.lru_cache(maxsize=8)
 def _load_manifest_cached(path: str, mtime_ns: int) -> Manifest:
-    with open(path, encoding="utf-8") as handle:
-        try:
-            data = json.load(handle)
-        except json.JSONDecodeError as err:
-            raise ManifestError(f"{path}: not valid JSON ({err})") from None
-    return _parse_manifest(data, path)
+    return _parse_manifest(_parse_json(Path(path).read_text(encoding="utf-8"), path), path)
+
+
+def _parse_json(text: str, where: str) -> Any:
+    """``text`` parsed as JSON; a :class:`ManifestError` naming ``where`` otherwise."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{where} is not valid JSON ({err})") from None
 
 
 def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
@@ -588,10 +591,7 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def _manifest_entry(text: str, where: str) -> dict[str, Any]:
     """``text`` parsed as one manifest entry (a JSON object); a :class:`ManifestError` naming ``where`` otherwise."""
-    try:
-        entry = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ManifestError(f"{where} is not valid JSON ({err})") from None
+    entry = _parse_json(text, where)
     if not isinstance(entry, dict):
         raise ManifestError(f"{where} must hold one manifest entry (a JSON object), not {type(entry).__name__}")
     return entry

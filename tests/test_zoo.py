@@ -184,6 +184,12 @@ def test_manifest_level_checks(tmp_path: Path) -> None:
     local = tiny_entry(source={"kind": "local", "path": "/x"})
     with pytest.raises(zoo.ManifestError, match="not 'local'"):
         parse({**good, "models": {"baseline-fer2013-16px": local}})
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json", encoding="utf-8")
+    with pytest.raises(zoo.ManifestError, match="broken.json is not valid JSON"):
+        zoo.load_manifest(broken)
+    with pytest.raises(zoo.ManifestError, match="top level must be a JSON object"):
+        parse([good])  # type: ignore[arg-type]
 
 
 def test_package_manifest_is_copy_of_top_level() -> None:

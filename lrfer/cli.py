@@ -343,8 +343,8 @@ def iter_decoded(files: ImageFiles, workers: int | None, image_batch: int) -> It
                                prefetch_factor=decode_prefetch(image_batch, n, decode_batch) if n else None,
                                persistent_workers=False))
 
-    it = make(workers)
-    try:
+    try:  # workers start in iter() (fork, pipes) and first hand over data in next() (shared memory)
+        it = make(workers)
         first = next(it, None)
     except (OSError, RuntimeError) as err:
         if workers == 0:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -314,6 +315,49 @@ def test_workers_decode_small_batches_that_come_back_as_image_batches_in_order(
             assert isinstance(item, str) and "07.png" in item
         else:
             assert item.shape == (4 + index, 5, 3) and int(item[0, 0, 0]) == index
+
+
+def failing_iterator(message: str) -> Iterator[Any]:
+    raise RuntimeError(message)
+    yield  # a generator: the error comes at its first next()
+
+
+@pytest.mark.parametrize("fails_at", ["start", "first batch"])
+def test_decoding_falls_back_in_process_when_workers_cannot_start(
+        fails_at: str, photos: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Where worker processes cannot start (fork refused, no /dev/shm in a sandbox), ``lrfer predict``
+    says so once and decodes in its own process: the same images, in the same order. Workers start
+    in ``iter(loader)`` and first use shared memory at the first ``next()``: both are covered."""
+    import lrfer.cli as cli
+    from lrfer.io import iter_image_files
+
+    real_loader = torch.utils.data.DataLoader
+    started: list[int] = []
+
+    class NoWorkerProcesses(real_loader):  # type: ignore[misc, valid-type]
+        def __iter__(self):  # noqa: ANN204
+            started.append(self.num_workers)
+            if self.num_workers and fails_at == "start":
+                raise RuntimeError("unable to open shared memory object")
+            if self.num_workers:
+                return failing_iterator("unable to open shared memory object")
+            return super().__iter__()
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", NoWorkerProcesses)
+    files = iter_image_files([photos])
+    batches = list(cli.iter_decoded(files, workers=2, image_batch=3))
+    assert started == [2, 0]
+    assert "decoding workers failed to start (unable to open shared memory object); decoding in-process" in caplog.text
+    items = [item for batch in batches for item in batch]
+    assert [index for index, _ in items] == list(range(len(IMAGE_NAMES)))
+    assert [item.shape[0] for _, item in items] == [30 + i for i in range(len(IMAGE_NAMES))]
+
+
+def test_predict_on_a_folder_without_images_exits_1(tiny_path: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "notes.txt").write_text("no images here")
+    assert main(["predict", str(tmp_path), "--model", str(tiny_path), "--detector", "none", "--quiet"]) == 1
+    assert f"no image files found in {tmp_path}" in caplog.text
 
 
 @pytest.mark.parametrize("image_batch,workers,decode_batch", [(64, 4, 32), (256, 8, 32), (16, 1, 16), (3, 2, 3), (5, 16, 5)])

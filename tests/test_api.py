@@ -171,6 +171,23 @@ def test_predict_crops_array_and_list_agree(rec: lrfer.Recognizer) -> None:
         assert np.allclose(batched, listed, atol=2e-3), size
 
 
+def test_predict_crops_takes_tensors_and_rejects_the_rest(rec: lrfer.Recognizer) -> None:
+    crops = np.random.default_rng(4).integers(0, 256, (3, 40, 40), dtype=np.uint8)
+    assert np.array_equal(rec.predict_crops(torch.from_numpy(crops)), rec.predict_crops(crops))
+    with pytest.raises(ValueError, match="crops must be a uint8 array .* or a list of images; got"):
+        rec.predict_crops({"face": crops[0]})
+    with pytest.raises(ValueError, match="batch_size must be >= 1; got 0"):
+        rec.predict_crops(crops, batch_size=0)
+    with pytest.raises(ValueError, match="got 1 file names for 2 images"):
+        faces_to_rows(rec.predict([crops[0], crops[1]]), files=["only-one.png"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_a_gpu_names_the_alternatives(tiny_path: Path) -> None:
+    with pytest.raises(ValueError, match="'cuda' requested but CUDA is not available; use device='cpu' or 'auto'"):
+        lrfer.load(tiny_path, device="cuda", detector=None)
+
+
 def test_cpu_chunk_follows_the_largest_feature_map() -> None:
     from lrfer.recognizer import CPU_ACTIVATION_BUDGET, faces_per_cpu_call, largest_activation
 

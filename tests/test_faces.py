@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -545,6 +546,72 @@ def test_facenet_backend_import_error_names_the_extra(monkeypatch):
     with pytest.raises(ImportError, match=r"pip install --no-deps facenet-pytorch"):
         make_detector("facenet", "cpu")
 
+
+class FakeCascade:
+    """Stands in for ``cv2.CascadeClassifier`` (absent from OpenCV 5): records its calls, returns
+    ``found`` as OpenCV does (an (K, 4) int32 array of x, y, w, h; an empty tuple for no face)."""
+
+    def __init__(self, found) -> None:
+        self.found = found
+        self.calls: list[tuple[np.ndarray, dict]] = []
+
+    def detectMultiScale(self, gray: np.ndarray, **kwargs) -> object:  # noqa: N802 (OpenCV's name)
+        self.calls.append((gray, kwargs))
+        return self.found
+
+
+def test_haar_adapter_turns_cascade_rectangles_into_detections(monkeypatch):
+    """lrfer's side of the Haar backend, whatever the installed OpenCV: gray uint8 in, ``min_face``
+    as the cascade's minSize, ``x, y, w, h`` rectangles out as ``x1, y1, x2, y2`` boxes with score 1
+    and NaN landmarks; an empty tuple (OpenCV's "no face") is no face."""
+    cascade = FakeCascade(np.array([[10, 20, 30, 31], [0, 5, 12, 12]], dtype=np.int32))
+    monkeypatch.setattr(detect_mod, "_load_haar_cascade", lambda: cascade)
+    det = make_detector("haar", "cpu", min_face=24)
+    image = torch.zeros(3, 48, 64, dtype=torch.uint8)
+    image[0] = 255  # pure red: gray = 0.299 * 255
+    (found,) = det.detect([image])
+    gray, kwargs = cascade.calls[0]
+    assert gray.shape == (48, 64) and gray.dtype == np.uint8 and int(gray[0, 0]) == 76
+    assert kwargs["minSize"] == (24, 24)
+    assert found.boxes.tolist() == [[10.0, 20.0, 40.0, 51.0], [0.0, 5.0, 12.0, 17.0]]
+    assert found.scores.tolist() == [1.0, 1.0] and torch.isnan(found.landmarks).all()
+    cascade.found = ()
+    (empty,) = det.detect([image])
+    assert len(empty) == 0 and empty.boxes.shape == (0, 4)
+
+
+def test_facenet_adapter_converts_its_outputs(monkeypatch):
+    """lrfer's side of the optional facenet-pytorch backend, with a stand-in module: it is built with
+    ``min_face`` and ``keep_all``, gets each image as (H, W, 3), and its numpy outputs (float or
+    object arrays, ``None`` for no face) become :class:`Detections`."""
+    import sys
+    import types
+
+    made = {}
+
+    class StandInMTCNN:
+        def __init__(self, **kwargs) -> None:
+            made.update(kwargs)
+            self.seen: list[tuple[int, ...]] = []
+
+        def detect(self, img, landmarks=False):
+            self.seen.append(tuple(img.shape))
+            assert landmarks
+            if len(self.seen) == 2:
+                return None, [None], None
+            boxes = np.array([[1.5, 2.0, 11.0, 12.0]], dtype=object)  # facenet gives object arrays for some inputs
+            points = np.arange(10, dtype=np.float32).reshape(1, 5, 2)
+            return boxes, np.array([0.99]), points
+
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", types.SimpleNamespace(MTCNN=StandInMTCNN))
+    det = make_detector("facenet", "cpu", min_face=16)
+    assert made["min_face_size"] == 16 and made["keep_all"] is True
+    first, second = det.detect([torch.zeros(3, 20, 30, dtype=torch.uint8), torch.zeros(3, 8, 9, dtype=torch.uint8)])
+    assert det._mtcnn.seen == [(20, 30, 3), (8, 9, 3)]
+    assert first.boxes.tolist() == [[1.5, 2.0, 11.0, 12.0]] and first.boxes.dtype == torch.float32
+    assert first.scores.tolist() == pytest.approx([0.99])
+    assert first.landmarks.shape == (1, 5, 2) and first.landmarks[0, 4].tolist() == [8.0, 9.0]
+    assert len(second) == 0
 
 # ------------------------------------------------------------------------------------------ alignment
 def test_estimate_similarity_recovers_known_transforms():

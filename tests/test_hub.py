@@ -265,3 +265,47 @@ def test_offline_cached_file_still_verified(hub: FakeHub, weights: tuple[bytes, 
     assert not path.exists() and not blob.exists()
     with pytest.raises(zoo.NotCachedError):
         zoo.load_model(NAME)
+
+
+def test_cli_download_then_offline_predict(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                           hub_manifest: Callable[[str], None], monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The offline workflow of the README: ``lrfer download NAME`` on a connected machine, then
+    ``lrfer predict --model NAME`` with ``HF_HUB_OFFLINE=1`` reads only the cache."""
+    import cv2
+    import numpy as np
+
+    from lrfer.cli import main
+
+    data, digest, _ = weights
+    publish(hub, data, digest)
+    hub_manifest(digest)
+    assert main(["download", NAME]) == 0
+    printed = Path(capsys.readouterr().out.strip())
+    assert printed.name == WEIGHTS and printed.is_relative_to(tmp_path / "cache")
+    assert zoo.sha256_file(printed) == digest
+
+    go_offline(monkeypatch)
+    hub.files.clear()
+    hub.requests.clear()
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(crops / f"{i}.png"), np.random.default_rng(i).integers(0, 256, (20, 20, 3), dtype=np.uint8))
+    out = tmp_path / "faces.csv"
+    assert main(["predict", str(crops), "--model", NAME, "--detector", "none", "--quiet", "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 1 + 3  # header and one face per crop
+    assert hub.requests == [], "offline predict must not touch the network"
+
+
+def test_cli_download_errors(hub: FakeHub, caplog: pytest.LogCaptureFixture,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    """``lrfer download`` of a name with no weights, or a typo, exits 1 with the zoo's message."""
+    from lrfer.cli import main
+
+    assert main(["download", "gmenet-raf-16px"]) == 1
+    assert "gmenet-fer2013-16px" in caplog.text and "lrfer train" in caplog.text
+    caplog.clear()
+    assert main(["download", "gmenet-fer2013-16p"]) == 1
+    assert "did you mean 'gmenet-fer2013-16px'" in caplog.text
+    assert capsys.readouterr().out == "" and hub.requests == []

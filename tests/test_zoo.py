@@ -157,6 +157,8 @@ def test_hub_source_with_commit_accepted() -> None:
     ({"std": [0.0]}, "positive"),
     ({"license": {"code": "MIT", "weights": "MIT"}}, "'code', 'weights', 'data'"),
     ({"source": {"kind": "url", "url": "http://x"}}, "source.kind"),
+    ({"source": {"kind": "hub", "repo_id": "org/repo", "revision": COMMIT, "token": "x"}}, "exactly the keys"),
+    ({"source": {"kind": "hub", "repo_id": "repo", "revision": COMMIT}}, "'org/repo', got 'repo'"),
     ({"resolution": "16"}, "positive int"),
 ])
 def test_invalid_values_rejected(overrides: dict[str, Any], message: str) -> None:
@@ -190,6 +192,10 @@ def test_manifest_level_checks(tmp_path: Path) -> None:
         zoo.load_manifest(broken)
     with pytest.raises(zoo.ManifestError, match="top level must be a JSON object"):
         parse([good])  # type: ignore[arg-type]
+    with pytest.raises(zoo.ManifestError, match="'models' and 'unavailable' must be objects"):
+        parse({**good, "models": [tiny_entry()]})
+    with pytest.raises(zoo.ManifestError, match=r"unavailable\['rafdb'\] must have exactly the keys"):
+        parse({**good, "unavailable": {"rafdb": {"reason": "licence"}}})
 
 
 def test_package_manifest_is_copy_of_top_level() -> None:
@@ -454,6 +460,28 @@ def test_missing_local_path(tmp_path: Path) -> None:
         zoo.resolve(str(tmp_path / "nope.safetensors"))
     with pytest.raises(FileNotFoundError, match=zoo.CONFIG_FILENAME):
         zoo.resolve(tmp_path)
+
+
+def test_resolution_errors_name_the_problem(tmp_path: Path, use_manifest: Callable[..., Path]) -> None:
+    """Each way a weight spec can fail to resolve says what is wrong and what to do."""
+    use_manifest([tiny_entry("gmenet-fer2013-16px", arch="gmenet", config={})])
+    with pytest.raises(zoo.DatasetUnavailableError) as err:
+        zoo.get_spec("manet-raf-16px")  # RAF-DB, and no FER2013 MA-Net at 16 px either
+    assert "No FER2013 equivalent 'manet-fer2013-16px' is in the manifest; FER2013 models: gmenet-fer2013-16px." in str(err.value)
+    assert "lrfer train --arch manet" in str(err.value)
+    with pytest.raises(FileNotFoundError, match="bundled weights .*gmenet-fer2013-16px.safetensors.* reinstall lrfer"):
+        zoo.resolve("gmenet-fer2013-16px")  # in the manifest, not in the (temporary) wheel folder
+    folder, _ = make_dir(tmp_path / "mymodel")
+    (folder / "weights.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="names 'weights.safetensors' but .* does not exist"):
+        zoo.resolve(folder)
+    other = tmp_path / "model.onnx"
+    other.write_bytes(b"\x08\x01")
+    with pytest.raises(zoo.UnsupportedFormatError, match="only '.safetensors' weights are supported, got '.onnx'"):
+        zoo.resolve(other)
+    for uri in ("hf://no-slash", "hf://org/repo@", "hf://org/re po"):
+        with pytest.raises(ValueError, match="is not 'hf://org/repo' or 'hf://org/repo@revision'"):
+            zoo.resolve(uri)
 
 
 def test_import_is_light() -> None:

@@ -412,7 +412,6 @@ def test_integral_image_switches_to_float64_when_int32_sums_could_overflow(monke
     import cv2
 
     depths = []
-    real_integral = cv2.integral
 
     def spy(pixels, sum, sdepth):  # noqa: A002 - OpenCV's name
         depths.append(sdepth)

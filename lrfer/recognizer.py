@@ -119,7 +119,8 @@ def load(
     """Load a model and a face detector, ready to :meth:`~Recognizer.predict`.
 
     ``spec``: a manifest name (see :func:`lrfer.list_models`), a local ``.safetensors`` file or
-    folder, or ``"hf://org/repo[@revision]"``; ``None`` -> the manifest's default model.
+    folder, or ``"hf://org/repo[@revision]"`` (timm's ``"hf-hub:org/repo"`` too); ``None`` -> the
+    manifest's default model.
     ``device``: ``None``/``"auto"`` -> CUDA if available else CPU. ``detector``: ``"auto"``
     (BlazeFace, plus MTCNN for faces too small for it), ``"blazeface"``, ``"mtcnn"``, ``"haar"``,
     ``"facenet"`` or ``None`` (each input image is already a face crop).

@@ -18,7 +18,8 @@ Weight specs accepted by :func:`resolve` / :func:`load_model`:
 * a :class:`ModelSpec`;
 * a local ``.safetensors`` file written by :func:`save_weights` (spec in its metadata);
 * a local directory holding ``lrfer_config.json`` (a manifest entry) and the weights file it names;
-* ``hf://org/repo[@revision]``: a Hub repo laid out like such a directory.
+* ``hf://org/repo[@revision]``: a Hub repo laid out like such a directory (timm's spelling,
+  ``hf-hub:org/repo[@revision]``, works too).
 
 Errors: :class:`ManifestError`, :class:`UnknownModelError`, :class:`DatasetUnavailableError`,
 :class:`ChecksumError` and :class:`UnsupportedFormatError` are all ``ValueError`` subclasses;
@@ -86,6 +87,8 @@ SPEC_METADATA_KEY = "lrfer_spec"
 #: File name of the manifest entry inside a local weights directory or a Hub repo.
 CONFIG_FILENAME = "lrfer_config.json"
 HF_PREFIX = "hf://"
+#: timm's spelling of a Hub model id (``hf-hub:org/repo``), read as ``hf://org/repo``.
+TIMM_HF_PREFIX = "hf-hub:"
 CACHE_ENV = "LRFER_CACHE"
 
 #: Canonical dataset names, with the aliases the name grammar accepts.
@@ -668,8 +671,9 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -
     """Turn any weight spec into ``(ModelSpec, verified local .safetensors path)``.
 
     ``spec`` is a manifest name, a :class:`ModelSpec`, a local ``.safetensors`` file, a folder with
-    ``lrfer_config.json``, or ``hf://org/repo[@revision]``. Hub files go to ``cache_dir`` >
-    ``$LRFER_CACHE`` > the huggingface_hub default cache; the sha256 is always checked.
+    ``lrfer_config.json``, or ``hf://org/repo[@revision]`` (or timm's ``hf-hub:org/repo[@revision]``).
+    Hub files go to ``cache_dir`` > ``$LRFER_CACHE`` > the huggingface_hub default cache; the sha256
+    is always checked.
 
     >>> spec, path = resolve("gmenet-fer2013-16px")  # doctest: +SKIP
     >>> spec, path = resolve("runs/mine/gmenet-raf-16px.safetensors")  # doctest: +SKIP
@@ -677,6 +681,8 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -
     cache = _cache_dir(cache_dir)
     if isinstance(spec, ModelSpec):
         return spec, _fetch(spec, cache)
+    if isinstance(spec, str) and spec.startswith(TIMM_HF_PREFIX):
+        spec = HF_PREFIX + spec[len(TIMM_HF_PREFIX):]
     if isinstance(spec, str) and spec.startswith(HF_PREFIX):
         return _resolve_hf_uri(spec, cache)
     path = Path(spec)
@@ -685,10 +691,21 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -
         return resolved, _fetch(resolved, cache)
     if path.is_dir():
         return _resolve_local_dir(path)
+    if not path.exists() and path.suffix.lower() not in REFUSED_SUFFIXES:
+        raise FileNotFoundError(_missing_path_message(path))
     _check_suffix(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     return _resolve_local_file(path)
+
+
+def _missing_path_message(path: Path) -> str:
+    """What a weight spec that is not on disk may have meant (``org/repo`` is a Hub id written as a path)."""
+    text = path.as_posix()
+    if _HF_RE.match(HF_PREFIX + text) and not path.suffix and not path.is_absolute():
+        return (f"{text} is not a local file or folder; for the Hugging Face Hub repo {text!r} use "
+                f"'{HF_PREFIX}{text}@<40-hex commit>' (or '{HF_PREFIX}{text}' for its main branch)")
+    return f"{path} does not exist (a .safetensors file or a folder with {CONFIG_FILENAME} was expected)"
 
 
 def _looks_like_path(text: str) -> bool:

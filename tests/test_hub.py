@@ -165,6 +165,27 @@ def test_hf_uri_download_and_load(hub: FakeHub, weights: tuple[bytes, str, torch
     assert len(cached) == 1
 
 
+def test_timm_style_hub_id_is_the_same_spec(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module]) -> None:
+    """``hf-hub:org/repo@commit`` (timm's spelling) loads what ``hf://org/repo@commit`` loads."""
+    data, digest, original = weights
+    publish(hub, data, digest)
+    spec, path = zoo.resolve(f"hf-hub:{REPO_ID}@{COMMIT}")
+    assert (spec, path) == zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
+    check_model(zoo.load_model(f"hf-hub:{REPO_ID}@{COMMIT}"), original)
+
+
+def test_hub_id_without_prefix_points_to_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``org/repo`` that is not a local path is read as a path (no network), and the error shows the
+    Hub spelling; a missing file names itself."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"use 'hf://{REPO_ID}@<40-hex commit>'"):
+        zoo.resolve(REPO_ID)
+    with pytest.raises(FileNotFoundError, match="nope.safetensors does not exist"):
+        zoo.resolve(str(tmp_path / "nope.safetensors"))
+    with pytest.raises(FileNotFoundError, match="does not exist .*a folder with lrfer_config.json"):
+        zoo.resolve(str(tmp_path / "no" / "such" / "folder"))
+
+
 def test_hf_uri_branch_is_pinned_to_commit(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
                                            caplog: pytest.LogCaptureFixture) -> None:
     data, digest, _ = weights

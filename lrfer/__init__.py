@@ -19,6 +19,7 @@ _LAZY: dict[str, str] = {
     "load": "lrfer.recognizer:load",
     "Recognizer": "lrfer.recognizer:Recognizer",
     "Face": "lrfer.results:Face",
+    "VideoFrame": "lrfer.results:VideoFrame",
     "faces_to_pandas": "lrfer.results:faces_to_pandas",
     "faces_to_rows": "lrfer.results:faces_to_rows",
     "list_models": "lrfer.zoo:list_models",
@@ -38,7 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from lrfer.constants import CLASSES
     from lrfer.io import load_image
     from lrfer.recognizer import Recognizer, load
-    from lrfer.results import Face, faces_to_pandas, faces_to_rows
+    from lrfer.results import Face, VideoFrame, faces_to_pandas, faces_to_rows
     from lrfer.zoo import ModelSpec, download, get_spec, info, list_models
 
 

@@ -99,14 +99,20 @@ def _add_predict(sub: Any) -> None:
     p = sub.add_parser(
         "predict",
         help="detect faces in images and read their expressions",
-        description="Detect faces in image files and folders (recursive) and classify their expressions. "
-        "One row per face: file, face index, box, face_px, det_score, label, one column per class.",
+        description="Detect faces in image files and folders (recursive), or in the frames of video files, and "
+        "classify their expressions. One row per face: file, face index, box, face_px, det_score, label, one "
+        "column per class; with a video among the inputs also the frame index and its time in seconds.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="image files, folders of images (searched recursively) or video files (.mp4, .avi, .mov, "
+                        ".mkv, ...: rows gain 'frame' and 'time_s' columns)")
     p.add_argument("--model", default=None, help="model name, .safetensors file, folder or hf://org/repo[@rev] "
                    "(default: the manifest's default model)")
     p.add_argument("--out", type=Path, default=None, help="write rows to this .csv or .jsonl file (default: table on stdout)")
-    p.add_argument("--annotate", type=Path, default=None, metavar="DIR", help="write annotated copies of the images here")
+    p.add_argument("--annotate", type=Path, default=None, metavar="DIR",
+                   help="write annotated copies of the images here (of a video: DIR/<name>.mp4)")
+    p.add_argument("--every", type=_positive_int, default=1, metavar="N",
+                   help="videos: score every N-th frame, from the first (default: 1, every frame)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="expression model precision: auto = fp16 on CUDA, fp32 on CPU; bf16 is faster on CPUs "
@@ -251,28 +257,71 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     import lrfer
     from lrfer.io import iter_image_files
+    from lrfer.video import is_video_file
 
-    files = iter_image_files(args.paths)
-    if not files:
+    videos = [Path(p) for p in args.paths if is_video_file(p) and Path(p).is_file()]
+    files = iter_image_files([p for p in args.paths if Path(p) not in videos])
+    if not files and not videos:
         logger.error("no image files found in %s", " ".join(args.paths))
         return 1
     detector = None if args.detector == "none" else args.detector
     rec = lrfer.load(args.model, device=args.device, detector=detector, min_face=args.min_face, precision=args.precision)
-    logger.info("%s on %d image(s)", rec, len(files))
+    logger.info("%s on %d image(s) and %d video(s)", rec, len(files), len(videos))
     use_few_cpu_threads_for_gpu(rec.device)
-    counts = {"images": 0, "faces": 0, "failed": 0}
-    with open_writer(args.out, rec.classes) as write:
-        bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)
-        image_batch = args.image_batch or (DEFAULT_GPU_IMAGE_BATCH if rec.device.type == "cuda" else DEFAULT_IMAGE_BATCH)
-        for batch in iter_decoded(files, args.workers, image_batch):
-            _predict_batch(rec, batch, files, args, write, counts)
-            bar.update(len(batch))
-        bar.close()
-    logger.info("%d image(s), %d face(s), %d unreadable", counts["images"], counts["faces"], counts["failed"])
+    counts = {"images": 0, "frames": 0, "faces": 0, "failed": 0}
+    with open_writer(args.out, rec.classes, video=bool(videos)) as write:
+        if files:
+            bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)
+            image_batch = args.image_batch or (DEFAULT_GPU_IMAGE_BATCH if rec.device.type == "cuda" else DEFAULT_IMAGE_BATCH)
+            for batch in iter_decoded(files, args.workers, image_batch):
+                _predict_batch(rec, batch, files, args, write, counts)
+                bar.update(len(batch))
+            bar.close()
+        for video in videos:
+            _predict_video(rec, video, args, write, counts)
+    logger.info("%d image(s), %d video frame(s), %d face(s), %d unreadable",
+                counts["images"], counts["frames"], counts["faces"], counts["failed"])
     if counts["failed"]:
         logger.warning("%d file(s) could not be read (see the warnings above)", counts["failed"])
         return 1
     return 0
+
+
+def _predict_video(rec: Any, video: Path, args: argparse.Namespace, write: Callable[[dict[str, Any]], None],
+                   counts: dict[str, int]) -> None:
+    """Every ``--every``-th frame of one video: rows with ``frame`` and ``time_s``, and with
+    ``--annotate DIR`` an annotated copy ``DIR/<name>.mp4``."""
+    from tqdm import tqdm
+
+    from lrfer.video import AnnotatedVideoWriter, video_info
+
+    try:
+        info = video_info(video)
+        frames = rec.predict_video_frames(video, every=args.every, batch_size=args.batch_size)
+    except ValueError as err:
+        logger.warning("skipped: %s", err)
+        counts["failed"] += 1
+        return
+    total = math.ceil(info.frame_count / args.every) if info.frame_count else None
+    bar = tqdm(total=total, unit="frame", desc=video.name, file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)
+    annotated = None if args.annotate is None else AnnotatedVideoWriter(
+        args.annotate / video.with_suffix(".mp4").name, info.fps / args.every)
+    try:
+        for frame, pixels in frames:
+            for row in frame.to_rows(str(video)):
+                write(row)
+            if annotated is not None:
+                annotated.write(pixels, frame.faces)
+            counts["frames"] += 1
+            counts["faces"] += len(frame.faces)
+            bar.update(1)
+    except ValueError as err:  # the file opened but no frame decoded
+        logger.warning("skipped: %s", err)
+        counts["failed"] += 1
+    finally:
+        bar.close()
+        if annotated is not None:
+            annotated.close()
 
 
 def use_few_cpu_threads_for_gpu(device: Any) -> None:
@@ -387,11 +436,11 @@ def regroup(batches: Iterable[list[Any]], size: int) -> Iterator[list[Any]]:
 class open_writer:  # noqa: N801 - used like open()
     """Context manager giving ``write(row)``: CSV / JSONL by ``path``'s suffix, or a stdout table."""
 
-    def __init__(self, path: Path | None, classes: Sequence[str]) -> None:
+    def __init__(self, path: Path | None, classes: Sequence[str], video: bool = False) -> None:
         from lrfer.results import row_columns
 
         self.path = path
-        self.columns = row_columns(classes)
+        self.columns = row_columns(classes, video=video)  # with video: image rows leave frame/time_s empty
         self.fh: TextIO | None = None
 
     def __enter__(self) -> Callable[[dict[str, Any]], None]:
@@ -436,7 +485,7 @@ class TableWriter:
     def _format(self, row: dict[str, Any]) -> str:
         cells = []
         for c in self.columns:
-            v = row[c]
+            v = row.get(c, "")
             if c == "file":
                 cells.append(f"{v!s:<24}" if len(str(v)) <= 24 else "..." + str(v)[-21:])
             elif c in ("x1", "y1", "x2", "y2", "face_px"):

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from lrfer.video import is_video_file
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -58,6 +60,9 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"cannot read image: {str(p)!r} is a folder, not an image file")
     if not p.is_file():
         raise ValueError(f"cannot read image: no such file {str(p)!r}")
+    if is_video_file(p):
+        raise ValueError(f"cannot read image: {str(p)!r} is a video; score it with Recognizer.predict_video(path) "
+                         "or `lrfer predict` on the file")
     data = np.fromfile(str(p), dtype=np.uint8)  # fromfile + imdecode also works for non-ASCII paths
     if data.size == 0:
         raise ValueError(f"cannot read image: empty file {str(p)!r}")

@@ -22,8 +22,8 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -35,9 +35,12 @@ from lrfer.constants import CPU_ACTIVATION_BUDGET, HR_SIZE
 from lrfer.faces import align as alignment
 from lrfer.faces.degrade import to_native
 from lrfer.io import describe, load_image, to_device_tensors
-from lrfer.results import Face
+from lrfer.results import Face, VideoFrame
 from lrfer.shapes import MIN_FACE_ROWS
+from lrfer.video import check_every
 from lrfer.zoo import ModelSpec, default_model, load_model
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +167,30 @@ def step_limits(device: torch.device) -> tuple[int, float]:
     if device.type == "cuda":
         return GPU_IMAGES_PER_STEP, GPU_STEP_PIXELS
     return IMAGES_PER_STEP, math.inf
+
+
+def in_steps(items: Iterable[T], device: torch.device, pixels_of: Callable[[T], np.ndarray]) -> Iterator[list[T]]:
+    """``items`` in consecutive steps of at most :func:`step_limits` images and pixels on ``device``
+    (``pixels_of(item)`` is the item's ``(H, W, ...)`` image)."""
+    most, pixel_budget = step_limits(device)
+    step: list[T] = []
+    pixels = 0
+    for item in items:
+        image = pixels_of(item)
+        size = image.shape[0] * image.shape[1]
+        if step and (len(step) == most or pixels + size > pixel_budget):
+            yield step
+            step, pixels = [], 0
+        step.append(item)
+        pixels += size
+    if step:
+        yield step
+
+
+def check_batch_size(batch_size: int) -> None:
+    """ValueError unless ``batch_size`` (faces per model call) is at least 1."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
 
 
 def check_precision(precision: str, device: torch.device) -> None:
@@ -418,8 +445,7 @@ class Recognizer:
         >>> rec.classify(torch.rand(3, 1, 48, 48)).shape  # doctest: +SKIP
         (3, 7)
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        check_batch_size(batch_size)
         if faces48.shape[0] == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         if self.device.type == "cuda" and faces48.device.type == "cpu":
@@ -458,21 +484,48 @@ class Recognizer:
         return results[0] if single else results
 
     def _steps(self, items: list[Any], single: bool) -> Iterator[list[np.ndarray]]:
-        """The images loaded, in steps of :data:`IMAGES_PER_STEP` (CPU) or, on a GPU, of up to
-        :data:`GPU_IMAGES_PER_STEP` images and :data:`GPU_STEP_PIXELS` pixels."""
-        most, pixel_budget = step_limits(self.device)
-        step: list[np.ndarray] = []
-        pixels = 0
-        for index, item in enumerate(items):
-            array = self._load(item, index, single)
-            size = array.shape[0] * array.shape[1]
-            if step and (len(step) == most or pixels + size > pixel_budget):
-                yield step
-                step, pixels = [], 0
-            step.append(array)
-            pixels += size
-        if step:
-            yield step
+        """The images loaded, in steps of :func:`step_limits`."""
+        loaded = (self._load(item, index, single) for index, item in enumerate(items))
+        yield from in_steps(loaded, self.device, lambda array: array)
+
+    # -- videos -----------------------------------------------------------------------------------
+    def predict_video(self, video: str | os.PathLike, every: int = 1, batch_size: int = 256) -> Iterator[VideoFrame]:
+        """Detect faces and read their expressions in every ``every``-th frame of a video file.
+
+        A generator of :class:`~lrfer.results.VideoFrame` (frame index, time in seconds, faces), in
+        frame order, one per frame read, faces or not. Frames are decoded one at a time in a
+        background thread, a step of frames ahead, and scored in steps as :meth:`predict` scores a
+        list of images: memory stays flat however long the video. ValueError when the file cannot
+        be read as a video.
+
+        >>> for frame in rec.predict_video("clip.mp4", every=5):  # doctest: +SKIP
+        ...     print(frame.index, frame.time_s, [f.label for f in frame.faces])
+        """
+        return (frame for frame, _ in self.predict_video_frames(video, every, batch_size))
+
+    def predict_video_frames(
+        self, video: str | os.PathLike, every: int = 1, batch_size: int = 256
+    ) -> Iterator[tuple[VideoFrame, np.ndarray]]:
+        """:meth:`predict_video`, each result with its frame's RGB ``uint8 (H, W, 3)`` pixels (to draw on)."""
+        from lrfer.video import video_info
+
+        check_every(every)
+        check_batch_size(batch_size)
+        video_info(video)  # a missing or unreadable file fails here, not at the first frame
+        return self._video_steps(video, every, batch_size)
+
+    def _video_steps(self, video: str | os.PathLike, every: int, batch_size: int) -> Iterator[tuple[VideoFrame, np.ndarray]]:
+        from lrfer.video import read_ahead, read_frames
+
+        most, _ = step_limits(self.device)
+        frames = read_ahead(read_frames(video, every), depth=most)
+        try:
+            for step in in_steps(frames, self.device, lambda frame: frame[2]):
+                found = self._predict_step([pixels for _, _, pixels in step], batch_size)
+                for (index, time_s, pixels), faces in zip(step, found):
+                    yield VideoFrame(index, time_s, faces), pixels
+        finally:
+            frames.close()
 
     def _predict_step(self, arrays: list[np.ndarray], batch_size: int) -> list[list[Face]]:
         if self.detector is None:

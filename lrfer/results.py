@@ -11,6 +11,8 @@ Landmarks = tuple[tuple[float, float], ...]
 
 #: Columns of a flat row before the per-class probability columns (CSV/JSONL/pandas).
 ROW_PREFIX: tuple[str, ...] = ("file", "face", "x1", "y1", "x2", "y2", "face_px", "det_score", "label")
+#: Columns a row of a video frame adds after ``file``: the frame index (from 0) and its time in seconds.
+VIDEO_COLUMNS: tuple[str, ...] = ("frame", "time_s")
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,38 @@ def _nan_to_none(v: float) -> float | None:
     return None if math.isnan(v) else float(v)
 
 
-def row_columns(classes: Sequence[str]) -> list[str]:
-    """Column names of :meth:`Face.to_row` for a model with these ``classes``."""
-    return [*ROW_PREFIX, *classes]
+def row_columns(classes: Sequence[str], video: bool = False) -> list[str]:
+    """Column names of :meth:`Face.to_row` for a model with these ``classes`` (of
+    :meth:`VideoFrame.to_rows` with ``video=True``: ``frame`` and ``time_s`` after ``file``).
+
+    >>> row_columns(["happy"], video=True)[:4]
+    ['file', 'frame', 'time_s', 'face']
+    """
+    return [ROW_PREFIX[0], *(VIDEO_COLUMNS if video else ()), *ROW_PREFIX[1:], *classes]
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """The faces found in one frame of a video (:meth:`~lrfer.recognizer.Recognizer.predict_video`).
+
+    Attributes:
+        index: frame number in the video, from 0.
+        time_s: ``index / fps``, in seconds (NaN when the video gives no frame rate).
+        faces: one :class:`Face` per face, as :meth:`~lrfer.recognizer.Recognizer.predict` gives for an image.
+
+    >>> VideoFrame(5, 0.2, []).to_rows("clip.mp4")
+    []
+    """
+
+    index: int
+    time_s: float
+    faces: list[Face] = field(hash=False)
+
+    def to_rows(self, file: str = "") -> list[dict[str, Any]]:
+        """One flat row per face (columns of ``row_columns(classes, video=True)``)."""
+        time_s = None if math.isnan(self.time_s) else float(self.time_s)
+        return [{"file": file, "frame": self.index, "time_s": time_s, **face.to_row(file, j)}
+                for j, face in enumerate(self.faces)]
 
 
 def faces_to_rows(faces: Iterable[Face] | Iterable[Iterable[Face]], files: Sequence[str] | None = None) -> list[dict[str, Any]]:

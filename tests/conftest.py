@@ -1,6 +1,7 @@
 """Fixtures shared by the test modules."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -15,3 +16,26 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 16 px baseline (width 8, temperature 1.5) saved like a zoo model: fast
+    to load and run, no training."""
+    import torch
+
+    from lrfer.constants import CLASSES
+    from lrfer.models import build_model
+    from lrfer.zoo import save_weights
+
+    torch.manual_seed(0)
+    model = build_model("baseline", width=8, input_size=16)
+    entry = {
+        "name": "baseline-fer2013-16px", "arch": "baseline", "config": {"width": 8}, "dataset": "fer2013",
+        "resolution": 16, "in_chans": 1, "classes": list(CLASSES), "mean": [0.5], "std": [0.25],
+        "source": {"kind": "bundled"}, "temperature": 1.5,
+        "license": {"code": "MIT", "weights": "test only", "data": "FER2013 research-only"},
+    }
+    path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
+    save_weights(model.state_dict(), path, entry)
+    return path

@@ -19,28 +19,6 @@ from lrfer.results import Face, faces_to_pandas, faces_to_rows, row_columns
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_tiny_weights(path: Path) -> Path:
-    """A randomly initialised 16 px baseline saved like a zoo model (no training)."""
-    from lrfer.models import build_model
-    from lrfer.zoo import save_weights
-
-    torch.manual_seed(0)
-    model = build_model("baseline", width=8, input_size=16)
-    entry = {
-        "name": "baseline-fer2013-16px", "arch": "baseline", "config": {"width": 8}, "dataset": "fer2013",
-        "resolution": 16, "in_chans": 1, "classes": list(CLASSES), "mean": [0.5], "std": [0.25],
-        "source": {"kind": "bundled"}, "temperature": 1.5,
-        "license": {"code": "MIT", "weights": "test only", "data": "FER2013 research-only"},
-    }
-    save_weights(model.state_dict(), path, entry)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_weights(tmp_path_factory.mktemp("tiny") / "tiny.safetensors")
-
-
 @pytest.fixture(scope="module")
 def rec(tiny_path: Path) -> lrfer.Recognizer:
     return lrfer.load(tiny_path, device="cpu", detector=None)
@@ -431,7 +409,7 @@ def test_import_lrfer_is_light() -> None:
 
 
 def test_lazy_public_names() -> None:
-    for name in ("load", "Recognizer", "Face", "list_models", "info", "download", "faces_to_pandas"):
+    for name in ("load", "Recognizer", "Face", "VideoFrame", "list_models", "info", "download", "faces_to_pandas"):
         assert name in dir(lrfer) and getattr(lrfer, name) is not None
     assert isinstance(lrfer.list_models(), list)
     with pytest.raises(AttributeError):

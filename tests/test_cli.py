@@ -24,23 +24,6 @@ IMAGE_NAMES = ["a.png", "b.jpg", "sub/c.png", "sub/deeper/d.bmp"]
 
 
 @pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lrfer.models import build_model
-    from lrfer.zoo import save_weights
-
-    torch.manual_seed(0)
-    entry = {
-        "name": "baseline-fer2013-16px", "arch": "baseline", "config": {"width": 8}, "dataset": "fer2013",
-        "resolution": 16, "in_chans": 1, "classes": list(CLASSES), "mean": [0.5], "std": [0.25],
-        "source": {"kind": "bundled"},
-        "license": {"code": "MIT", "weights": "test only", "data": "FER2013 research-only"},
-    }
-    path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
-    save_weights(build_model("baseline", width=8, input_size=16).state_dict(), path, entry)
-    return path
-
-
-@pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("photos")
     rng = np.random.default_rng(0)

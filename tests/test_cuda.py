@@ -130,3 +130,23 @@ def test_gpu_batch_of_photos_equals_one_by_one() -> None:
         assert [f.label for f in single] == [f.label for f in faces]
         for a, b in zip(single, faces):
             assert a.probs == pytest.approx(b.probs, abs=PROB_TOLERANCE)
+
+
+@needs_photos
+def test_video_on_gpu_matches_cpu(tmp_path: Path) -> None:
+    """``predict_video`` on CUDA: the faces of each frame are the CPU's (a video made of the photos at
+    640 px, written losslessly enough that both devices see the same decoded frames)."""
+    import cv2
+
+    frames = [_downscale(IMAGES / n, 640)[:400] for n in PHOTOS]
+    path = tmp_path / "photos.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (640, 400))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG video")
+    for frame in frames:
+        writer.write(np.ascontiguousarray(frame[..., ::-1]))
+    writer.release()
+    cpu = [f.faces for f in lrfer.load(device="cpu").predict_video(path)]
+    gpu = [f.faces for f in lrfer.load(device="cuda").predict_video(path)]
+    assert len(cpu) == len(gpu) == len(PHOTOS)
+    _assert_same_faces(cpu, gpu, PROB_TOLERANCE, same_labels=True)

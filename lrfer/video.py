@@ -1,0 +1,193 @@
+"""Video files: frames decoded one at a time (memory stays flat however long the video), read ahead
+of the consumer in a thread (OpenCV decodes without the GIL, so decoding overlaps detection), and
+annotated copies written back as video.
+
+Frame times are ``index / fps`` from the container's frame rate: exact for constant-frame-rate
+video, approximate for variable-rate recordings.
+
+>>> is_video_file("clip.MP4"), is_video_file("photo.jpg")
+(True, False)
+"""
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+#: Suffixes read as videos (lower case), by :func:`is_video_file` and ``lrfer predict``.
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
+)
+#: Codec of annotated videos (MPEG-4 Part 2: every OpenCV FFmpeg build can write it).
+ANNOTATED_FOURCC = "mp4v"
+
+T = TypeVar("T")
+
+
+def is_video_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` has a video suffix (:data:`VIDEO_EXTENSIONS`)."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says: frames per second, number of frames (0 if unknown), frame size."""
+
+    fps: float
+    frame_count: int
+    width: int
+    height: int
+
+
+def open_video(path: str | os.PathLike) -> Any:  # -> cv2.VideoCapture
+    """An opened ``cv2.VideoCapture``; ValueError naming the file when it is missing or unreadable."""
+    import cv2
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"cannot read video: no such file {str(p)!r}")
+    capture = cv2.VideoCapture(str(p))
+    if not capture.isOpened():
+        capture.release()
+        raise ValueError(f"cannot read video: {str(p)!r} is not a video OpenCV can decode (corrupt or unsupported format)")
+    return capture
+
+
+def video_info(path: str | os.PathLike) -> VideoInfo:
+    """:class:`VideoInfo` of a video file (ValueError if it cannot be opened)."""
+    import cv2
+
+    capture = open_video(path)
+    try:
+        return VideoInfo(
+            fps=float(capture.get(cv2.CAP_PROP_FPS) or 0.0),
+            frame_count=max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)),
+            width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        )
+    finally:
+        capture.release()
+
+
+def check_every(every: int) -> int:
+    """``every`` as a frame step (an int >= 1), else ValueError."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be an int >= 1 (1 = every frame, 5 = every fifth frame); got {every!r}")
+    return every
+
+
+def read_frames(path: str | os.PathLike, every: int = 1) -> Iterator[tuple[int, float, np.ndarray]]:
+    """``(frame index, time in seconds, RGB uint8 (H, W, 3))`` for every ``every``-th frame from the
+    first, decoded one by one. Skipped frames are only grabbed (no colour conversion). ValueError
+    when the file cannot be opened or yields no frame at all.
+    """
+    import cv2
+
+    check_every(every)
+    capture = open_video(path)
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    index = 0
+    try:
+        while True:
+            if index % every:
+                if not capture.grab():
+                    break
+            else:
+                ok, frame = capture.read()
+                if not ok or frame is None:
+                    break
+                yield index, index / fps if fps > 0 else math.nan, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            index += 1
+    finally:
+        capture.release()
+    if index == 0:
+        raise ValueError(f"cannot read video: no frame of {str(path)!r} could be decoded")
+
+
+def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
+    """``items``, produced by a background thread at most ``depth`` items ahead of the consumer.
+
+    An exception in the producer is raised in the consumer, at the point it happened. Closing the
+    returned generator (or dropping it) stops the producer and closes ``items``.
+    """
+    done = object()
+    ready: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        source = iter(items)
+        try:
+            for item in source:
+                if not put((item, None)):
+                    return
+            put((done, None))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            put((done, err))
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="lrfer-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = ready.get()
+            if err is not None:
+                raise err
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class AnnotatedVideoWriter:
+    """Writes RGB frames with their faces drawn (:func:`~lrfer.annotate.annotate`) to a video file;
+    the frame size is taken from the first frame. Use as a context manager."""
+
+    def __init__(self, path: str | os.PathLike, fps: float) -> None:
+        self.path = Path(path)
+        self.fps = fps if fps > 0 else 25.0
+        self._writer: Any = None
+
+    def write(self, image: np.ndarray, faces: Sequence[Any]) -> None:
+        import cv2
+
+        from lrfer.annotate import annotate
+
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            height, width = image.shape[:2]
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*ANNOTATED_FOURCC), self.fps, (width, height))
+            if not self._writer.isOpened():
+                raise RuntimeError(f"OpenCV cannot write the video {str(self.path)!r} ({ANNOTATED_FOURCC} codec)")
+        self._writer.write(cv2.cvtColor(annotate(image, faces), cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def __enter__(self) -> AnnotatedVideoWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,218 @@
+"""Video files: frame reading, the read-ahead thread, Recognizer.predict_video and `lrfer predict` on
+videos. The videos are made in the test with OpenCV's writer (MPEG-4 Part 2, ``mp4v``)."""
+from __future__ import annotations
+
+import csv
+import math
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import pytest
+
+import lrfer
+from lrfer import video as video_mod
+from lrfer.cli import main
+from lrfer.results import VideoFrame, row_columns
+
+FPS = 10.0
+FRAMES = 12
+SIZE = (48, 64)  # height, width
+
+
+def frame_color(i: int) -> tuple[int, int, int]:
+    """Frame ``i``'s flat RGB colour: red rises with ``i``, green stays low, blue stays high."""
+    return 20 * i, 30, 200
+
+
+def write_video(path: Path, frames: int = FRAMES, fps: float = FPS) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (SIZE[1], SIZE[0]))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write mp4v video")
+    for i in range(frames):
+        writer.write(np.full((*SIZE, 3), frame_color(i)[::-1], np.uint8))  # OpenCV writes BGR
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4")
+
+
+@pytest.fixture(scope="module")
+def rec(tiny_path: Path) -> lrfer.Recognizer:
+    return lrfer.load(tiny_path, device="cpu", detector=None)
+
+
+# ------------------------------------------------------------------------------------------ reading
+def test_read_frames_gives_rgb_frames_with_times(clip: Path) -> None:
+    frames = list(video_mod.read_frames(clip))
+    assert [index for index, _, _ in frames] == list(range(FRAMES))
+    assert [t for _, t, _ in frames] == pytest.approx([i / FPS for i in range(FRAMES)])
+    for index, _, pixels in frames:
+        assert pixels.shape == (*SIZE, 3) and pixels.dtype == np.uint8
+        assert np.abs(pixels.reshape(-1, 3).mean(0) - frame_color(index)).max() < 8, index  # RGB, not BGR
+    info = video_mod.video_info(clip)
+    assert (info.fps, info.frame_count, info.height, info.width) == (FPS, FRAMES, *SIZE)
+
+
+def test_read_frames_every_nth(clip: Path) -> None:
+    frames = list(video_mod.read_frames(clip, every=5))
+    assert [index for index, _, _ in frames] == [0, 5, 10]
+    assert frames[1][1] == pytest.approx(0.5)
+    assert np.abs(frames[2][2].reshape(-1, 3).mean(0) - frame_color(10)).max() < 8
+
+
+def test_unreadable_videos_raise_value_error(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("not a video")
+    for path, message in [(tmp_path / "missing.mp4", "no such file"), (fake, "cannot read video")]:
+        with pytest.raises(ValueError, match=message):
+            list(video_mod.read_frames(path))
+        with pytest.raises(ValueError, match=message):
+            video_mod.video_info(path)
+    for every in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="every must be an int >= 1"):
+            video_mod.check_every(every)  # type: ignore[arg-type]
+
+
+def test_read_ahead_keeps_order_and_a_bounded_lead() -> None:
+    produced: list[int] = []
+    consumed = 0
+    lead = 0
+
+    def source() -> Iterator[int]:
+        for i in range(50):
+            produced.append(i)
+            yield i
+
+    for i in video_mod.read_ahead(source(), depth=3):
+        assert i == consumed
+        consumed += 1
+        lead = max(lead, len(produced) - consumed)
+    assert consumed == 50
+    assert lead <= 3 + 1, "at most depth items queued and one in the producer's hands"
+
+
+def test_read_ahead_raises_the_producers_error_in_order() -> None:
+    def source() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise ValueError("frame 3 is corrupt")
+
+    got = []
+    with pytest.raises(ValueError, match="frame 3 is corrupt"):
+        for item in video_mod.read_ahead(source(), depth=4):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_closing_read_ahead_stops_the_producer_and_closes_its_source() -> None:
+    closed = threading.Event()
+
+    def endless() -> Iterator[int]:
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.set()
+
+    ahead = video_mod.read_ahead(endless(), depth=2)
+    assert next(ahead) == 0
+    ahead.close()
+    assert closed.wait(timeout=5)
+    assert not any(t.name == "lrfer-read-ahead" and t.is_alive() for t in threading.enumerate())
+
+
+# ------------------------------------------------------------------------------------------- predict
+def test_predict_video_matches_predict_on_the_frames(rec: lrfer.Recognizer, clip: Path) -> None:
+    results = list(rec.predict_video(clip, every=2))
+    assert all(isinstance(r, VideoFrame) for r in results)
+    assert [r.index for r in results] == list(range(0, FRAMES, 2))
+    assert [r.time_s for r in results] == pytest.approx([i / FPS for i in range(0, FRAMES, 2)])
+    frames = [pixels for _, _, pixels in video_mod.read_frames(clip, every=2)]
+    expected = rec.predict(frames)
+    for result, faces in zip(results, expected):
+        assert len(result.faces) == 1  # detector=None: the frame is the face
+        assert result.faces[0].probs == pytest.approx(faces[0].probs, abs=1e-6)
+
+
+def test_predict_video_in_several_steps_reads_lazily(rec: lrfer.Recognizer, clip: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps of 3 frames: the same results as one step, and the first result comes before the
+    video is read to its end (memory stays flat on long videos)."""
+    import lrfer.recognizer as recognizer
+
+    whole = [r.faces[0].probs for r in rec.predict_video(clip)]
+    monkeypatch.setattr(recognizer, "IMAGES_PER_STEP", 3)
+    read: list[int] = []
+    real_read_frames = video_mod.read_frames
+
+    def counting(path: Path, every: int = 1) -> Iterator[tuple[int, float, np.ndarray]]:
+        for item in real_read_frames(path, every):
+            read.append(item[0])
+            yield item
+
+    monkeypatch.setattr(video_mod, "read_frames", counting)
+    frames = rec.predict_video(clip)
+    first = next(frames)
+    assert first.index == 0 and len(read) <= 3 + 3 + 1  # this step, the queue (one step) and one in hand
+    rest = list(frames)
+    assert [r.faces[0].probs for r in [first, *rest]] == [pytest.approx(p, abs=1e-6) for p in whole]
+
+
+def test_predict_video_checks_its_arguments_at_the_call(rec: lrfer.Recognizer, clip: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such file"):
+        rec.predict_video(tmp_path / "missing.mp4")  # not only when iterated
+    with pytest.raises(ValueError, match="every must be an int >= 1"):
+        rec.predict_video(clip, every=0)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        rec.predict_video(clip, batch_size=0)
+    with pytest.raises(ValueError, match="is a video; score it with Recognizer.predict_video"):
+        rec.predict(str(clip))
+
+
+def test_video_frame_rows() -> None:
+    from lrfer.results import Face
+
+    face = Face((1, 2, 3, 4), ((math.nan, math.nan),) * 5, 0.9, 2.0, "happy", {"happy": 0.7, "sad": 0.3})
+    rows = VideoFrame(7, 0.7, [face, face]).to_rows("clip.mp4")
+    assert [list(r) for r in rows] == [row_columns(["happy", "sad"], video=True)] * 2
+    assert [(r["frame"], r["time_s"], r["face"]) for r in rows] == [(7, 0.7, 0), (7, 0.7, 1)]
+    assert VideoFrame(0, math.nan, [face]).to_rows()[0]["time_s"] is None
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def test_cli_scores_videos_and_images_together(tiny_path: Path, clip: Path, tmp_path: Path) -> None:
+    image = tmp_path / "still.png"
+    cv2.imwrite(str(image), np.full((30, 30, 3), 128, np.uint8))
+    out, annotated = tmp_path / "faces.csv", tmp_path / "annotated"
+    args = ["predict", str(clip), str(image), "--model", str(tiny_path), "--detector", "none", "--quiet",
+            "--every", "4", "--out", str(out), "--annotate", str(annotated)]
+    assert main(args) == 0
+    with open(out, newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+    assert reader.fieldnames == row_columns(lrfer.load(tiny_path, detector=None).classes, video=True)
+    assert [(r["file"], r["frame"], r["time_s"]) for r in rows] == [
+        (str(image), "", ""), (str(clip), "0", "0.0"), (str(clip), "4", "0.4"), (str(clip), "8", "0.8")]
+    written = video_mod.video_info(annotated / "clip.mp4")
+    assert written.frame_count == 3 and written.fps == pytest.approx(FPS / 4)
+    assert (annotated / "still.png").is_file()
+
+
+def test_cli_unreadable_video_is_skipped_with_exit_1(tiny_path: Path, clip: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video")
+    out = tmp_path / "faces.jsonl"
+    args = ["predict", str(broken), str(clip), "--model", str(tiny_path), "--detector", "none", "--quiet",
+            "--every", "6", "--out", str(out)]
+    assert main(args) == 1
+    assert "broken.mp4" in caplog.text and "cannot read video" in caplog.text
+    assert len(out.read_text().splitlines()) == 2  # frames 0 and 6 of the good clip

@@ -52,6 +52,9 @@ IMAGES_PER_STEP = 32
 #: as the float copy the detectors share; 33 photos of 1920x1080, 256 of 480x360).
 GPU_IMAGES_PER_STEP = 256
 GPU_STEP_PIXELS = 64 << 20
+#: Most bytes of decoded video frames waiting for the model (:func:`frames_ahead`): 41 frames of
+#: 1920x1080, 10 of 3840x2160.
+READ_AHEAD_BYTES = 256 << 20
 #: ITU-R BT.601 luma weights (R, G, B).
 GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 #: Precisions accepted by :func:`load` (see its docstring).
@@ -185,6 +188,19 @@ def in_steps(items: Iterable[T], device: torch.device, pixels_of: Callable[[T], 
         pixels += size
     if step:
         yield step
+
+
+def frames_ahead(device: torch.device, frame_bytes: int) -> int:
+    """Video frames decoded ahead of the model: one step's worth (:func:`step_limits`), at most
+    :data:`READ_AHEAD_BYTES` of them.
+
+    >>> frames_ahead(torch.device("cpu"), 1920 * 1080 * 3), frames_ahead(torch.device("cpu"), 3840 * 2160 * 3)
+    (32, 10)
+    """
+    most, pixel_budget = step_limits(device)
+    pixels = max(1, frame_bytes // 3)
+    by_pixels = most if math.isinf(pixel_budget) else int(pixel_budget // pixels)
+    return max(1, min(most, by_pixels, READ_AHEAD_BYTES // max(1, frame_bytes)))
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -511,14 +527,16 @@ class Recognizer:
 
         check_every(every)
         check_batch_size(batch_size)
-        video_info(video)  # a missing or unreadable file fails here, not at the first frame
-        return self._video_steps(video, every, batch_size)
+        info = video_info(video)  # a missing or unreadable file fails here, not at the first frame
+        ahead = frames_ahead(self.device, info.width * info.height * 3)
+        return self._video_steps(video, every, batch_size, ahead)
 
-    def _video_steps(self, video: str | os.PathLike, every: int, batch_size: int) -> Iterator[tuple[VideoFrame, np.ndarray]]:
+    def _video_steps(
+        self, video: str | os.PathLike, every: int, batch_size: int, ahead: int
+    ) -> Iterator[tuple[VideoFrame, np.ndarray]]:
         from lrfer.video import read_ahead, read_frames
 
-        most, _ = step_limits(self.device)
-        frames = read_ahead(read_frames(video, every), depth=most)
+        frames = read_ahead(read_frames(video, every), depth=ahead)
         try:
             for step in in_steps(frames, self.device, lambda frame: frame[2]):
                 found = self._predict_step([pixels for _, _, pixels in step], batch_size)

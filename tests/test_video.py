@@ -216,3 +216,14 @@ def test_cli_unreadable_video_is_skipped_with_exit_1(tiny_path: Path, clip: Path
     assert main(args) == 1
     assert "broken.mp4" in caplog.text and "cannot read video" in caplog.text
     assert len(out.read_text().splitlines()) == 2  # frames 0 and 6 of the good clip
+
+
+def test_frames_read_ahead_are_one_step_within_a_memory_bound() -> None:
+    import torch
+
+    from lrfer.recognizer import frames_ahead
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # no GPU needed: only the step rules
+    assert [frames_ahead(cpu, w * h * 3) for w, h in [(480, 270), (1920, 1080), (3840, 2160)]] == [32, 32, 10]
+    assert [frames_ahead(cuda, w * h * 3) for w, h in [(480, 270), (1920, 1080), (3840, 2160)]] == [256, 32, 8]
+    assert frames_ahead(cpu, 1 << 40) == 1

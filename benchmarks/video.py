@@ -9,7 +9,9 @@ side in one process, every ``--rounds`` round timing each in turn:
 - ``decode``: :func:`lrfer.video.read_frames` alone;
 - ``model``: ``Recognizer.predict`` on the same frames already decoded, in the same steps;
 - ``predict_video``: both, decoding in the read-ahead thread while the model runs. Without the
-  overlap it would take ``decode + model``.
+  overlap it would take ``decode + model``;
+- ``no read-ahead``: ``predict_video`` decoding in the model's thread (the read-ahead replaced by
+  plain iteration).
 
 Memory: ``lrfer predict VIDEO --detector none --out x.csv`` in a fresh process on a 160 px video of
 ``--memory-frames`` and 10x as many frames; prints each process's peak RSS.
@@ -33,6 +35,7 @@ from _common import SHARED, machine  # noqa: E402
 
 import lrfer  # noqa: E402
 from lrfer.recognizer import in_steps  # noqa: E402
+import lrfer.video  # noqa: E402
 from lrfer.video import read_frames  # noqa: E402
 
 CHILD = """
@@ -87,7 +90,15 @@ def speed(args: argparse.Namespace, folder: Path) -> None:
         for _ in rec.predict_video(video):
             pass
 
-    runs = {"decode": decode, "model": model, "predict_video": predict_video}
+    def without_read_ahead() -> None:
+        real = lrfer.video.read_ahead
+        lrfer.video.read_ahead = lambda items, depth: iter(items)  # decoding in the model's thread
+        try:
+            predict_video()
+        finally:
+            lrfer.video.read_ahead = real
+
+    runs = {"decode": decode, "model": model, "predict_video": predict_video, "no read-ahead": without_read_ahead}
     predict_video()  # warm-up: weights, detector, thread pools
     model()
     seconds: dict[str, list[float]] = {name: [] for name in runs}

@@ -181,11 +181,14 @@ def in_steps(items: Iterable[T], device: torch.device, pixels_of: Callable[[T], 
     for item in items:
         image = pixels_of(item)
         size = image.shape[0] * image.shape[1]
-        if step and (len(step) == most or pixels + size > pixel_budget):
+        if step and pixels + size > pixel_budget:
             yield step
             step, pixels = [], 0
         step.append(item)
         pixels += size
+        if len(step) == most:  # full: out now, without waiting for (decoding) the next item
+            yield step
+            step, pixels = [], 0
     if step:
         yield step
 

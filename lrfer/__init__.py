@@ -22,6 +22,7 @@ _LAZY: dict[str, str] = {
     "VideoFrame": "lrfer.results:VideoFrame",
     "faces_to_pandas": "lrfer.results:faces_to_pandas",
     "faces_to_rows": "lrfer.results:faces_to_rows",
+    "frames_to_pandas": "lrfer.results:frames_to_pandas",
     "list_models": "lrfer.zoo:list_models",
     "get_spec": "lrfer.zoo:get_spec",
     "info": "lrfer.zoo:info",
@@ -39,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from lrfer.constants import CLASSES
     from lrfer.io import load_image
     from lrfer.recognizer import Recognizer, load
-    from lrfer.results import Face, VideoFrame, faces_to_pandas, faces_to_rows
+    from lrfer.results import Face, VideoFrame, faces_to_pandas, faces_to_rows, frames_to_pandas
     from lrfer.zoo import ModelSpec, download, get_spec, info, list_models
 
 

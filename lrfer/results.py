@@ -106,11 +106,24 @@ class VideoFrame:
     time_s: float
     faces: list[Face] = field(hash=False)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict: ``index``, ``time_s`` (``None`` if unknown), ``faces`` (:meth:`Face.to_dict` each)."""
+        return {"index": self.index, "time_s": _nan_to_none(self.time_s), "faces": [face.to_dict() for face in self.faces]}
+
     def to_rows(self, file: str = "") -> list[dict[str, Any]]:
         """One flat row per face (columns of ``row_columns(classes, video=True)``)."""
-        time_s = None if math.isnan(self.time_s) else float(self.time_s)
+        time_s = _nan_to_none(self.time_s)
         return [{"file": file, "frame": self.index, "time_s": time_s, **face.to_row(file, j)}
                 for j, face in enumerate(self.faces)]
+
+
+def frames_to_pandas(frames: Iterable[VideoFrame], file: str = "") -> Any:
+    """The faces of video frames as a ``pandas.DataFrame``, one row per face (columns of
+    :meth:`VideoFrame.to_rows`; needs ``pip install pandas``).
+
+    >>> frames_to_pandas(rec.predict_video("clip.mp4", every=5), "clip.mp4")  # doctest: +SKIP
+    """
+    return _pandas("frames_to_pandas").DataFrame([row for frame in frames for row in frame.to_rows(file)])
 
 
 def faces_to_rows(faces: Iterable[Face] | Iterable[Iterable[Face]], files: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -131,8 +144,12 @@ def faces_to_pandas(faces: Iterable[Face] | Iterable[Iterable[Face]], files: Seq
 
     >>> faces_to_pandas(rec.predict("group.jpg"))  # doctest: +SKIP
     """
+    return _pandas("faces_to_pandas").DataFrame(faces_to_rows(faces, files))
+
+
+def _pandas(what: str) -> Any:
     try:
         import pandas as pd
     except ImportError as e:
-        raise ImportError("faces_to_pandas needs pandas: pip install pandas (or pip install 'lrfer[pandas]')") from e
-    return pd.DataFrame(faces_to_rows(faces, files))
+        raise ImportError(f"{what} needs pandas: pip install pandas (or pip install 'lrfer[pandas]')") from e
+    return pd

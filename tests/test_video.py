@@ -227,3 +227,21 @@ def test_frames_read_ahead_are_one_step_within_a_memory_bound() -> None:
     assert [frames_ahead(cpu, w * h * 3) for w, h in [(480, 270), (1920, 1080), (3840, 2160)]] == [32, 32, 10]
     assert [frames_ahead(cuda, w * h * 3) for w, h in [(480, 270), (1920, 1080), (3840, 2160)]] == [256, 32, 8]
     assert frames_ahead(cpu, 1 << 40) == 1
+
+
+def test_video_frame_to_dict_and_pandas(rec: lrfer.Recognizer, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import sys
+
+    frames = list(rec.predict_video(clip, every=6))
+    d = frames[1].to_dict()
+    json.dumps(d, allow_nan=False)
+    assert d["index"] == 6 and d["time_s"] == pytest.approx(0.6) and d["faces"] == [f.to_dict() for f in frames[1].faces]
+    assert VideoFrame(0, math.nan, []).to_dict() == {"index": 0, "time_s": None, "faces": []}
+    pytest.importorskip("pandas")
+    df = lrfer.frames_to_pandas(frames, "clip.mp4")
+    assert list(df.columns) == row_columns(rec.classes, video=True)
+    assert df["frame"].tolist() == [0, 6] and set(df["file"]) == {"clip.mp4"}
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ImportError, match="frames_to_pandas needs pandas: pip install pandas"):
+        lrfer.frames_to_pandas(frames)

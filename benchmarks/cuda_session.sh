@@ -25,7 +25,7 @@ if [ ! -e ../shared ] && [ -d "$shared" ]; then ln -s "$(cd "$shared" && pwd)" .
 # BASE's benchmarks look for the photos next to BASE, as these look next to the repository.
 if [ -n "${BASE:-}" ] && [ ! -d "$BASE/../shared/images" ] && [ -d "$shared" ]; then ln -sfn "$(cd "$shared" && pwd)" "$BASE/../shared"; fi
 
-STEPS=${STEPS:-tests_cuda first_use first_use_v7 first_use_base throughput pipeline loader pipeline_480 pipeline_480_base predict_folder predict_folder_v7 predict_folder_base predict_folder_vary profile_folder tests_cuda_v7}  # a subset to rerun only those
+STEPS=${STEPS:-tests_cuda first_use first_use_v7 first_use_base throughput pipeline loader pipeline_480 pipeline_480_base predict_folder predict_folder_v7 predict_folder_base predict_folder_vary video profile_folder tests_cuda_v7}  # a subset to rerun only those
 
 step() {  # step SECONDS NAME COMMAND...: run with a time limit, log to $OUT/NAME.log, print its tail
     local limit=$1 name=$2 start=$SECONDS
@@ -76,6 +76,8 @@ if [ -n "${BASE:-}" ]; then  # its own script puts its tree first on sys.path
     step 100 predict_folder_base python3 "$BASE/benchmarks/predict_folder.py" --device cuda --width 480 --count 4000 --image-batch 64,64,256,256 --workers 8
 fi
 step 80 predict_folder_vary python3 benchmarks/predict_folder.py --device cuda --width 480 --vary-width 160 --count 2000 --image-batch 64,64 --workers 8
+# Videos: decoding in predict_video's read-ahead thread against decoding in the model's thread (stop 25).
+step 90 video python3 benchmarks/video.py --device cuda --width 480 --frames 1024 --codec MJPG --memory-frames 0
 step 90 profile_folder python3 benchmarks/predict_folder.py --device cuda --width 480 --count 1000 --image-batch 64,64 --workers 8 --torch-profile
 step 90 tests_cuda_v7 "${V7[@]}" "${TESTS_CUDA[@]}"
 

@@ -104,13 +104,15 @@ def _add_predict(sub: Any) -> None:
         "column per class; with a video among the inputs also the frame index and its time in seconds.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="image files, folders of images (searched recursively) or video files (.mp4, .avi, .mov, "
-                        ".mkv, ...: rows gain 'frame' and 'time_s' columns)")
+                   help="image and video files, or folders of them (searched recursively); videos (.mp4, .avi, "
+                        ".mov, .mkv, ...) are scored frame by frame after the images, their rows with 'frame' and "
+                        "'time_s' columns")
     p.add_argument("--model", default=None, help="model name, .safetensors file, folder or hf://org/repo[@rev] "
                    "(default: the manifest's default model)")
     p.add_argument("--out", type=Path, default=None, help="write rows to this .csv or .jsonl file (default: table on stdout)")
     p.add_argument("--annotate", type=Path, default=None, metavar="DIR",
-                   help="write annotated copies of the images here (of a video: DIR/<name>.mp4)")
+                   help="write annotated copies of the images and videos here (a video as .mp4), mirroring the "
+                        "folders' layout")
     p.add_argument("--every", type=_positive_int, default=1, metavar="N",
                    help="videos: score every N-th frame, from the first (default: 1, every frame)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
@@ -257,12 +259,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     import lrfer
     from lrfer.io import iter_image_files
-    from lrfer.video import is_video_file
+    from lrfer.video import is_video_file, iter_video_files
 
-    videos = [Path(p) for p in args.paths if is_video_file(p) and Path(p).is_file()]
-    files = iter_image_files([p for p in args.paths if Path(p) not in videos])
+    videos = iter_video_files(args.paths)
+    files = iter_image_files([p for p in args.paths if not (is_video_file(p) and Path(p).is_file())])
     if not files and not videos:
-        logger.error("no image files found in %s", " ".join(args.paths))
+        logger.error("no image or video files found in %s", " ".join(args.paths))
         return 1
     detector = None if args.detector == "none" else args.detector
     rec = lrfer.load(args.model, device=args.device, detector=detector, min_face=args.min_face, precision=args.precision)
@@ -277,8 +279,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 _predict_batch(rec, batch, files, args, write, counts)
                 bar.update(len(batch))
             bar.close()
-        for video in videos:
-            _predict_video(rec, video, args, write, counts)
+        for video, rel in videos:
+            _predict_video(rec, video, rel, args, write, counts)
     logger.info("%d image(s), %d video frame(s), %d face(s), %d unreadable",
                 counts["images"], counts["frames"], counts["faces"], counts["failed"])
     if counts["failed"]:
@@ -287,10 +289,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_video(rec: Any, video: Path, args: argparse.Namespace, write: Callable[[dict[str, Any]], None],
-                   counts: dict[str, int]) -> None:
+def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
+                   write: Callable[[dict[str, Any]], None], counts: dict[str, int]) -> None:
     """Every ``--every``-th frame of one video: rows with ``frame`` and ``time_s``, and with
-    ``--annotate DIR`` an annotated copy ``DIR/<name>.mp4``."""
+    ``--annotate DIR`` an annotated copy ``DIR/<rel>`` with suffix ``.mp4``."""
     from tqdm import tqdm
 
     from lrfer.video import AnnotatedVideoWriter, video_info
@@ -305,7 +307,7 @@ def _predict_video(rec: Any, video: Path, args: argparse.Namespace, write: Calla
     total = math.ceil(info.frame_count / args.every) if info.frame_count else None
     bar = tqdm(total=total, unit="frame", desc=video.name, file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)
     annotated = None if args.annotate is None else AnnotatedVideoWriter(
-        args.annotate / video.with_suffix(".mp4").name, info.fps / args.every)
+        args.annotate / rel.with_suffix(".mp4"), info.fps / args.every)
     try:
         for frame, pixels in frames:
             for row in frame.to_rows(str(video)):

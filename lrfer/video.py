@@ -36,6 +36,26 @@ def is_video_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
+def iter_video_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Path]]:
+    """The video files among ``paths`` and in their folders (recursively, sorted), as ``(path,
+    relative_name)`` pairs like :func:`~lrfer.io.iter_image_files` (``relative_name``: the path
+    inside its folder argument, the file name for file arguments).
+
+    >>> iter_video_files(["examples"])
+    []
+    """
+    found: list[tuple[Path, Path]] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            names = sorted((Path(folder, name).relative_to(p) for folder, _, files in os.walk(p)
+                            for name in files if is_video_file(name)), key=lambda rel: rel.parts)
+            found.extend((p / rel, rel) for rel in names if (p / rel).is_file())
+        elif p.is_file() and is_video_file(p):
+            found.append((p, Path(p.name)))
+    return found
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """What the container says: frames per second, number of frames (0 if unknown), frame size."""

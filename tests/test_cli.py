@@ -340,7 +340,7 @@ def test_predict_on_a_folder_without_images_exits_1(tiny_path: Path, tmp_path: P
                                                      caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "notes.txt").write_text("no images here")
     assert main(["predict", str(tmp_path), "--model", str(tiny_path), "--detector", "none", "--quiet"]) == 1
-    assert f"no image files found in {tmp_path}" in caplog.text
+    assert f"no image or video files found in {tmp_path}" in caplog.text
 
 
 @pytest.mark.parametrize("image_batch,workers,decode_batch", [(64, 4, 32), (256, 8, 32), (16, 1, 16), (3, 2, 3), (5, 16, 5)])

@@ -245,3 +245,22 @@ def test_video_frame_to_dict_and_pandas(rec: lrfer.Recognizer, clip: Path, monke
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match="frames_to_pandas needs pandas: pip install pandas"):
         lrfer.frames_to_pandas(frames)
+
+
+def test_cli_finds_videos_in_folders_and_mirrors_them_when_annotating(tiny_path: Path, tmp_path: Path) -> None:
+    root = tmp_path / "recordings"
+    (root / "day2").mkdir(parents=True)
+    write_video(root / "day2" / "cam.avi", frames=4)
+    write_video(root / "a.mp4", frames=2)
+    cv2.imwrite(str(root / "still.png"), np.full((30, 30, 3), 128, np.uint8))
+    (root / "notes.txt").write_text("ignored")
+    assert [str(rel) for _, rel in video_mod.iter_video_files([root])] == ["a.mp4", "day2/cam.avi"]
+    out, annotated = tmp_path / "faces.csv", tmp_path / "annotated"
+    assert main(["predict", str(root), "--model", str(tiny_path), "--detector", "none", "--quiet",
+                 "--out", str(out), "--annotate", str(annotated)]) == 0
+    with open(out, newline="") as fh:
+        rows = [(r["file"], r["frame"]) for r in csv.DictReader(fh)]
+    assert rows == [(str(root / "still.png"), ""), (str(root / "a.mp4"), "0"), (str(root / "a.mp4"), "1"),
+                    *[(str(root / "day2" / "cam.avi"), str(i)) for i in range(4)]]
+    assert video_mod.video_info(annotated / "day2" / "cam.mp4").frame_count == 4
+    assert (annotated / "a.mp4").is_file() and (annotated / "still.png").is_file()

@@ -691,11 +691,9 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -
         return resolved, _fetch(resolved, cache)
     if path.is_dir():
         return _resolve_local_dir(path)
-    if not path.exists() and path.suffix.lower() not in REFUSED_SUFFIXES:
+    if not path.is_file() and path.suffix.lower() not in REFUSED_SUFFIXES:  # pickles are refused by name
         raise FileNotFoundError(_missing_path_message(path))
     _check_suffix(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
     return _resolve_local_file(path)
 
 

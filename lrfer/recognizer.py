@@ -193,17 +193,16 @@ def in_steps(items: Iterable[T], device: torch.device, pixels_of: Callable[[T], 
         yield step
 
 
-def frames_ahead(device: torch.device, frame_bytes: int) -> int:
-    """Video frames decoded ahead of the model: one step's worth (:func:`step_limits`), at most
-    :data:`READ_AHEAD_BYTES` of them.
+def frames_ahead(device: torch.device, height: int, width: int) -> int:
+    """RGB video frames of ``height`` x ``width`` decoded ahead of the model: one step's worth
+    (:func:`step_limits`), at most :data:`READ_AHEAD_BYTES` of them.
 
-    >>> frames_ahead(torch.device("cpu"), 1920 * 1080 * 3), frames_ahead(torch.device("cpu"), 3840 * 2160 * 3)
+    >>> frames_ahead(torch.device("cpu"), 1080, 1920), frames_ahead(torch.device("cpu"), 2160, 3840)
     (32, 10)
     """
     most, pixel_budget = step_limits(device)
-    pixels = max(1, frame_bytes // 3)
-    by_pixels = most if math.isinf(pixel_budget) else int(pixel_budget // pixels)
-    return max(1, min(most, by_pixels, READ_AHEAD_BYTES // max(1, frame_bytes)))
+    pixels = max(1, height * width)
+    return max(1, min(most, pixel_budget // pixels, READ_AHEAD_BYTES // (3 * pixels)))
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -531,7 +530,7 @@ class Recognizer:
         check_every(every)
         check_batch_size(batch_size)
         info = video_info(video)  # a missing or unreadable file fails here, not at the first frame
-        ahead = frames_ahead(self.device, info.width * info.height * 3)
+        ahead = frames_ahead(self.device, info.height, info.width)
         return self._video_steps(video, every, batch_size, ahead)
 
     def _video_steps(

@@ -224,9 +224,9 @@ def test_frames_read_ahead_are_one_step_within_a_memory_bound() -> None:
     from lrfer.recognizer import frames_ahead
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")  # no GPU needed: only the step rules
-    assert [frames_ahead(cpu, w * h * 3) for w, h in [(480, 270), (1920, 1080), (3840, 2160)]] == [32, 32, 10]
-    assert [frames_ahead(cuda, w * h * 3) for w, h in [(480, 270), (1920, 1080), (3840, 2160)]] == [256, 32, 8]
-    assert frames_ahead(cpu, 1 << 40) == 1
+    assert [frames_ahead(cpu, h, w) for w, h in [(480, 270), (1920, 1080), (3840, 2160)]] == [32, 32, 10]
+    assert [frames_ahead(cuda, h, w) for w, h in [(480, 270), (1920, 1080), (3840, 2160)]] == [256, 32, 8]
+    assert frames_ahead(cpu, 1 << 20, 1 << 20) == 1
 
 
 def test_video_frame_to_dict_and_pandas(rec: lrfer.Recognizer, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:

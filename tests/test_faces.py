@@ -834,3 +834,29 @@ def test_align_rejects_bad_inputs():
         align_faces([img.float()], [Detections.empty()])
     with pytest.raises(ValueError):
         align_faces([img], [Detections.empty()], out_size=0)
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+def test_a_face_is_aligned_the_same_whatever_other_faces_share_the_call(monkeypatch, device_path):
+    """Each face's area filter follows its own size: a small face next to a large one (in its photo or
+    in another photo of the call) comes out as it does alone. Also on the GPU's code path (one 3-D
+    sampling call over all photos), run here on CPU."""
+    if device_path:
+        monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)
+    g = torch.Generator().manual_seed(21)
+    photo = torch.randint(0, 256, (3, 400, 600), dtype=torch.uint8, generator=g)
+    other = torch.randint(0, 256, (3, 900, 900), dtype=torch.uint8, generator=g)
+    small = Detections.from_boxes(torch.tensor([[40.0, 50.0, 110.0, 120.0]]))  # ~1.5 px per output pixel
+    large = Detections.from_boxes(torch.tensor([[100.0, 80.0, 700.0, 680.0]]))  # ~12 px per output pixel
+    alone = align_faces([photo], [small])
+    assert torch.equal(align_faces([photo], [Detections.cat([small, large])])[:1], alone)
+    # In one padded volume with a larger photo the sampling coordinates are rescaled: float rounding only.
+    assert (align_faces([photo, other], [small, large])[:1] - alone).abs().max() < 1e-5
+
+
+def test_oversample_factors_follow_each_faces_scale():
+    maps = torch.tensor([[[0.5, 0.0, 3.0], [0.0, 0.5, 1.0]], [[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]],
+                         [[2.1, 0.5, 0.0], [-0.5, 2.1, 0.0]], [[100.0, 0.0, 0.0], [0.0, 100.0, 0.0]]])
+    assert align_mod.oversample_factors(maps).tolist() == [1, 2, 3, align_mod.MAX_OVERSAMPLE]
+    with pytest.raises(ValueError, match="non-finite"):
+        align_mod.oversample_factors(torch.full((1, 2, 3), float("nan")))

@@ -12,7 +12,6 @@ the convention of :mod:`lrfer.faces.mtcnn`.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -522,15 +521,31 @@ def align_faces(images: list[torch.Tensor], detections: list[Detections], out_si
     every_face, image_index = concat_per_image([det.to(device) for det in detections])
     image_to_out = face_to_template(every_face, out_size)  # one call for all faces: no operations per image
     out_to_image = invert_affine(image_to_out.double()).float()
-    oversample = _oversample_factor(out_to_image)
+    oversample = oversample_factors(out_to_image)
     faces, first = [], 0
     for group in cpu_image_groups(images):  # all images at once except on CPU (memory, 2-D sampling)
         in_group = (image_index >= first) & (image_index < first + len(group))
         index, maps = image_index[in_group] - first, out_to_image[in_group]
         volume = gray_volume(group, index, maps, out_size)
-        faces.append(sample_patches(volume, index, maps, out_size, oversample))
+        faces.append(sample_patches_per_factor(volume, index, maps, out_size, oversample[in_group]))
         first += len(group)
     return (torch.cat(faces) / 255).clamp_(0, 1)
+
+
+def sample_patches_per_factor(
+    volume: torch.Tensor, image_index: torch.Tensor, out_to_image: torch.Tensor, out_size: int, oversample: torch.Tensor
+) -> torch.Tensor:
+    """:func:`sample_patches` with each patch's own ``oversample`` factor (B,): one call per distinct
+    factor (at most :data:`MAX_OVERSAMPLE`), not per face. A face's pixels then depend on that face
+    alone, not on the largest face that happens to share its call."""
+    factors = oversample.unique().tolist()
+    if len(factors) <= 1:
+        return sample_patches(volume, image_index, out_to_image, out_size, int(factors[0]) if factors else 1)
+    out = volume.new_empty(len(oversample), volume.shape[1], out_size, out_size)
+    for factor in factors:
+        rows = (oversample == factor).nonzero().squeeze(1)
+        out[rows] = sample_patches(volume, image_index[rows], out_to_image[rows], out_size, int(factor))
+    return out
 
 
 def gray_volume(images: list[torch.Tensor], image_index: torch.Tensor, out_to_image: torch.Tensor, out_size: int) -> torch.Tensor:
@@ -599,9 +614,14 @@ def _gray_where_sampled(image: torch.Tensor, footprints: torch.Tensor, out: torc
         _pixels_to_gray(pixels[top:bottom, left:right], out[top:bottom, left:right])
 
 
-def _oversample_factor(out_to_image: torch.Tensor) -> int:
-    """Samples per output pixel (per axis) for an area filter: the largest image-pixels-per-output-pixel."""
-    scale = float(out_to_image[:, :, :2].abs().sum(dim=2).max())  # one read from the device
-    if not math.isfinite(scale):
+def oversample_factors(out_to_image: torch.Tensor) -> torch.Tensor:
+    """Samples per output pixel (per axis) of each face's area filter, (B,) int64 on the maps' device:
+    the face's largest image-pixels-per-output-pixel, rounded up, 1 to :data:`MAX_OVERSAMPLE`.
+
+    >>> oversample_factors(torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]], [[2.5, 0.0, 0.0], [0.0, 2.5, 0.0]]])).tolist()
+    [1, 3]
+    """
+    scale = out_to_image[:, :, :2].abs().sum(dim=2).amax(dim=1)
+    if not bool(torch.isfinite(scale).all()):  # one read from the device
         raise ValueError("non-finite face transform: a detection has NaN/inf boxes")
-    return int(min(MAX_OVERSAMPLE, max(1, math.ceil(scale - 1e-6))))
+    return (scale - 1e-6).ceil().clamp(1, MAX_OVERSAMPLE).long()

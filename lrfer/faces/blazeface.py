@@ -202,8 +202,12 @@ def letterbox(
 
 
 def _mip_source(volume: MipVolume, members: list[int], height: int, width: int, shrink: float) -> torch.Tensor:
-    """Images ``members`` of ``volume`` at mip level ``floor(log2(shrink)) - 1`` (2-4x larger than needed), (N, 3, h, w)."""
+    """Images ``members`` of ``volume`` at mip level ``floor(log2(shrink)) - 1`` (2-4x larger than needed), (N, 3, h, w).
+
+    The level is also capped where the short side would halve to nothing (a 1 x 800 strip stays at level 0).
+    """
     level = int(min(MAX_MIP_LEVEL, max(0, math.floor(math.log2(max(shrink, 1.0))) - 1)))
+    level = min(level, int(math.log2(min(height, width))))
     return volume.batch(members, height, width, level)
 
 

@@ -63,7 +63,10 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
     if is_video_file(p):
         raise ValueError(f"cannot read image: {str(p)!r} is a video; score it with Recognizer.predict_video(path) "
                          "or `lrfer predict` on the file")
-    data = np.fromfile(str(p), dtype=np.uint8)  # fromfile + imdecode also works for non-ASCII paths
+    try:
+        data = np.fromfile(str(p), dtype=np.uint8)  # fromfile + imdecode also works for non-ASCII paths
+    except OSError as err:  # permissions, I/O errors
+        raise ValueError(f"cannot read image {str(p)!r}: {err.strerror or err}") from None
     if data.size == 0:
         raise ValueError(f"cannot read image: empty file {str(p)!r}")
     img = _decode_cv2(data)
@@ -99,7 +102,8 @@ def _decode_pil(path: Path) -> np.ndarray | None:
 
 
 def validate_array(arr: np.ndarray, what: str | None = None) -> np.ndarray:
-    """Check a numpy image and return it as contiguous RGB ``uint8 (H, W, 3)``.
+    """Check a numpy image and return it as contiguous, writable RGB ``uint8 (H, W, 3)`` (a copy only
+    where the input is none of these).
 
     Accepts ``(H, W)`` gray, ``(H, W, 1)``, ``(H, W, 3)`` RGB and ``(H, W, 4)`` RGBA (alpha dropped).
 
@@ -126,7 +130,7 @@ def validate_array(arr: np.ndarray, what: str | None = None) -> np.ndarray:
         arr = np.repeat(arr, 3, axis=2)
     elif arr.shape[2] == 4:
         arr = arr[:, :, :3]
-    return np.ascontiguousarray(arr)
+    return np.require(arr, requirements="CW")  # writable: torch.from_numpy warns about read-only arrays
 
 
 def tensor_to_array(t: torch.Tensor, what: str | None = None) -> np.ndarray:
@@ -185,13 +189,27 @@ def _loaded_module(name: str) -> Any:
     return sys.modules.get(name)
 
 
+#: PIL modes of 16-bit gray pixels: reduced to 8 bits by their high byte, as OpenCV reads a 16-bit PNG file.
+PIL_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+#: PIL modes of 32-bit integer or float pixels: no one scale to 0..255 is right for them.
+PIL_WIDE_MODES = ("I", "F")
+
+
 def _pil_to_array(im: Any) -> np.ndarray:
     what = f"PIL image of size {im.size} and mode {im.mode}"
     if im.size[0] == 0 or im.size[1] == 0:
         raise ValueError(f"empty image (0 size) for {what}")
-    if im.mode not in ("RGB", "L"):
-        im = im.convert("RGB")
-    return validate_array(np.asarray(im), what)
+    if im.mode in PIL_WIDE_MODES:
+        raise ValueError(f"wrong pixel type for {what}: images must be 8-bit; scale it to 0..255 and convert it "
+                         "with Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))")
+    try:
+        if im.mode in PIL_16BIT_MODES:
+            pixels = (np.asarray(im) >> 8).astype(np.uint8)
+        else:
+            pixels = np.asarray(im if im.mode in ("RGB", "L") else im.convert("RGB"))
+    except (OSError, ValueError, AssertionError, SyntaxError) as err:  # what PIL raises for bad or closed files
+        raise ValueError(f"cannot read the pixels of {what}: {type(err).__name__}: {str(err) or 'closed or unreadable'}") from None
+    return validate_array(pixels, what)
 
 
 def to_device_tensor(img: np.ndarray, device: Any = "cpu") -> torch.Tensor:

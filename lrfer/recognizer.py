@@ -19,6 +19,7 @@ Stages 3, 4 and 5-6 are also public methods (:meth:`Recognizer.detect`, :meth:`R
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -221,13 +222,29 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 # ------------------------------------------------------------------------------------- crop helpers
 def resize_square(x: torch.Tensor, size: int = HR_SIZE) -> torch.Tensor:
-    """Resize float ``(N, 1, H, W)`` 0..1 to ``size x size``: area when shrinking, bicubic when enlarging."""
+    """Resize float ``(N, 1, H, W)`` 0..1 to ``size x size`` as OpenCV resizes one crop (the list path
+    of :func:`crops_to_gray48`): exact area averaging when shrinking, bicubic when enlarging."""
     h, w = x.shape[-2:]
     if (h, w) == (size, size):
         return x
     if h >= size and w >= size:
-        return F.interpolate(x, size=(size, size), mode="area")
+        return area_weights(h, size, x.dtype) @ x @ area_weights(w, size, x.dtype).T
     return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp_(0, 1)
+
+
+def area_weights(length: int, size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(size, length)`` weights of an exact area resize (OpenCV's ``INTER_AREA`` when shrinking): each
+    output averages the inputs under its ``length / size`` wide window, edge pixels by the fraction
+    inside. torch's ``area`` mode is adaptive pooling instead, whose windows overlap at ratios that are
+    not whole numbers.
+
+    >>> (area_weights(3, 2, torch.float64) * 3).tolist()
+    [[2.0, 1.0, 0.0], [0.0, 1.0, 2.0]]
+    """
+    edges = torch.arange(size + 1, dtype=torch.float64) * (length / size)
+    pixels = torch.arange(length, dtype=torch.float64)
+    inside = torch.minimum(pixels + 1, edges[1:, None]) - torch.maximum(pixels, edges[:-1, None])
+    return (inside.clamp(min=0) * (size / length)).to(dtype)
 
 
 def _gray_float(arr: np.ndarray, rgb: bool) -> np.ndarray:
@@ -238,7 +255,7 @@ def _gray_float(arr: np.ndarray, rgb: bool) -> np.ndarray:
     """
     if rgb:
         return (arr[..., :3].astype(np.float32) @ GRAY_WEIGHTS) / 255
-    return torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255).numpy()
+    return torch.from_numpy(np.require(arr, requirements="CW")).float().div_(255).numpy()  # read-only: copied (torch warns)
 
 
 def _check_crop_array(crops: np.ndarray) -> np.ndarray:
@@ -278,8 +295,8 @@ def _crop_to_48(crop: Any, index: int) -> np.ndarray:
 def crops_to_gray48(crops: np.ndarray | Sequence[Any]) -> torch.Tensor:
     """Tight face crops of any size -> float ``(N, 1, 48, 48)`` gray in 0..1 (CPU).
 
-    A ``uint8`` array ``(N, H, W)`` or ``(N, H, W, 3)`` is converted in one batched interpolate;
-    a list of differently sized crops is resized one by one (OpenCV area / cubic).
+    A ``uint8`` array ``(N, H, W)`` or ``(N, H, W, 3)`` is resized in one batched call
+    (:func:`resize_square`), a list of differently sized crops one by one with OpenCV: the same values.
 
     >>> crops_to_gray48(np.zeros((2, 96, 96), np.uint8)).shape
     torch.Size([2, 1, 48, 48])
@@ -525,20 +542,21 @@ class Recognizer:
         self, video: str | os.PathLike, every: int = 1, batch_size: int = 256
     ) -> Iterator[tuple[VideoFrame, np.ndarray]]:
         """:meth:`predict_video`, each result with its frame's RGB ``uint8 (H, W, 3)`` pixels (to draw on)."""
-        from lrfer.video import video_info
+        from lrfer.video import read_frames
 
         check_every(every)
         check_batch_size(batch_size)
-        info = video_info(video)  # a missing or unreadable file fails here, not at the first frame
-        ahead = frames_ahead(self.device, info.height, info.width)
-        return self._video_steps(video, every, batch_size, ahead)
+        frames = read_frames(video, every)
+        first = next(frames)  # a missing, unreadable or undecodable file fails here, not at the first result
+        height, width = first[2].shape[:2]
+        return self._video_steps(itertools.chain([first], frames), batch_size, frames_ahead(self.device, height, width))
 
     def _video_steps(
-        self, video: str | os.PathLike, every: int, batch_size: int, ahead: int
+        self, decoded: Iterator[tuple[int, float, np.ndarray]], batch_size: int, ahead: int
     ) -> Iterator[tuple[VideoFrame, np.ndarray]]:
-        from lrfer.video import read_ahead, read_frames
+        from lrfer.video import read_ahead
 
-        frames = read_ahead(read_frames(video, every), depth=ahead)
+        frames = read_ahead(decoded, depth=ahead)
         try:
             for step in in_steps(frames, self.device, lambda frame: frame[2]):
                 found = self._predict_step([pixels for _, _, pixels in step], batch_size)

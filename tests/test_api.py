@@ -141,12 +141,39 @@ def test_predict_crops_list_of_sizes(rec: lrfer.Recognizer) -> None:
 
 
 def test_predict_crops_array_and_list_agree(rec: lrfer.Recognizer) -> None:
+    from lrfer.recognizer import crops_to_gray48
+
     rng = np.random.default_rng(3)
-    for size in (48, 96, 24):  # identity, integer shrink (area), enlarge (bicubic)
-        crops = rng.integers(0, 256, (3, size, size), dtype=np.uint8)
-        batched = rec.predict_crops(crops)
-        listed = rec.predict_crops(list(crops))
-        assert np.allclose(batched, listed, atol=2e-3), size
+    # identity, integer shrink, shrinks by ratios that are not whole numbers (torch's adaptive pooling
+    # differs there), a shrink of one side only, enlarging (bicubic)
+    for shape in ((48, 48), (96, 96), (61, 75), (100, 100), (203, 130), (48, 200), (24, 24), (30, 60)):
+        crops = rng.integers(0, 256, (3, *shape), dtype=np.uint8)
+        assert np.abs(crops_to_gray48(crops) - crops_to_gray48(list(crops))).max() < 1e-5, shape
+        assert np.allclose(rec.predict_crops(crops), rec.predict_crops(list(crops)), atol=1e-4), shape
+
+
+def test_area_weights_are_opencvs_area_resize() -> None:
+    import cv2
+
+    from lrfer.recognizer import area_weights
+
+    image = np.random.default_rng(4).random((75, 61), dtype=np.float32)
+    for height, width in ((48, 48), (30, 17), (75, 61), (25, 61)):
+        ours = area_weights(75, height) @ torch.from_numpy(image) @ area_weights(61, width).T
+        assert np.abs(ours.numpy() - cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)).max() < 1e-5
+    assert torch.allclose(area_weights(75, 48).sum(dim=1), torch.ones(48))
+
+
+def test_read_only_inputs_raise_no_warning(rec: lrfer.Recognizer, rgb: np.ndarray) -> None:
+    """PIL images and np.frombuffer arrays are read-only; torch warns when it wraps them."""
+    import warnings
+
+    image, crops = rgb.copy(), np.zeros((2, 60, 60), np.uint8)
+    image.setflags(write=False)
+    crops.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert rec.predict(image) and rec.predict_crops(crops).shape == (2, 7)
 
 
 def test_predict_crops_takes_tensors_and_rejects_the_rest(rec: lrfer.Recognizer) -> None:
@@ -342,6 +369,31 @@ def test_bad_input_message_names_the_input(rec: lrfer.Recognizer, rgb: np.ndarra
         rec.predict_crops(np.zeros((2, 8, 8), np.float32))
     with pytest.raises(ValueError, match="shape"):
         rec.predict_crops(np.zeros((2, 8, 8, 2), np.uint8))
+
+
+@pytest.mark.parametrize("detector", ["auto", "blazeface", "mtcnn"])
+def test_thin_images_have_no_face(tiny_path: Path, detector: str) -> None:
+    """Strips far thinner than they are long (the short side under 1/384 of the long one) used to
+    reach BlazeFace's mip level 0 pixels high."""
+    rec = lrfer.load(tiny_path, device="cpu", detector=detector)
+    thin = [np.zeros((1, 800, 3), np.uint8), np.zeros((2, 2000), np.uint8), np.zeros((1000, 1, 3), np.uint8),
+            np.zeros((10, 10000, 3), np.uint8)]
+    assert rec.predict(thin) == [[], [], [], []]
+
+
+def test_a_photos_faces_do_not_depend_on_the_other_photos_of_the_call() -> None:
+    """Each face is resampled with its own area filter, not that of the largest face of the call
+    (probabilities moved by up to 0.006 with the default model before)."""
+    import cv2
+
+    rec = lrfer.load(device="cpu")
+    big = lrfer.load_image(ROOT / "examples" / "group1.jpg")
+    small = cv2.resize(big, (320, 214), interpolation=cv2.INTER_AREA)
+    alone, together = rec.predict(small), rec.predict([small, big])[0]
+    assert len(alone) == len(together) > 0
+    for a, b in zip(alone, together):
+        assert a.box == b.box
+        assert max(abs(a.probs[c] - b.probs[c]) for c in a.probs) < 1e-5
 
 
 def test_blank_image_with_mtcnn_finds_no_face(tiny_path: Path) -> None:

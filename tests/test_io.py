@@ -95,6 +95,53 @@ def test_pil_modes(rgb: np.ndarray) -> None:
     assert load_image(Image.fromarray(rgb).convert("P")).shape == (12, 9, 3)
 
 
+def test_pil_16_bit_gray_reads_as_its_file_does(tmp_path: Path) -> None:
+    """OpenCV reads a 16-bit PNG by its high bytes; a PIL image of it (mode I;16) gives the same pixels."""
+    Image = pytest.importorskip("PIL.Image")
+    deep = np.random.default_rng(1).integers(0, 65536, (12, 9), dtype=np.uint16)
+    assert cv2.imwrite(str(tmp_path / "deep.png"), deep)
+    with Image.open(tmp_path / "deep.png") as im:
+        assert im.mode.startswith("I;16")
+        assert np.array_equal(load_image(im), read_image_file(tmp_path / "deep.png"))
+    assert np.array_equal(load_image(tmp_path / "deep.png")[..., 0], (deep >> 8).astype(np.uint8))
+
+
+def test_pil_images_that_cannot_be_read_raise_value_error(rgb: np.ndarray, tmp_path: Path) -> None:
+    Image = pytest.importorskip("PIL.Image")
+    for mode in ("F", "I"):  # 32-bit pixels: no one scale to 0..255
+        with pytest.raises(ValueError, match=f"mode {mode}: images must be 8-bit"):
+            load_image(Image.fromarray(rgb[..., 0]).convert(mode))
+    Image.fromarray(np.tile(rgb, (20, 20, 1))).save(tmp_path / "photo.jpg", quality=95)
+    data = (tmp_path / "photo.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])  # whole header, half the pixels
+    bad = [Image.open(tmp_path / "cut.jpg"), Image.new("La", (4, 4))]
+    with Image.open(tmp_path / "photo.jpg") as closed:
+        pass
+    for image in [*bad, closed]:
+        with pytest.raises(ValueError, match="cannot read the pixels of PIL image"):
+            load_image(image)
+
+
+def test_a_file_that_cannot_be_opened_is_a_value_error(rgb: np.ndarray, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    save(rgb, tmp_path / "a.png")
+
+    def denied(path: str, *args, **kwargs) -> np.ndarray:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(np, "fromfile", denied)
+    with pytest.raises(ValueError, match="cannot read image .*a.png.*Permission denied"):
+        read_image_file(tmp_path / "a.png")
+
+
+def test_validated_arrays_are_writable(rgb: np.ndarray) -> None:
+    frozen = rgb.copy()
+    frozen.setflags(write=False)
+    out = validate_array(frozen)
+    assert out.flags.writeable and out.flags.c_contiguous and np.array_equal(out, rgb)
+    assert validate_array(rgb) is rgb  # no copy when none is needed
+
+
 @pytest.mark.parametrize(("bad", "problem"), [
     (np.zeros((4, 4, 3), np.float32), "dtype float32"),
     (np.zeros((4, 4), np.uint16), "dtype uint16"),

@@ -84,6 +84,9 @@ WEIGHTS_SUFFIX = ".safetensors"
 REFUSED_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
 #: safetensors metadata key holding the JSON manifest entry (without file/sha256).
 SPEC_METADATA_KEY = "lrfer_spec"
+#: Metadata key of the sha256 of a weights file's tensor bytes (everything after the header), written
+#: by :func:`save_weights`: a file loaded by path, which no manifest describes, still has its bytes checked.
+DATA_SHA_METADATA_KEY = "lrfer_data_sha256"
 #: File name of the manifest entry inside a local weights directory or a Hub repo.
 CONFIG_FILENAME = "lrfer_config.json"
 HF_PREFIX = "hf://"
@@ -492,11 +495,23 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     >>> sha256_file("lrfer/weights_manifest.json")  # doctest: +SKIP
     '3b0c...'
     """
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+        return _sha256_rest(handle)
+
+
+def _sha256_rest(handle: Any) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def data_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a safetensors file's tensor bytes: the file after its 8-byte length and JSON header."""
+    with open(path, "rb") as handle:
+        header = int.from_bytes(handle.read(8), "little")
+        handle.seek(8 + header)
+        return _sha256_rest(handle)
 
 
 def _verify(path: Path, expected: str, *, cached: bool, what: str) -> None:
@@ -555,10 +570,11 @@ def _hub_download(repo_id: str, filename: str, revision: str, cache_dir: str | N
     except LocalEntryNotFoundError:
         where = cache_dir or "the huggingface_hub cache (HF_HUB_CACHE)"
         cause = "HF_HUB_OFFLINE=1 is set" if offline else "the Hub could not be reached"
+        remedy = "unset HF_HUB_OFFLINE" if offline else "connect this machine to the Hub"
         raise NotCachedError(
             f"{filename} of {label} ({repo_id}@{revision}) is not in {where} and {cause}. Run "
             f"`lrfer download {label}` on a connected machine and copy its cache here (point ${CACHE_ENV} "
-            "at the copy), or unset HF_HUB_OFFLINE."
+            f"at the copy), or {remedy}."
         ) from None
     return Path(path)
 
@@ -574,11 +590,19 @@ def _check_suffix(path: Path) -> None:
         raise UnsupportedFormatError(f"{path}: only '{WEIGHTS_SUFFIX}' weights are supported, got {suffix or 'no suffix'!r}")
 
 
-def _read_embedded_entry(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
+def _read_metadata(path: Path) -> dict[str, str]:
+    """The safetensors header's metadata; :class:`ChecksumError` when the file is not whole safetensors."""
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="numpy") as handle:
-        metadata = handle.metadata() or {}
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            return handle.metadata() or {}
+    except SafetensorError as err:
+        raise ChecksumError(f"{path} is not a readable safetensors file ({err}): truncated or corrupt; "
+                            "copy or export it again") from None
+
+
+def _read_embedded_entry(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
     if SPEC_METADATA_KEY not in metadata:
         raise ManifestError(
             f"{path} has no {SPEC_METADATA_KEY!r} metadata, so its architecture and labels are unknown; write it "
@@ -601,18 +625,33 @@ def _manifest_entry(text: str, where: str) -> dict[str, Any]:
 
 
 def _resolve_local_file(path: Path) -> tuple[ModelSpec, Path]:
+    """A weights file loaded by path: its tensor bytes checked against the sha256 that :func:`save_weights`
+    wrote into its header; a file without one (written before) against the manifest entry of its file name."""
     _check_suffix(path)
-    entry = _read_embedded_entry(path)
-    for key in ("file", "sha256"):
-        entry.pop(key, None)
     actual = sha256_file(path)
     logger.info("%s sha256 %s", path, actual)
-    known = load_manifest().models.get(str(entry.get("name")))
-    if known is not None and known.file == path.name and known.sha256 != actual:
-        raise ChecksumError(f"sha256 mismatch for {path}: the manifest's {known.name!r} expects {known.sha256}, "
-                            f"got {actual}. The file was modified; re-download it with `lrfer download {known.name}`.")
+    known = next((m for m in load_manifest().models.values() if m.file == path.name), None)
+    try:
+        metadata = _read_metadata(path)
+    except ChecksumError as err:
+        hint = f"; re-download it with `lrfer download {known.name}`" if known is not None else ""
+        raise ChecksumError(f"{err}{hint}") from None
+    _verify_embedded_data_sha(path, metadata.get(DATA_SHA_METADATA_KEY), known, actual)
+    entry = _read_embedded_entry(path, metadata)
+    for key in ("file", "sha256"):
+        entry.pop(key, None)
     entry.update(file=path.name, sha256=actual, source={"kind": "local", "path": str(path)})
     return ModelSpec.from_dict(entry, where=f"{path} metadata"), path
+
+
+def _verify_embedded_data_sha(path: Path, expected_data: str | None, known: ModelSpec | None, actual: str) -> None:
+    if expected_data is not None:
+        if data_sha256(path) != expected_data:
+            raise ChecksumError(f"sha256 mismatch for the tensors of {path}: its header expects {expected_data}, got "
+                                f"{data_sha256(path)}. The file was modified or damaged; copy or export it again.")
+    elif known is not None and known.sha256 != actual:
+        raise ChecksumError(f"sha256 mismatch for {path}: the manifest's {known.name!r} expects {known.sha256}, "
+                            f"got {actual}. The file was modified; re-download it with `lrfer download {known.name}`.")
 
 
 def _resolve_local_dir(folder: Path) -> tuple[ModelSpec, Path]:
@@ -686,7 +725,8 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -
     if isinstance(spec, str) and spec.startswith(HF_PREFIX):
         return _resolve_hf_uri(spec, cache)
     path = Path(spec)
-    if isinstance(spec, str) and not path.exists() and not _looks_like_path(spec):
+    # A manifest name stays a name even beside a folder of that name ("./name" is the folder).
+    if isinstance(spec, str) and not _looks_like_path(spec) and (spec in load_manifest().models or not path.exists()):
         resolved = get_spec(spec)
         return resolved, _fetch(resolved, cache)
     if path.is_dir():
@@ -771,7 +811,7 @@ def save_weights(state_dict: Mapping[str, "torch.Tensor"], path: str | os.PathLi
     >>> sha = save_weights(model.state_dict(), "gmenet-raf-16px.safetensors", entry)  # doctest: +SKIP
     """
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     target = Path(path)
     _check_suffix(target)
@@ -784,7 +824,11 @@ def save_weights(state_dict: Mapping[str, "torch.Tensor"], path: str | os.PathLi
         tensor = tensor.detach().to("cpu")
         tensors[key] = (tensor.to(torch.float16) if tensor.is_floating_point() else tensor).clone().contiguous()
     target.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(target), metadata={SPEC_METADATA_KEY: json.dumps(meta, sort_keys=True), "format": "pt"})
+    metadata = {SPEC_METADATA_KEY: json.dumps(meta, sort_keys=True), "format": "pt"}
+    blob = save(tensors, metadata=metadata)
+    # The tensor bytes do not depend on the header, so their hash can go into it.
+    metadata[DATA_SHA_METADATA_KEY] = hashlib.sha256(blob[8 + int.from_bytes(blob[:8], "little"):]).hexdigest()
+    target.write_bytes(save(tensors, metadata=metadata))
     digest = sha256_file(target)
     logger.info("wrote %s (sha256 %s)", target, digest)
     return digest

@@ -252,6 +252,25 @@ def test_offline_without_cache_gives_clear_error(hub: FakeHub, weights: tuple[by
     assert hub.requests == [], "offline mode must not touch the network"
 
 
+def test_unreachable_hub_without_cache_says_so(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                               hub_manifest: Callable[[str], None],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    data, digest, _ = weights
+    hub_manifest(digest)
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused at once
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", closed)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", closed)
+    monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", closed + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr("time.sleep", lambda seconds: None)  # huggingface_hub's back-off: 23 s of retries
+    with pytest.raises(zoo.NotCachedError, match="could not be reached") as err:
+        zoo.load_model(NAME)
+    assert "connect this machine" in str(err.value) and "HF_HUB_OFFLINE" not in str(err.value)
+
+
 def test_offline_after_download_uses_cache(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
                                            hub_manifest: Callable[[str], None],
                                            monkeypatch: pytest.MonkeyPatch) -> None:

@@ -415,12 +415,71 @@ def test_tampered_bundled_weights(tmp_path: Path, use_manifest: Callable[..., Pa
         zoo.load_model("baseline-fer2013-16px")
 
 
-def test_local_copy_of_manifest_file_is_compared(tmp_path: Path, use_manifest: Callable[..., Path]) -> None:
+def save_without_data_sha(path: Path) -> None:
+    """A weights file as save_weights wrote them before the tensor-bytes sha256 (the bundled files)."""
+    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry())
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = {k: v for k, v in handle.metadata().items() if k != zoo.DATA_SHA_METADATA_KEY}
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def test_local_copy_of_manifest_file_without_data_sha_is_compared(tmp_path: Path, use_manifest: Callable[..., Path]) -> None:
     use_manifest([tiny_entry(sha256="f" * 64)])
     path = tmp_path / "baseline-fer2013-16px.safetensors"
-    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry())
+    save_without_data_sha(path)
     with pytest.raises(zoo.ChecksumError, match="f" * 64):
         zoo.resolve(path)
+    zoo.resolve(path.rename(tmp_path / "mine.safetensors"))  # under its own name: nothing to compare with
+
+
+def test_retrained_file_named_like_a_manifest_file_loads(tmp_path: Path, use_manifest: Callable[..., Path]) -> None:
+    use_manifest([tiny_entry(sha256="f" * 64)])
+    path = tmp_path / "baseline-fer2013-16px.safetensors"
+    digest = zoo.save_weights(tiny_model().state_dict(), path, tiny_entry())
+    spec, resolved = zoo.resolve(path)
+    assert resolved == path and spec.sha256 == digest and spec.source["kind"] == "local"
+
+
+def test_save_weights_embeds_the_tensor_bytes_sha(tmp_path: Path) -> None:
+    path = tmp_path / "mine.safetensors"
+    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry())
+    with safe_open(str(path), framework="pt") as handle:
+        assert handle.metadata()[zoo.DATA_SHA_METADATA_KEY] == zoo.data_sha256(path)
+
+
+def test_damaged_local_file_is_a_checksum_error(tmp_path: Path) -> None:
+    path = tmp_path / "mine.safetensors"
+    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry())
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # one bit of a tensor: the header still parses
+    path.write_bytes(bytes(data))
+    with pytest.raises(zoo.ChecksumError, match="tensors of .*mine.safetensors"):
+        zoo.load_model(path)
+
+
+@pytest.mark.parametrize("name", ["mine.safetensors", "baseline-fer2013-16px.safetensors"])
+def test_truncated_local_file_is_a_checksum_error(name: str, tmp_path: Path, use_manifest: Callable[..., Path]) -> None:
+    use_manifest([tiny_entry(sha256="f" * 64)])
+    path = tmp_path / name
+    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry())
+    path.write_bytes(path.read_bytes()[:-100])  # an interrupted copy
+    with pytest.raises(zoo.ChecksumError, match="truncated or corrupt") as err:
+        zoo.load_model(path)
+    assert ("lrfer download baseline-fer2013-16px" in str(err.value)) == name.startswith("baseline")
+
+
+def test_manifest_name_wins_over_a_folder_of_that_name(tmp_path: Path, use_manifest: Callable[..., Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    weights_dir = use_manifest([tiny_entry(sha256="0" * 64)])
+    digest = zoo.save_weights(tiny_model().state_dict(), weights_dir / "baseline-fer2013-16px.safetensors", tiny_entry())
+    use_manifest([tiny_entry(sha256=digest)])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "baseline-fer2013-16px").mkdir()  # e.g. a results folder named after the model
+    spec, _ = zoo.resolve("baseline-fer2013-16px")
+    assert spec.source["kind"] == "bundled"
+    with pytest.raises(FileNotFoundError, match="lrfer_config.json"):
+        zoo.resolve("./baseline-fer2013-16px")  # written as a path: the folder
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".bin", ".ckpt"])

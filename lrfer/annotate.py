@@ -53,9 +53,13 @@ def save_annotated(path: str | os.PathLike, image: np.ndarray, faces: Sequence[F
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     drawn = annotate(image, faces)
-    ok, buf = cv2.imencode(target.suffix or ".png", np.ascontiguousarray(drawn[..., ::-1]))
+    bgr = np.ascontiguousarray(drawn[..., ::-1])
+    try:
+        ok, buf = cv2.imencode(target.suffix or ".png", bgr)
+    except cv2.error:  # OpenCV raises for a suffix it has no encoder for (e.g. .dat), returns False for some
+        ok = False
     if not ok:  # unsupported suffix for writing (e.g. .gif): fall back to PNG
         target = target.with_suffix(".png")
-        ok, buf = cv2.imencode(".png", np.ascontiguousarray(drawn[..., ::-1]))
+        ok, buf = cv2.imencode(".png", bgr)
     buf.tofile(str(target))
     return target

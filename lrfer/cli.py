@@ -270,6 +270,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rec = lrfer.load(args.model, device=args.device, detector=detector, min_face=args.min_face, precision=args.precision)
     logger.info("%s on %d image(s) and %d video(s)", rec, len(files), len(videos))
     use_few_cpu_threads_for_gpu(rec.device)
+    args.annotated = None if args.annotate is None else AnnotatedPaths(args.annotate, args.paths)
     counts = {"images": 0, "frames": 0, "faces": 0, "failed": 0}
     with open_writer(args.out, rec.classes, video=bool(videos)) as write:
         if files:
@@ -306,8 +307,8 @@ def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
         return
     total = math.ceil(info.frame_count / args.every) if info.frame_count else None
     bar = tqdm(total=total, unit="frame", desc=video.name, file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)
-    annotated = None if args.annotate is None else AnnotatedVideoWriter(
-        args.annotate / rel.with_suffix(".mp4"), info.fps / args.every)
+    annotated = None if args.annotated is None else AnnotatedVideoWriter(
+        args.annotated.target(video, rel.with_suffix(".mp4")), info.fps / args.every)
     try:
         for frame, pixels in frames:
             for row in frame.to_rows(str(video)):
@@ -353,12 +354,38 @@ def _predict_batch(rec: Any, batch: list[tuple[int, Any]], files: ImageFiles,
         path, rel = files[index]
         for j, face in enumerate(faces):
             write(face.to_row(str(path), j))
-        if args.annotate is not None:
+        if args.annotated is not None:
             from lrfer.annotate import save_annotated
 
-            save_annotated(args.annotate / rel, img, faces)
+            save_annotated(args.annotated.target(path, rel), img, faces)
         counts["images"] += 1
         counts["faces"] += len(faces)
+
+
+class AnnotatedPaths:
+    """Where ``--annotate DIR`` writes each input's copy: ``DIR/<relative name>``, never over an input
+    and never twice in one run: a name already written (``a.jpg`` from two folders given as files,
+    ``v.mp4`` and ``v.avi``) gets ``-2``, ``-3``, ... before its suffix, with a warning."""
+
+    def __init__(self, root: Path, inputs: Sequence[str]) -> None:
+        for raw in inputs:
+            folder = Path(raw) if Path(raw).is_dir() else Path(raw).parent
+            if folder.resolve() == root.resolve():
+                raise ValueError(f"--annotate {str(root)!r} is the folder of the input {raw!r}: the annotated copies "
+                                 "would overwrite the inputs; write them to another folder")
+        self.root = root
+        self.written: set[str] = set()
+
+    def target(self, source: Path, rel: Path) -> Path:
+        wanted = self.root / rel
+        path, n = wanted, 1
+        while os.path.abspath(path) in self.written or os.path.realpath(path) == os.path.realpath(source):
+            n += 1
+            path = wanted.with_name(f"{wanted.stem}-{n}{wanted.suffix}")
+        if n > 1:
+            logger.warning("annotated copy of %s written to %s (%s is taken)", source, path, wanted)
+        self.written.add(os.path.abspath(path))
+        return path
 
 
 # --------------------------------------------------------------------------------- streaming loader
@@ -452,13 +479,14 @@ class open_writer:  # noqa: N801 - used like open()
         if suffix not in (".csv", ".jsonl"):
             raise ValueError(f"--out {str(self.path)!r}: use a .csv or .jsonl file name")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.path, "w", newline="", encoding="utf-8")
+        # surrogateescape: a file name that is not UTF-8 is written back as the bytes it had on disk
+        self.fh = open(self.path, "w", newline="", encoding="utf-8", errors="surrogateescape")
         if suffix == ".csv":
             writer = csv.DictWriter(self.fh, fieldnames=self.columns)
             writer.writeheader()
             return writer.writerow
-        fh = self.fh
-        return lambda row: fh.write(json.dumps(_json_safe(row)) + "\n")
+        fh, columns = self.fh, self.columns
+        return lambda row: fh.write(json.dumps(_json_safe({c: row.get(c) for c in columns})) + "\n")
 
     def __exit__(self, *exc: Any) -> None:
         if self.fh is not None:
@@ -489,7 +517,8 @@ class TableWriter:
         for c in self.columns:
             v = row.get(c, "")
             if c == "file":
-                cells.append(f"{v!s:<24}" if len(str(v)) <= 24 else "..." + str(v)[-21:])
+                v = readable(str(v))
+                cells.append(f"{v:<24}" if len(v) <= 24 else "..." + v[-21:])
             elif c in ("x1", "y1", "x2", "y2", "face_px"):
                 cells.append(f"{v:>7.1f}" if isinstance(v, float) else f"{v:>7}")
             elif c == "face":
@@ -499,6 +528,15 @@ class TableWriter:
             else:
                 cells.append(f"{v:>9.3f}" if isinstance(v, float) else f"{v!s:>9}")
         return " ".join(cells)
+
+
+def readable(name: str) -> str:
+    """A file name as text any terminal encoding can show: bytes that were not UTF-8 become U+FFFD.
+
+    >>> readable(b"caf\\xe9.jpg".decode("utf-8", "surrogateescape")) == "caf\\ufffd.jpg"
+    True
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _print_table(header: list[str], rows: list[list[str]]) -> None:
@@ -538,6 +576,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return _reader_went_away()
+    except OSError as err:  # e.g. --out names a folder, or a path through a file
+        logger.debug("details", exc_info=True)
+        logger.error("%s", err)
+        return 1
     return int(status or 0)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -163,6 +164,88 @@ def test_unreadable_file_is_skipped_with_exit_1(photos: Path, tiny_path: Path, t
     with open(out, newline="") as fh:
         assert [r["file"] for r in csv.DictReader(fh)] == [str(photos / "a.png")]
     assert "broken.jpg" in caplog.text
+
+
+def test_file_that_cannot_be_opened_is_skipped_with_exit_1(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A file the user may not read (PermissionError, an OSError, not a ValueError): the others are scored."""
+    real_fromfile = np.fromfile
+
+    def denied(path: str, *args: Any, **kwargs: Any) -> np.ndarray:
+        if path.endswith("b.jpg"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_fromfile(path, *args, **kwargs)
+
+    monkeypatch.setattr(np, "fromfile", denied)
+    out = tmp_path / "faces.csv"
+    assert main(predict_args(photos, tiny_path, "--out", str(out), "--workers", "0")) == 1
+    with open(out, newline="") as fh:
+        scored = [Path(r["file"]).relative_to(photos).as_posix() for r in csv.DictReader(fh)]
+    assert scored == sorted(set(IMAGE_NAMES) - {"b.jpg"})
+    assert "b.jpg" in caplog.text and "Permission denied" in caplog.text
+
+
+def test_annotating_into_the_input_folder_is_refused(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    before = (folder / "a.png").read_bytes()
+    assert main(predict_args(folder, tiny_path, "--annotate", str(folder), "--workers", "0")) == 1
+    assert "would overwrite the inputs" in caplog.text
+    assert main(["predict", str(folder / "a.png"), "--model", str(tiny_path), "--detector", "none", "--quiet",
+                 "--annotate", str(folder)]) == 1
+    assert (folder / "a.png").read_bytes() == before
+
+
+def test_annotated_copies_of_files_with_one_name_do_not_overwrite_each_other(
+        photos: Path, tiny_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    first, second = tmp_path / "x" / "a.png", tmp_path / "y" / "a.png"
+    for path, size in ((first, 20), (second, 26)):
+        path.parent.mkdir()
+        cv2.imwrite(str(path), np.full((size, size, 3), 90, np.uint8))
+    ann = tmp_path / "annotated"
+    args = ["predict", str(first), str(second), "--model", str(tiny_path), "--detector", "none", "--quiet",
+            "--annotate", str(ann)]
+    assert main(args) == 0
+    assert cv2.imread(str(ann / "a.png")).shape[0] == 20 and cv2.imread(str(ann / "a-2.png")).shape[0] == 26
+    assert "a-2.png" in caplog.text
+
+
+def test_annotating_a_file_whose_suffix_opencv_cannot_write_falls_back_to_png(
+        photos: Path, tiny_path: Path, tmp_path: Path) -> None:
+    odd = tmp_path / "photo.dat"
+    shutil.copy(photos / "b.jpg", odd)
+    ann = tmp_path / "annotated"
+    args = ["predict", str(odd), str(photos / "a.png"), "--model", str(tiny_path), "--detector", "none", "--quiet",
+            "--annotate", str(ann)]
+    assert main(args) == 0
+    assert sorted(p.name for p in ann.iterdir()) == ["a.png", "photo.png"]
+
+
+def test_file_names_that_are_not_utf8_are_written_and_shown(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "names"
+    folder.mkdir()
+    odd = os.fsencode(folder) + b"/caf\xe9.png"
+    shutil.copy(photos / "a.png", odd)
+    shutil.copy(photos / "a.png", folder / "zz.png")
+    out = tmp_path / "faces.csv"
+    assert main(predict_args(folder, tiny_path, "--out", str(out), "--workers", "0")) == 0
+    lines = out.read_bytes().splitlines()
+    assert len(lines) == 3 and lines[1].startswith(odd) and lines[2].startswith(os.fsencode(folder / "zz.png"))
+    assert main(predict_args(folder, tiny_path, "--workers", "0")) == 0
+    assert "caf\ufffd.png" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("option", ["--out", "--annotate"])
+def test_output_paths_the_system_refuses_are_one_line_errors(option: str, photos: Path, tiny_path: Path,
+                                                             tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file where a folder is needed")
+    target = blocker / ("faces.csv" if option == "--out" else "annotated")
+    assert main(predict_args(photos, tiny_path, option, str(target), "--workers", "0")) == 1
+    assert str(blocker) in caplog.text and "Traceback" not in caplog.text
 
 
 def test_predict_errors(photos: Path, tiny_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -177,6 +177,23 @@ def test_predict_video_checks_its_arguments_at_the_call(rec: lrfer.Recognizer, c
         rec.predict(str(clip))
 
 
+def test_predict_video_fails_at_the_call_on_a_video_without_frames(rec: lrfer.Recognizer, tmp_path: Path) -> None:
+    """A file OpenCV opens (its header is whole) but decodes no frame from: ValueError at the call too."""
+    avi = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (SIZE[1], SIZE[0]))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG video")
+    for i in range(FRAMES):
+        writer.write(np.full((*SIZE, 3), frame_color(i), np.uint8))
+    writer.release()
+    data = avi.read_bytes()
+    headless = tmp_path / "header-only.avi"
+    headless.write_bytes(data[: data.index(b"movi") + 4])  # the frames' chunk list cut off
+    assert cv2.VideoCapture(str(headless)).isOpened()
+    with pytest.raises(ValueError, match="no frame of .*header-only.avi' could be decoded"):
+        rec.predict_video(headless)
+
+
 def test_video_frame_rows() -> None:
     from lrfer.results import Face
 
@@ -204,6 +221,21 @@ def test_cli_scores_videos_and_images_together(tiny_path: Path, clip: Path, tmp_
     written = video_mod.video_info(annotated / "clip.mp4")
     assert written.frame_count == 3 and written.fps == pytest.approx(FPS / 4)
     assert (annotated / "still.png").is_file()
+
+
+def test_cli_jsonl_rows_have_the_same_keys_for_images_and_videos(tiny_path: Path, clip: Path, tmp_path: Path) -> None:
+    image = tmp_path / "still.png"
+    cv2.imwrite(str(image), np.full((30, 30, 3), 128, np.uint8))
+    out = tmp_path / "faces.jsonl"
+    args = ["predict", str(image), str(clip), "--model", str(tiny_path), "--detector", "none", "--quiet",
+            "--every", "6", "--out", str(out)]
+    assert main(args) == 0
+    import json
+
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    columns = row_columns(lrfer.load(tiny_path, detector=None).classes, video=True)
+    assert [list(r) for r in rows] == [columns] * 3
+    assert (rows[0]["frame"], rows[0]["time_s"]) == (None, None) and rows[2]["frame"] == 6
 
 
 def test_cli_unreadable_video_is_skipped_with_exit_1(tiny_path: Path, clip: Path, tmp_path: Path,

@@ -43,7 +43,8 @@ def annotate(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
 
 
 def save_annotated(path: str | os.PathLike, image: np.ndarray, faces: Sequence[Face]) -> Path:
-    """Write :func:`annotate`'s drawing of ``image`` to ``path`` (folders created; format from the suffix).
+    """Write :func:`annotate`'s drawing of ``image`` to ``path`` (folders created; format from the suffix;
+    PNG, with suffix ``.png``, for a name without one or with one OpenCV cannot write); return where.
 
     >>> save_annotated("out/group1.jpg", img, faces)  # doctest: +SKIP
     PosixPath('out/group1.jpg')
@@ -51,11 +52,13 @@ def save_annotated(path: str | os.PathLike, image: np.ndarray, faces: Sequence[F
     import cv2
 
     target = Path(path)
+    if not target.suffix:
+        target = target.with_name(target.name + ".png")
     target.parent.mkdir(parents=True, exist_ok=True)
     drawn = annotate(image, faces)
     bgr = np.ascontiguousarray(drawn[..., ::-1])
     try:
-        ok, buf = cv2.imencode(target.suffix or ".png", bgr)
+        ok, buf = cv2.imencode(target.suffix, bgr)
     except cv2.error:  # OpenCV raises for a suffix it has no encoder for (e.g. .dat), returns False for some
         ok = False
     if not ok:  # unsupported suffix for writing (e.g. .gif): fall back to PNG

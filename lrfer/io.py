@@ -59,7 +59,8 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
     if p.is_dir():
         raise ValueError(f"cannot read image: {str(p)!r} is a folder, not an image file")
     if not p.is_file():
-        raise ValueError(f"cannot read image: no such file {str(p)!r}")
+        what = "a broken symbolic link" if p.is_symlink() and not p.exists() else "no such file"
+        raise ValueError(f"cannot read image: {what} {str(p)!r}")
     if is_video_file(p):
         raise ValueError(f"cannot read image: {str(p)!r} is a video; score it with Recognizer.predict_video(path) "
                          "or `lrfer predict` on the file")
@@ -333,7 +334,9 @@ def _walk_images(root: bytes) -> Iterable[bytes]:
         rel_folder = os.path.relpath(folder, root)
         prefix = b"" if rel_folder == b"." else rel_folder + b"/"
         for name in files:
-            if os.path.splitext(name)[1].lower() in extensions and os.path.isfile(os.path.join(folder, name)):
+            path = os.path.join(folder, name)
+            # A broken link is listed (and reported unreadable), not left out in silence; FIFOs and the like are.
+            if os.path.splitext(name)[1].lower() in extensions and (os.path.isfile(path) or os.path.islink(path)):
                 yield prefix + name
 
 

@@ -214,13 +214,27 @@ def test_annotated_copies_of_files_with_one_name_do_not_overwrite_each_other(
 
 def test_annotating_a_file_whose_suffix_opencv_cannot_write_falls_back_to_png(
         photos: Path, tiny_path: Path, tmp_path: Path) -> None:
-    odd = tmp_path / "photo.dat"
+    odd, bare = tmp_path / "photo.dat", tmp_path / "nosuffix"
     shutil.copy(photos / "b.jpg", odd)
+    shutil.copy(photos / "b.jpg", bare)
     ann = tmp_path / "annotated"
-    args = ["predict", str(odd), str(photos / "a.png"), "--model", str(tiny_path), "--detector", "none", "--quiet",
-            "--annotate", str(ann)]
+    args = ["predict", str(odd), str(bare), str(photos / "a.png"), "--model", str(tiny_path), "--detector", "none",
+            "--quiet", "--annotate", str(ann)]
     assert main(args) == 0
-    assert sorted(p.name for p in ann.iterdir()) == ["a.png", "photo.png"]
+    assert sorted(p.name for p in ann.iterdir()) == ["a.png", "nosuffix.png", "photo.png"]
+    assert all(cv2.imread(str(p)) is not None for p in ann.iterdir())
+
+
+def test_broken_links_in_a_folder_are_reported_not_left_out(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "linked"
+    shutil.copytree(photos, folder)
+    (folder / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    out = tmp_path / "faces.csv"
+    assert main(predict_args(folder, tiny_path, "--out", str(out), "--workers", "0")) == 1
+    assert "broken symbolic link" in caplog.text and "gone.jpg" in caplog.text
+    with open(out, newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == len(IMAGE_NAMES)
 
 
 def test_file_names_that_are_not_utf8_are_written_and_shown(photos: Path, tiny_path: Path, tmp_path: Path,

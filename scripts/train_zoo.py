@@ -2,7 +2,7 @@
 
     python scripts/train_zoo.py --data ../shared/datasets/fer2013 --work-dir runs [--only NAME ...]
 
-Each run writes ``runs/<name>/checkpoint.safetensors`` after every epoch and
+Each run writes ``runs/<name>/checkpoint.json`` (and the tensors file it names) after every epoch and
 ``runs/<name>/final.safetensors`` at the end; ``scripts/build_zoo.py`` evaluates and exports them.
 """
 from __future__ import annotations

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lrfer.constants import CLASSES
 from lrfer.models import build_model
@@ -49,6 +50,25 @@ def test_fit_temperature_accepts_inference_mode_logits() -> None:
         frozen = logits * 2
     assert frozen.is_inference()
     assert fit_temperature(frozen, labels) == pytest.approx(2.0, rel=0.15)
+
+
+@pytest.mark.parametrize("scale, signal, seed", [(0.3, 0.5, 0), (0.1, 0.2, 1), (0.2, 0.3, 2)])
+def test_fit_temperature_on_under_confident_logits_finds_the_grid_optimum(scale: float, signal: float,
+                                                                          seed: int) -> None:
+    """Small logits of a weak model (20-35 % accuracy): the fitted T is finite, positive and the NLL minimum."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 7, (3000,), generator=g)
+    logits = torch.randn(3000, 7, generator=g) * scale
+    logits[torch.arange(3000), y] += signal * scale * torch.rand(3000, generator=g) * 3
+    assert 0.2 <= (logits.argmax(1) == y).float().mean() <= 0.35
+    grid = torch.logspace(-2, 2, 4001, dtype=torch.float64)
+    nll = torch.stack([F.cross_entropy(logits.double() / t, y) for t in grid])
+    best = grid[nll.argmin()].item()
+
+    fitted = fit_temperature(logits, y.numpy())
+    assert math.isfinite(fitted) and fitted > 0
+    assert fitted == pytest.approx(best, rel=0.01)
+    assert F.cross_entropy(logits.double() / fitted, y).item() <= nll.min().item() + 1e-9
 
 
 def test_temperature_scaling_lowers_ece_of_overconfident_model() -> None:
@@ -101,6 +121,16 @@ def test_score_recall_nan_for_absent_class() -> None:
     s = score(logits, labels, 16)
     assert math.isnan(s.recall["happy"])
     assert s.recall["disgust"] == pytest.approx(0.5)
+
+
+def test_macro_f1_averages_the_classes_that_occur() -> None:
+    """scikit-learn's convention: classes in neither the labels nor the predictions do not count."""
+    labels = np.array([0, 0, 3, 3, 6, 6])
+    assert score(torch.from_numpy(np.eye(7)[labels] * 5).float(), labels, 16).macro_f1 == pytest.approx(1.0)
+    predicted = np.array([0, 0, 3, 3, 6, 2])  # F1: angry 1, happy 1, neutral 2/3, fear (predicted only) 0
+    s = score(torch.from_numpy(np.eye(7)[predicted] * 5).float(), labels, 16)
+    assert s.macro_f1 == pytest.approx((1 + 1 + 2 / 3 + 0) / 4)
+    assert math.isnan(s.recall["fear"]) and math.isnan(s.recall["sad"])
 
 
 def _scores(resolution: int, accuracy: float) -> Scores:

@@ -249,10 +249,11 @@ def test_checkpoint_round_trip(tmp_path: Path, make_opt) -> None:  # type: ignor
         opt.zero_grad()
         loss.backward()
         opt.step()
-    path = tmp_path / "checkpoint.safetensors"
+    path = tmp_path / "checkpoint.json"
+    save_checkpoint(path, {"model": model}, {"model": opt}, {"epoch": 1, "history": []})
     save_checkpoint(path, {"model": model}, {"model": opt}, {"epoch": 3, "history": [{"loss": 1.5}]})
-    assert path.exists() and path.with_suffix(".json").exists()
-    assert not path.with_suffix(".tmp").exists()
+    # the JSON and the one tensors file it names; the first save's tensors are gone
+    assert {p.name for p in tmp_path.iterdir()} == {"checkpoint.json", json.loads(path.read_text())["tensors"]}
 
     torch.manual_seed(1)
     fresh = build_model("baseline", width=8, input_size=8, drop_rate=0.0)
@@ -317,7 +318,7 @@ def test_supervised_baseline_one_epoch(tmp_path: Path, train_set: FaceSet, val_s
     model = trainer.fit(progress=False)
     assert not model.training
     check_history(trainer, 1)
-    assert (tmp_path / "checkpoint.safetensors").exists()
+    assert (tmp_path / "checkpoint.json").exists()
     logits = predict_logits(model, val_set.images, 16)
     assert logits.shape == (len(val_set), 7) and torch.isfinite(logits).all()
 
@@ -391,7 +392,7 @@ def test_fsr_fsrfer_one_epoch(tmp_path: Path, train_set: FaceSet, val_set: FaceS
     # the extractor is the fixed teacher (weights and BatchNorm statistics); the generator has moved off identity
     assert states_equal(model.extractor, load_trained(teacher_path, torch.device("cpu")))
     assert model.generator.conv_out.weight.abs().sum() > 0
-    assert (tmp_path / "checkpoint.safetensors").exists()
+    assert (tmp_path / "checkpoint.json").exists()
 
 
 def test_manet_init_from_teacher_copies_tensors(tmp_path: Path, train_set: FaceSet, val_set: FaceSet,

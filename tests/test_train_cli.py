@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from lrfer.cli import main
 from lrfer.constants import CLASSES
@@ -79,7 +78,7 @@ def test_train_writes_loadable_weights_with_entry(trained: tuple[Path, str], tin
     assert out.is_file()
     assert f"wrote {out}" in stdout and "baseline-tiny-16px" in stdout
     assert "val_accuracy=" in stdout
-    assert out.with_suffix(".run").joinpath("checkpoint.safetensors").is_file()  # resumable work dir
+    assert out.with_suffix(".run").joinpath("checkpoint.json").is_file()  # resumable work dir
     model = load_model(out)
     spec = model.pretrained_cfg
     assert spec.name == "baseline-tiny-16px"
@@ -148,6 +147,10 @@ def test_train_on_rafdb_names_raf_variant(tmp_path: Path, capsys: pytest.Capture
 def test_dataset_name_and_default_val(tmp_path: Path) -> None:
     assert _dataset_name(tmp_path / "fer2013-train.npz") == "fer2013"
     assert _dataset_name(tmp_path / "my_faces.npz") == "myfaces"
+    assert _dataset_name(tmp_path / "My Faces") == "myfaces"  # folders of class folders: letters and digits only
+    assert _dataset_name(tmp_path / "CK+") == "ckplus"
+    with pytest.raises(ValueError, match="--dataset-name"):
+        _dataset_name(tmp_path / "+-.npz".replace("+", ""))
     raf = write_rafdb(tmp_path / "basic", 7, 7)
     assert _dataset_name(raf) == "raf"
     assert _default_val(raf) == raf
@@ -163,3 +166,87 @@ def test_train_rejects_bad_resolution_for_hr_arch(tmp_path: Path, tiny_npz: Path
                    "--epochs", "1", "--device", "cpu"])
     assert status == 1
     assert not out.exists()
+
+
+def run_train(argv: list[str]) -> int:
+    return main(["train", *argv, "--epochs", "1", "--device", "cpu"])
+
+
+def test_eval_gives_models_with_one_name_a_row_each(trained: tuple[Path, str], tiny_npz: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = trained
+    copy = tmp_path / out.name
+    copy.write_bytes(out.read_bytes())
+    assert main(["eval", "--model", str(out), "--model", str(copy), "--data", str(tiny_npz),
+                 "--resolutions", "16", "--details"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith("| baseline-tiny-16px")]
+    assert [row.split(" | ")[0] for row in rows] == [f"| baseline-tiny-16px ({out})", f"| baseline-tiny-16px ({copy})"]
+    assert f"baseline-tiny-16px ({out})" in lines and f"baseline-tiny-16px ({copy})" in lines  # --details
+
+
+def test_eval_same_model_twice_gets_numbered_rows() -> None:
+    from lrfer.train.cli import _row_labels
+
+    assert _row_labels([("a", "a"), ("b", "x/b.safetensors"), ("b", "b"), ("a", "a")]) == [
+        "a (a) #1", "b (x/b.safetensors)", "b (b)", "a (a) #2"]
+
+
+@pytest.mark.parametrize("resolutions, message", [
+    ("0", "0 px is not a face size 1..48"), ("-8", "-8 px is not a face size 1..48"),
+    ("16,64", "64 px is not a face size 1..48"), ("16,x", "'x' is not a whole number"),
+])
+def test_eval_refuses_bad_resolutions(tmp_path: Path, caplog: pytest.LogCaptureFixture, resolutions: str,
+                                      message: str) -> None:
+    status = main(["eval", "--model", "gmenet-fer2013-16px", "--data", str(tmp_path / "missing.npz"),
+                   "--resolutions", resolutions])
+    assert status == 1
+    assert message in caplog.text
+
+
+def test_train_refuses_to_resume_another_run(trained: tuple[Path, str], tiny_npz: Path, tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Same --out (so the same default work dir <out>.run) but another seed or other data."""
+    out, _ = trained
+    written = out.read_bytes()
+    common = ["--arch", "baseline", "--resolution", "16", "--out", str(out), "--batch-size", "32",
+              "--dataset-name", "tiny"]
+    assert run_train([*common, "--data", str(tiny_npz), "--seed", "1"]) == 1
+    assert "seed: 0 in the checkpoint, 1 now" in caplog.text and "--work-dir" in caplog.text
+    other = write_npz(tmp_path / "other.npz", 224, seed=5)
+    assert run_train([*common, "--data", str(other)]) == 1
+    assert "training data: " in caplog.text
+    assert out.read_bytes() == written
+
+
+def test_train_with_recipe_keeps_the_variant_in_the_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raf = write_rafdb(tmp_path / "basic", n_train=32, n_test=7)
+    out = tmp_path / "mine.safetensors"
+    assert run_train(["--recipe", "gmenet-small-fer2013-16px", "--arch", "gmenet", "--data", str(raf),
+                      "--out", str(out), "--batch-size", "16"]) == 0
+    assert "gmenet-small-raf-16px" in capsys.readouterr().out
+    spec = load_model(out).pretrained_cfg
+    assert spec.name == "gmenet-small-raf-16px" and dict(spec.config)["width"] == 16
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--recipe", "gmenet-small-fer2013-16px", "--resolution", "12"],
+     "--resolution 12 differs from recipe 'gmenet-small-fer2013-16px', which trains 16"),
+    (["--recipe", "gmenet-small-fer2013-16px", "--arch", "baseline"], "--arch baseline differs from recipe"),
+    (["--recipe", "gmenet-smal-fer2013-16px"], "unknown recipe 'gmenet-smal-fer2013-16px'; did you mean "
+                                               "gmenet-small-fer2013-16px"),
+    (["--arch", "gmenet"], "needs --arch and --resolution, or --recipe"),
+    (["--arch", "gmenet", "--resolution", "16", "--batch-size", "0"], "batch size must be a positive whole number"),
+    (["--arch", "gmenet", "--resolution", "0"], "resolution must be 1..48 px"),
+    (["--arch", "gmenet", "--resolution", "64"], "resolution must be 1..48 px"),
+    (["--arch", "gmenet", "--resolution", "16", "--dataset-name", "My Set"], "--dataset-name 'My Set': use lowercase"),
+    (["--arch", "gmenet", "--resolution", "16", "--out-pt"], "the name must end in '.safetensors'"),
+], ids=["resolution", "arch", "unknown", "no-arch", "batch0", "res0", "res64", "dataset-name", "out-pt"])
+def test_train_refuses_bad_arguments_before_loading_data(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                         argv: list[str], message: str) -> None:
+    out = tmp_path / ("mine.pt" if "--out-pt" in argv else "mine.safetensors")
+    argv = [a for a in argv if a != "--out-pt"]
+    assert run_train([*argv, "--data", str(tmp_path / "missing.npz"), "--out", str(out)]) == 1
+    assert message in caplog.text
+    assert "missing.npz" not in caplog.text  # refused before the data was read
+    assert not out.exists() and not out.with_suffix(".run").exists()

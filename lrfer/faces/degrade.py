@@ -1,9 +1,10 @@
-"""The degradation model, shared by training and inference.
+"""The degradation model: how a 48x48 aligned face becomes a low-resolution one.
 
-Training turns FER2013's 48x48 faces into low-resolution faces with :func:`to_native`; inference
-aligns a face to the same 48x48 framing and calls the very same function, so a model sees at test
-time exactly the operator it was trained on. :func:`random_degrade` adds the optional training-time
-corruptions (random size, resampling kernel, blur, noise, JPEG).
+Inference and evaluation call :func:`to_native` (area down-sampling) on the 48x48 aligned crop.
+Training calls :func:`random_degrade`, which adds optional corruptions (random size, resampling
+kernel, blur, noise, JPEG) and without them is :func:`to_native`. The zoo's low-resolution recipes
+(``LR_DEGRADATION`` in ``lrfer.train.recipes``) draw the kernel per batch among area, bicubic and
+bilinear and add noise of std up to 0.02, so :func:`to_native` is their area draw without the noise.
 """
 from __future__ import annotations
 
@@ -55,8 +56,9 @@ def upsample(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def to_native(x: torch.Tensor, resolution: int) -> torch.Tensor:
-    """The deterministic operator every variant is trained and served with: area down-sampling of
-    a 48x48 aligned face (float, 0..1) to the variant's native ``resolution``."""
+    """The deterministic operator every variant is served and evaluated with: area down-sampling of
+    a 48x48 aligned face (float, 0..1) to the variant's native ``resolution`` (training draws from a
+    family that contains it, see :func:`random_degrade`)."""
     return downsample(x, resolution, "area")
 
 

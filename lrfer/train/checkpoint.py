@@ -1,7 +1,13 @@
-"""Resumable training checkpoints in safetensors + JSON (no pickle, like the served weights)."""
+"""Resumable training checkpoints in safetensors + JSON (no pickle, like the served weights).
+
+A checkpoint is ``checkpoint.json`` and the tensors file it names (``checkpoint-<token>.safetensors``).
+Saving writes a new tensors file, then atomically replaces the JSON: that replacement is the one commit
+point, so a run killed at any moment leaves the JSON naming a complete tensors file of the same epoch.
+"""
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -37,24 +43,44 @@ def optimizer_from_flat(prefix: str, optimizer: torch.optim.Optimizer, tensors: 
 
 def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
                     meta: dict[str, Any]) -> None:
-    """Write ``path`` (.safetensors) and ``path.with_suffix('.json')`` atomically enough for resume."""
+    """Write the checkpoint ``path`` (its ``.json`` and a tensors file next to it) in one atomic commit."""
+    json_path = path.with_suffix(".json")
+    tensors_file = json_path.with_name(f"{json_path.stem}-{secrets.token_hex(4)}.safetensors")
     tensors: dict[str, torch.Tensor] = {}
-    meta = dict(meta, optimizers={})
+    meta = dict(meta, optimizers={}, tensors=tensors_file.name)
     for name, module in modules.items():
         tensors.update({f"{name}.{k}": v.detach().contiguous().clone() for k, v in module.state_dict().items()})
     for name, optimizer in optimizers.items():
         flat, opt_meta = optimizer_to_flat(f"optim_{name}", optimizer)
         tensors.update(flat)
         meta["optimizers"][name] = opt_meta
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp))
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
-    tmp.replace(path)
+    save_file(tensors, str(tensors_file))
+    pending = json_path.with_name(json_path.name + ".tmp")
+    pending.write_text(json.dumps(meta, indent=1))
+    pending.replace(json_path)  # the commit point
+    _remove_uncommitted(json_path, tensors_file)
+
+
+def _remove_uncommitted(json_path: Path, committed: Path) -> None:
+    """Delete the tensors of earlier epochs and of saves cut short (and the pre-commit-point layout's)."""
+    for stale in [*json_path.parent.glob(f"{json_path.stem}-*.safetensors"), json_path.with_suffix(".safetensors")]:
+        if stale != committed:
+            stale.unlink(missing_ok=True)
+
+
+def checkpoint_meta(path: Path) -> dict[str, Any] | None:
+    """The JSON part of the checkpoint ``path`` (epoch, history, recipe, ...), or None if there is none."""
+    json_path = path.with_suffix(".json")
+    return json.loads(json_path.read_text()) if json_path.exists() else None
 
 
 def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
-    tensors = load_file(str(path))
-    meta = json.loads(path.with_suffix(".json").read_text())
+    """Load the checkpoint ``path`` into ``modules`` and ``optimizers``; return its JSON part."""
+    meta = checkpoint_meta(path)
+    if meta is None:
+        raise FileNotFoundError(f"no checkpoint {path.with_suffix('.json')}")
+    # Checkpoints written before the JSON named its tensors file kept them in checkpoint.safetensors.
+    tensors = load_file(str(path.parent / meta.get("tensors", path.with_suffix(".safetensors").name)))
     for name, module in modules.items():
         prefix = name + "."
         module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)

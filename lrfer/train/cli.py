@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shlex
 import sys
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lrfer.train.recipes import Recipe
 
 log = logging.getLogger(__name__)
 DEFAULT_RESOLUTIONS = "8,12,16,24,48"
+#: The dataset part of a model name (see lrfer.zoo's name grammar).
+DATASET_NAME_RE = re.compile(r"[a-z0-9_]+")
 
 
 def register(sub: Any) -> None:
@@ -26,15 +33,20 @@ def _add_train(sub: Any) -> None:
     p = sub.add_parser("train", help="train a zoo architecture on FER2013, RAF-DB or a folder of class folders",
                        description="Train a model and write fp16 safetensors with its manifest entry in the metadata. "
                                    "Example (RAF-DB): lrfer train --arch gmenet --data /path/to/RAF-DB/basic "
-                                   "--resolution 16 --out gmenet-raf-16px.safetensors")
-    p.add_argument("--arch", required=True, help="resnet18 | gmenet | baseline | fsrfer | manet")
+                                   "--resolution 16 --out gmenet-raf-16px.safetensors; a zoo variant's recipe: "
+                                   "lrfer train --recipe gmenet-small-fer2013-16px --data /path/to/RAF-DB/basic "
+                                   "--out gmenet-small-raf-16px.safetensors")
+    p.add_argument("--arch", default=None, help="resnet18 | gmenet | baseline | fsrfer | manet (or give --recipe)")
     p.add_argument("--data", required=True, type=Path,
                    help="FER2013 .npz, RAF-DB 'basic' folder, or a folder of class folders")
-    p.add_argument("--resolution", required=True, type=int, help="native input size in px (48 for resnet18/manet)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="native input size in px (48 for resnet18/manet; or give --recipe)")
     p.add_argument("--out", required=True, type=Path, help="output .safetensors")
     p.add_argument("--val", type=Path, default=None,
                    help="validation data (default: RAF-DB's test split, FER2013's publictest next to a train .npz)")
-    p.add_argument("--recipe", default=None, help="start from a zoo variant's recipe, e.g. gmenet-fer2013-16px")
+    p.add_argument("--recipe", default=None,
+                   help="train a zoo variant's recipe instead of --arch/--resolution, e.g. gmenet-small-fer2013-16px; "
+                        "the model is named after it with the dataset part replaced")
     p.add_argument("--teacher", default=None, help="teacher name or .safetensors (distillation, FSR-FER, MA-Net init)")
     p.add_argument("--dataset-name", default=None, help="dataset part of the variant name (default: from --data)")
     p.add_argument("--epochs", type=int, default=None)
@@ -69,12 +81,88 @@ def _device(name: str) -> str:
 
 
 def _dataset_name(data: Path) -> str:
+    """The dataset part of the model name, from the data's file or folder name (letters and digits only)."""
     from lrfer.train.datasets import RAF_LABEL_FILE
 
     if (data / RAF_LABEL_FILE).exists():
         return "raf"
-    stem = data.stem.lower()
-    return stem.split("-")[0] if stem.startswith("fer2013") else stem.replace("-", "").replace("_", "")
+    stem = data.stem.lower().replace("+", "plus")  # ck+ -> ckplus
+    name = re.sub(r"[^a-z0-9]", "", stem.split("-")[0] if stem.startswith("fer2013") else stem)
+    if not DATASET_NAME_RE.fullmatch(name):
+        raise ValueError(f"cannot make a dataset name from {data.name!r}; give one with --dataset-name "
+                         "(lowercase letters, digits and '_')")
+    return name
+
+
+def _checked_dataset_name(name: str) -> str:
+    if not DATASET_NAME_RE.fullmatch(name):
+        raise ValueError(f"--dataset-name {name!r}: use lowercase letters, digits and '_' only (it is the middle "
+                         "part of the model name <arch>-<dataset>-<res>px)")
+    return name
+
+
+def _variant_name(recipe_name: str | None, arch: str, dataset: str, resolution: int) -> str:
+    """``<arch>-<dataset>-<res>px``; with a zoo recipe, its name with the dataset part replaced."""
+    from lrfer.zoo import parse_name
+
+    if recipe_name is not None:
+        arch = parse_name(recipe_name).arch  # keeps a variant part: gmenet-small
+    name = f"{arch}-{dataset}-{resolution}px"
+    parse_name(name)  # raises a ValueError naming the grammar
+    return name
+
+
+def _check_out(out: Path) -> None:
+    if out.suffix != ".safetensors":
+        raise ValueError(f"--out {out}: the weights are written as safetensors, so the name must end in "
+                         f"'.safetensors' (e.g. {out.with_suffix('.safetensors').name})")
+
+
+def _train_recipe(args: argparse.Namespace) -> Recipe:
+    """The recipe of ``lrfer train`` from --recipe or --arch/--resolution, with the command's overrides."""
+    from dataclasses import replace
+
+    from lrfer.train.recipes import check_recipe, recipe_for, zoo_recipe
+
+    if args.recipe:
+        recipe = zoo_recipe(args.recipe)
+        for flag, given, own in (("--arch", args.arch, recipe.arch), ("--resolution", args.resolution, recipe.resolution)):
+            if given is not None and given != own:
+                raise ValueError(f"{flag} {given} differs from recipe {args.recipe!r}, which trains {own}; "
+                                 f"leave out {flag} or pick another recipe")
+    elif args.arch is None or args.resolution is None:
+        raise ValueError("lrfer train needs --arch and --resolution, or --recipe (a zoo variant's name)")
+    else:
+        recipe = recipe_for(args.arch, args.resolution)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("seed", args.seed),
+                                   ("teacher", args.teacher)) if v is not None}
+    recipe = replace(recipe, **overrides)
+    check_recipe(recipe)
+    return recipe
+
+
+def _parse_resolutions(text: str) -> list[int]:
+    from lrfer.constants import HR_SIZE
+
+    values = []
+    for part in text.split(","):
+        try:
+            value = int(part)
+        except ValueError:
+            raise ValueError(f"--resolutions {text!r}: {part!r} is not a whole number of pixels") from None
+        if not 1 <= value <= HR_SIZE:
+            raise ValueError(f"--resolutions {text!r}: {value} px is not a face size 1..{HR_SIZE} "
+                             f"(faces are evaluated from {HR_SIZE}x{HR_SIZE} crops)")
+        values.append(value)
+    return list(dict.fromkeys(values))
+
+
+def _row_labels(models: list[tuple[str, str]]) -> list[str]:
+    """One table row label per (model name, --model argument): the name, plus the argument where names repeat."""
+    names = Counter(name for name, _ in models)
+    labels = [name if names[name] == 1 else f"{name} ({spec})" for name, spec in models]
+    return [label if labels.count(label) == 1 else f"{label} #{labels[:i + 1].count(label)}"
+            for i, label in enumerate(labels)]
 
 
 def _default_val(data: Path) -> Path | None:
@@ -87,24 +175,17 @@ def _default_val(data: Path) -> Path | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from lrfer.train.datasets import load_faces
     from lrfer.train.export import export
-    from lrfer.train.recipes import ZOO_RECIPES, Trainer, recipe_for
+    from lrfer.train.recipes import Trainer
 
-    if args.recipe:
-        recipe = ZOO_RECIPES[args.recipe]
-    else:
-        recipe = recipe_for(args.arch, args.resolution)
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("seed", args.seed),
-                                   ("teacher", args.teacher)) if v is not None}
-    recipe = replace(recipe, **overrides)
+    _check_out(args.out)
+    recipe = _train_recipe(args)
+    dataset = _checked_dataset_name(args.dataset_name) if args.dataset_name else _dataset_name(args.data)
+    name = _variant_name(args.recipe, recipe.arch, dataset, recipe.resolution)
     train = load_faces(args.data, "train")
     val_path = args.val or _default_val(args.data)
     val = load_faces(val_path, "test") if val_path else None
-    dataset = args.dataset_name or _dataset_name(args.data)
-    name = f"{recipe.arch}-{dataset}-{recipe.resolution}px"
     work_dir = args.work_dir or args.out.with_suffix(".run")
     log.info("training %s on %s (%d faces), validating on %s", name, args.data, len(train), val_path)
     model = Trainer(recipe, train, val, work_dir, _device(args.device)).fit()
@@ -123,17 +204,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lrfer.zoo import load_model
 
     device = _device(args.device)
+    resolutions = _parse_resolutions(args.resolutions)
     faces = load_faces(args.data, args.split)
     calibration = load_faces(args.calibrate_on, args.split) if args.calibrate_on else None
-    resolutions = [int(r) for r in args.resolutions.split(",")]
-    results = {}
+    evaluated = []
     for spec in args.model:
         model = load_model(spec, device=device)
         cfg = model.pretrained_cfg
         temperature = cfg.temperature
         if calibration is not None:
             temperature = fit_temperature(predict_logits(model, calibration.images, cfg.resolution, device), calibration.labels)
-        results[cfg.name] = evaluate(model, cfg.resolution, faces, resolutions, temperature, device)
+        evaluated.append((cfg.name, spec, evaluate(model, cfg.resolution, faces, resolutions, temperature, device)))
+    labels = _row_labels([(name, spec) for name, spec, _ in evaluated])
+    results = {label: rows for label, (_, _, rows) in zip(labels, evaluated)}
     print(f"Accuracy (%) on {args.data.name}, {len(faces)} faces\n")
     print(markdown_table(results))
     if args.details:

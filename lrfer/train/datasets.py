@@ -2,13 +2,17 @@
 
 Three layouts are understood (see :func:`load_faces`):
 
-* FER2013 ``.npz`` (``images`` (N,48,48) uint8, ``labels`` int in FER2013 order);
+* FER2013 ``.npz``: ``labels`` (N,) whole numbers 0..6 in the zoo's class order (FER2013's own) and
+  ``images`` (N, H, W) gray, (N, H, W, 1), (N, H, W, 3) BGR or flat (N, H*W) square faces, resized to
+  48x48 when another size; uint8, or any numbers that are whole 0..255 gray levels (float faces scaled
+  to 0..1 are refused rather than guessed);
 * a folder of class folders (``<root>/<class name>/*.jpg``, names from :data:`lrfer.constants.CLASSES`);
 * RAF-DB "basic" (``EmoLabel/list_patition_label.txt`` + ``Image/aligned/*_aligned.jpg``), its
   labels mapped onto the zoo's class order.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from lrfer.constants import CLASSES, HR_SIZE
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 #: RAF-DB basic labels (1 surprise, 2 fear, 3 disgust, 4 happiness, 5 sadness, 6 anger, 7 neutral) -> zoo index.
 RAF_TO_ZOO = {1: 5, 2: 2, 3: 1, 4: 3, 5: 4, 6: 0, 7: 6}
+RAF_LABELS = "1 surprise, 2 fear, 3 disgust, 4 happiness, 5 sadness, 6 anger, 7 neutral"
 RAF_LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
 
 
@@ -54,12 +59,57 @@ def _read_image(path: Path) -> np.ndarray:
 
 def load_npz(path: Path) -> FaceSet:
     data = np.load(path)
-    images, labels = data["images"], data["labels"].astype(np.int64)
-    if images.ndim != 3 or images.shape[1:] != (HR_SIZE, HR_SIZE):
-        images = np.stack([_to_face48(im) for im in images])
+    missing = [key for key in ("images", "labels") if key not in data.files]
+    if missing:
+        raise ValueError(f"{path}: no {' or '.join(repr(k) for k in missing)} array (it has {data.files}); "
+                         "a face .npz holds 'images' (N, 48, 48) uint8 and 'labels' (N,) 0..6")
     if "classes" in data.files and tuple(str(c) for c in data["classes"]) != CLASSES:
         raise ValueError(f"{path}: class order {list(data['classes'])} differs from the zoo's {list(CLASSES)}")
-    return FaceSet(images.astype(np.uint8), labels, path.stem)
+    images = _npz_images(path, data["images"])
+    return FaceSet(images, _npz_labels(path, data["labels"], len(images)), path.stem)
+
+
+def _npz_images(path: Path, images: np.ndarray) -> np.ndarray:
+    """(N, 48, 48) uint8 from the image layouts in the module docstring."""
+    if images.ndim == 2:  # one flat row per face, as in FER2013's CSV
+        side = math.isqrt(images.shape[1])
+        if side * side != images.shape[1]:
+            raise ValueError(f"{path}: 'images' has shape {images.shape}; flat rows must hold square faces "
+                             f"(e.g. 2304 = 48x48 pixels)")
+        images = images.reshape(len(images), side, side)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
+        raise ValueError(f"{path}: 'images' has shape {images.shape}; expected (N, H, W) gray, (N, H, W, 1), "
+                         "(N, H, W, 3) BGR or (N, H*W) flat faces")
+    if len(images) == 0:
+        raise ValueError(f"{path}: no faces in 'images'")
+    images = _gray_levels(path, images)
+    if images.ndim == 4 or images.shape[1:] != (HR_SIZE, HR_SIZE):
+        images = np.stack([_to_face48(im) for im in images])
+    return images
+
+
+def _gray_levels(path: Path, images: np.ndarray) -> np.ndarray:
+    if images.dtype == np.uint8:
+        return images
+    whole = images.dtype.kind in "iu" or (images.dtype.kind == "f" and bool(np.all(images == np.round(images))))
+    if not whole or images.min() < 0 or images.max() > 255:
+        raise ValueError(f"{path}: 'images' ({images.dtype}, values {images.min():g}..{images.max():g}) must hold "
+                         "whole gray levels 0..255; for faces scaled to 0..1 store "
+                         "(images * 255).round().astype(np.uint8)")
+    return images.astype(np.uint8)
+
+
+def _npz_labels(path: Path, labels: np.ndarray, count: int) -> np.ndarray:
+    if labels.shape != (count,):
+        raise ValueError(f"{path}: 'labels' has shape {labels.shape} for {count} images; expected ({count},)")
+    valid = np.isin(labels, np.arange(len(CLASSES))) if labels.dtype.kind in "iuf" else np.zeros(count, bool)
+    if not valid.all():
+        bad = np.unique(labels[~valid])[:5].tolist()
+        raise ValueError(f"{path}: labels {bad} are not class indices 0..{len(CLASSES) - 1} "
+                         f"({', '.join(f'{i} {c}' for i, c in enumerate(CLASSES))})")
+    return labels.astype(np.int64)
 
 
 def load_class_folders(root: Path) -> FaceSet:
@@ -83,18 +133,28 @@ def load_class_folders(root: Path) -> FaceSet:
 def load_rafdb(root: Path, split: str = "train") -> FaceSet:
     """RAF-DB basic: ``split`` is "train" or "test" (the file-name prefix in the label list)."""
     images, labels = [], []
-    for line in (root / RAF_LABEL_FILE).read_text().split("\n"):
+    label_file = root / RAF_LABEL_FILE
+    for number, line in enumerate(label_file.read_text().split("\n"), 1):
         if not line.strip():
             continue
-        name, label = line.split()
+        name, label = _raf_entry(label_file, number, line)
         if not name.startswith(split):
             continue
         stem = Path(name).stem
         images.append(_read_image(root / "Image" / "aligned" / f"{stem}_aligned.jpg"))
-        labels.append(RAF_TO_ZOO[int(label)])
+        labels.append(label)
     if not images:
         raise ValueError(f"{root}: no '{split}' entries in {RAF_LABEL_FILE}")
     return FaceSet(np.stack(images), np.asarray(labels, dtype=np.int64), f"rafdb-{split}")
+
+
+def _raf_entry(label_file: Path, number: int, line: str) -> tuple[str, int]:
+    """(image name, zoo label) of one line of RAF-DB's label list."""
+    parts = line.split()
+    if len(parts) == 2 and parts[1].isdigit() and int(parts[1]) in RAF_TO_ZOO:
+        return parts[0], RAF_TO_ZOO[int(parts[1])]
+    raise ValueError(f"{label_file}, line {number}: {line.strip()!r} is not '<image name> <label>' with a "
+                     f"RAF-DB basic label 1..7 ({RAF_LABELS})")
 
 
 def load_faces(path: str | Path, split: str = "train") -> FaceSet:

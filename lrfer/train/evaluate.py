@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,11 +22,14 @@ from lrfer.train.datasets import FaceSet
 from lrfer.train.recipes import predict_logits
 
 ECE_BINS = 15
+#: The fitted temperature stays in this range (Guo et al. report 1-3 for over-confident networks).
+TEMPERATURE_RANGE = (0.01, 100.0)
 
 
 @dataclass(frozen=True)
 class Scores:
-    """Metrics of one model at one resolution."""
+    """Metrics of one model at one resolution. ``macro_f1`` averages the classes that occur in the
+    labels or the predictions (scikit-learn's convention); ``recall`` is nan for a class without labels."""
 
     resolution: int
     accuracy: float
@@ -39,21 +42,38 @@ class Scores:
                 **{f"recall_{k}": v for k, v in self.recall.items()}}
 
 
-def fit_temperature(logits: torch.Tensor, labels: np.ndarray, steps: int = 200) -> float:
-    """Temperature scaling (Guo et al. 2017): the T > 0 that minimises the NLL of ``softmax(logits / T)``."""
-    y = torch.as_tensor(labels)
-    logits = logits.detach().clone()  # predict_logits returns inference-mode tensors, unusable in autograd
-    log_t = torch.zeros((), requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=steps)
+def fit_temperature(logits: torch.Tensor, labels: np.ndarray, steps: int = 60) -> float:
+    """Temperature scaling (Guo et al. 2017): the T in :data:`TEMPERATURE_RANGE` that minimises the NLL of
+    ``softmax(logits / T)``.
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(logits / log_t.exp(), y)
-        loss.backward()
-        return loss
+    The NLL is convex in 1/T, so it has one minimum over log T, which a golden-section search finds
+    whatever the scale of the logits (a gradient method with a fixed step diverged on under-confident ones).
+    """
+    y = torch.as_tensor(labels, dtype=torch.long)
+    z = logits.detach().double()
 
-    opt.step(closure)
-    return float(log_t.detach().exp())
+    def nll(log_t: float) -> float:
+        return F.cross_entropy(z / math.exp(log_t), y).item()
+
+    lo, hi = (math.log(t) for t in TEMPERATURE_RANGE)
+    return math.exp(golden_section_min(nll, lo, hi, steps))
+
+
+def golden_section_min(f: Callable[[float], float], lo: float, hi: float, steps: int) -> float:
+    """The minimiser of a unimodal ``f`` on ``[lo, hi]``; each step shrinks the interval by 0.618."""
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = f(a), f(b)
+    for _ in range(steps):
+        if fa <= fb:  # the minimum lies in [lo, b]
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = f(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = f(b)
+    return (lo + hi) / 2
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -80,8 +100,9 @@ def score(logits: torch.Tensor, labels: np.ndarray, resolution: int, temperature
         recall[name] = float(tp / support) if support else math.nan
         precision = tp / chosen if chosen else 0.0
         rec = tp / support if support else 0.0
-        f1.append(2 * precision * rec / (precision + rec) if precision + rec else 0.0)
-    return Scores(resolution, float((predicted == labels).mean()), float(np.mean(f1)), recall,
+        if support or chosen:  # a class in neither the labels nor the predictions has no F1
+            f1.append(2 * precision * rec / (precision + rec) if precision + rec else 0.0)
+    return Scores(resolution, float((predicted == labels).mean()), float(np.mean(f1)) if f1 else math.nan, recall,
                   expected_calibration_error(probs, labels))
 
 

@@ -6,10 +6,14 @@
 * ``fsr``: FSR-FER: the teacher is the fixed extractor and classifier; a feature generator is trained
   against a discriminator with classification-aware re-weighting.
 
-Every run is seeded, checkpoints after each epoch (safetensors + JSON) and resumes from there.
+Every run is seeded, checkpoints after each epoch (safetensors + JSON) and resumes from there; a
+checkpoint records its recipe and training data, and a run with another recipe or data refuses to
+resume from it.
 """
 from __future__ import annotations
 
+import difflib
+import hashlib
 import json
 import logging
 import time
@@ -27,7 +31,7 @@ from lrfer.faces.degrade import DegradationConfig, random_degrade, to_native
 from lrfer.models import build_model
 from lrfer.train import losses
 from lrfer.train.augment import random_affine, random_erase
-from lrfer.train.checkpoint import load_checkpoint, save_checkpoint
+from lrfer.train.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from lrfer.train.datasets import FaceSet
 
 log = logging.getLogger(__name__)
@@ -74,12 +78,18 @@ class Recipe:
         """Whether ``ran``, the recipe a run recorded in its checkpoint, is this one. Fields added after
         the run count at their defaults; a teacher may be the fp32 file of the named variant trained in
         the same work dir (``<work dir>/<name>/final.safetensors``, as ``scripts/train_zoo.py`` does)."""
+        return not self.differences(ran)
+
+    def differences(self, ran: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """The fields in which ``ran`` differs from this recipe (as for :meth:`is_run_of`):
+        ``{field: (recorded value, this recipe's value)}``."""
         recorded = {f.name: f.default for f in fields(self) if f.default is not MISSING} | ran
         declared = json.loads(json.dumps(self.to_json()))
         for key in ("teacher", "kd_teacher"):
-            if _trained_as(declared[key], recorded[key]):
+            if _trained_as(declared[key], recorded.get(key)):
                 declared[key] = recorded[key]
-        return recorded == declared
+        return {key: (recorded.get(key), declared.get(key)) for key in sorted(recorded.keys() | declared.keys())
+                if recorded.get(key) != declared.get(key)}
 
 
 def _trained_as(name: str | None, used: str | None) -> bool:
@@ -129,6 +139,19 @@ ARCH_DEFAULTS: dict[str, str] = {
 }
 
 
+def zoo_recipe(name: str) -> Recipe:
+    """The recipe of the zoo variant ``name``; an unknown name raises a ValueError listing close ones.
+
+    >>> zoo_recipe("gmenet-small-fer2013-16px").config["width"]
+    16
+    """
+    if name in ZOO_RECIPES:
+        return ZOO_RECIPES[name]
+    close = difflib.get_close_matches(name, ZOO_RECIPES, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ValueError(f"unknown recipe {name!r}; {hint}known recipes: {', '.join(ZOO_RECIPES)}")
+
+
 def recipe_for(arch: str, resolution: int, **overrides: Any) -> Recipe:
     """The zoo recipe of ``arch`` moved to ``resolution`` (the config's input_size follows)."""
     if arch not in ARCH_DEFAULTS:
@@ -140,6 +163,42 @@ def recipe_for(arch: str, resolution: int, **overrides: Any) -> Recipe:
     elif resolution != HR_SIZE:
         raise ValueError(f"{arch} runs at {HR_SIZE} px only")
     return replace(base, config=config, resolution=resolution, **overrides)
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Refuse sizes no run can use, before any data is loaded or model built."""
+    for key in ("epochs", "batch_size"):
+        value = getattr(recipe, key)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key.replace('_', ' ')} must be a positive whole number, got {value!r}")
+    if not 1 <= recipe.resolution <= HR_SIZE:
+        raise ValueError(f"resolution must be 1..{HR_SIZE} px (the training faces are {HR_SIZE}x{HR_SIZE}), "
+                         f"got {recipe.resolution}")
+    native = recipe.config.get("input_size", recipe.resolution)
+    if native != recipe.resolution:
+        raise ValueError(f"{recipe.arch}: config input_size {native} differs from the recipe's resolution "
+                         f"{recipe.resolution}")
+
+
+def data_fingerprint(faces: FaceSet) -> dict[str, Any]:
+    """What identifies a run's training data in its checkpoint: the number of faces and a hash of them."""
+    digest = hashlib.sha256(np.ascontiguousarray(faces.images).data)
+    digest.update(np.ascontiguousarray(faces.labels, dtype=np.int64).data)
+    return {"faces": len(faces), "sha256": digest.hexdigest()}
+
+
+class RunMismatchError(ValueError):
+    """A work dir's checkpoint belongs to a run with another recipe or other training data."""
+
+
+def _describe_data(fingerprint: dict[str, Any]) -> str:
+    return f"{fingerprint['faces']} faces (sha256 {fingerprint['sha256'][:12]})"
+
+
+def _describe_mismatch(work_dir: Path, differing: dict[str, tuple[str, str]]) -> str:
+    details = "; ".join(f"{key}: {old} in the checkpoint, {new} now" for key, (old, new) in differing.items())
+    return (f"{work_dir} holds the checkpoint of another run ({details}); resuming would mix the two. "
+            "Train in another work dir (lrfer train --work-dir DIR) or delete this one to start over")
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -202,14 +261,35 @@ def copy_matching_weights(source: nn.Module, target: nn.Module) -> int:
     return copied
 
 
+def _check_teacher(teacher: nn.Module | None, recipe: Recipe, student: nn.Module) -> None:
+    """Distillation, FSR-FER and teacher initialisation read the ResNet-18 teacher's stages and head."""
+    from lrfer.models.resnet import ResNet
+
+    if recipe.method not in ("distill", "fsr") and not recipe.init_from_teacher:
+        return
+    purpose = "initialising from a teacher" if recipe.method == "supervised" else f"{recipe.method!r} training"
+    fits = f"a ResNet-18 teacher: {TEACHER_NAME!r} or a .safetensors written by `lrfer train --arch resnet18`"
+    if teacher is None:
+        raise ValueError(f"{purpose} of {recipe.arch} needs {fits}")
+    if not isinstance(teacher, ResNet):
+        raise ValueError(f"teacher {recipe.teacher!r} is a {type(teacher).__name__}; {purpose} of {recipe.arch} "
+                         f"needs {fits}")
+    extractor = getattr(student, "extractor", None)
+    if recipe.method == "fsr" and extractor is not None and extractor.stage_widths != teacher.stage_widths:
+        raise ValueError(f"teacher {recipe.teacher!r} has width {teacher.stage_widths[0]} but the FSR-FER extractor "
+                         f"width {extractor.stage_widths[0]}; set the recipe's extractor_width to the teacher's")
+
+
 class Trainer:
     """One training run of a :class:`Recipe` on a :class:`FaceSet`, validated on another."""
 
     def __init__(self, recipe: Recipe, train_set: FaceSet, val_set: FaceSet | None, work_dir: Path,
                  device: str | torch.device = "cpu") -> None:
+        check_recipe(recipe)
+        if len(train_set) < 2:
+            raise ValueError(f"{train_set.name}: {len(train_set)} training face(s); training needs at least 2")
         self.recipe, self.train_set, self.val_set = recipe, train_set, val_set
         self.work_dir = Path(work_dir)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(device)
         torch.manual_seed(recipe.seed)
         self.generator = torch.Generator().manual_seed(recipe.seed)
@@ -218,12 +298,16 @@ class Trainer:
         self.model = build_model(recipe.arch, num_classes=len(CLASSES), **recipe.config).to(self.device)
         self.teacher = load_trained(recipe.teacher, self.device) if recipe.teacher else None
         self.kd_teacher = load_trained(recipe.kd_teacher, self.device) if recipe.kd_teacher else None
+        _check_teacher(self.teacher, recipe, self.model)
         self.discriminator: nn.Module | None = None
         self.modules: dict[str, nn.Module] = {"model": self.model}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self.steps_per_epoch = len(self.labels) // recipe.batch_size
+        # Full batches only, but at least one: a set smaller than a batch is one batch.
+        self.steps_per_epoch = max(1, len(self.labels) // recipe.batch_size)
+        self.data = data_fingerprint(train_set)
         self._setup_method()
         self.history: list[dict[str, float]] = []
+        self.work_dir.mkdir(parents=True, exist_ok=True)
 
     # -- set-up per method -------------------------------------------------------------------
     def _setup_method(self) -> None:
@@ -234,7 +318,7 @@ class Trainer:
         if r.method == "fsr":
             from lrfer.models.fsrfer import FeatureDiscriminator
 
-            assert self.teacher is not None, "fsr needs a teacher"
+            assert self.teacher is not None  # _check_teacher
             self.model.extractor.load_state_dict(self.teacher.state_dict())
             self.model.extractor.requires_grad_(False)
             channels = self.model.extractor.stage_widths[self.model.sr_stage]
@@ -315,12 +399,21 @@ class Trainer:
             self.model.extractor.eval()  # fixed extractor: frozen BatchNorm statistics too
 
     def _checkpoint_path(self) -> Path:
-        return self.work_dir / "checkpoint.safetensors"
+        return self.work_dir / "checkpoint.json"
+
+    def _check_same_run(self, meta: dict[str, Any]) -> None:
+        differing = {key: (repr(old), repr(new)) for key, (old, new) in self.recipe.differences(meta["recipe"]).items()}
+        if meta.get("data", self.data) != self.data:  # checkpoints written before the data was recorded pass
+            differing["training data"] = (_describe_data(meta["data"]), _describe_data(self.data))
+        if differing:
+            raise RunMismatchError(_describe_mismatch(self.work_dir, differing))
 
     def _resume(self) -> int:
         path = self._checkpoint_path()
-        if not path.exists():
+        meta = checkpoint_meta(path)
+        if meta is None:
             return 0
+        self._check_same_run(meta)
         meta = load_checkpoint(path, self.modules, self.optimizers)
         for sched, state in zip(self.schedulers, meta["schedulers"]):
             sched.load_state_dict(state)
@@ -332,7 +425,7 @@ class Trainer:
         return int(meta["epoch"])
 
     def _save(self, epoch: int) -> None:
-        meta = {"epoch": epoch, "history": self.history, "recipe": self.recipe.to_json(),
+        meta = {"epoch": epoch, "history": self.history, "recipe": self.recipe.to_json(), "data": self.data,
                 "schedulers": [s.state_dict() for s in self.schedulers], "rng": self.generator.get_state().tolist(),
                 "torch_rng": torch.get_rng_state().tolist()}
         save_checkpoint(self._checkpoint_path(), self.modules, self.optimizers, meta)

@@ -1,0 +1,205 @@
+"""lrfer.train refuses what it cannot use, clearly and before training: another run's checkpoint,
+bad sizes, unsuitable teachers, malformed .npz and RAF-DB label files; and checkpoints survive a kill."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lrfer.constants import CLASSES
+from lrfer.models import build_model
+from lrfer.train.datasets import FaceSet, load_faces
+from lrfer.train.recipes import Recipe, RunMismatchError, Trainer, save_trained, zoo_recipe
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def faces(n: int, seed: int) -> FaceSet:
+    """48x48 faces whose brightness codes the class."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % len(CLASSES)).astype(np.int64)
+    images = np.clip(rng.integers(0, 40, (n, 48, 48)) + 28 * labels[:, None, None], 0, 255).astype(np.uint8)
+    return FaceSet(images, labels, f"faces{seed}")
+
+
+def tiny_recipe(**kw: object) -> Recipe:
+    return replace(Recipe("baseline", {"width": 8, "input_size": 16}, 16, epochs=1, batch_size=16), **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The work dir of a finished one-epoch run of :func:`tiny_recipe` on ``faces(48, 0)``."""
+    work_dir = tmp_path_factory.mktemp("run")
+    Trainer(tiny_recipe(), faces(48, 0), None, work_dir).fit(progress=False)
+    return work_dir
+
+
+# --------------------------------------------------------------------------------------- run identity
+@pytest.mark.parametrize("recipe, data, differing", [
+    (tiny_recipe(seed=1), faces(48, 0), "seed"),
+    (tiny_recipe(batch_size=8), faces(48, 0), "batch_size"),
+    (tiny_recipe(epochs=3), faces(48, 0), "epochs"),  # OneCycle's schedule was fixed for 1 epoch
+    (tiny_recipe(arch="gmenet"), faces(48, 0), "arch"),  # the weights would not even load
+    (tiny_recipe(), faces(48, 1), "training data"),
+], ids=["seed", "batch_size", "epochs", "arch", "data"])
+def test_resume_refuses_the_checkpoint_of_another_run(finished_run: Path, recipe: Recipe, data: FaceSet,
+                                                      differing: str) -> None:
+    trainer = Trainer(recipe, data, None, finished_run)
+    with pytest.raises(RunMismatchError, match=rf"{differing}: .* in the checkpoint.*--work-dir"):
+        trainer.fit(progress=False)
+
+
+def test_resume_of_the_same_run_is_accepted(finished_run: Path) -> None:
+    trainer = Trainer(tiny_recipe(), faces(48, 0), None, finished_run)
+    trainer.fit(progress=False)
+    assert [h["epoch"] for h in trainer.history] == [1]
+
+
+def test_recipe_differences_name_the_fields() -> None:
+    recipe = zoo_recipe("gmenet-small-fer2013-16px")
+    ran = json.loads(json.dumps(recipe.to_json()))
+    assert recipe.differences(ran) == {}
+    assert recipe.differences(dict(ran, seed=3, epochs=2)) == {"epochs": (2, 60), "seed": (3, 0)}
+
+
+def test_unknown_recipe_lists_close_and_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown recipe 'gmenet-smal-fer2013-16px'; did you mean "
+                                         r"gmenet-small-fer2013-16px.*known recipes: .*resnet18-fer2013-48px"):
+        zoo_recipe("gmenet-smal-fer2013-16px")
+
+
+# ------------------------------------------------------------------------------- checkpoint commit
+class _Killed(Exception):
+    pass
+
+
+def test_kill_during_checkpoint_write_resumes_consistently(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after epoch 2's tensors are written but before its checkpoint is complete: the resumed
+    run redoes epoch 2 from epoch 1's weights and ends where an uninterrupted run ends."""
+    recipe, data = tiny_recipe(epochs=2), faces(48, 0)
+    full = Trainer(recipe, data, None, tmp_path / "full").fit(progress=False)
+
+    def killed(*args: object) -> None:
+        raise _Killed
+
+    original_save = Trainer._save
+
+    def save_killed_at_epoch_2(self: Trainer, epoch: int) -> None:
+        if epoch == 2:
+            monkeypatch.setattr(Path, "replace", killed)  # the rename that completes the checkpoint
+        original_save(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_save", save_killed_at_epoch_2)
+    with pytest.raises(_Killed):
+        Trainer(recipe, data, None, tmp_path / "killed").fit(progress=False)
+    monkeypatch.undo()
+
+    resumed_trainer = Trainer(recipe, data, None, tmp_path / "killed")
+    resumed = resumed_trainer.fit(progress=False)
+    assert [h["epoch"] for h in resumed_trainer.history] == [1, 2]
+    a, b = full.state_dict(), resumed.state_dict()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+# ------------------------------------------------------------------------------------ sizes, teachers
+@pytest.mark.parametrize("recipe, message", [
+    (tiny_recipe(batch_size=0), "batch size must be a positive whole number, got 0"),
+    (tiny_recipe(epochs=0), "epochs must be a positive whole number, got 0"),
+    (tiny_recipe(resolution=0, config={"width": 8, "input_size": 0}), r"resolution must be 1\.\.48 px .*got 0"),
+    (tiny_recipe(resolution=64, config={"width": 8, "input_size": 64}), r"resolution must be 1\.\.48 px .*got 64"),
+    (tiny_recipe(resolution=12), "config input_size 16 differs from the recipe's resolution 12"),
+], ids=["batch0", "epochs0", "res0", "res64", "input_size"])
+def test_trainer_refuses_bad_sizes(tmp_path: Path, recipe: Recipe, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Trainer(recipe, faces(20, 0), None, tmp_path)
+
+
+def test_fewer_faces_than_a_batch_train_as_one_batch(tmp_path: Path) -> None:
+    trainer = Trainer(tiny_recipe(batch_size=32, epochs=2), faces(10, 0), faces(7, 1), tmp_path)
+    trainer.fit(progress=False)
+    assert [h["epoch"] for h in trainer.history] == [1, 2]
+    assert all(np.isfinite(h["loss"]) for h in trainer.history)
+
+
+@pytest.fixture(scope="module")
+def baseline_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 16 px baseline written like a finished run: a classifier, but not a teacher."""
+    recipe = tiny_recipe()
+    path = tmp_path_factory.mktemp("baseline") / "baseline.safetensors"
+    save_trained(build_model("baseline", **recipe.config).eval(), path, recipe)
+    return path
+
+
+@pytest.fixture(scope="module")
+def resnet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A width-8 ResNet-18 teacher."""
+    path = tmp_path_factory.mktemp("resnet") / "resnet.safetensors"
+    save_trained(build_model("resnet18", width=8).eval(), path, Recipe("resnet18", {"width": 8}, 48))
+    return path
+
+
+def test_trainer_refuses_a_teacher_without_resnet_stages(tmp_path: Path, baseline_file: Path) -> None:
+    recipe = Recipe("gmenet", {"width": 8, "input_size": 16}, 16, "distill", epochs=1, batch_size=16,
+                    teacher=str(baseline_file))
+    with pytest.raises(ValueError, match=r"teacher '.*baseline.safetensors' is a GMENet; 'distill' training of "
+                                         r"gmenet needs a ResNet-18 teacher"):
+        Trainer(recipe, faces(20, 0), None, tmp_path)
+
+
+def test_trainer_refuses_an_fsr_teacher_of_another_width(tmp_path: Path, resnet_file: Path) -> None:
+    recipe = Recipe("fsrfer", {"input_size": 16, "extractor_width": 16, "hidden": 8, "growth": 8}, 16, "fsr",
+                    epochs=1, batch_size=16, teacher=str(resnet_file))
+    with pytest.raises(ValueError, match="has width 8 but the FSR-FER extractor width 16"):
+        Trainer(recipe, faces(20, 0), None, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ datasets
+def write_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> Path:
+    np.savez(path, images=images, labels=labels)
+    return path
+
+
+@pytest.mark.parametrize("images, labels, message", [
+    (np.zeros((3, 48, 48), np.uint8), np.array([0, 7, 3]), r"labels \[7\] are not class indices 0\.\.6"),
+    (np.zeros((3, 48, 48), np.uint8), np.array([0, -1, 3]), r"labels \[-1\] are not class indices 0\.\.6"),
+    (np.zeros((3, 48, 48), np.uint8), np.array([0, 1]), r"'labels' has shape \(2,\) for 3 images"),
+    (np.zeros((3, 2000), np.uint8), np.array([0, 1, 2]), "flat rows must hold square faces"),
+    (np.full((3, 48, 48), 0.5, np.float32), np.array([0, 1, 2]), r"whole gray levels 0\.\.255.*\* 255"),
+    (np.full((3, 48, 48), 300, np.int32), np.array([0, 1, 2]), r"whole gray levels 0\.\.255"),
+    (np.zeros((0, 48, 48), np.uint8), np.zeros(0, np.int64), "no faces"),
+], ids=["label7", "label-1", "count", "flat-not-square", "float01", "over255", "empty"])
+def test_load_npz_refuses_malformed_arrays(tmp_path: Path, images: np.ndarray, labels: np.ndarray,
+                                           message: str) -> None:
+    path = write_npz(tmp_path / "mine.npz", images, labels)
+    with pytest.raises(ValueError, match=rf"mine\.npz: .*{message}"):
+        load_faces(path)
+
+
+@pytest.mark.parametrize("layout", ["flat", "channel", "float255"])
+def test_load_npz_reads_other_layouts_of_48px_faces(tmp_path: Path, layout: str) -> None:
+    data = faces(5, 0)
+    stored = {"flat": data.images.reshape(5, 48 * 48), "channel": data.images[..., None],
+              "float255": data.images.astype(np.float64)}[layout]
+    loaded = load_faces(write_npz(tmp_path / "mine.npz", stored, data.labels))
+    assert loaded.images.dtype == np.uint8
+    np.testing.assert_array_equal(loaded.images, data.images)
+    np.testing.assert_array_equal(loaded.labels, data.labels)
+
+
+def test_rafdb_label_outside_1_to_7_names_file_and_line(tmp_path: Path) -> None:
+    import cv2
+
+    (tmp_path / "EmoLabel").mkdir()
+    (tmp_path / "Image" / "aligned").mkdir(parents=True)
+    for stem in ("train_00001", "train_00002"):
+        cv2.imwrite(str(tmp_path / "Image" / "aligned" / f"{stem}_aligned.jpg"), np.zeros((100, 100, 3), np.uint8))
+    (tmp_path / "EmoLabel" / "list_patition_label.txt").write_text("train_00001.jpg 4\n\ntrain_00002.jpg 8\n")
+    with pytest.raises(ValueError, match=r"list_patition_label\.txt, line 3: 'train_00002\.jpg 8' .* RAF-DB basic "
+                                         r"label 1\.\.7 \(1 surprise"):
+        load_faces(tmp_path, "train")

@@ -483,9 +483,12 @@ def _unavailable_message(name: str, parsed: ParsedName, manifest: Manifest) -> s
         others = [n for n in sorted(manifest.models) if manifest.models[n].dataset == "fer2013"]
         alternative = f"No FER2013 equivalent {fer!r} is in the manifest" + (
             f"; FER2013 models: {', '.join(others)}." if others else " yet.")
+    # A bundled variant has a recipe of its own name (lrfer.train.recipes.ZOO_RECIPES): --recipe keeps
+    # the variant (gmenet-small) that --arch alone would lose.
+    how = f"--recipe {fer}" if fer in manifest.models else f"--arch {arch} --resolution {parsed.resolution}"
     return (f"no weights for {name!r}: {item['reason']} {alternative} To use RAF-DB, train on your own copy "
-            f"and load the .safetensors file it writes:\n  lrfer train --arch {arch} --data {item['data_example']} "
-            f"--resolution {parsed.resolution} --out {name}{WEIGHTS_SUFFIX}")
+            f"and load the .safetensors file it writes:\n  lrfer train {how} --data {item['data_example']} "
+            f"--out {name}{WEIGHTS_SUFFIX}")
 
 
 # -------------------------------------------------------------------------------------------- hashing

@@ -266,16 +266,27 @@ def test_rafdb_names_explain_and_point_to_fer2013(name: str, use_manifest: Calla
     text = str(err.value)
     assert "RAF-DB" in text and "redistribut" in text
     assert "'gmenet-fer2013-16px'" in text
-    assert (f"lrfer train --arch gmenet --data /path/to/RAF-DB/basic --resolution 16 "
+    assert (f"lrfer train --recipe gmenet-fer2013-16px --data /path/to/RAF-DB/basic "
             f"--out {name}.safetensors") in text
     assert isinstance(err.value, zoo.UnknownModelError)
 
 
+def test_rafdb_error_without_fer2013_equivalent_names_arch_and_resolution(use_manifest: Callable[..., Path]) -> None:
+    use_manifest([tiny_entry("gmenet-fer2013-16px", arch="gmenet", config={})])
+    with pytest.raises(zoo.DatasetUnavailableError) as err:
+        zoo.get_spec("baseline-raf-12px")
+    assert "lrfer train --arch baseline --resolution 12 --data /path/to/RAF-DB/basic" in str(err.value)
+
+
 def test_rafdb_error_with_shipped_manifest() -> None:
-    with pytest.raises(zoo.DatasetUnavailableError, match="lrfer train --arch gmenet") as err:
-        zoo.get_spec("gmenet-raf-8px")
-    if "gmenet-fer2013-8px" in zoo.list_models():
-        assert "'gmenet-fer2013-8px'" in str(err.value)
+    """Every bundled variant's hint trains that variant: its recipe, which `lrfer train` knows."""
+    from lrfer.train.recipes import ZOO_RECIPES
+
+    for fer in zoo.list_models():
+        raf = fer.replace("-fer2013-", "-raf-")
+        with pytest.raises(zoo.DatasetUnavailableError, match=f"lrfer train --recipe {fer} ") as err:
+            zoo.get_spec(raf)
+        assert f"'{fer}'" in str(err.value) and fer in ZOO_RECIPES
 
 
 def test_info(use_manifest: Callable[..., Path]) -> None:

@@ -19,7 +19,6 @@ Stages 3, 4 and 5-6 are also public methods (:meth:`Recognizer.detect`, :meth:`R
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import math
 import os
@@ -542,14 +541,14 @@ class Recognizer:
         self, video: str | os.PathLike, every: int = 1, batch_size: int = 256
     ) -> Iterator[tuple[VideoFrame, np.ndarray]]:
         """:meth:`predict_video`, each result with its frame's RGB ``uint8 (H, W, 3)`` pixels (to draw on)."""
-        from lrfer.video import read_frames
+        from lrfer.video import prepend, read_frames
 
         check_every(every)
         check_batch_size(batch_size)
         frames = read_frames(video, every)
         first = next(frames)  # a missing, unreadable or undecodable file fails here, not at the first result
         height, width = first[2].shape[:2]
-        return self._video_steps(itertools.chain([first], frames), batch_size, frames_ahead(self.device, height, width))
+        return self._video_steps(prepend(first, frames), batch_size, frames_ahead(self.device, height, width))
 
     def _video_steps(
         self, decoded: Iterator[tuple[int, float, np.ndarray]], batch_size: int, ahead: int

@@ -14,7 +14,7 @@ import math
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -129,6 +129,20 @@ def read_frames(path: str | os.PathLike, every: int = 1) -> Iterator[tuple[int, 
         capture.release()
     if index == 0:
         raise ValueError(f"cannot read video: no frame of {str(path)!r} could be decoded")
+
+
+def prepend(first: T, rest: Generator[T, None, None]) -> Generator[T, None, None]:
+    """``first``, then the items of ``rest``; closing this generator closes ``rest`` (a video's reader
+    releases its file), even before ``rest`` was reached.
+
+    >>> list(prepend(0, (i for i in (1, 2))))
+    [0, 1, 2]
+    """
+    try:
+        yield first
+        yield from rest
+    finally:
+        rest.close()
 
 
 def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:

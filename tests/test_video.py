@@ -166,6 +166,23 @@ def test_predict_video_in_several_steps_reads_lazily(rec: lrfer.Recognizer, clip
     assert [r.faces[0].probs for r in [first, *rest]] == [pytest.approx(p, abs=1e-6) for p in whole]
 
 
+def test_stopping_predict_video_early_releases_the_video(rec: lrfer.Recognizer, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    clip = write_video(tmp_path / "long.mp4", frames=150)  # more than a step and the read-ahead queue hold
+    readers: list[Iterator[tuple[int, float, np.ndarray]]] = []
+    real_read_frames = video_mod.read_frames
+
+    def recorded(path: Path, every: int = 1) -> Iterator[tuple[int, float, np.ndarray]]:
+        readers.append(real_read_frames(path, every))
+        return readers[-1]
+
+    monkeypatch.setattr(video_mod, "read_frames", recorded)
+    frames = rec.predict_video(clip)
+    assert next(frames).index == 0
+    frames.close()
+    assert len(readers) == 1 and readers[0].gi_frame is None  # closed before its end: its capture released
+
+
 def test_predict_video_checks_its_arguments_at_the_call(rec: lrfer.Recognizer, clip: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no such file"):
         rec.predict_video(tmp_path / "missing.mp4")  # not only when iterated

@@ -65,6 +65,7 @@ __all__ = [
     "resolve",
     "load_model",
     "save_weights",
+    "safetensors_bytes",
     "info",
     "download",
     "sha256_file",
@@ -814,7 +815,6 @@ def save_weights(state_dict: Mapping[str, "torch.Tensor"], path: str | os.PathLi
     >>> sha = save_weights(model.state_dict(), "gmenet-raf-16px.safetensors", entry)  # doctest: +SKIP
     """
     import torch
-    from safetensors.torch import save
 
     target = Path(path)
     _check_suffix(target)
@@ -828,13 +828,30 @@ def save_weights(state_dict: Mapping[str, "torch.Tensor"], path: str | os.PathLi
         tensors[key] = (tensor.to(torch.float16) if tensor.is_floating_point() else tensor).clone().contiguous()
     target.parent.mkdir(parents=True, exist_ok=True)
     metadata = {SPEC_METADATA_KEY: json.dumps(meta, sort_keys=True), "format": "pt"}
-    blob = save(tensors, metadata=metadata)
+    blob = safetensors_bytes(tensors, metadata)
     # The tensor bytes do not depend on the header, so their hash can go into it.
     metadata[DATA_SHA_METADATA_KEY] = hashlib.sha256(blob[8 + int.from_bytes(blob[:8], "little"):]).hexdigest()
-    target.write_bytes(save(tensors, metadata=metadata))
+    target.write_bytes(safetensors_bytes(tensors, metadata))
     digest = sha256_file(target)
     logger.info("wrote %s (sha256 %s)", target, digest)
     return digest
+
+
+def safetensors_bytes(tensors: Mapping[str, "torch.Tensor"], metadata: Mapping[str, str] | None = None) -> bytes:
+    """A safetensors file's bytes with its JSON header's keys sorted: the same tensors and metadata give
+    the same bytes, hence the same sha256 (safetensors writes its header in a random key order).
+
+    >>> import torch
+    >>> safetensors_bytes({"b": torch.ones(1), "a": torch.zeros(1)}) == safetensors_bytes({"a": torch.zeros(1), "b": torch.ones(1)})
+    True
+    """
+    from safetensors.torch import save
+
+    blob = save(dict(tensors), metadata=dict(metadata) if metadata is not None else None)
+    length = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8:8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-(8 + len(header)) % 8)  # the tensors start 8-byte aligned, as safetensors pads them
+    return len(header).to_bytes(8, "little") + header + blob[8 + length:]
 
 
 #: Licences of the bundled face-detector weights (used by every model's default pipeline).

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from lrfer.faces.blazeface import WEIGHTS_FILE, BlazeFaceFullRange
+from lrfer.zoo import safetensors_bytes
 
 log = logging.getLogger("convert_blazeface_weights")
 
@@ -148,7 +148,7 @@ def main() -> None:
     fp16 = {k: v.to(torch.float16) for k, v in state.items()}
     if any(not torch.equal(fp16[k].float(), v) for k, v in state.items()):
         raise SystemExit("the TFLite weights are not exactly fp16; store them as fp32 instead")
-    save_file(fp16, str(args.out), metadata={"source": f"mediapipe 0.10.14 {args.tflite.name}", "licence": "Apache-2.0"})
+    Path(args.out).write_bytes(safetensors_bytes(fp16, {"source": f"mediapipe 0.10.14 {args.tflite.name}", "licence": "Apache-2.0"}))
     args.out.chmod(0o644)
     (args.out.parent / "BLAZEFACE_LICENSE.txt").write_text(LICENSE_TEXT)
     log.info("wrote %s (%d tensors), sha256 %s", args.out, len(fp16), hashlib.sha256(args.out.read_bytes()).hexdigest())

@@ -18,9 +18,9 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from lrfer.faces.mtcnn import NETWORKS, WEIGHTS_DIR
+from lrfer.zoo import safetensors_bytes
 
 log = logging.getLogger("convert_mtcnn_weights")
 
@@ -76,7 +76,7 @@ def convert(source_dir: Path, out_dir: Path) -> dict[str, str]:
         state = {k: v.detach().to(torch.float32).contiguous() for k, v in state.items()}
         net_cls().load_state_dict(state, strict=True)  # the layouts must match exactly
         out = out_dir / f"mtcnn_{name}.safetensors"
-        save_file(state, str(out), metadata={"source": f"facenet-pytorch 2.6.0 data/{name}.pt", "licence": "MIT"})
+        Path(out).write_bytes(safetensors_bytes(state, {"source": f"facenet-pytorch 2.6.0 data/{name}.pt", "licence": "MIT"}))
         out.chmod(0o644)  # safetensors writes 0600; the file ships in the package
         hashes[name] = sha256_of(out)
         log.info("wrote %s (%d tensors) sha256=%s", out, len(state), hashes[name])

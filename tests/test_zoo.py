@@ -558,3 +558,12 @@ def test_import_is_light() -> None:
     code = "import sys, lrfer.zoo; print('torch' in sys.modules, 'huggingface_hub' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_save_weights_is_byte_reproducible(tmp_path: Path) -> None:
+    """safetensors writes its header's keys in a random order; save_weights sorts them, so the same
+    weights and entry always give the same sha256 (a retrained zoo file can match its manifest)."""
+    digests = {zoo.save_weights(tiny_model().state_dict(), tmp_path / f"run{i}.safetensors", tiny_entry()) for i in range(6)}
+    assert len(digests) == 1
+    with safe_open(str(tmp_path / "run0.safetensors"), framework="pt") as handle:
+        assert set(handle.keys()) == set(tiny_model().state_dict())

@@ -5,6 +5,7 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -12,6 +13,15 @@ from typing import Callable
 import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a benchmark's ``main``; a ValueError (e.g. ``--device cuda`` without a GPU) ends it with its
+    message instead of a traceback."""
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as err:
+        sys.exit(f"error: {err}")
 
 
 def machine() -> str:

@@ -29,7 +29,7 @@ from predict_folder import write_photos  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = """
-import statistics, sys, time
+import os, statistics, sys, time
 sys.path[:0] = [{root!r}, {benchmarks!r}]
 import lrfer
 what, keep, folder, count = sys.argv[1], sys.argv[2] == "keep", sys.argv[3], int(sys.argv[4])
@@ -49,7 +49,7 @@ if what == "crops":
 elif what == "folder":
     from lrfer.cli import main
     start = time.perf_counter()
-    assert main(["predict", folder, "--out", folder + ".csv", "--quiet", "--device", "cpu"]) == 0
+    assert main(["predict", folder, "--out", os.path.join(folder, "faces.csv"), "--quiet", "--device", "cpu"]) == 0
     print(count / (time.perf_counter() - start))
 else:
     from pipeline import decode, photos

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, machine, sync  # noqa: E402
+from _common import SHARED, machine, run_main, sync  # noqa: E402
 from pipeline import decode, photos  # noqa: E402
 
 import lrfer  # noqa: E402
@@ -100,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -21,7 +21,7 @@ from torch import fx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved_seconds, machine  # noqa: E402
+from _common import interleaved_seconds, machine, run_main  # noqa: E402
 from throughput import crops  # noqa: E402
 
 import lrfer  # noqa: E402
@@ -39,10 +39,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="gmenet-fer2013-16px,gmenet-fast-fer2013-16px,gmenet-tiny-fer2013-16px,"
                         "gmenet-small-fer2013-16px,resnet18-fer2013-48px")
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=20, help="at least 2 (the table gives quartiles)")
     parser.add_argument("--batch", type=int, default=1024, help="crops per predict_crops call")
     args = parser.parse_args()
     print(f"# machine: {machine()}\n")
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2: the table gives the quartiles of the per-round ratios")
     print(f"predict_crops on {args.batch} crops of 48x48, CPU, float32; {args.rounds} rounds, the two in turn\n")
     print("| model | sums and products in place | faces/s without | faces/s with | per-round ratio: median | quartiles |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")
@@ -64,4 +66,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lrfer  # noqa: E402
-from _common import SHARED, machine, sync  # noqa: E402
+from _common import SHARED, machine, run_main, sync  # noqa: E402
 from lrfer.faces import blazeface, mtcnn  # noqa: E402
 from lrfer.io import _decode_cv2, load_image, to_device_tensors  # noqa: E402
 
@@ -203,6 +203,8 @@ def main() -> None:
     parser.add_argument("--detect-stages", action="store_true", help="also print ms per photo in each detection "
                         "stage (BlazeFace, P-Net's pyramid, P-Net, R-/O-Net crops and networks, NMS), one photo per call")
     args = parser.parse_args()
+    if "none" in args.detector.split(","):
+        parser.error("--detector none: this benchmark times detection; time crops with benchmarks/throughput.py")
     if not (SHARED / "images").is_dir():
         sys.exit(f"needs the shared photos at {SHARED / 'images'}")
     torch.set_num_threads(os.cpu_count() or 1)
@@ -249,4 +251,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lrfer  # noqa: E402
 from lrfer.zoo import load_manifest  # noqa: E402
-from _common import gpu_peak_mb, interleaved_seconds, machine, median_seconds, peak_rss_mb, reset_gpu_peak  # noqa: E402
+from _common import gpu_peak_mb, interleaved_seconds, machine, median_seconds, peak_rss_mb, reset_gpu_peak, run_main  # noqa: E402
 
 REFERENCE = "resnet18-fer2013-48px"
 
@@ -138,4 +138,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, machine  # noqa: E402
+from _common import SHARED, machine, run_main  # noqa: E402
 
 import lrfer  # noqa: E402
 from lrfer.recognizer import in_steps  # noqa: E402
@@ -140,7 +140,7 @@ def memory(args: argparse.Namespace, folder: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--width", type=int, default=480)
     parser.add_argument("--frames", type=int, default=96)
@@ -156,4 +156,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

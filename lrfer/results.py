@@ -20,7 +20,8 @@ class Face:
     """One face found in an image and its expression.
 
     Attributes:
-        box: ``(x1, y1, x2, y2)`` in image pixels.
+        box: ``(x1, y1, x2, y2)`` in image pixels (not clipped: a face cut by the image's edge has
+            a box reaching past it).
         landmarks: five ``(x, y)`` points (left eye, right eye, nose, mouth left, mouth right);
             NaN when the detector gives none (Haar, ``detector=None``).
         det_score: detector confidence (1.0 when the image itself is the face).
@@ -117,13 +118,18 @@ class VideoFrame:
                 for j, face in enumerate(self.faces)]
 
 
-def frames_to_pandas(frames: Iterable[VideoFrame], file: str = "") -> Any:
+def frames_to_pandas(frames: Iterable[VideoFrame], file: str = "", classes: Sequence[str] | None = None) -> Any:
     """The faces of video frames as a ``pandas.DataFrame``, one row per face (columns of
-    :meth:`VideoFrame.to_rows`; needs ``pip install pandas``).
+    :meth:`VideoFrame.to_rows`, ``time_s`` NaN when the frame rate is unknown; needs ``pip install
+    pandas``). With no face at all, no rows but the same columns (``classes``: the model's, default
+    :data:`~lrfer.constants.CLASSES`).
 
     >>> frames_to_pandas(rec.predict_video("clip.mp4", every=5), "clip.mp4")  # doctest: +SKIP
     """
-    return _pandas("frames_to_pandas").DataFrame([row for frame in frames for row in frame.to_rows(file)])
+    rows = [row for frame in frames for row in frame.to_rows(file)]
+    table = _table("frames_to_pandas", rows, classes, video=True)
+    table["time_s"] = table["time_s"].astype(float)  # rows hold None for an unknown time (JSON's null)
+    return table
 
 
 def faces_to_rows(faces: Iterable[Face] | Iterable[Iterable[Face]], files: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -139,12 +145,21 @@ def faces_to_rows(faces: Iterable[Face] | Iterable[Iterable[Face]], files: Seque
     return [face.to_row(name, j) for name, group in zip(names, groups) for j, face in enumerate(group)]
 
 
-def faces_to_pandas(faces: Iterable[Face] | Iterable[Iterable[Face]], files: Sequence[str] | None = None) -> Any:
-    """Faces as a ``pandas.DataFrame``, one row per face (columns of :meth:`Face.to_row`).
+def faces_to_pandas(faces: Iterable[Face] | Iterable[Iterable[Face]], files: Sequence[str] | None = None,
+                    classes: Sequence[str] | None = None) -> Any:
+    """Faces as a ``pandas.DataFrame``, one row per face (columns of :meth:`Face.to_row`). With no
+    face, no rows but the same columns (``classes``: the model's, default :data:`~lrfer.constants.CLASSES`).
 
     >>> faces_to_pandas(rec.predict("group.jpg"))  # doctest: +SKIP
     """
-    return _pandas("faces_to_pandas").DataFrame(faces_to_rows(faces, files))
+    return _table("faces_to_pandas", faces_to_rows(faces, files), classes, video=False)
+
+
+def _table(what: str, rows: list[dict[str, Any]], classes: Sequence[str] | None, video: bool) -> Any:
+    from lrfer.constants import CLASSES
+
+    columns = list(rows[0]) if rows else row_columns(CLASSES if classes is None else classes, video)
+    return _pandas(what).DataFrame(rows, columns=columns)
 
 
 def _pandas(what: str) -> Any:

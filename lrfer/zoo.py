@@ -425,13 +425,13 @@ def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
 
 
 def list_models(pattern: str | None = None) -> list[str]:
-    """Sorted manifest names, optionally filtered with an fnmatch pattern.
+    """Sorted manifest names, optionally filtered with an fnmatch pattern (case-insensitive: names are lowercase).
 
-    >>> list_models("gmenet-*")  # doctest: +SKIP
-    ['gmenet-fer2013-16px', 'gmenet-fer2013-8px']
+    >>> list_models("*-8px")  # doctest: +SKIP
+    ['gmenet-fer2013-8px']
     """
     names = sorted(load_manifest().models)
-    return names if pattern is None else fnmatch.filter(names, pattern)
+    return names if pattern is None else [n for n in names if fnmatch.fnmatchcase(n, pattern.lower())]
 
 
 def default_model() -> str:

@@ -443,6 +443,39 @@ def test_to_pandas_without_pandas_names_the_install(rec: lrfer.Recognizer, rgb: 
         faces[0][0].to_pandas()
 
 
+def test_tables_of_no_face_have_the_columns(rec: lrfer.Recognizer) -> None:
+    pytest.importorskip("pandas")
+    from lrfer.results import VideoFrame
+
+    assert list(lrfer.faces_to_pandas([]).columns) == row_columns(CLASSES)
+    assert list(lrfer.faces_to_pandas([], classes=("a", "b")).columns) == row_columns(("a", "b"))
+    assert list(lrfer.frames_to_pandas([VideoFrame(0, 0.0, [])]).columns) == row_columns(CLASSES, video=True)
+    blank = lrfer.load(device="cpu").predict(np.zeros((40, 40, 3), np.uint8))  # no face: []
+    table = lrfer.faces_to_pandas(blank, classes=rec.classes)
+    assert blank == [] and table.empty and list(table.columns) == row_columns(rec.classes)
+
+
+def test_frames_table_keeps_time_float_when_unknown() -> None:
+    pytest.importorskip("pandas")
+    from lrfer.results import VideoFrame
+
+    face = Face((1.0, 2.0, 3.0, 4.0), ((math.nan, math.nan),) * 5, 0.9, 2.0, "happy", {"happy": 0.7, "sad": 0.3})
+    table = lrfer.frames_to_pandas([VideoFrame(0, math.nan, [face]), VideoFrame(1, 0.5, [face])])
+    assert table["time_s"].dtype == np.float64 and math.isnan(table["time_s"][0]) and table["time_s"][1] == 0.5
+
+
+@pytest.mark.parametrize("min_face", [0, 11, -3, True, float("nan"), "20"])
+@pytest.mark.parametrize("detector", ["auto", "blazeface", "mtcnn", "haar"])
+def test_min_face_is_checked_alike_for_every_detector(tiny_path: Path, detector: str, min_face: object) -> None:
+    with pytest.raises(ValueError, match="min_face must be a number of pixels >= 12"):
+        lrfer.load(tiny_path, device="cpu", detector=detector, min_face=min_face)
+
+
+@pytest.mark.parametrize("detector", ["auto", "blazeface", "mtcnn", None])
+def test_repr_names_the_detector_as_loaded(tiny_path: Path, detector: str | None) -> None:
+    assert f"detector={detector!r}" in repr(lrfer.load(tiny_path, device="cpu", detector=detector))
+
+
 def test_to_pandas(rec: lrfer.Recognizer, rgb: np.ndarray) -> None:
     pytest.importorskip("pandas", reason="pandas is optional (pip install 'lrfer[pandas]'); the test extra installs it")
     faces = rec.predict([rgb, rgb[:10]])

@@ -256,6 +256,7 @@ def test_list_models_fnmatch(use_manifest: Callable[..., Path]) -> None:
     assert zoo.list_models() == ["baseline-fer2013-16px", "baseline-fer2013-8px"]
     assert zoo.list_models("*-8px") == ["baseline-fer2013-8px"]
     assert zoo.list_models("gmenet-*") == []
+    assert zoo.list_models("BASELINE-*-8PX") == ["baseline-fer2013-8px"]  # names are lowercase; patterns need not be
 
 
 @pytest.mark.parametrize("name", ["gmenet-raf-16px", "gmenet-rafdb-16px", "gmenet-raf-db-16px"])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import numbers
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -228,8 +229,17 @@ def check_images(images: list[torch.Tensor], device: torch.device | None = None)
     return out
 
 
+def detector_name(detector: object | None) -> str | None:
+    """The :func:`make_detector` name of a detector (``None`` for no detector), else its class name."""
+    if detector is None:
+        return None
+    return getattr(detector, "name", type(detector).__name__)
+
+
 class HaarDetector:
     """OpenCV's frontal-face Haar cascade; boxes only (landmarks NaN, scores 1)."""
+
+    name = "haar"
 
     def __init__(self, device: torch.device | str = "cpu", min_face: int = 20) -> None:
         self.device = torch.device(device)
@@ -272,6 +282,8 @@ def _load_haar_cascade():  # -> cv2.CascadeClassifier
 class FacenetDetector:
     """``facenet_pytorch.MTCNN`` (optional dependency) behind the :class:`Detector` interface."""
 
+    name = "facenet"
+
     def __init__(self, device: torch.device | str = "cpu", min_face: int = 20) -> None:
         try:
             from facenet_pytorch import MTCNN as FacenetMTCNN
@@ -302,7 +314,7 @@ def _float_tensor(values) -> torch.Tensor:
 
 
 class CombinedDetector:
-    """BlazeFace for the faces it can see, MTCNN for the smaller ones: pose-robust and down to ``min_face``.
+    """BlazeFace for the faces it can see, MTCNN for the smaller ones: pose-robust, searching down to ``min_face``.
 
     BlazeFace (full range) looks at the whole photo through a 192 px input, so it finds profile and
     looking-down faces that MTCNN misses, with fewer false faces, but nothing smaller than about 1/30
@@ -322,6 +334,7 @@ class CombinedDetector:
 
         self.device = torch.device(device)
         self.small_faces = bool(small_faces)
+        self.name = "auto" if self.small_faces else "blazeface"
         self.blazeface = BlazeFace(min_face=min_face, device=self.device)
         self.mtcnn = MTCNN(min_face=max(min_face, 12), device=self.device, max_face_fraction=SMALL_FACE_FRACTION,
                           pnet_precision=pnet_precision)
@@ -382,6 +395,17 @@ def concat_per_image(detections: list[Detections]) -> tuple[Detections, torch.Te
     return faces, image
 
 
+#: The smallest ``min_face`` of every detector: MTCNN's P-Net window, below which nothing is searched.
+MIN_FACE_PX = 12
+
+
+def check_min_face(min_face: object) -> None:
+    """ValueError unless ``min_face`` is a number of pixels >= :data:`MIN_FACE_PX`, for every detector alike."""
+    if isinstance(min_face, bool) or not isinstance(min_face, numbers.Real) or not min_face >= MIN_FACE_PX:
+        raise ValueError(f"min_face must be a number of pixels >= {MIN_FACE_PX} (MTCNN's smallest window); "
+                         f"got {min_face!r}")
+
+
 def make_detector(
     name: str | None, device: torch.device | str = "cpu", min_face: int = 20, pnet_precision: str = "fp32"
 ) -> Detector | None:
@@ -397,6 +421,7 @@ def make_detector(
         return None
     if not isinstance(name, str) or name.lower() not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; use one of {DETECTORS} or None (faces already cropped)")
+    check_min_face(min_face)
     name = name.lower()
     if name == "auto":
         return CombinedDetector(device=device, min_face=min_face, pnet_precision=pnet_precision)

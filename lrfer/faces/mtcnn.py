@@ -877,6 +877,8 @@ class MTCNN(NetworkDetector):
     torch.Size([0])
     """
 
+    name = "mtcnn"
+
     def __init__(
         self,
         min_face: float = DEFAULT_MIN_FACE,

@@ -416,6 +416,29 @@ def test_manet_init_from_teacher_copies_tensors(tmp_path: Path, train_set: FaceS
     check_history(trainer, 1)
 
 
+def test_manet_branch_losses_train_each_branch_on_its_own(tmp_path: Path, train_set: FaceSet, val_set: FaceSet) -> None:
+    """The authors' MA-Net loss: 0.6 CE(local) + 0.4 CE(global), not one CE of the blended logits."""
+    import torch.nn.functional as F
+
+    from lrfer.models.manet import GLOBAL_WEIGHT, LOCAL_WEIGHT
+
+    trainer = Trainer(tiny("manet", {"width": 8}, 48, branch_losses=True), train_set, val_set, tmp_path)
+    torch.manual_seed(0)
+    x, y = torch.rand(6, 1, 48, 48), torch.tensor([0, 1, 2, 3, 4, 5])
+    trainer.model.eval()  # dropout off: the step's losses can be recomputed
+    local, global_ = trainer.model.forward_branches(x)
+    expected = [F.cross_entropy(z, y, label_smoothing=0.1).item() for z in (local, global_)]
+    record = trainer._branch_step(x, y)
+    assert record["local"] == pytest.approx(expected[0]) and record["global"] == pytest.approx(expected[1])
+    assert record["loss"] == pytest.approx(LOCAL_WEIGHT * expected[0] + GLOBAL_WEIGHT * expected[1])
+    blended = F.cross_entropy(LOCAL_WEIGHT * local + GLOBAL_WEIGHT * global_, y, label_smoothing=0.1).item()
+    assert record["loss"] != pytest.approx(blended)
+    trainer.fit(progress=False)
+    check_history(trainer, 1, ("loss", "local", "global"))
+    with pytest.raises(ValueError, match="branch_losses is MA-Net's loss"):
+        Trainer(tiny("baseline", {"width": 8, "input_size": 12}, 12, branch_losses=True), train_set, val_set, tmp_path / "b")
+
+
 def test_runs_are_deterministic_for_a_seed(tmp_path: Path, train_set: FaceSet, val_set: FaceSet) -> None:
     recipe = tiny("baseline", {"width": 8, "input_size": 12}, 12)
     a = Trainer(recipe, train_set, val_set, tmp_path / "a").fit(progress=False)

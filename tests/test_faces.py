@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -860,3 +861,28 @@ def test_oversample_factors_follow_each_faces_scale():
     assert align_mod.oversample_factors(maps).tolist() == [1, 2, 3, align_mod.MAX_OVERSAMPLE]
     with pytest.raises(ValueError, match="non-finite"):
         align_mod.oversample_factors(torch.full((1, 2, 3), float("nan")))
+
+
+@pytest.mark.parametrize("height,width", [(5, 7), (6, 7), (5, 8), (6, 8), (1, 3)])
+def test_mip_levels_keep_an_odd_edge_averaged_with_black(height, width):
+    import torch.nn.functional as F
+
+    x = torch.rand(1, 3, 2, height, width, generator=torch.Generator().manual_seed(height * width))
+    padded = F.pad(x, (0, width % 2, 0, height % 2))
+    assert torch.allclose(align_mod.mean_2x2_zero_padded(x), align_mod.mean_2x2(padded))
+
+
+def test_mtcnn_faces_at_an_odd_edge_do_not_depend_on_the_photos_beside_them(detector):
+    """An image of odd width, a face touching its right edge: its mip levels used to drop the last
+    column alone but average it with the padding when stacked with a wider image (1.6 px boxes apart)."""
+    import cv2
+
+    from lrfer.io import load_image
+
+    photo = cv2.resize(load_image(Path(__file__).resolve().parents[1] / "examples" / "group1.jpg"), (576, 384),
+                       interpolation=cv2.INTER_AREA)[:, :309]
+    image = torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1)
+    wider = torch.full((3, 200, 600), 128, dtype=torch.uint8)
+    alone, beside = detector.detect([image])[0], detector.detect([image, wider])[0]
+    assert len(alone) == len(beside) > 0
+    assert torch.allclose(alone.boxes, beside.boxes, atol=1e-3)

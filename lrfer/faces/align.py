@@ -330,6 +330,29 @@ def mean_2x2(x: torch.Tensor) -> torch.Tensor:
     return (rows[..., 0::2] + rows[..., 1::2]) * 0.25
 
 
+def mean_2x2_zero_padded(x: torch.Tensor) -> torch.Tensor:
+    """:func:`mean_2x2` with a last odd row or column kept, averaged with black beyond it (a zero row
+    or column): the value the same image gets inside a zero-padded stack of larger images, so an
+    image's mip levels do not depend on the images stacked with it.
+
+    >>> mean_2x2_zero_padded(torch.arange(12.).view(3, 4)).tolist()
+    [[2.5, 4.5], [4.25, 5.25]]
+    """
+    height, width = x.shape[-2:]
+    if height % 2 == 0 and width % 2 == 0:
+        return mean_2x2(x)
+    rows, cols = height // 2 * 2, width // 2 * 2
+    out = x.new_empty(*x.shape[:-2], (height + 1) // 2, (width + 1) // 2)
+    out[..., : rows // 2, : cols // 2] = mean_2x2(x)
+    if width % 2:
+        out[..., : rows // 2, -1] = (x[..., 0:rows:2, -1] + x[..., 1:rows:2, -1]) * 0.25
+    if height % 2:
+        out[..., -1, : cols // 2] = (x[..., -1, 0:cols:2] + x[..., -1, 1:cols:2]) * 0.25
+    if height % 2 and width % 2:
+        out[..., -1, -1] = x[..., -1, -1] * 0.25
+    return out
+
+
 def integral_image(image: torch.Tensor) -> torch.Tensor:
     """Summed-area table ``(H + 1, W + 1, C)`` of a ``(C, H, W)`` uint8 CPU image (OpenCV's
     ``integral``): entry ``[i, j]`` is the sum of rows ``< i`` and columns ``< j``. int32 when every

@@ -44,7 +44,7 @@ from lrfer.faces.align import (
     images_by_size,
     images_by_size_bucket,
     integral_image,
-    mean_2x2,
+    mean_2x2_zero_padded,
     sample_patches,
     stack_images,
 )
@@ -756,7 +756,7 @@ class MipVolume:
         if not self.levels:
             self.levels.append(stack_images(self.images))
         while len(self.levels) <= n:
-            self.levels.append(mean_2x2(self.levels[-1]))
+            self.levels.append(mean_2x2_zero_padded(self.levels[-1]))
         return self.levels[n]
 
 

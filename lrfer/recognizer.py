@@ -45,8 +45,9 @@ T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
-#: Images decoded, detected and aligned together in one step of :meth:`Recognizer.predict`
-#: (bounds memory when a long list of large photos is passed at once).
+#: Images decoded, detected and aligned together in one step of :meth:`Recognizer.predict`: a long
+#: list is never decoded all at once, but on CPU a step has no pixel limit (detection then takes its
+#: photos one 8 MiB group at a time), so 32 very large photos are held decoded together.
 IMAGES_PER_STEP = 32
 #: On a GPU a step's cost is mostly a fixed number of kernel launches and host syncs, so steps are
 #: larger: up to this many images, as long as they hold at most GPU_STEP_PIXELS pixels (about 0.8 GB
@@ -253,8 +254,9 @@ def area_weights(length: int, size: int, dtype: torch.dtype = torch.float32) -> 
 def _gray_float(arr: np.ndarray, rgb: bool) -> np.ndarray:
     """uint8 ``(..., H, W)`` gray or, with ``rgb``, ``(..., H, W, 3|4)`` RGB(A) -> float32 ``(..., H, W)`` 0..1.
 
-    Converted by torch (multi-threaded, in place): 10x faster than NumPy's ``astype(...) / 255`` on
-    1024 48x48 crops (0.23 against 2.7 ms on 2 cores), the same values.
+    Gray crops are converted by torch (multi-threaded, in place): 10x faster than NumPy's
+    ``astype(...) / 255`` on 1024 48x48 crops (0.23 against 2.7 ms on 2 cores), the same values. RGB
+    crops go through one float copy of their three channels (NumPy) and a matrix product.
     """
     if rgb:
         return (arr[..., :3].astype(np.float32) @ GRAY_WEIGHTS) / 255

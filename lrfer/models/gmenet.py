@@ -2,11 +2,12 @@
 
 How each part maps to the paper's description (GME-Net, low-resolution FER, 2025):
 
-* **Local module, hybrid attention** -> :class:`HybridAttentionBlock`: a residual block whose output is
-  re-weighted by channel attention (average- and max-pooled descriptors through a shared bottleneck
-  MLP) followed by spatial attention (a convolution over the channel-wise average and maximum maps).
+* **Local module, hybrid attention** -> :class:`HybridAttentionBlock`: a residual block whose residual
+  branch is re-weighted, before the shortcut is added, by channel attention (average- and max-pooled
+  descriptors through a shared bottleneck MLP) followed by spatial attention (a convolution over the
+  channel-wise average and maximum maps).
   Three stages of these blocks (:attr:`GMENet.local_stages`) run at the native resolution r, r/2, r/4.
-* **Attention-similarity knowledge distillation** -> :meth:`GMENet.attention_maps` returns one spatial
+* **Attention-similarity knowledge distillation** -> :func:`spatial_attention` makes one spatial
   attention map per local stage (channel mean of squared activations, L2-normalised), and
   :func:`lrfer.train.losses.attention_similarity_loss` pulls them towards the maps of the HR teacher
   (``resnet18-fer2013-48px``) computed on the *same* face at 48 px. The teacher is used only in
@@ -56,8 +57,18 @@ class SpatialAttention(nn.Module):
         return x * torch.sigmoid(self.conv(pooled))
 
 
+def spatial_attention(feature_map: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """A stage's spatial attention for distillation: the channel mean of squared activations,
+    average-pooled to ``size`` if given, flattened and L2-normalised, (N, H * W)."""
+    attention = feature_map.pow(2).mean(1, keepdim=True)
+    if size is not None and attention.shape[-2:] != size:
+        attention = F.adaptive_avg_pool2d(attention, size)
+    return F.normalize(attention.flatten(1), dim=1)
+
+
 class HybridAttentionBlock(nn.Module):
-    """Residual block followed by channel then spatial attention (the local module's unit)."""
+    """Residual block whose residual branch goes through channel then spatial attention before the
+    shortcut is added (the local module's unit)."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, attention: bool = True) -> None:
         super().__init__()
@@ -145,8 +156,8 @@ class GMENet(nn.Module):
 
     @staticmethod
     def attention_maps(maps: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Spatial attention of each map: channel mean of squared activations, L2-normalised."""
-        return [F.normalize(m.pow(2).mean(1).flatten(1), dim=1) for m in maps]
+        """:func:`spatial_attention` of each map, at its own size."""
+        return [spatial_attention(m) for m in maps]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features, _ = self.forward_features(x)

@@ -4,19 +4,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lrfer.models.gmenet import spatial_attention as gmenet_attention
+
 
 def spatial_attention(feature_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Channel mean of squared activations, pooled to ``size``, flattened and L2-normalised."""
-    attention = feature_map.pow(2).mean(1, keepdim=True)
-    if attention.shape[-2:] != size:
-        attention = F.adaptive_avg_pool2d(attention, size)
-    return F.normalize(attention.flatten(1), dim=1)
+    """:func:`lrfer.models.gmenet.spatial_attention` pooled to ``size``."""
+    return gmenet_attention(feature_map, size)
 
 
 def attention_similarity_loss(student_maps: list[torch.Tensor], teacher_maps: list[torch.Tensor]) -> torch.Tensor:
     """GME-Net's attention-similarity distillation: squared distance between the normalised spatial
-    attention of each student stage and of the matching teacher stage (teacher map pooled to the
-    student's size), summed over stages, averaged over the batch."""
+    attention of each student stage and of the matching teacher stage (both maps pooled to the
+    smaller of their two sizes), summed over stages, averaged over the batch."""
     loss = student_maps[0].new_zeros(())
     for s, t in zip(student_maps, teacher_maps):
         size = (min(s.shape[-2], t.shape[-2]), min(s.shape[-1], t.shape[-1]))

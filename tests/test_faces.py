@@ -886,3 +886,22 @@ def test_mtcnn_faces_at_an_odd_edge_do_not_depend_on_the_photos_beside_them(dete
     alone, beside = detector.detect([image])[0], detector.detect([image, wider])[0]
     assert len(alone) == len(beside) > 0
     assert torch.allclose(alone.boxes, beside.boxes, atol=1e-3)
+
+
+def test_r_and_o_net_score_their_crops_in_passes_with_the_same_results(detector, monkeypatch):
+    """Crops are made and scored CROPS_PER_PASS boxes at a time (memory), with the outputs of one pass."""
+    import cv2
+
+    from lrfer.io import load_image
+
+    photo = cv2.resize(load_image(Path(__file__).resolve().parents[1] / "examples" / "group1.jpg"), (640, 427),
+                       interpolation=cv2.INTER_AREA)
+    image = torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1)
+    whole = detector.detect([image])[0]
+    passes = []
+    real_crop_boxes = mtcnn_mod.crop_boxes
+    monkeypatch.setattr(mtcnn_mod, "CROPS_PER_PASS", 7)
+    monkeypatch.setattr(mtcnn_mod, "crop_boxes", lambda *args: passes.append(len(args[2])) or real_crop_boxes(*args))
+    in_passes = detector.detect([image])[0]
+    assert len(whole) > 0 and max(passes) <= 7 and len(passes) > 3
+    assert torch.allclose(whole.boxes, in_passes.boxes, atol=1e-4) and torch.allclose(whole.scores, in_passes.scores, atol=1e-5)

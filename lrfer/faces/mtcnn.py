@@ -95,6 +95,10 @@ NMS_PAIR_CHUNK = 1 << 20  # candidate box pairs per overlap batch in nms()
 #: and one host sync, where the bands cost some 40 small kernels and three syncs per call.
 NMS_DENSE_MAX = 2048
 CROP_CHUNK_SAMPLES = 1 << 22
+#: Boxes cropped and scored per pass of R-Net or O-Net: bounds the crops held at once (8,192 R-Net
+#: crops are 57 MB as floats, twice that while normalised) however many candidates P-Net proposes
+#: (119,000 in an 8000x6000 crowd mosaic: 1.6 GB in one pass).
+CROPS_PER_PASS = 8192
 #: Crops are sampled from 2x-area-reduced copies of the images (up to 2**MAX_MIP_LEVEL smaller),
 #: with at most MAX_CROP_OVERSAMPLE^2 bilinear samples per output pixel.
 MAX_MIP_LEVEL = 6
@@ -797,6 +801,15 @@ def _box_to_patch_maps(boxes: torch.Tensor, size: int) -> torch.Tensor:
     return maps
 
 
+def score_crops(net: nn.Module, volume: MipVolume, image: torch.Tensor, boxes: torch.Tensor,
+                size: int) -> tuple[torch.Tensor, ...]:
+    """``net`` on the ``size`` px crops of ``boxes`` (:func:`crop_boxes`), in passes of at most
+    :data:`CROPS_PER_PASS` boxes: the same outputs, with the crops of one pass in memory at a time."""
+    passes = [run_chunked(net, crop_boxes(volume, image[part], boxes[part], size))
+              for part in torch.arange(boxes.shape[0], device=boxes.device).split(CROPS_PER_PASS)]
+    return passes[0] if len(passes) == 1 else tuple(torch.cat(parts) for parts in zip(*passes))
+
+
 def run_chunked(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """``net(x)`` in chunks (:func:`crops_per_call`), outputs concatenated.
 
@@ -825,7 +838,7 @@ def refine(
     """Stage 2: R-Net rescoring of the candidates, NMS, regression; returns squared boxes, scores, image index."""
     if boxes.shape[0] == 0:
         return boxes, boxes.new_zeros(0), image
-    offsets, probs = run_chunked(rnet, crop_boxes(volume, image, boxes, RNET_INPUT))
+    offsets, probs = score_crops(rnet, volume, image, boxes, RNET_INPUT)
     passed = probs[:, 1] > threshold
     boxes, scores, offsets, image = boxes[passed], probs[passed, 1], offsets[passed], image[passed]
     keep = batched_nms(boxes, scores, image, NMS_REFINE)
@@ -838,7 +851,7 @@ def output(
     """Stage 3: O-Net scores, final boxes and five landmarks, then "min" NMS; returns boxes, scores, landmarks, image."""
     if boxes.shape[0] == 0:
         return boxes, boxes.new_zeros(0), boxes.new_zeros(0, 5, 2), image
-    offsets, points, probs = run_chunked(onet, crop_boxes(volume, image, boxes, ONET_INPUT))
+    offsets, points, probs = score_crops(onet, volume, image, boxes, ONET_INPUT)
     passed = probs[:, 1] > threshold
     boxes, scores, offsets, points, image = boxes[passed], probs[passed, 1], offsets[passed], points[passed], image[passed]
     landmarks = points_in_image(points, boxes)
@@ -858,7 +871,7 @@ def onet_landmarks(onet: nn.Module, volume: MipVolume, boxes: torch.Tensor, imag
     if boxes.shape[0] == 0:
         return boxes.new_zeros(0, 5, 2)
     boxes = square_boxes(boxes)
-    _, points, _ = run_chunked(onet, crop_boxes(volume, image, boxes, ONET_INPUT))
+    _, points, _ = score_crops(onet, volume, image, boxes, ONET_INPUT)
     return points_in_image(points, boxes)
 
 

@@ -805,9 +805,11 @@ def score_crops(net: nn.Module, volume: MipVolume, image: torch.Tensor, boxes: t
                 size: int) -> tuple[torch.Tensor, ...]:
     """``net`` on the ``size`` px crops of ``boxes`` (:func:`crop_boxes`), in passes of at most
     :data:`CROPS_PER_PASS` boxes: the same outputs, with the crops of one pass in memory at a time."""
+    if boxes.shape[0] <= CROPS_PER_PASS:  # the usual case: no index copies (kernels on a GPU)
+        return run_chunked(net, crop_boxes(volume, image, boxes, size))
     passes = [run_chunked(net, crop_boxes(volume, image[part], boxes[part], size))
               for part in torch.arange(boxes.shape[0], device=boxes.device).split(CROPS_PER_PASS)]
-    return passes[0] if len(passes) == 1 else tuple(torch.cat(parts) for parts in zip(*passes))
+    return tuple(torch.cat(parts) for parts in zip(*passes))
 
 
 def run_chunked(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:

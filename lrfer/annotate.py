@@ -18,15 +18,21 @@ DEFAULT_COLOR = (0, 220, 120)
 
 
 def annotate(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-    """A copy of RGB ``uint8 (H, W, 3)`` ``image`` with each face's box, label and top probability.
+    """An RGB ``uint8 (H, W, 3)`` copy of ``image`` (any array :func:`lrfer.io.validate_array` takes:
+    gray, RGB or RGBA) with each face's box, label and top probability.
 
-    >>> out = annotate(np.zeros((64, 64, 3), np.uint8), [])
+    The label sits above the box, or below it when there is no room above, and is moved inside the
+    image where it would leave it (a face filling or cut by the image keeps a readable label).
+
+    >>> out = annotate(np.zeros((64, 64), np.uint8), [])
     >>> out.shape
     (64, 64, 3)
     """
     import cv2
 
-    out = np.ascontiguousarray(image.copy())
+    from lrfer.io import validate_array
+
+    out = validate_array(image).copy()
     h, w = out.shape[:2]
     thickness = max(1, round(max(h, w) / 500))
     font_scale = max(0.35, max(h, w) / 1600)
@@ -36,10 +42,36 @@ def annotate(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
         text = f"{face.label} {face.score:.0%}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
-        ty = y1 - base - 2 if y1 - th - base - 2 >= 0 else y2 + th + 2
-        cv2.rectangle(out, (x1, ty - th - 2), (x1 + tw + 2, ty + base), color, -1)
-        cv2.putText(out, text, (x1 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness, cv2.LINE_AA)
+        left, baseline = label_position((x1, y1, x2, y2), (tw + 2, th + base + 2), (w, h), base)
+        cv2.rectangle(out, (left, baseline - th - 2), (left + tw + 2, baseline + base), color, -1)
+        cv2.putText(out, text, (left + 1, baseline), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness,
+                    cv2.LINE_AA)
     return out
+
+
+def label_position(box: tuple[int, int, int, int], label: tuple[int, int], image: tuple[int, int],
+                   base: int) -> tuple[int, int]:
+    """``(left, baseline)`` of a ``label`` (width, height) for ``box``: above it, else below it, else
+    inside its top edge; shifted to stay within the ``image`` (width, height) where it fits.
+
+    >>> label_position((10, 40, 50, 90), (30, 12), (200, 200), 3)  # room above the box
+    (10, 35)
+    >>> label_position((0, 0, 64, 64), (50, 12), (64, 64), 3)  # the face fills the image: inside it
+    (0, 9)
+    >>> label_position((-20, 10, 30, 40), (30, 12), (100, 100), 3)  # cut by the left edge
+    (0, 49)
+    """
+    x1, y1, _, y2 = box
+    width, height = image
+    label_w, label_h = label
+    if y1 - label_h >= 0:
+        baseline = y1 - base - 2
+    elif y2 + label_h <= height:
+        baseline = y2 + label_h - base
+    else:
+        baseline = max(y1, 0) + label_h - base
+    left = min(max(x1, 0), max(width - label_w, 0))
+    return left, baseline
 
 
 def save_annotated(path: str | os.PathLike, image: np.ndarray, faces: Sequence[Face]) -> Path:

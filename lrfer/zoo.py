@@ -35,12 +35,15 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Union
+
+from lrfer.results import ROW_PREFIX, VIDEO_COLUMNS
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -84,6 +87,8 @@ WEIGHTS_SUFFIX = ".safetensors"
 #: Pickle-based checkpoint formats that are refused outright.
 REFUSED_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
 #: safetensors metadata key holding the JSON manifest entry (without file/sha256).
+#: Columns of the result rows (:func:`lrfer.results.row_columns`): no class may take one of these names.
+RESERVED_COLUMNS = ROW_PREFIX + VIDEO_COLUMNS
 SPEC_METADATA_KEY = "lrfer_spec"
 #: Metadata key of the sha256 of a weights file's tensor bytes (everything after the header), written
 #: by :func:`save_weights`: a file loaded by path, which no manifest describes, still has its bytes checked.
@@ -255,18 +260,25 @@ class ModelSpec:
         for key in ("config", "source", "license", "metrics"):
             if key in entry:
                 check(key, isinstance(entry[key], Mapping), "an object")
+        def is_finite(v: Any) -> bool:
+            return is_num(v) and math.isfinite(v)
+
         check("resolution", is_int(entry["resolution"]) and entry["resolution"] > 0, "a positive int")
-        check("in_chans", is_int(entry["in_chans"]) and entry["in_chans"] > 0, "a positive int")
+        # The pipeline makes gray faces (FER2013's kind); a colour model could not be fed.
+        check("in_chans", entry["in_chans"] == 1 and is_int(entry["in_chans"]), "1 (lrfer feeds models gray faces)")
         check("classes", isinstance(entry["classes"], list) and len(entry["classes"]) > 0
-              and all(isinstance(c, str) for c in entry["classes"]), "a non-empty list of strings")
+              and all(isinstance(c, str) and c.strip() for c in entry["classes"])
+              and len(set(entry["classes"])) == len(entry["classes"]), "a list of distinct, non-empty strings")
+        reserved = sorted(set(entry["classes"]) & set(RESERVED_COLUMNS))
+        check("classes", not reserved, f"free of the result columns' names {reserved}")
         for key in ("mean", "std"):
             check(key, isinstance(entry[key], list) and len(entry[key]) == entry["in_chans"]
-                  and all(is_num(v) for v in entry[key]), f"a list of {entry['in_chans']} number(s)")
+                  and all(is_finite(v) for v in entry[key]), f"a list of {entry['in_chans']} finite number(s)")
         check("std", all(v > 0 for v in entry["std"]), "positive")
         check("sha256", isinstance(entry["sha256"], str) and bool(_SHA256_RE.match(entry["sha256"])),
               "64 lowercase hex characters")
         if "temperature" in entry:
-            check("temperature", is_num(entry["temperature"]) and entry["temperature"] > 0, "a positive number")
+            check("temperature", is_finite(entry["temperature"]) and entry["temperature"] > 0, "a positive finite number")
         if "seed" in entry:
             check("seed", entry["seed"] is None or is_int(entry["seed"]), "an int")
         check("file", entry["file"].endswith(WEIGHTS_SUFFIX) and "/" not in entry["file"]
@@ -307,6 +319,16 @@ class ModelSpec:
         """Keyword arguments for ``build_model(arch, **kwargs)``: ``config`` plus ``num_classes`` and
         ``in_chans`` taken from the spec (so labels and channels have one source of truth)."""
         return {"num_classes": self.num_classes, "in_chans": self.in_chans, **_plain(self.config)}
+
+
+def _check_buildable(spec: ModelSpec, label: str) -> None:
+    """ManifestError unless ``spec.arch`` is a known architecture taking every key of its config."""
+    from lrfer.models import check_config
+
+    try:
+        check_config(spec.arch, spec.model_kwargs)
+    except (KeyError, ValueError) as err:
+        raise ManifestError(f"{label}: {err.args[0]}") from None
 
 
 def _spec_from_plain(entry: dict[str, Any]) -> ModelSpec:
@@ -792,6 +814,7 @@ def load_model(spec: WeightSpec, device: "str | torch.device" = "cpu",
     from lrfer.models import build_model
 
     model_spec, path = resolve(spec, cache_dir)
+    _check_buildable(model_spec, f"{model_spec.name} ({path})")
     model = build_model(model_spec.arch, **model_spec.model_kwargs)
     state = load_file(str(path), device="cpu")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
@@ -821,7 +844,8 @@ def save_weights(state_dict: Mapping[str, "torch.Tensor"], path: str | os.PathLi
     fields = entry.to_dict() if isinstance(entry, ModelSpec) else entry
     meta = {k: _plain(v) for k, v in fields.items() if k not in ("file", "sha256")}
     placeholder = {"file": target.name, "sha256": "0" * 64, "source": {"kind": "bundled"}}
-    ModelSpec.from_dict({**placeholder, **meta, "file": target.name}, where="save_weights entry")
+    spec = ModelSpec.from_dict({**placeholder, **meta, "file": target.name}, where="save_weights entry")
+    _check_buildable(spec, "save_weights entry")
     tensors: dict[str, torch.Tensor] = {}
     for key, tensor in state_dict.items():
         tensor = tensor.detach().to("cpu")
@@ -861,13 +885,20 @@ DETECTOR_LICENSES = {
 }
 
 
-def info(name: str | ModelSpec) -> dict[str, Any]:
-    """A JSON-able summary of a manifest model, including the three licences.
+def info(name: WeightSpec) -> dict[str, Any]:
+    """A JSON-able summary of a model, including the three licences: a manifest name, or any other
+    weight spec :func:`resolve` takes (a local file or folder, a Hub id; its weights are fetched and
+    checked first).
 
     >>> info("gmenet-fer2013-16px")["license"]  # doctest: +SKIP
     {'code': 'MIT', 'weights': '...', 'data': '...'}
     """
-    spec = name if isinstance(name, ModelSpec) else get_spec(name)
+    if isinstance(name, ModelSpec):
+        spec = name
+    elif isinstance(name, str) and name in load_manifest().models:
+        spec = get_spec(name)
+    else:
+        spec, _ = resolve(name)
     return {
         "name": spec.name,
         "arch": spec.arch,
@@ -875,6 +906,9 @@ def info(name: str | ModelSpec) -> dict[str, Any]:
         "resolution": spec.resolution,
         "in_chans": spec.in_chans,
         "classes": list(spec.classes),
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "temperature": spec.temperature,
         "metrics": _plain(spec.metrics),
         "source": _plain(spec.source),
         "file": spec.file,

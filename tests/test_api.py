@@ -522,3 +522,33 @@ def test_predict_runs_in_steps_bounded_by_images_and_pixels(rec: lrfer.Recognize
     assert steps == [3, 1, 1, 2]  # at most 3 images; 100 + 400 px and 400 + 100 px pass 400 px
     for a, b in zip(stepped, whole):
         assert len(a) == len(b) == 1 and a[0].probs == pytest.approx(b[0].probs, abs=1e-6)
+
+
+def _face(box: tuple[float, float, float, float], label: str = "happy") -> Face:
+    return Face(box, ((math.nan, math.nan),) * 5, 1.0, box[2] - box[0], label, {label: 0.9, "sad": 0.1})
+
+
+def test_annotated_labels_stay_inside_the_image() -> None:
+    """A face filling the image (``detector=None``) or cut by its left edge still gets its label."""
+    from lrfer.annotate import annotate
+
+    blank = np.zeros((96, 96, 3), np.uint8)
+    for box in [(0.0, 0.0, 96.0, 96.0), (70.0, 5.0, 120.0, 60.0)]:
+        drawn = annotate(blank, [_face(box, "surprise")])
+        bar_rows = (drawn.any(axis=2).sum(axis=1) > 40).sum()  # rows crossed by the label's filled bar
+        assert bar_rows >= 5, box
+
+
+def test_annotate_takes_gray_and_rgba_images_unmirrored(tmp_path: Path) -> None:
+    import cv2
+
+    from lrfer.annotate import save_annotated
+
+    gray = np.zeros((40, 80), np.uint8)
+    gray[:, :20] = 255  # a white left quarter
+    path = save_annotated(tmp_path / "gray.png", gray, [])
+    assert cv2.imread(str(path))[:, :20].min() == 255 and cv2.imread(str(path))[:, 40:].max() == 0
+    rgba = np.zeros((10, 10, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 255, 255  # opaque red
+    saved = cv2.imread(str(save_annotated(tmp_path / "rgba.png", rgba, [])))
+    assert tuple(saved[0, 0]) == (0, 0, 255)  # red, in OpenCV's BGR

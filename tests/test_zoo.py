@@ -153,7 +153,7 @@ def test_hub_source_with_commit_accepted() -> None:
     ({"config": {"width": 8, "input_size": 24}}, "config.input_size=24"),
     ({"config": {"width": 8, "num_classes": 6}}, "config.num_classes=6"),
     ({"file": "model.pt"}, "plain '\\*\\.safetensors' file name"),
-    ({"mean": [0.5, 0.5]}, "list of 1 number"),
+    ({"mean": [0.5, 0.5]}, "list of 1 finite number"),
     ({"std": [0.0]}, "positive"),
     ({"license": {"code": "MIT", "weights": "MIT"}}, "'code', 'weights', 'data'"),
     ({"source": {"kind": "url", "url": "http://x"}}, "source.kind"),
@@ -351,6 +351,47 @@ def test_save_weights_validates_entry(tmp_path: Path) -> None:
     with pytest.raises(zoo.ManifestError, match="arch"):
         zoo.save_weights(tiny_model().state_dict(), tmp_path / "x.safetensors", entry)
     assert not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.parametrize("overrides,problem", [
+    ({"classes": ["a", "a", "b", "c", "d", "e", "f"]}, "distinct"),
+    ({"classes": ["", "b", "c", "d", "e", "f", "g"]}, "non-empty"),
+    ({"classes": ["label", "b", "c", "d", "e", "f", "g"]}, "result columns' names"),
+    ({"classes": ["time_s", "b", "c", "d", "e", "f", "g"]}, "result columns' names"),
+    ({"in_chans": 3, "mean": [0.5] * 3, "std": [0.25] * 3}, "gray faces"),
+    ({"mean": [float("nan")]}, "finite"),
+    ({"std": [float("inf")]}, "finite"),
+    ({"temperature": float("inf")}, "finite"),
+    ({"config": {**TINY_CONFIG, "widht": 8}}, "'widht'.* not options of architecture 'baseline'"),
+    ({"arch": "resnet50", "name": "resnet50-fer2013-16px"}, "unknown architecture 'resnet50'"),
+])
+def test_save_weights_refuses_entries_the_pipeline_cannot_serve(tmp_path: Path, overrides: dict, problem: str) -> None:
+    with pytest.raises(zoo.ManifestError, match=problem):
+        zoo.save_weights(tiny_model().state_dict(), tmp_path / "x.safetensors", tiny_entry(**overrides))
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_config_typo_in_a_loaded_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "mine.safetensors"
+    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry())
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    spec = json.loads(metadata[zoo.SPEC_METADATA_KEY])
+    spec["config"]["widht"] = 8  # written by other means than save_weights
+    metadata[zoo.SPEC_METADATA_KEY] = json.dumps(spec)
+    del metadata[zoo.DATA_SHA_METADATA_KEY]
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(zoo.ManifestError, match="'widht'"):
+        zoo.load_model(path)
+
+
+def test_info_takes_a_weights_file(tmp_path: Path) -> None:
+    path = tmp_path / "mine.safetensors"
+    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry(name="baseline-mine-16px", dataset="mine"))
+    summary = zoo.info(str(path))
+    assert summary["name"] == "baseline-mine-16px" and summary["source"]["kind"] == "local"
+    assert summary["temperature"] == 1.3 and summary["mean"] == [0.5] and summary["std"] == [0.25]
 
 
 def test_strict_load_names_missing_and_unexpected_keys(tmp_path: Path) -> None:

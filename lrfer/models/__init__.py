@@ -7,6 +7,8 @@ built, so ``import lrfer`` stays fast and a renamed builder fails loudly instead
 from __future__ import annotations
 
 import importlib
+import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import torch.nn as nn
@@ -30,8 +32,23 @@ def build_model(arch: str, **config: Any) -> nn.Module:
 
     >>> m = build_model("gmenet", num_classes=7, width=16)
     """
+    builder = _builder(arch)
+    check_config(arch, config)
+    return builder(**config)
+
+
+def check_config(arch: str, config: Mapping[str, Any]) -> None:
+    """ValueError naming any ``config`` key that ``arch``'s builder does not take (a typo such as
+    ``widht`` would otherwise surface as a TypeError deep in loading)."""
+    accepted = inspect.signature(_builder(arch)).parameters
+    unknown = sorted(set(config) - set(accepted))
+    if unknown:
+        raise ValueError(f"config key(s) {unknown} are not options of architecture {arch!r}; it takes "
+                         f"{', '.join(accepted)}")
+
+
+def _builder(arch: str) -> Any:
     if arch not in ARCHITECTURES:
         raise KeyError(f"unknown architecture {arch!r}; known: {', '.join(list_architectures())}")
     module_name, builder_name = ARCHITECTURES[arch].split(":")
-    builder = getattr(importlib.import_module(module_name), builder_name)
-    return builder(**config)
+    return getattr(importlib.import_module(module_name), builder_name)

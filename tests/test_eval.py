@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lrfer.constants import CLASSES
+from lrfer.constants import CLASSES, GRAY_MEAN, GRAY_STD
 from lrfer.models import build_model
 from lrfer.train.datasets import FaceSet
 from lrfer.train.evaluate import (
     Scores,
+    check_classes,
     detail_table,
     evaluate,
     expected_calibration_error,
@@ -22,6 +24,8 @@ from lrfer.train.evaluate import (
     plot_accuracy,
     score,
 )
+from lrfer.train.recipes import accuracy, normalize, normalizer, predict_logits
+from lrfer.zoo import load_model, save_weights
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -176,3 +180,71 @@ def test_plot_accuracy_writes_png(tmp_path: Path) -> None:
     plot_accuracy({"a": [_scores(8, 0.4), _scores(16, 0.6)], "b": [_scores(8, 0.3), _scores(48, 0.7)]}, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 1000
+
+
+def test_plot_accuracy_labels_the_axis_with_the_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    labels: list[str] = []
+    set_ylabel = Axes.set_ylabel
+    monkeypatch.setattr(Axes, "set_ylabel", lambda ax, text, *a, **k: labels.append(text) or set_ylabel(ax, text, *a, **k))
+    plot_accuracy({"a": [_scores(8, 0.4), _scores(16, 0.6)]}, tmp_path / "raf.png", "rafdb-test")
+    plot_accuracy({"a": [_scores(8, 0.4)]}, tmp_path / "unnamed.png")
+    assert labels == ["rafdb-test accuracy (%)", "accuracy (%)"]
+
+
+def save_tiny(path: Path, classes: tuple[str, ...] = CLASSES, mean: float = GRAY_MEAN, std: float = GRAY_STD) -> Path:
+    """A random 16 px baseline saved like a zoo model with the given classes and normalisation."""
+    torch.manual_seed(0)
+    model = build_model("baseline", width=8, input_size=16, num_classes=len(classes))
+    entry = {"name": f"baseline-{path.stem}-16px", "arch": "baseline", "config": {"width": 8}, "dataset": path.stem,
+             "resolution": 16, "in_chans": 1, "classes": list(classes), "mean": [mean], "std": [std],
+             "license": {"code": "MIT", "weights": "test only", "data": "synthetic"}}
+    save_weights(model.state_dict(), path, entry)
+    return path
+
+
+def random_faces(n: int = 21, seed: int = 0) -> FaceSet:
+    rng = np.random.default_rng(seed)
+    return FaceSet(rng.integers(0, 256, (n, 48, 48), dtype=np.uint8), np.arange(n) % 7, "random")
+
+
+@pytest.mark.parametrize("classes", [("neg", "neu", "pos"), (*CLASSES, "contempt"), CLASSES[::-1]],
+                         ids=["three", "eight", "reordered"])
+def test_evaluate_refuses_a_model_with_other_classes(tmp_path: Path, classes: tuple[str, ...]) -> None:
+    """The data is labelled in CLASSES order: a model with other classes would get mislabelled recalls."""
+    model = load_model(save_tiny(tmp_path / "other.safetensors", classes))
+    message = f"model 'baseline-other-16px' predicts the classes {list(classes)} but the data is labelled with " \
+              f"{list(CLASSES)}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_classes(model)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        evaluate(model, 16, random_faces(), [8, 16])
+    check_classes(load_model(save_tiny(tmp_path / "same.safetensors")))  # the zoo's classes: accepted
+    check_classes(build_model("baseline", width=8, input_size=16))  # no spec (being trained): accepted
+
+
+def test_predict_logits_normalises_with_the_model_spec(tmp_path: Path) -> None:
+    """A loaded model is fed (x - spec.mean) / spec.std, as the recognizer feeds it, not the recipe's constants."""
+    model = load_model(save_tiny(tmp_path / "ms.safetensors", mean=0.6, std=0.5)).eval()
+    faces = random_faces()
+    x = torch.from_numpy(faces.images).unsqueeze(1).float().div(255)
+    x = F.interpolate(x, size=16, mode="area")  # 48 -> 16 px: what predict_logits does at the native size
+    with torch.inference_mode():
+        expected, constants = model((x - 0.6) / 0.5), model(normalize(x))
+    logits = predict_logits(model, faces.images, 16)
+    assert torch.allclose(logits, expected, atol=1e-4)
+    assert not torch.allclose(logits, constants, atol=1e-2)
+    assert accuracy(model, faces, 16) == float((expected.argmax(1).numpy() == faces.labels).mean())
+    rows = evaluate(model, 16, faces, [16])
+    assert rows[0].accuracy == pytest.approx(float((expected.argmax(1).numpy() == faces.labels).mean()))
+
+
+def test_spec_normalisation_of_zoo_models_is_the_recipes(tmp_path: Path) -> None:
+    """Zoo models (and what lrfer train exports) carry the recipe's mean/std: their numbers do not change."""
+    x = torch.rand(4, 1, 16, 16)
+    model = load_model(save_tiny(tmp_path / "zoo.safetensors"))
+    assert model.pretrained_cfg.mean == (GRAY_MEAN,) and model.pretrained_cfg.std == (GRAY_STD,)
+    assert torch.equal(normalizer(model)(x), normalize(x))
+    assert normalizer(build_model("baseline", width=8, input_size=16)) is normalize

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import shlex
 import sys
@@ -14,8 +15,9 @@ from lrfer.cli import main
 from lrfer.constants import CLASSES
 from lrfer.train.cli import _dataset_name, _default_val
 from lrfer.train.datasets import load_faces
+from lrfer.models import build_model
 from lrfer.train.recipes import predict_logits
-from lrfer.zoo import load_model
+from lrfer.zoo import load_model, save_weights
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -105,11 +107,7 @@ def test_eval_prints_table_for_each_resolution(trained: tuple[Path, str], tiny_n
     plot = tmp_path / "acc.png"
     argv = ["eval", "--model", str(out), "--data", str(tiny_npz.with_name("tiny-publictest.npz")),
             "--resolutions", "8,16", "--details", "--calibrate-on", str(tiny_npz)]
-    has_mpl = True
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        has_mpl = False
+    has_mpl = importlib.util.find_spec("matplotlib") is not None
     if has_mpl:
         argv += ["--plot", str(plot)]
     assert main(argv) == 0
@@ -250,3 +248,62 @@ def test_train_refuses_bad_arguments_before_loading_data(tmp_path: Path, caplog:
     assert message in caplog.text
     assert "missing.npz" not in caplog.text  # refused before the data was read
     assert not out.exists() and not out.with_suffix(".run").exists()
+
+
+def save_tiny(path: Path, classes: tuple[str, ...] = CLASSES) -> Path:
+    """A random 16 px baseline saved like a zoo model, with the given classes (no training)."""
+    model = build_model("baseline", width=8, input_size=16, num_classes=len(classes))
+    entry = {"name": f"baseline-{path.stem}-16px", "arch": "baseline", "config": {"width": 8}, "dataset": path.stem,
+             "resolution": 16, "in_chans": 1, "classes": list(classes), "mean": [0.5], "std": [0.25],
+             "license": {"code": "MIT", "weights": "test only", "data": "synthetic"}}
+    save_weights(model.state_dict(), path, entry)
+    return path
+
+
+def test_eval_refuses_a_model_with_other_classes(tiny_npz: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused before anything is evaluated (the zoo model first in line is not scored either), and with
+    --calibrate-on, where the labels used to index past the model's 3 logits."""
+    other = save_tiny(tmp_path / "mine.safetensors", ("neg", "neu", "pos"))
+    status = main(["eval", "--model", str(save_tiny(tmp_path / "same.safetensors")), "--model", str(other),
+                   "--data", str(tiny_npz), "--resolutions", "16", "--calibrate-on", str(tiny_npz), "--device", "cpu"])
+    assert status == 1
+    assert ("model 'baseline-mine-16px' predicts the classes ['neg', 'neu', 'pos'] but the data is labelled with "
+            f"{list(CLASSES)}") in caplog.text
+    assert "| model |" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["eval", "train"])
+def test_device_cuda_without_cuda_is_a_clean_error(command: str, tiny_npz: Path, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check of lrfer predict (lrfer.recognizer.resolve_device), before any data is read."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    missing = tmp_path / "missing.npz"
+    out = tmp_path / "mine.safetensors"
+    argv = (["eval", "--model", str(save_tiny(tmp_path / "same.safetensors")), "--data", str(missing)]
+            if command == "eval" else ["train", "--arch", "baseline", "--resolution", "16", "--data", str(missing),
+                                       "--out", str(out), "--epochs", "1"])
+    assert main([*argv, "--device", "cuda"]) == 1
+    assert "device 'cuda' requested but CUDA is not available; use device='cpu' or 'auto'" in caplog.text
+    assert "missing.npz" not in caplog.text and not out.exists()
+
+
+def test_eval_plot_into_a_new_folder_names_the_data(tiny_npz: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """--plot DIR/x.png with DIR missing: the folder is made (as predict --out does), and the y-axis names
+    the evaluated data, not FER2013 PublicTest."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    labels: list[str] = []
+    set_ylabel = Axes.set_ylabel
+    monkeypatch.setattr(Axes, "set_ylabel", lambda ax, text, *a, **k: labels.append(text) or set_ylabel(ax, text, *a, **k))
+    plot = tmp_path / "new" / "folder" / "acc.png"
+    data = tiny_npz.with_name("tiny-publictest.npz")
+    assert main(["eval", "--model", str(save_tiny(tmp_path / "same.safetensors")), "--data", str(data),
+                 "--resolutions", "8,16", "--plot", str(plot), "--device", "cpu"]) == 0
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert labels == ["tiny-publictest accuracy (%)"]

@@ -73,11 +73,11 @@ def _add_eval(sub: Any) -> None:
 
 
 def _device(name: str) -> str:
-    import torch
+    """``--device``, checked as ``lrfer predict`` checks it: "auto" picks CUDA when there is one, and
+    "cuda" on a machine without CUDA is a ValueError rather than a failure inside torch."""
+    from lrfer.recognizer import resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    return str(resolve_device(name))
 
 
 def _dataset_name(data: Path) -> str:
@@ -180,6 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lrfer.train.recipes import Trainer
 
     _check_out(args.out)
+    device = _device(args.device)
     recipe = _train_recipe(args)
     dataset = _checked_dataset_name(args.dataset_name) if args.dataset_name else _dataset_name(args.data)
     name = _variant_name(args.recipe, recipe.arch, dataset, recipe.resolution)
@@ -188,7 +189,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     val = load_faces(val_path, "test") if val_path else None
     work_dir = args.work_dir or args.out.with_suffix(".run")
     log.info("training %s on %s (%d faces), validating on %s", name, args.data, len(train), val_path)
-    model = Trainer(recipe, train, val, work_dir, _device(args.device)).fit()
+    model = Trainer(recipe, train, val, work_dir, device).fit()
     command = "lrfer " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if "train" in sys.argv[1:] else "lrfer train"
     entry, sha = export(model.cpu(), recipe, name, dataset, val, args.out, command, split="val")
     print(f"wrote {args.out} ({name}, sha256 {sha})")
@@ -197,19 +198,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_eval_models(specs: list[str], device: str) -> list[Any]:
+    """The ``--model`` networks, each refused before any is evaluated if its classes are not the data's."""
+    from lrfer.train.evaluate import check_classes
+    from lrfer.zoo import load_model
+
+    models = []
+    for spec in specs:
+        model = load_model(spec, device=device)
+        check_classes(model)
+        models.append(model)
+    return models
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from lrfer.train.datasets import load_faces
     from lrfer.train.evaluate import detail_table, evaluate, fit_temperature, markdown_table, plot_accuracy
     from lrfer.train.recipes import predict_logits
-    from lrfer.zoo import load_model
 
     device = _device(args.device)
     resolutions = _parse_resolutions(args.resolutions)
+    if args.plot:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)  # as predict --out; before the evaluation, not after
     faces = load_faces(args.data, args.split)
     calibration = load_faces(args.calibrate_on, args.split) if args.calibrate_on else None
+    models = _load_eval_models(args.model, device)
     evaluated = []
-    for spec in args.model:
-        model = load_model(spec, device=device)
+    for spec, model in zip(args.model, models):
         cfg = model.pretrained_cfg
         temperature = cfg.temperature
         if calibration is not None:
@@ -224,6 +239,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"\n{name}\n")
             print(detail_table(rows))
     if args.plot:
-        plot_accuracy(results, args.plot)
+        plot_accuracy(results, args.plot, faces.name)
         print(f"\nwrote {args.plot}")
     return 0

@@ -106,9 +106,21 @@ def score(logits: torch.Tensor, labels: np.ndarray, resolution: int, temperature
                   expected_calibration_error(probs, labels))
 
 
+def check_classes(model: nn.Module) -> None:
+    """Refuse a model whose classes (``pretrained_cfg.classes``) are not the data's: the data sets lrfer
+    reads are labelled in :data:`CLASSES` order, so its logit ``k`` would be scored as class ``CLASSES[k]``."""
+    spec = getattr(model, "pretrained_cfg", None)
+    if spec is not None and tuple(spec.classes) != CLASSES:
+        raise ValueError(f"model {spec.name!r} predicts the classes {list(spec.classes)} but the data is labelled "
+                         f"with {list(CLASSES)} (in this order); lrfer eval scores only models with the data's "
+                         "classes in the data's order")
+
+
 def evaluate(model: nn.Module, native: int, faces: FaceSet, resolutions: Sequence[int], temperature: float = 1.0,
              device: torch.device | str = "cpu") -> list[Scores]:
-    """Scores of ``model`` (native input ``native`` px) at each resolution."""
+    """Scores of ``model`` (native input ``native`` px) at each resolution; a model with other classes
+    than the data's is refused (:func:`check_classes`)."""
+    check_classes(model)
     return [score(predict_logits(model, faces.images, native, device, eval_resolution=r), faces.labels, r, temperature)
             for r in resolutions]
 
@@ -136,8 +148,9 @@ def detail_table(rows: list[Scores]) -> str:
     return "\n".join(lines)
 
 
-def plot_accuracy(results: dict[str, list[Scores]], path: Path) -> None:
-    """Accuracy-vs-resolution PNG (needs matplotlib: ``pip install lrfer[plot]``)."""
+def plot_accuracy(results: dict[str, list[Scores]], path: Path, data_name: str | None = None) -> None:
+    """Accuracy-vs-resolution PNG (needs matplotlib: ``pip install lrfer[plot]``); the y-axis reads
+    "<data_name> accuracy (%)", or "accuracy (%)" without a name."""
     try:
         import matplotlib
 
@@ -149,7 +162,7 @@ def plot_accuracy(results: dict[str, list[Scores]], path: Path) -> None:
     for name, rows in results.items():
         ax.plot([s.resolution for s in rows], [100 * s.accuracy for s in rows], marker="o", label=name)
     ax.set_xlabel("face width (px)")
-    ax.set_ylabel("FER2013 PublicTest accuracy (%)")
+    ax.set_ylabel(f"{data_name} accuracy (%)" if data_name else "accuracy (%)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted({s.resolution for rows in results.values() for s in rows}))
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())

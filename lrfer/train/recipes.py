@@ -207,7 +207,24 @@ def _describe_mismatch(work_dir: Path, differing: dict[str, tuple[str, str]]) ->
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
+    """The recipe's input normalisation (a model being trained has no spec of its own)."""
     return (x - GRAY_MEAN) / GRAY_STD
+
+
+def normalizer(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How ``model``'s inputs are normalised: with the mean/std of its :class:`~lrfer.zoo.ModelSpec`
+    (``model.pretrained_cfg``, set by :func:`lrfer.zoo.load_model`) as the recognizer does, or with the
+    recipe's constants (:func:`normalize`) for a model without one (being trained)."""
+    spec = getattr(model, "pretrained_cfg", None)
+    if spec is None:
+        return normalize
+
+    def by_spec(x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    return by_spec
 
 
 def load_trained(spec: str | Path, device: torch.device) -> nn.Module:
@@ -483,9 +500,11 @@ class Trainer:
 def predict_logits(model: nn.Module, images: np.ndarray, native: int, device: torch.device | str = "cpu",
                    eval_resolution: int | None = None, batch_size: int = 512) -> torch.Tensor:
     """Logits for 48x48 uint8 faces degraded to ``eval_resolution`` (default: native) and brought to the
-    model's native size: area down-sampling, or bicubic up-sampling when the face is smaller."""
+    model's native size: area down-sampling, or bicubic up-sampling when the face is smaller.
+    Normalised as :func:`normalizer` says (the model's spec mean/std for a loaded model)."""
     from lrfer.faces.degrade import upsample
 
+    norm = normalizer(model)
     was_training = model.training
     model.eval()
     out = []
@@ -496,7 +515,7 @@ def predict_logits(model: nn.Module, images: np.ndarray, native: int, device: to
             x = upsample(x, native)
         elif x.shape[-1] > native:
             x = to_native(x, native)
-        out.append(model(normalize(x)).float().cpu())
+        out.append(model(norm(x)).float().cpu())
     model.train(was_training)
     return torch.cat(out)
 

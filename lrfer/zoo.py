@@ -86,9 +86,9 @@ SCHEMA_VERSION = 1
 WEIGHTS_SUFFIX = ".safetensors"
 #: Pickle-based checkpoint formats that are refused outright.
 REFUSED_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
-#: safetensors metadata key holding the JSON manifest entry (without file/sha256).
 #: Columns of the result rows (:func:`lrfer.results.row_columns`): no class may take one of these names.
 RESERVED_COLUMNS = ROW_PREFIX + VIDEO_COLUMNS
+#: safetensors metadata key holding the JSON manifest entry (without file/sha256).
 SPEC_METADATA_KEY = "lrfer_spec"
 #: Metadata key of the sha256 of a weights file's tensor bytes (everything after the header), written
 #: by :func:`save_weights`: a file loaded by path, which no manifest describes, still has its bytes checked.
@@ -521,23 +521,30 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     >>> sha256_file("lrfer/weights_manifest.json")  # doctest: +SKIP
     '3b0c...'
     """
-    with open(path, "rb") as handle:
-        return _sha256_rest(handle)
-
-
-def _sha256_rest(handle: Any) -> str:
     digest = hashlib.sha256()
-    for chunk in iter(lambda: handle.read(1 << 20), b""):
-        digest.update(chunk)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
     return digest.hexdigest()
 
 
-def data_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a safetensors file's tensor bytes: the file after its 8-byte length and JSON header."""
+def safetensors_sha256s(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """Hex sha256 of a safetensors file and of its tensor bytes (the file after its 8-byte length and
+    JSON header), in one read."""
+    whole, data = hashlib.sha256(), hashlib.sha256()
     with open(path, "rb") as handle:
-        header = int.from_bytes(handle.read(8), "little")
-        handle.seek(8 + header)
-        return _sha256_rest(handle)
+        length = handle.read(8)
+        whole.update(length)
+        whole.update(handle.read(int.from_bytes(length, "little")))
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            whole.update(chunk)
+            data.update(chunk)
+    return whole.hexdigest(), data.hexdigest()
+
+
+def data_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a safetensors file's tensor bytes (:func:`safetensors_sha256s`)."""
+    return safetensors_sha256s(path)[1]
 
 
 def _verify(path: Path, expected: str, *, cached: bool, what: str) -> None:
@@ -654,7 +661,7 @@ def _resolve_local_file(path: Path) -> tuple[ModelSpec, Path]:
     """A weights file loaded by path: its tensor bytes checked against the sha256 that :func:`save_weights`
     wrote into its header; a file without one (written before) against the manifest entry of its file name."""
     _check_suffix(path)
-    actual = sha256_file(path)
+    actual, actual_data = safetensors_sha256s(path)
     logger.info("%s sha256 %s", path, actual)
     known = next((m for m in load_manifest().models.values() if m.file == path.name), None)
     try:
@@ -662,7 +669,7 @@ def _resolve_local_file(path: Path) -> tuple[ModelSpec, Path]:
     except ChecksumError as err:
         hint = f"; re-download it with `lrfer download {known.name}`" if known is not None else ""
         raise ChecksumError(f"{err}{hint}") from None
-    _verify_embedded_data_sha(path, metadata.get(DATA_SHA_METADATA_KEY), known, actual)
+    _verify_embedded_data_sha(path, metadata.get(DATA_SHA_METADATA_KEY), actual_data, known, actual)
     entry = _read_embedded_entry(path, metadata)
     for key in ("file", "sha256"):
         entry.pop(key, None)
@@ -670,11 +677,12 @@ def _resolve_local_file(path: Path) -> tuple[ModelSpec, Path]:
     return ModelSpec.from_dict(entry, where=f"{path} metadata"), path
 
 
-def _verify_embedded_data_sha(path: Path, expected_data: str | None, known: ModelSpec | None, actual: str) -> None:
+def _verify_embedded_data_sha(path: Path, expected_data: str | None, actual_data: str, known: ModelSpec | None,
+                              actual: str) -> None:
     if expected_data is not None:
-        if data_sha256(path) != expected_data:
+        if actual_data != expected_data:
             raise ChecksumError(f"sha256 mismatch for the tensors of {path}: its header expects {expected_data}, got "
-                                f"{data_sha256(path)}. The file was modified or damaged; copy or export it again.")
+                                f"{actual_data}. The file was modified or damaged; copy or export it again.")
     elif known is not None and known.sha256 != actual:
         raise ChecksumError(f"sha256 mismatch for {path}: the manifest's {known.name!r} expects {known.sha256}, "
                             f"got {actual}. The file was modified; re-download it with `lrfer download {known.name}`.")
@@ -814,8 +822,10 @@ def load_model(spec: WeightSpec, device: "str | torch.device" = "cpu",
     from lrfer.models import build_model
 
     model_spec, path = resolve(spec, cache_dir)
-    _check_buildable(model_spec, f"{model_spec.name} ({path})")
-    model = build_model(model_spec.arch, **model_spec.model_kwargs)
+    try:
+        model = build_model(model_spec.arch, **model_spec.model_kwargs)  # checks the config's keys first
+    except (KeyError, ValueError) as err:
+        raise ManifestError(f"{model_spec.name} ({path}): {err.args[0]}") from None
     state = load_file(str(path), device="cpu")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     if dtype is not None:
@@ -838,6 +848,7 @@ def save_weights(state_dict: Mapping[str, "torch.Tensor"], path: str | os.PathLi
     >>> sha = save_weights(model.state_dict(), "gmenet-raf-16px.safetensors", entry)  # doctest: +SKIP
     """
     import torch
+    from safetensors.torch import save
 
     target = Path(path)
     _check_suffix(target)
@@ -851,12 +862,13 @@ def save_weights(state_dict: Mapping[str, "torch.Tensor"], path: str | os.PathLi
         tensor = tensor.detach().to("cpu")
         tensors[key] = (tensor.to(torch.float16) if tensor.is_floating_point() else tensor).clone().contiguous()
     target.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {SPEC_METADATA_KEY: json.dumps(meta, sort_keys=True), "format": "pt"}
-    blob = safetensors_bytes(tensors, metadata)
+    header, data = _split_safetensors(save(tensors, metadata={SPEC_METADATA_KEY: json.dumps(meta, sort_keys=True),
+                                                                "format": "pt"}))
     # The tensor bytes do not depend on the header, so their hash can go into it.
-    metadata[DATA_SHA_METADATA_KEY] = hashlib.sha256(blob[8 + int.from_bytes(blob[:8], "little"):]).hexdigest()
-    target.write_bytes(safetensors_bytes(tensors, metadata))
-    digest = sha256_file(target)
+    header["__metadata__"][DATA_SHA_METADATA_KEY] = hashlib.sha256(data).hexdigest()
+    blob = _join_safetensors(header, data)
+    target.write_bytes(blob)
+    digest = hashlib.sha256(blob).hexdigest()
     logger.info("wrote %s (sha256 %s)", target, digest)
     return digest
 
@@ -872,10 +884,20 @@ def safetensors_bytes(tensors: Mapping[str, "torch.Tensor"], metadata: Mapping[s
     from safetensors.torch import save
 
     blob = save(dict(tensors), metadata=dict(metadata) if metadata is not None else None)
+    return _join_safetensors(*_split_safetensors(blob))
+
+
+def _split_safetensors(blob: bytes) -> tuple[dict[str, Any], bytes]:
+    """A safetensors file's bytes as its parsed JSON header and its tensor bytes."""
     length = int.from_bytes(blob[:8], "little")
-    header = json.dumps(json.loads(blob[8:8 + length]), sort_keys=True, separators=(",", ":")).encode()
-    header += b" " * (-(8 + len(header)) % 8)  # the tensors start 8-byte aligned, as safetensors pads them
-    return len(header).to_bytes(8, "little") + header + blob[8 + length:]
+    return json.loads(blob[8:8 + length]), blob[8 + length:]
+
+
+def _join_safetensors(header: Mapping[str, Any], data: bytes) -> bytes:
+    """The bytes of a safetensors file from its header (written with sorted keys) and tensor bytes."""
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-(8 + len(text)) % 8)  # the tensors start 8-byte aligned, as safetensors pads them
+    return len(text).to_bytes(8, "little") + text + data
 
 
 #: Licences of the bundled face-detector weights (used by every model's default pipeline).

@@ -297,6 +297,14 @@ def test_mtcnn_rejects_bad_settings(kwargs):
         mtcnn_mod.MTCNN(**kwargs)
 
 
+def test_min_face_rule_is_p_nets_window():
+    from lrfer.faces import detect as detect_mod
+
+    assert detect_mod.MIN_FACE_PX == mtcnn_mod.PNET_WINDOW
+    with pytest.raises(ValueError, match="min_face must be a number of pixels >= 12"):
+        mtcnn_mod.MTCNN(min_face=11)
+
+
 def test_crop_boxes_matches_area_resize_for_aligned_boxes():
     g = torch.Generator().manual_seed(1)
     img = torch.randint(0, 256, (3, 90, 120), dtype=torch.uint8, generator=g)

@@ -395,7 +395,8 @@ def concat_per_image(detections: list[Detections]) -> tuple[Detections, torch.Te
     return faces, image
 
 
-#: The smallest ``min_face`` of every detector: MTCNN's P-Net window, below which nothing is searched.
+#: The smallest ``min_face`` of every detector: MTCNN's P-Net window at scale 1 (``mtcnn.PNET_WINDOW``;
+#: mtcnn imports this module), below which nothing is searched.
 MIN_FACE_PX = 12
 
 

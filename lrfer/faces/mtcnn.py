@@ -52,6 +52,7 @@ from lrfer.faces.detect import (
     Detections,
     NetworkDetector,
     check_images,
+    check_min_face,
     concat_per_image,
     detection_mode,
     read_bundled_weights,
@@ -72,8 +73,6 @@ RNET_INPUT = 24
 ONET_INPUT = 48
 #: Ratio between successive pyramid scales.
 PYRAMID_FACTOR = 0.709
-#: Smallest ``min_face`` that makes sense: P-Net's window at scale 1.
-MIN_FACE_LIMIT = PNET_WINDOW
 DEFAULT_MIN_FACE = 20
 #: Score thresholds of P-Net, R-Net and O-Net (facenet-pytorch's defaults).
 DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
@@ -906,8 +905,7 @@ class MTCNN(NetworkDetector):
         super().__init__()
         if pnet_precision not in PNET_DTYPES:
             raise ValueError(f"pnet_precision must be one of {tuple(PNET_DTYPES)}; got {pnet_precision!r}")
-        if not min_face >= MIN_FACE_LIMIT:
-            raise ValueError(f"min_face must be >= {MIN_FACE_LIMIT} px (P-Net's window); got {min_face}")
+        check_min_face(min_face)
         if len(thresholds) != 3 or not all(0 <= t < 1 for t in thresholds):
             raise ValueError(f"thresholds must be three probabilities in [0, 1) for P/R/O-Net; got {thresholds}")
         if not 0 < factor < 1:

@@ -316,7 +316,7 @@ def iter_image_files(paths: Iterable[str | os.PathLike]) -> ImageFiles:
         p = Path(raw)
         if p.is_dir():
             root = os.fsencode(p) + b"/"
-            names = sorted(_walk_images(os.fsencode(p)), key=lambda rel: rel.split(b"/"))
+            names = walk_files(os.fsencode(p), IMAGE_EXTENSIONS)
             found.extend(root + rel for rel in names)
             root_lengths.extend([len(root)] * len(names))
         elif p.is_file():
@@ -327,17 +327,20 @@ def iter_image_files(paths: Iterable[str | os.PathLike]) -> ImageFiles:
     return ImageFiles(found, root_lengths)
 
 
-def _walk_images(root: bytes) -> Iterable[bytes]:
-    """Paths relative to ``root`` (bytes, '/'-separated) of the image files below it."""
-    extensions = {os.fsencode(e) for e in IMAGE_EXTENSIONS}
+def walk_files(root: bytes, extensions: Iterable[str]) -> list[bytes]:
+    """Paths relative to ``root`` (bytes, '/'-separated) of the files below it with one of
+    ``extensions`` (lower-case, with the dot; matched case-insensitively), sorted folder by folder.
+    A broken link is listed (to be reported unreadable), not left out in silence; FIFOs and the like are."""
+    wanted = {os.fsencode(e) for e in extensions}
+    found = []
     for folder, _, files in os.walk(root):
         rel_folder = os.path.relpath(folder, root)
         prefix = b"" if rel_folder == b"." else rel_folder + b"/"
         for name in files:
             path = os.path.join(folder, name)
-            # A broken link is listed (and reported unreadable), not left out in silence; FIFOs and the like are.
-            if os.path.splitext(name)[1].lower() in extensions and (os.path.isfile(path) or os.path.islink(path)):
-                yield prefix + name
+            if os.path.splitext(name)[1].lower() in wanted and (os.path.isfile(path) or os.path.islink(path)):
+                found.append(prefix + name)
+    return sorted(found, key=lambda rel: rel.split(b"/"))
 
 
 class ImageFileDataset:

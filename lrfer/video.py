@@ -44,12 +44,13 @@ def iter_video_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Pat
     >>> iter_video_files(["examples"])
     []
     """
+    from lrfer.io import walk_files  # lrfer.io imports this module
+
     found: list[tuple[Path, Path]] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            names = sorted((Path(folder, name).relative_to(p) for folder, _, files in os.walk(p)
-                            for name in files if is_video_file(name)), key=lambda rel: rel.parts)
+            names = [Path(os.fsdecode(rel)) for rel in walk_files(os.fsencode(p), VIDEO_EXTENSIONS)]
             found.extend((p / rel, rel) for rel in names if (p / rel).is_file())
         elif p.is_file() and is_video_file(p):
             found.append((p, Path(p.name)))

@@ -90,9 +90,10 @@ REFUSED_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
 RESERVED_COLUMNS = ROW_PREFIX + VIDEO_COLUMNS
 #: safetensors metadata key holding the JSON manifest entry (without file/sha256).
 SPEC_METADATA_KEY = "lrfer_spec"
-#: Metadata key of the sha256 of a weights file's tensor bytes (everything after the header), written
-#: by :func:`save_weights`: a file loaded by path, which no manifest describes, still has its bytes checked.
-DATA_SHA_METADATA_KEY = "lrfer_data_sha256"
+#: Metadata key of a weights file's own sha256, written by :func:`save_weights`: the hash of the file
+#: as it is without this key (header with sorted keys, then the tensor bytes), so a file loaded by path,
+#: which no manifest describes, still has its header (classes, normalisation, temperature) and tensors checked.
+CONTENT_SHA_METADATA_KEY = "lrfer_sha256"
 #: File name of the manifest entry inside a local weights directory or a Hub repo.
 CONFIG_FILENAME = "lrfer_config.json"
 HF_PREFIX = "hf://"
@@ -133,6 +134,10 @@ class ChecksumError(ValueError):
 
 class UnsupportedFormatError(ValueError):
     """A weights file that is not ``.safetensors`` (pickle checkpoints are never loaded)."""
+
+
+class HubDownloadError(ConnectionError):
+    """A Hub download broke off (a dropped connection, a short read)."""
 
 
 class NotCachedError(FileNotFoundError):
@@ -281,7 +286,7 @@ class ModelSpec:
             check("temperature", is_finite(entry["temperature"]) and entry["temperature"] > 0, "a positive finite number")
         if "seed" in entry:
             check("seed", entry["seed"] is None or is_int(entry["seed"]), "an int")
-        check("file", entry["file"].endswith(WEIGHTS_SUFFIX) and "/" not in entry["file"]
+        check("file", entry["file"].lower().endswith(WEIGHTS_SUFFIX) and "/" not in entry["file"]
               and "\\" not in entry["file"], f"a plain '*{WEIGHTS_SUFFIX}' file name")
         lic = entry["license"]
         check("license", set(lic) == {"code", "weights", "data"} and all(isinstance(v, str) for v in lic.values()),
@@ -479,8 +484,8 @@ def get_spec(name: str) -> ModelSpec:
     'gmenet'
     """
     manifest = load_manifest()
-    if name in manifest.models:
-        return manifest.models[name]
+    if name.strip().lower() in manifest.models:  # names are lowercase (parse_name's grammar)
+        return manifest.models[name.strip().lower()]
     try:
         parsed: ParsedName | None = parse_name(name)
     except ValueError:
@@ -509,9 +514,26 @@ def _unavailable_message(name: str, parsed: ParsedName, manifest: Manifest) -> s
     # A bundled variant has a recipe of its own name (lrfer.train.recipes.ZOO_RECIPES): --recipe keeps
     # the variant (gmenet-small) that --arch alone would lose.
     how = f"--recipe {fer}" if fer in manifest.models else f"--arch {arch} --resolution {parsed.resolution}"
+    problem = None if fer in manifest.models else _no_recipe(arch, parsed.resolution)
+    if problem is not None:
+        return (f"no weights for {name!r}: {item['reason']} {alternative} No training recipe makes it either "
+                f"({problem}); see `lrfer train --help`.")
     return (f"no weights for {name!r}: {item['reason']} {alternative} To use RAF-DB, train on your own copy "
             f"and load the .safetensors file it writes:\n  lrfer train {how} --data {item['data_example']} "
             f"--out {name}{WEIGHTS_SUFFIX}")
+
+
+def _no_recipe(arch: str, resolution: int) -> str | None:
+    """Why ``lrfer train --arch ARCH --resolution RES`` would be refused, or None."""
+    try:
+        from lrfer.train.recipes import check_recipe, recipe_for
+    except ImportError:  # an install without the training code: nothing to check against
+        return None
+    try:
+        check_recipe(recipe_for(arch, resolution))
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 # -------------------------------------------------------------------------------------------- hashing
@@ -528,23 +550,42 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def safetensors_sha256s(path: str | os.PathLike[str]) -> tuple[str, str]:
-    """Hex sha256 of a safetensors file and of its tensor bytes (the file after its 8-byte length and
-    JSON header), in one read."""
-    whole, data = hashlib.sha256(), hashlib.sha256()
+class FileHashes(NamedTuple):
+    """:func:`safetensors_sha256s`: the file's sha256, and the content sha256 its header records
+    (:data:`CONTENT_SHA_METADATA_KEY`) with the one recomputed, both ``None`` without that key."""
+
+    whole: str
+    recorded: str | None
+    content: str | None
+
+
+def safetensors_sha256s(path: str | os.PathLike[str]) -> FileHashes:
+    """Hex sha256 of a safetensors file and, when its header records one, of its content (the file as
+    :func:`save_weights` writes it without :data:`CONTENT_SHA_METADATA_KEY`), in one read."""
+    whole = hashlib.sha256()
     with open(path, "rb") as handle:
         length = handle.read(8)
-        whole.update(length)
-        whole.update(handle.read(int.from_bytes(length, "little")))
+        header_bytes = handle.read(int.from_bytes(length, "little"))
+        whole.update(length + header_bytes)
+        recorded, content = _recorded_content_sha(header_bytes)
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             whole.update(chunk)
-            data.update(chunk)
-    return whole.hexdigest(), data.hexdigest()
+            if content is not None:
+                content.update(chunk)
+    return FileHashes(whole.hexdigest(), recorded, None if content is None else content.hexdigest())
 
 
-def data_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a safetensors file's tensor bytes (:func:`safetensors_sha256s`)."""
-    return safetensors_sha256s(path)[1]
+def _recorded_content_sha(header_bytes: bytes) -> tuple[str | None, "hashlib._Hash | None"]:
+    """The content sha256 a header records, and a hash fed with the header's bytes as written without
+    it (to be fed the tensor bytes); ``(None, None)`` for a header without one or that does not parse."""
+    try:
+        header = json.loads(header_bytes)
+        recorded = header["__metadata__"].pop(CONTENT_SHA_METADATA_KEY)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None, None
+    if not isinstance(recorded, str):
+        return None, None
+    return recorded, hashlib.sha256(_join_safetensors(header, b""))
 
 
 def _verify(path: Path, expected: str, *, cached: bool, what: str) -> None:
@@ -554,23 +595,29 @@ def _verify(path: Path, expected: str, *, cached: bool, what: str) -> None:
         logger.debug("sha256 ok for %s (%s)", path, actual)
         return
     message = f"sha256 mismatch for {what} ({path}): expected {expected}, got {actual}."
-    if cached:
-        _remove_cached(path)
+    if cached and _remove_cached(path):
         message += " The corrupted cached copy was deleted; re-run to download it again."
+    elif cached:
+        message += " The corrupted cached copy could not be deleted (a read-only cache?): delete it by hand."
     else:
         message += " The file was modified or is not the one the spec describes; restore or re-export it."
     raise ChecksumError(message)
 
 
-def _remove_cached(path: Path) -> None:
-    """Delete a Hub-cache snapshot entry and the blob it links to."""
+def _remove_cached(path: Path) -> bool:
+    """Delete a Hub-cache snapshot entry and the blob it links to; False if one could not be deleted."""
     blob = path.resolve()
+    removed = True
     for target in (path, blob):
         try:
             target.unlink()
             logger.warning("deleted bad cached file %s", target)
         except FileNotFoundError:
             pass
+        except OSError as err:
+            logger.warning("could not delete bad cached file %s: %s", target, err)
+            removed = False
+    return removed
 
 
 # ------------------------------------------------------------------------------------------- resolving
@@ -595,7 +642,7 @@ def _offline() -> bool:
 def _hub_download(repo_id: str, filename: str, revision: str, cache_dir: str | None, label: str) -> Path:
     """``hf_hub_download`` with a clear error when offline and not cached."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.utils import LocalEntryNotFoundError  # also there before huggingface_hub 0.25
 
     offline = _offline()
     try:
@@ -609,6 +656,11 @@ def _hub_download(repo_id: str, filename: str, revision: str, cache_dir: str | N
             f"`lrfer download {label}` on a connected machine and copy its cache here (point ${CACHE_ENV} "
             f"at the copy), or {remedy}."
         ) from None
+    except (OSError, ValueError):
+        raise
+    except Exception as err:  # the HTTP client's own errors (a connection dropped mid-file): not OSErrors
+        raise HubDownloadError(f"downloading {filename} of {label} ({repo_id}@{revision}) failed: {err}. "
+                               "Run the command again: the download resumes.") from err
     return Path(path)
 
 
@@ -658,34 +710,32 @@ def _manifest_entry(text: str, where: str) -> dict[str, Any]:
 
 
 def _resolve_local_file(path: Path) -> tuple[ModelSpec, Path]:
-    """A weights file loaded by path: its tensor bytes checked against the sha256 that :func:`save_weights`
-    wrote into its header; a file without one (written before) against the manifest entry of its file name."""
+    """A weights file loaded by path: checked against the sha256 that :func:`save_weights` recorded in
+    its header; a file without one (written otherwise) against the manifest entry of its file name or,
+    failing that, of the model name in its metadata, if any."""
     _check_suffix(path)
-    actual, actual_data = safetensors_sha256s(path)
-    logger.info("%s sha256 %s", path, actual)
-    known = next((m for m in load_manifest().models.values() if m.file == path.name), None)
+    hashes = safetensors_sha256s(path)
+    logger.info("%s sha256 %s", path, hashes.whole)
+    by_file = next((m for m in load_manifest().models.values() if m.file == path.name), None)
     try:
         metadata = _read_metadata(path)
     except ChecksumError as err:
-        hint = f"; re-download it with `lrfer download {known.name}`" if known is not None else ""
+        hint = f"; re-download it with `lrfer download {by_file.name}`" if by_file is not None else ""
         raise ChecksumError(f"{err}{hint}") from None
-    _verify_embedded_data_sha(path, metadata.get(DATA_SHA_METADATA_KEY), actual_data, known, actual)
+    if hashes.recorded is not None and hashes.content != hashes.recorded:
+        raise ChecksumError(f"sha256 mismatch for {path}: its header records {hashes.recorded}, its content hashes "
+                            f"to {hashes.content}. The file was modified or damaged; copy or export it again.")
     entry = _read_embedded_entry(path, metadata)
+    known = by_file or load_manifest().models.get(str(entry.get("name")))
+    if hashes.recorded is None and known is not None and known.sha256 != hashes.whole:
+        raise ChecksumError(f"sha256 mismatch for {path}: the manifest's {known.name!r} expects {known.sha256}, "
+                            f"got {hashes.whole}. The file was modified: re-download it with `lrfer download "
+                            f"{known.name}`, or, if it is a model of your own, write it with "
+                            "lrfer.zoo.save_weights (which records its sha256) under a name of its own.")
     for key in ("file", "sha256"):
         entry.pop(key, None)
-    entry.update(file=path.name, sha256=actual, source={"kind": "local", "path": str(path)})
+    entry.update(file=path.name, sha256=hashes.whole, source={"kind": "local", "path": str(path)})
     return ModelSpec.from_dict(entry, where=f"{path} metadata"), path
-
-
-def _verify_embedded_data_sha(path: Path, expected_data: str | None, actual_data: str, known: ModelSpec | None,
-                              actual: str) -> None:
-    if expected_data is not None:
-        if actual_data != expected_data:
-            raise ChecksumError(f"sha256 mismatch for the tensors of {path}: its header expects {expected_data}, got "
-                                f"{actual_data}. The file was modified or damaged; copy or export it again.")
-    elif known is not None and known.sha256 != actual:
-        raise ChecksumError(f"sha256 mismatch for {path}: the manifest's {known.name!r} expects {known.sha256}, "
-                            f"got {actual}. The file was modified; re-download it with `lrfer download {known.name}`.")
 
 
 def _resolve_local_dir(folder: Path) -> tuple[ModelSpec, Path]:
@@ -700,6 +750,7 @@ def _resolve_local_dir(folder: Path) -> tuple[ModelSpec, Path]:
     if not weights.is_file():
         raise FileNotFoundError(f"{config} names {spec.file!r} but {weights} does not exist")
     _verify(weights, spec.sha256, cached=False, what=spec.name)
+    _read_metadata(weights)
     return spec, weights
 
 
@@ -713,10 +764,14 @@ def _resolve_hf_uri(uri: str, cache_dir: str | None) -> tuple[ModelSpec, Path]:
                        uri, repo_id)
     config = _hub_download(repo_id, CONFIG_FILENAME, revision, cache_dir, uri)
     commit = config.parent.name if _COMMIT_RE.match(config.parent.name) else revision  # snapshots/<commit>/
-    entry = _read_config(config)
-    entry["source"] = {"kind": "hub", "repo_id": repo_id, "revision": commit}
-    spec = ModelSpec.from_dict(entry, where=f"{uri} {CONFIG_FILENAME}")
-    return spec, _fetch(spec, cache_dir, label=uri)
+    try:
+        entry = _read_config(config)
+        entry["source"] = {"kind": "hub", "repo_id": repo_id, "revision": commit}
+        spec = ModelSpec.from_dict(entry, where=f"{uri} {CONFIG_FILENAME}")
+        return spec, _fetch(spec, cache_dir, label=uri)
+    except (ManifestError, ChecksumError):
+        _remove_cached(config)  # a damaged cached config is fetched again next time, with the weights
+        raise
 
 
 def _fetch(spec: ModelSpec, cache_dir: str | None, label: str | None = None) -> Path:
@@ -728,15 +783,15 @@ def _fetch(spec: ModelSpec, cache_dir: str | None, label: str | None = None) -> 
             raise FileNotFoundError(f"bundled weights {path} for {spec.name!r} are missing; reinstall lrfer "
                                     "(the wheel ships lrfer/weights/*.safetensors)")
         _verify(path, spec.sha256, cached=False, what=spec.name)
-        return path
-    if kind == "hub":
+    elif kind == "hub":
         repo_id, revision = spec.source["repo_id"], spec.source["revision"]
         path = _hub_download(repo_id, spec.file, revision, cache_dir, label or spec.name)
         _verify(path, spec.sha256, cached=True, what=f"{spec.name} ({repo_id}@{revision}/{spec.file})")
-        return path
-    path = Path(spec.source["path"])
-    path = path / spec.file if path.is_dir() else path
-    _verify(path, spec.sha256, cached=False, what=spec.name)
+    else:
+        path = Path(spec.source["path"])
+        path = path / spec.file if path.is_dir() else path
+        _verify(path, spec.sha256, cached=False, what=spec.name)
+    _read_metadata(path)  # the sha256 it was given is no proof that it is safetensors
     return path
 
 
@@ -755,7 +810,7 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -
     if isinstance(spec, ModelSpec):
         return spec, _fetch(spec, cache)
     if isinstance(spec, str) and spec.startswith(TIMM_HF_PREFIX):
-        spec = HF_PREFIX + spec[len(TIMM_HF_PREFIX):]
+        spec = HF_PREFIX + spec[len(TIMM_HF_PREFIX):].removeprefix("//")  # hf-hub://org/repo: a common slip
     if isinstance(spec, str) and spec.startswith(HF_PREFIX):
         return _resolve_hf_uri(spec, cache)
     path = Path(spec)
@@ -774,9 +829,12 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -
 def _missing_path_message(path: Path) -> str:
     """What a weight spec that is not on disk may have meant (``org/repo`` is a Hub id written as a path)."""
     text = path.as_posix()
-    if _HF_RE.match(HF_PREFIX + text) and not path.suffix and not path.is_absolute():
-        return (f"{text} is not a local file or folder; for the Hugging Face Hub repo {text!r} use "
-                f"'{HF_PREFIX}{text}@<40-hex commit>' (or '{HF_PREFIX}{text}' for its main branch)")
+    match = _HF_RE.match(HF_PREFIX + text)
+    if match and not path.suffix and not path.is_absolute():
+        repo = match["repo"]
+        pinned = f"'{HF_PREFIX}{text}'" if match["rev"] else f"'{HF_PREFIX}{repo}@<40-hex commit>'"
+        return (f"{text} is not a local file or folder; for the Hugging Face Hub repo {repo!r} use "
+                f"{pinned} (or '{HF_PREFIX}{repo}' for its main branch)")
     return f"{path} does not exist (a .safetensors file or a folder with {CONFIG_FILENAME} was expected)"
 
 
@@ -862,15 +920,28 @@ def save_weights(state_dict: Mapping[str, "torch.Tensor"], path: str | os.PathLi
         tensor = tensor.detach().to("cpu")
         tensors[key] = (tensor.to(torch.float16) if tensor.is_floating_point() else tensor).clone().contiguous()
     target.parent.mkdir(parents=True, exist_ok=True)
-    header, data = _split_safetensors(save(tensors, metadata={SPEC_METADATA_KEY: json.dumps(meta, sort_keys=True),
-                                                                "format": "pt"}))
-    # The tensor bytes do not depend on the header, so their hash can go into it.
-    header["__metadata__"][DATA_SHA_METADATA_KEY] = hashlib.sha256(data).hexdigest()
-    blob = _join_safetensors(header, data)
+    blob = sealed(save(tensors, metadata={SPEC_METADATA_KEY: json.dumps(meta, sort_keys=True), "format": "pt"}))
     target.write_bytes(blob)
     digest = hashlib.sha256(blob).hexdigest()
     logger.info("wrote %s (sha256 %s)", target, digest)
     return digest
+
+
+def sealed(blob: bytes) -> bytes:
+    """A safetensors file's bytes with its header's keys sorted and its content sha256 recorded in its
+    metadata (:data:`CONTENT_SHA_METADATA_KEY`, replacing any there): what :func:`save_weights` writes.
+
+    >>> import torch
+    >>> header, data = _split_safetensors(sealed(safetensors_bytes({"a": torch.zeros(2)})))
+    >>> recorded = header["__metadata__"].pop(CONTENT_SHA_METADATA_KEY)
+    >>> recorded == hashlib.sha256(_join_safetensors(header, data)).hexdigest()
+    True
+    """
+    header, data = _split_safetensors(blob)
+    metadata = header.setdefault("__metadata__", {})
+    metadata.pop(CONTENT_SHA_METADATA_KEY, None)
+    metadata[CONTENT_SHA_METADATA_KEY] = hashlib.sha256(_join_safetensors(header, data)).hexdigest()
+    return _join_safetensors(header, data)
 
 
 def safetensors_bytes(tensors: Mapping[str, "torch.Tensor"], metadata: Mapping[str, str] | None = None) -> bytes:

@@ -36,6 +36,7 @@ class FakeHub:
     def __init__(self) -> None:
         self.files: dict[str, dict[str, bytes]] = {}
         self.requests: list[tuple[str, str]] = []
+        self.cut_short: set[str] = set()  # file names whose body stops half way (the connection drops)
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         hub = self
@@ -64,7 +65,7 @@ class FakeHub:
                 self.send_header("Content-Type", "application/octet-stream")
                 self.end_headers()
                 if body:
-                    self.wfile.write(data)
+                    self.wfile.write(data[: len(data) // 2] if filename in hub.cut_short else data)
 
             def do_HEAD(self) -> None:  # noqa: N802 (http.server API)
                 self._answer(body=False)
@@ -180,6 +181,8 @@ def test_hub_id_without_prefix_points_to_it(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=f"use 'hf://{REPO_ID}@<40-hex commit>'"):
         zoo.resolve(REPO_ID)
+    with pytest.raises(FileNotFoundError, match=f"use 'hf://{REPO_ID}@{COMMIT}' \\(or 'hf://{REPO_ID}' for"):
+        zoo.resolve(f"{REPO_ID}@{COMMIT}")
     with pytest.raises(FileNotFoundError, match="nope.safetensors does not exist"):
         zoo.resolve(str(tmp_path / "nope.safetensors"))
     with pytest.raises(FileNotFoundError, match="does not exist .*a folder with lrfer_config.json"):
@@ -349,3 +352,70 @@ def test_cli_download_errors(hub: FakeHub, caplog: pytest.LogCaptureFixture,
     assert main(["download", "gmenet-fer2013-16p"]) == 1
     assert "did you mean 'gmenet-fer2013-16px'" in caplog.text
     assert capsys.readouterr().out == "" and hub.requests == []
+
+
+def test_hub_id_with_a_doubled_slash_after_timm_prefix(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module]) -> None:
+    data, digest, _ = weights
+    publish(hub, data, digest)
+    assert zoo.resolve(f"hf-hub://{REPO_ID}@{COMMIT}") == zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
+
+
+def test_download_cut_off_is_a_clear_error(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                           monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A connection that drops mid-file raises the HTTP client's own error (not an OSError): it becomes a
+    HubDownloadError (a ConnectionError), which the CLI reports in one line."""
+    from lrfer.cli import main
+
+    data, digest, original = weights
+    publish(hub, data, digest)
+    hub.cut_short.add(WEIGHTS)
+    monkeypatch.setattr("time.sleep", lambda seconds: None)  # huggingface_hub's back-off between retries
+    with pytest.raises(zoo.HubDownloadError, match=f"downloading {WEIGHTS} of hf://{REPO_ID}.*again"):
+        zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
+    assert main(["download", f"hf://{REPO_ID}@{COMMIT}"]) == 1
+    assert "download resumes" in caplog.text
+    hub.cut_short.clear()
+    check_model(zoo.load_model(f"hf://{REPO_ID}@{COMMIT}"), original)
+
+
+def test_config_with_a_wrong_sha_is_dropped_from_the_cache(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                                           tmp_path: Path) -> None:
+    """The weights do not match the sha256 of the cached lrfer_config.json: both go, so a fixed config
+    is fetched on the next run (before, the bad config stayed and every run deleted good weights)."""
+    data, digest, original = weights
+    publish(hub, data, "f" * 64)
+    with pytest.raises(zoo.ChecksumError, match="f" * 64):
+        zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
+    assert not list((tmp_path / "cache").rglob(f"snapshots/*/{zoo.CONFIG_FILENAME}"))
+    publish(hub, data, digest)
+    check_model(zoo.load_model(f"hf://{REPO_ID}@{COMMIT}"), original)
+
+
+def test_hub_file_that_is_not_safetensors_is_refused(hub: FakeHub) -> None:
+    """The config's sha256 matches, but the file is no safetensors (e.g. a pickle renamed): refused at
+    download, before anything reads it as weights."""
+    from lrfer.cli import main
+
+    blob = b"\x80\x04\x95" + bytes(200)  # the start of a pickle
+    publish(hub, blob, hashlib.sha256(blob).hexdigest())
+    with pytest.raises(zoo.ChecksumError, match="not a readable safetensors file"):
+        zoo.download(f"hf://{REPO_ID}@{COMMIT}")
+    assert main(["info", f"hf://{REPO_ID}@{COMMIT}"]) == 1
+
+
+def test_bad_cached_file_that_cannot_be_deleted_says_so(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                                        hub_manifest: Callable[[str], None],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    data, digest, _ = weights
+    publish(hub, data, digest)
+    hub_manifest(digest)
+    blob = zoo.download(NAME).resolve()
+    blob.chmod(0o644)
+    blob.write_bytes(data[:-1] + b"?")
+
+    def read_only(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(zoo.ChecksumError, match="could not be deleted .*by hand"):
+        zoo.load_model(NAME)

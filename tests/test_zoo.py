@@ -373,14 +373,14 @@ def test_save_weights_refuses_entries_the_pipeline_cannot_serve(tmp_path: Path, 
 
 def test_a_config_typo_in_a_loaded_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "mine.safetensors"
-    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry())
+    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry(name="baseline-mine-16px", dataset="mine"))
     with safe_open(str(path), framework="pt") as handle:
         metadata = dict(handle.metadata())
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     spec = json.loads(metadata[zoo.SPEC_METADATA_KEY])
     spec["config"]["widht"] = 8  # written by other means than save_weights
     metadata[zoo.SPEC_METADATA_KEY] = json.dumps(spec)
-    del metadata[zoo.DATA_SHA_METADATA_KEY]
+    del metadata[zoo.CONTENT_SHA_METADATA_KEY]
     save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(zoo.ManifestError, match="'widht'"):
         zoo.load_model(path)
@@ -468,11 +468,11 @@ def test_tampered_bundled_weights(tmp_path: Path, use_manifest: Callable[..., Pa
         zoo.load_model("baseline-fer2013-16px")
 
 
-def save_without_data_sha(path: Path) -> None:
-    """A weights file as save_weights wrote them before the tensor-bytes sha256 (the bundled files)."""
-    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry())
+def save_without_data_sha(path: Path, **overrides: Any) -> None:
+    """A weights file without the content sha256 in its header (written by other means than save_weights)."""
+    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry(**overrides))
     with safe_open(str(path), framework="pt") as handle:
-        metadata = {k: v for k, v in handle.metadata().items() if k != zoo.DATA_SHA_METADATA_KEY}
+        metadata = {k: v for k, v in handle.metadata().items() if k != zoo.CONTENT_SHA_METADATA_KEY}
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     save_file(tensors, str(path), metadata=metadata)
 
@@ -483,7 +483,6 @@ def test_local_copy_of_manifest_file_without_data_sha_is_compared(tmp_path: Path
     save_without_data_sha(path)
     with pytest.raises(zoo.ChecksumError, match="f" * 64):
         zoo.resolve(path)
-    zoo.resolve(path.rename(tmp_path / "mine.safetensors"))  # under its own name: nothing to compare with
 
 
 def test_retrained_file_named_like_a_manifest_file_loads(tmp_path: Path, use_manifest: Callable[..., Path]) -> None:
@@ -494,11 +493,53 @@ def test_retrained_file_named_like_a_manifest_file_loads(tmp_path: Path, use_man
     assert resolved == path and spec.sha256 == digest and spec.source["kind"] == "local"
 
 
-def test_save_weights_embeds_the_tensor_bytes_sha(tmp_path: Path) -> None:
+def test_save_weights_records_the_content_sha(tmp_path: Path) -> None:
     path = tmp_path / "mine.safetensors"
     zoo.save_weights(tiny_model().state_dict(), path, tiny_entry())
+    hashes = zoo.safetensors_sha256s(path)
     with safe_open(str(path), framework="pt") as handle:
-        assert handle.metadata()[zoo.DATA_SHA_METADATA_KEY] == zoo.data_sha256(path)
+        assert handle.metadata()[zoo.CONTENT_SHA_METADATA_KEY] == hashes.recorded == hashes.content
+    assert hashes.whole == zoo.sha256_file(path)
+
+
+def test_edited_header_of_a_local_file_is_a_checksum_error(tmp_path: Path) -> None:
+    """Swapping two class names in the header (the tensors untouched) would mislabel every face."""
+    path = tmp_path / "mine.safetensors"
+    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry())
+    header, data = zoo._split_safetensors(path.read_bytes())
+    spec = json.loads(header["__metadata__"][zoo.SPEC_METADATA_KEY])
+    spec["classes"][0], spec["classes"][3] = spec["classes"][3], spec["classes"][0]
+    header["__metadata__"][zoo.SPEC_METADATA_KEY] = json.dumps(spec, sort_keys=True)
+    path.write_bytes(zoo._join_safetensors(header, data))
+    with pytest.raises(zoo.ChecksumError, match="its header records"):
+        zoo.load_model(path)
+
+
+def test_every_bundled_file_records_its_content_sha() -> None:
+    for spec in zoo.load_manifest().models.values():
+        hashes = zoo.safetensors_sha256s(zoo.WEIGHTS_DIR / spec.file)
+        assert hashes.recorded is not None and hashes.recorded == hashes.content, spec.name
+        assert hashes.whole == spec.sha256, spec.name
+
+
+def test_damaged_renamed_copy_of_a_bundled_file_is_a_checksum_error(tmp_path: Path) -> None:
+    path = tmp_path / "renamed.safetensors"
+    data = bytearray((zoo.WEIGHTS_DIR / zoo.get_spec("gmenet-fer2013-16px").file).read_bytes())
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(zoo.ChecksumError):
+        zoo.load_model(path)
+
+
+def test_file_without_content_sha_is_compared_by_its_model_name(tmp_path: Path,
+                                                                 use_manifest: Callable[..., Path]) -> None:
+    use_manifest([tiny_entry(sha256="f" * 64)])
+    path = tmp_path / "renamed.safetensors"
+    save_without_data_sha(path)  # its metadata names baseline-fer2013-16px, a manifest model
+    with pytest.raises(zoo.ChecksumError, match="f" * 64):
+        zoo.resolve(path)
+    save_without_data_sha(path, name="baseline-mine-16px", dataset="mine")
+    assert zoo.resolve(path)[0].name == "baseline-mine-16px"  # no manifest model of that name
 
 
 def test_damaged_local_file_is_a_checksum_error(tmp_path: Path) -> None:
@@ -507,7 +548,7 @@ def test_damaged_local_file_is_a_checksum_error(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-3] ^= 0x01  # one bit of a tensor: the header still parses
     path.write_bytes(bytes(data))
-    with pytest.raises(zoo.ChecksumError, match="tensors of .*mine.safetensors"):
+    with pytest.raises(zoo.ChecksumError, match="mine.safetensors: its header records"):
         zoo.load_model(path)
 
 
@@ -578,9 +619,9 @@ def test_resolution_errors_name_the_problem(tmp_path: Path, use_manifest: Callab
     """Each way a weight spec can fail to resolve says what is wrong and what to do."""
     use_manifest([tiny_entry("gmenet-fer2013-16px", arch="gmenet", config={})])
     with pytest.raises(zoo.DatasetUnavailableError) as err:
-        zoo.get_spec("manet-raf-16px")  # RAF-DB, and no FER2013 MA-Net at 16 px either
-    assert "No FER2013 equivalent 'manet-fer2013-16px' is in the manifest; FER2013 models: gmenet-fer2013-16px." in str(err.value)
-    assert "lrfer train --arch manet" in str(err.value)
+        zoo.get_spec("gmenet-raf-20px")  # RAF-DB, and no FER2013 GME-Net at 20 px either
+    assert "No FER2013 equivalent 'gmenet-fer2013-20px' is in the manifest; FER2013 models: gmenet-fer2013-16px." in str(err.value)
+    assert "lrfer train --arch gmenet --resolution 20" in str(err.value)
     with pytest.raises(FileNotFoundError, match="bundled weights .*gmenet-fer2013-16px.safetensors.* reinstall lrfer"):
         zoo.resolve("gmenet-fer2013-16px")  # in the manifest, not in the (temporary) wheel folder
     folder, _ = make_dir(tmp_path / "mymodel")
@@ -609,3 +650,24 @@ def test_save_weights_is_byte_reproducible(tmp_path: Path) -> None:
     assert len(digests) == 1
     with safe_open(str(tmp_path / "run0.safetensors"), framework="pt") as handle:
         assert set(handle.keys()) == set(tiny_model().state_dict())
+
+
+@pytest.mark.parametrize("typed", ["GMENET-FER2013-16PX", " gmenet-fer2013-16px", "gmenet-fer2013-16px\n"])
+def test_model_names_ignore_case_and_surrounding_space(typed: str) -> None:
+    assert zoo.get_spec(typed).name == "gmenet-fer2013-16px"
+    assert zoo.resolve(typed)[0].name == "gmenet-fer2013-16px"
+
+
+def test_upper_case_suffix_loads(tmp_path: Path) -> None:
+    path = tmp_path / "MINE.SAFETENSORS"
+    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry())
+    assert zoo.load_model(path).pretrained_cfg.file == "MINE.SAFETENSORS"
+
+
+@pytest.mark.parametrize("name, why", [("resnet18-raf-16px", "resnet18 runs at 48 px only"),
+                                       ("gmenet-raf-64px", "resolution must be 1..48"),
+                                       ("foo-raf-16px", "no recipe for architecture 'foo'")])
+def test_raf_name_without_a_recipe_suggests_no_failing_command(name: str, why: str) -> None:
+    with pytest.raises(zoo.DatasetUnavailableError) as err:
+        zoo.get_spec(name)
+    assert why in str(err.value) and "lrfer train --arch" not in str(err.value)

@@ -70,7 +70,10 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"cannot read image {str(p)!r}: {err.strerror or err}") from None
     if data.size == 0:
         raise ValueError(f"cannot read image: empty file {str(p)!r}")
-    img = _decode_cv2(data)
+    try:
+        img = _decode_cv2(data)
+    except ValueError as err:
+        raise ValueError(f"cannot read image {str(p)!r}: {err}") from None
     if img is None:
         img = _decode_pil(p)
     if img is None:
@@ -84,7 +87,10 @@ def _decode_cv2(data: np.ndarray) -> np.ndarray | None:
     # Decoded straight to RGB where OpenCV can (4.11+); else BGR turned by cvtColor (a numpy channel
     # flip copy took 9 ms for a 1920 px photo, as long as the decoding). Both apply EXIF orientation.
     rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR if rgb_flag is None else rgb_flag)
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR if rgb_flag is None else rgb_flag)
+    except cv2.error as err:  # e.g. a header claiming more pixels than OpenCV's limit (2**30)
+        raise ValueError(f"OpenCV refused to decode it ({err.err or err})") from None
     if img is None or img.size == 0:
         return None
     return img if rgb_flag is not None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
@@ -97,9 +103,18 @@ def _decode_pil(path: Path) -> np.ndarray | None:
         return None
     try:
         with Image.open(path) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+            if im.mode in PIL_WIDE_MODES:  # e.g. a float TIFF, which .convert("RGB") would clip to black
+                return _pil_to_array(im, f"file {str(path)!r} (mode {im.mode})")
+            return _pil_to_array(ImageOps.exif_transpose(im))
+    except ValueError:
+        raise
     except Exception:  # noqa: BLE001 - any decoder failure means "unreadable"
         return None
+
+
+#: The largest image, in pixels, that lrfer takes (Pillow's decompression-bomb limit): a 389 KB PNG can
+#: hold 20000x20000 black pixels, and the pipeline's copies of them would need about 8 GB. None: no limit.
+MAX_IMAGE_PIXELS: int | None = 2 * 89_478_485
 
 
 def validate_array(arr: np.ndarray, what: str | None = None) -> np.ndarray:
@@ -112,6 +127,10 @@ def validate_array(arr: np.ndarray, what: str | None = None) -> np.ndarray:
     (4, 5, 3)
     """
     what = what or describe(arr)
+    if MAX_IMAGE_PIXELS is not None and arr.ndim >= 2 and arr.shape[0] * arr.shape[1] > MAX_IMAGE_PIXELS:
+        raise ValueError(f"image too large ({arr.shape[1]}x{arr.shape[0]} = {arr.shape[0] * arr.shape[1]:,} pixels) "
+                         f"for {what}: the limit is lrfer.io.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,} (as Pillow's "
+                         "decompression-bomb check); tile or shrink it, or raise the limit (None: no limit)")
     if arr.dtype == np.bool_ or arr.dtype != np.uint8:
         raise ValueError(
             f"wrong dtype {arr.dtype} for {what}: images must be uint8 (0..255); "
@@ -190,14 +209,30 @@ def _loaded_module(name: str) -> Any:
     return sys.modules.get(name)
 
 
+def _exif_orientation(im: Any) -> int | None:
+    try:
+        return im.getexif().get(EXIF_ORIENTATION)
+    except Exception:  # noqa: BLE001 - unreadable EXIF: the pixels as stored
+        return None
+
+
+#: The EXIF tag of the orientation (what a camera writes when it stores a rotated photo).
+EXIF_ORIENTATION = 0x0112
 #: PIL modes of 16-bit gray pixels: reduced to 8 bits by their high byte, as OpenCV reads a 16-bit PNG file.
 PIL_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 #: PIL modes of 32-bit integer or float pixels: no one scale to 0..255 is right for them.
 PIL_WIDE_MODES = ("I", "F")
 
 
-def _pil_to_array(im: Any) -> np.ndarray:
-    what = f"PIL image of size {im.size} and mode {im.mode}"
+def _pil_to_array(im: Any, what: str | None = None) -> np.ndarray:
+    """A PIL image's pixels as RGB ``uint8 (H, W, 3)``. One just opened from a file (``im.format`` set)
+    is turned upright by its EXIF orientation first, as a path to the same file is; an image the
+    caller made or transformed (no format) is taken as it is."""
+    what = what or f"PIL image of size {im.size} and mode {im.mode}"
+    if im.format is not None and _exif_orientation(im) not in (None, 1):
+        from PIL import ImageOps
+
+        im = ImageOps.exif_transpose(im)
     if im.size[0] == 0 or im.size[1] == 0:
         raise ValueError(f"empty image (0 size) for {what}")
     if im.mode in PIL_WIDE_MODES:

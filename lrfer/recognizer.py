@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from lrfer.allocator import raise_adaptive_thresholds
 from lrfer.constants import CPU_ACTIVATION_BUDGET, HR_SIZE
 from lrfer.faces import align as alignment
-from lrfer.faces.degrade import to_native
+from lrfer.faces.degrade import downsample, to_native
 from lrfer.faces.detect import detector_name
 from lrfer.io import describe, load_image, to_device_tensors
 from lrfer.results import Face, VideoFrame
@@ -227,28 +227,13 @@ def check_precision(precision: str, device: torch.device) -> None:
 # ------------------------------------------------------------------------------------- crop helpers
 def resize_square(x: torch.Tensor, size: int = HR_SIZE) -> torch.Tensor:
     """Resize float ``(N, 1, H, W)`` 0..1 to ``size x size`` as OpenCV resizes one crop (the list path
-    of :func:`crops_to_gray48`): exact area averaging when shrinking, bicubic when enlarging."""
+    of :func:`crops_to_gray`): exact area averaging when shrinking, bicubic when enlarging."""
     h, w = x.shape[-2:]
     if (h, w) == (size, size):
         return x
     if h >= size and w >= size:
-        return area_weights(h, size, x.dtype) @ x @ area_weights(w, size, x.dtype).T
+        return downsample(x, size, "area")
     return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp_(0, 1)
-
-
-def area_weights(length: int, size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``(size, length)`` weights of an exact area resize (OpenCV's ``INTER_AREA`` when shrinking): each
-    output averages the inputs under its ``length / size`` wide window, edge pixels by the fraction
-    inside. torch's ``area`` mode is adaptive pooling instead, whose windows overlap at ratios that are
-    not whole numbers.
-
-    >>> (area_weights(3, 2, torch.float64) * 3).tolist()
-    [[2.0, 1.0, 0.0], [0.0, 1.0, 2.0]]
-    """
-    edges = torch.arange(size + 1, dtype=torch.float64) * (length / size)
-    pixels = torch.arange(length, dtype=torch.float64)
-    inside = torch.minimum(pixels + 1, edges[1:, None]) - torch.maximum(pixels, edges[:-1, None])
-    return (inside.clamp(min=0) * (size / length)).to(dtype)
 
 
 def _gray_float(arr: np.ndarray, rgb: bool) -> np.ndarray:
@@ -263,11 +248,15 @@ def _gray_float(arr: np.ndarray, rgb: bool) -> np.ndarray:
     return torch.from_numpy(np.require(arr, requirements="CW")).float().div_(255).numpy()  # read-only: copied (torch warns)
 
 
-def _check_crop_array(crops: np.ndarray) -> np.ndarray:
-    """Validate a batched crop array: uint8 ``(N, H, W)``, ``(N, H, W, 1|3|4)``."""
+def _check_crop_array(crops: np.ndarray, batch: bool = True) -> np.ndarray:
+    """Validate a batched crop array: uint8 ``(N, H, W)``, ``(N, H, W, 1|3|4)``. ``batch``: the caller's
+    own array, where ``(H, W, 3|4)`` is one color crop passed without its batch axis, not 3 px wide faces."""
     what = describe(crops)
     if crops.dtype != np.uint8:
         raise ValueError(f"wrong dtype {crops.dtype} for crops ({what}): crops must be uint8 (0..255)")
+    if batch and crops.ndim == 3 and crops.shape[-1] in (3, 4) and min(crops.shape[:2]) > 4:
+        raise ValueError(f"crops of shape {tuple(crops.shape)} look like one {crops.shape[-1]}-channel crop, not "
+                         f"{crops.shape[0]} gray crops {crops.shape[-1]} px wide: pass crops[None] or [crop]")
     if crops.ndim == 4 and crops.shape[-1] == 1:
         crops = crops[..., 0]
     if not (crops.ndim == 3 or (crops.ndim == 4 and crops.shape[-1] in (3, 4))):
@@ -277,47 +266,51 @@ def _check_crop_array(crops: np.ndarray) -> np.ndarray:
     return crops
 
 
-def _crop_to_48(crop: Any, index: int) -> np.ndarray:
-    """One crop (array / PIL / tensor / path) -> float32 ``(48, 48)`` gray, resized with OpenCV."""
+def _crop_to_gray(crop: Any, index: int, size: int) -> np.ndarray:
+    """One crop (array / PIL / tensor / path) -> float32 ``(size, size)`` gray, resized with OpenCV."""
     import cv2
 
     try:
         if isinstance(crop, np.ndarray) and crop.ndim == 2:
-            arr = _check_crop_array(crop[None])[0]
+            arr = _check_crop_array(crop[None], batch=False)[0]
         else:
             arr = load_image(crop)
     except ValueError as e:
         raise ValueError(f"crops[{index}]: {e}") from None
     gray = _gray_float(arr, rgb=arr.ndim == 3)
     h, w = gray.shape
-    if (h, w) == (HR_SIZE, HR_SIZE):
+    if (h, w) == (size, size):
         return gray
-    shrink = h >= HR_SIZE and w >= HR_SIZE
-    out = cv2.resize(gray, (HR_SIZE, HR_SIZE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    shrink = h >= size and w >= size
+    out = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
     return np.clip(out, 0, 1)
 
 
-def crops_to_gray48(crops: np.ndarray | Sequence[Any]) -> torch.Tensor:
-    """Tight face crops of any size -> float ``(N, 1, 48, 48)`` gray in 0..1 (CPU).
+def crops_to_gray(crops: np.ndarray | Sequence[Any], size: int = HR_SIZE) -> torch.Tensor:
+    """Tight face crops of any size -> float ``(N, 1, size, size)`` gray in 0..1 (CPU), ``size`` being
+    48 or a model's native resolution: each crop is resized once, straight to it (exact area when
+    shrinking, bicubic when enlarging), so a crop already at the native size is used as it is.
 
     A ``uint8`` array ``(N, H, W)`` or ``(N, H, W, 3)`` is resized in one batched call
     (:func:`resize_square`), a list of differently sized crops one by one with OpenCV: the same values.
 
-    >>> crops_to_gray48(np.zeros((2, 96, 96), np.uint8)).shape
+    >>> crops_to_gray(np.zeros((2, 96, 96), np.uint8)).shape
     torch.Size([2, 1, 48, 48])
+    >>> crops_to_gray(np.zeros((2, 24, 24), np.uint8), 16).shape
+    torch.Size([2, 1, 16, 16])
     """
     if _is_tensor(crops):
         crops = crops.detach().cpu().numpy()
     if isinstance(crops, np.ndarray):
         arr = _check_crop_array(crops)
         if arr.shape[0] == 0:
-            return torch.zeros(0, 1, HR_SIZE, HR_SIZE)
-        return resize_square(torch.from_numpy(_gray_float(arr, rgb=arr.ndim == 4)).unsqueeze(1))
+            return torch.zeros(0, 1, size, size)
+        return resize_square(torch.from_numpy(_gray_float(arr, rgb=arr.ndim == 4)).unsqueeze(1), size)
     if not isinstance(crops, (list, tuple)):
         raise ValueError(f"crops must be a uint8 array (N, H, W[, 3]) or a list of images; got {describe(crops)}")
     if not crops:
-        return torch.zeros(0, 1, HR_SIZE, HR_SIZE)
-    return torch.from_numpy(np.stack([_crop_to_48(c, i) for i, c in enumerate(crops)])).unsqueeze(1)
+        return torch.zeros(0, 1, size, size)
+    return torch.from_numpy(np.stack([_crop_to_gray(c, i, size) for i, c in enumerate(crops)])).unsqueeze(1)
 
 
 def _is_tensor(obj: Any) -> bool:
@@ -497,12 +490,14 @@ class Recognizer:
         """Probabilities ``(N, len(classes))`` for already-cropped faces (FER2013-like tight framing).
 
         ``crops``: ``uint8`` array ``(N, H, W)`` gray or ``(N, H, W, 3)`` RGB, or a list of crops of
-        any sizes. Each is converted to gray (ITU-R 601), resized to 48x48 and degraded like training.
+        any sizes. Each is converted to gray (ITU-R 601) and resized once, straight to the model's
+        native size (exact area averaging when shrinking, as training degrades its 48 px faces; bicubic
+        when enlarging): a crop already at the native size goes to the network unchanged.
 
         >>> rec.predict_crops(np.zeros((5, 48, 48), np.uint8)).shape  # doctest: +SKIP
         (5, 7)
         """
-        return self.classify(crops_to_gray48(crops), batch_size)
+        return self.classify(crops_to_gray(crops, self.resolution), batch_size)
 
     # -- images -----------------------------------------------------------------------------------
     def predict(self, images: Any, batch_size: int = 256) -> list[Face] | list[list[Face]]:
@@ -602,7 +597,7 @@ class Recognizer:
 
     def _faces_from_crops(self, arrays: list[np.ndarray], batch_size: int) -> list[list[Face]]:
         """``detector=None``: each image is one face; box = the whole image."""
-        probs = self.classify(crops_to_gray48(arrays), batch_size)
+        probs = self.classify(crops_to_gray(arrays, self.resolution), batch_size)
         out = []
         for arr, p in zip(arrays, probs.tolist()):
             h, w = arr.shape[:2]

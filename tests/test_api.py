@@ -141,21 +141,21 @@ def test_predict_crops_list_of_sizes(rec: lrfer.Recognizer) -> None:
 
 
 def test_predict_crops_array_and_list_agree(rec: lrfer.Recognizer) -> None:
-    from lrfer.recognizer import crops_to_gray48
+    from lrfer.recognizer import crops_to_gray
 
     rng = np.random.default_rng(3)
     # identity, integer shrink, shrinks by ratios that are not whole numbers (torch's adaptive pooling
     # differs there), a shrink of one side only, enlarging (bicubic)
     for shape in ((48, 48), (96, 96), (61, 75), (100, 100), (203, 130), (48, 200), (24, 24), (30, 60)):
         crops = rng.integers(0, 256, (3, *shape), dtype=np.uint8)
-        assert (crops_to_gray48(crops) - crops_to_gray48(list(crops))).abs().max() < 1e-5, shape
+        assert (crops_to_gray(crops) - crops_to_gray(list(crops))).abs().max() < 1e-5, shape
         assert np.allclose(rec.predict_crops(crops), rec.predict_crops(list(crops)), atol=1e-4), shape
 
 
 def test_area_weights_are_opencvs_area_resize() -> None:
     import cv2
 
-    from lrfer.recognizer import area_weights
+    from lrfer.faces.degrade import area_weights
 
     image = np.random.default_rng(4).random((75, 61), dtype=np.float32)
     for height, width in ((48, 48), (30, 17), (75, 61), (25, 61)):
@@ -256,12 +256,12 @@ def test_bf16_also_runs_pnet_in_bf16(tiny_path: Path, detector: str) -> None:
     assert pnet_dtype(lrfer.load(tiny_path, device="cpu", detector=detector)) == torch.float32
 
 
-def test_crops_to_gray48_scales_gray_crops_exactly() -> None:
-    from lrfer.recognizer import crops_to_gray48
+def test_crops_to_gray_scales_gray_crops_exactly() -> None:
+    from lrfer.recognizer import crops_to_gray
 
     crops = np.random.default_rng(5).integers(0, 256, (3, 48, 48), dtype=np.uint8)
     flipped = crops[:, ::-1]  # a non-contiguous view
-    out = crops_to_gray48(flipped)
+    out = crops_to_gray(flipped)
     assert out.shape == (3, 1, 48, 48) and out.dtype == torch.float32
     assert np.array_equal(out[:, 0].numpy(), flipped.astype(np.float32) / 255)
     assert np.array_equal(crops, np.random.default_rng(5).integers(0, 256, (3, 48, 48), dtype=np.uint8))  # input untouched
@@ -552,3 +552,33 @@ def test_annotate_takes_gray_and_rgba_images_unmirrored(tmp_path: Path) -> None:
     rgba[..., 0], rgba[..., 3] = 255, 255  # opaque red
     saved = cv2.imread(str(save_annotated(tmp_path / "rgba.png", rgba, [])))
     assert tuple(saved[0, 0]) == (0, 0, 255)  # red, in OpenCV's BGR
+
+
+def test_native_size_crops_go_to_the_network_unchanged(rec: lrfer.Recognizer) -> None:
+    """A 16 px crop for a 16 px model was enlarged to 48 px (bicubic) and shrunk back: 15 % of labels moved
+    on FER2013's faces. It is now the network's input as it is, in both the array and the list path, and
+    with detector=None."""
+    crops = np.random.default_rng(6).integers(0, 256, (5, 16, 16), dtype=np.uint8)
+    direct = rec.predict_tensor(torch.from_numpy(crops).float().div(255).unsqueeze(1)).numpy()
+    assert np.allclose(rec.predict_crops(crops), direct, atol=1e-6)
+    assert np.allclose(rec.predict_crops(list(crops)), direct, atol=1e-6)
+    faces = rec.predict([np.repeat(c[..., None], 3, axis=2) for c in crops])
+    assert np.allclose([list(f[0].probs.values()) for f in faces], direct, atol=1e-5)
+
+
+def test_crops_between_native_and_48_px_are_shrunk_once_by_exact_area(rec: lrfer.Recognizer) -> None:
+    import cv2
+
+    crops = np.random.default_rng(7).integers(0, 256, (4, 24, 24), dtype=np.uint8)
+    native = np.stack([cv2.resize(c.astype(np.float32) / 255, (16, 16), interpolation=cv2.INTER_AREA) for c in crops])
+    direct = rec.predict_tensor(torch.from_numpy(native).unsqueeze(1)).numpy()
+    assert np.allclose(rec.predict_crops(crops), direct, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_one_color_crop_without_batch_axis_is_refused(rec: lrfer.Recognizer, channels: int) -> None:
+    crop = np.zeros((48, 48, channels), np.uint8)
+    with pytest.raises(ValueError, match=f"look like one {channels}-channel crop.*crops\\[None\\]"):
+        rec.predict_crops(crop)
+    assert rec.predict_crops(crop[None]).shape == (1, 7) and rec.predict_crops([crop]).shape == (1, 7)
+    assert rec.predict_crops([np.zeros((48, 3), np.uint8)]).shape == (1, 7)  # a list's 2-D crop is one gray crop

@@ -166,6 +166,24 @@ def test_unreadable_file_is_skipped_with_exit_1(photos: Path, tiny_path: Path, t
     assert "broken.jpg" in caplog.text
 
 
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_file_over_opencvs_pixel_limit_is_skipped_with_exit_1(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture, workers: str) -> None:
+    """A 74-byte PNG claiming 40000x40000 pixels made OpenCV raise cv2.error, which stopped the run with
+    no row written; it is skipped like any unreadable file, in the main thread and in a worker."""
+    from test_io import png_claiming
+
+    bad = tmp_path / "huge.png"
+    bad.write_bytes(png_claiming(40000, 40000))
+    out = tmp_path / "faces.csv"
+    args = ["predict", str(photos / "a.png"), str(bad), "--model", str(tiny_path), "--detector", "none",
+            "--quiet", "--workers", workers, "--out", str(out)]
+    assert main(args) == 1
+    with open(out, newline="") as fh:
+        assert [r["file"] for r in csv.DictReader(fh)] == [str(photos / "a.png")]
+    assert "huge.png" in caplog.text
+
+
 def test_file_that_cannot_be_opened_is_skipped_with_exit_1(photos: Path, tiny_path: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch,
                                                            caplog: pytest.LogCaptureFixture) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,11 +42,23 @@ def test_to_native_is_area_averaging(faces: torch.Tensor) -> None:
     torch.testing.assert_close(out.mean(dim=(2, 3)), faces.mean(dim=(2, 3)))
 
 
-@pytest.mark.parametrize("r", [8, 12, 16, 24, 20, 7])
-def test_area_downsample_equals_interpolate_area(faces: torch.Tensor, r: int) -> None:
-    # whole factors take the avg_pool2d path, the others interpolate's; both are the same operator
+@pytest.mark.parametrize("r", [8, 12, 16, 24])
+def test_area_downsample_by_whole_factors_equals_interpolate_area(faces: torch.Tensor, r: int) -> None:
     expected = torch.nn.functional.interpolate(faces, size=(r, r), mode="area")
     torch.testing.assert_close(downsample(faces, r, "area"), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("size, r", [(48, 20), (48, 7), (24, 16), (16, 12), (24, 9)])
+def test_area_downsample_by_other_ratios_is_exact_area(size: int, r: int) -> None:
+    """OpenCV's INTER_AREA, not torch's "area" (adaptive pooling, whose windows overlap there): the
+    evaluation's 24 px faces for a 16 px model came out 3 points less accurate than the pipeline's."""
+    import cv2
+
+    x = torch.rand(3, 1, size, size, generator=torch.Generator().manual_seed(0))
+    expected = np.stack([cv2.resize(face[0].numpy(), (r, r), interpolation=cv2.INTER_AREA) for face in x])
+    out = downsample(x, r, "area")
+    assert np.abs(out[:, 0].numpy() - expected).max() < 1e-5
+    assert (out - torch.nn.functional.interpolate(x, size=(r, r), mode="area")).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("factor", [2, 3, 4, 6])

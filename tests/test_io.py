@@ -272,3 +272,60 @@ def test_packed_images_go_straight_to_shared_memory_in_a_worker(rgb: np.ndarray,
         items = unpack_images(packed)
         assert [i for i, _ in items] == [0, 1, 2] and items[1][1] == "unreadable"
         assert np.array_equal(items[0][1], rgb) and np.array_equal(items[2][1], rgb[:5])
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A few bytes of PNG whose header claims ``width`` x ``height`` gray pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def test_file_over_opencvs_pixel_limit_is_a_value_error(tmp_path: Path) -> None:
+    """OpenCV raises cv2.error (not None) for a header over its 2**30 pixel limit."""
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_claiming(40000, 40000))
+    with pytest.raises(ValueError, match="huge.png.*OpenCV refused"):
+        read_image_file(path)
+
+
+def test_images_over_max_image_pixels_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lrfer.io
+
+    monkeypatch.setattr(lrfer.io, "MAX_IMAGE_PIXELS", 20 * 20)
+    assert validate_array(np.zeros((20, 20), np.uint8)).shape == (20, 20, 3)
+    with pytest.raises(ValueError, match="image too large \\(21x20 = 420 pixels\\).*MAX_IMAGE_PIXELS = 400"):
+        validate_array(np.zeros((20, 21), np.uint8))
+    save(np.zeros((30, 30, 3), np.uint8), tmp_path / "big.png")
+    with pytest.raises(ValueError, match="too large .*big.png"):
+        load_image(tmp_path / "big.png")
+    monkeypatch.setattr(lrfer.io, "MAX_IMAGE_PIXELS", None)
+    assert load_image(tmp_path / "big.png").shape == (30, 30, 3)
+
+
+def test_pil_image_opened_from_a_rotated_file_is_upright_as_the_path(tmp_path: Path) -> None:
+    Image = pytest.importorskip("PIL.Image")
+    stored = np.random.default_rng(1).integers(0, 256, (20, 40, 3), dtype=np.uint8)
+    pil = Image.fromarray(stored)
+    exif = pil.getexif()
+    exif[0x0112] = 6
+    pil.save(tmp_path / "rot.png", exif=exif)
+    from_path = load_image(tmp_path / "rot.png")
+    assert from_path.shape == (40, 20, 3)
+    with Image.open(tmp_path / "rot.png") as opened:
+        assert np.array_equal(load_image(opened), from_path)
+        assert load_image(opened.copy()).shape == (20, 40, 3)  # the caller's own image: taken as it is
+
+
+def test_32_bit_file_that_only_pillow_reads_is_refused_not_blackened(tmp_path: Path) -> None:
+    Image = pytest.importorskip("PIL.Image")
+    Image.fromarray(np.full((16, 16), 0.5, np.float32), mode="F").save(tmp_path / "float.tif")
+    if cv2.imread(str(tmp_path / "float.tif")) is not None:
+        pytest.skip("this OpenCV decodes float TIFFs itself")
+    with pytest.raises(ValueError, match="float.tif.*mode F.*8-bit"):
+        read_image_file(tmp_path / "float.tif")

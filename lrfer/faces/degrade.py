@@ -28,8 +28,11 @@ def downsample(x: torch.Tensor, size: int, method: str = "area") -> torch.Tensor
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
     if method == "area":
-        if x.shape[-1] == x.shape[-2] and x.shape[-1] % size == 0:
-            return block_mean(x, x.shape[-1] // size)
+        height, width = x.shape[-2:]
+        if height == width and width % size == 0:
+            return block_mean(x, width // size)
+        if height >= size and width >= size:  # torch's "area" mode would average overlapping windows here
+            return area_weights(height, size, x.dtype, x.device) @ x @ area_weights(width, size, x.dtype, x.device).T
         return F.interpolate(x, size=(size, size), mode="area")
     return F.interpolate(x, size=(size, size), mode=method, align_corners=False, antialias=True).clamp_(0, 1)
 
@@ -48,6 +51,22 @@ def block_mean(x: torch.Tensor, factor: int) -> torch.Tensor:
     pool = torch.zeros(w, w // factor, dtype=x.dtype, device=x.device)
     pool[torch.arange(w), torch.arange(w) // factor] = 1.0 / factor**2
     return (rows @ pool).view(n, c, h // factor, w // factor)
+
+
+def area_weights(length: int, size: int, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> torch.Tensor:
+    """``(size, length)`` weights of an exact area resize (OpenCV's ``INTER_AREA`` when shrinking): each
+    output averages the inputs under its ``length / size`` wide window, edge pixels by the fraction
+    inside. torch's ``area`` mode is adaptive pooling instead, whose windows overlap at ratios that are
+    not whole numbers (24 -> 16 px: 2 of 3 inputs per output rather than 1.5).
+
+    >>> (area_weights(3, 2, torch.float64) * 3).tolist()
+    [[2.0, 1.0, 0.0], [0.0, 1.0, 2.0]]
+    """
+    edges = torch.arange(size + 1, dtype=torch.float64) * (length / size)
+    pixels = torch.arange(length, dtype=torch.float64)
+    inside = torch.minimum(pixels + 1, edges[1:, None]) - torch.maximum(pixels, edges[:-1, None])
+    return (inside.clamp(min=0) * (size / length)).to(dtype=dtype, device=device)
 
 
 def upsample(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -239,11 +239,12 @@ def _pil_to_array(im: Any, what: str | None = None) -> np.ndarray:
         raise ValueError(f"wrong pixel type for {what}: images must be 8-bit; scale it to 0..255 and convert it "
                          "with Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))")
     try:
+        im.load()  # before np.asarray, which turns a closed file's AttributeError into an object array
         if im.mode in PIL_16BIT_MODES:
             pixels = (np.asarray(im) >> 8).astype(np.uint8)
         else:
             pixels = np.asarray(im if im.mode in ("RGB", "L") else im.convert("RGB"))
-    except (OSError, ValueError, AssertionError, SyntaxError) as err:  # what PIL raises for bad or closed files
+    except (OSError, ValueError, AssertionError, SyntaxError, AttributeError) as err:  # bad or closed files
         raise ValueError(f"cannot read the pixels of {what}: {type(err).__name__}: {str(err) or 'closed or unreadable'}") from None
     return validate_array(pixels, what)
 

@@ -642,7 +642,7 @@ def _offline() -> bool:
 def _hub_download(repo_id: str, filename: str, revision: str, cache_dir: str | None, label: str) -> Path:
     """``hf_hub_download`` with a clear error when offline and not cached."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import LocalEntryNotFoundError  # also there before huggingface_hub 0.25
+    from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError  # also there before huggingface_hub 0.25
 
     offline = _offline()
     try:
@@ -656,9 +656,9 @@ def _hub_download(repo_id: str, filename: str, revision: str, cache_dir: str | N
             f"`lrfer download {label}` on a connected machine and copy its cache here (point ${CACHE_ENV} "
             f"at the copy), or {remedy}."
         ) from None
-    except (OSError, ValueError):
+    except (HfHubHTTPError, ValueError, PermissionError):  # the Hub's answers (404...), bad arguments: as they are
         raise
-    except Exception as err:  # the HTTP client's own errors (a connection dropped mid-file): not OSErrors
+    except Exception as err:  # a connection dropped mid-file: httpx's errors, or requests' (OSErrors there)
         raise HubDownloadError(f"downloading {filename} of {label} ({repo_id}@{revision}) failed: {err}. "
                                "Run the command again: the download resumes.") from err
     return Path(path)

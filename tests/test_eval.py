@@ -248,3 +248,21 @@ def test_spec_normalisation_of_zoo_models_is_the_recipes(tmp_path: Path) -> None
     assert model.pretrained_cfg.mean == (GRAY_MEAN,) and model.pretrained_cfg.std == (GRAY_STD,)
     assert torch.equal(normalizer(model)(x), normalize(x))
     assert normalizer(build_model("baseline", width=8, input_size=16)) is normalize
+
+
+def test_plot_accuracy_gives_every_series_its_own_style(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eleven models went through matplotlib's ten colours: the first and the eleventh looked the same."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    styles: list[tuple] = []
+    plot = Axes.plot
+
+    def recording(ax: Axes, *args: Any, **kwargs: Any) -> Any:
+        styles.append((kwargs.get("color"), kwargs.get("marker"), kwargs.get("linestyle")))
+        return plot(ax, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", recording)
+    plot_accuracy({f"m{k}": [_scores(8, 0.4), _scores(16, 0.6)] for k in range(11)}, tmp_path / "acc.png")
+    assert len(styles) == 11 and len(set(styles)) == 11
+    assert len({color for color, _, _ in styles}) == 11

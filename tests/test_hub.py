@@ -76,6 +76,15 @@ class FakeHub:
         return Handler
 
 
+def point_file_download_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    """huggingface_hub before 0.21 (setup.cfg allows 0.20) copied these constants into file_download."""
+    from huggingface_hub import file_download
+
+    monkeypatch.setattr(file_download, "ENDPOINT", endpoint, raising=False)
+    monkeypatch.setattr(file_download, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        endpoint + "/{repo_id}/resolve/{revision}/{filename}", raising=False)
+
+
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
     """A running fake Hub on 127.0.0.1 with huggingface_hub (and its cache) pointed at it."""
@@ -87,6 +96,7 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.setattr(hf_constants, "ENDPOINT", endpoint)
     monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    point_file_download_at(monkeypatch, endpoint)
     monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -268,6 +278,7 @@ def test_unreachable_hub_without_cache_says_so(hub: FakeHub, weights: tuple[byte
     monkeypatch.setenv("HF_ENDPOINT", closed)
     monkeypatch.setattr(hf_constants, "ENDPOINT", closed)
     monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", closed + "/{repo_id}/resolve/{revision}/{filename}")
+    point_file_download_at(monkeypatch, closed)
     monkeypatch.setattr("time.sleep", lambda seconds: None)  # huggingface_hub's back-off: 23 s of retries
     with pytest.raises(zoo.NotCachedError, match="could not be reached") as err:
         zoo.load_model(NAME)

@@ -148,6 +148,10 @@ def detail_table(rows: list[Scores]) -> str:
     return "\n".join(lines)
 
 
+PLOT_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+PLOT_LINESTYLES = ("-", "--", ":")
+
+
 def plot_accuracy(results: dict[str, list[Scores]], path: Path, data_name: str | None = None) -> None:
     """Accuracy-vs-resolution PNG (needs matplotlib: ``pip install lrfer[plot]``); the y-axis reads
     "<data_name> accuracy (%)", or "accuracy (%)" without a name."""
@@ -159,8 +163,11 @@ def plot_accuracy(results: dict[str, list[Scores]], path: Path, data_name: str |
     except ImportError as exc:
         raise ImportError("--plot needs matplotlib: pip install 'lrfer[plot]'") from exc
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, rows in results.items():
-        ax.plot([s.resolution for s in rows], [100 * s.accuracy for s in rows], marker="o", label=name)
+    colors = plt.get_cmap("tab20").colors
+    for k, (name, rows) in enumerate(results.items()):  # a style per series: 10 colours repeat from the 11th
+        ax.plot([s.resolution for s in rows], [100 * s.accuracy for s in rows], label=name,
+                color=colors[(2 * k) % 20 + (k // 10) % 2], marker=PLOT_MARKERS[k % len(PLOT_MARKERS)],
+                linestyle=PLOT_LINESTYLES[(k // len(PLOT_MARKERS)) % len(PLOT_LINESTYLES)])
     ax.set_xlabel("face width (px)")
     ax.set_ylabel(f"{data_name} accuracy (%)" if data_name else "accuracy (%)")
     ax.set_xscale("log", base=2)

@@ -84,7 +84,8 @@ def _add_models(sub: Any) -> None:
 
 def _add_info(sub: Any) -> None:
     p = sub.add_parser("info", help="show one model's details, metrics and licences (code, weights, data)")
-    p.add_argument("name", help="model name from `lrfer models`")
+    p.add_argument("name", help="model name from `lrfer models`, a .safetensors file, a folder with "
+                                "lrfer_config.json or hf://org/repo@commit")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_info)
 
@@ -205,7 +206,7 @@ def publictest_accuracy(metrics: Any) -> float | None:
     """
     for key, value in dict(metrics or {}).items():
         k = key.lower()
-        if "publictest" not in k and k not in ("val_acc", "validation_acc"):
+        if "publictest" not in k and k not in ("val_acc", "val_accuracy", "validation_acc", "validation_accuracy"):
             continue
         if isinstance(value, dict) or hasattr(value, "items"):
             value = dict(value).get("acc", dict(value).get("accuracy"))

@@ -9,7 +9,7 @@ of a call:
    pinned, non-blocking copy);
 3. detect -- ``Detector.detect`` on all images of the step at once (``detector=None``: the image is the face);
 4. align -- :func:`lrfer.faces.align_faces`: 5-point similarity onto FER2013's 48x48 framing, gray;
-5. :func:`lrfer.faces.degrade.to_native` -- the same area down-sampling the model was trained with;
+5. :func:`lrfer.faces.degrade.to_native` -- area down-sampling, the area draw of training's degradation;
 6. normalise ``(x - mean) / std`` from the spec, model, ``softmax(logits / spec.temperature)``;
 7. :class:`~lrfer.results.Face` objects.
 

@@ -467,3 +467,10 @@ def test_decode_prefetch_keeps_two_image_batches_ahead(image_batch: int, workers
     assert prefetch >= 1
     assert queued >= 2 * image_batch
     assert prefetch == 1 or (prefetch - 1) * workers * decode_batch < 2 * image_batch
+
+
+def test_models_reads_the_validation_accuracy_lrfer_train_writes() -> None:
+    from lrfer.cli import publictest_accuracy
+
+    assert publictest_accuracy({"val_accuracy": 0.5, "val_macro_f1": 0.4}) == 0.5
+    assert publictest_accuracy({"publictest_accuracy": 0.6, "publictest_accuracy_by_px": {"8": 0.3}}) == 0.6

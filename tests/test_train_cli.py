@@ -307,3 +307,30 @@ def test_eval_plot_into_a_new_folder_names_the_data(tiny_npz: Path, tmp_path: Pa
                  "--resolutions", "8,16", "--plot", str(plot), "--device", "cpu"]) == 0
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert labels == ["tiny-publictest accuracy (%)"]
+
+
+def test_eval_calibrates_on_rafdbs_train_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """--calibrate-on a RAF-DB folder fitted the temperature on the test split it then scored."""
+    import lrfer.train.evaluate as evaluate_module
+
+    raf = write_rafdb(tmp_path / "basic", n_train=40, n_test=21)
+    model = save_tiny(tmp_path / "tiny.safetensors")
+    fitted_on: list[int] = []
+    fit = evaluate_module.fit_temperature
+    monkeypatch.setattr(evaluate_module, "fit_temperature", lambda logits, labels: fitted_on.append(len(labels)) or fit(logits, labels))
+    argv = ["eval", "--model", str(model), "--data", str(raf), "--resolutions", "16", "--calibrate-on", str(raf),
+            "--device", "cpu"]
+    assert main(argv) == 0
+    assert fitted_on == [40] and "21 faces" in capsys.readouterr().out
+    assert main(argv + ["--calibrate-split", "test"]) == 0
+    assert fitted_on == [40, 21]
+
+
+def test_train_without_validation_data_warns_that_it_is_uncalibrated(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = write_npz(tmp_path / "faces.npz", 32, seed=1)
+    out = tmp_path / "m.safetensors"
+    assert main(["train", "--data", str(data), "--arch", "baseline", "--resolution", "16", "--out", str(out),
+                 "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--dataset-name", "mine"]) == 0
+    assert "no validation data" in caplog.text and "uncalibrated" in caplog.text
+    assert load_model(out).pretrained_cfg.temperature == 1.0

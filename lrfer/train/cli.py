@@ -66,6 +66,9 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--resolutions", default=DEFAULT_RESOLUTIONS, help=f"comma list (default: {DEFAULT_RESOLUTIONS})")
     p.add_argument("--calibrate-on", type=Path, default=None,
                    help="fit the temperature on this data instead of using the manifest's")
+    p.add_argument("--calibrate-split", default="train",
+                   help="RAF-DB split of --calibrate-on (default: train, so that calibration and scores "
+                        "use different faces)")
     p.add_argument("--details", action="store_true", help="also print macro-F1, ECE and per-class recall tables")
     p.add_argument("--plot", type=Path, default=None, help="write accuracy-vs-resolution PNG here")
     p.add_argument("--device", default="auto")
@@ -187,6 +190,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     train = load_faces(args.data, "train")
     val_path = args.val or _default_val(args.data)
     val = load_faces(val_path, "test") if val_path else None
+    if val is None:
+        log.warning("no validation data (pass --val): %s will be exported uncalibrated (temperature 1.0) and "
+                    "without metrics", name)
+    elif val_path == args.data:
+        log.warning("validating on %s's test split (RAF-DB has no validation split): the temperature is fitted "
+                    "and the metrics measured on the faces `lrfer eval` will score; pass --val for held-out ones",
+                    args.data)
     work_dir = args.work_dir or args.out.with_suffix(".run")
     log.info("training %s on %s (%d faces), validating on %s", name, args.data, len(train), val_path)
     model = Trainer(recipe, train, val, work_dir, device).fit()
@@ -221,7 +231,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)  # as predict --out; before the evaluation, not after
     faces = load_faces(args.data, args.split)
-    calibration = load_faces(args.calibrate_on, args.split) if args.calibrate_on else None
+    calibration = load_faces(args.calibrate_on, args.calibrate_split) if args.calibrate_on else None
     models = _load_eval_models(args.model, device)
     evaluated = []
     for spec, model in zip(args.model, models):

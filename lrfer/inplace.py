@@ -56,8 +56,14 @@ def compute_in_place(graph_module: fx.GraphModule, example: torch.Tensor) -> fx.
     True
     """
     rewritten = fx.GraphModule(graph_module, copy.deepcopy(graph_module.graph))
+    # ShapeProp's own run() makes a (disabled) tqdm bar, which starts tqdm's monitor thread and fixes
+    # the process's multiprocessing start method: its nodes are run here instead.
+    prop = ShapeProp(rewritten)
+    prop.env, prop.args_iter = {}, iter([example])
     with torch.no_grad():
-        ShapeProp(rewritten).propagate(example)
+        for node in rewritten.graph.nodes:
+            prop.env[node] = prop.run_node(node)
+    prop.env.clear()
     modules = dict(rewritten.named_modules())
     order = {node: i for i, node in enumerate(rewritten.graph.nodes)}
     owners: dict[fx.Node, fx.Node] = {}  # node -> the node that made the tensor it returns (or views)

@@ -157,10 +157,16 @@ def load(
     if precision == "bf16" and dev.type == "cpu" and not cpu_has_fast_bf16():
         logger.warning("precision='bf16' on a CPU without native bf16 instructions (AVX-512 BF16 or AMX): "
                        "it will be slower than fp32, not faster")
-    model = load_model(default_model() if spec is None else spec, device=dev)
-    pnet_precision = "bf16" if precision == "bf16" else "fp32"
-    det = make_detector(det_name, dev, min_face=min_face, pnet_precision=pnet_precision) if det_name else None
-    return Recognizer(model, model.pretrained_cfg, dev, det, precision)
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)  # the networks are float32 whatever the caller's default
+    try:
+        with torch.random.fork_rng(devices=[]):  # weight init must not advance the caller's RNG
+            model = load_model(default_model() if spec is None else spec, device=dev)
+            pnet_precision = "bf16" if precision == "bf16" else "fp32"
+            det = make_detector(det_name, dev, min_face=min_face, pnet_precision=pnet_precision) if det_name else None
+            return Recognizer(model, model.pretrained_cfg, dev, det, precision)
+    finally:
+        torch.set_default_dtype(default_dtype)
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -318,6 +324,33 @@ def _is_tensor(obj: Any) -> bool:
     return isinstance(obj, torch.Tensor)
 
 
+@contextlib.contextmanager
+def no_autocast() -> Iterator[None]:
+    """A caller's ``torch.autocast`` switched off: lrfer's stages run in the precision they were made for
+    (the expression model's own autocast, with ``precision``, is entered inside)."""
+    with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+        yield
+
+
+def trace_this_thread(model: nn.Module) -> Any:
+    """``torch.fx.symbolic_trace(model)``, except that the process-wide ``nn.Module.__call__`` patch of
+    tracing only traces this thread: a module another thread calls meanwhile runs as usual (with the
+    plain tracer it raised ``NameError: module is not installed as a submodule``)."""
+    import threading
+
+    from torch import fx
+
+    owner = threading.get_ident()
+
+    class ThisThreadTracer(fx.Tracer):
+        def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
+            if threading.get_ident() != owner:
+                return forward(*args, **kwargs)
+            return super().call_module(m, forward, args, kwargs)
+
+    return fx.GraphModule(model, ThisThreadTracer().trace(model))
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """An inference copy of ``model`` with each BatchNorm folded into its convolution (``torch.fx``).
 
@@ -330,7 +363,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         warnings.simplefilter("ignore", DeprecationWarning)
         from torch.fx.experimental.optimization import fuse
     try:
-        return fuse(model.eval())
+        return fuse(trace_this_thread(model.eval()), no_trace=True)
     except Exception as err:  # noqa: BLE001 - any tracing failure just keeps the eager model
         logger.debug("BatchNorm folding skipped for %s: %s", type(model).__name__, err)
         return model
@@ -398,6 +431,14 @@ class Recognizer:
         self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self._std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The traced inference graph does not pickle (torch.fx, string annotations); it is rebuilt.
+        return {k: v for k, v in self.__dict__.items() if k != "_network"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._network = self._inference_network()
+
     @property
     def classes(self) -> tuple[str, ...]:
         """Class names in the order of the model's outputs."""
@@ -434,8 +475,8 @@ class Recognizer:
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         dtype = self._autocast_dtype()
-        if dtype is None:
-            return contextlib.nullcontext()
+        if dtype is None:  # fp32: also inside a caller's autocast
+            return torch.autocast(device_type=self.device.type, enabled=False)
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def _check_faces_tensor(self, x: torch.Tensor) -> None:
@@ -460,7 +501,7 @@ class Recognizer:
         torch.Size([4, 7])
         """
         self._check_faces_tensor(x)
-        with torch.inference_mode():
+        with torch.inference_mode(), no_autocast():
             x = x.to(self.device, dtype=torch.float32, non_blocking=True)
             x = (to_native(x, self.resolution) - self._mean) / self._std
             x = x.contiguous(memory_format=torch.channels_last)
@@ -498,7 +539,9 @@ class Recognizer:
         >>> rec.predict_crops(np.zeros((5, 48, 48), np.uint8)).shape  # doctest: +SKIP
         (5, 7)
         """
-        return self.classify(crops_to_gray(crops, self.resolution), batch_size)
+        with no_autocast():  # the resizing's matrix products, under a caller's autocast, would run in bf16
+            faces = crops_to_gray(crops, self.resolution)
+        return self.classify(faces, batch_size)
 
     # -- images -----------------------------------------------------------------------------------
     def predict(self, images: Any, batch_size: int = 256) -> list[Face] | list[list[Face]]:
@@ -593,12 +636,14 @@ class Recognizer:
         """Pipeline stage: faces aligned to FER2013's framing, float ``(sumK, 1, 48, 48)`` gray 0..1."""
         from lrfer.faces.align import align_faces
 
-        with torch.inference_mode():
+        with torch.inference_mode(), no_autocast():
             return align_faces(tensors, detections, out_size=HR_SIZE)
 
     def _faces_from_crops(self, arrays: list[np.ndarray], batch_size: int) -> list[list[Face]]:
         """``detector=None``: each image is one face; box = the whole image."""
-        probs = self.classify(crops_to_gray(arrays, self.resolution), batch_size)
+        with no_autocast():
+            faces = crops_to_gray(arrays, self.resolution)
+        probs = self.classify(faces, batch_size)
         out = []
         for arr, p in zip(arrays, probs.tolist()):
             h, w = arr.shape[:2]

@@ -582,3 +582,130 @@ def test_one_color_crop_without_batch_axis_is_refused(rec: lrfer.Recognizer, cha
         rec.predict_crops(crop)
     assert rec.predict_crops(crop[None]).shape == (1, 7) and rec.predict_crops([crop]).shape == (1, 7)
     assert rec.predict_crops([np.zeros((48, 3), np.uint8)]).shape == (1, 7)  # a list's 2-D crop is one gray crop
+
+
+# -- the caller's process state -----------------------------------------------------------------------
+def test_overlapping_detections_restore_the_callers_tf32_setting() -> None:
+    """Each call restored its own saved copy: when two threads' calls overlapped, the last one out
+    restored the setting the first one had made, and it stayed changed."""
+    import threading
+
+    from lrfer.faces.detect import detection_mode
+
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    owner, setting = (conv, "fp32_precision") if conv is not None and hasattr(conv, "fp32_precision") else (
+        torch.backends.cudnn, "allow_tf32")
+    before = getattr(owner, setting)
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with detection_mode():
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    first_in.wait(5)
+    with detection_mode():
+        second_in.set()
+        first_out.wait(5)
+    thread.join(5)
+    assert getattr(owner, setting) == before
+
+
+def test_a_callers_autocast_does_not_change_fp32_results(rec: lrfer.Recognizer) -> None:
+    crops = np.random.default_rng(8).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    plain = rec.predict_crops(crops)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert np.array_equal(rec.predict_crops(crops), plain)
+
+
+def test_a_callers_autocast_does_not_move_detected_faces(tiny_path: Path) -> None:
+    """README: detection runs in fp32. Under a caller's bf16 autocast MTCNN's boxes moved by up to 343 px."""
+    rec = lrfer.load(tiny_path, device="cpu", detector="mtcnn")
+    photo = Path(__file__).resolve().parents[1] / "examples" / "group1.jpg"
+    plain = [f.to_dict() for f in rec.predict(photo)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert [f.to_dict() for f in rec.predict(photo)] == plain
+    assert plain
+
+
+def test_tracing_in_one_thread_leaves_modules_of_other_threads_alone() -> None:
+    """fx's tracer patches nn.Module.__call__ for the whole process while it traces: another thread's
+    module call then raised NameError (lrfer.load in one thread broke inference in another)."""
+    import threading
+
+    from lrfer.recognizer import trace_this_thread
+
+    tracing, called = threading.Event(), threading.Event()
+
+    class Waits(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            tracing.set()
+            called.wait(5)
+            return x + 1
+
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        tracing.wait(5)
+        try:
+            torch.nn.Linear(2, 2)(torch.zeros(1, 2))
+        except BaseException as err:  # noqa: BLE001 - recorded for the assertion
+            errors.append(err)
+        called.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    traced = trace_this_thread(Waits())
+    thread.join(5)
+    assert errors == [] and torch.equal(traced(torch.zeros(2)), torch.ones(2))
+
+
+def test_a_float64_default_dtype_changes_nothing(tiny_path: Path, rgb: np.ndarray) -> None:
+    crops = np.random.default_rng(9).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    expected = lrfer.load(tiny_path, device="cpu", detector=None).predict_crops(crops)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        rec = lrfer.load(tiny_path, device="cpu", detector="blazeface")
+        assert torch.get_default_dtype() == torch.float64
+        assert np.allclose(rec.predict_crops(crops), expected, atol=1e-6)
+        assert rec.predict(rgb) == []
+    finally:
+        torch.set_default_dtype(before)
+
+
+def test_a_recognizer_pickles(tiny_path: Path) -> None:
+    import pickle
+
+    rec = lrfer.load(tiny_path, device="cpu", detector="mtcnn")
+    crops = np.random.default_rng(10).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    copy = pickle.loads(pickle.dumps(rec))
+    assert np.array_equal(copy.predict_crops(crops), rec.predict_crops(crops))
+
+
+def test_load_leaves_the_callers_random_numbers_alone(tiny_path: Path) -> None:
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    lrfer.load(tiny_path, device="cpu", detector="mtcnn")
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_load_starts_no_thread_and_leaves_the_start_method_unset(tiny_path: Path) -> None:
+    """torch.fx's ShapeProp made a (disabled) tqdm bar: tqdm's monitor thread started, and the
+    multiprocessing start method was fixed, so set_start_method("spawn") failed afterwards."""
+    import subprocess
+    import sys
+
+    script = ("import sys, threading, multiprocessing, lrfer\n"
+              "before = {t.name for t in threading.enumerate()}\n"
+              "lrfer.load(sys.argv[1], device='cpu', detector=None)\n"
+              "multiprocessing.set_start_method('spawn')\n"
+              "print(sorted({t.name for t in threading.enumerate()} - before))\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tiny_path)], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -198,7 +198,7 @@ def letterbox(
         batch[rows, :, top : top + new_h, left : left + new_w] = resized / 127.5 - 1
         for n in members:
             params[n] = [new_w / w, new_h / h, left, top]
-    return batch, torch.tensor(params)
+    return batch, torch.tensor(params, dtype=torch.float32)
 
 
 def _mip_source(volume: MipVolume, members: list[int], height: int, width: int, shrink: float) -> torch.Tensor:

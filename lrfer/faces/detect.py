@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import numbers
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -168,22 +169,35 @@ def read_bundled_weights(path: Path, sha256: str, what: str, script: str) -> dic
 DETECTOR_TF32 = False
 
 
+_tf32_lock = threading.Lock()
+_tf32_users = 0
+_tf32_before: object = None
+
+
 @contextmanager
 def detection_mode() -> Iterator[None]:
-    """Inference mode, with cuDNN convolutions in full float32 unless :data:`DETECTOR_TF32`; the
-    caller's TF32 setting is restored on exit."""
+    """Inference mode without autocast, with cuDNN convolutions in full float32 unless
+    :data:`DETECTOR_TF32`; the caller's TF32 setting is restored when the last concurrent
+    detection (any thread) exits."""
+    global _tf32_users, _tf32_before
     conv = getattr(torch.backends.cudnn, "conv", None)
     if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
         owner, setting, value = conv, "fp32_precision", "tf32" if DETECTOR_TF32 else "ieee"
     else:
         owner, setting, value = torch.backends.cudnn, "allow_tf32", DETECTOR_TF32
-    before = getattr(owner, setting)
-    setattr(owner, setting, value)
+    with _tf32_lock:
+        if _tf32_users == 0:
+            _tf32_before = getattr(owner, setting)
+            setattr(owner, setting, value)
+        _tf32_users += 1
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
             yield
     finally:
-        setattr(owner, setting, before)
+        with _tf32_lock:
+            _tf32_users -= 1
+            if _tf32_users == 0:
+                setattr(owner, setting, _tf32_before)
 
 
 class NetworkDetector(torch.nn.Module):

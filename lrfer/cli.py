@@ -273,7 +273,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rec = lrfer.load(args.model, device=args.device, detector=detector, min_face=args.min_face, precision=args.precision)
     logger.info("%s on %d image(s) and %d video(s)", rec, len(files), len(videos))
     use_few_cpu_threads_for_gpu(rec.device)
-    args.annotated = None if args.annotate is None else AnnotatedPaths(args.annotate, args.paths)
+    args.annotated = None if args.annotate is None else AnnotatedPaths(
+        args.annotate, args.paths, [path for path, _ in files] + [path for path, _ in videos])
     counts = {"images": 0, "frames": 0, "faces": 0, "failed": 0}
     with open_writer(args.out, rec.classes, video=bool(videos)) as write:
         if files:
@@ -321,7 +322,7 @@ def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
             counts["frames"] += 1
             counts["faces"] += len(frame.faces)
             bar.update(1)
-    except ValueError as err:  # the file opened but no frame decoded
+    except (ValueError, RuntimeError) as err:  # no frame decoded, or the annotated copy cannot be written
         logger.warning("skipped: %s", err)
         counts["failed"] += 1
     finally:
@@ -370,7 +371,7 @@ class AnnotatedPaths:
     and never twice in one run: a name already written (``a.jpg`` from two folders given as files,
     ``v.mp4`` and ``v.avi``) gets ``-2``, ``-3``, ... before its suffix, with a warning."""
 
-    def __init__(self, root: Path, inputs: Sequence[str]) -> None:
+    def __init__(self, root: Path, inputs: Sequence[str], files: Sequence[Path] = ()) -> None:
         for raw in inputs:
             folder = Path(raw) if Path(raw).is_dir() else Path(raw).parent
             if folder.resolve() == root.resolve():
@@ -378,11 +379,14 @@ class AnnotatedPaths:
                                  "would overwrite the inputs; write them to another folder")
         self.root = root
         self.written: set[str] = set()
+        # every input file of the run: --annotate inside an input folder must not replace one not read yet
+        self.inputs = {os.path.realpath(path) for path in files}
 
     def target(self, source: Path, rel: Path) -> Path:
         wanted = self.root / rel
         path, n = wanted, 1
-        while os.path.abspath(path) in self.written or os.path.realpath(path) == os.path.realpath(source):
+        while (os.path.abspath(path) in self.written or os.path.realpath(path) == os.path.realpath(source)
+               or os.path.realpath(path) in self.inputs):
             n += 1
             path = wanted.with_name(f"{wanted.stem}-{n}{wanted.suffix}")
         if n > 1:

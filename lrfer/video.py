@@ -51,7 +51,8 @@ def iter_video_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Pat
         p = Path(raw)
         if p.is_dir():
             names = [Path(os.fsdecode(rel)) for rel in walk_files(os.fsencode(p), VIDEO_EXTENSIONS)]
-            found.extend((p / rel, rel) for rel in names if (p / rel).is_file())
+            # broken symbolic links stay (as io.walk_files lists them): they are reported as unreadable
+            found.extend((p / rel, rel) for rel in names if (p / rel).is_file() or (p / rel).is_symlink())
         elif p.is_file() and is_video_file(p):
             found.append((p, Path(p.name)))
     return found
@@ -73,12 +74,25 @@ def open_video(path: str | os.PathLike) -> Any:  # -> cv2.VideoCapture
 
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"cannot read video: no such file {str(p)!r}")
-    capture = cv2.VideoCapture(str(p))
+        what = "a broken symbolic link" if p.is_symlink() else "no such file"
+        raise ValueError(f"cannot read video: {what} {str(p)!r}")
+    capture = cv2.VideoCapture(opencv_path(p, "read video"))
     if not capture.isOpened():
         capture.release()
         raise ValueError(f"cannot read video: {str(p)!r} is not a video OpenCV can decode (corrupt or unsupported format)")
     return capture
+
+
+def opencv_path(path: Path, action: str) -> str:
+    """``str(path)`` for OpenCV's video functions, which crash the process (a segmentation fault) on a
+    name that is not valid UTF-8 (os.fsdecode's surrogates): a ValueError naming the file instead."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"cannot {action}: the name of {text.encode('utf-8', 'backslashreplace').decode()!r} "
+                         "is not valid UTF-8, which OpenCV's video functions cannot open; rename it") from None
+    return text
 
 
 def video_info(path: str | os.PathLike) -> VideoInfo:
@@ -194,13 +208,31 @@ def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
         thread.join()
 
 
+#: The frame rates MPEG-4 (mp4v) encodes: its time base has 16 bits, so above about 65 fps only whole
+#: rates, and none below about 1/600 fps (FFmpeg refuses e.g. 1000/3 or 0.001 fps).
+MIN_WRITTEN_FPS, MAX_FRACTIONAL_FPS = 0.01, 65.0
+
+
+def writable_fps(fps: float) -> float:
+    """The frame rate an annotated video is written at for a wanted ``fps`` (the input's over
+    ``--every``): unknown (0, NaN) as 25, otherwise the nearest rate the mp4v writer accepts.
+
+    >>> [writable_fps(f) for f in (0.0, float("nan"), 0.0001, 2.5, 1000 / 3)]
+    [25.0, 25.0, 0.01, 2.5, 333.0]
+    """
+    if not fps > 0:
+        return 25.0
+    fps = max(fps, MIN_WRITTEN_FPS)
+    return float(round(fps)) if fps >= MAX_FRACTIONAL_FPS else round(fps, 3)
+
+
 class AnnotatedVideoWriter:
     """Writes RGB frames with their faces drawn (:func:`~lrfer.annotate.annotate`) to a video file;
     the frame size is taken from the first frame. Use as a context manager."""
 
     def __init__(self, path: str | os.PathLike, fps: float) -> None:
         self.path = Path(path)
-        self.fps = fps if fps > 0 else 25.0
+        self.fps = writable_fps(fps)
         self._writer: Any = None
 
     def write(self, image: np.ndarray, faces: Sequence[Any]) -> None:
@@ -211,7 +243,7 @@ class AnnotatedVideoWriter:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             height, width = image.shape[:2]
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*ANNOTATED_FOURCC), self.fps, (width, height))
+            self._writer = cv2.VideoWriter(opencv_path(self.path, "write video"), cv2.VideoWriter_fourcc(*ANNOTATED_FOURCC), self.fps, (width, height))
             if not self._writer.isOpened():
                 raise RuntimeError(f"OpenCV cannot write the video {str(self.path)!r} ({ANNOTATED_FOURCC} codec)")
         self._writer.write(cv2.cvtColor(annotate(image, faces), cv2.COLOR_RGB2BGR))

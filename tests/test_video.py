@@ -313,3 +313,70 @@ def test_cli_finds_videos_in_folders_and_mirrors_them_when_annotating(tiny_path:
                     *[(str(root / "day2" / "cam.avi"), str(i)) for i in range(4)]]
     assert video_mod.video_info(annotated / "day2" / "cam.mp4").frame_count == 4
     assert (annotated / "a.mp4").is_file() and (annotated / "still.png").is_file()
+
+
+def test_video_with_a_name_that_is_not_utf8_is_skipped_not_a_crash(tiny_path: Path, clip: Path, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """OpenCV's VideoCapture and VideoWriter end the process (a segmentation fault) on such a name.
+    Run in a subprocess so that a crash fails the test rather than the test run."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    folder = tmp_path / "names"
+    folder.mkdir()
+    shutil.copy(clip, os.path.join(os.fsencode(folder), b"caf\xe9.mp4"))
+    shutil.copy(clip, folder / "ok.mp4")
+    out = tmp_path / "faces.csv"
+    script = "import sys\nfrom lrfer.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    proc = subprocess.run([sys.executable, "-c", script, "predict", str(folder), "--model", str(tiny_path),
+                           "--detector", "none", "--quiet", "--every", "6", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 1, proc.stderr
+    assert "not valid UTF-8" in proc.stderr
+    with open(out, newline="") as fh:
+        assert [(Path(r["file"]).name, r["frame"]) for r in csv.DictReader(fh)] == [("ok.mp4", "0"), ("ok.mp4", "6")]
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        video_mod.AnnotatedVideoWriter(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"out\xe9.mp4")), 10).write(
+            np.zeros((48, 64, 3), np.uint8), [])
+
+
+@pytest.mark.parametrize("fps", [1000 / 3, 0.0001, 480 / 7])
+def test_annotated_video_at_a_rate_mpeg4_cannot_encode_is_written_at_a_near_one(fps: float, tmp_path: Path) -> None:
+    """--annotate writes at the input's fps / --every: FFmpeg's mp4v refused e.g. 333.33 or 0.0001 fps,
+    and the RuntimeError ended the whole run."""
+    path = tmp_path / "a.mp4"
+    with video_mod.AnnotatedVideoWriter(path, fps) as writer:
+        writer.write(np.zeros((48, 64, 3), np.uint8), [])
+    assert video_mod.video_info(path).frame_count == 1
+
+
+def test_annotate_inside_an_input_folder_never_replaces_an_input(tiny_path: Path, tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """--annotate cl/zz on the folder cl: the copy of cl/a.mp4 went to cl/zz/a.mp4, an input not read yet."""
+    root = tmp_path / "cl"
+    (root / "zz").mkdir(parents=True)
+    write_video(root / "a.mp4", frames=2)
+    write_video(root / "zz" / "a.mp4", frames=6)
+    before = (root / "zz" / "a.mp4").read_bytes()
+    out = tmp_path / "faces.csv"
+    assert main(["predict", str(root), "--model", str(tiny_path), "--detector", "none", "--quiet",
+                 "--out", str(out), "--annotate", str(root / "zz")]) == 0
+    assert (root / "zz" / "a.mp4").read_bytes() == before
+    with open(out, newline="") as fh:
+        frames = [r["frame"] for r in csv.DictReader(fh) if r["file"] == str(root / "zz" / "a.mp4")]
+    assert frames == [str(i) for i in range(6)]
+    assert (root / "zz" / "a-2.mp4").is_file()
+
+
+def test_broken_link_to_a_video_in_a_folder_is_reported(tiny_path: Path, clip: Path, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "broken.mp4").symlink_to(tmp_path / "missing.mp4")
+    (folder / "ok.mp4").symlink_to(clip)
+    out = tmp_path / "faces.csv"
+    assert main(["predict", str(folder), "--model", str(tiny_path), "--detector", "none", "--quiet",
+                 "--every", "6", "--out", str(out)]) == 1
+    assert "broken symbolic link" in caplog.text and "broken.mp4" in caplog.text

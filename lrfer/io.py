@@ -70,6 +70,7 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"cannot read image {str(p)!r}: {err.strerror or err}") from None
     if data.size == 0:
         raise ValueError(f"cannot read image: empty file {str(p)!r}")
+    check_pixel_count(header_size(data), f"file {str(p)!r}")
     try:
         img = _decode_cv2(data)
     except ValueError as err:
@@ -117,6 +118,40 @@ def _decode_pil(path: Path) -> np.ndarray | None:
 MAX_IMAGE_PIXELS: int | None = 2 * 89_478_485
 
 
+def check_pixel_count(size: tuple[int, int] | None, what: str) -> None:
+    """ValueError if a ``(width, height)`` image is over :data:`MAX_IMAGE_PIXELS` (None: size unknown)."""
+    if MAX_IMAGE_PIXELS is None or size is None or size[0] * size[1] <= MAX_IMAGE_PIXELS:
+        return
+    raise ValueError(f"image too large ({size[0]}x{size[1]} = {size[0] * size[1]:,} pixels) for {what}: the limit "
+                     f"is lrfer.io.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,} (as Pillow's decompression-bomb check); "
+                     "tile or shrink it, or raise the limit (None: no limit)")
+
+
+#: JPEG start-of-frame markers (they hold the image size); C4, C8 and CC are other segments.
+JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def header_size(data: np.ndarray) -> tuple[int, int] | None:
+    """``(width, height)`` from a PNG or JPEG file's header, read before decoding (the pixels of a
+    decompression bomb are never made); None for other formats or an unreadable header.
+
+    >>> header_size(np.frombuffer(b"\\x89PNG\\r\\n\\x1a\\n\\0\\0\\0\\rIHDR\\0\\0\\1\\0\\0\\0\\0\\x80", np.uint8))
+    (256, 128)
+    """
+    head = data[:1 << 16].tobytes()
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head[:2] != b"\xff\xd8":
+        return None
+    at = 2
+    while at + 9 <= len(head) and head[at] == 0xFF:
+        marker, length = head[at + 1], int.from_bytes(head[at + 2:at + 4], "big")
+        if marker in JPEG_SOF_MARKERS:
+            return int.from_bytes(head[at + 7:at + 9], "big"), int.from_bytes(head[at + 5:at + 7], "big")
+        at += 2 + length
+    return None
+
+
 def validate_array(arr: np.ndarray, what: str | None = None) -> np.ndarray:
     """Check a numpy image and return it as contiguous, writable RGB ``uint8 (H, W, 3)`` (a copy only
     where the input is none of these).
@@ -127,10 +162,8 @@ def validate_array(arr: np.ndarray, what: str | None = None) -> np.ndarray:
     (4, 5, 3)
     """
     what = what or describe(arr)
-    if MAX_IMAGE_PIXELS is not None and arr.ndim >= 2 and arr.shape[0] * arr.shape[1] > MAX_IMAGE_PIXELS:
-        raise ValueError(f"image too large ({arr.shape[1]}x{arr.shape[0]} = {arr.shape[0] * arr.shape[1]:,} pixels) "
-                         f"for {what}: the limit is lrfer.io.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,} (as Pillow's "
-                         "decompression-bomb check); tile or shrink it, or raise the limit (None: no limit)")
+    if arr.ndim >= 2:
+        check_pixel_count((arr.shape[1], arr.shape[0]), what)
     if arr.dtype == np.bool_ or arr.dtype != np.uint8:
         raise ValueError(
             f"wrong dtype {arr.dtype} for {what}: images must be uint8 (0..255); "
@@ -232,7 +265,11 @@ def _pil_to_array(im: Any, what: str | None = None) -> np.ndarray:
     if im.format is not None and _exif_orientation(im) not in (None, 1):
         from PIL import ImageOps
 
-        im = ImageOps.exif_transpose(im)
+        try:
+            im = ImageOps.exif_transpose(im)
+        except (OSError, ValueError, AssertionError, AttributeError) as err:  # a closed or broken file
+            raise ValueError(f"cannot read the pixels of {what}: {type(err).__name__}: "
+                             f"{str(err) or 'closed or unreadable'}") from None
     if im.size[0] == 0 or im.size[1] == 0:
         raise ValueError(f"empty image (0 size) for {what}")
     if im.mode in PIL_WIDE_MODES:

@@ -35,6 +35,7 @@ from lrfer.constants import CPU_ACTIVATION_BUDGET, HR_SIZE
 from lrfer.faces import align as alignment
 from lrfer.faces.degrade import downsample, to_native
 from lrfer.faces.detect import detector_name
+from lrfer import io as lrfer_io
 from lrfer.io import describe, load_image, to_device_tensors
 from lrfer.results import Face, VideoFrame
 from lrfer.shapes import MIN_FACE_ROWS
@@ -157,16 +158,10 @@ def load(
     if precision == "bf16" and dev.type == "cpu" and not cpu_has_fast_bf16():
         logger.warning("precision='bf16' on a CPU without native bf16 instructions (AVX-512 BF16 or AMX): "
                        "it will be slower than fp32, not faster")
-    default_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)  # the networks are float32 whatever the caller's default
-    try:
-        with torch.random.fork_rng(devices=[]):  # weight init must not advance the caller's RNG
-            model = load_model(default_model() if spec is None else spec, device=dev)
-            pnet_precision = "bf16" if precision == "bf16" else "fp32"
-            det = make_detector(det_name, dev, min_face=min_face, pnet_precision=pnet_precision) if det_name else None
-            return Recognizer(model, model.pretrained_cfg, dev, det, precision)
-    finally:
-        torch.set_default_dtype(default_dtype)
+    model = load_model(default_model() if spec is None else spec, device=dev)
+    pnet_precision = "bf16" if precision == "bf16" else "fp32"
+    det = make_detector(det_name, dev, min_face=min_face, pnet_precision=pnet_precision) if det_name else None
+    return Recognizer(model, model.pretrained_cfg, dev, det, precision)
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -261,7 +256,7 @@ def _check_crop_array(crops: np.ndarray, batch: bool = True) -> np.ndarray:
     what = describe(crops)
     if crops.dtype != np.uint8:
         raise ValueError(f"wrong dtype {crops.dtype} for crops ({what}): crops must be uint8 (0..255)")
-    if batch and crops.ndim == 3 and crops.shape[-1] in (3, 4) and min(crops.shape[:2]) > 4:
+    if batch and crops.ndim == 3 and crops.shape[-1] in (1, 2, 3, 4) and min(crops.shape[:2]) > 4:
         raise ValueError(f"crops of shape {tuple(crops.shape)} look like one {crops.shape[-1]}-channel crop, not "
                          f"{crops.shape[0]} gray crops {crops.shape[-1]} px wide: pass crops[None] or [crop]")
     if crops.ndim == 4 and crops.shape[-1] == 1:
@@ -270,6 +265,10 @@ def _check_crop_array(crops: np.ndarray, batch: bool = True) -> np.ndarray:
         raise ValueError(f"wrong shape {tuple(crops.shape)} for crops: expected (N, H, W) gray or (N, H, W, 3) RGB")
     if crops.shape[1] == 0 or crops.shape[2] == 0:
         raise ValueError(f"empty image (0 size) in crops of shape {tuple(crops.shape)}")
+    limit = lrfer_io.MAX_IMAGE_PIXELS
+    if limit is not None and crops.shape[1] * crops.shape[2] > limit:
+        raise ValueError(f"crops too large ({crops.shape[2]}x{crops.shape[1]} pixels each): the limit is "
+                         f"lrfer.io.MAX_IMAGE_PIXELS = {limit:,}")
     return crops
 
 
@@ -381,7 +380,8 @@ def largest_activation(model: nn.Module, in_chans: int, resolution: int) -> int:
     try:
         with torch.inference_mode():
             device = next(model.parameters(), torch.zeros(())).device
-            model(torch.zeros(1, in_chans, resolution, resolution, device=device).contiguous(memory_format=torch.channels_last))
+            model(torch.zeros(1, in_chans, resolution, resolution, device=device, dtype=torch.float32).contiguous(
+                memory_format=torch.channels_last))
     finally:
         for hook in hooks:
             hook.remove()
@@ -465,7 +465,8 @@ class Recognizer:
         network = fold_batchnorm(self.model)
         if self.device.type != "cpu" or self._autocast_dtype() is not None or not isinstance(network, fx.GraphModule):
             return network
-        example = torch.zeros(3, self.spec.in_chans, self.spec.resolution, self.spec.resolution, device=self.device)
+        example = torch.zeros(3, self.spec.in_chans, self.spec.resolution, self.spec.resolution, device=self.device,
+                              dtype=torch.float32)
         return compute_in_place(network, example.contiguous(memory_format=torch.channels_last))
 
     def _autocast_dtype(self) -> torch.dtype | None:
@@ -514,7 +515,8 @@ class Recognizer:
         return self._cpu_chunk or 1 << 30
 
     def classify(self, faces48: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-        """Pipeline stage: probabilities for aligned 48x48 faces, ``batch_size`` at a time -> numpy ``(N, C)``.
+        """Pipeline stage: probabilities for aligned 48x48 faces (or faces at the native size, as crops
+        are), ``batch_size`` at a time -> numpy ``(N, C)``.
 
         >>> rec.classify(torch.rand(3, 1, 48, 48)).shape  # doctest: +SKIP
         (3, 7)

@@ -94,6 +94,10 @@ SPEC_METADATA_KEY = "lrfer_spec"
 #: as it is without this key (header with sorted keys, then the tensor bytes), so a file loaded by path,
 #: which no manifest describes, still has its header (classes, normalisation, temperature) and tensors checked.
 CONTENT_SHA_METADATA_KEY = "lrfer_sha256"
+#: What save_weights recorded before (stop 26): the sha256 of the tensor bytes alone, still checked.
+LEGACY_DATA_SHA_METADATA_KEY = "lrfer_data_sha256"
+#: safetensors' own limit on the JSON header; a longer one marks a damaged file.
+MAX_HEADER_BYTES = 100_000_000
 #: File name of the manifest entry inside a local weights directory or a Hub repo.
 CONFIG_FILENAME = "lrfer_config.json"
 HF_PREFIX = "hf://"
@@ -565,7 +569,8 @@ def safetensors_sha256s(path: str | os.PathLike[str]) -> FileHashes:
     whole = hashlib.sha256()
     with open(path, "rb") as handle:
         length = handle.read(8)
-        header_bytes = handle.read(int.from_bytes(length, "little"))
+        size = int.from_bytes(length, "little")
+        header_bytes = handle.read(size) if size <= MAX_HEADER_BYTES else b""  # else damaged: hashed as data
         whole.update(length + header_bytes)
         recorded, content = _recorded_content_sha(header_bytes)
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -577,11 +582,16 @@ def safetensors_sha256s(path: str | os.PathLike[str]) -> FileHashes:
 
 def _recorded_content_sha(header_bytes: bytes) -> tuple[str | None, "hashlib._Hash | None"]:
     """The content sha256 a header records, and a hash fed with the header's bytes as written without
-    it (to be fed the tensor bytes); ``(None, None)`` for a header without one or that does not parse."""
+    it (to be fed the tensor bytes); for a file that records only the older tensor-bytes sha256, that
+    one and an empty hash; ``(None, None)`` for a header with neither or that does not parse."""
     try:
+        metadata = json.loads(header_bytes)["__metadata__"]
+        if CONTENT_SHA_METADATA_KEY not in metadata:
+            legacy = metadata[LEGACY_DATA_SHA_METADATA_KEY]
+            return (legacy, hashlib.sha256()) if isinstance(legacy, str) else (None, None)
         header = json.loads(header_bytes)
         recorded = header["__metadata__"].pop(CONTENT_SHA_METADATA_KEY)
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None, None
     if not isinstance(recorded, str):
         return None, None
@@ -639,6 +649,17 @@ def _offline() -> bool:
     return value in {"1", "ON", "YES", "TRUE"} or bool(constants.HF_HUB_OFFLINE)
 
 
+#: Packages whose exceptions mean the connection failed (huggingface_hub uses requests before 1.0, httpx after).
+TRANSPORT_PACKAGES = frozenset({"httpx", "httpx2", "httpcore", "requests", "urllib3", "http"})
+
+
+def _is_transport_error(err: BaseException) -> bool:
+    """A connection that dropped, timed out or broke its protocol (not a local OSError)."""
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return True
+    return any(cls.__module__.split(".")[0] in TRANSPORT_PACKAGES for cls in type(err).__mro__)
+
+
 def _hub_download(repo_id: str, filename: str, revision: str, cache_dir: str | None, label: str) -> Path:
     """``hf_hub_download`` with a clear error when offline and not cached."""
     from huggingface_hub import hf_hub_download
@@ -656,9 +677,11 @@ def _hub_download(repo_id: str, filename: str, revision: str, cache_dir: str | N
             f"`lrfer download {label}` on a connected machine and copy its cache here (point ${CACHE_ENV} "
             f"at the copy), or {remedy}."
         ) from None
-    except (HfHubHTTPError, ValueError, PermissionError):  # the Hub's answers (404...), bad arguments: as they are
+    except HfHubHTTPError:  # the Hub's answers (404, 401, ...): their own messages
         raise
-    except Exception as err:  # a connection dropped mid-file: httpx's errors, or requests' (OSErrors there)
+    except Exception as err:
+        if not _is_transport_error(err):  # a full disk, a read-only cache, a bug: as they are
+            raise
         raise HubDownloadError(f"downloading {filename} of {label} ({repo_id}@{revision}) failed: {err}. "
                                "Run the command again: the download resumes.") from err
     return Path(path)
@@ -764,13 +787,19 @@ def _resolve_hf_uri(uri: str, cache_dir: str | None) -> tuple[ModelSpec, Path]:
                        uri, repo_id)
     config = _hub_download(repo_id, CONFIG_FILENAME, revision, cache_dir, uri)
     commit = config.parent.name if _COMMIT_RE.match(config.parent.name) else revision  # snapshots/<commit>/
+    # A damaged cached config (not JSON, or naming other weights) is deleted, to be fetched again next
+    # time; one that parses but that this lrfer refuses (e.g. written for a newer one) is kept.
     try:
         entry = _read_config(config)
-        entry["source"] = {"kind": "hub", "repo_id": repo_id, "revision": commit}
-        spec = ModelSpec.from_dict(entry, where=f"{uri} {CONFIG_FILENAME}")
+    except ManifestError:
+        _remove_cached(config)
+        raise
+    entry["source"] = {"kind": "hub", "repo_id": repo_id, "revision": commit}
+    spec = ModelSpec.from_dict(entry, where=f"{uri} {CONFIG_FILENAME}")
+    try:
         return spec, _fetch(spec, cache_dir, label=uri)
-    except (ManifestError, ChecksumError):
-        _remove_cached(config)  # a damaged cached config is fetched again next time, with the weights
+    except ChecksumError:
+        _remove_cached(config)
         raise
 
 
@@ -881,7 +910,8 @@ def load_model(spec: WeightSpec, device: "str | torch.device" = "cpu",
 
     model_spec, path = resolve(spec, cache_dir)
     try:
-        model = build_model(model_spec.arch, **model_spec.model_kwargs)  # checks the config's keys first
+        # float32 whatever the caller's default dtype (a float64 default would make float64 networks)
+        model = build_model(model_spec.arch, **model_spec.model_kwargs).float()  # checks the config's keys first
     except (KeyError, ValueError) as err:
         raise ManifestError(f"{model_spec.name} ({path}): {err.args[0]}") from None
     state = load_file(str(path), device="cpu")

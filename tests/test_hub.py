@@ -430,3 +430,27 @@ def test_bad_cached_file_that_cannot_be_deleted_says_so(hub: FakeHub, weights: t
     monkeypatch.setattr(Path, "unlink", read_only)
     with pytest.raises(zoo.ChecksumError, match="could not be deleted .*by hand"):
         zoo.load_model(NAME)
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), TypeError("a bug")])
+def test_local_errors_during_a_download_are_not_called_connection_errors(
+        hub: FakeHub, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    import huggingface_hub
+
+    def fails(*args: Any, **kwargs: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fails)
+    with pytest.raises(type(error)) as raised:
+        zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
+    assert not isinstance(raised.value, zoo.HubDownloadError)
+
+
+def test_cached_config_this_lrfer_refuses_is_kept(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                                  tmp_path: Path) -> None:
+    """A config that parses but has a key this lrfer does not know (written for a newer one) stays cached."""
+    data, digest, _ = weights
+    hub.files[REPO_ID] = {WEIGHTS: data, zoo.CONFIG_FILENAME: json.dumps(entry(sha256=digest, novel=1)).encode()}
+    with pytest.raises(zoo.ManifestError, match="novel"):
+        zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
+    assert list((tmp_path / "cache").rglob(f"snapshots/*/{zoo.CONFIG_FILENAME}"))

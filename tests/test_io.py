@@ -286,8 +286,11 @@ def png_claiming(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
 
 
-def test_file_over_opencvs_pixel_limit_is_a_value_error(tmp_path: Path) -> None:
+def test_file_over_opencvs_pixel_limit_is_a_value_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """OpenCV raises cv2.error (not None) for a header over its 2**30 pixel limit."""
+    import lrfer.io
+
+    monkeypatch.setattr(lrfer.io, "MAX_IMAGE_PIXELS", None)  # lrfer's own limit, checked first, would refuse it
     path = tmp_path / "huge.png"
     path.write_bytes(png_claiming(40000, 40000))
     with pytest.raises(ValueError, match="huge.png.*OpenCV refused"):
@@ -329,3 +332,27 @@ def test_32_bit_file_that_only_pillow_reads_is_refused_not_blackened(tmp_path: P
         pytest.skip("this OpenCV decodes float TIFFs itself")
     with pytest.raises(ValueError, match="float.tif.*mode F.*8-bit"):
         read_image_file(tmp_path / "float.tif")
+
+
+def test_bomb_size_is_read_from_the_header_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lrfer.io
+
+    monkeypatch.setattr(lrfer.io, "MAX_IMAGE_PIXELS", 100 * 100)
+    for suffix in (".png", ".jpg"):
+        save(np.zeros((101, 100, 3), np.uint8), tmp_path / f"big{suffix}")
+    monkeypatch.setattr(cv2, "imdecode", lambda *args: pytest.fail("decoded before the size check"))
+    for suffix in (".png", ".jpg"):
+        with pytest.raises(ValueError, match=f"100x101 .*big{suffix}"):
+            read_image_file(tmp_path / f"big{suffix}")
+
+
+def test_closed_pil_image_with_exif_orientation_is_a_clear_error(tmp_path: Path) -> None:
+    Image = pytest.importorskip("PIL.Image")
+    pil = Image.fromarray(np.zeros((20, 40, 3), np.uint8))
+    exif = pil.getexif()
+    exif[0x0112] = 6
+    pil.save(tmp_path / "rot.jpg", exif=exif)
+    with Image.open(tmp_path / "rot.jpg") as opened:
+        pass
+    with pytest.raises(ValueError, match="cannot read the pixels of PIL image"):
+        load_image(opened)

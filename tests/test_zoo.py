@@ -671,3 +671,31 @@ def test_raf_name_without_a_recipe_suggests_no_failing_command(name: str, why: s
     with pytest.raises(zoo.DatasetUnavailableError) as err:
         zoo.get_spec(name)
     assert why in str(err.value) and "lrfer train --arch" not in str(err.value)
+
+
+def test_file_with_the_older_tensor_bytes_sha_is_still_checked(tmp_path: Path) -> None:
+    """Files written by save_weights before the content hash record lrfer_data_sha256 only: their tensors
+    are checked against it (and they are not compared with a manifest entry of the same model name)."""
+    import hashlib
+
+    path = tmp_path / "old.safetensors"
+    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry())  # named like the manifest's baseline
+    header, data = zoo._split_safetensors(path.read_bytes())
+    del header["__metadata__"][zoo.CONTENT_SHA_METADATA_KEY]
+    header["__metadata__"][zoo.LEGACY_DATA_SHA_METADATA_KEY] = hashlib.sha256(data).hexdigest()
+    path.write_bytes(zoo._join_safetensors(header, data))
+    assert zoo.resolve(path)[0].name == "baseline-fer2013-16px"
+    damaged = bytearray(path.read_bytes())
+    damaged[-3] ^= 0x01
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(zoo.ChecksumError, match="its header records"):
+        zoo.resolve(path)
+
+
+@pytest.mark.parametrize("header", [b"[" * 100_000, None])
+def test_pathological_headers_are_checksum_errors(tmp_path: Path, header: bytes | None) -> None:
+    """A deeply nested header raised RecursionError, an absurd header length MemoryError."""
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes((len(header).to_bytes(8, "little") + header) if header else (1 << 62).to_bytes(8, "little") + b"{}")
+    with pytest.raises(zoo.ChecksumError, match="not a readable safetensors file"):
+        zoo.resolve(path)

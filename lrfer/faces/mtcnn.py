@@ -324,7 +324,7 @@ def load_network(name: str, device: torch.device | str = "cpu") -> nn.Module:
     """
     if name not in NETWORKS:
         raise ValueError(f"unknown MTCNN network {name!r}; use one of {tuple(NETWORKS)}")
-    net = NETWORKS[name]()
+    net = NETWORKS[name]().float()  # float32 whatever the caller's default dtype
     net.load_state_dict(_verified_state_dict(name), strict=True)
     return net.to(device).eval().requires_grad_(False)
 

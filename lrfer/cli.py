@@ -87,6 +87,9 @@ def _add_info(sub: Any) -> None:
     p.add_argument("name", help="model name from `lrfer models`, a .safetensors file, a folder with "
                                 "lrfer_config.json or hf://org/repo@commit")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--config", action="store_true",
+                   help="print the model's lrfer_config.json (its manifest entry, without source), e.g. to publish "
+                        "a trained .safetensors file on the Hub")
     p.set_defaults(func=cmd_info)
 
 
@@ -185,7 +188,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     default = load_manifest().default
     rows = [_model_row(get_spec(n), n == default) for n in names]
-    _print_table(["name", "arch", "res", "PublicTest acc", "source"], rows)
+    _print_table(["name", "arch", "res", "val acc", "source"], rows)
     return 0
 
 
@@ -229,8 +232,11 @@ def describe_source(source: Any) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """``lrfer info NAME``: details, metrics and licences."""
-    from lrfer.zoo import info
+    from lrfer.zoo import config_entry, info
 
+    if args.config:
+        print(json.dumps(config_entry(args.name), indent=2))
+        return 0
     data = info(args.name)
     if args.json:
         print(json.dumps(data, indent=2))

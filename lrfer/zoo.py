@@ -440,9 +440,23 @@ def _load_manifest_cached(path: str, mtime_ns: int) -> Manifest:
 def _parse_json(text: str, where: str) -> Any:
     """``text`` parsed as JSON; a :class:`ManifestError` naming ``where`` otherwise."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as err:
         raise ManifestError(f"{where} is not valid JSON ({err})") from None
+    except _DuplicateKeyError as err:  # json.loads would keep the last silently (a second entry of a model)
+        raise ManifestError(f"{where} has the key {err.args[0]!r} twice") from None
+
+
+class _DuplicateKeyError(Exception):
+    pass
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise _DuplicateKeyError(key)
+    return dict(pairs)
 
 
 def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
@@ -710,6 +724,26 @@ def _read_metadata(path: Path) -> dict[str, str]:
                             "copy or export it again") from None
 
 
+#: What a config or manifest entry must say as the weights file's own header does: the fields that
+#: decide how faces are fed to the network and how its outputs are read.
+HEADER_CHECKED_FIELDS = ("arch", "config", "resolution", "in_chans", "classes", "mean", "std", "temperature")
+
+
+def _check_against_header(spec: ModelSpec, path: Path, metadata: dict[str, str]) -> None:
+    """ManifestError if ``spec`` (from a manifest or a ``lrfer_config.json``) contradicts the spec that
+    :func:`save_weights` wrote into the file: a config that left out the temperature, or listed the
+    classes in another order, would mislabel every face of a file whose sha256 it has right."""
+    if SPEC_METADATA_KEY not in metadata:
+        return
+    embedded = ModelSpec.from_dict({**_read_embedded_entry(path, metadata), "file": spec.file, "sha256": spec.sha256,
+                                    "source": dict(spec.source)}, where=f"{path}: {SPEC_METADATA_KEY!r} metadata")
+    wrong = [f"{field} {getattr(spec, field)!r} (the file: {getattr(embedded, field)!r})"
+             for field in HEADER_CHECKED_FIELDS if getattr(spec, field) != getattr(embedded, field)]
+    if wrong:
+        raise ManifestError(f"the entry of {spec.name!r} contradicts the header of {path}: " + "; ".join(wrong)
+                            + f". Write the entry from the file: lrfer info {path} --config")
+
+
 def _read_embedded_entry(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
     if SPEC_METADATA_KEY not in metadata:
         raise ManifestError(
@@ -773,7 +807,7 @@ def _resolve_local_dir(folder: Path) -> tuple[ModelSpec, Path]:
     if not weights.is_file():
         raise FileNotFoundError(f"{config} names {spec.file!r} but {weights} does not exist")
     _verify(weights, spec.sha256, cached=False, what=spec.name)
-    _read_metadata(weights)
+    _check_against_header(spec, weights, _read_metadata(weights))
     return spec, weights
 
 
@@ -820,7 +854,7 @@ def _fetch(spec: ModelSpec, cache_dir: str | None, label: str | None = None) -> 
         path = Path(spec.source["path"])
         path = path / spec.file if path.is_dir() else path
         _verify(path, spec.sha256, cached=False, what=spec.name)
-    _read_metadata(path)  # the sha256 it was given is no proof that it is safetensors
+    _check_against_header(spec, path, _read_metadata(path))  # a sha256 match is no proof that it is safetensors
     return path
 
 
@@ -1041,6 +1075,19 @@ def info(name: WeightSpec) -> dict[str, Any]:
         "paper": spec.paper,
         "description": spec.description,
     }
+
+
+def config_entry(name: WeightSpec) -> dict[str, Any]:
+    """A model's entry as a ``lrfer_config.json`` (or a manifest entry without its ``source``): for a
+    weights file, what its header records plus its file name and sha256, ready to publish beside it.
+
+    >>> config_entry("gmenet-fer2013-16px")["classes"][0]  # doctest: +SKIP
+    'angry'
+    """
+    spec = name if isinstance(name, ModelSpec) else resolve(name)[0]
+    entry = spec.to_dict()
+    entry.pop("source", None)
+    return entry
 
 
 def download(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -30,7 +30,10 @@ def validate(path: Path) -> int:
     sys.path.insert(0, str(REPO))
     from lrfer import zoo
 
-    manifest = zoo.load_manifest(path)
+    try:
+        manifest = zoo.load_manifest(path)
+    except zoo.ManifestError as err:
+        raise SystemExit(f"{path}: {err}") from None
     for spec in manifest.models.values():
         if spec.source["kind"] == "bundled":
             weights = zoo.WEIGHTS_DIR / spec.file

@@ -334,3 +334,16 @@ def test_train_without_validation_data_warns_that_it_is_uncalibrated(tmp_path: P
                  "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--dataset-name", "mine"]) == 0
     assert "no validation data" in caplog.text and "uncalibrated" in caplog.text
     assert load_model(out).pretrained_cfg.temperature == 1.0
+
+
+def test_train_warns_about_missing_classes_a_zoo_name_and_validating_on_its_own_data(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = tmp_path / "fer2013-mine.npz"
+    rng = np.random.default_rng(2)
+    np.savez(data, images=rng.integers(0, 256, (32, 48, 48), dtype=np.uint8), labels=np.array([3, 4] * 16))
+    out = tmp_path / "m.safetensors"
+    assert main(["train", "--data", str(data), "--val", str(data), "--arch", "baseline", "--resolution", "16",
+                 "--out", str(out), "--epochs", "1", "--batch-size", "16", "--device", "cpu"]) == 0
+    assert "no training faces of angry, disgust, fear, surprise, neutral" in caplog.text
+    assert "baseline-fer2013-16px is also the name of a zoo model" in caplog.text
+    assert "validating on the training data itself" in caplog.text and "RAF-DB" not in caplog.text

@@ -699,3 +699,44 @@ def test_pathological_headers_are_checksum_errors(tmp_path: Path, header: bytes 
     path.write_bytes((len(header).to_bytes(8, "little") + header) if header else (1 << 62).to_bytes(8, "little") + b"{}")
     with pytest.raises(zoo.ChecksumError, match="not a readable safetensors file"):
         zoo.resolve(path)
+
+
+@pytest.mark.parametrize("change", ["drop temperature", "reverse classes", "mean"])
+def test_a_config_that_contradicts_its_weights_header_is_refused(tmp_path: Path, change: str) -> None:
+    """The config's sha256 was right, but it left out the temperature or listed the classes in another
+    order than the file records: every face would have been mislabelled or mis-scaled."""
+    folder, _ = make_dir(tmp_path / "repo")
+    config = json.loads((folder / zoo.CONFIG_FILENAME).read_text())
+    if change == "drop temperature":
+        del config["temperature"]
+    elif change == "reverse classes":
+        config["classes"] = config["classes"][::-1]
+    else:
+        config["mean"] = [0.3]
+    (folder / zoo.CONFIG_FILENAME).write_text(json.dumps(config))
+    field = change.split()[-1]
+    with pytest.raises(zoo.ManifestError, match=f"contradicts the header .*{field}.*lrfer info .* --config"):
+        zoo.resolve(folder)
+
+
+def test_info_config_writes_a_config_that_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lrfer.cli import main
+
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    weights = folder / "mine.safetensors"
+    zoo.save_weights(tiny_model().state_dict(), weights, tiny_entry(name="baseline-mine-16px", dataset="mine"))
+    assert main(["info", str(weights), "--config"]) == 0
+    (folder / zoo.CONFIG_FILENAME).write_text(capsys.readouterr().out)
+    spec, path = zoo.resolve(folder)
+    assert path == weights and spec.name == "baseline-mine-16px" and spec.temperature == 1.3
+    assert spec.sha256 == zoo.sha256_file(weights)
+
+
+def test_a_manifest_with_a_model_twice_is_refused(tmp_path: Path) -> None:
+    entry = json.dumps(tiny_entry())
+    path = tmp_path / "manifest.json"
+    path.write_text('{"schema_version": 1, "default": "baseline-fer2013-16px", "unavailable": {}, "models": '
+                    f'{{"baseline-fer2013-16px": {entry}, "baseline-fer2013-16px": {entry}}}}}')
+    with pytest.raises(zoo.ManifestError, match="'baseline-fer2013-16px' twice"):
+        zoo.load_manifest(path)

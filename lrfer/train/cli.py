@@ -178,9 +178,11 @@ def _default_val(data: Path) -> Path | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lrfer.train.datasets import load_faces
+    from lrfer.constants import CLASSES
+    from lrfer.train.datasets import RAF_LABEL_FILE, load_faces
     from lrfer.train.export import export
     from lrfer.train.recipes import Trainer
+    from lrfer.zoo import load_manifest
 
     _check_out(args.out)
     device = _device(args.device)
@@ -193,10 +195,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if val is None:
         log.warning("no validation data (pass --val): %s will be exported uncalibrated (temperature 1.0) and "
                     "without metrics", name)
-    elif val_path == args.data:
+    elif val_path == args.data and (args.data / RAF_LABEL_FILE).exists():
         log.warning("validating on %s's test split (RAF-DB has no validation split): the temperature is fitted "
                     "and the metrics measured on the faces `lrfer eval` will score; pass --val for held-out ones",
                     args.data)
+    elif val_path == args.data:
+        log.warning("validating on the training data itself (--val is --data): the temperature and the metrics "
+                    "are in-sample; pass held-out faces with --val")
+    missing = [CLASSES[k] for k in range(len(CLASSES)) if not (train.labels == k).any()]
+    if missing:
+        log.warning("no training faces of %s: the model keeps all %d classes (%s) and will still give them "
+                    "probability", ", ".join(missing), len(CLASSES), ", ".join(CLASSES))
+    if load_manifest().models.get(name) is not None:
+        log.warning("%s is also the name of a zoo model: lrfer.load(%r) loads the zoo's; load yours by its path, "
+                    "or give it a name of its own with --dataset-name", name, name)
     work_dir = args.work_dir or args.out.with_suffix(".run")
     log.info("training %s on %s (%d faces), validating on %s", name, args.data, len(train), val_path)
     model = Trainer(recipe, train, val, work_dir, device).fit()

@@ -148,6 +148,15 @@ def hub_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[s
     return write
 
 
+def publish_in_manifest(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                        hub_manifest: Callable[[str], None]) -> tuple[bytes, str, torch.nn.Module]:
+    """The tiny model published on the fake Hub and named in the manifest as a hub entry."""
+    data, digest, _ = weights
+    publish(hub, data, digest)
+    hub_manifest(digest)
+    return weights
+
+
 def go_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
@@ -211,9 +220,7 @@ def test_hf_uri_branch_is_pinned_to_commit(hub: FakeHub, weights: tuple[bytes, s
 
 def test_manifest_hub_entry(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
                             hub_manifest: Callable[[str], None], tmp_path: Path) -> None:
-    data, digest, original = weights
-    publish(hub, data, digest)
-    hub_manifest(digest)
+    data, digest, original = publish_in_manifest(hub, weights, hub_manifest)
     explicit = tmp_path / "explicit-cache"
     path = zoo.download(NAME, cache_dir=explicit)
     assert path.is_relative_to(explicit) and zoo.sha256_file(path) == digest
@@ -253,9 +260,7 @@ def test_tampered_hf_uri_is_refused(hub: FakeHub, weights: tuple[bytes, str, tor
 def test_offline_without_cache_gives_clear_error(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
                                                  hub_manifest: Callable[[str], None],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    data, digest, _ = weights
-    publish(hub, data, digest)
-    hub_manifest(digest)
+    data, digest, _ = publish_in_manifest(hub, weights, hub_manifest)
     go_offline(monkeypatch)
     with pytest.raises(zoo.NotCachedError, match=f"lrfer download {NAME}") as err:
         zoo.load_model(NAME)
@@ -288,9 +293,7 @@ def test_unreachable_hub_without_cache_says_so(hub: FakeHub, weights: tuple[byte
 def test_offline_after_download_uses_cache(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
                                            hub_manifest: Callable[[str], None],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    data, digest, original = weights
-    publish(hub, data, digest)
-    hub_manifest(digest)
+    data, digest, original = publish_in_manifest(hub, weights, hub_manifest)
     online_path = zoo.download(NAME)
     zoo.download(f"hf://{REPO_ID}")  # caches the branch -> commit ref too
     hub.requests.clear()
@@ -306,9 +309,7 @@ def test_offline_after_download_uses_cache(hub: FakeHub, weights: tuple[bytes, s
 def test_offline_cached_file_still_verified(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
                                             hub_manifest: Callable[[str], None],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    data, digest, _ = weights
-    publish(hub, data, digest)
-    hub_manifest(digest)
+    data, digest, _ = publish_in_manifest(hub, weights, hub_manifest)
     path = zoo.download(NAME)
     blob = path.resolve()
     blob.chmod(0o644)
@@ -331,9 +332,7 @@ def test_cli_download_then_offline_predict(hub: FakeHub, weights: tuple[bytes, s
 
     from lrfer.cli import main
 
-    data, digest, _ = weights
-    publish(hub, data, digest)
-    hub_manifest(digest)
+    data, digest, _ = publish_in_manifest(hub, weights, hub_manifest)
     assert main(["download", NAME]) == 0
     printed = Path(capsys.readouterr().out.strip())
     assert printed.name == WEIGHTS and printed.is_relative_to(tmp_path / "cache")
@@ -417,9 +416,7 @@ def test_hub_file_that_is_not_safetensors_is_refused(hub: FakeHub) -> None:
 def test_bad_cached_file_that_cannot_be_deleted_says_so(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
                                                         hub_manifest: Callable[[str], None],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    data, digest, _ = weights
-    publish(hub, data, digest)
-    hub_manifest(digest)
+    data, digest, _ = publish_in_manifest(hub, weights, hub_manifest)
     blob = zoo.download(NAME).resolve()
     blob.chmod(0o644)
     blob.write_bytes(data[:-1] + b"?")

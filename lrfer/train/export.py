@@ -34,6 +34,13 @@ def build_entry(name: str, recipe: Recipe, dataset: str, temperature: float, met
                 command: str, file: str | None = None) -> dict[str, Any]:
     """The manifest entry of a trained variant (``file``/``sha256``/``source`` added by the caller)."""
     data_license = FER2013_LICENSE if dataset == "fer2013" else f"{dataset}: see the dataset's own licence"
+    weights_license = RESEARCH_ONLY_WEIGHTS.format(data=dataset)
+    taught_by_teacher = recipe.method in ("distill", "fsr") or recipe.init_from_teacher
+    teachers = [t for t in (recipe.teacher if taught_by_teacher else None, recipe.kd_teacher) if t]
+    if teachers and dataset != "fer2013":  # what the teacher learnt from reaches the student too
+        taught = ", ".join(teachers)
+        data_license += f"; taught by {taught}, whose training data's licence applies too (the zoo's: {FER2013_LICENSE})"
+        weights_license += f", taught by {taught}"
     entry: dict[str, Any] = {
         "name": name,
         "arch": recipe.arch,
@@ -46,7 +53,7 @@ def build_entry(name: str, recipe: Recipe, dataset: str, temperature: float, met
         "std": [GRAY_STD],
         "temperature": round(temperature, 4),
         "alignment": "fer2013",
-        "license": {"code": "MIT", "weights": RESEARCH_ONLY_WEIGHTS.format(data=dataset), "data": data_license},
+        "license": {"code": "MIT", "weights": weights_license, "data": data_license},
         "metrics": metrics,
         "recipe": command,
         "seed": recipe.seed,

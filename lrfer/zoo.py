@@ -41,7 +41,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, Collection, Mapping, NamedTuple, Union
 
 from lrfer.results import ROW_PREFIX, VIDEO_COLUMNS
 
@@ -725,23 +725,44 @@ def _read_metadata(path: Path) -> dict[str, str]:
 
 
 #: What a config or manifest entry must say as the weights file's own header does: the fields that
-#: decide how faces are fed to the network and how its outputs are read.
-HEADER_CHECKED_FIELDS = ("arch", "config", "resolution", "in_chans", "classes", "mean", "std", "temperature")
+#: decide how faces are fed to the network and how its outputs are read. (The temperature may be
+#: re-fitted after export; only a config that leaves it out, falling back to 1.0, is refused.)
+HEADER_CHECKED_FIELDS = ("arch", "model_kwargs", "resolution", "classes", "mean", "std")
 
 
-def _check_against_header(spec: ModelSpec, path: Path, metadata: dict[str, str]) -> None:
-    """ManifestError if ``spec`` (from a manifest or a ``lrfer_config.json``) contradicts the spec that
-    :func:`save_weights` wrote into the file: a config that left out the temperature, or listed the
-    classes in another order, would mislabel every face of a file whose sha256 it has right."""
+def _check_against_header(spec: ModelSpec, path: Path, metadata: dict[str, str],
+                          given: Collection[str] | None = None) -> None:
+    """ManifestError if ``spec`` (from a manifest or a ``lrfer_config.json``, whose keys are ``given``)
+    contradicts the spec that :func:`save_weights` wrote into the file: a config that listed the
+    classes in another order, or left out the temperature, would mislabel or mis-scale every face of
+    a file whose sha256 it has right."""
     if SPEC_METADATA_KEY not in metadata:
         return
     embedded = ModelSpec.from_dict({**_read_embedded_entry(path, metadata), "file": spec.file, "sha256": spec.sha256,
                                     "source": dict(spec.source)}, where=f"{path}: {SPEC_METADATA_KEY!r} metadata")
-    wrong = [f"{field} {getattr(spec, field)!r} (the file: {getattr(embedded, field)!r})"
-             for field in HEADER_CHECKED_FIELDS if getattr(spec, field) != getattr(embedded, field)]
+    wrong = [f"{field} {_checked(spec, field)!r} (the file: {_checked(embedded, field)!r})"
+             for field in HEADER_CHECKED_FIELDS if not _same(_checked(spec, field), _checked(embedded, field))]
+    if given is not None and "temperature" not in given and not _same(spec.temperature, embedded.temperature):
+        wrong.append(f"no temperature, so 1.0 (the file: {embedded.temperature!r})")
     if wrong:
         raise ManifestError(f"the entry of {spec.name!r} contradicts the header of {path}: " + "; ".join(wrong)
                             + f". Write the entry from the file: lrfer info {path} --config")
+
+
+def _checked(spec: ModelSpec, field: str) -> Any:
+    """A field as the network sees it: the build arguments without an input size equal to the resolution."""
+    if field != "model_kwargs":
+        return getattr(spec, field)
+    return {k: v for k, v in spec.model_kwargs.items() if not (k == "input_size" and v == spec.resolution)}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, with floats equal to rounding (a config written by another tool)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-6)
+    return a == b
 
 
 def _read_embedded_entry(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
@@ -807,7 +828,7 @@ def _resolve_local_dir(folder: Path) -> tuple[ModelSpec, Path]:
     if not weights.is_file():
         raise FileNotFoundError(f"{config} names {spec.file!r} but {weights} does not exist")
     _verify(weights, spec.sha256, cached=False, what=spec.name)
-    _check_against_header(spec, weights, _read_metadata(weights))
+    _check_against_header(spec, weights, _read_metadata(weights), given=entry.keys())
     return spec, weights
 
 
@@ -831,13 +852,14 @@ def _resolve_hf_uri(uri: str, cache_dir: str | None) -> tuple[ModelSpec, Path]:
     entry["source"] = {"kind": "hub", "repo_id": repo_id, "revision": commit}
     spec = ModelSpec.from_dict(entry, where=f"{uri} {CONFIG_FILENAME}")
     try:
-        return spec, _fetch(spec, cache_dir, label=uri)
+        return spec, _fetch(spec, cache_dir, label=uri, given=entry.keys())
     except ChecksumError:
         _remove_cached(config)
         raise
 
 
-def _fetch(spec: ModelSpec, cache_dir: str | None, label: str | None = None) -> Path:
+def _fetch(spec: ModelSpec, cache_dir: str | None, label: str | None = None,
+           given: Collection[str] | None = None) -> Path:
     """The verified local weights path for a spec's source."""
     kind = spec.source["kind"]
     if kind == "bundled":
@@ -854,7 +876,7 @@ def _fetch(spec: ModelSpec, cache_dir: str | None, label: str | None = None) -> 
         path = Path(spec.source["path"])
         path = path / spec.file if path.is_dir() else path
         _verify(path, spec.sha256, cached=False, what=spec.name)
-    _check_against_header(spec, path, _read_metadata(path))  # a sha256 match is no proof that it is safetensors
+    _check_against_header(spec, path, _read_metadata(path), given)  # a sha256 match is no proof that it is safetensors
     return path
 
 

@@ -337,12 +337,13 @@ def test_train_without_validation_data_warns_that_it_is_uncalibrated(tmp_path: P
 
 
 def test_train_warns_about_missing_classes_a_zoo_name_and_validating_on_its_own_data(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # --val spells the file relative to here, --data absolute
     data = tmp_path / "fer2013-mine.npz"
     rng = np.random.default_rng(2)
     np.savez(data, images=rng.integers(0, 256, (32, 48, 48), dtype=np.uint8), labels=np.array([3, 4] * 16))
     out = tmp_path / "m.safetensors"
-    assert main(["train", "--data", str(data), "--val", str(data), "--arch", "baseline", "--resolution", "16",
+    assert main(["train", "--data", str(data), "--val", data.name, "--arch", "baseline", "--resolution", "16",
                  "--out", str(out), "--epochs", "1", "--batch-size", "16", "--device", "cpu"]) == 0
     assert "no training faces of angry, disgust, fear, surprise, neutral" in caplog.text
     assert "baseline-fer2013-16px is also the name of a zoo model" in caplog.text

@@ -740,3 +740,20 @@ def test_a_manifest_with_a_model_twice_is_refused(tmp_path: Path) -> None:
                     f'{{"baseline-fer2013-16px": {entry}, "baseline-fer2013-16px": {entry}}}}}')
     with pytest.raises(zoo.ManifestError, match="'baseline-fer2013-16px' twice"):
         zoo.load_manifest(path)
+
+
+@pytest.mark.parametrize("change", ["temperature 1.41", "mean rounded", "num_classes in config"])
+def test_a_config_may_refit_the_temperature_and_spell_the_same_network_otherwise(tmp_path: Path, change: str) -> None:
+    """A temperature re-fitted after export (lrfer eval --calibrate-on) is the config's to give; floats
+    equal to rounding and build arguments that repeat the entry are the same network."""
+    folder, _ = make_dir(tmp_path / "repo")
+    config = json.loads((folder / zoo.CONFIG_FILENAME).read_text())
+    if change == "temperature 1.41":
+        config["temperature"] = 1.41
+    elif change == "mean rounded":
+        config["mean"] = [0.5 + 1e-12]
+    else:
+        config["config"]["num_classes"] = 7
+    (folder / zoo.CONFIG_FILENAME).write_text(json.dumps(config))
+    spec, _ = zoo.resolve(folder)
+    assert spec.temperature == (1.41 if change == "temperature 1.41" else 1.3)

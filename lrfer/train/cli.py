@@ -177,6 +177,10 @@ def _default_val(data: Path) -> Path | None:
     return sibling if data.suffix == ".npz" and sibling != data and sibling.exists() else None
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from lrfer.constants import CLASSES
     from lrfer.train.datasets import RAF_LABEL_FILE, load_faces
@@ -195,11 +199,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if val is None:
         log.warning("no validation data (pass --val): %s will be exported uncalibrated (temperature 1.0) and "
                     "without metrics", name)
-    elif val_path == args.data and (args.data / RAF_LABEL_FILE).exists():
+    elif _same_file(val_path, args.data) and (args.data / RAF_LABEL_FILE).exists():
         log.warning("validating on %s's test split (RAF-DB has no validation split): the temperature is fitted "
                     "and the metrics measured on the faces `lrfer eval` will score; pass --val for held-out ones",
                     args.data)
-    elif val_path == args.data:
+    elif _same_file(val_path, args.data):
         log.warning("validating on the training data itself (--val is --data): the temperature and the metrics "
                     "are in-sample; pass held-out faces with --val")
     missing = [CLASSES[k] for k in range(len(CLASSES)) if not (train.labels == k).any()]

@@ -30,17 +30,34 @@ FER2013_LICENSE = "FER2013 (Goodfellow et al. 2013, Kaggle): research use only"
 RESEARCH_ONLY_WEIGHTS = "research use only (trained on {data})"
 
 
+def _teachers_of_other_data(recipe: Recipe, dataset: str) -> list[tuple[str, str]]:
+    """(name, training data's licence) of each teacher of ``recipe`` trained on other data than
+    ``dataset``: a zoo model by its name and manifest licence, a file by its file name."""
+    from lrfer.zoo import load_manifest
+
+    taught_by_teacher = recipe.method in ("distill", "fsr") or recipe.init_from_teacher
+    models = load_manifest().models
+    found = []
+    for teacher in (recipe.teacher if taught_by_teacher else None, recipe.kd_teacher):
+        if not teacher:
+            continue
+        zoo_model = models.get(teacher)
+        if zoo_model is None:
+            found.append((Path(teacher).name, "see the teacher's own training data"))
+        elif zoo_model.dataset != dataset:
+            found.append((teacher, zoo_model.license["data"]))
+    return found
+
+
 def build_entry(name: str, recipe: Recipe, dataset: str, temperature: float, metrics: dict[str, Any],
                 command: str, file: str | None = None) -> dict[str, Any]:
     """The manifest entry of a trained variant (``file``/``sha256``/``source`` added by the caller)."""
     data_license = FER2013_LICENSE if dataset == "fer2013" else f"{dataset}: see the dataset's own licence"
     weights_license = RESEARCH_ONLY_WEIGHTS.format(data=dataset)
-    taught_by_teacher = recipe.method in ("distill", "fsr") or recipe.init_from_teacher
-    teachers = [t for t in (recipe.teacher if taught_by_teacher else None, recipe.kd_teacher) if t]
-    if teachers and dataset != "fer2013":  # what the teacher learnt from reaches the student too
-        taught = ", ".join(teachers)
-        data_license += f"; taught by {taught}, whose training data's licence applies too (the zoo's: {FER2013_LICENSE})"
-        weights_license += f", taught by {taught}"
+    taught = _teachers_of_other_data(recipe, dataset)
+    if taught:  # what a teacher learnt from reaches the student too
+        data_license += "; taught by " + ", ".join(f"{name} ({licence})" for name, licence in taught)
+        weights_license += ", taught by " + ", ".join(name for name, _ in taught)
     entry: dict[str, Any] = {
         "name": name,
         "arch": recipe.arch,

@@ -99,14 +99,12 @@ def _decode_cv2(data: np.ndarray) -> np.ndarray | None:
 
 def _decode_pil(path: Path) -> np.ndarray | None:
     try:
-        from PIL import Image, ImageOps
+        from PIL import Image
     except ImportError:  # pragma: no cover - pillow is optional
         return None
     try:
-        with Image.open(path) as im:
-            if im.mode in PIL_WIDE_MODES:  # e.g. a float TIFF, which .convert("RGB") would clip to black
-                return _pil_to_array(im, f"file {str(path)!r} (mode {im.mode})")
-            return _pil_to_array(ImageOps.exif_transpose(im))
+        with Image.open(path) as im:  # _pil_to_array turns it upright and refuses 32-bit modes (a float TIFF)
+            return _pil_to_array(im, f"file {str(path)!r} (mode {im.mode})")
     except ValueError:
         raise
     except Exception:  # noqa: BLE001 - any decoder failure means "unreadable"

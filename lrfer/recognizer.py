@@ -34,7 +34,7 @@ from lrfer.allocator import raise_adaptive_thresholds
 from lrfer.constants import CPU_ACTIVATION_BUDGET, HR_SIZE
 from lrfer.faces import align as alignment
 from lrfer.faces.degrade import downsample, to_native
-from lrfer.faces.detect import detector_name
+from lrfer.faces.detect import detector_name, no_autocast
 from lrfer import io as lrfer_io
 from lrfer.io import describe, load_image, to_device_tensors
 from lrfer.results import Face, VideoFrame
@@ -311,7 +311,8 @@ def crops_to_gray(crops: np.ndarray | Sequence[Any], size: int = HR_SIZE) -> tor
         arr = _check_crop_array(crops)
         if arr.shape[0] == 0:
             return torch.zeros(0, 1, size, size)
-        return resize_square(torch.from_numpy(_gray_float(arr, rgb=arr.ndim == 4)).unsqueeze(1), size)
+        with no_autocast():  # the resizing's matrix products, under a caller's autocast, would run in bf16
+            return resize_square(torch.from_numpy(_gray_float(arr, rgb=arr.ndim == 4)).unsqueeze(1), size)
     if not isinstance(crops, (list, tuple)):
         raise ValueError(f"crops must be a uint8 array (N, H, W[, 3]) or a list of images; got {describe(crops)}")
     if not crops:
@@ -321,14 +322,6 @@ def crops_to_gray(crops: np.ndarray | Sequence[Any], size: int = HR_SIZE) -> tor
 
 def _is_tensor(obj: Any) -> bool:
     return isinstance(obj, torch.Tensor)
-
-
-@contextlib.contextmanager
-def no_autocast() -> Iterator[None]:
-    """A caller's ``torch.autocast`` switched off: lrfer's stages run in the precision they were made for
-    (the expression model's own autocast, with ``precision``, is entered inside)."""
-    with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
-        yield
 
 
 def trace_this_thread(model: nn.Module) -> Any:
@@ -476,8 +469,8 @@ class Recognizer:
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         dtype = self._autocast_dtype()
-        if dtype is None:  # fp32: also inside a caller's autocast
-            return torch.autocast(device_type=self.device.type, enabled=False)
+        if dtype is None:  # fp32 (predict_tensor has switched a caller's autocast off)
+            return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def _check_faces_tensor(self, x: torch.Tensor) -> None:
@@ -541,9 +534,7 @@ class Recognizer:
         >>> rec.predict_crops(np.zeros((5, 48, 48), np.uint8)).shape  # doctest: +SKIP
         (5, 7)
         """
-        with no_autocast():  # the resizing's matrix products, under a caller's autocast, would run in bf16
-            faces = crops_to_gray(crops, self.resolution)
-        return self.classify(faces, batch_size)
+        return self.classify(crops_to_gray(crops, self.resolution), batch_size)
 
     # -- images -----------------------------------------------------------------------------------
     def predict(self, images: Any, batch_size: int = 256) -> list[Face] | list[list[Face]]:
@@ -643,9 +634,7 @@ class Recognizer:
 
     def _faces_from_crops(self, arrays: list[np.ndarray], batch_size: int) -> list[list[Face]]:
         """``detector=None``: each image is one face; box = the whole image."""
-        with no_autocast():
-            faces = crops_to_gray(arrays, self.resolution)
-        probs = self.classify(faces, batch_size)
+        probs = self.classify(crops_to_gray(arrays, self.resolution), batch_size)
         out = []
         for arr, p in zip(arrays, probs.tolist()):
             h, w = arr.shape[:2]

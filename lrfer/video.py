@@ -50,9 +50,9 @@ def iter_video_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Pat
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            names = [Path(os.fsdecode(rel)) for rel in walk_files(os.fsencode(p), VIDEO_EXTENSIONS)]
-            # broken symbolic links stay (as io.walk_files lists them): they are reported as unreadable
-            found.extend((p / rel, rel) for rel in names if (p / rel).is_file() or (p / rel).is_symlink())
+            for raw_rel in walk_files(os.fsencode(p), VIDEO_EXTENSIONS):  # broken links too: reported when opened
+                rel = Path(os.fsdecode(raw_rel))
+                found.append((p / rel, rel))
         elif p.is_file() and is_video_file(p):
             found.append((p, Path(p.name)))
     return found

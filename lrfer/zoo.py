@@ -502,8 +502,9 @@ def get_spec(name: str) -> ModelSpec:
     'gmenet'
     """
     manifest = load_manifest()
-    if name.strip().lower() in manifest.models:  # names are lowercase (parse_name's grammar)
-        return manifest.models[name.strip().lower()]
+    key = name.strip().lower()  # names are lowercase (parse_name's grammar)
+    if key in manifest.models:
+        return manifest.models[key]
     try:
         parsed: ParsedName | None = parse_name(name)
     except ValueError:
@@ -599,12 +600,12 @@ def _recorded_content_sha(header_bytes: bytes) -> tuple[str | None, "hashlib._Ha
     it (to be fed the tensor bytes); for a file that records only the older tensor-bytes sha256, that
     one and an empty hash; ``(None, None)`` for a header with neither or that does not parse."""
     try:
-        metadata = json.loads(header_bytes)["__metadata__"]
+        header = json.loads(header_bytes)
+        metadata = header["__metadata__"]
         if CONTENT_SHA_METADATA_KEY not in metadata:
             legacy = metadata[LEGACY_DATA_SHA_METADATA_KEY]
             return (legacy, hashlib.sha256()) if isinstance(legacy, str) else (None, None)
-        header = json.loads(header_bytes)
-        recorded = header["__metadata__"].pop(CONTENT_SHA_METADATA_KEY)
+        recorded = metadata.pop(CONTENT_SHA_METADATA_KEY)
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None, None
     if not isinstance(recorded, str):
@@ -827,9 +828,7 @@ def _resolve_local_dir(folder: Path) -> tuple[ModelSpec, Path]:
     weights = folder / spec.file
     if not weights.is_file():
         raise FileNotFoundError(f"{config} names {spec.file!r} but {weights} does not exist")
-    _verify(weights, spec.sha256, cached=False, what=spec.name)
-    _check_against_header(spec, weights, _read_metadata(weights), given=entry.keys())
-    return spec, weights
+    return spec, _fetch(spec, None, given=entry.keys())
 
 
 def _resolve_hf_uri(uri: str, cache_dir: str | None) -> tuple[ModelSpec, Path]:

@@ -175,6 +175,14 @@ _tf32_before: object = None
 
 
 @contextmanager
+def no_autocast() -> Iterator[None]:
+    """A caller's ``torch.autocast`` switched off: lrfer's stages run in the precision they were made for
+    (the expression model's own autocast, with ``precision``, is entered inside)."""
+    with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+        yield
+
+
+@contextmanager
 def detection_mode() -> Iterator[None]:
     """Inference mode without autocast, with cuDNN convolutions in full float32 unless
     :data:`DETECTOR_TF32`; the caller's TF32 setting is restored when the last concurrent
@@ -191,7 +199,7 @@ def detection_mode() -> Iterator[None]:
             setattr(owner, setting, value)
         _tf32_users += 1
     try:
-        with torch.inference_mode(), torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+        with torch.inference_mode(), no_autocast():
             yield
     finally:
         with _tf32_lock:

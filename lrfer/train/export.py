@@ -35,10 +35,9 @@ def _teachers_of_other_data(recipe: Recipe, dataset: str) -> list[tuple[str, str
     ``dataset``: a zoo model by its name and manifest licence, a file by its file name."""
     from lrfer.zoo import load_manifest
 
-    taught_by_teacher = recipe.method in ("distill", "fsr") or recipe.init_from_teacher
     models = load_manifest().models
     found = []
-    for teacher in (recipe.teacher if taught_by_teacher else None, recipe.kd_teacher):
+    for teacher in (recipe.teacher if recipe.uses_teacher else None, recipe.kd_teacher):
         if not teacher:
             continue
         zoo_model = models.get(teacher)

@@ -71,6 +71,11 @@ class Recipe:
     erase_prob: float = 0.25
     degradation: dict[str, Any] = field(default_factory=dict)  # DegradationConfig fields beyond resolution
 
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether training reads the teacher: distillation, FSR-FER, or initialisation from it."""
+        return self.method in ("distill", "fsr") or self.init_from_teacher
+
     def degradation_config(self) -> DegradationConfig:
         return DegradationConfig(resolution=self.resolution, **self.degradation)
 
@@ -287,7 +292,7 @@ def _check_teacher(teacher: nn.Module | None, recipe: Recipe, student: nn.Module
     """Distillation, FSR-FER and teacher initialisation read the ResNet-18 teacher's stages and head."""
     from lrfer.models.resnet import ResNet
 
-    if recipe.method not in ("distill", "fsr") and not recipe.init_from_teacher:
+    if not recipe.uses_teacher:
         return
     purpose = "initialising from a teacher" if recipe.method == "supervised" else f"{recipe.method!r} training"
     fits = f"a ResNet-18 teacher: {TEACHER_NAME!r} or a .safetensors written by `lrfer train --arch resnet18`"

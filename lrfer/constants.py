@@ -11,6 +11,10 @@ GRAY_STD: float = 0.25
 #: Side of the canonical high-resolution face crop: FER2013's own 48x48 framing.
 HR_SIZE: int = 48
 
+#: Face framings the pipeline can make (a spec's ``alignment``). Only FER2013's: a model trained on
+#: other crops would be fed faces framed unlike its training faces, so its spec is refused.
+ALIGNMENTS: tuple[str, ...] = ("fer2013",)
+
 #: On CPU, a network call keeps its largest feature map within this many floats (8 MiB): larger maps
 #: leave the cache (and above glibc's 32 MB mmap threshold are fresh, page-faulted mappings). Sets the
 #: expression model's faces per call and the detectors' bands and crops per call.

@@ -43,6 +43,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Collection, Mapping, NamedTuple, Union
 
+from lrfer.constants import ALIGNMENTS, HR_SIZE
 from lrfer.results import ROW_PREFIX, VIDEO_COLUMNS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -284,6 +285,10 @@ class ModelSpec:
             check(key, isinstance(entry[key], list) and len(entry[key]) == entry["in_chans"]
                   and all(is_finite(v) for v in entry[key]), f"a list of {entry['in_chans']} finite number(s)")
         check("std", all(v > 0 for v in entry["std"]), "positive")
+        if "alignment" in entry:
+            check("alignment", entry["alignment"] in ALIGNMENTS,
+                  f"one of {list(ALIGNMENTS)} (the face framings lrfer makes: {HR_SIZE} px FER2013 crops, "
+                  "aligned on 5 landmarks)")
         check("sha256", isinstance(entry["sha256"], str) and bool(_SHA256_RE.match(entry["sha256"])),
               "64 lowercase hex characters")
         if "temperature" in entry:
@@ -728,7 +733,7 @@ def _read_metadata(path: Path) -> dict[str, str]:
 #: What a config or manifest entry must say as the weights file's own header does: the fields that
 #: decide how faces are fed to the network and how its outputs are read. (The temperature may be
 #: re-fitted after export; only a config that leaves it out, falling back to 1.0, is refused.)
-HEADER_CHECKED_FIELDS = ("arch", "model_kwargs", "resolution", "classes", "mean", "std")
+HEADER_CHECKED_FIELDS = ("arch", "model_kwargs", "resolution", "classes", "mean", "std", "alignment")
 
 
 def _check_against_header(spec: ModelSpec, path: Path, metadata: dict[str, str],

@@ -550,6 +550,12 @@ def test_licence_of_a_model_taught_by_a_teacher_names_it() -> None:
     supervised = tiny("baseline", {"width": 8, "input_size": 16}, 16, "supervised", teacher="resnet18-fer2013-48px")
     assert "taught" not in build_entry("baseline-mine-16px", supervised, "mine", 1.0, {}, "test")["license"]["data"]
     assert "taught" not in build_entry("gmenet-fer2013-16px", distilled, "fer2013", 1.0, {}, "test")["license"]["data"]
+    chosen = build_entry("gmenet-mine-16px", distilled, "mine", 1.0, {}, "test", weights_license="CC-BY-4.0",
+                         data_license="Mine: CC0")["license"]
+    assert chosen["weights"] == "CC-BY-4.0, taught by resnet18-fer2013-48px"
+    assert chosen["data"].startswith("Mine: CC0; taught by resnet18-fer2013-48px (FER2013")
+    assert build_entry("gmenet-mine-16px", supervised, "mine", 1.0, {}, "test")["license"] == {
+        "code": "MIT", "weights": "research use only (trained on mine)", "data": "mine: see the dataset's own licence"}
     own = replace(distilled, teacher="/home/me/runs/raf-teacher.safetensors")
     data = build_entry("gmenet-fer2013-16px", own, "fer2013", 1.0, {}, "test")["license"]["data"]
     assert "taught by raf-teacher.safetensors (see the teacher's own training data)" in data and "/home" not in data

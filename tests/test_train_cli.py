@@ -62,7 +62,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_npz: Path) -> tuple[P
     """``lrfer train`` on the tiny npz (publictest sibling found automatically); returns (weights, stdout)."""
     out = tmp_path_factory.mktemp("out") / "baseline-tiny-16px.safetensors"
     argv = ["train", "--arch", "baseline", "--data", str(tiny_npz), "--resolution", "16", "--out", str(out),
-            "--epochs", "1", "--batch-size", "32", "--dataset-name", "tiny", "--device", "cpu"]
+            "--epochs", "1", "--batch-size", "32", "--dataset-name", "tiny", "--license", "CC-BY-NC-4.0",
+            "--data-license", "Tiny faces: CC0", "--device", "cpu"]
     buffer = io.StringIO()
     saved_argv = sys.argv
     sys.argv = ["lrfer", *argv]  # what the console script sees; the entry records the command
@@ -93,7 +94,9 @@ def test_train_writes_loadable_weights_with_entry(trained: tuple[Path, str], tin
     assert spec.recipe.startswith("lrfer train --arch baseline")
     assert shlex.split(spec.recipe)[1:] == ["train", "--arch", "baseline", "--data", str(tiny_npz), "--resolution", "16",
                                             "--out", str(out), "--epochs", "1", "--batch-size", "32",
-                                            "--dataset-name", "tiny", "--device", "cpu"]
+                                            "--dataset-name", "tiny", "--license", "CC-BY-NC-4.0",
+                                            "--data-license", "Tiny faces: CC0", "--device", "cpu"]
+    assert spec.license == {"code": "MIT", "weights": "CC-BY-NC-4.0", "data": "Tiny faces: CC0"}
     assert spec.seed == 0
     # the recorded validation accuracy is the accuracy of the saved (fp16) weights on the publictest sibling
     val = load_faces(tiny_npz.with_name("tiny-publictest.npz"))
@@ -250,6 +253,14 @@ def test_train_refuses_bad_arguments_before_loading_data(tmp_path: Path, caplog:
     assert not out.exists() and not out.with_suffix(".run").exists()
 
 
+def test_train_refuses_an_empty_licence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_train(["--arch", "gmenet", "--resolution", "16", "--license", " ", "--data", str(tmp_path / "x.npz"),
+                   "--out", str(tmp_path / "x.safetensors")])
+    assert exit_info.value.code == 2
+    assert "--license: a licence cannot be empty" in capsys.readouterr().err
+
+
 def save_tiny(path: Path, classes: tuple[str, ...] = CLASSES) -> Path:
     """A random 16 px baseline saved like a zoo model, with the given classes (no training)."""
     model = build_model("baseline", width=8, input_size=16, num_classes=len(classes))
@@ -348,3 +359,12 @@ def test_train_warns_about_missing_classes_a_zoo_name_and_validating_on_its_own_
     assert "no training faces of angry, disgust, fear, surprise, neutral" in caplog.text
     assert "baseline-fer2013-16px is also the name of a zoo model" in caplog.text
     assert "validating on the training data itself" in caplog.text and "RAF-DB" not in caplog.text
+
+
+def test_train_takes_the_weights_suffix_in_any_case(tmp_path: Path) -> None:
+    """``save_weights`` and ``lrfer.load`` take '.SAFETENSORS'; ``lrfer train`` refused it before training."""
+    from lrfer.train.cli import _check_out
+
+    _check_out(tmp_path / "mine.SAFETENSORS")
+    with pytest.raises(ValueError, match=r"must end in '\.safetensors' \(e\.g\. mine\.safetensors\)"):
+        _check_out(tmp_path / "mine.pt")

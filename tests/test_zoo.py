@@ -160,6 +160,7 @@ def test_hub_source_with_commit_accepted() -> None:
     ({"source": {"kind": "hub", "repo_id": "org/repo", "revision": COMMIT, "token": "x"}}, "exactly the keys"),
     ({"source": {"kind": "hub", "repo_id": "repo", "revision": COMMIT}}, "'org/repo', got 'repo'"),
     ({"resolution": "16"}, "positive int"),
+    ({"alignment": "rafdb-aligned"}, r"'alignment' must be one of \['fer2013'\]"),
 ])
 def test_invalid_values_rejected(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(zoo.ManifestError, match=message):

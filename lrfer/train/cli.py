@@ -53,8 +53,19 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--work-dir", type=Path, default=None, help="checkpoints (resumable; default: <out>.run/)")
+    p.add_argument("--license", dest="weights_license", default=None, type=_licence_text,
+                   help="licence of the weights, written to the entry (default: 'research use only (trained on "
+                        "<dataset>)'); a teacher trained on other data is appended")
+    p.add_argument("--data-license", default=None, type=_licence_text,
+                   help="licence of the training data (default: FER2013's, or '<dataset>: see the dataset's own licence')")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_train)
+
+
+def _licence_text(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a licence cannot be empty")
+    return text.strip()
 
 
 def _add_eval(sub: Any) -> None:
@@ -116,9 +127,12 @@ def _variant_name(recipe_name: str | None, arch: str, dataset: str, resolution: 
 
 
 def _check_out(out: Path) -> None:
-    if out.suffix != ".safetensors":
+    """Refused before training, with the name to use, as ``save_weights`` would refuse it after."""
+    from lrfer.zoo import WEIGHTS_SUFFIX
+
+    if out.suffix.lower() != WEIGHTS_SUFFIX:
         raise ValueError(f"--out {out}: the weights are written as safetensors, so the name must end in "
-                         f"'.safetensors' (e.g. {out.with_suffix('.safetensors').name})")
+                         f"'{WEIGHTS_SUFFIX}' (e.g. {out.with_suffix(WEIGHTS_SUFFIX).name})")
 
 
 def _train_recipe(args: argparse.Namespace) -> Recipe:
@@ -217,7 +231,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     log.info("training %s on %s (%d faces), validating on %s", name, args.data, len(train), val_path)
     model = Trainer(recipe, train, val, work_dir, device).fit()
     command = "lrfer " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if "train" in sys.argv[1:] else "lrfer train"
-    entry, sha = export(model.cpu(), recipe, name, dataset, val, args.out, command, split="val")
+    entry, sha = export(model.cpu(), recipe, name, dataset, val, args.out, command, split="val",
+                        weights_license=args.weights_license, data_license=args.data_license)
     print(f"wrote {args.out} ({name}, sha256 {sha})")
     if entry["metrics"]:
         print("validation:", ", ".join(f"{k}={v}" for k, v in entry["metrics"].items()))

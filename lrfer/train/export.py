@@ -49,10 +49,17 @@ def _teachers_of_other_data(recipe: Recipe, dataset: str) -> list[tuple[str, str
 
 
 def build_entry(name: str, recipe: Recipe, dataset: str, temperature: float, metrics: dict[str, Any],
-                command: str, file: str | None = None) -> dict[str, Any]:
-    """The manifest entry of a trained variant (``file``/``sha256``/``source`` added by the caller)."""
-    data_license = FER2013_LICENSE if dataset == "fer2013" else f"{dataset}: see the dataset's own licence"
-    weights_license = RESEARCH_ONLY_WEIGHTS.format(data=dataset)
+                command: str, file: str | None = None, weights_license: str | None = None,
+                data_license: str | None = None) -> dict[str, Any]:
+    """The manifest entry of a trained variant (``file``/``sha256``/``source`` added by the caller).
+
+    Without ``weights_license``/``data_license`` the licences are placeholders: research use, and the
+    data's name. A teacher trained on other data is named in both either way.
+    """
+    if data_license is None:
+        data_license = FER2013_LICENSE if dataset == "fer2013" else f"{dataset}: see the dataset's own licence"
+    if weights_license is None:
+        weights_license = RESEARCH_ONLY_WEIGHTS.format(data=dataset)
     taught = _teachers_of_other_data(recipe, dataset)
     if taught:  # what a teacher learnt from reaches the student too
         data_license += "; taught by " + ", ".join(f"{name} ({licence})" for name, licence in taught)
@@ -105,7 +112,8 @@ def metrics_from(scores: Scores, split: str) -> dict[str, Any]:
 
 
 def export(model: nn.Module, recipe: Recipe, name: str, dataset: str, val: FaceSet | None, out: Path,
-           command: str, split: str = "publictest") -> tuple[dict[str, Any], str]:
+           command: str, split: str = "publictest", weights_license: str | None = None,
+           data_license: str | None = None) -> tuple[dict[str, Any], str]:
     """Write fp16 weights to ``out`` and calibrate on ``val`` (if given); return (entry, sha256).
 
     ``model`` is rounded to fp16 in place first, so the temperature and the metrics (and whatever the
@@ -118,6 +126,7 @@ def export(model: nn.Module, recipe: Recipe, name: str, dataset: str, val: FaceS
     if val is not None:
         temperature, scores = calibrate_and_score(model, recipe, val)
         metrics = metrics_from(scores, split)
-    entry = build_entry(name, recipe, dataset, temperature, metrics, command)
+    entry = build_entry(name, recipe, dataset, temperature, metrics, command,
+                        weights_license=weights_license, data_license=data_license)
     sha = save_weights(model.state_dict(), out, entry)
     return entry, sha

@@ -281,7 +281,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     use_few_cpu_threads_for_gpu(rec.device)
     args.annotated = None if args.annotate is None else AnnotatedPaths(
         args.annotate, args.paths, [path for path, _ in files] + [path for path, _ in videos])
-    counts = {"images": 0, "frames": 0, "faces": 0, "failed": 0}
+    counts = {"images": 0, "frames": 0, "faces": 0, "failed": 0, "partial": 0}
     with open_writer(args.out, rec.classes, video=bool(videos)) as write:
         if files:
             bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)
@@ -296,8 +296,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 counts["images"], counts["frames"], counts["faces"], counts["failed"])
     if counts["failed"]:
         logger.warning("%d file(s) could not be read (see the warnings above)", counts["failed"])
-        return 1
-    return 0
+    if counts["partial"]:
+        logger.warning("%d video(s) ended before the frames their header announces, truncated or damaged: their "
+                       "rows stop early (see the warnings above)", counts["partial"])
+    return 1 if counts["failed"] or counts["partial"] else 0
 
 
 def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
@@ -306,7 +308,7 @@ def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
     ``--annotate DIR`` an annotated copy ``DIR/<rel>`` with suffix ``.mp4``."""
     from tqdm import tqdm
 
-    from lrfer.video import AnnotatedVideoWriter, video_info
+    from lrfer.video import AnnotatedVideoWriter, ended_early, video_info
 
     try:
         info = video_info(video)
@@ -319,6 +321,7 @@ def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
     bar = tqdm(total=total, unit="frame", desc=video.name, file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)
     annotated = None if args.annotated is None else AnnotatedVideoWriter(
         args.annotated.target(video, rel.with_suffix(".mp4")), info.fps / args.every)
+    last = -1
     try:
         for frame, pixels in frames:
             for row in frame.to_rows(str(video)):
@@ -327,7 +330,10 @@ def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
                 annotated.write(pixels, frame.faces)
             counts["frames"] += 1
             counts["faces"] += len(frame.faces)
+            last = frame.index
             bar.update(1)
+        # at most ``every`` frames follow the last one scored; ended_early is told the most it could be
+        counts["partial"] += ended_early(last + args.every, info.frame_count)
     except (ValueError, RuntimeError) as err:  # no frame decoded, or the annotated copy cannot be written
         logger.warning("skipped: %s", err)
         counts["failed"] += 1

@@ -567,7 +567,8 @@ class Recognizer:
         frame order, one per frame read, faces or not. Frames are decoded one at a time in a
         background thread, a step of frames ahead, and scored in steps as :meth:`predict` scores a
         list of images: memory stays flat however long the video. ValueError when the file cannot
-        be read as a video.
+        be read as a video; a video that ends before the frames its header announces (truncated or
+        damaged) is scored as far as it decodes, and a warning is logged.
 
         >>> for frame in rec.predict_video("clip.mp4", every=5):  # doctest: +SKIP
         ...     print(frame.index, frame.time_s, [f.label for f in frame.faces])

@@ -10,6 +10,7 @@ video, approximate for variable-rate recordings.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import queue
@@ -29,6 +30,7 @@ VIDEO_EXTENSIONS: frozenset[str] = frozenset(
 ANNOTATED_FOURCC = "mp4v"
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 def is_video_file(path: str | os.PathLike) -> bool:
@@ -128,6 +130,7 @@ def read_frames(path: str | os.PathLike, every: int = 1) -> Iterator[tuple[int, 
     check_every(every)
     capture = open_video(path)
     fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    announced = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
     index = 0
     try:
         while True:
@@ -144,6 +147,16 @@ def read_frames(path: str | os.PathLike, every: int = 1) -> Iterator[tuple[int, 
         capture.release()
     if index == 0:
         raise ValueError(f"cannot read video: no frame of {str(path)!r} could be decoded")
+    if ended_early(index, announced):
+        logger.warning("%s: decoded %d of the %d frames its header announces; the file is truncated or damaged, "
+                       "so the results stop at frame %d", path, index, announced, index - 1)
+
+
+def ended_early(decoded: int, announced: int) -> bool:
+    """Whether a video decoded clearly fewer frames than its header announced (a truncated or damaged
+    file). Some containers estimate the count from the duration, so 1 % of it (at least a frame) may
+    be missing without a warning."""
+    return announced > 0 and decoded + max(1, announced // 100) < announced
 
 
 def prepend(first: T, rest: Generator[T, None, None]) -> Generator[T, None, None]:

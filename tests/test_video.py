@@ -3,6 +3,7 @@ videos. The videos are made in the test with OpenCV's writer (MPEG-4 Part 2, ``m
 from __future__ import annotations
 
 import csv
+import json
 import math
 import threading
 from pathlib import Path
@@ -265,6 +266,46 @@ def test_cli_unreadable_video_is_skipped_with_exit_1(tiny_path: Path, clip: Path
     assert main(args) == 1
     assert "broken.mp4" in caplog.text and "cannot read video" in caplog.text
     assert len(out.read_text().splitlines()) == 2  # frames 0 and 6 of the good clip
+
+
+def truncated_avi(path: Path, frames: int = 40, keep: float = 0.6) -> Path:
+    """A Motion-JPEG AVI of ``frames`` noise frames cut after ``keep`` of its bytes: its header still
+    announces every frame, but only the first ones decode."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (SIZE[1], SIZE[0]))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG video")
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8))
+    writer.release()
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+    return path
+
+
+def test_a_truncated_video_is_scored_as_far_as_it_decodes_with_a_warning(
+        tiny_path: Path, clip: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """It was scored partially without a word, and ``lrfer predict`` exited 0."""
+    cut = truncated_avi(tmp_path / "cut.avi")
+    decoded = len(list(video_mod.read_frames(cut)))
+    assert 0 < decoded < 40
+    assert f"decoded {decoded} of the 40 frames its header announces" in caplog.text
+    caplog.clear()
+    assert len(list(video_mod.read_frames(clip))) == FRAMES and "announces" not in caplog.text  # a whole video: no warning
+    out = tmp_path / "faces.jsonl"
+    args = ["predict", str(cut), str(clip), "--model", str(tiny_path), "--detector", "none", "--quiet",
+            "--every", "3", "--out", str(out)]
+    assert main(args) == 1
+    assert "1 video(s) ended before the frames their header announces" in caplog.text
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == math.ceil(decoded / 3) + math.ceil(FRAMES / 3)  # still scored as far as it decodes
+
+
+@pytest.mark.parametrize("decoded, announced, early", [(40, 40, False), (39, 40, False), (38, 40, True),
+                                                       (24, 40, True), (5, 0, False), (990, 1000, False),
+                                                       (989, 1000, True)])
+def test_ended_early_allows_one_percent_of_an_estimated_count(decoded: int, announced: int, early: bool) -> None:
+    assert video_mod.ended_early(decoded, announced) is early
 
 
 def test_frames_read_ahead_are_one_step_within_a_memory_bound() -> None:

@@ -46,7 +46,7 @@ cat "$OUT/env.log"
 
 # Each *_v7 step runs its twin's very command (one array each) with only the variable added.
 V7=(env TORCH_CUDNN_V8_API_DISABLED=1)
-TESTS_CUDA=(python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py)
+TESTS_CUDA=(python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py "tests/test_train.py::test_training_on_cuda_resumes_like_an_uninterrupted_run")
 FIRST_USE=(python3 benchmarks/first_use.py --device cuda --width 480 --steps 64,32,256,192,96)
 PREDICT_FOLDER=(python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 64,64,256,256 --workers 8 --stages)
 

@@ -485,6 +485,30 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, tra
     assert len(again.history) == 2
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_training_on_cuda_resumes_like_an_uninterrupted_run(tmp_path: Path, train_set: FaceSet, val_set: FaceSet,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The degradation's noise was drawn with the run's CPU generator on the CUDA batch (an error at the
+    first step), and CUDA's random stream (dropout there) was not in the checkpoint."""
+    recipe = tiny("baseline", {"width": 8, "input_size": 16}, 16, epochs=2)
+    full = Trainer(recipe, train_set, val_set, tmp_path / "A", device="cuda").fit(progress=False)
+    original_save = Trainer._save
+
+    def save_then_stop(self: Trainer, epoch: int) -> None:
+        original_save(self, epoch)
+        if epoch == 1:
+            raise _Interrupted
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_save", save_then_stop)
+        with pytest.raises(_Interrupted):
+            Trainer(recipe, train_set, val_set, tmp_path / "B", device="cuda").fit(progress=False)
+    resumed = Trainer(recipe, train_set, val_set, tmp_path / "B", device="cuda").fit(progress=False)
+    a, b = full.state_dict(), resumed.state_dict()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
 def test_baseline_learns_a_visual_pattern(tmp_path: Path) -> None:
     """Brightness codes the class: a width-8 baseline at 16 px must do far better than chance (1/7)."""
     train, val = synthetic_faces(448, seed=2), synthetic_faces(140, seed=3)

@@ -139,7 +139,11 @@ def random_degrade(x: torch.Tensor, cfg: DegradationConfig, generator: torch.Gen
         x = downsample(x, cfg.resolution, "area") if size > cfg.resolution else upsample(x, cfg.resolution)
     if cfg.noise_std_max > 0:
         std = uniform(0.0, cfg.noise_std_max)
-        x = (x + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)).clamp_(0, 1)
+        # drawn where the generator lives (a training run's is on the CPU) and moved to the batch:
+        # a CPU generator cannot draw on CUDA
+        where = generator.device if generator is not None else x.device
+        noise = torch.randn(x.shape, generator=generator, device=where, dtype=x.dtype)
+        x = (x + std * noise.to(x.device)).clamp_(0, 1)
     if cfg.jpeg_prob > 0 and uniform(0.0, 1.0) < cfg.jpeg_prob:
         x = jpeg_compress(x, int(uniform(30, 90)))
     return x

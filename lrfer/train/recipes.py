@@ -462,6 +462,8 @@ class Trainer:
         self.generator.set_state(torch.tensor(meta["rng"], dtype=torch.uint8))
         if "torch_rng" in meta:  # global stream (dropout); absent in checkpoints written before it was saved
             torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
+        if "cuda_rng" in meta and self.device.type == "cuda":  # dropout on CUDA draws from the device's stream
+            torch.cuda.set_rng_state(torch.tensor(meta["cuda_rng"], dtype=torch.uint8), self.device)
         self.history = meta["history"]
         log.info("resumed %s at epoch %d", self.work_dir, meta["epoch"])
         return int(meta["epoch"])
@@ -470,6 +472,8 @@ class Trainer:
         meta = {"epoch": epoch, "history": self.history, "recipe": self.recipe.to_json(), "data": self.data,
                 "schedulers": [s.state_dict() for s in self.schedulers], "rng": self.generator.get_state().tolist(),
                 "torch_rng": torch.get_rng_state().tolist()}
+        if self.device.type == "cuda":
+            meta["cuda_rng"] = torch.cuda.get_rng_state(self.device).tolist()
         save_checkpoint(self._checkpoint_path(), self.modules, self.optimizers, meta)
 
     def fit(self, progress: bool = True) -> nn.Module:

@@ -368,3 +368,29 @@ def test_train_takes_the_weights_suffix_in_any_case(tmp_path: Path) -> None:
     _check_out(tmp_path / "mine.SAFETENSORS")
     with pytest.raises(ValueError, match=r"must end in '\.safetensors' \(e\.g\. mine\.safetensors\)"):
         _check_out(tmp_path / "mine.pt")
+
+
+@pytest.mark.parametrize("extra, kd_teacher", [
+    ([], "gmenet-fer2013-16px"),
+    (["--kd-teacher", "none"], None),
+    (["--kd-teacher", "mine.safetensors"], "mine.safetensors"),
+])
+def test_train_kd_teacher_of_a_recipe_can_be_replaced(extra: list[str], kd_teacher: str | None,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """--teacher replaced only the 48 px teacher: the speed recipes kept gmenet-fer2013-16px's soft
+    targets at full weight, on RAF-DB too, without a word."""
+    from lrfer.cli import build_parser
+    from lrfer.train.cli import _train_recipe
+
+    args = build_parser().parse_args(["train", "--recipe", "gmenet-fast-fer2013-16px", "--data", "x.npz", "--out",
+                                      "x.safetensors", "--teacher", "raf-teacher.safetensors", *extra])
+    recipe = _train_recipe(args)
+    assert recipe.teacher == "raf-teacher.safetensors" and recipe.kd_teacher == kd_teacher
+    assert ("takes its soft targets from gmenet-fer2013-16px" in caplog.text) == (not extra)
+
+
+def test_train_refuses_a_kd_teacher_for_a_recipe_without_distillation(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    assert run_train(["--arch", "baseline", "--resolution", "16", "--kd-teacher", "gmenet-fer2013-16px",
+                      "--data", str(tmp_path / "x.npz"), "--out", str(tmp_path / "x.safetensors")]) == 1
+    assert "would ignore it" in caplog.text

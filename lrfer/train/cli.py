@@ -48,6 +48,10 @@ def _add_train(sub: Any) -> None:
                    help="train a zoo variant's recipe instead of --arch/--resolution, e.g. gmenet-small-fer2013-16px; "
                         "the model is named after it with the dataset part replaced")
     p.add_argument("--teacher", default=None, help="teacher name or .safetensors (distillation, FSR-FER, MA-Net init)")
+    p.add_argument("--kd-teacher", default=None,
+                   help="model whose outputs on the same low-resolution faces are the soft targets (name or "
+                        ".safetensors; 'none': the --teacher's on the 48 px face). The gmenet-fast and gmenet-tiny "
+                        "recipes use gmenet-fer2013-16px")
     p.add_argument("--dataset-name", default=None, help="dataset part of the variant name (default: from --data)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -153,6 +157,11 @@ def _train_recipe(args: argparse.Namespace) -> Recipe:
         recipe = recipe_for(args.arch, args.resolution)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("seed", args.seed),
                                    ("teacher", args.teacher)) if v is not None}
+    if args.kd_teacher is not None:
+        overrides["kd_teacher"] = None if args.kd_teacher.strip().lower() == "none" else args.kd_teacher
+    elif args.teacher is not None and recipe.kd_teacher:
+        log.warning("recipe %s takes its soft targets from %s, not from --teacher %s; pass --kd-teacher none to take "
+                    "them from --teacher, or --kd-teacher another model", args.recipe, recipe.kd_teacher, args.teacher)
     recipe = replace(recipe, **overrides)
     check_recipe(recipe)
     return recipe

@@ -186,6 +186,9 @@ def check_recipe(recipe: Recipe) -> None:
     if native != recipe.resolution:
         raise ValueError(f"{recipe.arch}: config input_size {native} differs from the recipe's resolution "
                          f"{recipe.resolution}")
+    if recipe.kd_teacher and recipe.method != "distill":
+        raise ValueError(f"kd_teacher {recipe.kd_teacher!r} gives soft targets to distillation; this {recipe.arch} "
+                         f"recipe trains by {recipe.method!r} and would ignore it")
     if recipe.branch_losses and recipe.arch != "manet":
         raise ValueError(f"branch_losses is MA-Net's loss (a local and a global branch); {recipe.arch} has no branches")
 

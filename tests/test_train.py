@@ -181,29 +181,29 @@ def test_load_faces_rejects_unknown_path(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- losses
-def test_attention_similarity_loss() -> None:
+def test_attention_transfer_loss() -> None:
     torch.manual_seed(0)
     maps = [torch.randn(4, 8, 16, 16), torch.randn(4, 16, 8, 8)]
-    assert losses.attention_similarity_loss(maps, [m.clone() for m in maps]).item() == pytest.approx(0.0, abs=1e-7)
+    assert losses.attention_transfer_loss(maps, [m.clone() for m in maps]).item() == pytest.approx(0.0, abs=1e-7)
     # attention ignores channel count: a teacher map with other channels but the same energy pattern matches
     same_energy = [m.repeat(1, 2, 1, 1) for m in maps]
-    assert losses.attention_similarity_loss(maps, same_energy).item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.attention_transfer_loss(maps, same_energy).item() == pytest.approx(0.0, abs=1e-6)
     other = [torch.randn_like(m) for m in maps]
-    assert losses.attention_similarity_loss(maps, other).item() > 1e-3
+    assert losses.attention_transfer_loss(maps, other).item() > 1e-3
 
 
-def test_attention_similarity_loss_different_spatial_sizes() -> None:
+def test_attention_transfer_loss_different_spatial_sizes() -> None:
     torch.manual_seed(0)
     student = [torch.randn(2, 8, 8, 8), torch.randn(2, 16, 4, 4)]
     # teacher maps 3x larger, nearest-upsampled from the student: pooling back recovers the student's attention
     teacher = [torch.nn.functional.interpolate(m, scale_factor=3, mode="nearest") for m in student]
     assert teacher[0].shape[-1] == 24
-    loss = losses.attention_similarity_loss(student, teacher)
+    loss = losses.attention_transfer_loss(student, teacher)
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
     random_teacher = [torch.randn(2, 32, 24, 24), torch.randn(2, 64, 12, 12)]
-    assert losses.attention_similarity_loss(student, random_teacher).item() > 1e-3
+    assert losses.attention_transfer_loss(student, random_teacher).item() > 1e-3
     # the student larger than the teacher works too
-    assert math.isfinite(losses.attention_similarity_loss(random_teacher, student).item())
+    assert math.isfinite(losses.attention_transfer_loss(random_teacher, student).item())
 
 
 def test_distillation_kl() -> None:
@@ -334,6 +334,88 @@ def test_distill_gmenet_with_teacher_file(tmp_path: Path, train_set: FaceSet, va
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     # the teacher is frozen and unchanged
     assert states_equal(trainer.teacher, load_trained(teacher_path, torch.device("cpu")))
+
+
+def test_attention_recorder_gives_each_attention_modules_logits_without_changing_the_output() -> None:
+    from lrfer.models.gmenet import AttentionRecorder, ChannelAttention, SpatialAttention
+
+    torch.manual_seed(0)
+    model = build_model("gmenet", width=8, input_size=16).eval()
+    x = torch.randn(3, 1, 16, 16)
+    plain = model(x)
+    with AttentionRecorder(model) as recorded:
+        assert torch.equal(model(x), plain)
+    assert [tuple(m.shape) for m in recorded.maps] == [(3, 8, 1, 1), (3, 1, 16, 16), (3, 16, 1, 1), (3, 1, 8, 8),
+                                                       (3, 32, 1, 1), (3, 1, 4, 4)]
+    # the logits are what the module's sigmoid weighs its input with
+    block = model.local_stages[0][0]
+    residual = block.conv2(block.conv1(model.stem(x)))
+    channel, spatial = block.attention
+    assert isinstance(channel, ChannelAttention) and isinstance(spatial, SpatialAttention)
+    torch.testing.assert_close(residual * torch.sigmoid(recorded.maps[0]), channel(residual))
+    weighted = channel(residual)
+    torch.testing.assert_close(weighted * torch.sigmoid(recorded.maps[1]), spatial(weighted))
+    model(x)
+    assert len(recorded.maps) == 6  # hooks removed on leaving
+
+
+def test_askd_loss_compares_attention_by_direction_and_pools_the_teacher() -> None:
+    torch.manual_seed(0)
+    student = [torch.randn(4, 8, 1, 1), torch.randn(4, 1, 16, 16)]
+    assert losses.askd_loss(student, [m.clone() for m in student]).item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.askd_loss(student, [3 * m for m in student]).item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.askd_loss(student, [-m for m in student]).item() == pytest.approx(4.0, abs=1e-5)  # 1 - cos = 2 each
+    teacher = [student[0], torch.nn.functional.interpolate(student[1], scale_factor=3, mode="nearest")]
+    assert losses.askd_loss(student, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="same attention modules"):
+        losses.askd_loss(student, student[:1])
+
+
+def hr_gmenet_teacher(path: Path, width: int = 8) -> Path:
+    """A 48 px GME-Net (the student's layout at 48 px) saved as a trained teacher."""
+    torch.manual_seed(2)
+    save_trained(build_model("gmenet", width=width, input_size=48).eval(), path,
+                 Recipe("gmenet", {"width": width, "input_size": 48}, 48))
+    return path
+
+
+def test_askd_distils_the_attention_modules_of_a_48px_gmenet(tmp_path: Path, train_set: FaceSet, val_set: FaceSet
+                                                             ) -> None:
+    """GME-Net's distillation as its paper describes: the student's attention modules learn the
+    attention of a high-resolution teacher with the same modules (before, only attention transfer
+    of stage outputs from the ResNet-18 teacher, which has none)."""
+    from lrfer.models.gmenet import AttentionRecorder
+
+    teacher = hr_gmenet_teacher(tmp_path / "hr.safetensors")
+    recipe = tiny("gmenet", {"width": 8, "input_size": 16}, 16, "distill", teacher=str(teacher),
+                  attention_distillation="askd", att_weight=1.0)
+    trainer = Trainer(recipe, train_set, val_set, tmp_path / "run")
+    # the attention loss alone reaches the student's attention convolutions
+    hr = torch.from_numpy(train_set.images[:16]).unsqueeze(1).float() / 255
+    _, att, _ = trainer._attention_similarity((hr - 0.5) / 0.25, (trainer._degrade(hr) - 0.5) / 0.25)
+    att.backward()
+    spatial = [m for m in AttentionRecorder(trainer.model).modules if not hasattr(m, "mlp")]
+    assert att.item() > 0 and all(m.conv.weight.grad.abs().sum() > 0 for m in spatial)
+    trainer.model.zero_grad(set_to_none=True)
+    trainer.fit(progress=False)
+    check_history(trainer, 1, ("loss", "ce", "att", "kd"))
+    assert 0 < trainer.history[0]["att"] <= 6 * 2  # six modules, 1 - cos <= 2 each
+
+
+def test_askd_refuses_a_teacher_without_the_students_attention(tmp_path: Path, train_set: FaceSet, val_set: FaceSet,
+                                                                teacher_path: Path) -> None:
+    recipe = tiny("gmenet", {"width": 8, "input_size": 16}, 16, "distill", teacher=str(teacher_path),
+                  attention_distillation="askd")
+    with pytest.raises(ValueError, match=r"attention modules of widths none, the student \[8, 16, 32\]"):
+        Trainer(recipe, train_set, val_set, tmp_path / "a")
+    wider = hr_gmenet_teacher(tmp_path / "wide.safetensors", width=16)
+    with pytest.raises(ValueError, match=r"widths \[16, 32, 64\], the student \[8, 16, 32\]"):
+        Trainer(replace(recipe, teacher=str(wider)), train_set, val_set, tmp_path / "b")
+    with pytest.raises(ValueError, match="distils GME-Net's attention modules"):
+        Trainer(tiny("baseline", {"width": 8, "input_size": 16}, 16, "distill", teacher=str(teacher_path),
+                     attention_distillation="askd"), train_set, val_set, tmp_path / "c")
+    with pytest.raises(ValueError, match="attention_distillation must be one of"):
+        Trainer(replace(recipe, attention_distillation="cbam"), train_set, val_set, tmp_path / "d")
 
 
 def test_kd_teacher_gives_soft_targets_on_the_students_input(tmp_path: Path, train_set: FaceSet, val_set: FaceSet,

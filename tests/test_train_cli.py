@@ -394,3 +394,16 @@ def test_train_refuses_a_kd_teacher_for_a_recipe_without_distillation(tmp_path: 
     assert run_train(["--arch", "baseline", "--resolution", "16", "--kd-teacher", "gmenet-fer2013-16px",
                       "--data", str(tmp_path / "x.npz"), "--out", str(tmp_path / "x.safetensors")]) == 1
     assert "would ignore it" in caplog.text
+
+
+def test_train_attention_distillation_option_sets_the_recipe() -> None:
+    from lrfer.cli import build_parser
+    from lrfer.train.cli import _train_recipe
+
+    def recipe(*extra: str) -> object:
+        return _train_recipe(build_parser().parse_args(["train", "--arch", "gmenet", "--resolution", "16", "--data",
+                                                        "x.npz", "--out", "x.safetensors", *extra]))
+
+    assert recipe().attention_distillation == "activation"  # type: ignore[attr-defined]
+    chosen = recipe("--attention-distillation", "askd", "--teacher", "gmenet-hr-48px.safetensors")
+    assert chosen.attention_distillation == "askd" and chosen.teacher == "gmenet-hr-48px.safetensors"  # type: ignore[attr-defined]

@@ -7,11 +7,18 @@ How each part maps to the paper's description (GME-Net, low-resolution FER, 2025
   descriptors through a shared bottleneck MLP) followed by spatial attention (a convolution over the
   channel-wise average and maximum maps).
   Three stages of these blocks (:attr:`GMENet.local_stages`) run at the native resolution r, r/2, r/4.
-* **Attention-similarity knowledge distillation** -> :func:`spatial_attention` makes one spatial
-  attention map per local stage (channel mean of squared activations, L2-normalised), and
-  :func:`lrfer.train.losses.attention_similarity_loss` pulls them towards the maps of the HR teacher
-  (``resnet18-fer2013-48px``) computed on the *same* face at 48 px. The teacher is used only in
-  training; the deployed network runs on the low-resolution face alone.
+* **Attention-similarity knowledge distillation** (ASKD, Shin et al., ECCV 2022) ->
+  ``Recipe(attention_distillation="askd")``: :class:`AttentionRecorder` collects the pre-sigmoid map of
+  every channel and spatial attention module, and :func:`lrfer.train.losses.askd_loss` pulls each
+  towards the matching module's of a high-resolution teacher with the same modules (a GME-Net trained
+  at 48 px) on the *same* face at 48 px (``1 - cos``). The teacher is used only in training; the
+  deployed network runs on the low-resolution face alone.
+* **The bundled weights were distilled otherwise** (``attention_distillation="activation"``, the
+  default): by attention transfer (Zagoruyko & Komodakis 2017) from the ResNet-18 teacher
+  ``resnet18-fer2013-48px``, which has no attention modules: :func:`spatial_attention` of each local
+  stage's output (channel mean of squared activations, L2-normalised) against the teacher stage's
+  (:func:`lrfer.train.losses.attention_transfer_loss`). ASKD needs a 48 px GME-Net teacher, about
+  nine times the default's multiply-adds per face: not trained on this project's CPUs yet.
 * **Multi-scale global module with a quasi-symmetric structure** -> :class:`QuasiSymmetricGlobalBlock`:
   parallel 3x3 branches with dilation 1, 2 and 3 (small, medium and large receptive fields on the
   whole face) are fused symmetrically around the middle branch: (small + medium) and (medium + large)
@@ -40,9 +47,12 @@ class ChannelAttention(nn.Module):
         hidden = max(channels // reduction, 4)
         self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The channel attention before its sigmoid, (N, C, 1, 1)."""
+        return self.mlp(F.adaptive_avg_pool2d(x, 1)) + self.mlp(F.adaptive_max_pool2d(x, 1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.mlp(F.adaptive_avg_pool2d(x, 1)) + self.mlp(F.adaptive_max_pool2d(x, 1))
-        return x * torch.sigmoid(weights)
+        return x * torch.sigmoid(self.logits(x))
 
 
 class SpatialAttention(nn.Module):
@@ -52,9 +62,41 @@ class SpatialAttention(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(2, 1, kernel, padding=kernel // 2)
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The spatial attention before its sigmoid, (N, 1, H, W)."""
+        return self.conv(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
-        return x * torch.sigmoid(self.conv(pooled))
+        return x * torch.sigmoid(self.logits(x))
+
+
+class AttentionRecorder:
+    """Within ``with``, the pre-sigmoid attention of every channel and spatial attention module of
+    ``model``, in the order they run: ``maps`` holds (N, C, 1, 1) and (N, 1, H, W) tensors, with their
+    gradients. For attention-similarity distillation (:func:`lrfer.train.losses.askd_loss`).
+
+    Forward hooks recompute each module's logits from its input (a 1x1 MLP or a 2-channel
+    convolution: cheap), so the network's own forward, which serving traces and rewrites
+    (:mod:`lrfer.inplace`), is untouched.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.modules = [m for m in model.modules() if isinstance(m, (ChannelAttention, SpatialAttention))]
+        self.maps: list[torch.Tensor] = []
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _record(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+        self.maps.append(module.logits(inputs[0]))  # type: ignore[operator]
+
+    def __enter__(self) -> "AttentionRecorder":
+        self.maps = []
+        self._handles = [m.register_forward_hook(self._record) for m in self.modules]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
 
 def spatial_attention(feature_map: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:

@@ -12,7 +12,12 @@ features for facial expression recognition in the wild", IEEE TIP 2021):
 * **Global multi-scale branch** -> a Res2Net-like block (:class:`Res2NetBlock`: channel groups with
   hierarchical 3x3 convolutions, so one block mixes several receptive fields) on the whole mid-level
   map, then ResNet stages 3-4 and a classifier.
-* **Fusion** -> ``logits = 0.6 * local + 0.4 * global`` (the paper's weighting). The authors train
+* **Fusion** -> ``logits = 0.6 * local + 0.4 * global`` (the paper's weighting).
+* **Lighter than the authors' network** (``zengqunzhao/MA-Net``), to train on CPUs at 48 px: each patch
+  runs one residual stage with one CBAM after it (theirs: stages 3 and 4 of blocks with CBAM inside
+  each residual branch); the global branch has one one-direction Res2Net block before plain stages 3-4
+  (theirs: two-direction multi-scale blocks throughout stages 3-4); the four patch vectors are
+  concatenated (theirs: averaged). The authors train
   each branch on its own cross-entropy with these weights (``Recipe.branch_losses``); the bundled
   ``manet-fer2013-48px`` was trained on one cross-entropy of the blend, which scored higher on the
   zoo's 5-epoch schedule (63.3 against 62.2 % PublicTest).

@@ -52,6 +52,10 @@ def _add_train(sub: Any) -> None:
                    help="model whose outputs on the same low-resolution faces are the soft targets (name or "
                         ".safetensors; 'none': the --teacher's on the 48 px face). The gmenet-fast and gmenet-tiny "
                         "recipes use gmenet-fer2013-16px")
+    p.add_argument("--attention-distillation", choices=("activation", "askd"), default=None,
+                   help="GME-Net's attention distillation: 'askd' (the paper's attention similarity: every attention "
+                        "module against a 48 px GME-Net --teacher of the same widths) or 'activation' (attention "
+                        "transfer of stage outputs from the ResNet-18 teacher; the bundled weights' and the default)")
     p.add_argument("--dataset-name", default=None, help="dataset part of the variant name (default: from --data)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -156,7 +160,8 @@ def _train_recipe(args: argparse.Namespace) -> Recipe:
     else:
         recipe = recipe_for(args.arch, args.resolution)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("seed", args.seed),
-                                   ("teacher", args.teacher)) if v is not None}
+                                   ("teacher", args.teacher), ("attention_distillation", args.attention_distillation))
+                 if v is not None}
     if args.kd_teacher is not None:
         overrides["kd_teacher"] = None if args.kd_teacher.strip().lower() == "none" else args.kd_teacher
     elif args.teacher is not None and recipe.kd_teacher:

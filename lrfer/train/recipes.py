@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 TEACHER_NAME = "resnet18-fer2013-48px"
 #: The most accurate 16 px variant: soft targets for the speed variants (``Recipe.kd_teacher``).
 DEFAULT_16PX = "gmenet-fer2013-16px"
+#: ``Recipe.attention_distillation`` values.
+ATTENTION_DISTILLATIONS = ("activation", "askd")
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,12 @@ class Recipe:
     # MA-Net as its authors train it: each branch on its own cross-entropy, weighted like the served
     # blend (0.6 local + 0.4 global), instead of one cross-entropy of the blended logits.
     branch_losses: bool = False
-    att_weight: float = 5.0               # attention-similarity distillation
+    att_weight: float = 5.0               # attention distillation
+    # Which attention the student learns from the 48 px teacher: "activation", the energy of each
+    # stage's output (attention transfer; the bundled weights, whose ResNet-18 teacher has no attention
+    # modules), or "askd", GME-Net's attention similarity: the pre-sigmoid maps of every attention module,
+    # from a 48 px teacher with the same modules (a GME-Net trained at 48 px).
+    attention_distillation: str = "activation"
     kd_weight: float = 1.0                # soft-target distillation
     kd_temperature: float = 4.0
     fsr_beta: float = 2.0                 # classification-aware re-weighting strength
@@ -186,6 +193,12 @@ def check_recipe(recipe: Recipe) -> None:
     if native != recipe.resolution:
         raise ValueError(f"{recipe.arch}: config input_size {native} differs from the recipe's resolution "
                          f"{recipe.resolution}")
+    if recipe.attention_distillation not in ATTENTION_DISTILLATIONS:
+        raise ValueError(f"attention_distillation must be one of {list(ATTENTION_DISTILLATIONS)}, "
+                         f"got {recipe.attention_distillation!r}")
+    if recipe.attention_distillation == "askd" and (recipe.arch != "gmenet" or recipe.method != "distill"):
+        raise ValueError(f"attention similarity ('askd') distils GME-Net's attention modules; this {recipe.arch} "
+                         f"recipe trains by {recipe.method!r}")
     if recipe.kd_teacher and recipe.method != "distill":
         raise ValueError(f"kd_teacher {recipe.kd_teacher!r} gives soft targets to distillation; this {recipe.arch} "
                          f"recipe trains by {recipe.method!r} and would ignore it")
@@ -297,6 +310,9 @@ def _check_teacher(teacher: nn.Module | None, recipe: Recipe, student: nn.Module
 
     if not recipe.uses_teacher:
         return
+    if recipe.attention_distillation == "askd":
+        _check_attention_teacher(teacher, recipe, student)
+        return
     purpose = "initialising from a teacher" if recipe.method == "supervised" else f"{recipe.method!r} training"
     fits = f"a ResNet-18 teacher: {TEACHER_NAME!r} or a .safetensors written by `lrfer train --arch resnet18`"
     if teacher is None:
@@ -308,6 +324,25 @@ def _check_teacher(teacher: nn.Module | None, recipe: Recipe, student: nn.Module
     if recipe.method == "fsr" and extractor is not None and extractor.stage_widths != teacher.stage_widths:
         raise ValueError(f"teacher {recipe.teacher!r} has width {teacher.stage_widths[0]} but the FSR-FER extractor "
                          f"width {extractor.stage_widths[0]}; set the recipe's extractor_width to the teacher's")
+
+
+def _check_attention_teacher(teacher: nn.Module | None, recipe: Recipe, student: nn.Module) -> None:
+    """Attention similarity compares every attention module of the student with the teacher's
+    matching one, channel by channel: the teacher needs the same modules, of the same widths."""
+    from lrfer.models.gmenet import AttentionRecorder
+
+    def channel_widths(model: nn.Module) -> list[int]:
+        return [m.mlp[-1].out_channels for m in AttentionRecorder(model).modules if hasattr(m, "mlp")]
+
+    widths = channel_widths(student)
+    fits = (f"a 48 px GME-Net with the student's attention modules (channel widths {widths}): a .safetensors "
+            "written by `lrfer train --arch gmenet --resolution 48` with the student's width and blocks")
+    if teacher is None:
+        raise ValueError(f"attention similarity ('askd') needs {fits}")
+    teacher_widths = channel_widths(teacher)
+    if teacher_widths != widths:
+        raise ValueError(f"teacher {recipe.teacher!r} has attention modules of widths {teacher_widths or 'none'}, the "
+                         f"student {widths}; attention similarity ('askd') needs {fits}")
 
 
 class Trainer:
@@ -399,19 +434,44 @@ class Trainer:
 
     def _distill_step(self, hr: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         r = self.recipe
-        assert self.teacher is not None
         low_res = normalize(self._degrade(hr))
-        with torch.no_grad():
-            teacher_maps = self.teacher.forward_features(normalize(hr))
-            teacher_logits = self.teacher.head(teacher_maps[-1]) if self.kd_teacher is None else self.kd_teacher(low_res)
-        features, student_maps = self.model.forward_features(low_res)
+        if r.attention_distillation == "askd":
+            features, att, teacher_logits = self._attention_similarity(normalize(hr), low_res)
+        else:
+            features, att, teacher_logits = self._attention_transfer(normalize(hr), low_res)
+        if self.kd_teacher is not None:
+            with torch.no_grad():
+                teacher_logits = self.kd_teacher(low_res)
         logits = self.model.fc(self.model.dropout(features))
         ce = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing)
-        att = losses.attention_similarity_loss(student_maps, teacher_maps[: len(student_maps)])
         kd = losses.distillation_kl(logits, teacher_logits, r.kd_temperature)
         loss = ce + r.att_weight * att + r.kd_weight * kd
         self._optimize(loss)
         return {"loss": loss.item(), "ce": ce.item(), "att": att.item(), "kd": kd.item()}
+
+    def _attention_transfer(self, hr: torch.Tensor, low_res: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Student features, the attention-transfer loss against the ResNet-18 teacher's stages, and
+        the teacher's logits on the 48 px face."""
+        assert self.teacher is not None
+        with torch.no_grad():
+            teacher_maps = self.teacher.forward_features(hr)
+            teacher_logits = self.teacher.head(teacher_maps[-1])
+        features, student_maps = self.model.forward_features(low_res)
+        return features, losses.attention_transfer_loss(student_maps, teacher_maps[: len(student_maps)]), teacher_logits
+
+    def _attention_similarity(self, hr: torch.Tensor, low_res: torch.Tensor
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Student features, the ASKD loss between the attention modules of the student (on the
+        low-resolution face) and of the 48 px GME-Net teacher (on the 48 px face), and the teacher's logits."""
+        from lrfer.models.gmenet import AttentionRecorder
+
+        assert self.teacher is not None
+        with torch.no_grad(), AttentionRecorder(self.teacher) as teacher_attention:
+            teacher_logits = self.teacher(hr)
+        with AttentionRecorder(self.model) as student_attention:
+            features, _ = self.model.forward_features(low_res)
+        return features, losses.askd_loss(student_attention.maps, teacher_attention.maps), teacher_logits
 
     def _fsr_step(self, hr: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         r, model, disc = self.recipe, self.model, self.discriminator

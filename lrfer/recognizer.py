@@ -22,6 +22,7 @@ import contextlib
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -324,12 +325,16 @@ def _is_tensor(obj: Any) -> bool:
     return isinstance(obj, torch.Tensor)
 
 
+#: One trace at a time: each trace patches ``nn.Module.__call__`` and restores what it found, so two
+#: overlapping traces (``lrfer.load`` in several threads) left one's patch installed for good.
+_TRACE_LOCK = threading.Lock()
+
+
 def trace_this_thread(model: nn.Module) -> Any:
     """``torch.fx.symbolic_trace(model)``, except that the process-wide ``nn.Module.__call__`` patch of
     tracing only traces this thread: a module another thread calls meanwhile runs as usual (with the
-    plain tracer it raised ``NameError: module is not installed as a submodule``)."""
-    import threading
-
+    plain tracer it raised ``NameError: module is not installed as a submodule``). Traces made here
+    run one at a time."""
     from torch import fx
 
     owner = threading.get_ident()
@@ -340,7 +345,9 @@ def trace_this_thread(model: nn.Module) -> Any:
                 return forward(*args, **kwargs)
             return super().call_module(m, forward, args, kwargs)
 
-    return fx.GraphModule(model, ThisThreadTracer().trace(model))
+    with _TRACE_LOCK:
+        graph = ThisThreadTracer().trace(model)
+    return fx.GraphModule(model, graph)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

@@ -667,6 +667,54 @@ def test_tracing_in_one_thread_leaves_modules_of_other_threads_alone() -> None:
     assert errors == [] and torch.equal(traced(torch.zeros(2)), torch.ones(2))
 
 
+def test_traces_in_several_threads_at_once_leave_module_calls_as_they_were() -> None:
+    """Two overlapping traces each restored the ``nn.Module.__call__`` the other had patched in: one
+    patch stayed for good, and that thread's every module call raised NameError afterwards (a
+    thread pool calling lrfer.load per worker)."""
+    import threading
+
+    from lrfer.recognizer import trace_this_thread
+
+    original = torch.nn.Module.__call__
+    first_tracing, second_tracing, first_done = threading.Event(), threading.Event(), threading.Event()
+
+    class Overlaps(torch.nn.Module):
+        def __init__(self, me: int) -> None:
+            super().__init__()
+            self.me, self.linear = me, torch.nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            # without a lock: the second trace starts inside the first, and the first ends first
+            if self.me == 0:
+                first_tracing.set()
+                second_tracing.wait(0.5)
+            else:
+                second_tracing.set()
+                first_done.wait(0.5)
+            return self.linear(x)
+
+    errors: list[BaseException] = []
+
+    def trace_then_call(me: int) -> None:
+        try:
+            if me == 1:
+                first_tracing.wait(5)
+            trace_this_thread(Overlaps(me))
+            if me == 0:
+                first_done.set()
+            torch.nn.Linear(2, 2)(torch.zeros(1, 2))
+        except BaseException as err:  # noqa: BLE001 - recorded for the assertion
+            errors.append(err)
+
+    threads = [threading.Thread(target=trace_then_call, args=(me,)) for me in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert torch.nn.Module.__call__ is original
+    assert errors == []
+
+
 def test_a_float64_default_dtype_changes_nothing(tiny_path: Path, rgb: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
     crops = np.random.default_rng(9).integers(0, 256, (3, 48, 48), dtype=np.uint8)
     expected = lrfer.load(tiny_path, device="cpu", detector=None).predict_crops(crops)

@@ -33,15 +33,22 @@ _LAZY: dict[str, str] = {
     "keep_freed_memory": "lrfer.allocator:keep_freed_memory",
 }
 
-__all__ = ["__version__", *_LAZY]
+# Written out (not built from _LAZY) so that type checkers see what lrfer exports.
+__all__ = [
+    "__version__", "load", "Recognizer", "Face", "VideoFrame", "faces_to_pandas", "faces_to_rows",
+    "frames_to_pandas", "list_models", "get_spec", "info", "download", "ModelSpec", "load_image", "CLASSES",
+    "keep_freed_memory",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lrfer.allocator import keep_freed_memory
-    from lrfer.constants import CLASSES
-    from lrfer.io import load_image
-    from lrfer.recognizer import Recognizer, load
-    from lrfer.results import Face, VideoFrame, faces_to_pandas, faces_to_rows, frames_to_pandas
-    from lrfer.zoo import ModelSpec, download, get_spec, info, list_models
+    from lrfer.allocator import keep_freed_memory as keep_freed_memory
+    from lrfer.constants import CLASSES as CLASSES
+    from lrfer.io import load_image as load_image
+    from lrfer.recognizer import Recognizer as Recognizer, load as load
+    from lrfer.results import (Face as Face, VideoFrame as VideoFrame, faces_to_pandas as faces_to_pandas,
+                               faces_to_rows as faces_to_rows, frames_to_pandas as frames_to_pandas)
+    from lrfer.zoo import (ModelSpec as ModelSpec, download as download, get_spec as get_spec, info as info,
+                           list_models as list_models)
 
 
 def __getattr__(name: str) -> Any:

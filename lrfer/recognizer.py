@@ -24,7 +24,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from lrfer.results import Face, VideoFrame
 from lrfer.shapes import MIN_FACE_ROWS
 from lrfer.video import check_every
 from lrfer.zoo import ModelSpec, default_model, load_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL.Image import Image as PILImage
 
 T = TypeVar("T")
 
@@ -544,6 +547,13 @@ class Recognizer:
         return self.classify(crops_to_gray(crops, self.resolution), batch_size)
 
     # -- images -----------------------------------------------------------------------------------
+    @overload
+    def predict(self, images: list[Any] | tuple[Any, ...], batch_size: int = 256) -> list[list[Face]]: ...
+
+    @overload
+    def predict(self, images: str | os.PathLike[str] | np.ndarray | torch.Tensor | PILImage, batch_size: int = 256
+                ) -> list[Face]: ...
+
     def predict(self, images: Any, batch_size: int = 256) -> list[Face] | list[list[Face]]:
         """Detect faces and read their expressions.
 

@@ -779,3 +779,23 @@ def test_crops_over_max_image_pixels_are_refused_in_every_form(rec: lrfer.Recogn
     for crops in (big[None], [big], [np.repeat(big[..., None], 3, axis=2)], torch.from_numpy(big[None])):
         with pytest.raises(ValueError, match="MAX_IMAGE_PIXELS"):
             rec.predict_crops(crops)
+
+
+def test_exports_are_listed_for_type_checkers() -> None:
+    """``__all__`` built from the lazy table at run time hid every name from ``mypy --strict``; it is
+    written out, and must stay the lazy table's names."""
+    import lrfer as package
+
+    assert package.__all__ == ["__version__", *package._LAZY]
+    for name in package.__all__:
+        assert getattr(package, name) is not None
+
+
+def test_predict_is_typed_per_kind_of_input() -> None:
+    """One union return type made ``for f in rec.predict(path): f.label`` fail type checking."""
+    import typing
+
+    overloads = typing.get_overloads(lrfer.Recognizer.predict)
+    hints = [typing.get_type_hints(o, globalns=vars(__import__("lrfer.recognizer", fromlist=["x"])) | {
+        "PILImage": object}) for o in overloads]
+    assert [h["return"] for h in hints] == [list[list[lrfer.Face]], list[lrfer.Face]]

@@ -333,6 +333,20 @@ def _is_tensor(obj: Any) -> bool:
 _TRACE_LOCK = threading.Lock()
 
 
+#: predict_tensor's input range check: generous enough for a bicubic resize's overshoot, narrow
+#: enough to catch 0..255 pixels and faces already normalised (about -2..2).
+UNIT_RANGE_SLACK = 0.5
+
+
+def _check_unit_range(x: torch.Tensor) -> None:
+    if x.numel() == 0:
+        return
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    if not (-UNIT_RANGE_SLACK <= lo and hi <= 1 + UNIT_RANGE_SLACK):
+        raise ValueError(f"predict_tensor input values span {lo:.4g}..{hi:.4g}: expected faces in 0..1 (divide "
+                         "0..255 pixels by 255; lrfer applies the model's normalisation itself)")
+
+
 def trace_this_thread(model: nn.Module) -> Any:
     """``torch.fx.symbolic_trace(model)``, except that the process-wide ``nn.Module.__call__`` patch of
     tracing only traces this thread: a module another thread calls meanwhile runs as usual (with the
@@ -499,12 +513,19 @@ class Recognizer:
         """Aligned faces ``(N, 1, 48, 48)`` (or native ``(N, 1, r, r)``), float 0..1 -> probabilities ``(N, C)``.
 
         Applies :func:`~lrfer.faces.degrade.to_native`, the spec's normalisation, the model and the
-        calibrated softmax; the result stays on the model's device.
+        calibrated softmax; the result stays on the model's device, an ordinary tensor (editable, and
+        usable in an autograd graph, e.g. as soft targets). Values far outside 0..1 (0..255 pixels,
+        or faces already normalised) raise a ValueError; checking them reads two numbers back from
+        the device.
 
         >>> rec.predict_tensor(torch.rand(4, 1, 48, 48)).shape  # doctest: +SKIP
         torch.Size([4, 7])
         """
         self._check_faces_tensor(x)
+        _check_unit_range(x)
+        return self._probabilities(x).clone()  # out of inference mode: an inference tensor is read-only to autograd
+
+    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), no_autocast():
             x = x.to(self.device, dtype=torch.float32, non_blocking=True)
             x = (to_native(x, self.resolution) - self._mean) / self._std
@@ -525,11 +546,12 @@ class Recognizer:
         (3, 7)
         """
         check_batch_size(batch_size)
+        self._check_faces_tensor(faces48)
         if faces48.shape[0] == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         if self.device.type == "cuda" and faces48.device.type == "cpu":
             faces48 = faces48.pin_memory()
-        parts = [self.predict_tensor(faces48[i : i + batch_size]).cpu() for i in range(0, faces48.shape[0], batch_size)]
+        parts = [self._probabilities(faces48[i : i + batch_size]).cpu() for i in range(0, faces48.shape[0], batch_size)]
         return torch.cat(parts).numpy()
 
     # -- crops ------------------------------------------------------------------------------------

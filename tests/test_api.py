@@ -316,10 +316,27 @@ def test_temperature_is_applied(rec: lrfer.Recognizer) -> None:
     (torch.rand(1, 48, 48), "shape"),
     (torch.rand(2, 1, 32, 32), "shape"),
     (np.zeros((2, 1, 48, 48), np.float32), "torch.Tensor"),
+    (torch.rand(2, 1, 48, 48) * 255, r"values span .*: expected faces in 0\.\.1 \(divide 0\.\.255 pixels by 255"),
+    ((torch.rand(2, 1, 48, 48) - 0.5) / 0.25, r"values span -\d[\d.]*\.\.\d[\d.]*: expected faces in 0\.\.1"),
+    (torch.full((1, 1, 48, 48), float("nan")), "values span nan..nan"),
 ])
 def test_predict_tensor_rejects(rec: lrfer.Recognizer, x, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         rec.predict_tensor(x)
+
+
+def test_predict_tensor_takes_a_resize_overshoot_and_gives_an_ordinary_tensor(rec: lrfer.Recognizer) -> None:
+    """0..255 floats gave confident wrong labels without a word; the result, an inference tensor,
+    could not be edited in place or used in a loss."""
+    x = torch.nn.functional.interpolate(torch.rand(4, 1, 24, 24), size=48, mode="bicubic")
+    assert x.min() < 0 or x.max() > 1  # bicubic overshoots a little: still faces in 0..1
+    probs = rec.predict_tensor(x)
+    assert not probs.is_inference()
+    probs[:, 0] = 0  # editable in place
+    logits = torch.randn(4, 7, requires_grad=True)
+    torch.nn.functional.kl_div(logits.log_softmax(1), rec.predict_tensor(x), reduction="batchmean").backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    assert rec.predict_tensor(torch.zeros(0, 1, 48, 48)).shape == (0, 7)
 
 
 # ------------------------------------------------------------------------------------------ errors

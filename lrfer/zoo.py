@@ -902,6 +902,8 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -
         spec = HF_PREFIX + spec[len(TIMM_HF_PREFIX):].removeprefix("//")  # hf-hub://org/repo: a common slip
     if isinstance(spec, str) and spec.startswith(HF_PREFIX):
         return _resolve_hf_uri(spec, cache)
+    if isinstance(spec, str) and not spec.strip():  # Path("") is the working folder (an unset variable)
+        get_spec(spec)  # raises UnknownModelError listing the models
     path = Path(spec)
     # A manifest name stays a name even beside a folder of that name ("./name" is the folder).
     if isinstance(spec, str) and not _looks_like_path(spec) and (spec in load_manifest().models or not path.exists()):

@@ -758,3 +758,13 @@ def test_a_config_may_refit_the_temperature_and_spell_the_same_network_otherwise
     (folder / zoo.CONFIG_FILENAME).write_text(json.dumps(config))
     spec, _ = zoo.resolve(folder)
     assert spec.temperature == (1.41 if change == "temperature 1.41" else 1.3)
+
+
+@pytest.mark.parametrize("name", ["", " "])
+def test_an_empty_name_is_an_unknown_model_not_the_working_folder(name: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``lrfer.load("")`` (an unset variable) read the working folder: a folder with a config loaded."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / zoo.CONFIG_FILENAME).write_text("{}")
+    with pytest.raises(zoo.UnknownModelError, match="unknown model .*known models: "):
+        zoo.resolve(name)

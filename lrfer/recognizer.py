@@ -38,7 +38,7 @@ from lrfer.faces.degrade import downsample, to_native
 from lrfer.faces.detect import detector_name, no_autocast
 from lrfer import io as lrfer_io
 from lrfer.io import describe, load_image, to_device_tensors
-from lrfer.results import Face, VideoFrame
+from lrfer.results import NO_LANDMARKS, Face, VideoFrame
 from lrfer.shapes import MIN_FACE_ROWS
 from lrfer.video import check_every
 from lrfer.zoo import ModelSpec, default_model, load_model
@@ -68,7 +68,6 @@ GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Detector names accepted by :func:`load` (``None`` / ``"none"``: every image is already a face crop).
 DETECTOR_NAMES = ("auto", "blazeface", "mtcnn", "haar", "facenet")
-_NAN_LANDMARKS = tuple((float("nan"), float("nan")) for _ in range(5))
 _threads_configured = False
 
 
@@ -678,7 +677,7 @@ class Recognizer:
         out = []
         for arr, p in zip(arrays, probs.tolist()):
             h, w = arr.shape[:2]
-            out.append([self._face((0.0, 0.0, float(w), float(h)), _NAN_LANDMARKS, 1.0, p)])
+            out.append([self._face((0.0, 0.0, float(w), float(h)), NO_LANDMARKS, 1.0, p)])
         return out
 
     def _to_faces(self, detections: list[Any], probs: np.ndarray) -> list[list[Face]]:

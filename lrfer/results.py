@@ -13,6 +13,15 @@ Landmarks = tuple[tuple[float, float], ...]
 ROW_PREFIX: tuple[str, ...] = ("file", "face", "x1", "y1", "x2", "y2", "face_px", "det_score", "label")
 #: Columns a row of a video frame adds after ``file``: the frame index (from 0) and its time in seconds.
 VIDEO_COLUMNS: tuple[str, ...] = ("frame", "time_s")
+#: The one NaN of results and the landmarks of a face without any. NaN equals nothing, not even
+#: itself, but Python compares tuple items by identity first: results holding these very objects
+#: compare (and hash) equal, also after a pickle or a copy, which rebuilds them through __init__.
+NAN = float("nan")
+NO_LANDMARKS: Landmarks = tuple((NAN, NAN) for _ in range(5))
+
+
+def _shared_nan(value: float) -> float:
+    return NAN if isinstance(value, float) and math.isnan(value) else value
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,13 @@ class Face:
     face_px: float
     label: str
     probs: dict[str, float] = field(hash=False)
+
+    def __post_init__(self) -> None:
+        if any(math.isnan(v) for point in self.landmarks for v in point):
+            object.__setattr__(self, "landmarks", NO_LANDMARKS)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.box, self.landmarks, self.det_score, self.face_px, self.label, self.probs))
 
     @property
     def score(self) -> float:
@@ -106,6 +122,12 @@ class VideoFrame:
     index: int
     time_s: float
     faces: list[Face] = field(hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "time_s", _shared_nan(self.time_s))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.index, self.time_s, self.faces))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict: ``index``, ``time_s`` (``None`` if unknown), ``faces`` (:meth:`Face.to_dict` each)."""

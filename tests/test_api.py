@@ -816,3 +816,23 @@ def test_predict_is_typed_per_kind_of_input() -> None:
     hints = [typing.get_type_hints(o, globalns=vars(__import__("lrfer.recognizer", fromlist=["x"])) | {
         "PILImage": object}) for o in overloads]
     assert [h["return"] for h in hints] == [list[list[lrfer.Face]], list[lrfer.Face]]
+
+
+def test_results_without_landmarks_or_frame_times_stay_equal_through_pickle_and_copy(tiny_path: Path) -> None:
+    """NaN equals nothing: a face without landmarks (``detector=None``) or a frame without a time
+    compared unequal to itself after a pickle (results from worker processes)."""
+    import copy
+    import pickle
+
+    from lrfer.results import VideoFrame
+
+    rec = lrfer.load(tiny_path, device="cpu", detector=None)
+    face = rec.predict(np.zeros((48, 48), np.uint8))[0]
+    frame = VideoFrame(3, float("nan"), [face])
+    for restore in (lambda x: pickle.loads(pickle.dumps(x)), copy.deepcopy, copy.copy):
+        assert restore(face) == face and hash(restore(face)) == hash(face)
+        assert restore(frame) == frame
+    rebuilt = lrfer.Face(face.box, tuple((float("nan"), float("nan")) for _ in range(5)), face.det_score,
+                         face.face_px, face.label, dict(face.probs))
+    assert rebuilt == face and hash(rebuilt) == hash(face)
+    assert all(math.isnan(x) for point in rebuilt.landmarks for x in point)

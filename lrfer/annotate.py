@@ -15,6 +15,25 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "sad": (40, 110, 230), "surprise": (250, 120, 0), "neutral": (200, 200, 200),
 }
 DEFAULT_COLOR = (0, 220, 120)
+#: Suffixes an annotated copy keeps (colour formats OpenCV writes); any other (a gray-only .pgm, .jfif,
+#: none) is written as PNG.
+COLOUR_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif"})
+
+
+def annotated_path(path: str | os.PathLike) -> Path:
+    """The name :func:`save_annotated` writes ``path`` under: its own suffix if OpenCV writes colour
+    images in that format, else ``.png``.
+
+    >>> annotated_path("out/a.jpg"), annotated_path("out/b.pgm"), annotated_path("out/c")
+    (PosixPath('out/a.jpg'), PosixPath('out/b.png'), PosixPath('out/c.png'))
+    """
+    import cv2
+
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix in COLOUR_IMAGE_SUFFIXES and cv2.haveImageWriter("x" + suffix):
+        return target
+    return target.with_suffix(".png") if suffix else target.with_name(target.name + ".png")
 
 
 def annotate(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
@@ -75,26 +94,19 @@ def label_position(box: tuple[int, int, int, int], label: tuple[int, int], image
 
 
 def save_annotated(path: str | os.PathLike, image: np.ndarray, faces: Sequence[Face]) -> Path:
-    """Write :func:`annotate`'s drawing of ``image`` to ``path`` (folders created; format from the suffix;
-    PNG, with suffix ``.png``, for a name without one or with one OpenCV cannot write); return where.
+    """Write :func:`annotate`'s drawing of ``image`` to :func:`annotated_path` of ``path`` (folders
+    created; format from the suffix, PNG for a name without one or with one OpenCV cannot write in
+    colour); return where.
 
     >>> save_annotated("out/group1.jpg", img, faces)  # doctest: +SKIP
     PosixPath('out/group1.jpg')
     """
     import cv2
 
-    target = Path(path)
-    if not target.suffix:
-        target = target.with_name(target.name + ".png")
+    target = annotated_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    drawn = annotate(image, faces)
-    bgr = np.ascontiguousarray(drawn[..., ::-1])
-    try:
-        ok, buf = cv2.imencode(target.suffix, bgr)
-    except cv2.error:  # OpenCV raises for a suffix it has no encoder for (e.g. .dat), returns False for some
-        ok = False
-    if not ok:  # unsupported suffix for writing (e.g. .gif): fall back to PNG
-        target = target.with_suffix(".png")
-        ok, buf = cv2.imencode(".png", bgr)
+    ok, buf = cv2.imencode(target.suffix, np.ascontiguousarray(annotate(image, faces)[..., ::-1]))
+    if not ok:
+        raise ValueError(f"OpenCV could not encode the annotated copy as {target.suffix} ({target})")
     buf.tofile(str(target))
     return target

@@ -117,6 +117,8 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--annotate", type=Path, default=None, metavar="DIR",
                    help="write annotated copies of the images and videos here (a video as .mp4), mirroring the "
                         "folders' layout")
+    p.add_argument("--overwrite", action="store_true",
+                   help="--annotate: replace files already in DIR (default: a copy whose name is taken gets -2, -3, ...)")
     p.add_argument("--every", type=_positive_int, default=1, metavar="N",
                    help="videos: score every N-th frame, from the first (default: 1, every frame)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
@@ -280,7 +282,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     logger.info("%s on %d image(s) and %d video(s)", rec, len(files), len(videos))
     use_few_cpu_threads_for_gpu(rec.device)
     args.annotated = None if args.annotate is None else AnnotatedPaths(
-        args.annotate, args.paths, [path for path, _ in files] + [path for path, _ in videos])
+        args.annotate, args.paths, [path for path, _ in files] + [path for path, _ in videos], args.overwrite)
     counts = {"images": 0, "frames": 0, "faces": 0, "failed": 0, "partial": 0}
     with open_writer(args.out, rec.classes, video=bool(videos)) as write:
         if files:
@@ -371,19 +373,20 @@ def _predict_batch(rec: Any, batch: list[tuple[int, Any]], files: ImageFiles,
         for j, face in enumerate(faces):
             write(face.to_row(str(path), j))
         if args.annotated is not None:
-            from lrfer.annotate import save_annotated
+            from lrfer.annotate import annotated_path, save_annotated
 
-            save_annotated(args.annotated.target(path, rel), img, faces)
+            save_annotated(args.annotated.target(path, annotated_path(rel)), img, faces)
         counts["images"] += 1
         counts["faces"] += len(faces)
 
 
 class AnnotatedPaths:
-    """Where ``--annotate DIR`` writes each input's copy: ``DIR/<relative name>``, never over an input
-    and never twice in one run: a name already written (``a.jpg`` from two folders given as files,
-    ``v.mp4`` and ``v.avi``) gets ``-2``, ``-3``, ... before its suffix, with a warning."""
+    """Where ``--annotate DIR`` writes each input's copy: ``DIR/<relative name>``, never over an input,
+    never twice in one run, and never over a file already there unless ``overwrite``: a name taken
+    (``a.jpg`` from two folders given as files, ``v.mp4`` and ``v.avi``, an earlier run's copy) gets
+    ``-2``, ``-3``, ... before its suffix, with a warning."""
 
-    def __init__(self, root: Path, inputs: Sequence[str], files: Sequence[Path] = ()) -> None:
+    def __init__(self, root: Path, inputs: Sequence[str], files: Sequence[Path] = (), overwrite: bool = False) -> None:
         for raw in inputs:
             folder = Path(raw) if Path(raw).is_dir() else Path(raw).parent
             if folder.resolve() == root.resolve():
@@ -393,18 +396,28 @@ class AnnotatedPaths:
         self.written: set[str] = set()
         # every input file of the run: --annotate inside an input folder must not replace one not read yet
         self.inputs = {os.path.realpath(path) for path in files}
+        self.overwrite = overwrite
 
     def target(self, source: Path, rel: Path) -> Path:
         wanted = self.root / rel
         path, n = wanted, 1
-        while (os.path.abspath(path) in self.written or os.path.realpath(path) == os.path.realpath(source)
-               or os.path.realpath(path) in self.inputs):
+        while reason := self._taken(path, source):
             n += 1
             path = wanted.with_name(f"{wanted.stem}-{n}{wanted.suffix}")
-        if n > 1:
-            logger.warning("annotated copy of %s written to %s (%s is taken)", source, path, wanted)
+            if n == 2:
+                logger.warning("annotated copy of %s written to %s: %s %s", source, path, wanted, reason)
         self.written.add(os.path.abspath(path))
         return path
+
+    def _taken(self, path: Path, source: Path) -> str:
+        """Why ``path`` cannot take a copy ('' if it can)."""
+        if os.path.abspath(path) in self.written:
+            return "was written earlier in this run"
+        if os.path.realpath(path) == os.path.realpath(source) or os.path.realpath(path) in self.inputs:
+            return "is an input"
+        if not self.overwrite and os.path.lexists(path):
+            return "exists (--overwrite replaces files in the --annotate folder)"
+        return ""
 
 
 # --------------------------------------------------------------------------------- streaming loader

@@ -243,6 +243,37 @@ def test_annotating_a_file_whose_suffix_opencv_cannot_write_falls_back_to_png(
     assert all(cv2.imread(str(p)) is not None for p in ann.iterdir())
 
 
+def test_an_annotated_copy_renamed_to_png_does_not_replace_another(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """photo.pgm's copy became photo.png after the name check: it replaced photo.png's, with exit 0."""
+    folder = tmp_path / "coll"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "photo.png"), np.full((20, 20, 3), 90, np.uint8))
+    cv2.imwrite(str(folder / "photo.pgm"), np.full((26, 26), 90, np.uint8))
+    ann = tmp_path / "annotated"
+    assert main(predict_args(folder, tiny_path, "--annotate", str(ann), "--workers", "0")) == 0
+    assert sorted(p.name for p in ann.iterdir()) == ["photo-2.png", "photo.png"]
+    assert sorted(cv2.imread(str(p)).shape[0] for p in ann.iterdir()) == [20, 26]
+    assert "was written earlier in this run" in caplog.text
+
+
+def test_annotating_never_replaces_a_file_already_there_unless_told(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """--annotate into a parent of the input folder replaced the user's own photos of the same name."""
+    parent = tmp_path / "photos"
+    shutil.copytree(photos, parent / "events")
+    own = parent / "a.png"
+    own.write_bytes((photos / "b.jpg").read_bytes())
+    before = own.read_bytes()
+    assert main(predict_args(parent / "events", tiny_path, "--annotate", str(parent), "--workers", "0")) == 0
+    assert own.read_bytes() == before and (parent / "a-2.png").is_file()
+    assert "a.png exists (--overwrite replaces files in the --annotate folder)" in caplog.text
+    assert main(predict_args(parent / "events", tiny_path, "--annotate", str(parent), "--workers", "0",
+                             "--overwrite")) == 0
+    assert own.read_bytes() != before and cv2.imread(str(own)) is not None
+    assert not (parent / "a-3.png").exists()
+
+
 def test_broken_links_in_a_folder_are_reported_not_left_out(photos: Path, tiny_path: Path, tmp_path: Path,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     folder = tmp_path / "linked"

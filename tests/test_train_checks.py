@@ -203,3 +203,29 @@ def test_rafdb_label_outside_1_to_7_names_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"list_patition_label\.txt, line 3: 'train_00002\.jpg 8' .* RAF-DB basic "
                                          r"label 1\.\.7 \(1 surprise"):
         load_faces(tmp_path, "train")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not a zip", "bit flip", "one array"])
+def test_a_damaged_npz_is_a_value_error_naming_it(tmp_path: Path, damage: str) -> None:
+    """A half-copied dataset gave a traceback (zipfile.BadZipFile) from `lrfer train` and `lrfer eval`."""
+    import io
+    import zipfile
+
+    good = tmp_path / "good.npz"
+    np.savez(good, images=np.zeros((20, 48, 48), np.uint8), labels=np.arange(20) % 7)
+    data = good.read_bytes()
+    bad = tmp_path / "bad.npz"
+    if damage == "truncated":
+        bad.write_bytes(data[: len(data) // 2])
+    elif damage == "not a zip":
+        bad.write_text("x\n")
+    elif damage == "bit flip":  # stored uncompressed: flip a pixel byte, so the member's CRC-32 fails
+        offset = data.index(b"\x00" * 64) + 32
+        bad.write_bytes(data[:offset] + b"\x01" + data[offset + 1:])
+        with zipfile.ZipFile(io.BytesIO(bad.read_bytes())) as archive:
+            assert archive.testzip() is not None
+    else:
+        np.save(bad.with_suffix(".npy"), np.zeros(3))
+        bad.write_bytes(bad.with_suffix(".npy").read_bytes())
+    with pytest.raises(ValueError, match=r"bad\.npz: not a readable \.npz archive"):
+        load_faces(bad)

@@ -58,15 +58,33 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def load_npz(path: Path) -> FaceSet:
-    data = np.load(path)
-    missing = [key for key in ("images", "labels") if key not in data.files]
+    arrays = _read_npz(path)
+    missing = [key for key in ("images", "labels") if key not in arrays]
     if missing:
-        raise ValueError(f"{path}: no {' or '.join(repr(k) for k in missing)} array (it has {data.files}); "
+        raise ValueError(f"{path}: no {' or '.join(repr(k) for k in missing)} array (it has {sorted(arrays)}); "
                          "a face .npz holds 'images' (N, 48, 48) uint8 and 'labels' (N,) 0..6")
-    if "classes" in data.files and tuple(str(c) for c in data["classes"]) != CLASSES:
-        raise ValueError(f"{path}: class order {list(data['classes'])} differs from the zoo's {list(CLASSES)}")
-    images = _npz_images(path, data["images"])
-    return FaceSet(images, _npz_labels(path, data["labels"], len(images)), path.stem)
+    if "classes" in arrays and tuple(str(c) for c in arrays["classes"]) != CLASSES:
+        raise ValueError(f"{path}: class order {list(arrays['classes'])} differs from the zoo's {list(CLASSES)}")
+    images = _npz_images(path, arrays["images"])
+    return FaceSet(images, _npz_labels(path, arrays["labels"], len(images)), path.stem)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a .npz (pickles refused); a truncated or damaged file is a ValueError naming it."""
+    import zipfile
+    import zlib
+
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not hasattr(data, "files"):  # a .npy array under a .npz name
+            raise ValueError("a single .npy array, not a .npz archive")
+        with data:
+            return {key: data[key] for key in data.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as err:
+        if isinstance(err, OSError) and not isinstance(err, zipfile.BadZipFile) and err.filename:
+            raise  # missing file, permissions: the caller's own message
+        raise ValueError(f"{path}: not a readable .npz archive ({type(err).__name__}: {err}); it may be truncated "
+                         "or damaged: copy it again") from None
 
 
 def _npz_images(path: Path, images: np.ndarray) -> np.ndarray:

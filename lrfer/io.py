@@ -401,10 +401,17 @@ def iter_image_files(paths: Iterable[str | os.PathLike]) -> ImageFiles:
 def walk_files(root: bytes, extensions: Iterable[str]) -> list[bytes]:
     """Paths relative to ``root`` (bytes, '/'-separated) of the files below it with one of
     ``extensions`` (lower-case, with the dot; matched case-insensitively), sorted folder by folder.
-    A broken link is listed (to be reported unreadable), not left out in silence; FIFOs and the like are."""
+    A broken link is listed (to be reported unreadable), not left out in silence; FIFOs and the like are.
+    Links to folders are followed (``photos/2024 -> /mnt/nas/2024``), each real folder once (no loops)."""
     wanted = {os.fsencode(e) for e in extensions}
     found = []
-    for folder, _, files in os.walk(root):
+    seen: set[tuple[int, int]] = set()
+    for folder, folders, files in os.walk(root, followlinks=True):
+        identity = _folder_identity(folder)
+        if identity in seen:  # a link back up the tree, or a second link to one folder
+            folders[:] = []
+            continue
+        seen.add(identity)
         rel_folder = os.path.relpath(folder, root)
         prefix = b"" if rel_folder == b"." else rel_folder + b"/"
         for name in files:
@@ -412,6 +419,11 @@ def walk_files(root: bytes, extensions: Iterable[str]) -> list[bytes]:
             if os.path.splitext(name)[1].lower() in wanted and (os.path.isfile(path) or os.path.islink(path)):
                 found.append(prefix + name)
     return sorted(found, key=lambda rel: rel.split(b"/"))
+
+
+def _folder_identity(folder: bytes) -> tuple[int, int]:
+    info = os.stat(folder)
+    return info.st_dev, info.st_ino
 
 
 class ImageFileDataset:

@@ -1,6 +1,7 @@
 """lrfer.io: loading, validation and file discovery (no model needed)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -356,3 +357,21 @@ def test_closed_pil_image_with_exif_orientation_is_a_clear_error(tmp_path: Path)
         pass
     with pytest.raises(ValueError, match="cannot read the pixels of PIL image"):
         load_image(opened)
+
+
+def test_folders_reached_through_links_are_searched_once(tmp_path: Path) -> None:
+    """A linked folder (photos/2024 -> /mnt/nas/2024) was skipped without a word."""
+    from lrfer.io import walk_files
+
+    real, top = tmp_path / "real", tmp_path / "top"
+    (real / "deep").mkdir(parents=True)
+    top.mkdir()
+    for path in (real / "a.jpg", real / "deep" / "b.png", top / "c.jpg"):
+        path.write_bytes(b"x")
+    (top / "linked").symlink_to(real)
+    (top / "again").symlink_to(real)  # a second link to the same folder: its files once
+    (real / "loop").symlink_to(top)  # a link back up the tree: no endless walk
+    found = [p.decode() for p in walk_files(os.fsencode(top), [".jpg", ".png"])]
+    assert found == ["again/a.jpg", "again/deep/b.png", "c.jpg"] or found == ["c.jpg", "linked/a.jpg",
+                                                                             "linked/deep/b.png"]
+    assert len(found) == 3

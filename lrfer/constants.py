@@ -19,3 +19,6 @@ ALIGNMENTS: tuple[str, ...] = ("fer2013",)
 #: leave the cache (and above glibc's 32 MB mmap threshold are fresh, page-faulted mappings). Sets the
 #: expression model's faces per call and the detectors' bands and crops per call.
 CPU_ACTIVATION_BUDGET: int = 1 << 21
+
+#: RAF-DB's splits: the prefix of each file name in its label list (``train_00001.jpg``).
+RAF_SPLITS: tuple[str, ...] = ("train", "test")

@@ -407,3 +407,44 @@ def test_train_attention_distillation_option_sets_the_recipe() -> None:
     assert recipe().attention_distillation == "activation"  # type: ignore[attr-defined]
     chosen = recipe("--attention-distillation", "askd", "--teacher", "gmenet-hr-48px.safetensors")
     assert chosen.attention_distillation == "askd" and chosen.teacher == "gmenet-hr-48px.safetensors"  # type: ignore[attr-defined]
+
+
+def test_eval_checks_its_plot_before_evaluating(tiny_npz: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A --plot that could not be written (no matplotlib, a .txt name) failed only after the whole
+    evaluation, and a name without a suffix was reported without the '.png' matplotlib added."""
+    pytest.importorskip("matplotlib")
+    model, data = save_tiny(tmp_path / "m.safetensors"), tiny_npz.with_name("tiny-publictest.npz")
+    argv = ["eval", "--model", str(model), "--data", str(data), "--resolutions", "16", "--device", "cpu", "--plot"]
+    assert main([*argv, str(tmp_path / "acc")]) == 0
+    assert (tmp_path / "acc.png").read_bytes()[:4] == b"\x89PNG" and f"wrote {tmp_path / 'acc.png'}" in capsys.readouterr().out
+    assert main([*argv, str(tmp_path / "acc.txt")]) == 1
+    assert "matplotlib cannot write '.txt' files; use one of" in caplog.text
+    assert "Accuracy (%)" not in capsys.readouterr().out  # refused before any evaluation
+    monkeypatch.setitem(sys.modules, "matplotlib.backend_bases", None)  # as if matplotlib were not installed
+    assert main([*argv, str(tmp_path / "acc2.png")]) == 1
+    assert "--plot needs matplotlib" in caplog.text and "Accuracy (%)" not in capsys.readouterr().out
+
+
+def test_eval_splits_are_rafdbs_two_and_calibrating_on_the_scored_faces_warns(
+        tmp_path: Path, tiny_npz: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """--split t took every name starting with 't' (train and test), and calibrating on the evaluated
+    .npz itself said nothing."""
+    from lrfer.train.datasets import load_rafdb
+
+    raf = write_rafdb(tmp_path / "basic", n_train=40, n_test=21)
+    with pytest.raises(ValueError, match=r"RAF-DB split 't': use one of \['train', 'test'\]"):
+        load_rafdb(raf, "t")
+    assert len(load_rafdb(raf, "test")) == 21
+    model = save_tiny(tmp_path / "tiny.safetensors")
+    with pytest.raises(SystemExit):
+        main(["eval", "--model", str(model), "--data", str(raf), "--split", "t"])
+    data = tiny_npz.with_name("tiny-publictest.npz")
+    assert main(["eval", "--model", str(model), "--data", str(data), "--resolutions", "16", "--calibrate-on",
+                 str(data), "--device", "cpu"]) == 0
+    assert "calibrating on the faces it evaluates" in caplog.text
+    caplog.clear()
+    assert main(["eval", "--model", str(model), "--data", str(raf), "--resolutions", "16", "--calibrate-on",
+                 str(raf), "--device", "cpu"]) == 0
+    assert "calibrating on the faces it evaluates" not in caplog.text  # RAF-DB: train split against test

@@ -14,6 +14,8 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lrfer.constants import RAF_SPLITS
+
 if TYPE_CHECKING:
     from lrfer.train.recipes import Recipe
 
@@ -81,11 +83,11 @@ def _add_eval(sub: Any) -> None:
                        description="Evaluate models on a labelled dataset at several face resolutions.")
     p.add_argument("--model", action="append", required=True, help="zoo name or weights path (repeatable)")
     p.add_argument("--data", required=True, type=Path, help="FER2013 .npz, RAF-DB folder or class folders")
-    p.add_argument("--split", default="test", help="RAF-DB split (default: test)")
+    p.add_argument("--split", default="test", choices=RAF_SPLITS, help="RAF-DB split (default: test)")
     p.add_argument("--resolutions", default=DEFAULT_RESOLUTIONS, help=f"comma list (default: {DEFAULT_RESOLUTIONS})")
     p.add_argument("--calibrate-on", type=Path, default=None,
                    help="fit the temperature on this data instead of using the manifest's")
-    p.add_argument("--calibrate-split", default="train",
+    p.add_argument("--calibrate-split", default="train", choices=RAF_SPLITS,
                    help="RAF-DB split of --calibrate-on (default: train, so that calibration and scores "
                         "use different faces)")
     p.add_argument("--details", action="store_true", help="also print macro-F1, ECE and per-class recall tables")
@@ -267,16 +269,21 @@ def _load_eval_models(specs: list[str], device: str) -> list[Any]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lrfer.train.datasets import load_faces
-    from lrfer.train.evaluate import detail_table, evaluate, fit_temperature, markdown_table, plot_accuracy
+    from lrfer.train.datasets import RAF_LABEL_FILE, load_faces
+    from lrfer.train.evaluate import detail_table, evaluate, fit_temperature, markdown_table, plot_accuracy, plot_path
     from lrfer.train.recipes import predict_logits
 
     device = _device(args.device)
     resolutions = _parse_resolutions(args.resolutions)
-    if args.plot:
-        args.plot.parent.mkdir(parents=True, exist_ok=True)  # as predict --out; before the evaluation, not after
+    if args.plot:  # checked before the evaluation, not after it
+        args.plot = plot_path(args.plot)
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
     faces = load_faces(args.data, args.split)
     calibration = load_faces(args.calibrate_on, args.calibrate_split) if args.calibrate_on else None
+    if (args.calibrate_on and _same_file(args.calibrate_on, args.data)
+            and (args.calibrate_split == args.split or not (args.data / RAF_LABEL_FILE).exists())):
+        log.warning("calibrating on the faces it evaluates (--calibrate-on is --data, split %r): the temperature "
+                    "and the calibration error are in-sample", args.split)
     models = _load_eval_models(args.model, device)
     evaluated = []
     for spec, model in zip(args.model, models):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lrfer.constants import CLASSES, HR_SIZE
+from lrfer.constants import CLASSES, HR_SIZE, RAF_SPLITS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 #: RAF-DB basic labels (1 surprise, 2 fear, 3 disgust, 4 happiness, 5 sadness, 6 anger, 7 neutral) -> zoo index.
@@ -150,13 +150,15 @@ def load_class_folders(root: Path) -> FaceSet:
 
 def load_rafdb(root: Path, split: str = "train") -> FaceSet:
     """RAF-DB basic: ``split`` is "train" or "test" (the file-name prefix in the label list)."""
+    if split not in RAF_SPLITS:
+        raise ValueError(f"RAF-DB split {split!r}: use one of {list(RAF_SPLITS)}")
     images, labels = [], []
     label_file = root / RAF_LABEL_FILE
     for number, line in enumerate(label_file.read_text().split("\n"), 1):
         if not line.strip():
             continue
         name, label = _raf_entry(label_file, number, line)
-        if not name.startswith(split):
+        if not name.startswith(split + "_"):
             continue
         stem = Path(name).stem
         images.append(_read_image(root / "Image" / "aligned" / f"{stem}_aligned.jpg"))

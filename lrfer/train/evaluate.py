@@ -152,6 +152,23 @@ PLOT_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 PLOT_LINESTYLES = ("-", "--", ":")
 
 
+def plot_path(path: Path) -> Path:
+    """Where :func:`plot_accuracy` will write ``path`` (``.png`` added to a name without a suffix),
+    checked before any evaluation: ImportError without matplotlib, ValueError for a format it cannot
+    write."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError as exc:
+        raise ImportError("--plot needs matplotlib: pip install 'lrfer[plot]'") from exc
+    if not path.suffix:
+        return path.with_name(path.name + ".png")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        raise ValueError(f"--plot {path}: matplotlib cannot write {path.suffix!r} files; use one of "
+                         + ", ".join(f".{f}" for f in sorted(formats)))
+    return path
+
+
 def plot_accuracy(results: dict[str, list[Scores]], path: Path, data_name: str | None = None) -> None:
     """Accuracy-vs-resolution PNG (needs matplotlib: ``pip install lrfer[plot]``); the y-axis reads
     "<data_name> accuracy (%)", or "accuracy (%)" without a name."""

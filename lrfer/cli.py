@@ -586,6 +586,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO if {"-v", "--verbose"} & set(args_list) else logging.WARNING,
                         format="lrfer: %(levelname)s: %(message)s", stream=sys.stderr)
+    # huggingface_hub prints its records with a handler of its own (added on import): through the
+    # root handler too, every Hub warning came out twice
+    logging.getLogger("huggingface_hub").propagate = False
     command = _first_command(args_list)
     if command in TRAIN_COMMANDS:
         problem = train_cli_error()

@@ -505,3 +505,12 @@ def test_models_reads_the_validation_accuracy_lrfer_train_writes() -> None:
 
     assert publictest_accuracy({"val_accuracy": 0.5, "val_macro_f1": 0.4}) == 0.5
     assert publictest_accuracy({"publictest_accuracy": 0.6, "publictest_accuracy_by_px": {"8": 0.3}}) == 0.6
+
+
+def test_a_hub_warning_is_printed_once() -> None:
+    """huggingface_hub prints through a handler of its own: through the root handler of `lrfer` too,
+    each of its warnings came out twice (23 lines for one failed download)."""
+    code = ("import logging, huggingface_hub.utils.logging; from lrfer.cli import main; main(['models', 'none*']); "
+            "logging.getLogger('huggingface_hub.file_download').warning('Hub says so')")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.stderr.count("Hub says so") == 1, run.stderr

@@ -186,12 +186,16 @@ def test_merge_small_faces_keeps_only_small_confident_new_faces():
             [500.0, 50.0, 530.0, 80.0],  # small, confident, new: kept
             [600.0, 50.0, 630.0, 80.0],  # small and new but not confident
             [700.0, 50.0, 900.0, 250.0],  # confident but large: BlazeFace's call
+            # wider than the pyramid's 1/20 (50 px), as O-Net's refined boxes come out: kept up to 1/10
+            [400.0, 400.0, 476.0, 476.0],
+            [600.0, 400.0, 702.0, 502.0],  # past 1/10: BlazeFace's call
         ]),
-        torch.tensor([0.99, 0.99, 0.90, 0.99]),
+        torch.tensor([0.99, 0.99, 0.90, 0.99, 0.99, 0.99]),
     )
     merged = detect_mod.merge_small_faces(large, small, long_side=1000)
-    assert merged.boxes.tolist() == [[100.0, 100.0, 300.0, 300.0], [500.0, 50.0, 530.0, 80.0]]
-    assert merged.scores.tolist() == pytest.approx([0.8, 0.99])
+    assert merged.boxes.tolist() == [[100.0, 100.0, 300.0, 300.0], [500.0, 50.0, 530.0, 80.0],
+                                     [400.0, 400.0, 476.0, 476.0]]
+    assert merged.scores.tolist() == pytest.approx([0.8, 0.99, 0.99])
 
 
 def test_make_detector_auto_and_blazeface():
@@ -259,3 +263,28 @@ def test_split_by_image_keeps_order_and_empty_images():
     parts = detect_mod.split_by_image(faces, torch.tensor([2, 0, 2, 2, 0]), 4)
     assert [p.scores.tolist() for p in parts] == [[1.0, 4.0], [], [0.0, 2.0, 3.0], []]
     assert [len(p) for p in detect_mod.split_by_image(Detections.empty(), torch.zeros(0, dtype=torch.long), 2)] == [0, 0]
+
+
+@pytest.mark.parametrize("detector", ["auto", "blazeface"])
+def test_a_face_that_fills_the_photo_is_found(tiny_path, detector: str) -> None:
+    """Close-ups (a portrait, a folder of face crops) gave no face: BlazeFace misses a face that fills
+    its 192 px input, and MTCNN in "auto" searches only faces up to 1/20 of the photo. A photo without
+    a face gets a second, zoomed-out look."""
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+
+    import lrfer
+
+    photo = lrfer.load_image(Path(__file__).resolve().parents[1] / "examples" / "group1.jpg")
+    rec = lrfer.load(tiny_path, device="cpu", detector=detector)
+    boxes = [[int(round(v)) for v in face.box] for face in rec.predict(photo)]
+    assert len(boxes) == 3
+    crops = [np.ascontiguousarray(photo[y1:y2, x1:x2]) for x1, y1, x2, y2 in boxes]
+    for size in (48, 192):
+        found = rec.predict([cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA) for crop in crops])
+        assert [len(faces) for faces in found] == [1, 1, 1]
+        assert all(faces[0].face_px > 0.8 * size for faces in found)
+    rng = np.random.default_rng(0)
+    assert rec.predict([rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), np.zeros((200, 200, 3), np.uint8)]) == [[], []]

@@ -90,3 +90,16 @@ def test_downscaled_photos_in_one_call(rec: lrfer.Recognizer) -> None:
     assert [f.label for f in single] == [f.label for f in batched[0]]
     for a, b in zip(single, batched[0]):
         assert a.probs == pytest.approx(b.probs, abs=1e-2)  # the tolerance issue 4 sets for batched vs single paths
+
+
+def test_faces_just_wider_than_mtcnns_search_are_kept(rec: lrfer.Recognizer) -> None:
+    """A photo pasted small on a wide canvas: faces of 1/17-1/21 of the long side, which BlazeFace scores
+    0.25-0.35. MTCNN found the widest (76 px, score 1.0) from windows of at most 70 px (1/20), but the
+    merge dropped it for being wider than 1/20."""
+    import cv2
+
+    photo = cv2.resize(lrfer.load_image(IMAGES / "group3.jpg"), (640, 450), interpolation=cv2.INTER_AREA)
+    canvas = np.full((990, 1408, 3), 110, np.uint8)
+    canvas[270:720, 384:1024] = photo
+    widths = sorted(round(f.face_px) for f in rec.predict(canvas))
+    assert len(widths) == FACES_PER_PHOTO["group3.jpg"] and widths[-1] > 1408 / 20

@@ -37,10 +37,15 @@ from lrfer.shapes import to_device
 log = logging.getLogger(__name__)
 
 DETECTORS = ("auto", "blazeface", "mtcnn", "haar", "facenet")
-#: CombinedDetector: MTCNN adds a face only when it is smaller than this fraction of the photo's long
-#: side (BlazeFace's 192 px input sees faces down to about 1/30; larger faces are its call), scores at
-#: least SMALL_FACE_MIN_SCORE, and covers less than SMALL_FACE_MAX_OVERLAP of any BlazeFace face.
+#: CombinedDetector: MTCNN searches faces smaller than this fraction of the photo's long side
+#: (BlazeFace's 192 px input sees faces down to about 1/30; larger faces are its call) and adds one
+#: narrower than SMALL_FACE_MERGE_FRACTION that scores at least SMALL_FACE_MIN_SCORE and covers less
+#: than SMALL_FACE_MAX_OVERLAP of any BlazeFace face.
 SMALL_FACE_FRACTION = 1 / 20
+#: The width up to which the merge takes MTCNN's faces: twice its pyramid's limit, because O-Net's
+#: refined box often comes out wider than the window that found it (a 76 px face from windows of at
+#: most 70 px), and BlazeFace can miss such faces (scores 0.25-0.35 on faces of 1/17-1/21).
+SMALL_FACE_MERGE_FRACTION = 2 * SMALL_FACE_FRACTION
 SMALL_FACE_MIN_SCORE = 0.95
 SMALL_FACE_MAX_OVERLAP = 0.5
 NUM_LANDMARKS = 5
@@ -397,7 +402,7 @@ def merge_small_faces_per_image(large: list[Detections], small: list[Detections]
 
     big, big_image = concat_per_image(large)
     little, little_image = concat_per_image(small)
-    limit = SMALL_FACE_FRACTION * to_device(long_sides, little.boxes.device, little.boxes.dtype)
+    limit = SMALL_FACE_MERGE_FRACTION * to_device(long_sides, little.boxes.device, little.boxes.dtype)
     width = little.boxes[:, 2] - little.boxes[:, 0]
     keep = (width < limit[little_image]) & (little.scores >= SMALL_FACE_MIN_SCORE)
     covered = pairwise_overlap(big.boxes, little.boxes, mode="min") >= SMALL_FACE_MAX_OVERLAP

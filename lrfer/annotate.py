@@ -53,11 +53,10 @@ def annotate(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
 
     out = validate_array(image).copy()
     h, w = out.shape[:2]
-    thickness = max(1, round(max(h, w) / 500))
-    font_scale = max(0.35, max(h, w) / 1600)
     for face in faces:
         color = CLASS_COLORS.get(face.label, DEFAULT_COLOR)
         x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+        font_scale, thickness = label_size(x2 - x1, (w, h))
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
         text = f"{face.label} {face.score:.0%}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
@@ -66,6 +65,24 @@ def annotate(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         cv2.putText(out, text, (left + 1, baseline), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness,
                     cv2.LINE_AA)
     return out
+
+
+#: Smallest label font scale (text about 8 px high): the size for small faces.
+MIN_FONT_SCALE = 0.35
+
+
+def label_size(face_width: int, image: tuple[int, int]) -> tuple[float, int]:
+    """``(font scale, line thickness)`` for a face's box and label: the label about 1.5 face widths
+    wide (at least :data:`MIN_FONT_SCALE`), at most what the image's size gives. Sized by the image
+    alone, a 24 px face in a 1920 px crowd got a label nine faces wide over its neighbours.
+
+    >>> label_size(24, (1920, 1080)), label_size(600, (1920, 1080))
+    ((0.35, 1), (1.2, 4))
+    """
+    long_side = max(image)
+    font_scale = min(max(MIN_FONT_SCALE, face_width / 110), max(MIN_FONT_SCALE, long_side / 1600))
+    thickness = max(1, min(round(long_side / 500), round(face_width / 40)))
+    return font_scale, thickness
 
 
 def label_position(box: tuple[int, int, int, int], label: tuple[int, int], image: tuple[int, int],

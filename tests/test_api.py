@@ -556,6 +556,22 @@ def test_annotated_labels_stay_inside_the_image() -> None:
         assert bar_rows >= 5, box
 
 
+@pytest.mark.parametrize("size, face, widest, highest", [((1080, 1920), 24, 110, 16), ((300, 3400), 40, 110, 16),
+                                                          ((1080, 1920), 600, 700, 60)])
+def test_annotated_labels_are_sized_by_their_face(size: tuple[int, int], face: int, widest: int, highest: int) -> None:
+    """Labels sized by the image alone were nine faces wide on a 24 px face in a 1920 px crowd (220x43 px)
+    and a quarter of a panorama's height; a large face keeps a large label."""
+    from lrfer.annotate import annotate
+
+    h, w = size
+    box = (w / 2, h / 2, w / 2 + face, h / 2 + face)
+    drawn = annotate(np.zeros((h, w, 3), np.uint8), [_face(box, "surprise")])
+    rows, cols = np.nonzero(drawn[: int(box[1]) - 1].any(axis=2))  # the label, above the box
+    assert 0 < cols.max() - cols.min() + 1 <= widest and 0 < rows.max() - rows.min() + 1 <= highest
+    if face >= 600:
+        assert cols.max() - cols.min() + 1 > 300  # still readable at the photo's scale
+
+
 def test_annotate_takes_gray_and_rgba_images_unmirrored(tmp_path: Path) -> None:
     import cv2
 

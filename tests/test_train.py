@@ -534,13 +534,11 @@ class _Interrupted(Exception):
     pass
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, train_set: FaceSet, val_set: FaceSet,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    # default dropout (0.2) on: resume must restore every random stream, not only the data generator
-    recipe = tiny("baseline", {"width": 8, "input_size": 16}, 16, epochs=2)
-    full_trainer = Trainer(recipe, train_set, val_set, tmp_path / "A")
-    full = full_trainer.fit(progress=False)
-
+def run_then_interrupted_and_resumed(recipe: Recipe, train_set: FaceSet, val_set: FaceSet, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch, device: str = "cpu") -> tuple[Trainer, Trainer]:
+    """(an uninterrupted 2-epoch run, the same run stopped after its first checkpoint and resumed)."""
+    full = Trainer(recipe, train_set, val_set, tmp_path / "A", device=device)
+    full.fit(progress=False)
     original_save = Trainer._save
 
     def save_then_stop(self: Trainer, epoch: int) -> None:
@@ -551,19 +549,26 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, tra
     with monkeypatch.context() as patch:
         patch.setattr(Trainer, "_save", save_then_stop)
         with pytest.raises(_Interrupted):
-            Trainer(recipe, train_set, val_set, tmp_path / "B").fit(progress=False)
-    resumed_trainer = Trainer(recipe, train_set, val_set, tmp_path / "B")
-    resumed = resumed_trainer.fit(progress=False)
+            Trainer(recipe, train_set, val_set, tmp_path / "B", device=device).fit(progress=False)
+    resumed = Trainer(recipe, train_set, val_set, tmp_path / "B", device=device)
+    resumed.fit(progress=False)
+    return full, resumed
 
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, train_set: FaceSet, val_set: FaceSet,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # default dropout (0.2) on: resume must restore every random stream, not only the data generator
+    recipe = tiny("baseline", {"width": 8, "input_size": 16}, 16, epochs=2)
+    full_trainer, resumed_trainer = run_then_interrupted_and_resumed(recipe, train_set, val_set, tmp_path, monkeypatch)
     check_history(resumed_trainer, 2)
     assert resumed_trainer.history[0] == {**full_trainer.history[0], "seconds": resumed_trainer.history[0]["seconds"]}
     assert resumed_trainer.history[1]["loss"] == pytest.approx(full_trainer.history[1]["loss"], rel=1e-5)
-    a, b = full.state_dict(), resumed.state_dict()
+    a, b = full_trainer.model.state_dict(), resumed_trainer.model.state_dict()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
     # a finished run resumes to the end without training again
     again = Trainer(recipe, train_set, val_set, tmp_path / "B")
-    assert states_equal(again.fit(progress=False), resumed)
+    assert states_equal(again.fit(progress=False), resumed_trainer.model)
     assert len(again.history) == 2
 
 
@@ -573,20 +578,8 @@ def test_training_on_cuda_resumes_like_an_uninterrupted_run(tmp_path: Path, trai
     """The degradation's noise was drawn with the run's CPU generator on the CUDA batch (an error at the
     first step), and CUDA's random stream (dropout there) was not in the checkpoint."""
     recipe = tiny("baseline", {"width": 8, "input_size": 16}, 16, epochs=2)
-    full = Trainer(recipe, train_set, val_set, tmp_path / "A", device="cuda").fit(progress=False)
-    original_save = Trainer._save
-
-    def save_then_stop(self: Trainer, epoch: int) -> None:
-        original_save(self, epoch)
-        if epoch == 1:
-            raise _Interrupted
-
-    with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "_save", save_then_stop)
-        with pytest.raises(_Interrupted):
-            Trainer(recipe, train_set, val_set, tmp_path / "B", device="cuda").fit(progress=False)
-    resumed = Trainer(recipe, train_set, val_set, tmp_path / "B", device="cuda").fit(progress=False)
-    a, b = full.state_dict(), resumed.state_dict()
+    full, resumed = run_then_interrupted_and_resumed(recipe, train_set, val_set, tmp_path, monkeypatch, "cuda")
+    a, b = full.model.state_dict(), resumed.model.state_dict()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
 

@@ -310,7 +310,7 @@ def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
     ``--annotate DIR`` an annotated copy ``DIR/<rel>`` with suffix ``.mp4``."""
     from tqdm import tqdm
 
-    from lrfer.video import AnnotatedVideoWriter, ended_early, video_info
+    from lrfer.video import AnnotatedVideoWriter, video_info
 
     try:
         info = video_info(video)
@@ -323,19 +323,18 @@ def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
     bar = tqdm(total=total, unit="frame", desc=video.name, file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)
     annotated = None if args.annotated is None else AnnotatedVideoWriter(
         args.annotated.target(video, rel.with_suffix(".mp4")), info.fps / args.every)
-    last = -1
+    ended_early = EndedEarlyCounter()
     try:
-        for frame, pixels in frames:
-            for row in frame.to_rows(str(video)):
-                write(row)
-            if annotated is not None:
-                annotated.write(pixels, frame.faces)
-            counts["frames"] += 1
-            counts["faces"] += len(frame.faces)
-            last = frame.index
-            bar.update(1)
-        # at most ``every`` frames follow the last one scored; ended_early is told the most it could be
-        counts["partial"] += ended_early(last + args.every, info.frame_count)
+        with ended_early:
+            for frame, pixels in frames:
+                for row in frame.to_rows(str(video)):
+                    write(row)
+                if annotated is not None:
+                    annotated.write(pixels, frame.faces)
+                counts["frames"] += 1
+                counts["faces"] += len(frame.faces)
+                bar.update(1)
+        counts["partial"] += min(ended_early.count, 1)
     except (ValueError, RuntimeError) as err:  # no frame decoded, or the annotated copy cannot be written
         logger.warning("skipped: %s", err)
         counts["failed"] += 1
@@ -343,6 +342,28 @@ def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
         bar.close()
         if annotated is not None:
             annotated.close()
+
+
+class EndedEarlyCounter(logging.Handler):
+    """Within ``with``, counts the warnings of videos that ended before their announced frames (logged
+    by the reading thread, which alone knows how many frames it decoded, also between the frames
+    ``--every`` skips)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from lrfer.video import ENDED_EARLY
+
+        self.count += bool(getattr(record, ENDED_EARLY, False))
+
+    def __enter__(self) -> "EndedEarlyCounter":
+        logging.getLogger("lrfer.video").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("lrfer.video").removeHandler(self)
 
 
 def use_few_cpu_threads_for_gpu(device: Any) -> None:
@@ -401,11 +422,13 @@ class AnnotatedPaths:
     def target(self, source: Path, rel: Path) -> Path:
         wanted = self.root / rel
         path, n = wanted, 1
-        while reason := self._taken(path, source):
+        first_reason = reason = self._taken(path, source)
+        while reason:
             n += 1
             path = wanted.with_name(f"{wanted.stem}-{n}{wanted.suffix}")
-            if n == 2:
-                logger.warning("annotated copy of %s written to %s: %s %s", source, path, wanted, reason)
+            reason = self._taken(path, source)
+        if first_reason:
+            logger.warning("annotated copy of %s written to %s: %s %s", source, path, wanted, first_reason)
         self.written.add(os.path.abspath(path))
         return path
 
@@ -415,6 +438,8 @@ class AnnotatedPaths:
             return "was written earlier in this run"
         if os.path.realpath(path) == os.path.realpath(source) or os.path.realpath(path) in self.inputs:
             return "is an input"
+        if os.path.islink(path):  # written through, it would replace a file outside the folder
+            return "is a symbolic link"
         if not self.overwrite and os.path.lexists(path):
             return "exists (--overwrite replaces files in the --annotate folder)"
         return ""

@@ -402,22 +402,34 @@ def walk_files(root: bytes, extensions: Iterable[str]) -> list[bytes]:
     """Paths relative to ``root`` (bytes, '/'-separated) of the files below it with one of
     ``extensions`` (lower-case, with the dot; matched case-insensitively), sorted folder by folder.
     A broken link is listed (to be reported unreadable), not left out in silence; FIFOs and the like are.
-    Links to folders are followed (``photos/2024 -> /mnt/nas/2024``), each real folder once (no loops)."""
+    Links to folders are followed (``photos/2024 -> /mnt/nas/2024``) after the real folders, in name
+    order, into folders not listed yet: a folder keeps its own name, and a link back up the tree ends."""
     wanted = {os.fsencode(e) for e in extensions}
-    found = []
+    found: list[bytes] = []
     seen: set[tuple[int, int]] = set()
-    for folder, folders, files in os.walk(root, followlinks=True):
-        identity = _folder_identity(folder)
-        if identity in seen:  # a link back up the tree, or a second link to one folder
-            folders[:] = []
-            continue
-        seen.add(identity)
-        rel_folder = os.path.relpath(folder, root)
-        prefix = b"" if rel_folder == b"." else rel_folder + b"/"
-        for name in files:
-            path = os.path.join(folder, name)
-            if os.path.splitext(name)[1].lower() in wanted and (os.path.isfile(path) or os.path.islink(path)):
-                found.append(prefix + name)
+    links: list[tuple[bytes, bytes]] = []  # (relative name, path) of links to folders, followed last
+
+    def walk(top: bytes, rel_top: bytes) -> None:
+        for folder, folders, files in os.walk(top):
+            identity = _folder_identity(folder)
+            if identity in seen:
+                folders[:] = []
+                continue
+            seen.add(identity)
+            rel_folder = os.path.relpath(folder, top)
+            prefix = rel_top + (b"" if rel_folder == b"." else rel_folder + b"/")
+            links.extend((prefix + name, os.path.join(folder, name)) for name in folders
+                         if os.path.islink(os.path.join(folder, name)))
+            for name in files:
+                path = os.path.join(folder, name)
+                if os.path.splitext(name)[1].lower() in wanted and (os.path.isfile(path) or os.path.islink(path)):
+                    found.append(prefix + name)
+
+    walk(root, b"")
+    while links:
+        links.sort(reverse=True)
+        rel, path = links.pop()
+        walk(path, rel + b"/")
     return sorted(found, key=lambda rel: rel.split(b"/"))
 
 

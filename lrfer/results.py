@@ -1,6 +1,7 @@
 """Result type: one :class:`Face` per detected face, plus flat rows for CSV/JSONL/pandas."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,11 @@ NO_LANDMARKS: Landmarks = tuple((NAN, NAN) for _ in range(5))
 
 def _shared_nan(value: float) -> float:
     return NAN if isinstance(value, float) and math.isnan(value) else value
+
+
+def _rebuilt(result: Any) -> tuple[Any, ...]:
+    """``__reduce__`` of a result: rebuilt through ``__init__`` from every field (a subclass's too)."""
+    return type(result), tuple(getattr(result, f.name) for f in dataclasses.fields(result))
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,10 @@ class Face:
 
     def __post_init__(self) -> None:
         if any(math.isnan(v) for point in self.landmarks for v in point):
-            object.__setattr__(self, "landmarks", NO_LANDMARKS)
+            object.__setattr__(self, "landmarks", tuple(tuple(_shared_nan(v) for v in point) for point in self.landmarks))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.box, self.landmarks, self.det_score, self.face_px, self.label, self.probs))
+        return _rebuilt(self)
 
     @property
     def score(self) -> float:
@@ -127,7 +133,7 @@ class VideoFrame:
         object.__setattr__(self, "time_s", _shared_nan(self.time_s))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.index, self.time_s, self.faces))
+        return _rebuilt(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict: ``index``, ``time_s`` (``None`` if unknown), ``faces`` (:meth:`Face.to_dict` each)."""

@@ -31,6 +31,8 @@ ANNOTATED_FOURCC = "mp4v"
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
+#: Set on the log record of a video that ended before its announced frames (``lrfer predict`` counts them).
+ENDED_EARLY = "lrfer_video_ended_early"
 
 
 def is_video_file(path: str | os.PathLike) -> bool:
@@ -149,7 +151,8 @@ def read_frames(path: str | os.PathLike, every: int = 1) -> Iterator[tuple[int, 
         raise ValueError(f"cannot read video: no frame of {str(path)!r} could be decoded")
     if ended_early(index, announced):
         logger.warning("%s: decoded %d of the %d frames its header announces; the file is truncated or damaged, "
-                       "so the results stop at frame %d", path, index, announced, index - 1)
+                       "so the results stop at frame %d", path, index, announced, index - 1,
+                       extra={ENDED_EARLY: True})
 
 
 def ended_early(decoded: int, announced: int) -> bool:

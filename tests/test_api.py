@@ -852,3 +852,13 @@ def test_results_without_landmarks_or_frame_times_stay_equal_through_pickle_and_
                          face.face_px, face.label, dict(face.probs))
     assert rebuilt == face and hash(rebuilt) == hash(face)
     assert all(math.isnan(x) for point in rebuilt.landmarks for x in point)
+    # one missing point leaves the others, and a subclass keeps its own fields through a copy
+    partly = dataclasses.replace(face, landmarks=((3.0, 4.0), (5.0, 6.0), (math.nan, math.nan), (7.0, 8.0), (9.0, 9.0)))
+    assert partly.landmarks[0] == (3.0, 4.0) and pickle.loads(pickle.dumps(partly)) == partly
+
+    @dataclasses.dataclass(frozen=True)
+    class TrackedFace(lrfer.Face):
+        track_id: int = -1
+
+    tracked = TrackedFace(*(getattr(face, f.name) for f in dataclasses.fields(lrfer.Face)), track_id=7)
+    assert copy.deepcopy(tracked).track_id == 7 and copy.copy(tracked) == tracked

@@ -268,10 +268,20 @@ def test_annotating_never_replaces_a_file_already_there_unless_told(photos: Path
     assert main(predict_args(parent / "events", tiny_path, "--annotate", str(parent), "--workers", "0")) == 0
     assert own.read_bytes() == before and (parent / "a-2.png").is_file()
     assert "a.png exists (--overwrite replaces files in the --annotate folder)" in caplog.text
+    caplog.clear()
+    assert main(predict_args(parent / "events", tiny_path, "--annotate", str(parent), "--workers", "0")) == 0
+    assert f"written to {parent / 'a-3.png'}" in caplog.text  # the name it took, not the first one tried
     assert main(predict_args(parent / "events", tiny_path, "--annotate", str(parent), "--workers", "0",
                              "--overwrite")) == 0
     assert own.read_bytes() != before and cv2.imread(str(own)) is not None
-    assert not (parent / "a-3.png").exists()
+    assert not (parent / "a-4.png").exists()
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes(before)
+    (parent / "b.jpg").unlink()
+    (parent / "b.jpg").symlink_to(outside)  # --overwrite never writes through a link out of the folder
+    assert main(predict_args(parent / "events", tiny_path, "--annotate", str(parent), "--workers", "0",
+                             "--overwrite")) == 0
+    assert outside.read_bytes() == before and (parent / "b-2.jpg").is_file()
 
 
 def test_broken_links_in_a_folder_are_reported_not_left_out(photos: Path, tiny_path: Path, tmp_path: Path,

@@ -416,6 +416,20 @@ def test_askd_refuses_a_teacher_without_the_students_attention(tmp_path: Path, t
                      attention_distillation="askd"), train_set, val_set, tmp_path / "c")
     with pytest.raises(ValueError, match="attention_distillation must be one of"):
         Trainer(replace(recipe, attention_distillation="cbam"), train_set, val_set, tmp_path / "d")
+    # the student's own layout at 16 px has the widths, but reads 16 px faces
+    low = tmp_path / "low.safetensors"
+    save_trained(build_model("gmenet", width=8, input_size=16).eval(), low, Recipe("gmenet", {"width": 8, "input_size": 16}, 16))
+    with pytest.raises(ValueError, match="reads 16 px faces; attention similarity"):
+        Trainer(replace(recipe, teacher=str(low)), train_set, val_set, tmp_path / "e")
+
+
+def test_a_kd_teacher_must_read_the_students_faces(tmp_path: Path, train_set: FaceSet, val_set: FaceSet,
+                                                  teacher_path: Path) -> None:
+    """Soft targets from the 48 px teacher (or an 8 px model) run on 16 px faces were taken without a word."""
+    recipe = tiny("gmenet", {"width": 8, "input_size": 16}, 16, "distill", teacher=str(teacher_path))
+    hr = hr_gmenet_teacher(tmp_path / "hr.safetensors")
+    with pytest.raises(ValueError, match=r"reads 48 px faces, but its soft targets are taken on the student's 16 px"):
+        Trainer(replace(recipe, kd_teacher=str(hr)), train_set, val_set, tmp_path / "a")
 
 
 def test_kd_teacher_gives_soft_targets_on_the_students_input(tmp_path: Path, train_set: FaceSet, val_set: FaceSet,

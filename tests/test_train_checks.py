@@ -229,3 +229,11 @@ def test_a_damaged_npz_is_a_value_error_naming_it(tmp_path: Path, damage: str) -
         bad.write_bytes(bad.with_suffix(".npy").read_bytes())
     with pytest.raises(ValueError, match=r"bad\.npz: not a readable \.npz archive"):
         load_faces(bad)
+
+
+def test_an_npz_with_an_object_array_is_refused_as_such(tmp_path: Path) -> None:
+    """It was called damaged ("copy it again"): it is intact, but holds a pickled array."""
+    path = tmp_path / "faces.npz"
+    np.savez(path, images=np.zeros((7, 48, 48), np.uint8), labels=np.arange(7), classes=np.array(list(CLASSES), dtype=object))
+    with pytest.raises(ValueError, match=r"faces\.npz: holds an object array, which lrfer does not read"):
+        load_faces(path)

@@ -448,3 +448,18 @@ def test_eval_splits_are_rafdbs_two_and_calibrating_on_the_scored_faces_warns(
     assert main(["eval", "--model", str(model), "--data", str(raf), "--resolutions", "16", "--calibrate-on",
                  str(raf), "--device", "cpu"]) == 0
     assert "calibrating on the faces it evaluates" not in caplog.text  # RAF-DB: train split against test
+
+
+def test_train_config_options_change_the_architecture(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """A 48 px teacher of gmenet-tiny's layout for attention similarity could not be made from the command line."""
+    from lrfer.cli import build_parser
+    from lrfer.train.cli import _train_recipe
+
+    args = build_parser().parse_args(["train", "--arch", "gmenet", "--resolution", "48", "--data", "x.npz", "--out",
+                                      "t.safetensors", "--config", "width=12", "--config", "stem_stride=2"])
+    assert _train_recipe(args).config == {"width": 12, "input_size": 48, "stem_stride": 2}
+    assert run_train(["--arch", "gmenet", "--resolution", "16", "--config", "widht=12", "--data",
+                      str(tmp_path / "x.npz"), "--out", str(tmp_path / "x.safetensors")]) == 1
+    assert "config key(s) ['widht'] are not options of architecture 'gmenet'" in caplog.text
+    with pytest.raises(SystemExit):
+        run_train(["--arch", "gmenet", "--resolution", "16", "--config", "width", "--data", "x.npz", "--out", "x.safetensors"])

@@ -293,12 +293,14 @@ def test_a_truncated_video_is_scored_as_far_as_it_decodes_with_a_warning(
     caplog.clear()
     assert len(list(video_mod.read_frames(clip))) == FRAMES and "announces" not in caplog.text  # a whole video: no warning
     out = tmp_path / "faces.jsonl"
-    args = ["predict", str(cut), str(clip), "--model", str(tiny_path), "--detector", "none", "--quiet",
-            "--every", "3", "--out", str(out)]
-    assert main(args) == 1
-    assert "1 video(s) ended before the frames their header announces" in caplog.text
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == math.ceil(decoded / 3) + math.ceil(FRAMES / 3)  # still scored as far as it decodes
+    for every in (3, 20):  # 20: the frames decoded after the last one scored are not seen by the caller
+        caplog.clear()
+        args = ["predict", str(cut), str(clip), "--model", str(tiny_path), "--detector", "none", "--quiet",
+                "--every", str(every), "--out", str(out)]
+        assert main(args) == 1
+        assert "1 video(s) ended before the frames their header announces" in caplog.text
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(rows) == math.ceil(decoded / every) + math.ceil(FRAMES / every)  # scored as far as it decodes
 
 
 @pytest.mark.parametrize("decoded, announced, early", [(40, 40, False), (39, 40, False), (38, 40, True),

@@ -143,7 +143,7 @@ def random_degrade(x: torch.Tensor, cfg: DegradationConfig, generator: torch.Gen
         # a CPU generator cannot draw on CUDA
         where = generator.device if generator is not None else x.device
         noise = torch.randn(x.shape, generator=generator, device=where, dtype=x.dtype)
-        x = (x + std * noise.to(x.device)).clamp_(0, 1)
+        x = (x + std * noise.to(x.device, non_blocking=True)).clamp_(0, 1)  # no wait for the device's queue
     if cfg.jpeg_prob > 0 and uniform(0.0, 1.0) < cfg.jpeg_prob:
         x = jpeg_compress(x, int(uniform(30, 90)))
     return x

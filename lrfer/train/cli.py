@@ -49,6 +49,10 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--recipe", default=None,
                    help="train a zoo variant's recipe instead of --arch/--resolution, e.g. gmenet-small-fer2013-16px; "
                         "the model is named after it with the dataset part replaced")
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", type=_config_item,
+                   help="an architecture option over the recipe's, repeatable: e.g. --arch gmenet --resolution 48 "
+                        "--config width=12 --config stem_stride=2 (a 48 px teacher of gmenet-tiny's layout for "
+                        "--attention-distillation askd); `lrfer info NAME --config` shows a model's")
     p.add_argument("--teacher", default=None, help="teacher name or .safetensors (distillation, FSR-FER, MA-Net init)")
     p.add_argument("--kd-teacher", default=None,
                    help="model whose outputs on the same low-resolution faces are the soft targets (name or "
@@ -70,6 +74,19 @@ def _add_train(sub: Any) -> None:
                    help="licence of the training data (default: FER2013's, or '<dataset>: see the dataset's own licence')")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_train)
+
+
+def _config_item(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with a JSON value (``width=12``, ``attention=false``); a value that is not JSON is a string."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. width=12")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value.strip()
 
 
 def _licence_text(text: str) -> str:
@@ -169,6 +186,12 @@ def _train_recipe(args: argparse.Namespace) -> Recipe:
     elif args.teacher is not None and recipe.kd_teacher:
         log.warning("recipe %s takes its soft targets from %s, not from --teacher %s; pass --kd-teacher none to take "
                     "them from --teacher, or --kd-teacher another model", args.recipe, recipe.kd_teacher, args.teacher)
+    if args.config:
+        from lrfer.models import check_config
+
+        config = {**recipe.config, **dict(args.config)}
+        check_config(recipe.arch, config)
+        overrides["config"] = config
     recipe = replace(recipe, **overrides)
     check_recipe(recipe)
     return recipe

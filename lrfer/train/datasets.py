@@ -74,6 +74,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     import zipfile
     import zlib
 
+    data = None
     try:
         data = np.load(path, allow_pickle=False)
         if not hasattr(data, "files"):  # a .npy array under a .npz name
@@ -83,6 +84,10 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as err:
         if isinstance(err, OSError) and not isinstance(err, zipfile.BadZipFile) and err.filename:
             raise  # missing file, permissions: the caller's own message
+        if "allow_pickle" in str(err) and hasattr(data, "files"):  # an intact archive
+            raise ValueError(f"{path}: holds an object array, which lrfer does not read (it would unpickle it); "
+                             "save 'images' and 'labels' as numbers and 'classes', if any, as strings "
+                             "(np.array(names, dtype=str))") from None
         raise ValueError(f"{path}: not a readable .npz archive ({type(err).__name__}: {err}); it may be truncated "
                          "or damaged: copy it again") from None
 

@@ -326,6 +326,21 @@ def _check_teacher(teacher: nn.Module | None, recipe: Recipe, student: nn.Module
                          f"width {extractor.stage_widths[0]}; set the recipe's extractor_width to the teacher's")
 
 
+def native_resolution(model: nn.Module) -> int | None:
+    """The face size a trained network reads: its spec's resolution, else its input size (None if unknown)."""
+    spec = getattr(model, "pretrained_cfg", None)
+    return getattr(spec, "resolution", None) or getattr(model, "input_size", None)
+
+
+def _check_kd_teacher(kd_teacher: nn.Module | None, recipe: Recipe) -> None:
+    """Soft targets come from ``kd_teacher`` on the student's own low-resolution faces: it must read that size."""
+    resolution = None if kd_teacher is None else native_resolution(kd_teacher)
+    if resolution is not None and resolution != recipe.resolution:
+        raise ValueError(f"kd_teacher {recipe.kd_teacher!r} reads {resolution} px faces, but its soft targets are taken "
+                         f"on the student's {recipe.resolution} px faces; give a {recipe.resolution} px model, or "
+                         "--kd-teacher none for the --teacher's targets on the 48 px face")
+
+
 def _check_attention_teacher(teacher: nn.Module | None, recipe: Recipe, student: nn.Module) -> None:
     """Attention similarity compares every attention module of the student with the teacher's
     matching one, channel by channel: the teacher needs the same modules, of the same widths."""
@@ -336,13 +351,17 @@ def _check_attention_teacher(teacher: nn.Module | None, recipe: Recipe, student:
 
     widths = channel_widths(student)
     fits = (f"a 48 px GME-Net with the student's attention modules (channel widths {widths}): a .safetensors "
-            "written by `lrfer train --arch gmenet --resolution 48` with the student's width and blocks")
+            "written by `lrfer train --arch gmenet --resolution 48` with the student's layout (--config width=W, "
+            "--config stem_stride=S, ...)")
     if teacher is None:
         raise ValueError(f"attention similarity ('askd') needs {fits}")
     teacher_widths = channel_widths(teacher)
     if teacher_widths != widths:
         raise ValueError(f"teacher {recipe.teacher!r} has attention modules of widths {teacher_widths or 'none'}, the "
                          f"student {widths}; attention similarity ('askd') needs {fits}")
+    if native_resolution(teacher) != HR_SIZE:
+        raise ValueError(f"teacher {recipe.teacher!r} reads {native_resolution(teacher)} px faces; attention similarity "
+                         f"('askd') needs {fits}")
 
 
 class Trainer:
@@ -364,6 +383,7 @@ class Trainer:
         self.teacher = load_trained(recipe.teacher, self.device) if recipe.teacher else None
         self.kd_teacher = load_trained(recipe.kd_teacher, self.device) if recipe.kd_teacher else None
         _check_teacher(self.teacher, recipe, self.model)
+        _check_kd_teacher(self.kd_teacher, recipe)
         self.discriminator: nn.Module | None = None
         self.modules: dict[str, nn.Module] = {"model": self.model}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}

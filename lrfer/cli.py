@@ -136,6 +136,9 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--detector", choices=DETECTOR_CHOICES, default="auto",
                    help="face detector: auto = BlazeFace plus MTCNN for faces too small for it; "
                         "'none' = every image is already a face crop (default: auto)")
+    p.add_argument("--no-close-ups", dest="close_ups", action="store_false",
+                   help="skip BlazeFace's zoomed-out second look at images without a face (for faces that fill "
+                        "them): faster on frames where nobody fills the picture (CCTV, crowds)")
     p.add_argument("--workers", type=_non_negative_int, default=None,
                    help="image-decoding worker processes (default: half the CPUs, at most 4; 0 = decode in-process)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -278,7 +281,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         logger.error("no image or video files found in %s", " ".join(args.paths))
         return 1
     detector = None if args.detector == "none" else args.detector
-    rec = lrfer.load(args.model, device=args.device, detector=detector, min_face=args.min_face, precision=args.precision)
+    rec = lrfer.load(args.model, device=args.device, detector=detector, min_face=args.min_face, precision=args.precision,
+                     close_ups=args.close_ups)
     logger.info("%s on %d image(s) and %d video(s)", rec, len(files), len(videos))
     use_few_cpu_threads_for_gpu(rec.device)
     args.annotated = None if args.annotate is None else AnnotatedPaths(

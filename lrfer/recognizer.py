@@ -127,6 +127,7 @@ def load(
     detector: str | None = "auto",
     min_face: int = 20,
     precision: str = "auto",
+    close_ups: bool = True,
 ) -> Recognizer:
     """Load a model and a face detector, ready to :meth:`~Recognizer.predict`.
 
@@ -146,6 +147,10 @@ def load(
     ``gmenet-fer2013-12px``, and 98.9-99.3 % of labels stayed the same) or ``"fp16"`` (CUDA only). ``"bf16"`` also runs MTCNN's
     P-Net in bf16 (the detectors ``"auto"`` and ``"mtcnn"``): a few borderline small faces can be
     found or lost; every other detection stage stays in float32.
+    ``close_ups`` (``"auto"`` and ``"blazeface"``): a photo where BlazeFace finds no face gets a second
+    look, zoomed out, for a face that fills it (a portrait, a video call, a face crop). That look costs
+    a second BlazeFace pass on every photo without a face: ``False`` saves it where no face fills the
+    frame (CCTV, crowds).
 
     >>> rec = lrfer.load("gmenet-fer2013-16px")  # doctest: +SKIP
     >>> labels = [f.label for f in rec.predict("examples/group1.jpg")]  # doctest: +SKIP
@@ -163,7 +168,8 @@ def load(
                        "it will be slower than fp32, not faster")
     model = load_model(default_model() if spec is None else spec, device=dev)
     pnet_precision = "bf16" if precision == "bf16" else "fp32"
-    det = make_detector(det_name, dev, min_face=min_face, pnet_precision=pnet_precision) if det_name else None
+    det = make_detector(det_name, dev, min_face=min_face, pnet_precision=pnet_precision,
+                        close_ups=close_ups) if det_name else None
     return Recognizer(model, model.pretrained_cfg, dev, det, precision)
 
 

@@ -288,3 +288,6 @@ def test_a_face_that_fills_the_photo_is_found(tiny_path, detector: str) -> None:
         assert all(faces[0].face_px > 0.8 * size for faces in found)
     rng = np.random.default_rng(0)
     assert rec.predict([rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), np.zeros((200, 200, 3), np.uint8)]) == [[], []]
+    # close_ups=False: no second look (faster on photos without a face), so the close-up is missed again
+    fast = lrfer.load(tiny_path, device="cpu", detector=detector, close_ups=False)
+    assert fast.predict(cv2.resize(crops[0], (192, 192), interpolation=cv2.INTER_AREA)) == []

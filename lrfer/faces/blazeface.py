@@ -292,15 +292,18 @@ class BlazeFace(NetworkDetector):
     """MediaPipe's full-range BlazeFace behind lrfer's :class:`Detector` interface, batched, on one device.
 
     ``threshold``: face score threshold (MediaPipe's default 0.5); ``min_face``: faces narrower than
-    this many image pixels are dropped.
+    this many image pixels are dropped; ``close_ups``: a second, zoomed-out pass over the images in
+    which the first found no face (:data:`ZOOM_OUT_FILL`), for faces that fill them.
     """
 
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD, min_face: float = 0, device: torch.device | str = "cpu") -> None:
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, min_face: float = 0, device: torch.device | str = "cpu",
+                 close_ups: bool = True) -> None:
         super().__init__()
         if not 0 <= threshold < 1:
             raise ValueError(f"threshold must be in [0, 1); got {threshold}")
         self.threshold = float(threshold)
         self.min_face = float(min_face)
+        self.close_ups = bool(close_ups)
         self.net = load_network(device)
 
     @detection_mode()
@@ -313,7 +316,7 @@ class BlazeFace(NetworkDetector):
         if not images:
             return []
         found = self._detect(images, volume, fill=1.0)
-        empty = [n for n, faces in enumerate(found) if len(faces) == 0]
+        empty = [n for n, faces in enumerate(found) if len(faces) == 0] if self.close_ups else []
         if empty:  # a face filling the photo fills the 192 px frame, where the network sees none
             again = self._detect([images[n] for n in empty], volume, fill=ZOOM_OUT_FILL, positions=empty,
                                  min_fraction=ZOOM_OUT_MIN_FRACTION)

@@ -354,7 +354,8 @@ class CombinedDetector:
     """
 
     def __init__(
-        self, device: torch.device | str = "cpu", min_face: int = 20, small_faces: bool = True, pnet_precision: str = "fp32"
+        self, device: torch.device | str = "cpu", min_face: int = 20, small_faces: bool = True, pnet_precision: str = "fp32",
+        close_ups: bool = True,
     ) -> None:
         from lrfer.faces.blazeface import BlazeFace
         from lrfer.faces.mtcnn import MTCNN
@@ -362,7 +363,7 @@ class CombinedDetector:
         self.device = torch.device(device)
         self.small_faces = bool(small_faces)
         self.name = "auto" if self.small_faces else "blazeface"
-        self.blazeface = BlazeFace(min_face=min_face, device=self.device)
+        self.blazeface = BlazeFace(min_face=min_face, device=self.device, close_ups=close_ups)
         self.mtcnn = MTCNN(min_face=max(min_face, 12), device=self.device, max_face_fraction=SMALL_FACE_FRACTION,
                           pnet_precision=pnet_precision)
 
@@ -435,11 +436,13 @@ def check_min_face(min_face: object) -> None:
 
 
 def make_detector(
-    name: str | None, device: torch.device | str = "cpu", min_face: int = 20, pnet_precision: str = "fp32"
+    name: str | None, device: torch.device | str = "cpu", min_face: int = 20, pnet_precision: str = "fp32",
+    close_ups: bool = True,
 ) -> Detector | None:
     """Build a face detector by name: ``"auto"``, ``"blazeface"``, ``"mtcnn"``, ``"haar"``, ``"facenet"``,
     or ``None`` (pre-cropped input). ``pnet_precision`` (``"fp32"`` or ``"bf16"``): MTCNN's P-Net
-    dtype in ``"auto"`` and ``"mtcnn"`` (see :class:`~lrfer.faces.mtcnn.MTCNN`).
+    dtype in ``"auto"`` and ``"mtcnn"`` (see :class:`~lrfer.faces.mtcnn.MTCNN`). ``close_ups``:
+    BlazeFace's zoomed-out second look at photos without a face (``"auto"``, ``"blazeface"``).
 
     >>> det = make_detector("mtcnn", "cpu", min_face=20)
     >>> det.detect([torch.zeros(3, 64, 64, dtype=torch.uint8)])[0].boxes.shape
@@ -452,9 +455,9 @@ def make_detector(
     check_min_face(min_face)
     name = name.lower()
     if name == "auto":
-        return CombinedDetector(device=device, min_face=min_face, pnet_precision=pnet_precision)
+        return CombinedDetector(device=device, min_face=min_face, pnet_precision=pnet_precision, close_ups=close_ups)
     if name == "blazeface":
-        return CombinedDetector(device=device, min_face=min_face, small_faces=False)
+        return CombinedDetector(device=device, min_face=min_face, small_faces=False, close_ups=close_ups)
     if name == "mtcnn":
         from lrfer.faces.mtcnn import MTCNN
 

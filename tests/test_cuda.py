@@ -150,3 +150,21 @@ def test_video_on_gpu_matches_cpu(tmp_path: Path) -> None:
     gpu = [f.faces for f in lrfer.load(device="cuda").predict_video(path)]
     assert len(cpu) == len(gpu) == len(PHOTOS)
     _assert_same_faces(cpu, gpu, PROB_TOLERANCE, same_labels=True)
+
+
+def test_close_ups_on_gpu_match_cpu() -> None:
+    """BlazeFace's second, zoomed-out look (photos without a face found) on the GPU: the same faces as
+    on the CPU, among photos with faces and without."""
+    import cv2
+
+    photo = lrfer.load_image(Path(__file__).resolve().parents[1] / "examples" / "group1.jpg")
+    cpu = lrfer.load(device="cpu")
+    boxes = [[int(round(v)) for v in f.box] for f in cpu.predict(photo)]
+    crops = [cv2.resize(np.ascontiguousarray(photo[y1:y2, x1:x2]), (size, size), interpolation=cv2.INTER_AREA)
+             for x1, y1, x2, y2 in boxes for size in (48, 192)]
+    images = [*crops, np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8), photo[::2, ::2].copy()]
+    on_cpu, on_gpu = cpu.predict(images), lrfer.load(device="cuda").predict(images)
+    assert [len(f) for f in on_cpu] == [len(f) for f in on_gpu] == [1] * len(crops) + [0, len(boxes)]
+    for a, b in zip(on_cpu, on_gpu):
+        for x, y in zip(sorted(a, key=lambda f: f.box), sorted(b, key=lambda f: f.box)):
+            assert np.abs(np.subtract(x.box, y.box)).max() <= BOX_TOLERANCE_PX

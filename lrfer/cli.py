@@ -440,7 +440,8 @@ class AnnotatedPaths:
         """Why ``path`` cannot take a copy ('' if it can)."""
         if os.path.abspath(path) in self.written:
             return "was written earlier in this run"
-        if os.path.realpath(path) == os.path.realpath(source) or os.path.realpath(path) in self.inputs:
+        real = os.path.realpath(path)
+        if real == os.path.realpath(source) or real in self.inputs:
             return "is an input"
         if os.path.islink(path):  # written through, it would replace a file outside the folder
             return "is a symbolic link"

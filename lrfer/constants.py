@@ -22,3 +22,7 @@ CPU_ACTIVATION_BUDGET: int = 1 << 21
 
 #: RAF-DB's splits: the prefix of each file name in its label list (``train_00001.jpg``).
 RAF_SPLITS: tuple[str, ...] = ("train", "test")
+
+#: How a GME-Net student learns the 48 px teacher's attention (``Recipe.attention_distillation``,
+#: ``lrfer train --attention-distillation``): attention transfer of stage outputs, or ASKD.
+ATTENTION_DISTILLATIONS: tuple[str, ...] = ("activation", "askd")

@@ -274,10 +274,7 @@ def _check_crop_array(crops: np.ndarray, batch: bool = True) -> np.ndarray:
         raise ValueError(f"wrong shape {tuple(crops.shape)} for crops: expected (N, H, W) gray or (N, H, W, 3) RGB")
     if crops.shape[1] == 0 or crops.shape[2] == 0:
         raise ValueError(f"empty image (0 size) in crops of shape {tuple(crops.shape)}")
-    limit = lrfer_io.MAX_IMAGE_PIXELS
-    if limit is not None and crops.shape[1] * crops.shape[2] > limit:
-        raise ValueError(f"crops too large ({crops.shape[2]}x{crops.shape[1]} pixels each): the limit is "
-                         f"lrfer.io.MAX_IMAGE_PIXELS = {limit:,}")
+    lrfer_io.check_pixel_count((crops.shape[2], crops.shape[1]), f"each of the crops of shape {tuple(crops.shape)}")
     return crops
 
 
@@ -333,11 +330,6 @@ def _is_tensor(obj: Any) -> bool:
     return isinstance(obj, torch.Tensor)
 
 
-#: One trace at a time: each trace patches ``nn.Module.__call__`` and restores what it found, so two
-#: overlapping traces (``lrfer.load`` in several threads) left one's patch installed for good.
-_TRACE_LOCK = threading.Lock()
-
-
 #: predict_tensor's input range check: generous enough for a bicubic resize's overshoot, narrow
 #: enough to catch 0..255 pixels and faces already normalised (about -2..2).
 UNIT_RANGE_SLACK = 0.5
@@ -350,6 +342,11 @@ def _check_unit_range(x: torch.Tensor) -> None:
     if not (-UNIT_RANGE_SLACK <= lo and hi <= 1 + UNIT_RANGE_SLACK):
         raise ValueError(f"predict_tensor input values span {lo:.4g}..{hi:.4g}: expected faces in 0..1 (divide "
                          "0..255 pixels by 255; lrfer applies the model's normalisation itself)")
+
+
+#: One trace at a time: each trace patches ``nn.Module.__call__`` and restores what it found, so two
+#: overlapping traces (``lrfer.load`` in several threads) left one's patch installed for good.
+_TRACE_LOCK = threading.Lock()
 
 
 def trace_this_thread(model: nn.Module) -> Any:

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lrfer.constants import RAF_SPLITS
+from lrfer.constants import ATTENTION_DISTILLATIONS, RAF_SPLITS
 
 if TYPE_CHECKING:
     from lrfer.train.recipes import Recipe
@@ -58,7 +58,7 @@ def _add_train(sub: Any) -> None:
                    help="model whose outputs on the same low-resolution faces are the soft targets (name or "
                         ".safetensors; 'none': the --teacher's on the 48 px face). The gmenet-fast and gmenet-tiny "
                         "recipes use gmenet-fer2013-16px")
-    p.add_argument("--attention-distillation", choices=("activation", "askd"), default=None,
+    p.add_argument("--attention-distillation", choices=ATTENTION_DISTILLATIONS, default=None,
                    help="GME-Net's attention distillation: 'askd' (the paper's attention similarity: every attention "
                         "module against a 48 px GME-Net --teacher of the same widths) or 'activation' (attention "
                         "transfer of stage outputs from the ResNet-18 teacher; the bundled weights' and the default)")
@@ -123,9 +123,9 @@ def _device(name: str) -> str:
 
 def _dataset_name(data: Path) -> str:
     """The dataset part of the model name, from the data's file or folder name (letters and digits only)."""
-    from lrfer.train.datasets import RAF_LABEL_FILE
+    from lrfer.train.datasets import is_rafdb
 
-    if (data / RAF_LABEL_FILE).exists():
+    if is_rafdb(data):
         return "raf"
     stem = data.stem.lower().replace("+", "plus")  # ck+ -> ckplus
     name = re.sub(r"[^a-z0-9]", "", stem.split("-")[0] if stem.startswith("fer2013") else stem)
@@ -222,9 +222,9 @@ def _row_labels(models: list[tuple[str, str]]) -> list[str]:
 
 
 def _default_val(data: Path) -> Path | None:
-    from lrfer.train.datasets import RAF_LABEL_FILE
+    from lrfer.train.datasets import is_rafdb
 
-    if (data / RAF_LABEL_FILE).exists():
+    if is_rafdb(data):
         return data
     sibling = data.with_name(data.name.replace("train", "publictest"))
     return sibling if data.suffix == ".npz" and sibling != data and sibling.exists() else None
@@ -236,7 +236,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from lrfer.constants import CLASSES
-    from lrfer.train.datasets import RAF_LABEL_FILE, load_faces
+    from lrfer.train.datasets import is_rafdb, load_faces
     from lrfer.train.export import export
     from lrfer.train.recipes import Trainer
     from lrfer.zoo import load_manifest
@@ -252,7 +252,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if val is None:
         log.warning("no validation data (pass --val): %s will be exported uncalibrated (temperature 1.0) and "
                     "without metrics", name)
-    elif _same_file(val_path, args.data) and (args.data / RAF_LABEL_FILE).exists():
+    elif _same_file(val_path, args.data) and is_rafdb(args.data):
         log.warning("validating on %s's test split (RAF-DB has no validation split): the temperature is fitted "
                     "and the metrics measured on the faces `lrfer eval` will score; pass --val for held-out ones",
                     args.data)
@@ -292,7 +292,7 @@ def _load_eval_models(specs: list[str], device: str) -> list[Any]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lrfer.train.datasets import RAF_LABEL_FILE, load_faces
+    from lrfer.train.datasets import is_rafdb, load_faces
     from lrfer.train.evaluate import detail_table, evaluate, fit_temperature, markdown_table, plot_accuracy, plot_path
     from lrfer.train.recipes import predict_logits
 
@@ -304,7 +304,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     faces = load_faces(args.data, args.split)
     calibration = load_faces(args.calibrate_on, args.calibrate_split) if args.calibrate_on else None
     if (args.calibrate_on and _same_file(args.calibrate_on, args.data)
-            and (args.calibrate_split == args.split or not (args.data / RAF_LABEL_FILE).exists())):
+            and (args.calibrate_split == args.split or not is_rafdb(args.data))):
         log.warning("calibrating on the faces it evaluates (--calibrate-on is --data, split %r): the temperature "
                     "and the calibration error are in-sample", args.split)
     models = _load_eval_models(args.model, device)

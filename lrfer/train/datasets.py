@@ -153,6 +153,11 @@ def load_class_folders(root: Path) -> FaceSet:
     return FaceSet(np.stack(images), np.asarray(labels, dtype=np.int64), root.name)
 
 
+def is_rafdb(path: Path) -> bool:
+    """Whether ``path`` is RAF-DB's ``basic`` folder (it holds the label list)."""
+    return (path / RAF_LABEL_FILE).exists()
+
+
 def load_rafdb(root: Path, split: str = "train") -> FaceSet:
     """RAF-DB basic: ``split`` is "train" or "test" (the file-name prefix in the label list)."""
     if split not in RAF_SPLITS:
@@ -190,7 +195,7 @@ def load_faces(path: str | Path, split: str = "train") -> FaceSet:
     path = Path(path)
     if path.suffix == ".npz":
         return load_npz(path)
-    if (path / RAF_LABEL_FILE).exists():
+    if is_rafdb(path):
         return load_rafdb(path, split)
     if path.is_dir():
         return load_class_folders(path)

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lrfer.constants import CLASSES, GRAY_MEAN, GRAY_STD, HR_SIZE
+from lrfer.constants import ATTENTION_DISTILLATIONS, CLASSES, GRAY_MEAN, GRAY_STD, HR_SIZE
 from lrfer.faces.degrade import DegradationConfig, random_degrade, to_native
 from lrfer.models import build_model
 from lrfer.train import losses
@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 TEACHER_NAME = "resnet18-fer2013-48px"
 #: The most accurate 16 px variant: soft targets for the speed variants (``Recipe.kd_teacher``).
 DEFAULT_16PX = "gmenet-fer2013-16px"
-#: ``Recipe.attention_distillation`` values.
-ATTENTION_DISTILLATIONS = ("activation", "askd")
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,8 @@ def configure_cpu_threads() -> None:
     if _threads_configured:
         return
     _threads_configured = True
+    if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+        os.register_at_fork(after_in_child=one_thread_after_fork)
     if threads_chosen_by_user():
         return
     try:
@@ -110,6 +112,13 @@ def configure_cpu_threads() -> None:
         allowed = os.cpu_count() or 1
     if torch.get_num_threads() > allowed:
         torch.set_num_threads(allowed)
+
+
+def one_thread_after_fork() -> None:
+    """In a child of ``os.fork`` (gunicorn's ``--preload``, ``multiprocessing`` with fork): torch on one
+    CPU thread, as in torch's DataLoader workers. GNU OpenMP's thread pool does not survive a fork:
+    a child that runs torch on several threads after the parent has waits forever."""
+    torch.set_num_threads(1)
 
 
 def normalize_detector_name(detector: str | None) -> str | None:

@@ -804,6 +804,35 @@ def test_load_starts_no_thread_and_leaves_the_start_method_unset(tiny_path: Path
     assert proc.stdout.strip() == "[]"
 
 
+def test_a_recognizer_used_before_fork_works_in_the_child(tiny_path: Path) -> None:
+    """GNU OpenMP's thread pool does not survive ``os.fork``: a child of a process that had run the
+    model on two threads (gunicorn's ``--preload``) waited forever in its first convolution."""
+    import subprocess
+    import sys
+
+    script = ("import os, sys, time, numpy as np, torch, lrfer\n"
+              "torch.set_num_threads(2)\n"
+              "rec = lrfer.load(sys.argv[1], device='cpu', detector='mtcnn')\n"
+              "photo = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)\n"
+              "crops = photo[:48, :48, 0][None].repeat(64, axis=0)\n"
+              "expected = rec.predict_crops(crops); rec.predict(photo)\n"
+              "pid = os.fork()\n"
+              "if pid == 0:\n"
+              "    rec.predict(photo)\n"
+              "    os._exit(0 if np.array_equal(rec.predict_crops(crops), expected) else 3)\n"
+              "deadline = time.monotonic() + 60\n"
+              "while time.monotonic() < deadline:\n"
+              "    done, status = os.waitpid(pid, os.WNOHANG)\n"
+              "    if done:\n"
+              "        sys.exit(os.waitstatus_to_exitcode(status))\n"
+              "    time.sleep(0.05)\n"
+              "os.kill(pid, 9)\n"
+              "sys.exit('the child hung')\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tiny_path)], capture_output=True, text=True, timeout=180,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_crops_over_max_image_pixels_are_refused_in_every_form(rec: lrfer.Recognizer, monkeypatch: pytest.MonkeyPatch) -> None:
     import lrfer.io
 

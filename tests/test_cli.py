@@ -524,3 +524,13 @@ def test_a_hub_warning_is_printed_once() -> None:
             "logging.getLogger('huggingface_hub.file_download').warning('Hub says so')")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.stderr.count("Hub says so") == 1, run.stderr
+
+
+def test_python_dash_m_lrfer_runs_the_command_line() -> None:
+    """Where the console script's folder is not on PATH, ``python -m lrfer`` is the same command."""
+    listed = subprocess.run([sys.executable, "-m", "lrfer", "models"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert "gmenet-fer2013-16px" in listed.stdout
+    unknown = subprocess.run([sys.executable, "-m", "lrfer", "info", "gmenet-raf-16px"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+    assert unknown.returncode != 0 and "gmenet-fer2013-16px" in unknown.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from lrfer.train.datasets import load_faces
-from lrfer.train.recipes import ZOO_RECIPES, Trainer, save_trained
+from lrfer.train.recipes import ZOO_RECIPES, Trainer, save_trained, zoo_recipe
 
 
 def trained_here(teacher: str | None, work_dir: Path, student: str) -> str | None:
@@ -38,6 +38,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    for name in args.only or []:
+        try:
+            zoo_recipe(name)
+        except ValueError as err:
+            parser.error(str(err))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -128,6 +128,17 @@ def test_load_class_folders(tmp_path: Path) -> None:
         assert np.abs(image.astype(int) - expected[int(label)]).max() <= 1
 
 
+def test_class_folders_naming_one_class_twice_are_refused(tmp_path: Path) -> None:
+    """'happy/' and 'Happy/' both name happy: the second was left out without a word."""
+    import cv2
+
+    for name in ("happy", "Happy", "sad"):
+        (tmp_path / name).mkdir()
+        cv2.imwrite(str(tmp_path / name / "a.png"), np.zeros((48, 48), np.uint8))
+    with pytest.raises(ValueError, match=r"folders \[\['Happy', 'happy'\]\] name the same class"):
+        load_faces(tmp_path)
+
+
 def test_class_folders_unknown_name_raises(tmp_path: Path) -> None:
     import cv2
 
@@ -672,3 +683,19 @@ def test_licence_of_a_model_taught_by_a_teacher_names_it() -> None:
     own = replace(distilled, teacher="/home/me/runs/raf-teacher.safetensors")
     data = build_entry("gmenet-fer2013-16px", own, "fer2013", 1.0, {}, "test")["license"]["data"]
     assert "taught by raf-teacher.safetensors (see the teacher's own training data)" in data and "/home" not in data
+
+
+def test_licence_of_a_model_taught_by_a_teacher_file_reads_the_files_entry(tmp_path: Path) -> None:
+    """A teacher file was named 'see the teacher's own training data' even when its entry said FER2013
+    (research use only), and listed even when it was trained on the student's own data."""
+    from lrfer.train.export import build_entry
+    from lrfer.zoo import load_manifest, save_weights
+
+    zoo_entry = load_manifest().models["baseline-fer2013-16px"].to_dict()
+    model = build_model("baseline", **zoo_entry["config"])
+    teacher = tmp_path / "fer-teacher.safetensors"
+    save_weights(model.state_dict(), teacher, zoo_entry)
+    distilled = tiny("gmenet", {"width": 8, "input_size": 16}, 16, "distill", teacher=str(teacher))
+    data = build_entry("gmenet-mine-16px", distilled, "mine", 1.0, {}, "test")["license"]["data"]
+    assert "taught by fer-teacher.safetensors (FER2013 (Goodfellow et al. 2013, Kaggle): research use only)" in data
+    assert "taught" not in build_entry("gmenet-fer2013-16px", distilled, "fer2013", 1.0, {}, "test")["license"]["data"]

@@ -60,6 +60,45 @@ def test_resume_of_the_same_run_is_accepted(finished_run: Path) -> None:
     assert [h["epoch"] for h in trainer.history] == [1]
 
 
+@pytest.mark.parametrize("content, message", [
+    ('{"epoch": 3', "is damaged"),
+    ('{"epoch": 3}', "is not an lrfer training checkpoint"),
+    ("[1, 2]", "is not an lrfer training checkpoint"),
+], ids=["truncated", "foreign", "list"])
+def test_a_damaged_or_foreign_checkpoint_is_named(tmp_path: Path, content: str, message: str) -> None:
+    """A truncated checkpoint.json came out as a bare JSON error, a foreign one as "ERROR: recipe"."""
+    (tmp_path / "checkpoint.json").write_text(content)
+    with pytest.raises(ValueError, match=rf"checkpoint\.json {message}.*--work-dir"):
+        Trainer(tiny_recipe(), faces(20, 0), None, tmp_path).fit(progress=False)
+
+
+def distilled_from(teacher: Path | str) -> Recipe:
+    return Recipe("gmenet", {"width": 8, "input_size": 16}, 16, "distill", epochs=1, batch_size=16, teacher=str(teacher))
+
+
+def test_resume_knows_the_teacher_by_its_weights_not_its_path(tmp_path: Path, resnet_file: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checkpoint compared the teacher's path as written: './t.safetensors' was another run, and a
+    different file at the same relative path (run from another folder) was the same run."""
+    import shutil
+
+    work_dir = tmp_path / "run"
+    (tmp_path / "a").mkdir()
+    shutil.copy(resnet_file, tmp_path / "a" / "teacher.safetensors")
+    monkeypatch.chdir(tmp_path / "a")
+    Trainer(distilled_from("teacher.safetensors"), faces(20, 0), None, work_dir).fit(progress=False)
+    resumed = Trainer(distilled_from("./teacher.safetensors"), faces(20, 0), None, work_dir)
+    resumed.fit(progress=False)
+    assert [h["epoch"] for h in resumed.history] == [1]
+
+    (tmp_path / "b").mkdir()
+    other = build_model("resnet18", width=8).eval()
+    save_trained(other, tmp_path / "b" / "teacher.safetensors", Recipe("resnet18", {"width": 8}, 48))
+    monkeypatch.chdir(tmp_path / "b")
+    with pytest.raises(RunMismatchError, match=r"teacher's weights: 'sha256 [0-9a-f]{12}' in the checkpoint"):
+        Trainer(distilled_from("teacher.safetensors"), faces(20, 0), None, work_dir).fit(progress=False)
+
+
 def test_recipe_differences_name_the_fields() -> None:
     recipe = zoo_recipe("gmenet-small-fer2013-16px")
     ran = json.loads(json.dumps(recipe.to_json()))
@@ -142,6 +181,25 @@ def resnet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("resnet") / "resnet.safetensors"
     save_trained(build_model("resnet18", width=8).eval(), path, Recipe("resnet18", {"width": 8}, 48))
     return path
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"width": "abc"}, r"baseline cannot be trained with config \{.*'width': 'abc'"),
+    ({"width": 0}, r"baseline cannot be trained with config \{.*'width': 0"),
+    ({"num_classes": 5}, r"config \['num_classes'\] are set by training"),
+    ({"in_chans": 3}, r"config \['in_chans'\] are set by training"),
+    ({"widht": 8}, r"config key\(s\) \['widht'\] are not options of architecture 'baseline'"),
+], ids=["text", "zero", "num_classes", "in_chans", "typo"])
+def test_a_config_that_cannot_train_is_refused_before_training(tmp_path: Path, config: dict, message: str) -> None:
+    """Such values ended in a TypeError from inside torch, or (in_chans=3) only at the first step."""
+    with pytest.raises(ValueError, match=message):
+        Trainer(tiny_recipe(config={"input_size": 16, **config}), faces(20, 0), None, tmp_path)
+
+
+def test_a_teacher_for_a_recipe_that_reads_none_is_refused(tmp_path: Path, resnet_file: Path) -> None:
+    """--teacher on a supervised recipe was loaded, recorded, and never used."""
+    with pytest.raises(ValueError, match=r"teacher '.*resnet.safetensors' is read by distillation.*would ignore it"):
+        Trainer(tiny_recipe(teacher=str(resnet_file)), faces(20, 0), None, tmp_path)
 
 
 def test_trainer_refuses_a_teacher_without_resnet_stages(tmp_path: Path, baseline_file: Path) -> None:

@@ -242,7 +242,10 @@ def test_train_with_recipe_keeps_the_variant_in_the_name(tmp_path: Path, capsys:
     (["--arch", "gmenet", "--resolution", "64"], "resolution must be 1..48 px"),
     (["--arch", "gmenet", "--resolution", "16", "--dataset-name", "My Set"], "--dataset-name 'My Set': use lowercase"),
     (["--arch", "gmenet", "--resolution", "16", "--out-pt"], "the name must end in '.safetensors'"),
-], ids=["resolution", "arch", "unknown", "no-arch", "batch0", "res0", "res64", "dataset-name", "out-pt"])
+    (["--arch", "gmenet", "--resolution", "12", "--config", "width=abc"], "gmenet cannot be trained with config"),
+    (["--arch", "baseline", "--resolution", "12", "--teacher", "resnet18-fer2013-48px"], "would ignore it"),
+], ids=["resolution", "arch", "unknown", "no-arch", "batch0", "res0", "res64", "dataset-name", "out-pt", "config",
+        "teacher"])
 def test_train_refuses_bad_arguments_before_loading_data(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                                          argv: list[str], message: str) -> None:
     out = tmp_path / ("mine.pt" if "--out-pt" in argv else "mine.safetensors")
@@ -463,3 +466,15 @@ def test_train_config_options_change_the_architecture(caplog: pytest.LogCaptureF
     assert "config key(s) ['widht'] are not options of architecture 'gmenet'" in caplog.text
     with pytest.raises(SystemExit):
         run_train(["--arch", "gmenet", "--resolution", "16", "--config", "width", "--data", "x.npz", "--out", "x.safetensors"])
+
+
+def test_train_zoo_refuses_an_unknown_variant(tmp_path: Path) -> None:
+    """`--only` with a misspelt name trained nothing and exited 0."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_zoo.py"
+    proc = subprocess.run([sys.executable, str(script), "--data", str(tmp_path), "--work-dir", str(tmp_path / "runs"),
+                           "--only", "gmenet-fer2013-17px"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "unknown recipe 'gmenet-fer2013-17px'; did you mean gmenet-fer2013-16px" in proc.stderr
+    assert not (tmp_path / "runs").exists()

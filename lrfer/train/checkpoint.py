@@ -68,10 +68,22 @@ def _remove_uncommitted(json_path: Path, committed: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
-def checkpoint_meta(path: Path) -> dict[str, Any] | None:
-    """The JSON part of the checkpoint ``path`` (epoch, history, recipe, ...), or None if there is none."""
+def checkpoint_meta(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """The JSON part of the checkpoint ``path`` (epoch, history, recipe, ...), or None if there is none;
+    ValueError naming the file when it is damaged, or lacks a key of ``required`` (another program's)."""
     json_path = path.with_suffix(".json")
-    return json.loads(json_path.read_text()) if json_path.exists() else None
+    if not json_path.exists():
+        return None
+    advice = "delete it to start the run over, or train in another work dir (lrfer train --work-dir DIR)"
+    try:
+        meta = json.loads(json_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{json_path} is damaged ({err}); {advice}") from None
+    missing = [key for key in ("optimizers", *required) if key not in meta] if isinstance(meta, dict) else None
+    if missing is None or missing:
+        what = "not a JSON object" if missing is None else f"no {', '.join(missing)}"
+        raise ValueError(f"{json_path} is not an lrfer training checkpoint ({what}); {advice}")
+    return meta
 
 
 def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:

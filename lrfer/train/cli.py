@@ -186,12 +186,8 @@ def _train_recipe(args: argparse.Namespace) -> Recipe:
     elif args.teacher is not None and recipe.kd_teacher:
         log.warning("recipe %s takes its soft targets from %s, not from --teacher %s; pass --kd-teacher none to take "
                     "them from --teacher, or --kd-teacher another model", args.recipe, recipe.kd_teacher, args.teacher)
-    if args.config:
-        from lrfer.models import check_config
-
-        config = {**recipe.config, **dict(args.config)}
-        check_config(recipe.arch, config)
-        overrides["config"] = config
+    if args.config:  # checked by check_recipe below, with the rest
+        overrides["config"] = {**recipe.config, **dict(args.config)}
     recipe = replace(recipe, **overrides)
     check_recipe(recipe)
     return recipe

@@ -137,13 +137,19 @@ def _npz_labels(path: Path, labels: np.ndarray, count: int) -> np.ndarray:
 
 def load_class_folders(root: Path) -> FaceSet:
     images, labels = [], []
-    unknown = [p.name for p in root.iterdir() if p.is_dir() and p.name.lower() not in CLASSES]
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    unknown = [p.name for p in folders if p.name.lower() not in CLASSES]
     if unknown:
         raise ValueError(f"{root}: folders {unknown} are not class names; expected some of {list(CLASSES)}")
+    by_class = {name: [p.name for p in folders if p.name.lower() == name] for name in CLASSES}
+    twins = [names for names in by_class.values() if len(names) > 1]
+    if twins:  # one of them would be read and the others left out
+        raise ValueError(f"{root}: folders {twins} name the same class (names are matched ignoring case); "
+                         "merge them into one folder")
     for index, name in enumerate(CLASSES):
-        folder = next((p for p in root.iterdir() if p.is_dir() and p.name.lower() == name), None)
-        if folder is None:
+        if not by_class[name]:
             continue
+        folder = root / by_class[name][0]
         for path in sorted(folder.rglob("*")):
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 images.append(_read_image(path))

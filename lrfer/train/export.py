@@ -32,7 +32,8 @@ RESEARCH_ONLY_WEIGHTS = "research use only (trained on {data})"
 
 def _teachers_of_other_data(recipe: Recipe, dataset: str) -> list[tuple[str, str]]:
     """(name, training data's licence) of each teacher of ``recipe`` trained on other data than
-    ``dataset``: a zoo model by its name and manifest licence, a file by its file name."""
+    ``dataset``: a zoo model by its name and manifest licence, a file by its file name and the entry in
+    its metadata (a file without one, such as a work dir's ``final.safetensors``, counts as other data)."""
     from lrfer.zoo import load_manifest
 
     models = load_manifest().models
@@ -41,11 +42,27 @@ def _teachers_of_other_data(recipe: Recipe, dataset: str) -> list[tuple[str, str
         if not teacher:
             continue
         zoo_model = models.get(teacher)
-        if zoo_model is None:
-            found.append((Path(teacher).name, "see the teacher's own training data"))
-        elif zoo_model.dataset != dataset:
-            found.append((teacher, zoo_model.license["data"]))
+        teacher_dataset, data_license = ((zoo_model.dataset, zoo_model.license["data"]) if zoo_model is not None
+                                         else _file_training_data(Path(teacher)))
+        if teacher_dataset != dataset:
+            found.append((teacher if zoo_model is not None else Path(teacher).name,
+                          data_license or "see the teacher's own training data"))
     return found
+
+
+def _file_training_data(path: Path) -> tuple[str | None, str | None]:
+    """(dataset, training data's licence) in a weights file's entry; None for what it does not say."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            spec = json.loads((f.metadata() or {}).get("lrfer_spec", "{}"))
+    except (OSError, ValueError, SafetensorError):  # deleted since training, or not an lrfer file
+        return None, None
+    license_ = spec.get("license")
+    return spec.get("dataset"), license_.get("data") if isinstance(license_, dict) else None
 
 
 def build_entry(name: str, recipe: Recipe, dataset: str, temperature: float, metrics: dict[str, Any],

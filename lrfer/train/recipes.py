@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import time
+import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -202,6 +203,48 @@ def check_recipe(recipe: Recipe) -> None:
                          f"recipe trains by {recipe.method!r} and would ignore it")
     if recipe.branch_losses and recipe.arch != "manet":
         raise ValueError(f"branch_losses is MA-Net's loss (a local and a global branch); {recipe.arch} has no branches")
+    if recipe.teacher and not recipe.uses_teacher:
+        raise ValueError(f"teacher {recipe.teacher!r} is read by distillation, FSR-FER or initialisation from it; this "
+                         f"{recipe.arch} recipe trains by {recipe.method!r} and would ignore it")
+    check_config_builds(recipe)
+
+
+#: Config keys that training sets itself: the classes and the gray input.
+TRAINING_SETS = ("num_classes", "in_chans")
+
+
+def check_config_builds(recipe: Recipe) -> None:
+    """ValueError naming ``recipe.config`` when its network cannot be built, or cannot read one face of
+    the recipe's resolution (a width of 0 or ``"abc"``, a dropout rate of 2); torch's random stream
+    is left as it was."""
+    from lrfer.models import check_config
+
+    check_config(recipe.arch, recipe.config)
+    reserved = [key for key in TRAINING_SETS if key in recipe.config]
+    if reserved:
+        raise ValueError(f"config {reserved} are set by training ({len(CLASSES)} classes, gray faces); leave them out")
+    try:  # a trial: the run builds its own network, with whatever warnings that gives
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = build_model(recipe.arch, num_classes=len(CLASSES), **recipe.config).eval()
+            model(torch.zeros(1, 1, recipe.resolution, recipe.resolution))
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as err:
+        raise ValueError(f"{recipe.arch} cannot be trained with config {recipe.config}: {err}") from None
+
+
+def weights_digest(model: nn.Module | None) -> str | None:
+    """sha256 of a network's state dict (names and values), or None for no network."""
+    if model is None:
+        return None
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _short_digest(digest: str | None) -> str:
+    return "none" if digest is None else f"sha256 {digest[:12]}"
 
 
 def data_fingerprint(faces: FaceSet) -> dict[str, Any]:
@@ -382,6 +425,8 @@ class Trainer:
         self.kd_teacher = load_trained(recipe.kd_teacher, self.device) if recipe.kd_teacher else None
         _check_teacher(self.teacher, recipe, self.model)
         _check_kd_teacher(self.kd_teacher, recipe)
+        # Teachers are known by their weights, not by how their path was written
+        self.teacher_weights = {"teacher": weights_digest(self.teacher), "kd_teacher": weights_digest(self.kd_teacher)}
         self.discriminator: nn.Module | None = None
         self.modules: dict[str, nn.Module] = {"model": self.model}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
@@ -525,7 +570,14 @@ class Trainer:
         return self.work_dir / "checkpoint.json"
 
     def _check_same_run(self, meta: dict[str, Any]) -> None:
-        differing = {key: (repr(old), repr(new)) for key, (old, new) in self.recipe.differences(meta["recipe"]).items()}
+        differences = self.recipe.differences(meta["recipe"])
+        recorded = meta.get("teacher_weights")  # absent in checkpoints written before it was saved
+        if recorded is not None:
+            for key, digest in self.teacher_weights.items():
+                differences.pop(key, None)
+                if recorded.get(key) != digest:
+                    differences[f"{key}'s weights"] = (_short_digest(recorded.get(key)), _short_digest(digest))
+        differing = {key: (repr(old), repr(new)) for key, (old, new) in differences.items()}
         if meta.get("data", self.data) != self.data:  # checkpoints written before the data was recorded pass
             differing["training data"] = (_describe_data(meta["data"]), _describe_data(self.data))
         if differing:
@@ -533,7 +585,7 @@ class Trainer:
 
     def _resume(self) -> int:
         path = self._checkpoint_path()
-        meta = checkpoint_meta(path)
+        meta = checkpoint_meta(path, required=("epoch", "history", "recipe", "schedulers", "rng"))
         if meta is None:
             return 0
         self._check_same_run(meta)
@@ -551,6 +603,7 @@ class Trainer:
 
     def _save(self, epoch: int) -> None:
         meta = {"epoch": epoch, "history": self.history, "recipe": self.recipe.to_json(), "data": self.data,
+                "teacher_weights": self.teacher_weights,
                 "schedulers": [s.state_dict() for s in self.schedulers], "rng": self.generator.get_state().tolist(),
                 "torch_rng": torch.get_rng_state().tolist()}
         if self.device.type == "cuda":

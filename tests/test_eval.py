@@ -267,3 +267,30 @@ def test_plot_accuracy_gives_every_series_its_own_style(tmp_path: Path, monkeypa
     plot_accuracy({f"m{k}": [_scores(8, 0.4), _scores(16, 0.6)] for k in range(11)}, tmp_path / "acc.png")
     assert len(styles) == 11 and len(set(styles)) == 11
     assert len({color for color, _, _ in styles}) == 11
+
+
+def test_crossfit_ece_script_fits_on_one_half_and_measures_on_the_other(tiny_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/crossfit_ece.py: the out-of-sample calibration error the README reports beside the
+    bundled models' in-sample one."""
+    import importlib.util
+    import sys
+
+    from lrfer.train.datasets import FaceSet
+    from lrfer.train.evaluate import fit_temperature, score
+
+    spec = importlib.util.spec_from_file_location("crossfit_ece", Path(__file__).resolve().parents[1] / "scripts" / "crossfit_ece.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "crossfit_ece", script)  # its dataclass looks its module up
+    spec.loader.exec_module(script)
+    a, b = script.halves(11, seed=0)
+    assert len(a) == 5 and len(b) == 6 and sorted([*a, *b]) == list(range(11))
+    rng = np.random.default_rng(0)
+    faces = FaceSet(rng.integers(0, 256, (60, 48, 48), dtype=np.uint8), rng.integers(0, 7, 60), "noise")
+    result = script.cross_fit(str(tiny_path), faces, seed=0)
+    logits, _, resolution = script.raw_logits(str(tiny_path), faces)
+    a, b = script.halves(60, seed=0)
+    assert result.temperatures[0] == fit_temperature(logits[a], faces.labels[a])
+    assert result.eces[0] == score(logits[b], faces.labels[b], resolution, result.temperatures[0]).ece
+    assert result.in_sample_ece == score(logits, faces.labels, resolution, 1.5).ece  # the file's temperature
+    assert f"| {tiny_path} | 1.5000 |" in script.markdown([result], seed=0)

@@ -47,6 +47,10 @@ GPU_HOST_THREADS = 1
 #: decodes per worker, not 64 or 256 by one), and about two image batches wait decoded in shared
 #: memory, not ``2 * workers`` of them.
 DECODE_BATCH = 32
+#: Seconds ``lrfer predict`` waits for a decoding worker's batch before it decodes the remaining files
+#: itself: a safety net (a batch of 32 large photos decodes in seconds), so that a worker stuck
+#: without an error never leaves the run waiting forever.
+DECODE_TIMEOUT_S = 600
 
 
 # ------------------------------------------------------------------------------------------- parser
@@ -467,34 +471,49 @@ def iter_decoded(files: ImageFiles, workers: int | None, image_batch: int) -> It
     A ``torch.utils.data.DataLoader`` over the file paths, so decoding overlaps inference and memory
     stays flat however many files there are. Workers decode :data:`DECODE_BATCH` files at a time and
     hand each such batch over as one tensor (:func:`~lrfer.io.pack_images`); :func:`regroup` makes
-    the image batches. About two image batches are decoded ahead. Falls back to in-process decoding
-    if workers cannot start.
+    the image batches. About two image batches are decoded ahead. Where the workers cannot start, or
+    fail later (shared memory full: Docker's /dev/shm is 64 MB; no batch for :data:`DECODE_TIMEOUT_S`),
+    the files not yet delivered are decoded in-process, with a warning.
     """
-    from torch.utils.data import DataLoader
-
-    from lrfer.io import ImageFileDataset, pack_images, unpack_images
+    from lrfer.io import ImageFileDataset, unpack_images
 
     dataset = ImageFileDataset(files)
     workers = default_workers() if workers is None else workers
     decode_batch = min(DECODE_BATCH, image_batch)
+    yield from regroup(map(unpack_images, _decoded_batches(dataset, workers, image_batch, decode_batch)), image_batch)
 
-    def make(n: int) -> Iterator[list[tuple[int, Any]]]:
-        return iter(DataLoader(dataset, batch_size=decode_batch, shuffle=False, num_workers=n, collate_fn=pack_images,
+
+def _decoded_batches(dataset: Any, workers: int, image_batch: int, decode_batch: int) -> Iterator[Any]:
+    """:func:`~lrfer.io.pack_images` batches of ``dataset`` in order, from ``workers`` processes, the rest
+    in-process once they fail (workers start in ``iter()``, first use shared memory in ``next()``)."""
+    from torch.utils.data import DataLoader, Subset
+
+    from lrfer.io import pack_images
+
+    def loader(n: int, first: int) -> Iterator[Any]:
+        data = dataset if first == 0 else Subset(dataset, range(first, len(dataset)))
+        return iter(DataLoader(data, batch_size=decode_batch, shuffle=False, num_workers=n, collate_fn=pack_images,
                                prefetch_factor=decode_prefetch(image_batch, n, decode_batch) if n else None,
-                               persistent_workers=False))
+                               persistent_workers=False, timeout=DECODE_TIMEOUT_S if n else 0))
 
-    try:  # workers start in iter() (fork, pipes) and first hand over data in next() (shared memory)
-        it = make(workers)
-        first = next(it, None)
-    except (OSError, RuntimeError) as err:
-        if workers == 0:
-            raise
-        logger.warning("image-decoding workers failed to start (%s); decoding in-process", err)
-        it = make(0)
-        first = next(it, None)
-    if first is None:
-        return
-    yield from regroup(map(unpack_images, itertools.chain([first], it)), image_batch)
+    delivered, it = 0, None
+    while True:
+        try:
+            it = loader(workers, delivered) if it is None else it
+            packed = next(it, None)
+        except (OSError, RuntimeError) as err:
+            if workers == 0:
+                raise
+            when = "to start" if delivered == 0 else f"after {delivered} files"
+            lines = str(err).strip().splitlines()  # a worker's error carries its traceback: its last line says why
+            logger.warning("image-decoding workers failed %s (%s); decoding in-process", when,
+                           lines[-1] if lines else type(err).__name__)
+            workers, it = 0, None
+            continue
+        if packed is None:
+            return
+        delivered += len(packed[0])
+        yield packed
 
 
 def decode_prefetch(image_batch: int, workers: int, decode_batch: int) -> int:
@@ -541,7 +560,8 @@ class open_writer:  # noqa: N801 - used like open()
         if suffix not in (".csv", ".jsonl"):
             raise ValueError(f"--out {str(self.path)!r}: use a .csv or .jsonl file name")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # surrogateescape: a file name that is not UTF-8 is written back as the bytes it had on disk
+        # A file name that is not UTF-8: CSV holds the bytes it had on disk (surrogateescape); JSONL its
+        # escapes (\udcXX), which Python's json reads back as the same name (os.fsencode: the bytes)
         self.fh = open(self.path, "w", newline="", encoding="utf-8", errors="surrogateescape")
         if suffix == ".csv":
             writer = csv.DictWriter(self.fh, fieldnames=self.columns)
@@ -578,8 +598,8 @@ class TableWriter:
         cells = []
         for c in self.columns:
             v = row.get(c, "")
-            if c == "file":
-                v = readable(str(v))
+            if c == "file":  # a name the terminal cannot show stopped the run (Windows consoles, LANG=C)
+                v = readable(str(v), getattr(self.stream, "encoding", None))
                 cells.append(f"{v:<24}" if len(v) <= 24 else "..." + v[-21:])
             elif c in ("x1", "y1", "x2", "y2", "face_px"):
                 cells.append(f"{v:>7.1f}" if isinstance(v, float) else f"{v:>7}")
@@ -592,13 +612,17 @@ class TableWriter:
         return " ".join(cells)
 
 
-def readable(name: str) -> str:
-    """A file name as text any terminal encoding can show: bytes that were not UTF-8 become U+FFFD.
+def readable(name: str, encoding: str | None = None) -> str:
+    """A file name as text that ``encoding`` (a terminal's; default UTF-8) can show: bytes that were not
+    UTF-8 become U+FFFD, characters the encoding lacks ``?``.
 
     >>> readable(b"caf\\xe9.jpg".decode("utf-8", "surrogateescape")) == "caf\\ufffd.jpg"
     True
+    >>> readable("f\\xe4ce \\u65e5.jpg", "ascii"), readable("f\\xe4ce \\u65e5.jpg", "cp1252")
+    ('f?ce ?.jpg', 'f\\xe4ce ?.jpg')
     """
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text if encoding is None else text.encode(encoding, "replace").decode(encoding)
 
 
 def _print_table(header: list[str], rows: list[list[str]]) -> None:

@@ -495,10 +495,16 @@ def pack_images(batch: list[tuple[int, Any]]) -> PackedImages:
 
 def _shared_buffer(like: torch.Tensor, numel: int) -> torch.Tensor | None:
     """An empty 1-D tensor of ``like``'s dtype in shared memory, as torch's ``collate_tensor_fn`` makes
-    one (a private storage method: None where it is missing, and pickling then copies the batch there)."""
+    one (a private storage method: None where it is missing, and pickling then copies the batch there).
+    Shared memory that is full raises: swallowed, the copy made while pickling failed in a thread of
+    the worker, and the main process waited forever for the batch."""
+    new_shared = getattr(like.untyped_storage(), "_new_shared", None)
+    if new_shared is None:  # pragma: no cover - other torch versions
+        return None
+    storage = new_shared(numel * like.element_size())
     try:
-        return like.new(like.untyped_storage()._new_shared(numel * like.element_size()))
-    except (AttributeError, RuntimeError, TypeError):  # pragma: no cover - other torch versions
+        return like.new(storage)
+    except TypeError:  # pragma: no cover - other torch versions
         return None
 
 

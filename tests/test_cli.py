@@ -492,6 +492,66 @@ def test_decoding_falls_back_in_process_when_workers_cannot_start(
     assert [item.shape[0] for _, item in items] == [30 + i for i in range(len(IMAGE_NAMES))]
 
 
+#: The file index from which :func:`packing_that_breaks_in_workers` breaks, and how.
+BREAK_FROM, BREAK_HOW = 6, "fails"
+UNPATCHED_PACK_IMAGES = __import__("lrfer.io", fromlist=["pack_images"]).pack_images
+
+
+def packing_that_breaks_in_workers(batch: list[tuple[int, Any]]) -> Any:
+    """``pack_images`` whose workers, from file :data:`BREAK_FROM` on, find shared memory full or hang."""
+    import time
+
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is not None and batch[0][0] >= BREAK_FROM:
+        if BREAK_HOW == "hangs":
+            time.sleep(60)
+        raise RuntimeError("unable to allocate shared memory(shm) for file </torch_1>: No space left on device (28)")
+    return UNPATCHED_PACK_IMAGES(batch)
+
+
+@pytest.mark.skipif(__import__("multiprocessing").get_start_method() != "fork",
+                    reason="the workers must inherit the patched packing (fork)")
+@pytest.mark.parametrize("how, reason", [
+    ("fails", "RuntimeError: unable to allocate shared memory(shm) for file </torch_1>: No space left on device (28)"),
+    ("hangs", "DataLoader timed out after 2 seconds"),
+])
+def test_decoding_goes_on_in_process_when_workers_fail_part_way(
+        how: str, reason: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Shared memory full part-way through a folder (Docker's /dev/shm is 64 MB): the worker's error
+    was swallowed, its batch never came, and ``lrfer predict`` waited forever. Now the files not yet
+    delivered are decoded in-process, with a warning; a worker that hangs gives way after
+    DECODE_TIMEOUT_S."""
+    import lrfer.cli as cli
+    import lrfer.io
+    from lrfer.io import iter_image_files
+
+    for i in range(13):
+        cv2.imwrite(str(tmp_path / f"{i:02d}.png"), np.full((4 + i, 5, 3), i, dtype=np.uint8))
+    monkeypatch.setattr(lrfer.io, "pack_images", packing_that_breaks_in_workers)
+    monkeypatch.setattr(sys.modules[__name__], "BREAK_HOW", how)
+    monkeypatch.setattr(cli, "DECODE_BATCH", 3)
+    monkeypatch.setattr(cli, "DECODE_TIMEOUT_S", 2)
+    batches = list(cli.iter_decoded(iter_image_files([tmp_path]), workers=2, image_batch=3))
+    items = [item for batch in batches for item in batch]
+    assert [index for index, _ in items] == list(range(13))
+    assert all(item.shape == (4 + index, 5, 3) and int(item[0, 0, 0]) == index for index, item in items)
+    assert f"image-decoding workers failed after {BREAK_FROM} files ({reason}); decoding in-process" in caplog.text
+
+
+def test_full_shared_memory_is_an_error_in_a_decoding_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was taken for a torch without the private method, and the batch was left to a copy that
+    failed out of sight."""
+    from lrfer.io import _shared_buffer
+
+    def full(self: object, size: int) -> object:
+        raise RuntimeError("unable to allocate shared memory(shm): No space left on device (28)")
+
+    monkeypatch.setattr(torch.UntypedStorage, "_new_shared", full, raising=False)
+    with pytest.raises(RuntimeError, match="No space left on device"):
+        _shared_buffer(torch.zeros(4, dtype=torch.uint8), 1000)
+
+
 def test_predict_on_a_folder_without_images_exits_1(tiny_path: Path, tmp_path: Path,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "notes.txt").write_text("no images here")
@@ -534,3 +594,18 @@ def test_python_dash_m_lrfer_runs_the_command_line() -> None:
     unknown = subprocess.run([sys.executable, "-m", "lrfer", "info", "gmenet-raf-16px"], cwd=ROOT, capture_output=True,
                              text=True, timeout=120)
     assert unknown.returncode != 0 and "gmenet-fer2013-16px" in unknown.stderr
+
+
+def test_the_table_shows_names_the_terminal_cannot_encode() -> None:
+    """On an ASCII or cp1252 stdout (LANG=C, a Windows console) a name such as 'fäce 日.jpg' stopped the
+    run with a UnicodeEncodeError."""
+    import io
+
+    from lrfer.cli import TableWriter
+
+    for encoding, shown in (("ascii", "f?ce ?.jpg"), ("cp1252", "f\xe4ce ?.jpg"), ("utf-8", "f\xe4ce \u65e5.jpg")):
+        raw = io.BytesIO()
+        stream = io.TextIOWrapper(raw, encoding=encoding)
+        TableWriter(["file", "face", "label"], stream)({"file": "f\xe4ce \u65e5.jpg", "face": 0, "label": "happy"})
+        stream.flush()
+        assert raw.getvalue().decode(encoding).splitlines()[1].startswith(shown)

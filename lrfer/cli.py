@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import itertools
 import json
 import logging
 import math
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from lrfer import __version__
 
 if TYPE_CHECKING:
-    from lrfer.io import ImageFiles
+    from lrfer.io import ImageFileDataset, ImageFiles, PackedImages
 
 logger = logging.getLogger("lrfer")
 
@@ -483,14 +482,17 @@ def iter_decoded(files: ImageFiles, workers: int | None, image_batch: int) -> It
     yield from regroup(map(unpack_images, _decoded_batches(dataset, workers, image_batch, decode_batch)), image_batch)
 
 
-def _decoded_batches(dataset: Any, workers: int, image_batch: int, decode_batch: int) -> Iterator[Any]:
+def _decoded_batches(dataset: ImageFileDataset, workers: int, image_batch: int,
+                     decode_batch: int) -> Iterator[PackedImages]:
     """:func:`~lrfer.io.pack_images` batches of ``dataset`` in order, from ``workers`` processes, the rest
-    in-process once they fail (workers start in ``iter()``, first use shared memory in ``next()``)."""
+    in-process once they report an error (workers start in ``iter()``, first use shared memory in
+    ``next()``). A worker killed while this process is busy (the OOM killer) is torch's error: it
+    stops the run."""
     from torch.utils.data import DataLoader, Subset
 
     from lrfer.io import pack_images
 
-    def loader(n: int, first: int) -> Iterator[Any]:
+    def loader(n: int, first: int) -> Iterator[PackedImages]:
         data = dataset if first == 0 else Subset(dataset, range(first, len(dataset)))
         return iter(DataLoader(data, batch_size=decode_batch, shuffle=False, num_workers=n, collate_fn=pack_images,
                                prefetch_factor=decode_prefetch(image_batch, n, decode_batch) if n else None,
@@ -504,7 +506,7 @@ def _decoded_batches(dataset: Any, workers: int, image_batch: int, decode_batch:
         except (OSError, RuntimeError) as err:
             if workers == 0:
                 raise
-            when = "to start" if delivered == 0 else f"after {delivered} files"
+            when = "before delivering a file" if delivered == 0 else f"after {delivered} files"
             lines = str(err).strip().splitlines()  # a worker's error carries its traceback: its last line says why
             logger.warning("image-decoding workers failed %s (%s); decoding in-process", when,
                            lines[-1] if lines else type(err).__name__)

@@ -790,26 +790,25 @@ def test_a_recognizer_pickles(tiny_path: Path) -> None:
 def test_load_starts_no_thread_and_leaves_the_start_method_unset(tiny_path: Path) -> None:
     """torch.fx's ShapeProp made a (disabled) tqdm bar: tqdm's monitor thread started, and the
     multiprocessing start method was fixed, so set_start_method("spawn") failed afterwards."""
-    import subprocess
-    import sys
-
     script = ("import sys, threading, multiprocessing, lrfer\n"
               "before = {t.name for t in threading.enumerate()}\n"
               "lrfer.load(sys.argv[1], device='cpu', detector=None)\n"
               "multiprocessing.set_start_method('spawn')\n"
               "print(sorted({t.name for t in threading.enumerate()} - before))\n")
-    proc = subprocess.run([sys.executable, "-c", script, str(tiny_path)], capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parents[1])
+    assert python_script(script, tiny_path).strip() == "[]"
+
+
+def python_script(script: str, *args: object, timeout: float = 180) -> str:
+    """``python -c script args`` in the repository; its stdout, after asserting that it exited 0."""
+    proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+    return proc.stdout
 
 
 def test_a_recognizer_used_before_fork_works_in_the_child(tiny_path: Path) -> None:
     """GNU OpenMP's thread pool does not survive ``os.fork``: a child of a process that had run the
     model on two threads (gunicorn's ``--preload``) waited forever in its first convolution."""
-    import subprocess
-    import sys
-
     script = ("import os, sys, time, numpy as np, torch, lrfer\n"
               "torch.set_num_threads(2)\n"
               "rec = lrfer.load(sys.argv[1], device='cpu', detector='mtcnn')\n"
@@ -828,9 +827,7 @@ def test_a_recognizer_used_before_fork_works_in_the_child(tiny_path: Path) -> No
               "    time.sleep(0.05)\n"
               "os.kill(pid, 9)\n"
               "sys.exit('the child hung')\n")
-    proc = subprocess.run([sys.executable, "-c", script, str(tiny_path)], capture_output=True, text=True, timeout=180,
-                          cwd=Path(__file__).resolve().parents[1])
-    assert proc.returncode == 0, proc.stderr
+    python_script(script, tiny_path)
 
 
 def test_crops_over_max_image_pixels_are_refused_in_every_form(rec: lrfer.Recognizer, monkeypatch: pytest.MonkeyPatch) -> None:

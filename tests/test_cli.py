@@ -486,7 +486,8 @@ def test_decoding_falls_back_in_process_when_workers_cannot_start(
     files = iter_image_files([photos])
     batches = list(cli.iter_decoded(files, workers=2, image_batch=3))
     assert started == [2, 0]
-    assert "decoding workers failed to start (unable to open shared memory object); decoding in-process" in caplog.text
+    assert ("decoding workers failed before delivering a file (unable to open shared memory object); decoding "
+            "in-process") in caplog.text
     items = [item for batch in batches for item in batch]
     assert [index for index, _ in items] == list(range(len(IMAGE_NAMES)))
     assert [item.shape[0] for _, item in items] == [30 + i for i in range(len(IMAGE_NAMES))]

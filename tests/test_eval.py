@@ -292,5 +292,6 @@ def test_crossfit_ece_script_fits_on_one_half_and_measures_on_the_other(tiny_pat
     a, b = script.halves(60, seed=0)
     assert result.temperatures[0] == fit_temperature(logits[a], faces.labels[a])
     assert result.eces[0] == score(logits[b], faces.labels[b], resolution, result.temperatures[0]).ece
+    assert result.same_half_eces[0] == score(logits[a], faces.labels[a], resolution, result.temperatures[0]).ece
     assert result.in_sample_ece == score(logits, faces.labels, resolution, 1.5).ece  # the file's temperature
     assert f"| {tiny_path} | 1.5000 |" in script.markdown([result], seed=0)

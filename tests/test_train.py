@@ -699,3 +699,8 @@ def test_licence_of_a_model_taught_by_a_teacher_file_reads_the_files_entry(tmp_p
     data = build_entry("gmenet-mine-16px", distilled, "mine", 1.0, {}, "test")["license"]["data"]
     assert "taught by fer-teacher.safetensors (FER2013 (Goodfellow et al. 2013, Kaggle): research use only)" in data
     assert "taught" not in build_entry("gmenet-fer2013-16px", distilled, "fer2013", 1.0, {}, "test")["license"]["data"]
+    # two class-folder sets both named 'train' are not one set: the teacher's terms stay
+    save_weights(model.state_dict(), teacher, {**zoo_entry, "name": "baseline-train-16px", "dataset": "train",
+                                               "license": {**zoo_entry["license"], "data": "ACME faces: no redistribution"}})
+    data = build_entry("gmenet-train-16px", distilled, "train", 1.0, {}, "test")["license"]["data"]
+    assert data == "train: see the dataset's own licence; taught by fer-teacher.safetensors (ACME faces: no redistribution)"

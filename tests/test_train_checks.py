@@ -99,6 +99,20 @@ def test_resume_knows_the_teacher_by_its_weights_not_its_path(tmp_path: Path, re
         Trainer(distilled_from("teacher.safetensors"), faces(20, 0), None, work_dir).fit(progress=False)
 
 
+def test_a_run_given_a_teacher_it_did_not_read_still_resumes(tmp_path: Path) -> None:
+    """Earlier code accepted --teacher on a supervised recipe and recorded it; now that such a teacher
+    is refused, the run must still resume without it."""
+    Trainer(tiny_recipe(), faces(20, 0), None, tmp_path).fit(progress=False)
+    checkpoint = tmp_path / "checkpoint.json"
+    meta = json.loads(checkpoint.read_text())
+    meta["recipe"]["teacher"] = "/old/teacher.safetensors"
+    del meta["teacher_weights"]  # not recorded by that code
+    checkpoint.write_text(json.dumps(meta))
+    resumed = Trainer(tiny_recipe(), faces(20, 0), None, tmp_path)
+    resumed.fit(progress=False)
+    assert [h["epoch"] for h in resumed.history] == [1]
+
+
 def test_recipe_differences_name_the_fields() -> None:
     recipe = zoo_recipe("gmenet-small-fer2013-16px")
     ran = json.loads(json.dumps(recipe.to_json()))

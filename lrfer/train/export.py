@@ -30,10 +30,12 @@ FER2013_LICENSE = "FER2013 (Goodfellow et al. 2013, Kaggle): research use only"
 RESEARCH_ONLY_WEIGHTS = "research use only (trained on {data})"
 
 
-def _teachers_of_other_data(recipe: Recipe, dataset: str) -> list[tuple[str, str]]:
+def _teachers_of_other_data(recipe: Recipe, dataset: str, data_license: str) -> list[tuple[str, str]]:
     """(name, training data's licence) of each teacher of ``recipe`` trained on other data than
-    ``dataset``: a zoo model by its name and manifest licence, a file by its file name and the entry in
-    its metadata (a file without one, such as a work dir's ``final.safetensors``, counts as other data)."""
+    ``dataset`` (whose licence is ``data_license``): a zoo model by its name and manifest licence; a file
+    by its file name and the entry in its metadata, unless that names the same dataset and licence (a
+    folder's name alone does not make two sets one; a file without an entry, such as a work dir's
+    ``final.safetensors``, counts as other data)."""
     from lrfer.zoo import load_manifest
 
     models = load_manifest().models
@@ -42,11 +44,13 @@ def _teachers_of_other_data(recipe: Recipe, dataset: str) -> list[tuple[str, str
         if not teacher:
             continue
         zoo_model = models.get(teacher)
-        teacher_dataset, data_license = ((zoo_model.dataset, zoo_model.license["data"]) if zoo_model is not None
-                                         else _file_training_data(Path(teacher)))
-        if teacher_dataset != dataset:
-            found.append((teacher if zoo_model is not None else Path(teacher).name,
-                          data_license or "see the teacher's own training data"))
+        if zoo_model is not None:
+            if zoo_model.dataset != dataset:
+                found.append((teacher, zoo_model.license["data"]))
+            continue
+        teacher_dataset, teacher_license = _file_training_data(Path(teacher))
+        if (teacher_dataset, teacher_license) != (dataset, data_license):
+            found.append((Path(teacher).name, teacher_license or "see the teacher's own training data"))
     return found
 
 
@@ -54,13 +58,13 @@ def _file_training_data(path: Path) -> tuple[str | None, str | None]:
     """(dataset, training data's licence) in a weights file's entry; None for what it does not say."""
     import json
 
-    from safetensors import SafetensorError, safe_open
+    from lrfer.zoo import SPEC_METADATA_KEY, _read_metadata
 
     try:
-        with safe_open(str(path), "pt") as f:
-            spec = json.loads((f.metadata() or {}).get("lrfer_spec", "{}"))
-    except (OSError, ValueError, SafetensorError):  # deleted since training, or not an lrfer file
+        spec = json.loads(_read_metadata(path).get(SPEC_METADATA_KEY, "{}"))
+    except (OSError, ValueError):  # deleted since training, or not an lrfer file
         return None, None
+    spec = spec if isinstance(spec, dict) else {}
     license_ = spec.get("license")
     return spec.get("dataset"), license_.get("data") if isinstance(license_, dict) else None
 
@@ -77,7 +81,7 @@ def build_entry(name: str, recipe: Recipe, dataset: str, temperature: float, met
         data_license = FER2013_LICENSE if dataset == "fer2013" else f"{dataset}: see the dataset's own licence"
     if weights_license is None:
         weights_license = RESEARCH_ONLY_WEIGHTS.format(data=dataset)
-    taught = _teachers_of_other_data(recipe, dataset)
+    taught = _teachers_of_other_data(recipe, dataset, data_license)
     if taught:  # what a teacher learnt from reaches the student too
         data_license += "; taught by " + ", ".join(f"{name} ({licence})" for name, licence in taught)
         weights_license += ", taught by " + ", ".join(name for name, _ in taught)

@@ -102,6 +102,8 @@ class Recipe:
         for key in ("teacher", "kd_teacher"):
             if _trained_as(declared[key], recorded.get(key)):
                 declared[key] = recorded[key]
+        if not self.uses_teacher:  # a teacher such a run was given (before it was refused) taught nothing
+            declared["teacher"] = recorded.get("teacher")
         return {key: (recorded.get(key), declared.get(key)) for key in sorted(recorded.keys() | declared.keys())
                 if recorded.get(key) != declared.get(key)}
 
@@ -180,7 +182,8 @@ def recipe_for(arch: str, resolution: int, **overrides: Any) -> Recipe:
 
 
 def check_recipe(recipe: Recipe) -> None:
-    """Refuse sizes no run can use, before any data is loaded or model built."""
+    """Refuse sizes, teachers and configs no run can use, before any data is loaded (the config is tried
+    on a network: :func:`check_config_builds`)."""
     for key in ("epochs", "batch_size"):
         value = getattr(recipe, key)
         if not isinstance(value, int) or value < 1:
@@ -210,7 +213,7 @@ def check_recipe(recipe: Recipe) -> None:
 
 
 #: Config keys that training sets itself: the classes and the gray input.
-TRAINING_SETS = ("num_classes", "in_chans")
+TRAINING_OWN_CONFIG_KEYS = ("num_classes", "in_chans")
 
 
 def check_config_builds(recipe: Recipe) -> None:
@@ -220,7 +223,7 @@ def check_config_builds(recipe: Recipe) -> None:
     from lrfer.models import check_config
 
     check_config(recipe.arch, recipe.config)
-    reserved = [key for key in TRAINING_SETS if key in recipe.config]
+    reserved = [key for key in TRAINING_OWN_CONFIG_KEYS if key in recipe.config]
     if reserved:
         raise ValueError(f"config {reserved} are set by training ({len(CLASSES)} classes, gray faces); leave them out")
     try:  # a trial: the run builds its own network, with whatever warnings that gives

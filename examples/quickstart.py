@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="zoo name (default: the manifest's default)")
     args = parser.parse_args()
 
-    rec = lrfer.load(args.model)  # MTCNN detector, CUDA if available
+    rec = lrfer.load(args.model)  # the auto detector (BlazeFace + MTCNN), CUDA if available
     print(rec)
     image = lrfer.load_image(args.photo)
 

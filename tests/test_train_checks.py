@@ -198,12 +198,13 @@ def resnet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("config, message", [
-    ({"width": "abc"}, r"baseline cannot be trained with config \{.*'width': 'abc'"),
+    ({"width": "abc"}, r"config width='abc': baseline takes a whole number \(default 32\)"),
+    ({"width": 12.5}, r"config width=12.5: baseline takes a whole number"),
     ({"width": 0}, r"baseline cannot be trained with config \{.*'width': 0"),
     ({"num_classes": 5}, r"config \['num_classes'\] are set by training"),
     ({"in_chans": 3}, r"config \['in_chans'\] are set by training"),
     ({"widht": 8}, r"config key\(s\) \['widht'\] are not options of architecture 'baseline'"),
-], ids=["text", "zero", "num_classes", "in_chans", "typo"])
+], ids=["text", "fraction", "zero", "num_classes", "in_chans", "typo"])
 def test_a_config_that_cannot_train_is_refused_before_training(tmp_path: Path, config: dict, message: str) -> None:
     """Such values ended in a TypeError from inside torch, or (in_chans=3) only at the first step."""
     with pytest.raises(ValueError, match=message):

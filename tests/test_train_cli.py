@@ -242,7 +242,7 @@ def test_train_with_recipe_keeps_the_variant_in_the_name(tmp_path: Path, capsys:
     (["--arch", "gmenet", "--resolution", "64"], "resolution must be 1..48 px"),
     (["--arch", "gmenet", "--resolution", "16", "--dataset-name", "My Set"], "--dataset-name 'My Set': use lowercase"),
     (["--arch", "gmenet", "--resolution", "16", "--out-pt"], "the name must end in '.safetensors'"),
-    (["--arch", "gmenet", "--resolution", "12", "--config", "width=abc"], "gmenet cannot be trained with config"),
+    (["--arch", "gmenet", "--resolution", "12", "--config", "width=abc"], "config width='abc': gmenet takes a whole number"),
     (["--arch", "baseline", "--resolution", "12", "--teacher", "resnet18-fer2013-48px"], "would ignore it"),
 ], ids=["resolution", "arch", "unknown", "no-arch", "batch0", "res0", "res64", "dataset-name", "out-pt", "config",
         "teacher"])

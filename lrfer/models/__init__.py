@@ -39,12 +39,38 @@ def build_model(arch: str, **config: Any) -> nn.Module:
 
 def check_config(arch: str, config: Mapping[str, Any]) -> None:
     """ValueError naming any ``config`` key that ``arch``'s builder does not take (a typo such as
-    ``widht`` would otherwise surface as a TypeError deep in loading)."""
+    ``widht`` would otherwise surface as a TypeError deep in loading), or a value of another kind than
+    its default (``width="abc"`` or ``12.5``: torch's messages do not name the option).
+
+    >>> check_config("gmenet", {"width": "abc"})
+    Traceback (most recent call last):
+    ValueError: config width='abc': gmenet takes a whole number (default 32)
+    """
     accepted = inspect.signature(_builder(arch)).parameters
     unknown = sorted(set(config) - set(accepted))
     if unknown:
         raise ValueError(f"config key(s) {unknown} are not options of architecture {arch!r}; it takes "
                          f"{', '.join(accepted)}")
+    for key, value in config.items():
+        default = accepted[key].default
+        wanted = _kind_of(default)
+        if wanted is not None and _kind_of(value) not in _ACCEPTED_KINDS[wanted]:
+            raise ValueError(f"config {key}={value!r}: {arch} takes {wanted} (default {default!r})")
+
+
+#: Which kinds of value an option whose default is of each kind takes (a whole number for a number).
+_ACCEPTED_KINDS = {"true or false": ("true or false",), "a whole number": ("a whole number",),
+                   "a number": ("a number", "a whole number")}
+
+
+def _kind_of(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int):
+        return "a whole number"
+    if isinstance(value, float):
+        return "a number"
+    return None
 
 
 def _builder(arch: str) -> Any:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import numbers
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -231,9 +232,9 @@ def frames_ahead(device: torch.device, height: int, width: int) -> int:
 
 
 def check_batch_size(batch_size: int) -> None:
-    """ValueError unless ``batch_size`` (faces per model call) is at least 1."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    """ValueError unless ``batch_size`` (faces per model call) is a whole number, at least 1."""
+    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1; got {batch_size!r}")
 
 
 def check_precision(precision: str, device: torch.device) -> None:

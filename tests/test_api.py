@@ -181,10 +181,21 @@ def test_predict_crops_takes_tensors_and_rejects_the_rest(rec: lrfer.Recognizer)
     assert np.array_equal(rec.predict_crops(torch.from_numpy(crops)), rec.predict_crops(crops))
     with pytest.raises(ValueError, match="crops must be a uint8 array .* or a list of images; got"):
         rec.predict_crops({"face": crops[0]})
-    with pytest.raises(ValueError, match="batch_size must be >= 1; got 0"):
-        rec.predict_crops(crops, batch_size=0)
+    for bad in (0, 1.5, True):  # 1.5 gave a TypeError from deep in the batching
+        with pytest.raises(ValueError, match=f"batch_size must be a whole number >= 1; got {bad!r}"):
+            rec.predict_crops(crops, batch_size=bad)
+        with pytest.raises(ValueError, match="batch_size must be a whole number"):
+            rec.predict(crops[0], batch_size=bad)
+    assert rec.predict_crops(crops, batch_size=np.int64(2)).shape == (3, 7)
     with pytest.raises(ValueError, match="got 1 file names for 2 images"):
         faces_to_rows(rec.predict([crops[0], crops[1]]), files=["only-one.png"])
+
+
+def test_detect_refuses_an_empty_image_by_name(tiny_path: Path) -> None:
+    """BlazeFace's letterbox took log2 of its side: a bare 'math domain error'."""
+    detecting = lrfer.load(tiny_path, device="cpu", detector="auto")
+    with pytest.raises(ValueError, match=r"images\[1\] is empty: shape \(3, 0, 5\)"):
+        detecting.detect([torch.zeros(3, 8, 8, dtype=torch.uint8), torch.zeros(3, 0, 5, dtype=torch.uint8)])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")

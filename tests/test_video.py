@@ -189,7 +189,7 @@ def test_predict_video_checks_its_arguments_at_the_call(rec: lrfer.Recognizer, c
         rec.predict_video(tmp_path / "missing.mp4")  # not only when iterated
     with pytest.raises(ValueError, match="every must be an int >= 1"):
         rec.predict_video(clip, every=0)
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+    with pytest.raises(ValueError, match="batch_size must be a whole number >= 1"):
         rec.predict_video(clip, batch_size=0)
     with pytest.raises(ValueError, match="is a video; score it with Recognizer.predict_video"):
         rec.predict(str(clip))

@@ -250,6 +250,8 @@ def check_images(images: list[torch.Tensor], device: torch.device | None = None)
             raise ValueError(f"images[{i}] is a {type(img).__name__}; convert it with torch.from_numpy(rgb).permute(2, 0, 1)")
         if img.dim() != 3 or img.shape[0] != 3:
             raise ValueError(f"images[{i}] has shape {tuple(img.shape)}; expected (3, H, W) RGB")
+        if img.shape[1] == 0 or img.shape[2] == 0:
+            raise ValueError(f"images[{i}] is empty: shape {tuple(img.shape)}")
         if img.dtype != torch.uint8:
             raise ValueError(f"images[{i}] has dtype {img.dtype}; expected torch.uint8 (0..255)")
         out.append(img if device is None or img.device == device else img.to(device))

@@ -25,9 +25,21 @@ def _shared_nan(value: float) -> float:
     return NAN if isinstance(value, float) and math.isnan(value) else value
 
 
+def _field_values(result: Any) -> tuple[Any, ...]:
+    return tuple(getattr(result, f.name) for f in dataclasses.fields(result))
+
+
 def _rebuilt(result: Any) -> tuple[Any, ...]:
     """``__reduce__`` of a result: rebuilt through ``__init__`` from every field (a subclass's too)."""
-    return type(result), tuple(getattr(result, f.name) for f in dataclasses.fields(result))
+    return type(result), _field_values(result)
+
+
+def _same_fields(result: Any, other: Any) -> Any:
+    """``__eq__`` of a result: its fields compared as one tuple (identity first, so the shared NaN
+    equals itself), as dataclasses compared before Python 3.13, which compares field by field."""
+    if other.__class__ is not result.__class__:
+        return NotImplemented
+    return _field_values(result) == _field_values(other)
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,9 @@ class VideoFrame:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "time_s", _shared_nan(self.time_s))
+
+    def __eq__(self, other: object) -> bool:  # the dataclass's __hash__ is kept (frozen, eq)
+        return _same_fields(self, other)  # type: ignore[no-any-return]
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _rebuilt(self)

@@ -56,17 +56,14 @@ def _teachers_of_other_data(recipe: Recipe, dataset: str, data_license: str) -> 
 
 def _file_training_data(path: Path) -> tuple[str | None, str | None]:
     """(dataset, training data's licence) in a weights file's entry; None for what it does not say."""
-    import json
-
-    from lrfer.zoo import SPEC_METADATA_KEY, _read_metadata
+    from lrfer.zoo import _read_embedded_entry, _read_metadata
 
     try:
-        spec = json.loads(_read_metadata(path).get(SPEC_METADATA_KEY, "{}"))
-    except (OSError, ValueError):  # deleted since training, or not an lrfer file
+        entry = _read_embedded_entry(path, _read_metadata(path))
+    except (OSError, ValueError):  # deleted since training, or no entry (ManifestError is a ValueError)
         return None, None
-    spec = spec if isinstance(spec, dict) else {}
-    license_ = spec.get("license")
-    return spec.get("dataset"), license_.get("data") if isinstance(license_, dict) else None
+    license_ = entry.get("license")
+    return entry.get("dataset"), license_.get("data") if isinstance(license_, dict) else None
 
 
 def build_entry(name: str, recipe: Recipe, dataset: str, temperature: float, metrics: dict[str, Any],

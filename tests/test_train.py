@@ -323,6 +323,28 @@ def test_save_trained_load_trained_round_trip(teacher_path: Path) -> None:
     assert states_equal(teacher, reference.eval())
 
 
+@pytest.mark.parametrize("content, problem", [
+    (None, "not a readable safetensors file"),  # text, not safetensors
+    ({}, "no 'lrfer_spec' metadata"),
+    ({"lrfer_spec": "{arch"}, "not JSON"),
+    ({"lrfer_spec": json.dumps({"arch": "resnet18"})}, "names no 'arch'"),
+])
+def test_load_trained_names_what_is_wrong_with_a_teacher_file(tmp_path: Path, content: dict[str, str] | None,
+                                                              problem: str) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "teacher.safetensors"
+    if content is None:
+        path.write_text("{}")
+    else:
+        save_file({"w": torch.zeros(2)}, str(path), metadata=content)
+    with pytest.raises(ValueError, match=problem) as caught:
+        load_trained(path, torch.device("cpu"))
+    assert str(path) in str(caught.value)
+    with pytest.raises(FileNotFoundError, match="No such weights file"):
+        load_trained(tmp_path / "missing.safetensors", torch.device("cpu"))
+
+
 def test_supervised_baseline_one_epoch(tmp_path: Path, train_set: FaceSet, val_set: FaceSet) -> None:
     recipe = tiny("baseline", {"width": 8, "input_size": 16}, 16)
     trainer = Trainer(recipe, train_set, val_set, tmp_path)

@@ -399,6 +399,17 @@ def test_train_refuses_a_kd_teacher_for_a_recipe_without_distillation(tmp_path: 
     assert "would ignore it" in caplog.text
 
 
+@pytest.mark.parametrize("option", ["--teacher", "--kd-teacher"])
+def test_train_names_an_unreadable_teacher_file_before_reading_the_data(tmp_path: Path, option: str,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    teacher = tmp_path / "teacher.safetensors"
+    teacher.write_text("not safetensors")
+    assert run_train(["--arch", "gmenet", "--resolution", "16", option, str(teacher),
+                      "--data", str(tmp_path / "absent.npz"), "--out", str(tmp_path / "x.safetensors")]) == 1
+    assert f"{teacher} is not a readable safetensors file" in caplog.text
+    assert "absent.npz" not in caplog.text
+
+
 def test_train_attention_distillation_option_sets_the_recipe() -> None:
     from lrfer.cli import build_parser
     from lrfer.train.cli import _train_recipe

@@ -234,12 +234,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lrfer.constants import CLASSES
     from lrfer.train.datasets import is_rafdb, load_faces
     from lrfer.train.export import export
-    from lrfer.train.recipes import Trainer
+    from lrfer.train.recipes import Trainer, check_teacher_files
     from lrfer.zoo import load_manifest
 
     _check_out(args.out)
     device = _device(args.device)
     recipe = _train_recipe(args)
+    check_teacher_files(recipe)
     dataset = _checked_dataset_name(args.dataset_name) if args.dataset_name else _dataset_name(args.data)
     name = _variant_name(args.recipe, recipe.arch, dataset, recipe.resolution)
     train = load_faces(args.data, "train")

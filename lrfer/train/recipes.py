@@ -212,6 +212,14 @@ def check_recipe(recipe: Recipe) -> None:
     check_config_builds(recipe)
 
 
+def check_teacher_files(recipe: Recipe) -> None:
+    """FileNotFoundError or ValueError naming a teacher weights file that is missing or that lrfer cannot
+    read as a network (reads only the files' headers: a run would otherwise fail after loading its data)."""
+    for teacher in (recipe.teacher, recipe.kd_teacher):
+        if teacher and str(teacher).endswith(".safetensors"):
+            _trained_spec(Path(teacher))
+
+
 #: Config keys that training sets itself: the classes and the gray input.
 TRAINING_OWN_CONFIG_KEYS = ("num_classes", "in_chans")
 
@@ -307,23 +315,44 @@ def _load_zoo(spec: str | Path, device: torch.device) -> nn.Module:
 
 
 def _load_weights_file(path: Path, device: torch.device) -> nn.Module:
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), "pt") as f:
-        spec = json.loads((f.metadata() or {})["lrfer_spec"])
+    spec = _trained_spec(path)
     model = build_model(spec["arch"], **spec["config"])
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()})
     return model.to(device)
+
+
+def _trained_spec(path: Path) -> dict[str, Any]:
+    """The architecture and config that :func:`save_trained` (or an export) wrote into a weights file;
+    ValueError naming the file when it is not lrfer's safetensors (ChecksumError when not safetensors)."""
+    from lrfer.zoo import SPEC_METADATA_KEY, _read_metadata
+
+    if not path.is_file():
+        raise FileNotFoundError(f"No such weights file: {path}")
+    metadata = _read_metadata(path)
+    if SPEC_METADATA_KEY not in metadata:
+        raise ValueError(f"{path} has no {SPEC_METADATA_KEY!r} metadata, so its architecture is unknown: give a "
+                         "file written by lrfer train (its --out or its work folder's final weights) or a zoo name")
+    try:
+        spec = json.loads(metadata[SPEC_METADATA_KEY])
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: its {SPEC_METADATA_KEY!r} metadata is not JSON ({err})") from None
+    if not (isinstance(spec, dict) and isinstance(spec.get("arch"), str) and isinstance(spec.get("config"), dict)):
+        raise ValueError(f"{path}: its {SPEC_METADATA_KEY!r} metadata names no 'arch' (text) and 'config' "
+                         "(an object)")
+    return spec
 
 
 def save_trained(model: nn.Module, path: Path, recipe: Recipe) -> None:
     """Full-precision weights of a finished run, self-describing (arch + config in the metadata)."""
     from safetensors.torch import save_file
 
+    from lrfer.zoo import SPEC_METADATA_KEY
+
     spec = {"arch": recipe.arch, "config": recipe.config, "resolution": recipe.resolution}
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path),
-              metadata={"lrfer_spec": json.dumps(spec)})
+              metadata={SPEC_METADATA_KEY: json.dumps(spec)})
 
 
 def copy_matching_weights(source: nn.Module, target: nn.Module) -> int:

@@ -408,6 +408,11 @@ def test_train_names_an_unreadable_teacher_file_before_reading_the_data(tmp_path
                       "--data", str(tmp_path / "absent.npz"), "--out", str(tmp_path / "x.safetensors")]) == 1
     assert f"{teacher} is not a readable safetensors file" in caplog.text
     assert "absent.npz" not in caplog.text
+    caplog.clear()
+    assert run_train(["--arch", "gmenet", "--resolution", "16", option, "gmenet-fer2013-16pz",
+                      "--data", str(tmp_path / "absent.npz"), "--out", str(tmp_path / "x.safetensors")]) == 1
+    assert "gmenet-fer2013-16pz" in caplog.text and "gmenet-fer2013-16px" in caplog.text  # a close match
+    assert "absent.npz" not in caplog.text
 
 
 def test_train_attention_distillation_option_sets_the_recipe() -> None:

@@ -214,10 +214,17 @@ def check_recipe(recipe: Recipe) -> None:
 
 def check_teacher_files(recipe: Recipe) -> None:
     """FileNotFoundError or ValueError naming a teacher weights file that is missing or that lrfer cannot
-    read as a network (reads only the files' headers: a run would otherwise fail after loading its data)."""
+    read as a network, or a zoo name that the manifest lacks (with close matches). Reads only the files'
+    headers: a run would otherwise fail after loading its data."""
+    from lrfer.zoo import HF_PREFIX, _looks_like_path, get_spec
+
     for teacher in (recipe.teacher, recipe.kd_teacher):
-        if teacher and str(teacher).endswith(".safetensors"):
+        if not teacher:
+            continue
+        if str(teacher).endswith(".safetensors"):
             _trained_spec(Path(teacher))
+        elif not str(teacher).startswith(HF_PREFIX) and not _looks_like_path(str(teacher)):
+            get_spec(str(teacher))
 
 
 #: Config keys that training sets itself: the classes and the gray input.

@@ -111,9 +111,10 @@ DATASET_ALIASES: Mapping[str, str] = MappingProxyType(
     {"fer2013": "fer2013", "rafdb": "rafdb", "raf": "rafdb", "raf_db": "rafdb"}
 )
 _NAME_RE = re.compile(r"^(?P<arch>[a-z0-9_]+(?:-[a-z0-9_]+)*?)-(?P<dataset>[a-z0-9_]+)-(?P<res>[0-9]+)px$")
-_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_HF_RE = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
+# \Z, not $: "$" also matches before a trailing newline ("<64 hex>\\n" passed, then never matched a file's hash)
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+_HF_RE = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+))?\Z")
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -273,7 +274,10 @@ class ModelSpec:
         def is_finite(v: Any) -> bool:
             return is_num(v) and math.isfinite(v)
 
-        check("resolution", is_int(entry["resolution"]) and entry["resolution"] > 0, "a positive int")
+        # The pipeline's faces are HR_SIZE px (as training's, lrfer.train.recipes.check_recipe): a larger size is
+        # no face lrfer makes, and lrfer.load allocates resolution**2 floats at once (100000 px: 120 GB).
+        check("resolution", is_int(entry["resolution"]) and 1 <= entry["resolution"] <= HR_SIZE,
+              f"a positive int of at most {HR_SIZE} (the pipeline's faces are {HR_SIZE}x{HR_SIZE} px)")
         # The pipeline makes gray faces (FER2013's kind); a colour model could not be fed.
         check("in_chans", entry["in_chans"] == 1 and is_int(entry["in_chans"]), "1 (lrfer feeds models gray faces)")
         check("classes", isinstance(entry["classes"], list) and len(entry["classes"]) > 0
@@ -450,6 +454,8 @@ def _parse_json(text: str, where: str) -> Any:
         raise ManifestError(f"{where} is not valid JSON ({err})") from None
     except _DuplicateKeyError as err:  # json.loads would keep the last silently (a second entry of a model)
         raise ManifestError(f"{where} has the key {err.args[0]!r} twice") from None
+    except (RecursionError, ValueError) as err:  # nested deeper than Python's stack, an int of over 4300 digits
+        raise ManifestError(f"{where} is not JSON lrfer can read ({err})") from None
 
 
 class _DuplicateKeyError(Exception):
@@ -782,7 +788,11 @@ def _read_embedded_entry(path: Path, metadata: dict[str, str]) -> dict[str, Any]
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    return _manifest_entry(path.read_text(encoding="utf-8"), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:  # a ValueError that would name neither the file nor what is wrong
+        raise ManifestError(f"{path} is not UTF-8 text ({err})") from None
+    return _manifest_entry(text, str(path))
 
 
 def _manifest_entry(text: str, where: str) -> dict[str, Any]:
@@ -841,6 +851,11 @@ def _resolve_hf_uri(uri: str, cache_dir: str | None) -> tuple[ModelSpec, Path]:
     if match is None:
         raise ValueError(f"{uri!r} is not 'hf://org/repo' or 'hf://org/repo@revision'")
     repo_id, revision = match["repo"], match["rev"] or "main"
+    # git refuses ".." in a ref name and empty components; huggingface_hub writes refs/<revision> in its cache,
+    # so "@../../x" would write (and, offline, read) a file outside the cache.
+    if ".." in revision or "" in revision.split("/"):
+        raise ValueError(f"{uri!r}: {revision!r} is not a revision (a commit hash, branch or tag: no '..', "
+                         "no empty part between slashes)")
     if not _COMMIT_RE.match(revision):
         logger.warning("%s is not pinned to a commit; pin it (hf://%s@<40-hex commit>) for reproducible weights",
                        uri, repo_id)
@@ -956,6 +971,57 @@ def _check_state_dict(model: "nn.Module", state: Mapping[str, "torch.Tensor"], s
     )
 
 
+class _OverBudget(Exception):
+    """The network being built already holds more parameters than the weights file (see :func:`_dry_build`)."""
+
+
+def _dry_build(spec: ModelSpec, path: Path, state: Mapping[str, "torch.Tensor"]) -> None:
+    """Build ``spec``'s network on the meta device (no memory) and raise unless its state dict is the file's.
+
+    The config comes from the file or its ``lrfer_config.json``: one asking for a width of 10**6 or a million
+    blocks would otherwise allocate gigabytes (or run for hours) before the strict load found that the file
+    does not fit. On the meta device a width costs nothing; the number of modules costs time, so the build is
+    stopped once it has registered far more parameters than the file holds tensors (a strict load needs every
+    parameter in the file; a near miss still builds, for :func:`_check_state_dict`'s list). A config torch
+    cannot build at all (a negative or overflowing width) is a :class:`ManifestError` naming it.
+    """
+    import threading
+
+    import torch
+    from torch.nn.modules import module as torch_module
+
+    from lrfer.models import build_model
+
+    budget = 4 * len(state) + 64
+    thread = threading.get_ident()
+    registered: set[tuple[int, str]] = set()
+
+    def count(module: "nn.Module", name: str, param: Any) -> None:
+        if param is None or threading.get_ident() != thread:  # another thread building a network of its own
+            return None
+        registered.add((id(module), name))
+        if len(registered) > budget:
+            raise _OverBudget
+        return None
+
+    handle = torch_module.register_module_parameter_registration_hook(count)
+    try:
+        with torch.device("meta"):
+            model = build_model(spec.arch, **spec.model_kwargs)
+    except _OverBudget:
+        raise StateDictMismatchError(
+            f"weights for {spec.name!r} do not fit build_model({spec.arch!r}, **{spec.model_kwargs}): that network "
+            f"has over {budget} parameters, {path} holds {len(state)} tensors. The config was written for "
+            "another network, or the file was made to look like one; it was not built."
+        ) from None
+    except (KeyError, ValueError, TypeError, RuntimeError, OverflowError) as err:
+        raise ManifestError(f"{spec.name} ({path}): build_model({spec.arch!r}, **{spec.model_kwargs}) fails: "
+                            f"{err.args[0] if err.args else err}") from None
+    finally:
+        handle.remove()
+    _check_state_dict(model, state, spec)
+
+
 def load_model(spec: WeightSpec, device: "str | torch.device" = "cpu",
                cache_dir: str | os.PathLike[str] | None = None) -> "nn.Module":
     """Build a model and load its verified weights strictly, in eval mode.
@@ -966,17 +1032,28 @@ def load_model(spec: WeightSpec, device: "str | torch.device" = "cpu",
     >>> model.pretrained_cfg.classes  # doctest: +SKIP
     ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')
     """
-    from safetensors.torch import load_file
+    from safetensors.torch import load as load_safetensors
 
     from lrfer.models import build_model
 
     model_spec, path = resolve(spec, cache_dir)
+    # One read: the tensors loaded are the bytes hashed here, not a file that may have been replaced since
+    # resolve() checked it (a shared cache, a folder another process writes to).
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != model_spec.sha256:
+        raise ChecksumError(f"{path} changed while it was being loaded: sha256 {digest}, verified as "
+                            f"{model_spec.sha256} a moment before. Load it again once nothing writes to it.")
+    state = load_safetensors(data)
+    header, _ = _split_safetensors(data)  # safetensors has checked it
+    _check_against_header(model_spec, path, header.get("__metadata__") or {})
+    del data
+    _dry_build(model_spec, path, state)  # before any memory is spent on the network
     try:
         # float32 whatever the caller's default dtype (a float64 default would make float64 networks)
         model = build_model(model_spec.arch, **model_spec.model_kwargs).float()  # checks the config's keys first
     except (KeyError, ValueError) as err:
         raise ManifestError(f"{model_spec.name} ({path}): {err.args[0]}") from None
-    state = load_file(str(path), device="cpu")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}

@@ -222,7 +222,7 @@ def check_teacher_files(recipe: Recipe) -> None:
         if not teacher:
             continue
         if str(teacher).endswith(".safetensors"):
-            _trained_spec(Path(teacher))
+            _teacher_header(Path(teacher))
         elif not str(teacher).startswith(HF_PREFIX) and not _looks_like_path(str(teacher)):
             get_spec(str(teacher))
 
@@ -322,17 +322,35 @@ def _load_zoo(spec: str | Path, device: torch.device) -> nn.Module:
 
 
 def _load_weights_file(path: Path, device: torch.device) -> nn.Module:
-    from safetensors.torch import load_file
+    """A teacher file. One that records its content sha256 (``lrfer train --out``, the zoo's files) goes
+    through :func:`lrfer.zoo.load_model`, which verifies it; one written by :func:`save_trained` (a run's
+    final weights: arch and config, no hash) is read here, its network's shapes checked on the meta
+    device before any memory is spent on it."""
+    from safetensors.torch import load as load_safetensors
 
-    spec = _trained_spec(path)
+    from lrfer.zoo import CONTENT_SHA_METADATA_KEY, LEGACY_DATA_SHA_METADATA_KEY, load_model
+
+    spec, metadata = _teacher_header(path)
+    if CONTENT_SHA_METADATA_KEY in metadata or LEGACY_DATA_SHA_METADATA_KEY in metadata:
+        return load_model(path, device=device)
+    state = load_safetensors(path.read_bytes())
+    described = f"build_model({spec['arch']!r}, **{spec['config']})"
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in build_model(spec["arch"], **spec["config"]).state_dict().items()}
+    except (KeyError, ValueError, TypeError, RuntimeError, OverflowError) as err:
+        raise ValueError(f"{path}: {described}, which its header names, fails: {err}") from None
+    if shapes != {k: tuple(v.shape) for k, v in state.items()}:
+        raise ValueError(f"{path}: its tensors do not fit {described}, which its header names")
     model = build_model(spec["arch"], **spec["config"])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()})
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.to(device)
 
 
-def _trained_spec(path: Path) -> dict[str, Any]:
-    """The architecture and config that :func:`save_trained` (or an export) wrote into a weights file;
-    ValueError naming the file when it is not lrfer's safetensors (ChecksumError when not safetensors)."""
+def _teacher_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The architecture and config that :func:`save_trained` (or an export) wrote into a weights file, and
+    the file's metadata; ValueError naming the file when it is not lrfer's safetensors (ChecksumError when
+    not safetensors)."""
     from lrfer.zoo import SPEC_METADATA_KEY, _read_metadata
 
     if not path.is_file():
@@ -343,12 +361,12 @@ def _trained_spec(path: Path) -> dict[str, Any]:
                          "file written by lrfer train (its --out or its work folder's final weights) or a zoo name")
     try:
         spec = json.loads(metadata[SPEC_METADATA_KEY])
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: its {SPEC_METADATA_KEY!r} metadata is not JSON ({err})") from None
+    except (json.JSONDecodeError, RecursionError, ValueError) as err:
+        raise ValueError(f"{path}: its {SPEC_METADATA_KEY!r} metadata is not JSON lrfer can read ({err})") from None
     if not (isinstance(spec, dict) and isinstance(spec.get("arch"), str) and isinstance(spec.get("config"), dict)):
         raise ValueError(f"{path}: its {SPEC_METADATA_KEY!r} metadata names no 'arch' (text) and 'config' "
                          "(an object)")
-    return spec
+    return spec, metadata
 
 
 def save_trained(model: nn.Module, path: Path, recipe: Recipe) -> None:

@@ -1,0 +1,185 @@
+"""Weights and specs from outside that are damaged or made to harm: refused by name, before memory is spent."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from lrfer import zoo
+from lrfer.constants import CLASSES
+from lrfer.models import build_model
+
+COMMIT = "a" * 40
+
+
+def entry(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": "baseline-fer2013-16px", "arch": "baseline", "config": {"width": 8, "input_size": 16},
+        "dataset": "fer2013", "resolution": 16, "in_chans": 1, "classes": list(CLASSES), "mean": [0.5],
+        "std": [0.25], "temperature": 1.0, "alignment": "fer2013",
+        "license": {"code": "MIT", "weights": "MIT", "data": "FER2013"},
+    }
+    data.update(overrides)
+    return data
+
+
+def forged(path: Path, meta: dict[str, Any], fill: float | None = None) -> str:
+    """A width-8 baseline's tensors under a header that says ``meta``, sealed with its own content sha256
+    (anyone can do that: a file loaded by path is only as trustworthy as its maker); returns its sha256."""
+    torch.manual_seed(0)
+    state = build_model("baseline", width=8, input_size=16).state_dict()
+    tensors = {k: (v.half() if fill is None else torch.full_like(v, fill).half()) if v.is_floating_point() else v
+               for k, v in state.items()}
+    blob = zoo.sealed(zoo.safetensors_bytes(tensors, {zoo.SPEC_METADATA_KEY: json.dumps(meta, sort_keys=True)}))
+    path.write_bytes(blob)
+    return hashlib.sha256(blob).hexdigest()
+
+
+@pytest.fixture
+def real_parameters(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Element counts of every parameter created off the meta device (real memory) while a test runs."""
+    from torch.nn.modules import module as torch_module
+
+    sizes: list[int] = []
+
+    def record(module: Any, name: str, param: Any) -> None:
+        if param is not None and param.device.type != "meta":
+            sizes.append(param.numel())
+
+    handle = torch_module.register_module_parameter_registration_hook(record)
+    yield sizes
+    handle.remove()
+
+
+@pytest.mark.parametrize("config", [{"width": 10**7}, {"width": 8, "blocks_per_stage": 300}])
+def test_a_config_far_larger_than_its_file_is_refused_before_it_is_built(
+        config: dict[str, int], tmp_path: Path, real_parameters: list[int]) -> None:
+    """A 46 KB file whose header asks for width 10**7 (36 TB of parameters) or a million blocks (hours, and
+    gigabytes, of Python) was built before the strict load found the file did not fit."""
+    path = tmp_path / "hostile.safetensors"
+    forged(path, entry(config={**config, "input_size": 16}))
+    real_parameters.clear()  # the file's own tiny network
+    with pytest.raises(zoo.StateDictMismatchError, match="do not fit"):
+        zoo.load_model(path)
+    assert real_parameters == [], "no parameter of the network may be allocated"
+
+
+@pytest.mark.parametrize("width, problem", [(-1, "negative dimension"), (10**40, "Overflow")])
+def test_a_width_torch_cannot_build_is_a_manifest_error(width: int, problem: str, tmp_path: Path) -> None:
+    """A negative width was a bare RuntimeError from torch, an overflowing one a TypeError (which the CLI did not
+    catch): neither named the config."""
+    path = tmp_path / "hostile.safetensors"
+    forged(path, entry(config={"width": width, "input_size": 16}))
+    with pytest.raises(zoo.ManifestError, match=rf"'width': {width}.*{problem}"):
+        zoo.load_model(path)
+
+
+def test_a_resolution_no_face_has_is_refused() -> None:
+    """lrfer.load allocated resolution**2 floats at once: 100000 px, 120 GB, from a 46 KB file."""
+    spec = {**entry(name="baseline-fer2013-100000px", resolution=100000, config={"width": 8, "input_size": 100000}),
+            "file": "x.safetensors", "sha256": "0" * 64, "source": {"kind": "bundled"}}
+    with pytest.raises(zoo.ManifestError, match="'resolution' must be a positive int of at most 48"):
+        zoo.ModelSpec.from_dict(spec)
+
+
+def test_the_tensors_loaded_are_the_bytes_whose_sha256_was_checked(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file replaced after its sha256 was checked (another process writing a shared cache or folder) was
+    loaded as it then was: verified bytes and loaded bytes were two reads apart."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    weights = folder / "baseline-fer2013-16px.safetensors"
+    digest = forged(weights, entry())
+    forged(tmp_path / "evil.safetensors", entry(), fill=7.0)  # same header, other tensors
+    (folder / zoo.CONFIG_FILENAME).write_text(json.dumps({**entry(), "file": weights.name, "sha256": digest}))
+    good = zoo.load_model(folder).fc.bias.detach().clone()
+
+    import lrfer.models
+
+    real_build = lrfer.models.build_model
+
+    def build_while_the_file_is_replaced(*args: Any, **kwargs: Any) -> torch.nn.Module:
+        shutil.copyfile(tmp_path / "evil.safetensors", weights)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(lrfer.models, "build_model", build_while_the_file_is_replaced)
+    model = zoo.load_model(folder)
+    assert torch.equal(model.fc.bias, good), "the tensors must be those of the verified file"
+
+    real_resolve = zoo.resolve
+
+    def resolve_then_replace(*args: Any, **kwargs: Any) -> Any:
+        resolved = real_resolve(*args, **kwargs)
+        shutil.copyfile(tmp_path / "evil.safetensors", weights)
+        return resolved
+
+    monkeypatch.setattr(lrfer.models, "build_model", real_build)
+    forged(weights, entry())
+    monkeypatch.setattr(zoo, "resolve", resolve_then_replace)
+    with pytest.raises(zoo.ChecksumError, match="changed while it was being loaded"):
+        zoo.load_model(folder)
+
+
+@pytest.mark.parametrize("text, problem", [
+    (b"[" * 100_000 + b"]" * 100_000, "maximum recursion depth"),
+    (b'{"seed": ' + b"9" * 5000 + b"}", "4300 digits"),
+    (b'{"name": "\xff"}', "not UTF-8"),
+])
+def test_unreadable_config_is_a_manifest_error_naming_the_file(text: bytes, problem: str, tmp_path: Path) -> None:
+    """A RecursionError, a bare ValueError and a UnicodeDecodeError named neither the file nor the key."""
+    (tmp_path / zoo.CONFIG_FILENAME).write_bytes(text)
+    with pytest.raises(zoo.ManifestError, match=rf"{zoo.CONFIG_FILENAME}.*{problem}"):
+        zoo.resolve(tmp_path)
+
+
+def test_an_embedded_spec_nested_too_deep_is_a_manifest_error(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "deep.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={zoo.SPEC_METADATA_KEY: "[" * 100_000 + "]" * 100_000})
+    with pytest.raises(zoo.ManifestError, match=rf"{zoo.SPEC_METADATA_KEY!r} metadata is not JSON lrfer can read"):
+        zoo.resolve(path)
+
+
+@pytest.mark.parametrize("key, value", [("sha256", "0" * 64 + "\n"),
+                                        ("source", {"kind": "hub", "repo_id": "org/repo", "revision": COMMIT + "\n"})])
+def test_a_hash_with_a_trailing_newline_is_refused(key: str, value: Any) -> None:
+    """'$' matched before a final newline: the entry was accepted, and then no file ever matched its sha256
+    (a Hub download was deleted and fetched again on every load)."""
+    spec = {**entry(), "file": "x.safetensors", "sha256": "0" * 64, "source": {"kind": "bundled"}, key: value}
+    with pytest.raises(zoo.ManifestError):
+        zoo.ModelSpec.from_dict(spec)
+
+
+@pytest.mark.parametrize("revision", ["../../../outside/pwned", "refs//x", "/abs", "a/.."])
+def test_a_revision_that_climbs_out_of_the_cache_is_refused(revision: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub writes refs/<revision> in its cache (and reads it offline): '@../../x' wrote a file
+    outside it, wherever the endpoint answered for that revision."""
+    def no_download(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("nothing may be fetched for this revision")
+
+    monkeypatch.setattr(zoo, "_hub_download", no_download)
+    with pytest.raises(ValueError, match="is not a revision"):
+        zoo.resolve(f"hf://org/repo@{revision}")
+
+
+def test_a_tampered_teacher_file_is_refused(tmp_path: Path) -> None:
+    """``lrfer train --teacher FILE.safetensors`` read the file with no check at all: a file written by
+    ``lrfer train --out`` whose tensors were changed (or that asks for a width of 10**7) was used as it was."""
+    from lrfer.train.recipes import load_trained
+
+    path = tmp_path / "teacher.safetensors"
+    forged(path, entry())
+    damaged = bytearray(path.read_bytes())
+    damaged[-3] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(zoo.ChecksumError, match="its header records"):
+        load_trained(path, torch.device("cpu"))
+    forged(path, entry(config={"width": 10**7, "input_size": 16}))
+    with pytest.raises(zoo.StateDictMismatchError, match="do not fit"):
+        load_trained(path, torch.device("cpu"))

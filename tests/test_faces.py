@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -913,3 +914,54 @@ def test_r_and_o_net_score_their_crops_in_passes_with_the_same_results(detector,
     in_passes = detector.detect([image])[0]
     assert len(whole) > 0 and max(passes) <= 7 and len(passes) > 3
     assert torch.allclose(whole.boxes, in_passes.boxes, atol=1e-4) and torch.allclose(whole.scores, in_passes.scores, atol=1e-5)
+
+
+class OneImageAtATimeCascade:
+    """Stands in for ``cv2.CascadeClassifier`` as OpenCV 4 builds it: ``detectMultiScale`` keeps the
+    image it searches in the classifier (its feature evaluator), so two threads searching one
+    classifier at once mix their images up. Returns one box the size of the image it ends up with."""
+
+    both_inside = threading.Barrier(2, timeout=1)
+
+    def detectMultiScale(self, gray: np.ndarray, **kwargs) -> object:  # noqa: N802 (OpenCV's name)
+        self.image = gray
+        try:
+            self.both_inside.wait()  # the other thread's search starts meanwhile
+        except threading.BrokenBarrierError:  # searches one at a time: nobody else came in
+            pass
+        return np.array([[0, 0, self.image.shape[1], self.image.shape[0]]], dtype=np.int32)
+
+
+def test_haar_detector_shared_by_threads_searches_each_image_alone(monkeypatch):
+    """One Recognizer may be shared by threads: with detector='haar' the threads shared one OpenCV
+    classifier, and a face was found in another thread's image (or OpenCV raised
+    ``vector::_M_range_check``)."""
+    monkeypatch.setattr(detect_mod, "_load_haar_cascade", OneImageAtATimeCascade)
+    OneImageAtATimeCascade.both_inside.reset()
+    det = make_detector("haar", "cpu", min_face=12)
+    sizes = {0: (40, 60), 1: (50, 30)}
+    found: dict[int, list[list[float]]] = {}
+
+    def search(me: int) -> None:
+        found[me] = det.detect([torch.zeros(3, *sizes[me], dtype=torch.uint8)])[0].boxes.tolist()
+
+    threads = [threading.Thread(target=search, args=(me,)) for me in sizes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert found == {me: [[0.0, 0.0, float(w), float(h)]] for me, (h, w) in sizes.items()}
+
+
+def test_haar_detector_pickles(monkeypatch):
+    """A Recognizer pickles (README), but one with detector='haar' raised ``TypeError: cannot pickle
+    'cv2.CascadeClassifier' object``: each copy now loads its own classifier."""
+    import pickle
+
+    class Unpicklable(FakeCascade):  # as cv2.CascadeClassifier
+        def __reduce__(self):
+            raise TypeError("cannot pickle 'cv2.CascadeClassifier' object")
+
+    monkeypatch.setattr(detect_mod, "_load_haar_cascade", lambda: Unpicklable(np.array([[1, 2, 3, 4]], np.int32)))
+    copy = pickle.loads(pickle.dumps(make_detector("haar", "cpu", min_face=20)))
+    assert copy.min_face == 20 and copy.detect([torch.zeros(3, 8, 8, dtype=torch.uint8)])[0].boxes.tolist() == [[1.0, 2.0, 4.0, 6.0]]

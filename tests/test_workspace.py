@@ -113,3 +113,30 @@ def test_two_live_detection_volumes_keep_their_own_photos():
     del first, second, level0, table, resized
     again = MipVolume([photos[1]]).level(0)  # the buffers are free again: reused, right values
     assert torch.equal(again[0, :, 0], photos[1].float())
+
+
+def test_a_view_that_outlives_the_tensor_lent_keeps_its_memory():
+    """Only the tensor handed out was watched: a view of it (``stack_images(...)[0]``), or an array
+    made from it (``integral_image(...).numpy()``), kept after the tensor itself was dropped, was
+    overwritten by the next request for the slot."""
+    first = workspace.reusable_empty("t", (4, 5))
+    first.fill_(1.0)
+    view, array = first[1:], first.numpy()
+    del first
+    second = workspace.reusable_empty("t", (4, 5))
+    second.fill_(2.0)
+    assert bool((view == 1.0).all()) and (array == 1.0).all()
+    del second, view, array
+    third = workspace.reusable_empty("t", (4, 5))  # nothing uses the buffer any more: reused again
+    assert third.data_ptr() == workspace._slots.buffers["t"][0].data_ptr()
+
+
+def test_a_view_of_a_stacked_photo_keeps_its_values():
+    from lrfer.faces.align import integral_image, stack_images
+
+    dark, bright = (torch.full((3, 30, 40), v, dtype=torch.uint8) for v in (10, 200))
+    plane = stack_images([dark])[0]  # the (C, N, H, W) volume of a single photo, its tensor dropped
+    table = integral_image(dark)[-1]
+    stack_images([bright])
+    integral_image(bright)
+    assert float(plane.max()) == 10.0 and int(table[-1, 0]) == 10 * 30 * 40

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -273,17 +273,37 @@ class HaarDetector:
     def __init__(self, device: torch.device | str = "cpu", min_face: int = 20) -> None:
         self.device = torch.device(device)
         self.min_face = int(min_face)
-        self._cascade = _load_haar_cascade()
+        self._cascades = threading.local()
+        self._cascades.cascade = _load_haar_cascade()  # an OpenCV without cascades fails here, at load
+
+    def _this_threads_cascade(self) -> Any:  # cv2.CascadeClassifier
+        """The calling thread's classifier. OpenCV's ``detectMultiScale`` keeps the image it searches in
+        the classifier (its feature evaluator): one classifier searched by several threads at once mixed
+        their images up (other faces than alone, or ``cv2.error: vector::_M_range_check``)."""
+        cascade = getattr(self._cascades, "cascade", None)
+        if cascade is None:
+            cascade = self._cascades.cascade = _load_haar_cascade()
+        return cascade
+
+    def __getstate__(self) -> dict[str, Any]:
+        # cv2.CascadeClassifier does not pickle: each process (and thread) loads its own.
+        return {k: v for k, v in self.__dict__.items() if k != "_cascades"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._cascades = threading.local()
+        self._cascades.cascade = _load_haar_cascade()
 
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:
-        """Run the cascade on each image (on the CPU, in OpenCV)."""
+        """Run the cascade on each image (on the CPU, in OpenCV; each thread with its own classifier)."""
         import cv2
 
+        cascade = self._this_threads_cascade()
         results = []
         for img in check_images(images):
             rgb = np.ascontiguousarray(img.permute(1, 2, 0).cpu().numpy())
             gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-            found = self._cascade.detectMultiScale(
+            found = cascade.detectMultiScale(
                 gray, scaleFactor=HAAR_SCALE_FACTOR, minNeighbors=HAAR_MIN_NEIGHBORS, minSize=(self.min_face, self.min_face)
             )
             xywh = torch.as_tensor(np.asarray(found, dtype=np.float32).reshape(-1, 4))

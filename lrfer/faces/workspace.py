@@ -7,8 +7,9 @@ again (about 8,000 for that photo). Kept in a buffer that the next call of the s
 it is faulted in once. GPU memory needs none of this: PyTorch's CUDA allocator caches its blocks.
 
 A buffer is lent to one tensor at a time: while the tensor handed out last for a slot is alive
-(a :class:`~lrfer.faces.mtcnn.MipVolume` holding it, for instance), the next request for that slot
-gets fresh memory. So two live results never share memory. Buffers larger than
+(a :class:`~lrfer.faces.mtcnn.MipVolume` holding it, for instance), or anything made from its memory
+(a view such as ``stack_images(...)[0]``, an array from ``integral_image(...).numpy()``), the next
+request for that slot gets fresh memory. So two live results never share memory. Buffers larger than
 :data:`MAX_REUSED_BYTES` are never kept; :func:`release` frees the calling thread's buffers.
 """
 from __future__ import annotations
@@ -27,11 +28,22 @@ MAX_REUSED_BYTES = 64 << 20
 
 class _Slots(threading.local):
     def __init__(self) -> None:
-        # slot -> (flat buffer, weak reference to the tensor it is lent to)
-        self.buffers: dict[str, tuple[torch.Tensor, weakref.ref[torch.Tensor] | None]] = {}
+        # slot -> (flat buffer, weak reference to the tensor it is lent to, users of the buffer's
+        # memory when nothing else holds it)
+        self.buffers: dict[str, tuple[torch.Tensor, weakref.ref[torch.Tensor] | None, int | None]] = {}
 
 
 _slots = _Slots()
+
+
+def _memory_users(buffer: torch.Tensor) -> int | None:
+    """How many tensors (and arrays) use ``buffer``'s memory, as torch counts them; None where torch
+    does not say. A view of the tensor handed out keeps the memory but not that tensor: its weak
+    reference alone said "free" while the view was still read."""
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    if count is None:  # pragma: no cover - a private function: without it the weak reference alone decides
+        return None
+    return int(count(buffer.untyped_storage()._cdata))
 
 
 def reusable_empty(
@@ -56,15 +68,18 @@ def reusable_empty(
     memory_shape = [shape[d] for d in order]
     inverse = sorted(range(len(order)), key=order.__getitem__)
     numel = math.prod(shape)
-    buffer, holder = _slots.buffers.get(slot, (None, None))
+    buffer, holder, alone = _slots.buffers.get(slot, (None, None, None))
     in_use = holder is not None and holder() is not None
+    if not in_use and buffer is not None and alone is not None:
+        in_use = _memory_users(buffer) > alone  # a view or array of the tensor lent last outlived it
     if in_use or numel * torch.empty(0, dtype=dtype).element_size() > MAX_REUSED_BYTES:  # in every torch >= 2.1
         return torch.empty(memory_shape, dtype=dtype).permute(inverse)
     if buffer is None or buffer.dtype != dtype or buffer.numel() < numel:
         with torch.inference_mode(False):  # a normal tensor: usable in and out of inference mode
             buffer = torch.empty(numel, dtype=dtype)
+        alone = _memory_users(buffer)  # measured, not assumed: torch versions count differently
     out = buffer[:numel].view(memory_shape).permute(inverse)
-    _slots.buffers[slot] = (buffer, weakref.ref(out))
+    _slots.buffers[slot] = (buffer, weakref.ref(out), alone)
     return out
 
 

@@ -86,3 +86,11 @@ for name in $STEPS; do
     echo "##### $name"
     tail -n 60 "$OUT/$name.log"
 done
+# The device tool brings back at most 8 files from $OUT: with more logs than that (env.log and 8 or
+# more steps), they come back as one archive instead.
+shopt -s nullglob
+logs=("$OUT"/*.log)
+if [ "${#logs[@]}" -gt 8 ]; then
+    tar -czf "$OUT/logs.tar.gz" -C "$OUT" "${logs[@]##*/}" && rm -f -- "${logs[@]}"
+    echo "${#logs[@]} logs packed into $OUT/logs.tar.gz (the device tool returns at most 8 files)"
+fi

@@ -39,7 +39,7 @@ from lrfer.io import _decode_cv2, load_image, to_device_tensors  # noqa: E402
 DETECT_STAGES = (
     ("BlazeFace", blazeface.BlazeFace, "detect"),
     ("P-Net pyramid resize", mtcnn.MipVolume, "resized"),
-    ("P-Net", mtcnn, "run_pnet"),
+    ("P-Net", mtcnn.PNet, "forward"),  # run_pnet on CPU, propose_padded's canvases elsewhere: both call it
     ("R-/O-Net crops", mtcnn, "crop_boxes"),
     ("R-/O-Net", mtcnn, "run_chunked"),
     ("MTCNN NMS", mtcnn, "batched_nms"),

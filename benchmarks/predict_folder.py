@@ -92,6 +92,17 @@ def torch_profiler(device: str) -> torch.profiler.profile:
     return torch.profiler.profile(activities=activities)
 
 
+def device_busy_us(events) -> float:
+    """Microseconds the device spent in kernels and copies, from ``key_averages()``: the device events'
+    own time, as the profiler's table sums its "Self CUDA time total". A host operator's
+    ``self_device_time_total`` repeats the time of the kernels it launched (kineto links each kernel
+    to its operator), so a sum over every event counts each kernel twice."""
+    from torch.autograd import DeviceType
+
+    return sum(e.self_device_time_total for e in events
+               if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False))
+
+
 def print_torch_profile(trace: torch.profiler.profile, device: str, seconds: float) -> None:
     """The main process's top host-side events and, on CUDA, the kernels' share of the run."""
     events = trace.key_averages()
@@ -99,7 +110,7 @@ def print_torch_profile(trace: torch.profiler.profile, device: str, seconds: flo
     print(events.table(sort_by="self_cpu_time_total", row_limit=25))
     if not device.startswith("cuda"):
         return
-    gpu_us = sum(e.self_device_time_total for e in events)
+    gpu_us = device_busy_us(events)
     print(f"GPU busy in kernels: {gpu_us / 1e6:.2f} s of the {seconds:.2f} s run ({100 * gpu_us / 1e6 / seconds:.0f} %)\n")
     print(events.table(sort_by="self_device_time_total", row_limit=15))
 

@@ -1,0 +1,49 @@
+"""Figures the GPU session's benchmarks print, checked on CPU: what they time on the GPU's code path
+(``cpu_tuned`` switched off) and how they add up the profiler's device time."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(autouse=True)
+def benchmarks_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+
+def test_detect_stages_time_pnet_on_the_gpu_code_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off the CPU P-Net runs on propose_padded's canvases, not through run_pnet: the "P-Net" column
+    of ``pipeline.py --detect-stages`` read 0 ms on CUDA, its time counted as "other"."""
+    import pipeline
+    from lrfer.faces import align as align_mod
+    from lrfer.faces import make_detector
+
+    detector = make_detector("mtcnn", "cpu", min_face=20)
+    image = torch.randint(0, 256, (3, 120, 160), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)  # the GPU's code path, on the CPU
+    with pipeline.timed_calls(torch.device("cpu"), list(pipeline.DETECT_STAGES)) as spent:
+        detector.detect([image])
+    assert spent["P-Net"] > 0, dict(spent)
+
+
+def test_gpu_busy_counts_each_kernel_once() -> None:
+    """``predict_folder.py --torch-profile``: kineto links each kernel to the operator that launched it
+    (its ``self_device_time_total``) and keeps the kernel as a device event of its own; summing every
+    event's self device time counted each kernel twice ("GPU busy" up to 2x, above 100 %)."""
+    import predict_folder
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import EventList, FunctionEvent
+
+    op = FunctionEvent(1, "aten::conv2d", 0, 0, 50, use_device="cuda", stack=[])
+    op.append_kernel("kernel", 0, 1000)  # as torch.autograd.profiler._parse_kineto_results does
+    kernel = FunctionEvent(2, "kernel", 0, 10, 1010, use_device="cuda", device_type=DeviceType.CUDA, stack=[])
+    events = EventList([op, kernel], use_device="cuda")
+    events._build_tree()
+    averages = events.key_averages()
+    assert "Self CUDA time total: 1.000ms" in averages.table(sort_by="self_device_time_total")
+    assert predict_folder.device_busy_us(averages) == 1000

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import operator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -82,9 +83,11 @@ def _storage_owner(node: fx.Node, modules: dict[str, nn.Module], owners: dict[fx
     its first input's, to be safe."""
     if node.op in ("placeholder", "get_attr"):
         return node
-    if isinstance(node.kwargs.get("out"), fx.Node):  # returns the tensor it wrote into
-        return owners[node.kwargs["out"]]
+    out = node.kwargs.get("out")
+    if isinstance(out, fx.Node):  # returns the tensor it wrote into
+        return owners[out]
     if node.op == "call_module":
+        assert isinstance(node.target, str)  # a call_module node's target is the module's name
         module = modules[node.target]
         if isinstance(module, NEW_TENSOR_MODULES) and not getattr(module, "inplace", False):
             return node
@@ -117,7 +120,7 @@ def _can_compute_into_first(node: fx.Node, owners: dict[fx.Node, fx.Node], order
 
 
 def _whole_tensor_of_result_type(first: fx.Node, node: fx.Node, owner: fx.Node) -> bool:
-    metas = [n.meta.get("tensor_meta") for n in (first, node, owner)]
+    metas: list[Any] = [n.meta.get("tensor_meta") for n in (first, node, owner)]  # TensorMetadata where known
     if any(not hasattr(m, "shape") for m in metas):
         return False
     first_meta, node_meta, owner_meta = metas

@@ -177,11 +177,11 @@ def frames_to_pandas(frames: Iterable[VideoFrame], file: str = "", classes: Sequ
 
 def faces_to_rows(faces: Iterable[Face] | Iterable[Iterable[Face]], files: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Flatten faces of one image (``list[Face]``) or of many (``list[list[Face]]``) into rows."""
-    items = list(faces)
+    items: list[Any] = list(faces)  # one image's faces or many images' groups: told apart by the first item
     if not items or isinstance(items[0], Face):
-        groups: list[list[Face]] = [items]  # type: ignore[list-item]
+        groups: list[list[Face]] = [items]
     else:
-        groups = [list(g) for g in items]  # type: ignore[arg-type]
+        groups = [list(g) for g in items]
     names = list(files) if files is not None else [str(i) if len(groups) > 1 else "" for i in range(len(groups))]
     if len(names) != len(groups):
         raise ValueError(f"got {len(names)} file names for {len(groups)} images")

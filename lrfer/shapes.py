@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import cast
 
 import torch
 
@@ -87,7 +88,7 @@ def run_bucketed(
         parts = [run_bucketed(net, part, min_rows) for part in x.split(max_rows)]
         if isinstance(parts[0], tuple):
             return tuple(torch.cat(outputs) for outputs in zip(*parts))
-        return torch.cat(parts)
+        return torch.cat(cast("list[torch.Tensor]", parts))  # net gives every part the first one's kind of output
     out = net(pad_rows(x, max(bucket(n), min_rows) if n else 0))
     if isinstance(out, tuple):
         return tuple(o[:n] for o in out)

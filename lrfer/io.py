@@ -181,7 +181,7 @@ def validate_array(arr: np.ndarray, what: str | None = None) -> np.ndarray:
         arr = np.repeat(arr, 3, axis=2)
     elif arr.shape[2] == 4:
         arr = arr[:, :, :3]
-    return np.require(arr, requirements="CW")  # writable: torch.from_numpy warns about read-only arrays
+    return np.require(arr, requirements=("C", "W"))  # writable: torch.from_numpy warns about read-only arrays
 
 
 def tensor_to_array(t: torch.Tensor, what: str | None = None) -> np.ndarray:

@@ -259,7 +259,7 @@ class AnnotatedVideoWriter:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             height, width = image.shape[:2]
-            self._writer = cv2.VideoWriter(opencv_path(self.path, "write video"), cv2.VideoWriter_fourcc(*ANNOTATED_FOURCC), self.fps, (width, height))
+            self._writer = cv2.VideoWriter(opencv_path(self.path, "write video"), cv2.VideoWriter.fourcc(*ANNOTATED_FOURCC), self.fps, (width, height))
             if not self._writer.isOpened():
                 raise RuntimeError(f"OpenCV cannot write the video {str(self.path)!r} ({ANNOTATED_FOURCC} codec)")
         self._writer.write(cv2.cvtColor(annotate(image, faces), cv2.COLOR_RGB2BGR))

@@ -103,6 +103,7 @@ def jpeg_compress(x: torch.Tensor, quality: int) -> torch.Tensor:
     for i, img in enumerate(arr):
         ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img.transpose(1, 2, 0)), [cv2.IMWRITE_JPEG_QUALITY, quality])
         dec = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        assert dec is not None  # a JPEG that imencode just wrote (it raises when it cannot)
         dec = dec[..., None] if dec.ndim == 2 else dec
         out[i] = torch.from_numpy(dec.transpose(2, 0, 1)).to(x.dtype) / 255
     return out.to(x.device)

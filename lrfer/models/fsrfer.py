@@ -69,6 +69,7 @@ class FeatureGenerator(nn.Module):
         self.body = nn.Sequential(*[RRDB(hidden, growth) for _ in range(num_blocks)])
         self.conv_out = nn.Conv2d(hidden, channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)  # start as the identity map on features
+        assert self.conv_out.bias is not None  # a Conv2d's bias is None only when built with bias=False
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ def askd_loss(student_maps: list[torch.Tensor], teacher_maps: list[torch.Tensor]
     loss = student_maps[0].new_zeros(())
     for s, t in zip(student_maps, teacher_maps):
         if t.shape[-2:] != s.shape[-2:]:
-            t = F.adaptive_avg_pool2d(t, s.shape[-2:])
+            t = F.adaptive_avg_pool2d(t, (s.shape[-2], s.shape[-1]))
         loss = loss + (1 - F.cosine_similarity(s.flatten(1), t.flatten(1), dim=1)).mean()
     return loss
 

@@ -30,6 +30,7 @@ import math
 from collections.abc import Callable, Sequence
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -145,6 +146,7 @@ class PNet(nn.Module):
         x = prelu_by_rows(self.conv2(x), self.prelu2.weight)
         x = prelu_by_rows(self.conv3(x), self.prelu3.weight)
         # Both 1x1 heads in one convolution: one pass over the 32-channel map instead of two.
+        assert self.conv4_1.bias is not None and self.conv4_2.bias is not None  # built with biases
         heads = F.conv2d(x, torch.cat([self.conv4_2.weight, self.conv4_1.weight]), torch.cat([self.conv4_2.bias, self.conv4_1.bias]))
         return heads[:, :4], self.softmax4_1(heads[:, 4:])
 
@@ -314,6 +316,16 @@ def weights_path(name: str) -> Path:
 @lru_cache(maxsize=None)
 def _verified_state_dict(name: str) -> dict[str, torch.Tensor]:
     return read_bundled_weights(weights_path(name), WEIGHT_SHA256[name], "MTCNN", "scripts/convert_mtcnn_weights.py")
+
+
+@overload
+def load_network(name: Literal["pnet"], device: torch.device | str = "cpu") -> PNet: ...
+@overload
+def load_network(name: Literal["rnet"], device: torch.device | str = "cpu") -> RNet: ...
+@overload
+def load_network(name: Literal["onet"], device: torch.device | str = "cpu") -> ONet: ...
+@overload
+def load_network(name: str, device: torch.device | str = "cpu") -> nn.Module: ...
 
 
 def load_network(name: str, device: torch.device | str = "cpu") -> nn.Module:
@@ -534,7 +546,7 @@ def pnet_candidates(
     return boxes, scores, box_offsets, image
 
 
-def run_pnet(pnet: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def run_pnet(pnet: PNet, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``pnet(x)`` for ``(N, 3, H, W)`` input, on CPU in bands of rows (:data:`CPU_ACTIVATION_BUDGET`).
 
     A band starting at an even row ``top`` with ``rows + PNET_BAND_OVERLAP`` input rows gives output
@@ -556,7 +568,7 @@ def run_pnet(pnet: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 def propose(
-    pnet: nn.Module,
+    pnet: PNet,
     resized: Callable[[tuple[int, int], int], torch.Tensor],
     image_size: tuple[int, int],
     scales: Sequence[float],
@@ -601,7 +613,7 @@ def merge_scales(
 
 
 def propose_padded(
-    pnet: nn.Module,
+    pnet: PNet,
     volume: MipVolume,
     runs: list[tuple[list[int], int, int, int]],
     scales: Sequence[float],
@@ -631,13 +643,13 @@ def propose_padded(
             continue
         canvas_hw = bucket_side(max(h for h, _ in framed)), bucket_side(max(w for _, w in framed))
         calls = [_pnet_on_canvas(pnet, volume, part, first, scale, k, canvas_hw) for part, first in zip(parts, firsts)]
-        offsets, probs, limits, scale_xy, row_image = zip(*(call for call in calls if call is not None))
-        offsets, probs = torch.cat(offsets), torch.cat(probs)
-        limits_t = to_device([v for part in limits for v in part], device)
-        scale_xy = to_device([v for part in scale_xy for v in part], device, torch.float32)
-        row_image = to_device([v for part in row_image for v in part], device)
-        inside = (torch.arange(probs.shape[1], device=device)[None, :, None] < limits_t[:, 0, None, None]) & (
-            torch.arange(probs.shape[2], device=device)[None, None, :] < limits_t[:, 1, None, None])
+        offset_parts, prob_parts, limit_parts, scale_parts, row_image_parts = zip(*(call for call in calls if call is not None))
+        offsets, probs = torch.cat(offset_parts), torch.cat(prob_parts)
+        limits = to_device([v for part in limit_parts for v in part], device)
+        scale_xy = to_device([v for part in scale_parts for v in part], device, torch.float32)
+        row_image = to_device([v for part in row_image_parts for v in part], device)
+        inside = (torch.arange(probs.shape[1], device=device)[None, :, None] < limits[:, 0, None, None]) & (
+            torch.arange(probs.shape[2], device=device)[None, None, :] < limits[:, 1, None, None])
         boxes, scores, box_offsets, row = pnet_candidates(offsets.float(), probs.masked_fill(~inside, -1.0), scale_xy, threshold)
         image = row_image[row]
         keep = batched_nms(boxes, scores, image, NMS_PER_SCALE)
@@ -665,7 +677,7 @@ def split_runs(runs: list[tuple[list[int], int, int, int]], most: int) -> list[l
 
 
 def _pnet_on_canvas(
-    pnet: nn.Module,
+    pnet: PNet,
     volume: MipVolume,
     runs: list[tuple[list[int], int, int, int]],
     first: int,
@@ -800,7 +812,7 @@ def _box_to_patch_maps(boxes: torch.Tensor, size: int) -> torch.Tensor:
     return maps
 
 
-def score_crops(net: nn.Module, volume: MipVolume, image: torch.Tensor, boxes: torch.Tensor,
+def score_crops(net: RNet | ONet, volume: MipVolume, image: torch.Tensor, boxes: torch.Tensor,
                 size: int) -> tuple[torch.Tensor, ...]:
     """``net`` on the ``size`` px crops of ``boxes`` (:func:`crop_boxes`), in passes of at most
     :data:`CROPS_PER_PASS` boxes: the same outputs, with the crops of one pass in memory at a time."""
@@ -811,7 +823,7 @@ def score_crops(net: nn.Module, volume: MipVolume, image: torch.Tensor, boxes: t
     return tuple(torch.cat(parts) for parts in zip(*passes))
 
 
-def run_chunked(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def run_chunked(net: RNet | ONet, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """``net(x)`` in chunks (:func:`crops_per_call`), outputs concatenated.
 
     The crops go in channels_last: R-Net and O-Net measured about 3x faster on CPU that way (their
@@ -823,7 +835,7 @@ def run_chunked(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(torch.cat(parts) for parts in zip(*outs))
 
 
-def crops_per_call(net: nn.Module, x: torch.Tensor) -> int:
+def crops_per_call(net: RNet | ONet, x: torch.Tensor) -> int:
     """Crops per R-Net / O-Net call: at most ``NET_CHUNK`` (a memory cap), and on CPU few enough that
     the largest feature map, the first convolution's output, fits :data:`CPU_ACTIVATION_BUDGET`."""
     if not align.cpu_tuned(x):
@@ -834,7 +846,7 @@ def crops_per_call(net: nn.Module, x: torch.Tensor) -> int:
 
 
 def refine(
-    rnet: nn.Module, volume: MipVolume, boxes: torch.Tensor, image: torch.Tensor, threshold: float
+    rnet: RNet, volume: MipVolume, boxes: torch.Tensor, image: torch.Tensor, threshold: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stage 2: R-Net rescoring of the candidates, NMS, regression; returns squared boxes, scores, image index."""
     if boxes.shape[0] == 0:
@@ -847,7 +859,7 @@ def refine(
 
 
 def output(
-    onet: nn.Module, volume: MipVolume, boxes: torch.Tensor, image: torch.Tensor, threshold: float
+    onet: ONet, volume: MipVolume, boxes: torch.Tensor, image: torch.Tensor, threshold: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stage 3: O-Net scores, final boxes and five landmarks, then "min" NMS; returns boxes, scores, landmarks, image."""
     if boxes.shape[0] == 0:
@@ -867,7 +879,7 @@ def points_in_image(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     return boxes[:, None, :2] + torch.stack([points[:, :5], points[:, 5:]], dim=-1) * size[:, None, :]
 
 
-def onet_landmarks(onet: nn.Module, volume: MipVolume, boxes: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+def onet_landmarks(onet: ONet, volume: MipVolume, boxes: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """O-Net's five landmarks (K, 5, 2) inside given boxes (squared first); no thresholds, no NMS."""
     if boxes.shape[0] == 0:
         return boxes.new_zeros(0, 5, 2)
@@ -917,9 +929,10 @@ class MTCNN(NetworkDetector):
             raise ValueError(f"max_face_fraction must be in (0, 1]; got {max_face_fraction}")
         self.max_face_fraction = max_face_fraction
         self.pnet_precision = pnet_precision
-        self.pnet = load_network("pnet").to(PNET_DTYPES[pnet_precision], memory_format=torch.channels_last)
-        self.rnet = load_network("rnet").to(memory_format=torch.channels_last)
-        self.onet = load_network("onet").to(memory_format=torch.channels_last)
+        # torch's stubs leave out Module.to's memory_format
+        self.pnet: PNet = load_network("pnet").to(PNET_DTYPES[pnet_precision], memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.rnet: RNet = load_network("rnet").to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.onet: ONet = load_network("onet").to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.to(device)
 
     @detection_mode()
@@ -976,9 +989,9 @@ class MTCNN(NetworkDetector):
                 parts.append((boxes, scores, to_device(members, self.device)[local]))
         else:
             for group in images_by_size_bucket(images):
-                scales = {size: self._scales(*size) for size in group}
-                runs = [(members, height, width, len(scales[height, width])) for (height, width), members in group.items()]
-                longest = max(scales.values(), key=len)
+                scales_by_size = {size: self._scales(*size) for size in group}
+                runs = [(members, height, width, len(scales_by_size[height, width])) for (height, width), members in group.items()]
+                longest = max(scales_by_size.values(), key=len)
                 boxes, scores, local = propose_padded(self.pnet, volume, runs, longest, self.thresholds[0], most=PHOTO_ROWS)
                 parts.append((boxes, scores, to_device([n for members, *_ in runs for n in members], self.device)[local]))
         boxes, scores, image = (torch.cat(p) for p in zip(*parts))

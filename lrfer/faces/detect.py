@@ -194,6 +194,7 @@ def detection_mode() -> Iterator[None]:
     detection (any thread) exits."""
     global _tf32_users, _tf32_before
     conv = getattr(torch.backends.cudnn, "conv", None)
+    value: str | bool
     if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
         owner, setting, value = conv, "fp32_precision", "tf32" if DETECTOR_TF32 else "ieee"
     else:
@@ -229,7 +230,10 @@ class NetworkDetector(torch.nn.Module):
 class Detector(Protocol):
     """Anything with a ``device`` and ``detect(images) -> list[Detections]``."""
 
-    device: torch.device
+    @property
+    def device(self) -> torch.device:
+        """Where the detector computes (a plain attribute or a read-only property)."""
+        ...
 
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:
         """One :class:`Detections` per ``(3, H, W)`` uint8 RGB image."""
@@ -452,7 +456,8 @@ MIN_FACE_PX = 12
 
 def check_min_face(min_face: object) -> None:
     """ValueError unless ``min_face`` is a number of pixels >= :data:`MIN_FACE_PX`, for every detector alike."""
-    if isinstance(min_face, bool) or not isinstance(min_face, numbers.Real) or not min_face >= MIN_FACE_PX:
+    # typeshed's numbers.Real declares no __ge__, though every real number has one
+    if isinstance(min_face, bool) or not isinstance(min_face, numbers.Real) or not min_face >= MIN_FACE_PX:  # type: ignore[operator]
         raise ValueError(f"min_face must be a number of pixels >= {MIN_FACE_PX} (MTCNN's smallest window); "
                          f"got {min_face!r}")
 

@@ -25,7 +25,7 @@ import numbers
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, overload
 
 import numpy as np
 import torch
@@ -180,7 +180,7 @@ def load(
     pnet_precision = "bf16" if precision == "bf16" else "fp32"
     det = make_detector(det_name, dev, min_face=min_face, pnet_precision=pnet_precision,
                         close_ups=close_ups) if det_name else None
-    return Recognizer(model, model.pretrained_cfg, dev, det, precision)
+    return Recognizer(model, model.pretrained_cfg, dev, det, precision)  # type: ignore[arg-type]  # a ModelSpec (load_model)
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -228,7 +228,7 @@ def frames_ahead(device: torch.device, height: int, width: int) -> int:
     """
     most, pixel_budget = step_limits(device)
     pixels = max(1, height * width)
-    return max(1, min(most, pixel_budget // pixels, READ_AHEAD_BYTES // (3 * pixels)))
+    return max(1, int(min(most, pixel_budget // pixels, READ_AHEAD_BYTES // (3 * pixels))))  # a float budget: math.inf on CPU
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -266,7 +266,7 @@ def _gray_float(arr: np.ndarray, rgb: bool) -> np.ndarray:
     """
     if rgb:
         return (arr[..., :3].astype(np.float32) @ GRAY_WEIGHTS) / 255
-    return torch.from_numpy(np.require(arr, requirements="CW")).float().div_(255).numpy()  # read-only: copied (torch warns)
+    return torch.from_numpy(np.require(arr, requirements=("C", "W"))).float().div_(255).numpy()  # read-only: copied (torch warns)
 
 
 def _check_crop_array(crops: np.ndarray, batch: bool = True) -> np.ndarray:
@@ -336,7 +336,7 @@ def crops_to_gray(crops: np.ndarray | Sequence[Any], size: int = HR_SIZE) -> tor
     return torch.from_numpy(np.stack([_crop_to_gray(c, i, size) for i, c in enumerate(crops)])).unsqueeze(1)
 
 
-def _is_tensor(obj: Any) -> bool:
+def _is_tensor(obj: Any) -> TypeGuard[torch.Tensor]:
     return isinstance(obj, torch.Tensor)
 
 
@@ -448,7 +448,7 @@ class Recognizer:
     ) -> None:
         # channels_last: ~1.5x faster convolutions on CPU (measured in benchmarks/throughput.py) and
         # the layout tensor cores want on CUDA.
-        self.model = model.eval().to(memory_format=torch.channels_last)
+        self.model: nn.Module = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # memory_format: missing from torch's stubs
         self.spec = spec
         self.device = torch.device(device)
         check_precision(precision, self.device)

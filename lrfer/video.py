@@ -15,7 +15,7 @@ import math
 import os
 import queue
 import threading
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -122,7 +122,7 @@ def check_every(every: int) -> int:
     return every
 
 
-def read_frames(path: str | os.PathLike, every: int = 1) -> Iterator[tuple[int, float, np.ndarray]]:
+def read_frames(path: str | os.PathLike, every: int = 1) -> Generator[tuple[int, float, np.ndarray], None, None]:
     """``(frame index, time in seconds, RGB uint8 (H, W, 3))`` for every ``every``-th frame from the
     first, decoded one by one. Skipped frames are only grabbed (no colour conversion). ValueError
     when the file cannot be opened or yields no frame at all.
@@ -176,7 +176,7 @@ def prepend(first: T, rest: Generator[T, None, None]) -> Generator[T, None, None
         rest.close()
 
 
-def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
+def read_ahead(items: Iterable[T], depth: int) -> Generator[T, None, None]:
     """``items``, produced by a background thread at most ``depth`` items ahead of the consumer.
 
     An exception in the producer is raised in the consumer, at the point it happened. Closing the

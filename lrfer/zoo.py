@@ -1060,7 +1060,7 @@ def load_model(spec: WeightSpec, device: "str | torch.device" = "cpu",
     _check_state_dict(model, state, model_spec)
     model.load_state_dict(state, strict=True)
     model = model.to(device).eval()
-    model.pretrained_cfg = model_spec
+    model.pretrained_cfg = model_spec  # type: ignore[assignment]  # torch's stubs: a Module's attributes are tensors or modules
     logger.info("loaded %s from %s", model_spec.name, path)
     return model
 

@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from lrfer import __version__
 
@@ -312,7 +312,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
-                   write: Callable[[dict[str, Any]], None], counts: dict[str, int]) -> None:
+                   write: Callable[[dict[str, Any]], object], counts: dict[str, int]) -> None:
     """Every ``--every``-th frame of one video: rows with ``frame`` and ``time_s``, and with
     ``--annotate DIR`` an annotated copy ``DIR/<rel>`` with suffix ``.mp4``."""
     from tqdm import tqdm
@@ -385,7 +385,7 @@ def use_few_cpu_threads_for_gpu(device: Any) -> None:
 
 
 def _predict_batch(rec: Any, batch: list[tuple[int, Any]], files: ImageFiles,
-                   args: argparse.Namespace, write: Callable[[dict[str, Any]], None], counts: dict[str, int]) -> None:
+                   args: argparse.Namespace, write: Callable[[dict[str, Any]], object], counts: dict[str, int]) -> None:
     good = []
     for index, item in batch:
         if isinstance(item, str):
@@ -488,12 +488,15 @@ def _decoded_batches(dataset: ImageFileDataset, workers: int, image_batch: int,
     in-process once they report an error (workers start in ``iter()``, first use shared memory in
     ``next()``). A worker killed while this process is busy (the OOM killer) is torch's error: it
     stops the run."""
-    from torch.utils.data import DataLoader, Subset
+    from torch.utils.data import DataLoader, Dataset, Subset
 
     from lrfer.io import pack_images
 
+    # torch annotates DataLoader and Subset with its Dataset class; they read any map-style dataset
+    files = cast("Dataset[tuple[int, Any]]", dataset)
+
     def loader(n: int, first: int) -> Iterator[PackedImages]:
-        data = dataset if first == 0 else Subset(dataset, range(first, len(dataset)))
+        data = files if first == 0 else Subset(files, range(first, len(dataset)))
         return iter(DataLoader(data, batch_size=decode_batch, shuffle=False, num_workers=n, collate_fn=pack_images,
                                prefetch_factor=decode_prefetch(image_batch, n, decode_batch) if n else None,
                                persistent_workers=False, timeout=DECODE_TIMEOUT_S if n else 0))
@@ -555,7 +558,7 @@ class open_writer:  # noqa: N801 - used like open()
         self.columns = row_columns(classes, video=video)  # with video: image rows leave frame/time_s empty
         self.fh: TextIO | None = None
 
-    def __enter__(self) -> Callable[[dict[str, Any]], None]:
+    def __enter__(self) -> Callable[[dict[str, Any]], object]:
         if self.path is None:
             return TableWriter(self.columns, sys.stdout)
         suffix = self.path.suffix.lower()

@@ -244,9 +244,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = _checked_dataset_name(args.dataset_name) if args.dataset_name else _dataset_name(args.data)
     name = _variant_name(args.recipe, recipe.arch, dataset, recipe.resolution)
     train = load_faces(args.data, "train")
-    val_path = args.val or _default_val(args.data)
+    val_path: Path | None = args.val or _default_val(args.data)
     val = load_faces(val_path, "test") if val_path else None
-    if val is None:
+    if val_path is None:
         log.warning("no validation data (pass --val): %s will be exported uncalibrated (temperature 1.0) and "
                     "without metrics", name)
     elif _same_file(val_path, args.data) and is_rafdb(args.data):

@@ -20,7 +20,7 @@ import time
 import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 import torch
@@ -34,6 +34,11 @@ from lrfer.train import losses
 from lrfer.train.augment import random_affine, random_erase
 from lrfer.train.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from lrfer.train.datasets import FaceSet
+
+if TYPE_CHECKING:
+    from lrfer.models.fsrfer import FSRFER
+    from lrfer.models.gmenet import GMENet
+    from lrfer.models.manet import MANet
 
 log = logging.getLogger(__name__)
 TEACHER_NAME = "resnet18-fer2013-48px"
@@ -442,10 +447,11 @@ def _check_kd_teacher(kd_teacher: nn.Module | None, recipe: Recipe) -> None:
 def _check_attention_teacher(teacher: nn.Module | None, recipe: Recipe, student: nn.Module) -> None:
     """Attention similarity compares every attention module of the student with the teacher's
     matching one, channel by channel: the teacher needs the same modules, of the same widths."""
-    from lrfer.models.gmenet import AttentionRecorder
+    from lrfer.models.gmenet import AttentionRecorder, ChannelAttention
 
     def channel_widths(model: nn.Module) -> list[int]:
-        return [m.mlp[-1].out_channels for m in AttentionRecorder(model).modules if hasattr(m, "mlp")]
+        return [cast(nn.Conv2d, m.mlp[-1]).out_channels for m in AttentionRecorder(model).modules
+                if isinstance(m, ChannelAttention)]
 
     widths = channel_widths(student)
     fits = (f"a 48 px GME-Net with the student's attention modules (channel widths {widths}): a .safetensors "
@@ -504,20 +510,38 @@ class Trainer:
             from lrfer.models.fsrfer import FeatureDiscriminator
 
             assert self.teacher is not None  # _check_teacher
-            self.model.extractor.load_state_dict(self.teacher.state_dict())
-            self.model.extractor.requires_grad_(False)
-            channels = self.model.extractor.stage_widths[self.model.sr_stage]
+            model = self._fsr_model
+            model.extractor.load_state_dict(self.teacher.state_dict())
+            model.extractor.requires_grad_(False)
+            channels = model.extractor.stage_widths[model.sr_stage]
             self.discriminator = FeatureDiscriminator(channels).to(self.device)
             self.modules["discriminator"] = self.discriminator
-            self.optimizers["generator"] = torch.optim.Adam(self.model.generator.parameters(), r.lr, betas=(0.9, 0.99))
+            self.optimizers["generator"] = torch.optim.Adam(model.generator.parameters(), r.lr, betas=(0.9, 0.99))
             self.optimizers["discriminator"] = torch.optim.Adam(self.discriminator.parameters(), r.lr, betas=(0.9, 0.99))
-            self.schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, total) for o in self.optimizers.values()]
+            self.schedulers: list[torch.optim.lr_scheduler.LRScheduler] = [
+                torch.optim.lr_scheduler.CosineAnnealingLR(o, total) for o in self.optimizers.values()]
             self.step_fn: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] = self._fsr_step
             return
         opt = torch.optim.SGD(self.model.parameters(), r.lr, momentum=0.9, nesterov=True, weight_decay=r.weight_decay)
         self.optimizers["model"] = opt
         self.schedulers = [torch.optim.lr_scheduler.OneCycleLR(opt, r.lr, total_steps=total, pct_start=0.15)]
         self.step_fn = self._distill_step if r.method == "distill" else self._supervised_step
+
+    # -- the network as its method reads it (the recipe's architecture) ------------------------
+    @property
+    def _fsr_model(self) -> FSRFER:
+        """The network of the ``fsr`` method, FSR-FER."""
+        return cast("FSRFER", self.model)
+
+    @property
+    def _distilled_model(self) -> GMENet:
+        """The network of the ``distill`` method, a GME-Net."""
+        return cast("GMENet", self.model)
+
+    @property
+    def _branched_model(self) -> MANet:
+        """The network trained with ``branch_losses``, MA-Net (:func:`check_recipe`)."""
+        return cast("MANet", self.model)
 
     # -- steps ---------------------------------------------------------------------------------
     def _degrade(self, hr: torch.Tensor) -> torch.Tensor:
@@ -544,7 +568,7 @@ class Trainer:
         weighted as the branches' logits are blended for serving."""
         from lrfer.models.manet import GLOBAL_WEIGHT, LOCAL_WEIGHT
 
-        local, global_ = self.model.forward_branches(x)
+        local, global_ = self._branched_model.forward_branches(x)
         smoothing = self.recipe.label_smoothing
         local_loss = F.cross_entropy(local, y, label_smoothing=smoothing)
         global_loss = F.cross_entropy(global_, y, label_smoothing=smoothing)
@@ -562,7 +586,8 @@ class Trainer:
         if self.kd_teacher is not None:
             with torch.no_grad():
                 teacher_logits = self.kd_teacher(low_res)
-        logits = self.model.fc(self.model.dropout(features))
+        model = self._distilled_model
+        logits = model.fc(model.dropout(features))
         ce = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing)
         kd = losses.distillation_kl(logits, teacher_logits, r.kd_temperature)
         loss = ce + r.att_weight * att + r.kd_weight * kd
@@ -573,11 +598,13 @@ class Trainer:
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Student features, the attention-transfer loss against the ResNet-18 teacher's stages, and
         the teacher's logits on the 48 px face."""
-        assert self.teacher is not None
+        from lrfer.models.resnet import ResNet
+
+        assert isinstance(self.teacher, ResNet)  # _check_teacher
         with torch.no_grad():
             teacher_maps = self.teacher.forward_features(hr)
             teacher_logits = self.teacher.head(teacher_maps[-1])
-        features, student_maps = self.model.forward_features(low_res)
+        features, student_maps = self._distilled_model.forward_features(low_res)
         return features, losses.attention_transfer_loss(student_maps, teacher_maps[: len(student_maps)]), teacher_logits
 
     def _attention_similarity(self, hr: torch.Tensor, low_res: torch.Tensor
@@ -590,11 +617,11 @@ class Trainer:
         with torch.no_grad(), AttentionRecorder(self.teacher) as teacher_attention:
             teacher_logits = self.teacher(hr)
         with AttentionRecorder(self.model) as student_attention:
-            features, _ = self.model.forward_features(low_res)
+            features, _ = self._distilled_model.forward_features(low_res)
         return features, losses.askd_loss(student_attention.maps, teacher_attention.maps), teacher_logits
 
     def _fsr_step(self, hr: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        r, model, disc = self.recipe, self.model, self.discriminator
+        r, model, disc = self.recipe, self._fsr_model, self.discriminator
         assert disc is not None
         with torch.no_grad():
             hr_feat = model.extractor.stem_to_stage(normalize(hr), model.sr_stage)
@@ -621,7 +648,7 @@ class Trainer:
     def _set_train_mode(self) -> None:
         self.model.train()
         if self.recipe.method == "fsr":
-            self.model.extractor.eval()  # fixed extractor: frozen BatchNorm statistics too
+            self._fsr_model.extractor.eval()  # fixed extractor: frozen BatchNorm statistics too
 
     def _checkpoint_path(self) -> Path:
         return self.work_dir / "checkpoint.json"

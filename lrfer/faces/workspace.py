@@ -71,7 +71,9 @@ def reusable_empty(
     buffer, holder, alone = _slots.buffers.get(slot, (None, None, None))
     in_use = holder is not None and holder() is not None
     if not in_use and buffer is not None and alone is not None:
-        in_use = _memory_users(buffer) > alone  # a view or array of the tensor lent last outlived it
+        users = _memory_users(buffer)
+        assert users is not None  # torch counts users, as it did for alone
+        in_use = users > alone  # a view or array of the tensor lent last outlived it
     if in_use or numel * torch.empty(0, dtype=dtype).element_size() > MAX_REUSED_BYTES:  # in every torch >= 2.1
         return torch.empty(memory_shape, dtype=dtype).permute(inverse)
     if buffer is None or buffer.dtype != dtype or buffer.numel() < numel:

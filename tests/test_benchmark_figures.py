@@ -2,7 +2,6 @@
 (``cpu_tuned`` switched off) and how they add up the profiler's device time."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest

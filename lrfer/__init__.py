@@ -31,13 +31,22 @@ _LAZY: dict[str, str] = {
     "load_image": "lrfer.io:load_image",
     "CLASSES": "lrfer.constants:CLASSES",
     "keep_freed_memory": "lrfer.allocator:keep_freed_memory",
+    "UnknownModelError": "lrfer.zoo:UnknownModelError",
+    "DatasetUnavailableError": "lrfer.zoo:DatasetUnavailableError",
+    "ChecksumError": "lrfer.zoo:ChecksumError",
+    "ManifestError": "lrfer.zoo:ManifestError",
+    "StateDictMismatchError": "lrfer.zoo:StateDictMismatchError",
+    "UnsupportedFormatError": "lrfer.zoo:UnsupportedFormatError",
+    "NotCachedError": "lrfer.zoo:NotCachedError",
+    "HubDownloadError": "lrfer.zoo:HubDownloadError",
 }
 
 # Written out (not built from _LAZY) so that type checkers see what lrfer exports.
 __all__ = [
     "__version__", "load", "Recognizer", "Face", "VideoFrame", "faces_to_pandas", "faces_to_rows",
     "frames_to_pandas", "list_models", "get_spec", "info", "download", "ModelSpec", "load_image", "CLASSES",
-    "keep_freed_memory",
+    "keep_freed_memory", "UnknownModelError", "DatasetUnavailableError", "ChecksumError", "ManifestError",
+    "StateDictMismatchError", "UnsupportedFormatError", "NotCachedError", "HubDownloadError",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,18 +56,25 @@ if TYPE_CHECKING:  # pragma: no cover
     from lrfer.recognizer import Recognizer as Recognizer, load as load
     from lrfer.results import (Face as Face, VideoFrame as VideoFrame, faces_to_pandas as faces_to_pandas,
                                faces_to_rows as faces_to_rows, frames_to_pandas as frames_to_pandas)
-    from lrfer.zoo import (ModelSpec as ModelSpec, download as download, get_spec as get_spec, info as info,
-                           list_models as list_models)
+    from lrfer.zoo import (ChecksumError as ChecksumError, DatasetUnavailableError as DatasetUnavailableError,
+                           HubDownloadError as HubDownloadError, ManifestError as ManifestError,
+                           ModelSpec as ModelSpec, NotCachedError as NotCachedError,
+                           StateDictMismatchError as StateDictMismatchError,
+                           UnknownModelError as UnknownModelError, UnsupportedFormatError as UnsupportedFormatError,
+                           download as download, get_spec as get_spec, info as info, list_models as list_models)
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'lrfer' has no attribute {name!r}")
-    module_name, attr = target.split(":")
-    value = getattr(importlib.import_module(module_name), attr)
-    globals()[name] = value  # cache: later lookups skip __getattr__
-    return value
+# Hidden from type checkers, which read a module-level __getattr__ as "any other name exists" (typed
+# Any): they see the names above, the only ones it serves, and flag a misspelt or unexported one.
+if not TYPE_CHECKING:
+    def __getattr__(name: str) -> Any:
+        target = _LAZY.get(name)
+        if target is None:
+            raise AttributeError(f"module 'lrfer' has no attribute {name!r}")
+        module_name, attr = target.split(":")
+        value = getattr(importlib.import_module(module_name), attr)
+        globals()[name] = value  # cache: later lookups skip __getattr__
+        return value
 
 
 def __dir__() -> list[str]:

@@ -20,7 +20,7 @@ DEFAULT_COLOR = (0, 220, 120)
 COLOUR_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif"})
 
 
-def annotated_path(path: str | os.PathLike) -> Path:
+def annotated_path(path: str | os.PathLike[str]) -> Path:
     """The name :func:`save_annotated` writes ``path`` under: its own suffix if OpenCV writes colour
     images in that format, else ``.png``.
 
@@ -110,7 +110,7 @@ def label_position(box: tuple[int, int, int, int], label: tuple[int, int], image
     return left, baseline
 
 
-def save_annotated(path: str | os.PathLike, image: np.ndarray, faces: Sequence[Face]) -> Path:
+def save_annotated(path: str | os.PathLike[str], image: np.ndarray, faces: Sequence[Face]) -> Path:
     """Write :func:`annotate`'s drawing of ``image`` to :func:`annotated_path` of ``path`` (folders
     created; format from the suffix, PNG for a name without one or with one OpenCV cannot write in
     colour); return where.

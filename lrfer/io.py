@@ -29,7 +29,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 )
 
 #: Everything :func:`load_image` accepts.
-ImageLike = Union[str, os.PathLike, np.ndarray, "torch.Tensor", Any]
+ImageLike = Union[str, os.PathLike[str], np.ndarray, "torch.Tensor", Any]
 
 
 def describe(obj: Any) -> str:
@@ -48,7 +48,7 @@ def is_image_like(obj: Any) -> bool:
     return not isinstance(obj, (list, tuple))
 
 
-def read_image_file(path: str | os.PathLike) -> np.ndarray:
+def read_image_file(path: str | os.PathLike[str]) -> np.ndarray:
     """Decode an image file to RGB ``uint8 (H, W, 3)``, honouring EXIF orientation.
 
     >>> img = read_image_file("examples/group1.jpg")  # doctest: +SKIP
@@ -371,7 +371,7 @@ class ImageFiles(Sequence[tuple[Path, Path]]):
         return os.fsdecode(bytes(self._paths[i]))
 
 
-def iter_image_files(paths: Iterable[str | os.PathLike]) -> ImageFiles:
+def iter_image_files(paths: Iterable[str | os.PathLike[str]]) -> ImageFiles:
     """Expand files and folders (recursively, sorted) into ``(path, relative_name)`` pairs.
 
     Files given explicitly are kept whatever their extension; folders contribute files with an
@@ -446,7 +446,7 @@ class ImageFileDataset:
     Batch them with :func:`pack_images`.
     """
 
-    def __init__(self, files: Sequence[str | os.PathLike] | ImageFiles) -> None:
+    def __init__(self, files: Sequence[str | os.PathLike[str]] | ImageFiles) -> None:
         self.files = files if isinstance(files, ImageFiles) else list(files)
 
     def __len__(self) -> int:

@@ -24,7 +24,7 @@ import math
 import numbers
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, overload
 
 import numpy as np
@@ -132,7 +132,7 @@ def normalize_detector_name(detector: str | None) -> str | None:
 
 
 def load(
-    spec: str | os.PathLike | ModelSpec | None = None,
+    spec: str | os.PathLike[str] | ModelSpec | None = None,
     device: str | torch.device | None = None,
     detector: str | None = "auto",
     min_face: int = 20,
@@ -308,7 +308,7 @@ def _crop_to_gray(crop: Any, index: int, size: int) -> np.ndarray:
     return np.clip(out, 0, 1)
 
 
-def crops_to_gray(crops: np.ndarray | Sequence[Any], size: int = HR_SIZE) -> torch.Tensor:
+def crops_to_gray(crops: np.ndarray | torch.Tensor | Sequence[Any], size: int = HR_SIZE) -> torch.Tensor:
     """Tight face crops of any size -> float ``(N, 1, size, size)`` gray in 0..1 (CPU), ``size`` being
     48 or a model's native resolution: each crop is resized once, straight to it (exact area when
     shrinking, bicubic when enlarging), so a crop already at the native size is used as it is.
@@ -450,7 +450,7 @@ class Recognizer:
         # the layout tensor cores want on CUDA.
         self.model: nn.Module = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # memory_format: missing from torch's stubs
         self.spec = spec
-        self.device = torch.device(device)
+        self.device: torch.device = torch.device(device)
         check_precision(precision, self.device)
         self.precision = precision
         self._network = self._inference_network()
@@ -567,11 +567,11 @@ class Recognizer:
         return torch.cat(parts).numpy()
 
     # -- crops ------------------------------------------------------------------------------------
-    def predict_crops(self, crops: np.ndarray | Sequence[Any], batch_size: int = 256) -> np.ndarray:
+    def predict_crops(self, crops: np.ndarray | torch.Tensor | Sequence[Any], batch_size: int = 256) -> np.ndarray:
         """Probabilities ``(N, len(classes))`` for already-cropped faces (FER2013-like tight framing).
 
-        ``crops``: ``uint8`` array ``(N, H, W)`` gray or ``(N, H, W, 3)`` RGB, or a list of crops of
-        any sizes. Each is converted to gray (ITU-R 601) and resized once, straight to the model's
+        ``crops``: ``uint8`` array (or tensor) ``(N, H, W)`` gray or ``(N, H, W, 3)`` RGB, or a list of
+        crops of any sizes. Each is converted to gray (ITU-R 601) and resized once, straight to the model's
         native size (exact area averaging when shrinking, as training degrades its 48 px faces; bicubic
         when enlarging): a crop already at the native size goes to the network unchanged.
 
@@ -611,7 +611,8 @@ class Recognizer:
         yield from in_steps(loaded, self.device, lambda array: array)
 
     # -- videos -----------------------------------------------------------------------------------
-    def predict_video(self, video: str | os.PathLike, every: int = 1, batch_size: int = 256) -> Iterator[VideoFrame]:
+    def predict_video(self, video: str | os.PathLike[str], every: int = 1, batch_size: int = 256
+                      ) -> Generator[VideoFrame, None, None]:
         """Detect faces and read their expressions in every ``every``-th frame of a video file.
 
         A generator of :class:`~lrfer.results.VideoFrame` (frame index, time in seconds, faces), in
@@ -627,8 +628,8 @@ class Recognizer:
         return (frame for frame, _ in self.predict_video_frames(video, every, batch_size))
 
     def predict_video_frames(
-        self, video: str | os.PathLike, every: int = 1, batch_size: int = 256
-    ) -> Iterator[tuple[VideoFrame, np.ndarray]]:
+        self, video: str | os.PathLike[str], every: int = 1, batch_size: int = 256
+    ) -> Generator[tuple[VideoFrame, np.ndarray], None, None]:
         """:meth:`predict_video`, each result with its frame's RGB ``uint8 (H, W, 3)`` pixels (to draw on)."""
         from lrfer.video import prepend, read_frames
 
@@ -641,7 +642,7 @@ class Recognizer:
 
     def _video_steps(
         self, decoded: Iterator[tuple[int, float, np.ndarray]], batch_size: int, ahead: int
-    ) -> Iterator[tuple[VideoFrame, np.ndarray]]:
+    ) -> Generator[tuple[VideoFrame, np.ndarray], None, None]:
         from lrfer.video import read_ahead
 
         frames = read_ahead(decoded, depth=ahead)

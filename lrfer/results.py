@@ -5,7 +5,10 @@ import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd  # optional: without pandas (or its stubs) type checkers read Any
 
 Box = tuple[float, float, float, float]
 Landmarks = tuple[tuple[float, float], ...]
@@ -105,7 +108,7 @@ class Face:
         row.update({k: float(v) for k, v in self.probs.items()})
         return row
 
-    def to_pandas(self) -> Any:
+    def to_pandas(self) -> pd.DataFrame:
         """This face as a one-row ``pandas.DataFrame`` (needs ``pip install pandas``)."""
         return faces_to_pandas([self])
 
@@ -161,7 +164,7 @@ class VideoFrame:
                 for j, face in enumerate(self.faces)]
 
 
-def frames_to_pandas(frames: Iterable[VideoFrame], file: str = "", classes: Sequence[str] | None = None) -> Any:
+def frames_to_pandas(frames: Iterable[VideoFrame], file: str = "", classes: Sequence[str] | None = None) -> pd.DataFrame:
     """The faces of video frames as a ``pandas.DataFrame``, one row per face (columns of
     :meth:`VideoFrame.to_rows`, ``time_s`` NaN when the frame rate is unknown; needs ``pip install
     pandas``). With no face at all, no rows but the same columns (``classes``: the model's, default
@@ -189,7 +192,7 @@ def faces_to_rows(faces: Iterable[Face] | Iterable[Iterable[Face]], files: Seque
 
 
 def faces_to_pandas(faces: Iterable[Face] | Iterable[Iterable[Face]], files: Sequence[str] | None = None,
-                    classes: Sequence[str] | None = None) -> Any:
+                    classes: Sequence[str] | None = None) -> pd.DataFrame:
     """Faces as a ``pandas.DataFrame``, one row per face (columns of :meth:`Face.to_row`). With no
     face, no rows but the same columns (``classes``: the model's, default :data:`~lrfer.constants.CLASSES`).
 
@@ -198,7 +201,7 @@ def faces_to_pandas(faces: Iterable[Face] | Iterable[Iterable[Face]], files: Seq
     return _table("faces_to_pandas", faces_to_rows(faces, files), classes, video=False)
 
 
-def _table(what: str, rows: list[dict[str, Any]], classes: Sequence[str] | None, video: bool) -> Any:
+def _table(what: str, rows: list[dict[str, Any]], classes: Sequence[str] | None, video: bool) -> pd.DataFrame:
     from lrfer.constants import CLASSES
 
     columns = list(rows[0]) if rows else row_columns(CLASSES if classes is None else classes, video)

@@ -35,12 +35,12 @@ logger = logging.getLogger(__name__)
 ENDED_EARLY = "lrfer_video_ended_early"
 
 
-def is_video_file(path: str | os.PathLike) -> bool:
+def is_video_file(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` has a video suffix (:data:`VIDEO_EXTENSIONS`)."""
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
-def iter_video_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Path]]:
+def iter_video_files(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
     """The video files among ``paths`` and in their folders (recursively, sorted), as ``(path,
     relative_name)`` pairs like :func:`~lrfer.io.iter_image_files` (``relative_name``: the path
     inside its folder argument, the file name for file arguments).
@@ -72,7 +72,7 @@ class VideoInfo:
     height: int
 
 
-def open_video(path: str | os.PathLike) -> Any:  # -> cv2.VideoCapture
+def open_video(path: str | os.PathLike[str]) -> Any:  # -> cv2.VideoCapture
     """An opened ``cv2.VideoCapture``; ValueError naming the file when it is missing or unreadable."""
     import cv2
 
@@ -99,7 +99,7 @@ def opencv_path(path: Path, action: str) -> str:
     return text
 
 
-def video_info(path: str | os.PathLike) -> VideoInfo:
+def video_info(path: str | os.PathLike[str]) -> VideoInfo:
     """:class:`VideoInfo` of a video file (ValueError if it cannot be opened)."""
     import cv2
 
@@ -122,7 +122,7 @@ def check_every(every: int) -> int:
     return every
 
 
-def read_frames(path: str | os.PathLike, every: int = 1) -> Generator[tuple[int, float, np.ndarray], None, None]:
+def read_frames(path: str | os.PathLike[str], every: int = 1) -> Generator[tuple[int, float, np.ndarray], None, None]:
     """``(frame index, time in seconds, RGB uint8 (H, W, 3))`` for every ``every``-th frame from the
     first, decoded one by one. Skipped frames are only grabbed (no colour conversion). ValueError
     when the file cannot be opened or yields no frame at all.
@@ -246,7 +246,7 @@ class AnnotatedVideoWriter:
     """Writes RGB frames with their faces drawn (:func:`~lrfer.annotate.annotate`) to a video file;
     the frame size is taken from the first frame. Use as a context manager."""
 
-    def __init__(self, path: str | os.PathLike, fps: float) -> None:
+    def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
         self.path = Path(path)
         self.fps = writable_fps(fps)
         self._writer: Any = None

@@ -6,10 +6,10 @@ full commit, sha256, licences, metrics). An entry is parsed into a frozen :class
 rejects unknown and missing keys, and the spec is attached to every loaded model as
 ``model.pretrained_cfg``.
 
-The load path is straight: :func:`resolve` (spec -> verified local ``.safetensors`` path) ->
-``build_model(arch, **config)`` -> ``safetensors.torch.load_file`` -> ``load_state_dict(strict=True)``
--> ``eval()``. The sha256 is always checked before use and only safetensors files are accepted (no
-pickle). ``torch`` and ``huggingface_hub`` are imported inside functions so ``import lrfer.zoo`` is
+The load path is straight: :func:`resolve` (spec -> verified local ``.safetensors`` path) -> the file's
+bytes read once, re-hashed and loaded (``safetensors.torch.load``) -> the network laid out on the meta device
+and compared with them -> ``build_model(arch, **config)`` -> ``load_state_dict(strict=True)`` -> ``eval()``.
+The sha256 is always checked before use and only safetensors files are accepted (no pickle). ``torch`` and ``huggingface_hub`` are imported inside functions so ``import lrfer.zoo`` is
 light.
 
 Weight specs accepted by :func:`resolve` / :func:`load_model`:
@@ -972,7 +972,8 @@ def _check_state_dict(model: "nn.Module", state: Mapping[str, "torch.Tensor"], s
 
 
 class _OverBudget(Exception):
-    """The network being built already holds more parameters than the weights file (see :func:`_dry_build`)."""
+    """Building the network has called torch far more often than the weights file's tensors call for (see
+    :func:`_dry_build`)."""
 
 
 def _dry_build(spec: ModelSpec, path: Path, state: Mapping[str, "torch.Tensor"]) -> None:
@@ -981,45 +982,50 @@ def _dry_build(spec: ModelSpec, path: Path, state: Mapping[str, "torch.Tensor"])
     The config comes from the file or its ``lrfer_config.json``: one asking for a width of 10**6 or a million
     blocks would otherwise allocate gigabytes (or run for hours) before the strict load found that the file
     does not fit. On the meta device a width costs nothing; the number of modules costs time, so the build is
-    stopped once it has registered far more parameters than the file holds tensors (a strict load needs every
-    parameter in the file; a near miss still builds, for :func:`_check_state_dict`'s list). A config torch
-    cannot build at all (a negative or overflowing width) is a :class:`ManifestError` naming it.
+    stopped once it has called torch far more often than the file's tensors need (lrfer's networks make 4 to
+    5 calls per state-dict entry: a tensor made, then initialised). The calls are counted by a torch
+    function mode, which sees this thread's calls only: a global parameter-registration hook would be added
+    to and removed from a dict that every other thread building a module iterates ("OrderedDict mutated
+    during iteration"). A config torch cannot build at all (a negative or overflowing width) is a
+    :class:`ManifestError` naming it.
     """
-    import threading
+    model = _meta_build(spec.arch, spec.model_kwargs, len(state), f"weights for {spec.name!r}", str(path))
+    _check_state_dict(model, state, spec)
 
+
+def _meta_build(arch: str, kwargs: Mapping[str, Any], tensors: int, what: str, where: str) -> "nn.Module":
+    """``build_model(arch, **kwargs)`` on the meta device, stopped (:class:`StateDictMismatchError`) once it has
+    called torch far more often than ``tensors`` state-dict entries need; :class:`ManifestError` when torch
+    cannot build it. ``what`` and ``where`` name the weights in the messages (see :func:`_dry_build`)."""
     import torch
-    from torch.nn.modules import module as torch_module
+    from torch.overrides import TorchFunctionMode
 
     from lrfer.models import build_model
 
-    budget = 4 * len(state) + 64
-    thread = threading.get_ident()
-    registered: set[tuple[int, str]] = set()
+    budget = 32 * tensors + 1024
 
-    def count(module: "nn.Module", name: str, param: Any) -> None:
-        if param is None or threading.get_ident() != thread:  # another thread building a network of its own
-            return None
-        registered.add((id(module), name))
-        if len(registered) > budget:
-            raise _OverBudget
-        return None
+    class Budget(TorchFunctionMode):  # this thread's calls only, unlike a global module hook
+        calls = 0
 
-    handle = torch_module.register_module_parameter_registration_hook(count)
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            self.calls += 1
+            if self.calls > budget:
+                raise _OverBudget
+            return func(*args, **(kwargs or {}))
+
+    described = f"build_model({arch!r}, **{dict(kwargs)})"
     try:
-        with torch.device("meta"):
-            model = build_model(spec.arch, **spec.model_kwargs)
+        with torch.device("meta"), Budget():
+            return build_model(arch, **kwargs)
     except _OverBudget:
         raise StateDictMismatchError(
-            f"weights for {spec.name!r} do not fit build_model({spec.arch!r}, **{spec.model_kwargs}): that network "
-            f"has over {budget} parameters, {path} holds {len(state)} tensors. The config was written for "
-            "another network, or the file was made to look like one; it was not built."
+            f"{what} do not fit {described}: building that network took over {budget} tensor operations, far "
+            f"more than the {tensors} tensors of {where} need. The config was written for another network, or "
+            "the file was made to look like one; it was not built."
         ) from None
     except (KeyError, ValueError, TypeError, RuntimeError, OverflowError) as err:
-        raise ManifestError(f"{spec.name} ({path}): build_model({spec.arch!r}, **{spec.model_kwargs}) fails: "
-                            f"{err.args[0] if err.args else err}") from None
-    finally:
-        handle.remove()
-    _check_state_dict(model, state, spec)
+        raise ManifestError(f"{what} ({where}): {described} fails when laid out on torch's meta device, before "
+                            f"the network is built: {err.args[0] if err.args else err}") from None
 
 
 def load_model(spec: WeightSpec, device: "str | torch.device" = "cpu",

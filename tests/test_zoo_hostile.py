@@ -183,3 +183,40 @@ def test_a_tampered_teacher_file_is_refused(tmp_path: Path) -> None:
     forged(path, entry(config={"width": 10**7, "input_size": 16}))
     with pytest.raises(zoo.StateDictMismatchError, match="do not fit"):
         load_trained(path, torch.device("cpu"))
+
+
+def test_the_meta_build_adds_no_global_hook_that_other_threads_iterate(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A global parameter-registration hook added and removed around the meta build mutated the dict that every
+    thread building a module iterates: another thread's ``nn.Linear(1, 1)`` raised 'OrderedDict mutated during
+    iteration', and a load in another thread a ManifestError blaming its config."""
+    import lrfer.models
+    from torch.nn.modules import module as torch_module
+
+    real_build = lrfer.models.build_model
+    before = len(torch_module._global_parameter_registration_hooks)
+    seen: list[int] = []
+
+    def build(*args: Any, **kwargs: Any) -> torch.nn.Module:
+        seen.append(len(torch_module._global_parameter_registration_hooks))
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(lrfer.models, "build_model", build)
+    path = tmp_path / "m.safetensors"
+    forged(path, entry())
+    zoo.load_model(path)
+    assert seen == [before, before]
+
+
+def test_a_run_weights_file_asking_for_a_million_blocks_is_refused_at_once(tmp_path: Path) -> None:
+    """``lrfer train --teacher`` with a file in save_trained's form (arch and config, no hash): its meta build
+    had no budget, so a 200-byte header asking for a million blocks ran for hours (3,000 blocks: 19 s)."""
+    from safetensors.torch import save_file
+
+    from lrfer.train.recipes import load_trained
+
+    path = tmp_path / "teacher.safetensors"
+    spec = {"arch": "gmenet", "config": {"width": 8, "blocks_per_stage": 10**6}, "resolution": 16}
+    save_file({"w": torch.zeros(2)}, str(path), metadata={zoo.SPEC_METADATA_KEY: json.dumps(spec)})
+    with pytest.raises(zoo.StateDictMismatchError, match="do not fit"):
+        load_trained(path, torch.device("cpu"))

@@ -333,19 +333,15 @@ def _load_weights_file(path: Path, device: torch.device) -> nn.Module:
     device before any memory is spent on it."""
     from safetensors.torch import load as load_safetensors
 
-    from lrfer.zoo import CONTENT_SHA_METADATA_KEY, LEGACY_DATA_SHA_METADATA_KEY, load_model
+    from lrfer.zoo import CONTENT_SHA_METADATA_KEY, LEGACY_DATA_SHA_METADATA_KEY, _meta_build, load_model
 
     spec, metadata = _teacher_header(path)
     if CONTENT_SHA_METADATA_KEY in metadata or LEGACY_DATA_SHA_METADATA_KEY in metadata:
         return load_model(path, device=device)
     state = load_safetensors(path.read_bytes())
     described = f"build_model({spec['arch']!r}, **{spec['config']})"
-    try:
-        with torch.device("meta"):
-            shapes = {k: tuple(v.shape) for k, v in build_model(spec["arch"], **spec["config"]).state_dict().items()}
-    except (KeyError, ValueError, TypeError, RuntimeError, OverflowError) as err:
-        raise ValueError(f"{path}: {described}, which its header names, fails: {err}") from None
-    if shapes != {k: tuple(v.shape) for k, v in state.items()}:
+    network = _meta_build(spec["arch"], spec["config"], len(state), "the teacher's tensors", str(path))
+    if {k: tuple(v.shape) for k, v in network.state_dict().items()} != {k: tuple(v.shape) for k, v in state.items()}:
         raise ValueError(f"{path}: its tensors do not fit {described}, which its header names")
     model = build_model(spec["arch"], **spec["config"])
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})

@@ -110,6 +110,8 @@ CACHE_ENV = "LRFER_CACHE"
 DATASET_ALIASES: Mapping[str, str] = MappingProxyType(
     {"fer2013": "fer2013", "rafdb": "rafdb", "raf": "rafdb", "raf_db": "rafdb"}
 )
+#: The smallest calibration temperature a spec may give (fitted ones are about 0.5 to 3).
+MIN_TEMPERATURE = 1e-3
 _NAME_RE = re.compile(r"^(?P<arch>[a-z0-9_]+(?:-[a-z0-9_]+)*?)-(?P<dataset>[a-z0-9_]+)-(?P<res>[0-9]+)px$")
 # \Z, not $: "$" also matches before a trailing newline ("<64 hex>\\n" passed, then never matched a file's hash)
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
@@ -296,7 +298,9 @@ class ModelSpec:
         check("sha256", isinstance(entry["sha256"], str) and bool(_SHA256_RE.match(entry["sha256"])),
               "64 lowercase hex characters")
         if "temperature" in entry:
-            check("temperature", is_finite(entry["temperature"]) and entry["temperature"] > 0, "a positive finite number")
+            # Below 0.001 logits / temperature overflow float32 (1e-300 is 0 there): every probability NaN.
+            check("temperature", is_finite(entry["temperature"]) and entry["temperature"] >= MIN_TEMPERATURE,
+                  f"a finite number of at least {MIN_TEMPERATURE}")
         if "seed" in entry:
             check("seed", entry["seed"] is None or is_int(entry["seed"]), "an int")
         check("file", entry["file"].lower().endswith(WEIGHTS_SUFFIX) and "/" not in entry["file"]

@@ -220,3 +220,13 @@ def test_a_run_weights_file_asking_for_a_million_blocks_is_refused_at_once(tmp_p
     save_file({"w": torch.zeros(2)}, str(path), metadata={zoo.SPEC_METADATA_KEY: json.dumps(spec)})
     with pytest.raises(zoo.StateDictMismatchError, match="do not fit"):
         load_trained(path, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 0.0, -1.0])
+def test_a_temperature_that_would_make_every_probability_nan_is_refused(temperature: float) -> None:
+    """1e-300 passed as "a positive finite number"; in float32 it is 0, and logits / 0 made every
+    probability NaN."""
+    spec = {**entry(temperature=temperature), "file": "x.safetensors", "sha256": "0" * 64, "source": {"kind": "bundled"}}
+    with pytest.raises(zoo.ManifestError, match="'temperature' must be a finite number of at least 0.001"):
+        zoo.ModelSpec.from_dict(spec)
+    assert zoo.ModelSpec.from_dict({**spec, "temperature": 0.001}).temperature == 0.001

@@ -938,6 +938,8 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -
 
 def _missing_path_message(path: Path) -> str:
     """What a weight spec that is not on disk may have meant (``org/repo`` is a Hub id written as a path)."""
+    if path.exists():  # a FIFO, a device, a socket (or a link to one): not a file to read weights from
+        return f"{path} is not a regular file (a .safetensors file or a folder with {CONFIG_FILENAME} was expected)"
     text = path.as_posix()
     match = _HF_RE.match(HF_PREFIX + text)
     if match and not path.suffix and not path.is_absolute():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -230,3 +231,15 @@ def test_a_temperature_that_would_make_every_probability_nan_is_refused(temperat
     with pytest.raises(zoo.ManifestError, match="'temperature' must be a finite number of at least 0.001"):
         zoo.ModelSpec.from_dict(spec)
     assert zoo.ModelSpec.from_dict({**spec, "temperature": 0.001}).temperature == 0.001
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(), reason="POSIX FIFOs and /dev/zero")
+def test_a_path_that_is_no_regular_file_is_named_so(tmp_path: Path) -> None:
+    """A FIFO (or /dev/zero behind a link) named like weights was said not to exist."""
+    fifo = tmp_path / "weights.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(FileNotFoundError, match="is not a regular file"):
+        zoo.resolve(fifo)
+    (tmp_path / "zero.safetensors").symlink_to("/dev/zero")
+    with pytest.raises(FileNotFoundError, match="is not a regular file"):
+        zoo.resolve(tmp_path / "zero.safetensors")

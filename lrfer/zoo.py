@@ -690,6 +690,41 @@ def _is_transport_error(err: BaseException) -> bool:
     return any(cls.__module__.split(".")[0] in TRANSPORT_PACKAGES for cls in type(err).__mro__)
 
 
+def _raised_by_xet_transfer(err: BaseException) -> bool:
+    """hf_xet, which huggingface_hub >= 0.32 uses for Xet-backed files (every new upload to the Hub), reports a
+    transfer that failed after its own retries as a bare ``RuntimeError`` raised inside ``xet_get``."""
+    if type(err) is not RuntimeError:
+        return False
+    tb, last = err.__traceback__, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return (last is not None and last.tb_frame.f_code.co_name == "xet_get"
+            and last.tb_frame.f_globals.get("__name__") == "huggingface_hub.file_download")
+
+
+def _why_not_fetched(err: BaseException) -> tuple[str, str]:
+    """(cause, remedy) of a LocalEntryNotFoundError raised online: huggingface_hub chains what the Hub did."""
+    from huggingface_hub.utils import FileMetadataError, HfHubHTTPError
+
+    answer = err.__cause__
+    response = getattr(answer, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(answer, HfHubHTTPError) and response is not None and isinstance(status, int):
+        said = getattr(answer, "server_message", None) or response.headers.get("X-Error-Message") or ""
+        said = f" ({said.strip().rstrip('.')})" if said.strip() else ""
+        if status == 429:
+            return (f"the Hub refused the request: HTTP 429, too many requests{said}",
+                    "wait and run it again, or log in (HF_TOKEN, or `hf auth login`; `huggingface-cli login` before huggingface_hub 1.0) for a higher rate limit")
+        if status >= 500:
+            return f"the Hub answered HTTP {status}, a server error{said}", "run it again later"
+        return (f"the Hub refused the request: HTTP {status}{said}",
+                "check the repo and your access to it (a token: HF_TOKEN, or `hf auth login`; `huggingface-cli login` before huggingface_hub 1.0)")
+    if isinstance(answer, FileMetadataError):
+        return (f"the server at HF_ENDPOINT does not answer like the Hub ({answer})",
+                "check HF_ENDPOINT and the proxy settings (HTTPS_PROXY)")
+    return "the Hub could not be reached", "connect this machine to the Hub"
+
+
 def _hub_download(repo_id: str, filename: str, revision: str, cache_dir: str | None, label: str) -> Path:
     """``hf_hub_download`` with a clear error when offline and not cached."""
     from huggingface_hub import hf_hub_download
@@ -698,22 +733,21 @@ def _hub_download(repo_id: str, filename: str, revision: str, cache_dir: str | N
     offline = _offline()
     try:
         path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=offline)
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError as err:
         where = cache_dir or "the huggingface_hub cache (HF_HUB_CACHE)"
-        cause = "HF_HUB_OFFLINE=1 is set" if offline else "the Hub could not be reached"
-        remedy = "unset HF_HUB_OFFLINE" if offline else "connect this machine to the Hub"
+        cause, remedy = ("HF_HUB_OFFLINE=1 is set", "unset HF_HUB_OFFLINE") if offline else _why_not_fetched(err)
         raise NotCachedError(
             f"{filename} of {label} ({repo_id}@{revision}) is not in {where} and {cause}. Run "
             f"`lrfer download {label}` on a connected machine and copy its cache here (point ${CACHE_ENV} "
             f"at the copy), or {remedy}."
-        ) from None
+        ) from (None if offline else err)
     except HfHubHTTPError:  # the Hub's answers (404, 401, ...): their own messages
         raise
     except Exception as err:
-        if not _is_transport_error(err):  # a full disk, a read-only cache, a bug: as they are
+        if not (_is_transport_error(err) or _raised_by_xet_transfer(err)):  # a full disk, a read-only cache, a bug
             raise
-        raise HubDownloadError(f"downloading {filename} of {label} ({repo_id}@{revision}) failed: {err}. "
-                               "Run the command again: the download resumes.") from err
+        raise HubDownloadError(f"downloading {filename} of {label} ({repo_id}@{revision}) failed: {err}. Check "
+                               "the connection (and HF_ENDPOINT or a proxy, if set) and run the command again.") from err
     return Path(path)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -31,12 +32,28 @@ WEIGHTS = f"{NAME}.safetensors"
 
 
 class FakeHub:
-    """In-memory repos: ``files[repo_id][filename] = bytes``; every revision resolves to COMMIT."""
+    """In-memory repos, ``files[repo_id][filename] = bytes``, answered as huggingface.co answers an anonymous client.
+
+    * Only the revisions in ``revisions`` exist (``main`` and COMMIT); another is ``404 RevisionNotFound``.
+    * A repo that is not there is ``401 RepoNotFound`` (the Hub's answer when no token is sent: private and
+      missing repos look alike); a file that is not there is ``404 EntryNotFound`` with ``X-Repo-Commit``.
+    * A small file is served from ``/resolve/`` (``ETag``: its git blob id). A ``.safetensors`` file is LFS:
+      ``/resolve/`` answers ``302`` with an absolute ``Location`` on another origin (the CDN, a second server
+      here), ``X-Linked-Etag`` (its sha256) and ``X-Linked-Size``; the CDN honours ``Range`` (``206``).
+    * ``xet_cas``: also send ``X-Xet-Hash`` and the ``xet-auth`` link, as for a Xet-backed file; the token
+      route names this CAS URL (nothing speaks the CAS protocol here, so only failures can be tested).
+    * ``refuse``: answer every ``/resolve/`` request with this status and these headers (429, 403, 503, ...).
+    """
 
     def __init__(self) -> None:
         self.files: dict[str, dict[str, bytes]] = {}
+        self.revisions: dict[str, str] = {"main": COMMIT, COMMIT: COMMIT}
         self.requests: list[tuple[str, str]] = []
-        self.cut_short: set[str] = set()  # file names whose body stops half way (the connection drops)
+        self.headers: list[dict[str, str]] = []
+        self.cut_short: set[str] = set()  # file names the CDN stops sending half way, on every try (the connection drops)
+        self.refuse: tuple[int, dict[str, str]] | None = None
+        self.xet_cas: str | None = None
+        self.endpoint = self.cdn = ""
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         hub = self
@@ -45,33 +62,73 @@ class FakeHub:
             def log_message(self, *args: Any) -> None:  # keep pytest output clean
                 pass
 
-            def _answer(self, body: bool) -> None:
-                hub.requests.append((self.command, self.path))
-                path = unquote(self.path.split("?")[0]).lstrip("/")
-                repo_id, sep, rest = path.partition("/resolve/")
-                revision, _, filename = rest.partition("/")
-                data = hub.files.get(repo_id, {}).get(filename) if sep else None
-                if data is None:
-                    self.send_response(404)
-                    self.send_header("X-Error-Code", "EntryNotFound" if repo_id in hub.files else "RepoNotFound")
-                    self.send_header("X-Error-Message", "not found")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("X-Repo-Commit", COMMIT)
-                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("Content-Type", "application/octet-stream")
+            def _send(self, status: int, headers: dict[str, str], body: bytes = b"", *, send_body: bool = True,
+                      length: int | None = None) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body) if length is None else length))
                 self.end_headers()
-                if body:
-                    self.wfile.write(data[: len(data) // 2] if filename in hub.cut_short else data)
+                if send_body and self.command == "GET":
+                    self.wfile.write(body)
+
+            def _cdn(self, sha: str) -> None:
+                name, data = next(((n, d) for repo in hub.files.values() for n, d in repo.items()
+                                   if hashlib.sha256(d).hexdigest() == sha), ("", None))
+                if data is None:
+                    return self._send(404, {})
+                start = int(self.headers.get("Range", "bytes=0-").removeprefix("bytes=").split("-")[0])
+                status = 206 if start else 200
+                headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
+                if start:
+                    headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+                stop = len(data) // 2 if name in hub.cut_short else len(data)
+                self._send(status, headers, data[start:stop], length=len(data) - start)
+
+            def _answer(self) -> None:
+                hub.requests.append((self.command, self.path))
+                hub.headers.append(dict(self.headers))
+                raw = self.path.split("?")[0].lstrip("/")
+                if raw.startswith("cdn/"):
+                    return self._cdn(raw.removeprefix("cdn/"))
+                if "/xet-read-token/" in raw and hub.xet_cas:
+                    return self._send(200, {"X-Xet-Cas-Url": hub.xet_cas, "X-Xet-Access-Token": "token",
+                                            "X-Xet-Token-Expiration": str(int(time.time()) + 3600)}, b"{}")
+                repo_id, sep, rest = raw.partition("/resolve/")
+                quoted_revision, _, quoted_filename = rest.partition("/")  # the client quotes "/" in a revision
+                revision, filename = unquote(quoted_revision), unquote(quoted_filename)
+                if hub.refuse is not None:
+                    return self._send(hub.refuse[0], hub.refuse[1])
+                if not sep or repo_id not in hub.files:
+                    return self._send(401, {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"})
+                commit = hub.revisions.get(revision)
+                if commit is None:
+                    return self._send(404, {"X-Error-Code": "RevisionNotFound",
+                                            "X-Error-Message": f"Invalid rev id: {revision}"})
+                data = hub.files[repo_id].get(filename)
+                if data is None:
+                    return self._send(404, {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found",
+                                            "X-Repo-Commit": commit})
+                if not filename.endswith(".safetensors"):
+                    git_oid = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+                    return self._send(200, {"X-Repo-Commit": commit, "ETag": f'"{git_oid}"',
+                                            "Content-Type": "application/octet-stream"}, data)
+                sha = hashlib.sha256(data).hexdigest()
+                pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(data)}\n".encode()
+                headers = {"X-Repo-Commit": commit, "ETag": f'"{hashlib.sha1(pointer).hexdigest()}"',
+                           "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(data)),
+                           "Location": f"{hub.cdn}/cdn/{sha}"}
+                if hub.xet_cas:
+                    headers["X-Xet-Hash"] = sha
+                    headers["Link"] = (f'<{hub.endpoint}/api/models/{repo_id}/xet-read-token/{commit}>; '
+                                       'rel="xet-auth"')
+                self._send(302, headers)
 
             def do_HEAD(self) -> None:  # noqa: N802 (http.server API)
-                self._answer(body=False)
+                self._answer()
 
             def do_GET(self) -> None:  # noqa: N802
-                self._answer(body=True)
+                self._answer()
 
         return Handler
 
@@ -89,10 +146,12 @@ def point_file_download_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> No
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
     """A running fake Hub on 127.0.0.1 with huggingface_hub (and its cache) pointed at it."""
     fake = FakeHub()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), fake.handler()) for _ in range(2)]  # the Hub, its CDN
+    threads = [threading.Thread(target=server.serve_forever, daemon=True) for server in servers]
+    for thread in threads:
+        thread.start()
+    endpoint, fake.cdn = (f"http://127.0.0.1:{server.server_address[1]}" for server in servers)
+    fake.endpoint = endpoint
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.setattr(hf_constants, "ENDPOINT", endpoint)
     monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
@@ -105,9 +164,10 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
     try:
         yield fake
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        for server, thread in zip(servers, threads):
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
 
 
 def entry(**overrides: Any) -> dict[str, Any]:
@@ -179,7 +239,8 @@ def test_hf_uri_download_and_load(hub: FakeHub, weights: tuple[bytes, str, torch
     spec = model.pretrained_cfg
     assert spec.sha256 == digest and dict(spec.source) == {"kind": "hub", "repo_id": REPO_ID, "revision": COMMIT}
     fetched = {path for method, path in hub.requests if method == "GET"}
-    assert fetched == {f"/{REPO_ID}/resolve/{COMMIT}/{zoo.CONFIG_FILENAME}", f"/{REPO_ID}/resolve/{COMMIT}/{WEIGHTS}"}
+    # the config from the Hub itself; the weights (LFS) from the CDN the Hub redirects to
+    assert fetched == {f"/{REPO_ID}/resolve/{COMMIT}/{zoo.CONFIG_FILENAME}", f"/cdn/{digest}"}
     # $LRFER_CACHE was used, in huggingface_hub's layout
     cached = list((tmp_path / "cache").rglob(f"snapshots/{COMMIT}/{WEIGHTS}"))
     assert len(cached) == 1
@@ -383,7 +444,7 @@ def test_download_cut_off_is_a_clear_error(hub: FakeHub, weights: tuple[bytes, s
     with pytest.raises(zoo.HubDownloadError, match=f"downloading {WEIGHTS} of hf://{REPO_ID}.*again"):
         zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
     assert main(["download", f"hf://{REPO_ID}@{COMMIT}"]) == 1
-    assert "download resumes" in caplog.text
+    assert "run the command again" in caplog.text
     hub.cut_short.clear()
     check_model(zoo.load_model(f"hf://{REPO_ID}@{COMMIT}"), original)
 
@@ -451,3 +512,121 @@ def test_cached_config_this_lrfer_refuses_is_kept(hub: FakeHub, weights: tuple[b
     with pytest.raises(zoo.ManifestError, match="novel"):
         zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
     assert list((tmp_path / "cache").rglob(f"snapshots/*/{zoo.CONFIG_FILENAME}"))
+
+
+# ------------------------------------------------------------------ answers of the real Hub (the strict FakeHub)
+def test_missing_repo_revision_file_and_gated_repo_are_the_hubs_own_errors(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module]) -> None:
+    """What huggingface.co answers an anonymous client (401 RepoNotFound, 404 RevisionNotFound / EntryNotFound,
+    401 GatedRepo) reaches the caller as huggingface_hub's own error, which names the URL and what to do."""
+    from huggingface_hub.utils import (EntryNotFoundError, GatedRepoError, RepositoryNotFoundError,
+                                       RevisionNotFoundError)
+
+    data, digest, _ = weights
+    publish(hub, data, digest)
+    with pytest.raises(RepositoryNotFoundError, match="authenticated"):
+        zoo.resolve(f"hf://lrfer-test/private-or-missing@{COMMIT}")
+    with pytest.raises(RevisionNotFoundError):
+        zoo.resolve(f"hf://{REPO_ID}@{'b' * 40}")
+    with pytest.raises(RevisionNotFoundError):
+        zoo.resolve(f"hf://{REPO_ID}@v9")
+    hub.files["lrfer-test/timm-model"] = {"model.safetensors": data}
+    with pytest.raises(EntryNotFoundError, match=zoo.CONFIG_FILENAME):
+        zoo.resolve(f"hf://lrfer-test/timm-model@{COMMIT}")
+    hub.refuse = (401, {"X-Error-Code": "GatedRepo", "X-Error-Message": f"Access to model {REPO_ID} is restricted."
+                        " You must have access to it and be authenticated to access it. Please log in."})
+    with pytest.raises(GatedRepoError):
+        zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
+
+
+@pytest.mark.parametrize("status, headers, named", [
+    (429, {"Retry-After": "1", "X-Error-Message": "You have been rate-limited"}, "429"),
+    (503, {}, "503"),
+    (403, {"X-Error-Message": "Access to this resource is disabled."}, "403"),
+    (200, {}, "HF_ENDPOINT"),  # a proxy or a mirror that is no Hub: no X-Repo-Commit
+])
+def test_a_hub_that_answers_but_refuses_is_not_called_unreachable(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module], hub_manifest: Callable[[str], None],
+        monkeypatch: pytest.MonkeyPatch, status: int, headers: dict[str, str], named: str) -> None:
+    """huggingface_hub turns these answers into LocalEntryNotFoundError (chaining the answer): lrfer's
+    message names the answer, not 'could not be reached ... connect this machine'."""
+    publish_in_manifest(hub, weights, hub_manifest)
+    hub.refuse = (status, headers)
+    monkeypatch.setattr("time.sleep", lambda seconds: None)  # huggingface_hub's back-off on 429 and 5xx
+    with pytest.raises(zoo.NotCachedError) as err:
+        zoo.load_model(NAME)
+    message = str(err.value)
+    assert named in message, message
+    assert "could not be reached" not in message and "connect this machine" not in message, message
+
+
+def test_download_error_does_not_promise_a_resume(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub 0.20.3 (resume_download=False) and 2.x (a per-process temporary file, deleted on failure)
+    keep no partial download: the next run starts at byte 0."""
+    data, digest, _ = weights
+    publish(hub, data, digest)
+    hub.cut_short.add(WEIGHTS)
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    with pytest.raises(zoo.HubDownloadError) as err:
+        zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
+    assert "again" in str(err.value) and "resume" not in str(err.value)
+    hub.headers.clear()
+    hub.requests.clear()
+    with pytest.raises(zoo.HubDownloadError):
+        zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
+    first_cdn_get = next(h for (method, path), h in zip(hub.requests, hub.headers) if path.startswith("/cdn/"))
+    assert "Range" not in first_cdn_get, "this huggingface_hub resumes: the message may say so again"
+
+
+def test_xet_transfer_failure_is_a_download_error(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Xet-backed file (every new upload to huggingface.co) is fetched by hf_xet when huggingface_hub has it;
+    hf_xet reports a failed transfer as a bare RuntimeError, which must become a HubDownloadError like the
+    same failure over plain HTTP. Without hf_xet the client takes the CDN redirect and the load works."""
+    import socket
+
+    from huggingface_hub import file_download
+
+    data, digest, original = weights
+    publish(hub, data, digest)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        hub.xet_cas = f"http://127.0.0.1:{probe.getsockname()[1]}"  # the CAS cannot be reached
+    monkeypatch.setenv("HF_XET_CLIENT_RETRY_MAX_ATTEMPTS", "1")  # hf_xet's own back-off: 217 s by default
+    monkeypatch.setenv("HF_XET_CLIENT_RETRY_MAX_DURATION", "1")
+    monkeypatch.setenv("HF_XET_CACHE", str(Path(zoo._cache_dir(None) or ".") / "xet"))
+    is_xet_available = getattr(file_download, "is_xet_available", lambda: False)
+    if not is_xet_available():  # huggingface_hub < 0.32, or no hf_xet
+        check_model(zoo.load_model(f"hf://{REPO_ID}@{COMMIT}"), original)
+        return
+    with pytest.raises(zoo.HubDownloadError, match=f"downloading {WEIGHTS} of hf://{REPO_ID}"):
+        zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
+
+
+def test_bad_xet_blob_in_the_shared_store_is_removed_and_fetched_again(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module], hub_manifest: Callable[[str], None],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub 2.x keeps a Xet file in a cache-wide store (snapshot -> blobs/<etag> -> ../../blobs/xx/<hash>):
+    a corrupted one is deleted through both links and the next load fetches it again. (The transfer itself is
+    replaced: nothing here speaks the CAS protocol.)"""
+    from huggingface_hub import file_download
+
+    data, digest, original = publish_in_manifest(hub, weights, hub_manifest)
+    hub.xet_cas = "http://127.0.0.1:9"
+    fetched: list[str] = []
+
+    def xet_get(*, incomplete_path: Path, xet_file_data: Any, **kwargs: Any) -> None:
+        fetched.append(xet_file_data.file_hash)
+        Path(incomplete_path).write_bytes(data)
+
+    monkeypatch.setattr(file_download, "xet_get", xet_get, raising=False)
+    monkeypatch.setattr(file_download, "refresh_xet_connection_info", lambda **kwargs: None, raising=False)
+    blob = zoo.download(NAME).resolve()
+    blob.chmod(0o644)
+    blob.write_bytes(data[:-1] + b"?")
+    with pytest.raises(zoo.ChecksumError, match="deleted"):
+        zoo.load_model(NAME)
+    assert not blob.exists()
+    check_model(zoo.load_model(NAME), original)
+    assert fetched in ([], [digest, digest])  # no hf_xet (or huggingface_hub < 0.32): the CDN both times

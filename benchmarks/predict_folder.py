@@ -99,8 +99,14 @@ def device_busy_us(events) -> float:
     to its operator), so a sum over every event counts each kernel twice."""
     from torch.autograd import DeviceType
 
-    return sum(e.self_device_time_total for e in events
+    return sum(getattr(e, SELF_DEVICE_TIME) for e in events
                if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False))
+
+
+#: The profiler's own-device-time attribute (and table column): ``self_device_time_total`` since torch
+#: 2.4 unified CUDA and other devices, ``self_cuda_time_total`` before.
+SELF_DEVICE_TIME = ("self_device_time_total" if hasattr(torch.autograd.profiler_util.FunctionEvent,
+                                                         "self_device_time_total") else "self_cuda_time_total")
 
 
 def print_torch_profile(trace: torch.profiler.profile, device: str, seconds: float) -> None:
@@ -112,7 +118,7 @@ def print_torch_profile(trace: torch.profiler.profile, device: str, seconds: flo
         return
     gpu_us = device_busy_us(events)
     print(f"GPU busy in kernels: {gpu_us / 1e6:.2f} s of the {seconds:.2f} s run ({100 * gpu_us / 1e6 / seconds:.0f} %)\n")
-    print(events.table(sort_by="self_device_time_total", row_limit=15))
+    print(events.table(sort_by=SELF_DEVICE_TIME, row_limit=15))
 
 
 def print_stages(rows: list[tuple[str, int, dict[str, float], float]]) -> None:

@@ -19,6 +19,7 @@ Stages 3, 4 and 5-6 are also public methods (:meth:`Recognizer.detect`, :meth:`R
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import numbers
@@ -390,11 +391,47 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     with warnings.catch_warnings():  # the module imports torch.jit helpers that warn about their deprecation
         warnings.simplefilter("ignore", DeprecationWarning)
         from torch.fx.experimental.optimization import fuse
+        # Tracing fills this cache; torch 2.1 reads torch.has_cuda & co. there, a UserWarning each.
+        warnings.simplefilter("ignore", UserWarning)
+        torch.overrides.get_ignored_functions()
     try:
-        return fuse(trace_this_thread(model.eval()), no_trace=True)
+        traced = trace_this_thread(model.eval())
+        if "no_trace" in inspect.signature(fuse).parameters:
+            return fuse(traced, **{"no_trace": True})  # keyword spelt as a dict: torch 2.1's stubs lack it
+        return _fuse_traced(traced)
     except Exception as err:  # noqa: BLE001 - any tracing failure just keeps the eager model
         logger.debug("BatchNorm folding skipped for %s: %s", type(model).__name__, err)
         return model
+
+
+def _fuse_traced(traced: Any) -> nn.Module:
+    """``fuse(traced, no_trace=True)`` for a torch whose ``fuse`` has no ``no_trace`` (2.1): that ``fuse``
+    traces again with the plain tracer (the process-wide ``nn.Module.__call__`` patch that
+    :func:`trace_this_thread` avoids). The same folding as the newer ``fuse``, on the given graph."""
+    import copy
+
+    from torch import fx
+    from torch.fx.experimental.optimization import matches_module_pattern, replace_node_module
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+    patterns: list[tuple[type[nn.Module], type[nn.Module]]] = [
+        (nn.Conv1d, nn.BatchNorm1d), (nn.Conv2d, nn.BatchNorm2d), (nn.Conv3d, nn.BatchNorm3d),
+        (nn.Linear, nn.BatchNorm1d)]
+    fx_model = copy.deepcopy(traced)
+    modules = dict(fx_model.named_modules())
+    new_graph = copy.deepcopy(fx_model.graph)
+    for pattern in patterns:
+        for node in new_graph.nodes:
+            if not matches_module_pattern(pattern, node, modules) or len(node.args[0].users) > 1:
+                continue
+            first, bn = modules[node.args[0].target], modules[node.target]
+            if not bn.track_running_stats:
+                continue
+            fused = fuse_linear_bn_eval(first, bn) if isinstance(first, nn.Linear) else fuse_conv_bn_eval(first, bn)
+            replace_node_module(node.args[0], modules, fused)
+            node.replace_all_uses_with(node.args[0])
+            new_graph.erase_node(node)
+    return fx.GraphModule(fx_model, new_graph)
 
 
 def largest_activation(model: nn.Module, in_chans: int, resolution: int) -> int:
@@ -581,12 +618,18 @@ class Recognizer:
         return self.classify(crops_to_gray(crops, self.resolution), batch_size)
 
     # -- images -----------------------------------------------------------------------------------
+    # The order matters to type checkers, which take the first overload that fits. A tensor first: under
+    # ``mypy --strict`` torch 2.1's stubs give Tensor an Any base (torch._C is not re-exported), and such
+    # a Tensor fits the list overload too. Lists before the other images: without Pillow (optional)
+    # PILImage is Any, and the last overload would fit a list.
+    @overload
+    def predict(self, images: torch.Tensor, batch_size: int = 256) -> list[Face]: ...
+
     @overload
     def predict(self, images: list[Any] | tuple[Any, ...], batch_size: int = 256) -> list[list[Face]]: ...
 
     @overload
-    def predict(self, images: str | os.PathLike[str] | np.ndarray | torch.Tensor | PILImage, batch_size: int = 256
-                ) -> list[Face]: ...
+    def predict(self, images: str | os.PathLike[str] | np.ndarray | PILImage, batch_size: int = 256) -> list[Face]: ...
 
     def predict(self, images: Any, batch_size: int = 256) -> list[Face] | list[list[Face]]:
         """Detect faces and read their expressions.

@@ -38,11 +38,14 @@ def test_gpu_busy_counts_each_kernel_once() -> None:
     from torch.autograd import DeviceType
     from torch.autograd.profiler_util import EventList, FunctionEvent
 
-    op = FunctionEvent(1, "aten::conv2d", 0, 0, 50, use_device="cuda", stack=[])
+    # Before torch 2.4 unified the profiler's devices, use_device named a PrivateUse1 backend only and
+    # CUDA was the default (None), the time self_cuda_time_total.
+    cuda = "cuda" if predict_folder.SELF_DEVICE_TIME == "self_device_time_total" else None
+    op = FunctionEvent(1, "aten::conv2d", 0, 0, 50, use_device=cuda, stack=[])
     op.append_kernel("kernel", 0, 1000)  # as torch.autograd.profiler._parse_kineto_results does
-    kernel = FunctionEvent(2, "kernel", 0, 10, 1010, use_device="cuda", device_type=DeviceType.CUDA, stack=[])
-    events = EventList([op, kernel], use_device="cuda")
+    kernel = FunctionEvent(2, "kernel", 0, 10, 1010, use_device=cuda, device_type=DeviceType.CUDA, stack=[])
+    events = EventList([op, kernel], use_device=cuda)
     events._build_tree()
     averages = events.key_averages()
-    assert "Self CUDA time total: 1.000ms" in averages.table(sort_by="self_device_time_total")
+    assert "Self CUDA time total: 1.000ms" in averages.table(sort_by=predict_folder.SELF_DEVICE_TIME)
     assert predict_folder.device_busy_us(averages) == 1000

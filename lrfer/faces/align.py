@@ -191,7 +191,7 @@ def stack_images(images: list[torch.Tensor], channels: int = 3) -> torch.Tensor:
     if gray and not per_image:
         return rgb_to_gray(stacked).transpose(0, 1).unsqueeze(0)  # (N, 1, H, W) -> (1, 1, N, H, W)
     if not _into_photo_buffer(stacked):
-        return stacked.transpose(0, 1).to(torch.float32, memory_format=torch.contiguous_format).unsqueeze(0)
+        return stacked.transpose(0, 1).to(torch.float32, memory_format=torch.contiguous_format).unsqueeze(0)  # type: ignore[call-overload, unused-ignore]  # memory_format: missing from torch 2.1's stubs
     volume = reusable_empty("photos", (1, stacked.shape[1], stacked.shape[0], *stacked.shape[2:]))
     volume[0].copy_(stacked.transpose(0, 1))
     return volume

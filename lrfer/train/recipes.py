@@ -464,6 +464,13 @@ def _check_attention_teacher(teacher: nn.Module | None, recipe: Recipe, student:
                          f"('askd') needs {fits}")
 
 
+def scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
+    """``scheduler.state_dict()`` without functions, for the checkpoint's JSON: torch 2.1's OneCycleLR
+    keeps its annealing function there (``anneal_func``; newer torches the string ``_anneal_func_type``),
+    and its ``__init__`` sets it again before a resume loads the rest."""
+    return {k: v for k, v in scheduler.state_dict().items() if not callable(v)}
+
+
 class Trainer:
     """One training run of a :class:`Recipe` on a :class:`FaceSet`, validated on another."""
 
@@ -684,7 +691,7 @@ class Trainer:
     def _save(self, epoch: int) -> None:
         meta = {"epoch": epoch, "history": self.history, "recipe": self.recipe.to_json(), "data": self.data,
                 "teacher_weights": self.teacher_weights,
-                "schedulers": [s.state_dict() for s in self.schedulers], "rng": self.generator.get_state().tolist(),
+                "schedulers": [scheduler_state(s) for s in self.schedulers], "rng": self.generator.get_state().tolist(),
                 "torch_rng": torch.get_rng_state().tolist()}
         if self.device.type == "cuda":
             meta["cuda_rng"] = torch.cuda.get_rng_state(self.device).tolist()

@@ -388,7 +388,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     """
     import warnings
 
-    with warnings.catch_warnings():  # the module imports torch.jit helpers that warn about their deprecation
+    # catch_warnings swaps the process-wide filter list: two overlapping blocks (lrfer.load in several
+    # threads) could restore each other's "ignore" filters for good, so one block at a time.
+    with _TRACE_LOCK, warnings.catch_warnings():  # the module imports torch.jit helpers that warn about their deprecation
         warnings.simplefilter("ignore", DeprecationWarning)
         from torch.fx.experimental.optimization import fuse
         # Tracing fills this cache; torch 2.1 reads torch.has_cuda & co. there, a UserWarning each.

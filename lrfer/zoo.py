@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import fnmatch
 import functools
 import hashlib
@@ -690,10 +691,21 @@ def _is_transport_error(err: BaseException) -> bool:
     return any(cls.__module__.split(".")[0] in TRANSPORT_PACKAGES for cls in type(err).__mro__)
 
 
+#: Errors of this machine's files that hf_xet reports as a bare RuntimeError too ("IO Error: No space
+#: left on device (os error 28)"): not a transfer that a second try mends.
+_LOCAL_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EACCES", "EPERM", "EROFS", "ENOENT",
+                                                              "ENOTDIR", "EISDIR", "EFBIG", "EIO")
+                          if hasattr(errno, name))  # EDQUOT: not on every system
+
+
 def _raised_by_xet_transfer(err: BaseException) -> bool:
     """hf_xet, which huggingface_hub >= 0.32 uses for Xet-backed files (every new upload to the Hub), reports a
-    transfer that failed after its own retries as a bare ``RuntimeError`` raised inside ``xet_get``."""
+    transfer that failed after its own retries as a bare ``RuntimeError`` raised inside ``xet_get`` (and a
+    local file error the same way: that one is not a transfer)."""
     if type(err) is not RuntimeError:
+        return False
+    local = re.search(r"\(os error (\d+)\)", str(err))
+    if local and int(local[1]) in _LOCAL_ERRNOS:
         return False
     tb, last = err.__traceback__, None
     while tb is not None:

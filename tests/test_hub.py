@@ -629,4 +629,21 @@ def test_bad_xet_blob_in_the_shared_store_is_removed_and_fetched_again(
         zoo.load_model(NAME)
     assert not blob.exists()
     check_model(zoo.load_model(NAME), original)
-    assert fetched in ([], [digest, digest])  # no hf_xet (or huggingface_hub < 0.32): the CDN both times
+    xet = getattr(file_download, "is_xet_available", lambda: False)()
+    assert fetched == ([digest, digest] if xet else [])  # no hf_xet (or huggingface_hub < 0.32): the CDN both times
+
+
+@pytest.mark.parametrize("message, transfer", [
+    ("Task error: File reconstruction error: IO Error: No space left on device (os error 28)", False),
+    ("Task error: File reconstruction error: IO Error: No such file or directory (os error 2)", False),
+    ("Task error: File reconstruction error: CAS Client Error: Request middleware error: error sending request "
+     "for url (http://127.0.0.1:9/v2/reconstructions/aa)", True),
+])
+def test_a_local_file_error_inside_xet_get_is_no_download_error(message: str, transfer: bool) -> None:
+    """hf_xet raises a full disk as the same bare RuntimeError as a failed transfer: 'check the connection
+    and run it again' would not help, so it stays as it is (like a full disk over plain HTTP)."""
+    namespace: dict[str, Any] = {"__name__": "huggingface_hub.file_download"}
+    exec("def xet_get(message):\n    raise RuntimeError(message)\n", namespace)  # noqa: S102
+    with pytest.raises(RuntimeError) as err:
+        namespace["xet_get"](message)
+    assert zoo._raised_by_xet_transfer(err.value) is transfer

@@ -175,3 +175,22 @@ def test_batchnorm_folding_keeps_outputs(arch: str, config: dict, size: int) -> 
     x = torch.randn(3, 1, size, size)
     with torch.no_grad():
         assert torch.allclose(folded(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_the_fallback_folding_for_torch_2_1_folds_as_fuse_does() -> None:
+    """_fuse_traced runs only where fuse lacks no_trace (torch 2.1): checked on every torch against the
+    model as it is, so that it cannot drift unseen on the torch the suite usually runs."""
+    from lrfer.recognizer import _fuse_traced, trace_this_thread
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 5), torch.nn.BatchNorm1d(5)).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    folded = _fuse_traced(trace_this_thread(model))
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)

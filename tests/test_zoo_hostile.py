@@ -128,7 +128,7 @@ def test_the_tensors_loaded_are_the_bytes_whose_sha256_was_checked(tmp_path: Pat
 
 @pytest.mark.parametrize("text, problem", [
     (b"[" * 100_000 + b"]" * 100_000, "maximum recursion depth"),
-    (b'{"seed": ' + b"9" * 5000 + b"}", "4300 digits"),
+    (b'{"seed": ' + b"9" * 5000 + b"}", "4300"),  # Python 3.10 words the limit otherwise
     (b'{"name": "\xff"}', "not UTF-8"),
 ])
 def test_unreadable_config_is_a_manifest_error_naming_the_file(text: bytes, problem: str, tmp_path: Path) -> None:

@@ -1106,16 +1106,14 @@ def load_model(spec: WeightSpec, device: "str | torch.device" = "cpu",
     header, _ = _split_safetensors(data)  # safetensors has checked it
     _check_against_header(model_spec, path, header.get("__metadata__") or {})
     del data
-    _dry_build(model_spec, path, state)  # before any memory is spent on the network
-    try:
-        # float32 whatever the caller's default dtype (a float64 default would make float64 networks)
-        model = build_model(model_spec.arch, **model_spec.model_kwargs).float()  # checks the config's keys first
-    except (KeyError, ValueError) as err:
-        raise ManifestError(f"{model_spec.name} ({path}): {err.args[0]}") from None
+    # The config, and the file's names and shapes against it, are checked there, before any memory is
+    # spent on the network: the build below is the same one, for real.
+    _dry_build(model_spec, path, state)
+    # float32 whatever the caller's default dtype (a float64 default would make float64 networks)
+    model = build_model(model_spec.arch, **model_spec.model_kwargs).float()
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    _check_state_dict(model, state, model_spec)
     model.load_state_dict(state, strict=True)
     model = model.to(device).eval()
     model.pretrained_cfg = model_spec  # type: ignore[assignment]  # torch's stubs: a Module's attributes are tensors or modules

@@ -269,6 +269,14 @@ def detector_name(detector: object | None) -> str | None:
     return getattr(detector, "name", type(detector).__name__)
 
 
+def _cascades_loaded_here() -> threading.local:
+    """Per-thread Haar classifiers, the calling thread's loaded now: an OpenCV without cascades fails at
+    load (or unpickling), not at the first photo."""
+    cascades = threading.local()
+    cascades.cascade = _load_haar_cascade()
+    return cascades
+
+
 class HaarDetector:
     """OpenCV's frontal-face Haar cascade; boxes only (landmarks NaN, scores 1)."""
 
@@ -277,8 +285,7 @@ class HaarDetector:
     def __init__(self, device: torch.device | str = "cpu", min_face: int = 20) -> None:
         self.device = torch.device(device)
         self.min_face = int(min_face)
-        self._cascades = threading.local()
-        self._cascades.cascade = _load_haar_cascade()  # an OpenCV without cascades fails here, at load
+        self._cascades = _cascades_loaded_here()
 
     def _this_threads_cascade(self) -> Any:  # cv2.CascadeClassifier
         """The calling thread's classifier. OpenCV's ``detectMultiScale`` keeps the image it searches in
@@ -295,8 +302,7 @@ class HaarDetector:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._cascades = threading.local()
-        self._cascades.cascade = _load_haar_cascade()
+        self._cascades = _cascades_loaded_here()
 
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:
         """Run the cascade on each image (on the CPU, in OpenCV; each thread with its own classifier)."""

@@ -399,7 +399,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     try:
         traced = trace_this_thread(model.eval())
         if "no_trace" in inspect.signature(fuse).parameters:
-            return fuse(traced, **{"no_trace": True})  # keyword spelt as a dict: torch 2.1's stubs lack it
+            return fuse(traced, no_trace=True)  # type: ignore[call-arg, unused-ignore]  # not in torch 2.1's stubs
         return _fuse_traced(traced)
     except Exception as err:  # noqa: BLE001 - any tracing failure just keeps the eager model
         logger.debug("BatchNorm folding skipped for %s: %s", type(model).__name__, err)

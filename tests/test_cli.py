@@ -610,3 +610,40 @@ def test_the_table_shows_names_the_terminal_cannot_encode() -> None:
         TableWriter(["file", "face", "label"], stream)({"file": "f\xe4ce \u65e5.jpg", "face": 0, "label": "happy"})
         stream.flush()
         assert raw.getvalue().decode(encoding).splitlines()[1].startswith(shown)
+
+
+def test_predict_hands_its_options_to_the_recognizer(photos: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """--model, --device, --detector, --min-face, --precision and --no-close-ups reach lrfer.load, --batch-size
+    and --image-batch every predict call, and an image's second face is its row 'face' 1: with one face per
+    crop and options that leave the rows alike, the other tests passed with any of them ignored."""
+    import lrfer
+    from lrfer.results import Face
+
+    loaded: list[dict[str, Any]] = []
+    calls: list[tuple[int, int]] = []
+
+    class TwoFacesEach:
+        """A recognizer that finds two faces in every image."""
+
+        device, classes = torch.device("cpu"), CLASSES
+
+        def predict(self, images: list[np.ndarray], batch_size: int) -> list[list[Face]]:
+            calls.append((len(images), batch_size))
+            probs = {c: 1.0 if c == "happy" else 0.0 for c in CLASSES}
+            return [[Face((x, 0.0, x + 10, 10.0), ((math.nan, math.nan),) * 5, 0.9, 10.0, "happy", probs)
+                     for x in (0.0, 20.0)] for _ in images]
+
+    monkeypatch.setattr(lrfer, "load", lambda model, **options: loaded.append({"model": model, **options}) or TwoFacesEach())
+    out = tmp_path / "rows.csv"
+    assert main(["predict", str(photos), "--model", "mine.safetensors", "--device", "cpu", "--detector", "haar",
+                 "--min-face", "30", "--precision", "bf16", "--no-close-ups", "--batch-size", "7", "--image-batch", "3",
+                 "--workers", "0", "--quiet", "--out", str(out)]) == 0
+    assert loaded == [{"model": "mine.safetensors", "device": "cpu", "detector": "haar", "min_face": 30,
+                       "precision": "bf16", "close_ups": False}]
+    assert calls == [(3, 7), (1, 7)]
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(int(r["face"]), float(r["x1"])) for r in rows] == [(0, 0.0), (1, 20.0)] * len(IMAGE_NAMES)
+    assert main(["predict", str(photos), "--detector", "none", "--workers", "0", "--quiet", "--out", str(out)]) == 0
+    assert loaded[1]["detector"] is None and loaded[1]["model"] is None

@@ -295,3 +295,28 @@ def test_crossfit_ece_script_fits_on_one_half_and_measures_on_the_other(tiny_pat
     assert result.same_half_eces[0] == score(logits[a], faces.labels[a], resolution, result.temperatures[0]).ece
     assert result.in_sample_ece == score(logits, faces.labels, resolution, 1.5).ece  # the file's temperature
     assert f"| {tiny_path} | 1.5000 |" in script.markdown([result], seed=0)
+
+
+def test_ece_weighs_each_bin_by_its_share_of_the_faces() -> None:
+    """Three faces at confidence 0.9 (all right: gap 0.1) and one at 0.5 (wrong: gap 0.5): ECE is
+    3/4 * 0.1 + 1/4 * 0.5 = 0.2, not the unweighted mean of the two bins' gaps (0.3)."""
+    probs = np.full((4, 7), 0.1 / 6)
+    probs[:3, 0] = 0.9
+    probs[3] = 0.5 / 6
+    probs[3, 1] = 0.5
+    assert expected_calibration_error(probs, np.array([0, 0, 0, 2])) == pytest.approx(0.2)
+
+
+def test_evaluate_scores_each_resolution_at_the_given_temperature() -> None:
+    """Each row is the model's score on the faces degraded to its resolution, with the temperature
+    applied: rows scored at the native size, or without the temperature, had the right labels and ranges."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    faces = FaceSet(rng.integers(0, 256, (21, 48, 48), dtype=np.uint8), np.arange(21) % 7, "tiny")
+    model = build_model("baseline", width=8, input_size=16).eval()
+    rows = evaluate(model, 16, faces, [8, 16, 48], temperature=0.2)
+    for s in rows:
+        logits = predict_logits(model, faces.images, 16, eval_resolution=s.resolution)
+        assert s == score(logits, faces.labels, s.resolution, temperature=0.2)
+    assert rows[0].ece != score(predict_logits(model, faces.images, 16), faces.labels, 8, temperature=0.2).ece
+    assert rows[1].ece != score(predict_logits(model, faces.images, 16), faces.labels, 16).ece

@@ -19,8 +19,10 @@ from lrfer.train.recipes import (
     ZOO_RECIPES,
     Recipe,
     Trainer,
+    accuracy,
     copy_matching_weights,
     load_trained,
+    normalize,
     predict_logits,
     recipe_for,
     save_trained,
@@ -726,3 +728,257 @@ def test_licence_of_a_model_taught_by_a_teacher_file_reads_the_files_entry(tmp_p
                                                "license": {**zoo_entry["license"], "data": "ACME faces: no redistribution"}})
     data = build_entry("gmenet-train-16px", distilled, "train", 1.0, {}, "test")["license"]["data"]
     assert data == "train: see the dataset's own licence; taught by fer-teacher.safetensors (ACME faces: no redistribution)"
+
+
+# ------------------------------------------------------------------ what each loss and step computes
+def _energy(feature_map: torch.Tensor) -> torch.Tensor:
+    """Attention transfer's map by hand: channel mean of squares, flattened, L2-normalised."""
+    energy = feature_map.pow(2).mean(1).flatten(1)
+    return energy / energy.norm(dim=1, keepdim=True)
+
+
+def test_attention_transfer_loss_sums_squared_distances_over_positions_and_stages() -> None:
+    """The value, not only its sign: a loss of the last stage only, one averaged over positions (a
+    different att_weight in effect) or one that up-samples the student to the teacher's size passed."""
+    torch.manual_seed(0)
+    student = [torch.randn(3, 4, 8, 8), torch.randn(3, 8, 4, 4)]
+    teacher = [torch.randn(3, 6, 16, 16), torch.randn(3, 5, 4, 4)]
+    pooled = torch.nn.functional.avg_pool2d(teacher[0].pow(2).mean(1, keepdim=True), 2)  # to the student's 8x8
+    first = (_energy(student[0]) - torch.nn.functional.normalize(pooled.flatten(1), dim=1)).pow(2).sum(1).mean()
+    second = (_energy(student[1]) - _energy(teacher[1])).pow(2).sum(1).mean()
+    assert losses.attention_transfer_loss(student, teacher).item() == pytest.approx((first + second).item(), rel=1e-5)
+
+
+def test_distillation_kl_is_the_teachers_kl_from_the_student_per_face() -> None:
+    """KL(teacher || student) at temperature T, summed over classes, averaged over faces, times T^2:
+    the reversed KL, or torch's element-wise "mean" (a seventh of it), still passed the other checks."""
+    torch.manual_seed(0)
+    student, teacher, t = torch.randn(5, 7), torch.randn(5, 7) * 3, 4.0
+    p_teacher = torch.softmax(teacher / t, 1)
+    expected = (p_teacher * (p_teacher.log() - torch.log_softmax(student / t, 1))).sum(1).mean() * t**2
+    assert losses.distillation_kl(student, teacher, t).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_weighted_feature_loss_weighs_each_faces_l1_distance() -> None:
+    """FSR-FER's feature loss: mean |sr - hr| per face, times that face's weight, averaged."""
+    sr = torch.zeros(2, 3, 4, 4)
+    hr = torch.ones(2, 3, 4, 4)
+    hr[1] = -2.0  # distance 1 for face 0, 2 for face 1 (its sign must not matter)
+    weights = torch.tensor([1.0, 3.0])
+    assert losses.weighted_feature_loss(sr, hr, weights).item() == pytest.approx((1 * 1 + 2 * 3) / 2)
+
+
+def test_gan_loss_targets() -> None:
+    """real=True asks the logits to be high, real=False low (the generator's and the discriminator's targets)."""
+    high, low = torch.full((4,), 20.0), torch.full((4,), -20.0)
+    assert losses.gan_loss(high, real=True).item() < 1e-6 and losses.gan_loss(low, real=False).item() < 1e-6
+    assert losses.gan_loss(high, real=False).item() > 10 and losses.gan_loss(low, real=True).item() > 10
+
+
+def _same_draws(trainer: Trainer, hr: torch.Tensor) -> torch.Tensor:
+    """The degraded faces the trainer's next step will draw, drawn here without using up its generator."""
+    state = trainer.generator.get_state()
+    low_res = trainer._degrade(hr)
+    trainer.generator.set_state(state)
+    return low_res
+
+
+def test_supervised_step_uses_the_recipes_label_smoothing(tmp_path: Path, train_set: FaceSet) -> None:
+    recipe = replace(tiny("baseline", {"width": 8, "input_size": 16}, 16), label_smoothing=0.3)
+    trainer = Trainer(recipe, train_set, None, tmp_path)
+    trainer.model.eval()  # no dropout: the loss can be recomputed
+    hr, y = trainer._batch(torch.arange(32))
+    with torch.no_grad():
+        logits = trainer.model(normalize(_same_draws(trainer, hr)))
+    expected = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.3).item()
+    assert trainer._supervised_step(hr, y)["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_distill_step_adds_each_weighted_term(tmp_path: Path, train_set: FaceSet, teacher_path: Path) -> None:
+    """GME-Net's loss is ce + att_weight * att + kd_weight * kd, with the student on the degraded face,
+    the teacher on the 48 px face, and the soft targets at the recipe's temperature: a term left out of
+    the optimised loss, or a teacher shown the low-resolution face, still passed the one-epoch run."""
+    recipe = replace(tiny("gmenet", {"width": 8, "input_size": 16}, 16, "distill", teacher=str(teacher_path)),
+                     att_weight=3.0, kd_weight=0.5, kd_temperature=2.0, label_smoothing=0.2)
+    trainer = Trainer(recipe, train_set, None, tmp_path)
+    trainer.model.eval()
+    hr, y = trainer._batch(torch.arange(32))
+    with torch.no_grad():
+        low_res = normalize(_same_draws(trainer, hr))
+        teacher_maps = trainer.teacher.forward_features(normalize(hr))
+        features, student_maps = trainer.model.forward_features(low_res)
+        logits = trainer.model.fc(features)
+        ce = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.2).item()
+        att = losses.attention_transfer_loss(student_maps, teacher_maps[:len(student_maps)]).item()
+        kd = losses.distillation_kl(logits, trainer.teacher.head(teacher_maps[-1]), 2.0).item()
+    record = trainer._distill_step(hr, y)
+    assert record["ce"] == pytest.approx(ce, rel=1e-5)
+    assert record["att"] == pytest.approx(att, rel=1e-5) and record["kd"] == pytest.approx(kd, rel=1e-4)
+    assert record["loss"] == pytest.approx(ce + 3.0 * att + 0.5 * kd, rel=1e-5)
+
+
+def test_fsr_step_losses_follow_fsrfer(tmp_path: Path, train_set: FaceSet, teacher_path: Path) -> None:
+    """The generator's loss: weighted L1 to the 48 px face's features + weighted classification +
+    adversarial (its output called real); the discriminator's: 48 px features real, generated fake."""
+    recipe = replace(tiny("fsrfer", {"input_size": 16, "extractor_width": 8, "hidden": 16, "growth": 8}, 16, "fsr",
+                          teacher=str(teacher_path)), lr=1e-3, weight_decay=0.0, adv_weight=0.5, cls_weight=2.0,
+                     fsr_beta=3.0)
+    trainer = Trainer(recipe, train_set, None, tmp_path)
+    model, disc = trainer.model, trainer.discriminator
+    assert disc is not None
+    with torch.no_grad():  # the generator is not the identity, so that sr differs from the LR features
+        for p in model.generator.conv_out.parameters():
+            p.normal_(0, 0.05)
+    model.eval()
+    hr, y = trainer._batch(torch.arange(32))
+    with torch.no_grad():
+        hr_feat = model.extractor.stem_to_stage(normalize(hr), model.sr_stage)
+        lr_feat = model.lr_features(normalize(_same_draws(trainer, hr)))
+        weights = 1 + 3.0 * (1 - torch.softmax(model.classify_features(lr_feat), 1)[torch.arange(32), y])
+        sr = model.generator(lr_feat)
+        feat = ((sr - hr_feat).abs().flatten(1).mean(1) * weights).mean().item()
+        cls = (torch.nn.functional.cross_entropy(model.classify_features(sr), y, reduction="none") * weights).mean().item()
+        adv = torch.nn.functional.softplus(-disc(sr)).mean().item()  # -log sigmoid: called real
+        d = (torch.nn.functional.softplus(-disc(hr_feat)).mean() + torch.nn.functional.softplus(disc(sr)).mean()).item()
+    record = trainer._fsr_step(hr, y)
+    assert record["feat"] == pytest.approx(feat, rel=1e-4) and record["cls"] == pytest.approx(cls, rel=1e-4)
+    assert record["loss"] == pytest.approx(feat + 2.0 * cls + 0.5 * adv, rel=1e-4)
+    assert record["d"] == pytest.approx(d, rel=1e-4)
+
+
+def test_fit_shuffles_each_epoch_and_reports_means(tmp_path: Path, train_set: FaceSet, val_set: FaceSet,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each epoch visits the faces once in a new random order, in full batches; its record holds the mean
+    of the steps' values and the validation accuracy; the optimiser gets the recipe's settings and the
+    one-cycle schedule ends with the run (a schedule longer than the run, a fixed order, sums instead of
+    means and accuracy on the training faces all passed the one-epoch runs)."""
+    recipe = replace(tiny("baseline", {"width": 8, "input_size": 16}, 16, epochs=2), weight_decay=1e-3, lr=0.02)
+    trainer = Trainer(recipe, train_set, val_set, tmp_path)
+    assert trainer.optimizers["model"].param_groups[0]["weight_decay"] == 1e-3
+    seen: list[torch.Tensor] = []
+    batch = trainer._batch
+
+    def recording_batch(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append(index.clone())
+        return batch(index)
+
+    monkeypatch.setattr(trainer, "_batch", recording_batch)
+    lrs: list[float] = []
+
+    def step(hr: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        lrs.append(trainer.optimizers["model"].param_groups[0]["lr"])
+        return {"loss": float(len(lrs) - 1)}
+
+    monkeypatch.setattr(trainer, "step_fn", step)
+    with pytest.warns(UserWarning, match="lr_scheduler.step"):  # no optimizer step: the stub trains nothing
+        model = trainer.fit(progress=False)
+    steps = len(train_set) // 32
+    assert len(seen) == 2 * steps and all(len(index) == 32 for index in seen)
+    epochs = [torch.cat(seen[:steps]), torch.cat(seen[steps:])]
+    for order in epochs:
+        assert len(set(order.tolist())) == len(order)  # without replacement
+        assert not torch.equal(order, torch.arange(len(order)))
+    assert not torch.equal(epochs[0], epochs[1])
+    assert [h["loss"] for h in trainer.history] == [sum(range(steps)) / steps, sum(range(steps, 2 * steps)) / steps]
+    assert trainer.history[-1]["val_acc"] == accuracy(model, val_set, 16)
+    assert trainer.history[-1]["val_acc"] != accuracy(model, train_set, 16)
+    # OneCycleLR over the run's steps: from max_lr / 25 up to max_lr, down to max_lr / 25 / 1e4 at the last step
+    assert lrs[0] == pytest.approx(0.02 / 25) and max(lrs) <= 0.02 and lrs[-1] == pytest.approx(0.02 / 25 / 1e4)
+
+
+@pytest.mark.parametrize("erase_prob", [0.0, 1.0])
+def test_batches_erase_as_the_recipe_says(tmp_path: Path, erase_prob: float) -> None:
+    """The recipe's erase_prob reaches random_erase: none erased at 0, every face at 1."""
+    bright = FaceSet(np.full((32, 48, 48), 200, np.uint8), np.arange(32) % 7, "bright")
+    trainer = Trainer(replace(tiny("baseline", {"width": 8, "input_size": 16}, 16), erase_prob=erase_prob), bright,
+                      None, tmp_path)
+    hr, _ = trainer._batch(torch.arange(32))
+    erased = (hr == 0).flatten(1).any(1)
+    assert erased.all() if erase_prob else not erased.any()
+
+
+def test_predict_logits_degrades_to_the_evaluation_resolution(train_set: FaceSet) -> None:
+    """Area down-sampling to the evaluated size, then bicubic up-sampling (or area down-sampling) to the
+    model's: the evaluated resolution was only checked for the output's shape."""
+    from lrfer.faces.degrade import to_native, upsample
+
+    torch.manual_seed(0)
+    model = build_model("baseline", width=8, input_size=16).eval()
+    images = train_set.images[:10]
+    x = torch.from_numpy(images).unsqueeze(1).float() / 255
+    with torch.no_grad():
+        by_hand = {8: model(normalize(upsample(to_native(x, 8), 16))), 24: model(normalize(to_native(to_native(x, 24), 16)))}
+    for r, expected in by_hand.items():
+        torch.testing.assert_close(predict_logits(model, images, 16, eval_resolution=r), expected)
+    assert not torch.allclose(by_hand[8], predict_logits(model, images, 16), atol=1e-4)
+
+
+def test_askd_loss_average_pools_a_larger_teacher_map() -> None:
+    """A teacher's spatial map twice the student's size is average-pooled to it (max-pooling passed
+    the nearest-neighbour check above, on which the two agree)."""
+    torch.manual_seed(0)
+    student, teacher = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 16, 16)
+    pooled = torch.nn.functional.avg_pool2d(teacher, 2)
+    expected = (1 - torch.nn.functional.cosine_similarity(student.flatten(1), pooled.flatten(1), dim=1)).mean()
+    assert losses.askd_loss([student], [teacher]).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_export_metrics_are_the_calibrated_scores_at_the_native_resolution(tmp_path: Path, val_set: FaceSet) -> None:
+    """The entry's ECE is measured with its temperature, its macro-F1 is the macro-F1 and its seed the
+    recipe's: compared with calibrate_and_score itself, an uncalibrated ECE or a score at another
+    resolution passed."""
+    from lrfer.train.evaluate import fit_temperature, score
+    from lrfer.train.export import export
+
+    torch.manual_seed(0)
+    model = build_model("baseline", width=8, input_size=16).eval()
+    recipe = replace(tiny("baseline", {"width": 8, "input_size": 16}, 16), seed=3)
+    entry, _ = export(model, recipe, "baseline-synthetic-16px", "synthetic", val_set,
+                      tmp_path / "baseline-synthetic-16px.safetensors", "test", split="val")
+    logits = predict_logits(model, val_set.images, 16, eval_resolution=16)
+    temperature = fit_temperature(logits, val_set.labels)
+    calibrated, raw = score(logits, val_set.labels, 16, temperature), score(logits, val_set.labels, 16)
+    assert entry["temperature"] == round(temperature, 4) and entry["seed"] == 3
+    assert entry["metrics"] == {"val_accuracy": round(calibrated.accuracy, 4),
+                                "val_macro_f1": round(calibrated.macro_f1, 4), "val_ece": round(calibrated.ece, 4)}
+    assert round(raw.ece, 4) != entry["metrics"]["val_ece"] and calibrated.macro_f1 != calibrated.accuracy
+
+
+def test_colour_faces_are_read_as_bgr(tmp_path: Path) -> None:
+    """OpenCV's BGR order, as the recognizer reads photos: a pure blue face is dark gray (0.114 * 255),
+    not the 0.299 * 255 of reading it as RGB; from a class folder and from an (N, H, W, 3) .npz alike."""
+    import cv2
+
+    blue = np.zeros((48, 48, 3), np.uint8)
+    blue[..., 0] = 255
+    (tmp_path / "faces" / "happy").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "faces" / "happy" / "blue.png"), blue)
+    np.savez(tmp_path / "blue.npz", images=blue[None], labels=np.array([3]))
+    for faces in (load_faces(tmp_path / "faces"), load_faces(tmp_path / "blue.npz")):
+        assert np.abs(faces.images.astype(int) - 29).max() <= 1
+
+
+def test_random_affine_draws_rotations_scales_shifts_and_flips(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The matrices handed to affine_grid: a rotation of at most max_rotate degrees over a scale in
+    ``scale``, mirrored for about half the faces, shifted by up to max_shift of the side (2 * max_shift
+    in affine_grid's [-1, 1] coordinates)."""
+    from lrfer.train.augment import random_affine
+
+    thetas: list[torch.Tensor] = []
+    affine_grid = torch.nn.functional.affine_grid
+    monkeypatch.setattr(torch.nn.functional, "affine_grid",
+                        lambda theta, *a, **k: thetas.append(theta.clone()) or affine_grid(theta, *a, **k))
+    random_affine(torch.rand(256, 1, 8, 8), torch.Generator().manual_seed(0), max_rotate=10.0, scale=(0.8, 1.25),
+                  max_shift=0.1)
+    linear, shift = thetas[0][:, :, :2], thetas[0][:, :, 2]
+    det = torch.linalg.det(linear)
+    unflipped = linear.clone()
+    unflipped[:, :, 0] *= det.sign()[:, None]
+    size = det.abs().sqrt()  # 1 / scale
+    rotation = unflipped / size[:, None, None]
+    torch.testing.assert_close(rotation @ rotation.transpose(1, 2), torch.eye(2).expand(256, 2, 2), atol=1e-5, rtol=0)
+    angle = torch.rad2deg(torch.atan2(rotation[:, 1, 0], rotation[:, 0, 0])).abs()
+    assert angle.max() <= 10.0 + 1e-4 and angle.max() > 9.0
+    assert size.min() >= 0.8 - 1e-5 and size.max() <= 1.25 + 1e-5 and size.max() - size.min() > 0.3
+    assert 0.35 < (det < 0).float().mean() < 0.65
+    assert shift.abs().max() <= 0.2 + 1e-6 and shift.abs().max() > 0.18

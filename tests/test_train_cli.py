@@ -494,3 +494,33 @@ def test_train_zoo_refuses_an_unknown_variant(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "unknown recipe 'gmenet-fer2013-17px'; did you mean gmenet-fer2013-16px" in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_train_options_reach_the_recipe() -> None:
+    """--epochs, --batch-size and --seed override the recipe's (the runs above give the defaults' values
+    or too few faces for the batch size to show)."""
+    from lrfer.cli import build_parser
+    from lrfer.train.cli import _train_recipe
+
+    args = build_parser().parse_args(["train", "--arch", "baseline", "--resolution", "16", "--data", "x.npz", "--out",
+                                      "x.safetensors", "--epochs", "3", "--batch-size", "7", "--seed", "5"])
+    recipe = _train_recipe(args)
+    assert (recipe.epochs, recipe.batch_size, recipe.seed) == (3, 7, 5)
+
+
+def test_train_reads_rafdbs_splits_and_checkpoints_in_the_work_dir(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trains on RAF-DB's train split, validates on its test split, and checkpoints in --work-dir
+    (not in <out>.run)."""
+    import lrfer.train.datasets as datasets
+
+    raf = write_rafdb(tmp_path / "basic", n_train=32, n_test=7)
+    read: list[tuple[str, int]] = []
+    load_faces = datasets.load_faces
+    monkeypatch.setattr(datasets, "load_faces", lambda path, split="train": read.append((split, len(
+        faces := load_faces(path, split)))) or faces)
+    out, work_dir = tmp_path / "mine.safetensors", tmp_path / "work"
+    assert run_train(["--arch", "baseline", "--resolution", "16", "--data", str(raf), "--out", str(out),
+                      "--batch-size", "16", "--work-dir", str(work_dir)]) == 0
+    assert read == [("train", 32), ("test", 7)]
+    assert (work_dir / "checkpoint.json").is_file() and not out.with_suffix(".run").exists()

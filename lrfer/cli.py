@@ -98,7 +98,7 @@ def _add_info(sub: Any) -> None:
 
 def _add_download(sub: Any) -> None:
     p = sub.add_parser("download", help="fetch and verify a model's weights for offline use")
-    p.add_argument("name", nargs="+", help="model name(s) from `lrfer models`")
+    p.add_argument("name", nargs="+", help="model name(s) from `lrfer models`, or Hub ids (hf://ORG/REPO@COMMIT)")
     p.set_defaults(func=cmd_download)
 
 
@@ -273,6 +273,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     """``lrfer predict PATH...``: stream one row per face to CSV/JSONL or a stdout table."""
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     import lrfer
     from lrfer.io import iter_image_files
@@ -291,7 +292,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     args.annotated = None if args.annotate is None else AnnotatedPaths(
         args.annotate, args.paths, [path for path, _ in files] + [path for path, _ in videos], args.overwrite)
     counts = {"images": 0, "frames": 0, "faces": 0, "failed": 0, "partial": 0}
-    with open_writer(args.out, rec.classes, video=bool(videos)) as write:
+    # warnings go above the progress bar, not into the middle of its line
+    with logging_redirect_tqdm(), open_writer(args.out, rec.classes, video=bool(videos)) as write:
         if files:
             bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)
             image_batch = args.image_batch or (DEFAULT_GPU_IMAGE_BATCH if rec.device.type == "cuda" else DEFAULT_IMAGE_BATCH)

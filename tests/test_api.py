@@ -204,6 +204,13 @@ def test_cuda_without_a_gpu_names_the_alternatives(tiny_path: Path) -> None:
         lrfer.load(tiny_path, device="cuda", detector=None)
 
 
+@pytest.mark.parametrize("device", ["gpu", "cuda0", "", 3.5])
+def test_unknown_device_is_a_value_error_naming_the_choices(tiny_path: Path, device: object) -> None:
+    """torch.device("gpu") raised a RuntimeError listing torch's twenty device types, not lrfer's."""
+    with pytest.raises(ValueError, match=r"unknown device .*; use 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+        lrfer.load(tiny_path, device=device, detector=None)  # type: ignore[arg-type]
+
+
 def test_cpu_chunk_follows_the_largest_feature_map() -> None:
     from lrfer.recognizer import CPU_ACTIVATION_BUDGET, faces_per_cpu_call, largest_activation
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lrfer import ChecksumError
 from lrfer.faces import Detections, estimate_similarity, make_detector
 from lrfer.faces import blazeface as bf
 from lrfer.faces import detect as detect_mod
@@ -30,7 +31,7 @@ def test_tampered_weights_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(bf, "WEIGHTS_FILE", bad)
     bf._verified_state_dict.cache_clear()
     try:
-        with pytest.raises(ValueError, match="sha256"):
+        with pytest.raises(ChecksumError, match="sha256"):
             bf.load_network()
     finally:
         bf._verified_state_dict.cache_clear()

@@ -647,3 +647,53 @@ def test_predict_hands_its_options_to_the_recognizer(photos: Path, tmp_path: Pat
     assert [(int(r["face"]), float(r["x1"])) for r in rows] == [(0, 0.0), (1, 20.0)] * len(IMAGE_NAMES)
     assert main(["predict", str(photos), "--detector", "none", "--workers", "0", "--quiet", "--out", str(out)]) == 0
     assert loaded[1]["detector"] is None and loaded[1]["model"] is None
+
+
+class FakeTerminal:
+    """A text stream that says it is a terminal, so tqdm draws its bar into it."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_warnings_are_written_above_the_progress_bar(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warning logged while the bar is drawn starts a line of its own: it was written after the bar's
+    text, on the bar's line ("  25%|##5  | 1/4 [00:00<00:00]lrfer: WARNING: ...")."""
+    import logging
+
+    import lrfer.cli as cli
+
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    handler = logging.StreamHandler(terminal)  # what logging.basicConfig sets up outside pytest
+    handler.setFormatter(logging.Formatter("lrfer: %(levelname)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    predict_batch = cli._predict_batch
+
+    def warn_then_predict(*args: Any) -> None:
+        cli.logger.warning("something to say")
+        predict_batch(*args)
+
+    monkeypatch.setattr(cli, "_predict_batch", warn_then_predict)
+    try:
+        args = [a for a in predict_args(photos, tiny_path, "--out", str(tmp_path / "rows.csv"), "--workers", "0",
+                                        "--image-batch", "1") if a != "--quiet"]
+        assert main(args) == 0
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert "4/4" in terminal.text  # the bar was drawn
+    warnings = [line for line in terminal.text.split("\n") if "something to say" in line]
+    assert len(warnings) == len(IMAGE_NAMES)
+    for line in warnings:
+        assert line.rsplit("\r", 1)[-1] == "lrfer: WARNING: something to say", repr(line)

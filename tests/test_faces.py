@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from lrfer import ChecksumError
 from lrfer.faces import Detections, FER2013_TEMPLATE, align_faces, estimate_similarity, make_detector, rgb_to_gray
 from lrfer.faces import align as align_mod
 from lrfer.faces import detect as detect_mod
@@ -244,7 +245,7 @@ def test_tampered_weights_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(mtcnn_mod, "WEIGHTS_DIR", tmp_path)
     mtcnn_mod._verified_state_dict.cache_clear()
     try:
-        with pytest.raises(ValueError, match="sha256"):
+        with pytest.raises(ChecksumError, match="sha256"):
             mtcnn_mod.load_network("pnet")
     finally:
         mtcnn_mod._verified_state_dict.cache_clear()

@@ -768,3 +768,22 @@ def test_an_empty_name_is_an_unknown_model_not_the_working_folder(name: str, tmp
     (tmp_path / zoo.CONFIG_FILENAME).write_text("{}")
     with pytest.raises(zoo.UnknownModelError, match="unknown model .*known models: "):
         zoo.resolve(name)
+
+
+def test_a_file_nothing_can_verify_loads_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A file written without save_weights (no recorded sha256) under a name no manifest entry has loaded
+    with an info line only: "verified before use" was silently not true for it. A file that records its
+    sha256 loads without the warning."""
+    path = tmp_path / "mine.safetensors"
+    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry(name="baseline-mine-16px", dataset="mine"))
+    with caplog.at_level("WARNING", logger="lrfer.zoo"):
+        zoo.resolve(path)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    header, data = zoo._split_safetensors(path.read_bytes())
+    del header["__metadata__"][zoo.CONTENT_SHA_METADATA_KEY]
+    path.write_bytes(zoo._join_safetensors(header, data))
+    with caplog.at_level("WARNING", logger="lrfer.zoo"):
+        zoo.resolve(path)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{path} records no sha256 and no manifest entry names it, so nothing could verify it (sha256 "
+        f"{zoo.sha256_file(path)}); lrfer.zoo.save_weights writes files that record theirs"]

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from lrfer.shapes import to_device
+from lrfer.zoo import ChecksumError
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,8 @@ def split_by_image(faces: Detections, image: torch.Tensor, count: int) -> list[D
 
 
 def read_bundled_weights(path: Path, sha256: str, what: str, script: str) -> dict[str, torch.Tensor]:
-    """Load a bundled safetensors file after checking its sha256 (always on)."""
+    """Load a bundled safetensors file after checking its sha256 (always on; a mismatch is a
+    :class:`~lrfer.zoo.ChecksumError`, as for the expression models' weights)."""
     from safetensors.torch import load as load_safetensors
 
     if not path.is_file():
@@ -161,7 +163,7 @@ def read_bundled_weights(path: Path, sha256: str, what: str, script: str) -> dic
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:
-        raise ValueError(
+        raise ChecksumError(
             f"sha256 of {path} is {digest}, expected {sha256}: the file is corrupt or was replaced; "
             "reinstall lrfer (pip install --force-reinstall lrfer)"
         )

@@ -299,6 +299,32 @@ def test_predict_crops_matches_predict_with_no_detector(rec: lrfer.Recognizer) -
     assert np.allclose(probs, got, atol=1e-6)
 
 
+def test_rgb_crops_are_weighted_as_itu_r_601_luma() -> None:
+    """Red, green and blue crops become 0.299, 0.587 and 0.114 grey, in one array and as a list of crops:
+    weights in BGR order would swap red and blue, and every colour face would be read a little wrong."""
+    from lrfer.recognizer import crops_to_gray
+
+    crops = np.zeros((3, 48, 48, 3), np.uint8)
+    for channel in range(3):
+        crops[channel, ..., channel] = 255
+    for gray in (crops_to_gray(crops), crops_to_gray(list(crops))):
+        assert np.allclose(gray[:, 0].numpy(), np.array([0.299, 0.587, 0.114])[:, None, None], atol=1e-6)
+
+
+def test_a_tie_is_labelled_with_the_first_class_as_np_argmax(tiny_path: Path) -> None:
+    """A network with every weight zero gives equal probabilities: the label is the first class, as
+    ``np.argmax`` over the probability columns (lrfer eval, a CSV read back) gives it."""
+    from lrfer.zoo import load_model
+
+    model = load_model(tiny_path)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+    flat = lrfer.Recognizer(model, model.pretrained_cfg, torch.device("cpu"), None)
+    face = flat.predict(np.full((48, 48), 128, np.uint8))[0]
+    assert len(set(face.probs.values())) == 1 and face.label == flat.classes[0]
+
+
 # ------------------------------------------------------------------------------------------ tensor
 def test_predict_tensor(rec: lrfer.Recognizer) -> None:
     x = torch.rand(6, 1, 48, 48)
@@ -431,6 +457,30 @@ def test_a_photos_faces_do_not_depend_on_the_other_photos_of_the_call() -> None:
         assert max(abs(a.probs[c] - b.probs[c]) for c in a.probs) < 1e-5
 
 
+def test_each_photo_of_a_call_gets_its_own_faces(tiny_path: Path) -> None:
+    """predict on a list hands each photo the faces found in it, in order: a stand-in detector finds one face
+    in the first photo and two in the second (a slip in the bookkeeping gave the second photo the first's)."""
+    from lrfer.faces.detect import Detections
+    from lrfer.zoo import load_model
+
+    boxes = {(40, 40): [[2.0, 3.0, 30.0, 35.0]], (50, 60): [[1.0, 1.0, 20.0, 25.0], [25.0, 8.0, 55.0, 45.0]]}
+
+    class BoxesDetector:
+        def detect(self, tensors: list[torch.Tensor]) -> list[Detections]:
+            return [Detections.from_boxes(torch.tensor(boxes[tuple(t.shape[1:])])) for t in tensors]
+
+    model = load_model(tiny_path)
+    rec = lrfer.Recognizer(model, model.pretrained_cfg, torch.device("cpu"), BoxesDetector())
+    rng = np.random.default_rng(11)
+    photos = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for size in boxes]
+    together = rec.predict(photos)
+    assert [[list(f.box) for f in faces] for faces in together] == list(boxes.values())
+    for photo, faces in zip(photos, together):
+        alone = rec.predict(photo)
+        for a, b in zip(alone, faces):
+            assert a.box == b.box and max(abs(a.probs[c] - b.probs[c]) for c in a.probs) < 1e-5
+
+
 def test_blank_image_with_mtcnn_finds_no_face(tiny_path: Path) -> None:
     det = lrfer.load(tiny_path, device="cpu", detector="mtcnn")
     blank = np.full((160, 200, 3), 127, np.uint8)
@@ -466,6 +516,44 @@ def test_face_to_dict_and_rows(rec: lrfer.Recognizer, rgb: np.ndarray) -> None:
     assert [r["file"] for r in rows] == ["a", "b"]
     with pytest.raises(dataclasses.FrozenInstanceError):
         face.label = "happy"  # type: ignore[misc]
+
+
+def test_face_to_dict_keeps_each_landmark_as_x_then_y() -> None:
+    """Landmarks are written ``[x, y]`` as the box is ``x1, y1, x2, y2`` (swapped, every point lands elsewhere)."""
+    marks = ((1.0, 2.0), (3.0, 4.0), (5.0, 6.0), (7.0, 8.0), (9.0, math.nan))
+    face = Face((0.0, 1.0, 10.0, 12.0), marks, 0.9, 10.0, "happy", {"happy": 1.0})
+    assert face.to_dict()["landmarks"] == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0], [9.0, None]]
+
+
+def test_face_row_and_dict_put_each_value_under_its_own_name() -> None:
+    """Every column of a row (and key of the dict) holds its own value: the box corners, the face's width,
+    the detector's score and the probabilities in class order."""
+    face = Face((1.0, 2.0, 31.0, 42.0), ((math.nan, math.nan),) * 5, 0.875, 30.0, "sad", {"happy": 0.25, "sad": 0.75})
+    assert face.to_row("a.jpg", 4) == {"file": "a.jpg", "face": 4, "x1": 1.0, "y1": 2.0, "x2": 31.0, "y2": 42.0,
+                                       "face_px": 30.0, "det_score": 0.875, "label": "sad", "happy": 0.25, "sad": 0.75}
+    assert face.to_dict() == {"box": [1.0, 2.0, 31.0, 42.0], "landmarks": [[None, None]] * 5, "det_score": 0.875,
+                              "face_px": 30.0, "label": "sad", "probs": {"happy": 0.25, "sad": 0.75}}
+    assert face.score == 0.75
+
+
+def test_rows_of_one_photo_have_no_file_name_and_of_several_their_index() -> None:
+    """faces_to_rows without file names: one photo's faces get an empty ``file``, several photos' faces
+    the photo's index."""
+    face = Face((0.0, 1.0, 10.0, 12.0), ((math.nan, math.nan),) * 5, 0.9, 10.0, "happy", {"happy": 1.0})
+    assert [r["file"] for r in faces_to_rows([face, face])] == ["", ""]
+    assert [(r["file"], r["face"]) for r in faces_to_rows([[face], [face, face]])] == [("0", 0), ("1", 0), ("1", 1)]
+
+
+def test_video_rows_keep_the_frames_face_order() -> None:
+    """Row ``face`` j of a frame is the frame's j-th face (its box and label), after file, frame and time."""
+    from lrfer.results import VideoFrame
+
+    nan5 = ((math.nan, math.nan),) * 5
+    faces = [Face((0.0, 0.0, 8.0, 8.0), nan5, 0.9, 8.0, "happy", {"happy": 0.8, "sad": 0.2}),
+             Face((20.0, 5.0, 40.0, 25.0), nan5, 0.7, 20.0, "sad", {"happy": 0.1, "sad": 0.9})]
+    rows = VideoFrame(3, 0.125, faces).to_rows("clip.mp4")
+    assert rows == [{"file": "clip.mp4", "frame": 3, "time_s": 0.125, **f.to_row("clip.mp4", j)} for j, f in enumerate(faces)]
+    assert [(r["face"], r["x1"], r["label"]) for r in rows] == [(0, 0.0, "happy"), (1, 20.0, "sad")]
 
 
 def test_to_pandas_without_pandas_names_the_install(rec: lrfer.Recognizer, rgb: np.ndarray,

@@ -150,3 +150,55 @@ def test_jpeg_round_trip_close_to_input() -> None:
     # lower quality loses more on a noisy image
     noisy = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     assert (jpeg_compress(noisy, 10) - noisy).abs().mean() > (jpeg_compress(noisy, 95) - noisy).abs().mean()
+
+
+@pytest.mark.parametrize("corruption", [{"blur_sigma_max": 1.5}, {"noise_std_max": 0.05}, {"jpeg_prob": 1.0}],
+                         ids=["blur", "noise", "jpeg"])
+def test_a_corruption_switched_on_is_applied(faces: torch.Tensor, corruption: dict[str, float]) -> None:
+    """Blur, noise and a JPEG round trip (certain at jpeg_prob=1) each change the face: a skipped step or an
+    inverted draw would train on clean faces without a word."""
+    g = torch.Generator().manual_seed(0)
+    out = random_degrade(faces, DegradationConfig(resolution=16, **corruption), g)  # type: ignore[arg-type]
+    assert (out - to_native(faces, 16)).abs().mean() > 1e-3
+
+
+def test_noisy_faces_stay_in_unit_range() -> None:
+    """Noise on white and black faces is clipped to 0..1, the range of every face the model is served."""
+    extremes = torch.cat([torch.ones(2, 1, 48, 48), torch.zeros(2, 1, 48, 48)])
+    out = random_degrade(extremes, DegradationConfig(resolution=16, noise_std_max=0.5), torch.Generator().manual_seed(0))
+    assert out.min() >= 0 and out.max() <= 1 and (out - to_native(extremes, 16)).abs().max() > 0.1
+
+
+def test_a_jittered_size_is_brought_to_the_resolution_by_area_or_bicubic(faces: torch.Tensor) -> None:
+    """A native size drawn above the resolution is shrunk to it by area averaging; one below it is enlarged
+    bicubically (the "downsample then resize back" protocol)."""
+    cfg = DegradationConfig(resolution=12, size_jitter=4)
+    sides = set()
+    for seed in range(12):
+        size = 12 + int(torch.randint(-4, 5, (), generator=torch.Generator().manual_seed(seed)))  # the first draw
+        small = downsample(faces, size, "area")
+        expected = small if size == 12 else downsample(small, 12, "area") if size > 12 else upsample(small, 12)
+        torch.testing.assert_close(random_degrade(faces, cfg, torch.Generator().manual_seed(seed)), expected)
+        sides.add((size > 12) - (size < 12))
+    assert sides == {-1, 0, 1}
+
+
+@pytest.mark.parametrize("method", ["bicubic", "bilinear"])
+def test_bicubic_and_bilinear_shrinking_is_anti_aliased(method: str) -> None:
+    """A 1 px checkerboard shrunk 3x becomes even grey; sampled without anti-aliasing it stays black and white."""
+    board = ((torch.arange(48)[:, None] + torch.arange(48)[None]) % 2).float().view(1, 1, 48, 48)
+    assert (downsample(board, 16, method) - 0.5).abs().max() < 0.05
+
+
+def test_upsample_is_opencvs_bicubic() -> None:
+    """upsample is OpenCV's INTER_CUBIC resize, clipped to 0..1 (bilinear differs by up to 0.2)."""
+    import cv2
+
+    x = torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    expected = np.clip(cv2.resize(x[0, 0].numpy(), (48, 48), interpolation=cv2.INTER_CUBIC), 0, 1)
+    assert np.allclose(upsample(x, 48)[0, 0].numpy(), expected, atol=1e-5)
+
+
+def test_a_non_square_image_of_the_right_width_is_still_resized() -> None:
+    """Only an image already size x size is returned as it is."""
+    assert downsample(torch.rand(1, 1, 24, 16), 16).shape == (1, 1, 16, 16)

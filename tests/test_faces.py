@@ -966,3 +966,27 @@ def test_haar_detector_pickles(monkeypatch):
     monkeypatch.setattr(detect_mod, "_load_haar_cascade", lambda: Unpicklable(np.array([[1, 2, 3, 4]], np.int32)))
     copy = pickle.loads(pickle.dumps(make_detector("haar", "cpu", min_face=20)))
     assert copy.min_face == 20 and copy.detect([torch.zeros(3, 8, 8, dtype=torch.uint8)])[0].boxes.tolist() == [[1.0, 2.0, 4.0, 6.0]]
+
+
+def test_a_white_face_stays_white_when_aligned() -> None:
+    """Aligned faces are pixels / 255: a white photo gives 1.0 wherever the crop is inside it (a divisor
+    off by one darkened every face)."""
+    white = torch.full((3, 100, 100), 255, dtype=torch.uint8)
+    faces = align_faces([white], [Detections.from_boxes(torch.tensor([[20.0, 20.0, 80.0, 80.0]]))])
+    assert torch.equal(faces[0, 0, 10:38, 10:38], torch.ones(28, 28))
+
+
+def test_landmarks_all_at_one_point_fall_back_to_the_box_crop() -> None:
+    """Five landmarks on one point (a detector's placeholder) define no similarity: the face gets the box
+    crop, as a face without landmarks does, not a non-finite transform."""
+    image = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (3, 90, 90), dtype=np.uint8))
+    box = torch.tensor([[15.0, 10.0, 75.0, 80.0]])
+    collapsed = Detections.from_boxes(box, landmarks=torch.full((1, 5, 2), 40.0))
+    torch.testing.assert_close(align_faces([image], [collapsed]), align_faces([image], [Detections.from_boxes(box)]))
+
+
+def test_a_box_is_framed_by_its_mean_side() -> None:
+    """A box without landmarks is scaled by its mean side onto FER2013's box (a 10 x 30 box, mean 20,
+    onto a 20 x 20 one: scale 1), centre onto centre."""
+    maps = align_mod.box_similarity(torch.tensor([[0.0, 0.0, 10.0, 30.0]]), torch.tensor([0.0, 0.0, 20.0, 20.0]))
+    torch.testing.assert_close(maps, torch.tensor([[[1.0, 0.0, 5.0], [0.0, 1.0, -5.0]]]))

@@ -12,6 +12,7 @@ import torch
 from lrfer.io import (
     IMAGE_EXTENSIONS,
     ImageFileDataset,
+    header_size,
     pack_images,
     unpack_images,
     is_image_like,
@@ -94,6 +95,13 @@ def test_pil_modes(rgb: np.ndarray) -> None:
     assert load_image(Image.fromarray(rgb).convert("L")).shape == (12, 9, 3)
     assert np.array_equal(load_image(Image.fromarray(rgb).convert("RGBA")), rgb)
     assert load_image(Image.fromarray(rgb).convert("P")).shape == (12, 9, 3)
+
+
+def test_a_palette_image_gives_its_colours_not_its_indices(rgb: np.ndarray) -> None:
+    """A PIL image in mode P holds indices into its palette: read as they are, they were a gray image."""
+    Image = pytest.importorskip("PIL.Image")
+    palette = Image.fromarray(rgb).convert("P")
+    assert np.array_equal(load_image(palette), np.asarray(palette.convert("RGB")))
 
 
 def test_pil_16_bit_gray_reads_as_its_file_does(tmp_path: Path) -> None:
@@ -345,6 +353,23 @@ def test_bomb_size_is_read_from_the_header_before_decoding(tmp_path: Path, monke
     for suffix in (".png", ".jpg"):
         with pytest.raises(ValueError, match=f"100x101 .*big{suffix}"):
             read_image_file(tmp_path / f"big{suffix}")
+
+
+def test_jpeg_size_is_read_from_its_frame_header_whatever_the_segment_order(tmp_path: Path) -> None:
+    """Huffman tables (marker C4, inside the C0..CF range of the frame markers) may come before the frame
+    header: their bytes are no image size (read as one, a photo is refused as a bomb or a bomb let through)."""
+    ok, buf = cv2.imencode(".jpg", np.zeros((101, 100, 3), np.uint8))
+    data, segments, at = buf.tobytes(), [], 2
+    while data[at + 1] != 0xDA:  # the segments before the scan
+        end = at + 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+        segments.append(data[at:end])
+        at = end
+    order = sorted(segments, key=lambda seg: 0 if 0xE0 <= seg[1] <= 0xEF else 1 if seg[1] == 0xC4 else 2)
+    assert order[1][1] == 0xC4 and order[-1][1] != 0xC4  # tables now before the frame header
+    moved = data[:2] + b"".join(order) + data[at:]
+    assert header_size(np.frombuffer(moved, np.uint8)) == (100, 101)
+    (tmp_path / "tables_first.jpg").write_bytes(moved)
+    assert read_image_file(tmp_path / "tables_first.jpg").shape == (101, 100, 3)
 
 
 def test_closed_pil_image_with_exif_orientation_is_a_clear_error(tmp_path: Path) -> None:

@@ -516,6 +516,18 @@ def test_edited_header_of_a_local_file_is_a_checksum_error(tmp_path: Path) -> No
         zoo.load_model(path)
 
 
+def test_sealing_a_sealed_file_changes_nothing(tmp_path: Path) -> None:
+    """scripts/seal_weights.py seals files that are sealed already and keeps those whose bytes stay the same:
+    a seal that hashed the header with the old record still in it wrote a file that failed its own check."""
+    path = tmp_path / "mine.safetensors"
+    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry())
+    blob = path.read_bytes()
+    assert zoo.sealed(blob) == blob
+    resealed = tmp_path / "resealed.safetensors"
+    resealed.write_bytes(zoo.sealed(zoo.sealed(blob)))
+    assert zoo.resolve(resealed)[0].sha256 == zoo.sha256_file(path)
+
+
 def test_every_bundled_file_records_its_content_sha() -> None:
     for spec in zoo.load_manifest().models.values():
         hashes = zoo.safetensors_sha256s(zoo.WEIGHTS_DIR / spec.file)
@@ -702,7 +714,7 @@ def test_pathological_headers_are_checksum_errors(tmp_path: Path, header: bytes 
         zoo.resolve(path)
 
 
-@pytest.mark.parametrize("change", ["drop temperature", "reverse classes", "mean"])
+@pytest.mark.parametrize("change", ["drop temperature", "reverse classes", "mean", "std"])
 def test_a_config_that_contradicts_its_weights_header_is_refused(tmp_path: Path, change: str) -> None:
     """The config's sha256 was right, but it left out the temperature or listed the classes in another
     order than the file records: every face would have been mislabelled or mis-scaled."""
@@ -712,8 +724,10 @@ def test_a_config_that_contradicts_its_weights_header_is_refused(tmp_path: Path,
         del config["temperature"]
     elif change == "reverse classes":
         config["classes"] = config["classes"][::-1]
-    else:
+    elif change == "mean":
         config["mean"] = [0.3]
+    else:
+        config["std"] = [0.25 * 1.01]  # 1 % off: no rounding, every face normalised a little wrong
     (folder / zoo.CONFIG_FILENAME).write_text(json.dumps(config))
     field = change.split()[-1]
     with pytest.raises(zoo.ManifestError, match=f"contradicts the header .*{field}.*lrfer info .* --config"):

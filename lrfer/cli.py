@@ -499,6 +499,8 @@ def _decoded_batches(dataset: ImageFileDataset, workers: int, image_batch: int,
 
     def loader(n: int, first: int) -> Iterator[PackedImages]:
         data = files if first == 0 else Subset(files, range(first, len(dataset)))
+        if n:
+            share_temp_dir_with_workers()
         return iter(DataLoader(data, batch_size=decode_batch, shuffle=False, num_workers=n, collate_fn=pack_images,
                                prefetch_factor=decode_prefetch(image_batch, n, decode_batch) if n else None,
                                persistent_workers=False, timeout=DECODE_TIMEOUT_S if n else 0))
@@ -521,6 +523,17 @@ def _decoded_batches(dataset: ImageFileDataset, workers: int, image_batch: int,
             return
         delivered += len(packed[0])
         yield packed
+
+
+def share_temp_dir_with_workers() -> None:
+    """Give this process its ``multiprocessing`` temporary folder (``/tmp/pymp-*``, removed when it exits)
+    before decoding workers fork, so that they use it rather than each making its own. A worker makes
+    one to hand a batch's shared memory over (a socket there), and removes it as it exits; a worker
+    told to stop while it was still handing over a prefetched batch (an iteration left early) made it
+    after that clean-up had run, and left it in /tmp: about one folder in 15 early stops."""
+    from multiprocessing.util import get_temp_dir
+
+    get_temp_dir()
 
 
 def decode_prefetch(image_batch: int, workers: int, decode_batch: int) -> int:

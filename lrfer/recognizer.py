@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import linecache
 import logging
 import math
 import numbers
 import os
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, overload
 
 import numpy as np
@@ -439,6 +441,50 @@ def _fuse_traced(traced: Any) -> nn.Module:
     return fx.GraphModule(fx_model, new_graph)
 
 
+#: One inference network built at a time: :func:`release_fx_sources` tells the source of its graphs
+#: from that of another build by what torch.fx cached meanwhile.
+_BUILD_LOCK = threading.Lock()
+
+
+def _fx_sources() -> dict[str, str] | None:
+    """torch.fx's process-wide cache of the Python source it generates for every ``GraphModule`` (keyed
+    by the generated code's file name, read only to show that code in tracebacks); None if torch has none."""
+    from torch.fx import graph_module
+
+    cache = getattr(getattr(graph_module, "_loader", None), "eval_cache", None)
+    return cache if isinstance(cache, dict) else None
+
+
+def _forget_fx_source(key: str) -> None:
+    cache = _fx_sources()
+    if cache is not None:
+        cache.pop(key, None)
+    linecache.cache.pop(key, None)
+
+
+def release_fx_sources(network: nn.Module, before: Collection[str]) -> None:
+    """Let go of the source torch.fx generated since its cache held the keys ``before``: now for the
+    graphs of the build that ``network`` does not use (traced and fused copies), when ``network`` is
+    freed for its own. torch.fx keeps every generated source for the life of the process: 20-114 kB
+    per :func:`load` of a zoo model (five graphs), and as much per unpickled :class:`Recognizer`, so a
+    server loading models, or a worker unpickling one per task, grew without end. (A graph that another
+    thread makes meanwhile loses its cached source too: its tracebacks show no source lines.)"""
+    from torch import fx
+
+    cache = _fx_sources()
+    if cache is None:
+        return
+    kept: set[str] = set()
+    for module in network.modules():
+        code = getattr(type(module).forward, "__code__", None) if isinstance(module, fx.GraphModule) else None
+        if code is not None:  # the generated forward's file name is its key in the cache
+            kept.add(code.co_filename)
+    for key in set(list(cache)) - set(before) - kept:
+        _forget_fx_source(key)
+    for key in kept - set(before):
+        weakref.finalize(network, _forget_fx_source, key).atexit = False
+
+
 def largest_activation(model: nn.Module, in_chans: int, resolution: int) -> int:
     """Elements per face of the largest input or module output of ``model`` (one probe face)."""
     sizes = [in_chans * resolution * resolution]
@@ -529,6 +575,13 @@ class Recognizer:
         """The network that inference calls: BatchNorm folded (:func:`fold_batchnorm`) and, on CPU in
         float32, additions and multiplications computed in place (:func:`~lrfer.inplace.compute_in_place`:
         the same outputs; the default model's ``predict_crops`` 1.04-1.31x faster on 2 cores)."""
+        with _BUILD_LOCK:
+            before = list(_fx_sources() or ())
+            network = self._build_inference_network()
+            release_fx_sources(network, before)
+        return network
+
+    def _build_inference_network(self) -> nn.Module:
         from torch import fx
 
         from lrfer.inplace import compute_in_place

@@ -971,6 +971,30 @@ def test_predict_is_typed_per_kind_of_input() -> None:
     assert hints[0]["images"] is torch.Tensor
 
 
+def test_loading_and_unpickling_again_and_again_keeps_no_generated_source(tiny_path: Path) -> None:
+    """torch.fx caches the source of every graph it generates for the life of the process: five per
+    load (traced, fused, rewritten in place), 20-114 kB for a zoo model. A recognizer's graphs keep
+    theirs while it lives (tracebacks show them); loads and unpickles leave nothing behind."""
+    import gc
+    import linecache
+    import pickle
+
+    from torch.fx import graph_module
+
+    cache = graph_module._loader.eval_cache
+    before = set(cache)
+    for _ in range(3):
+        rec = lrfer.load(tiny_path, device="cpu", detector=None)
+        copy = pickle.loads(pickle.dumps(rec))
+        held = set(cache) - before
+        assert 1 <= len(held) <= 2  # the final graph of each
+        assert all(linecache.getlines(key) for key in held)
+        del rec, copy
+        gc.collect()
+        assert set(cache) - before == set()
+        assert not [key for key in linecache.cache if key in held]
+
+
 def test_results_without_landmarks_or_frame_times_stay_equal_through_pickle_and_copy(tiny_path: Path) -> None:
     """NaN equals nothing: a face without landmarks (``detector=None``) or a frame without a time
     compared unequal to itself after a pickle (results from worker processes)."""

@@ -150,7 +150,8 @@ def test_workers_start_after_opencv_ran_its_thread_pool(photos: Path, tiny_path:
     cmd = [sys.executable, "-c", script, *predict_args(photos, tiny_path, "--out", str(out), "--workers", "2")]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    check_rows(list(csv.DictReader(out.open())), photos)
+    with out.open(newline="") as fh:
+        check_rows(list(csv.DictReader(fh)), photos)
 
 
 def test_unreadable_file_is_skipped_with_exit_1(photos: Path, tiny_path: Path, tmp_path: Path,
@@ -454,6 +455,30 @@ def test_workers_decode_small_batches_that_come_back_as_image_batches_in_order(
             assert isinstance(item, str) and "07.png" in item
         else:
             assert item.shape == (4 + index, 5, 3) and int(item[0, 0, 0]) == index
+
+
+def test_decoding_workers_make_no_temp_folders_of_their_own(photos: Path, tmp_path: Path) -> None:
+    """A decoding worker hands its batches over through a socket in a ``multiprocessing`` temporary
+    folder (``pymp-*``). One the worker made itself was left in /tmp when the worker was stopped while
+    still handing over a prefetched batch (a loop left early); the workers use the calling process's
+    folder, removed when it exits. In a subprocess: a fresh process, its temporary folder in tmp_path."""
+    script = (
+        "import glob, os, sys\n"
+        "import multiprocessing.process\n"
+        "from lrfer import cli\n"
+        "from lrfer.io import iter_image_files\n"
+        "batches = cli.iter_decoded(iter_image_files([sys.argv[1]]), workers=2, image_batch=1)\n"
+        "next(batches)  # a worker has handed a batch over: its folder, if it made one, exists while it runs\n"
+        "made = glob.glob(os.path.join(sys.argv[2], 'pymp-*'))\n"
+        "batches.close()\n"
+        "own = multiprocessing.process.current_process()._config.get('tempdir')\n"
+        "assert made == ([own] if own else []), (made, own)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", script, str(photos), str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert not list(tmp_path.glob("pymp-*"))
 
 
 def failing_iterator(message: str) -> Iterator[Any]:

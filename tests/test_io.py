@@ -123,12 +123,12 @@ def test_pil_images_that_cannot_be_read_raise_value_error(rgb: np.ndarray, tmp_p
     Image.fromarray(np.tile(rgb, (20, 20, 1))).save(tmp_path / "photo.jpg", quality=95)
     data = (tmp_path / "photo.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])  # whole header, half the pixels
-    bad = [Image.open(tmp_path / "cut.jpg"), Image.new("La", (4, 4))]
     with Image.open(tmp_path / "photo.jpg") as closed:
         pass
-    for image in [*bad, closed]:
-        with pytest.raises(ValueError, match="cannot read the pixels of PIL image"):
-            load_image(image)
+    with Image.open(tmp_path / "cut.jpg") as cut:  # closed after the test (no ResourceWarning)
+        for image in [cut, Image.new("La", (4, 4)), closed]:
+            with pytest.raises(ValueError, match="cannot read the pixels of PIL image"):
+                load_image(image)
 
 
 def test_a_file_that_cannot_be_opened_is_a_value_error(rgb: np.ndarray, tmp_path: Path,

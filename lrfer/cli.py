@@ -16,8 +16,11 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
@@ -676,13 +679,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        status = args.func(args)
+        with sigterm_as_interrupt():
+            status = args.func(args)
     except (ValueError, FileNotFoundError, KeyError, ImportError, RuntimeError) as err:
         logger.debug("details", exc_info=True)
         logger.error("%s", err.args[0] if isinstance(err, KeyError) and err.args else err)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        logger.warning("stopped by %s: the output holds the rows written before it", "SIGTERM" if terminated else "Ctrl-C")
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except BrokenPipeError:
         return _reader_went_away()
     except OSError as err:  # e.g. --out names a folder, or a path through a file
@@ -690,6 +696,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", err)
         return 1
     return int(status or 0)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``docker stop``, a batch scheduler) in the command's process: the run stops
+    as on Ctrl-C, its output closed on a whole row and its decoding workers shut down."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in this process while the block runs (main thread only, where
+    Python handles signals). Without it the process died at once: rows still in the output's buffer were
+    lost, the last one possibly cut, and decoding workers outlived it. A process forked meanwhile (a
+    decoding worker) keeps the default: it is told to stop by its parent, or dies as before."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pid = os.getpid()
+
+    def stop(signum: int, frame: object) -> None:
+        if os.getpid() != pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _reader_went_away() -> int:

@@ -722,3 +722,65 @@ def test_warnings_are_written_above_the_progress_bar(photos: Path, tiny_path: Pa
     assert len(warnings) == len(IMAGE_NAMES)
     for line in warnings:
         assert line.rsplit("\r", 1)[-1] == "lrfer: WARNING: something to say", repr(line)
+
+
+def test_sigterm_stops_a_run_with_whole_rows_and_no_workers_left(photos: Path, tiny_path: Path, tmp_path: Path) -> None:
+    """SIGTERM (``timeout``, ``docker stop``) killed ``lrfer predict`` on the spot: rows in the output's
+    buffer were lost (the last one could be cut) and decoding workers outlived it. Now it stops as on
+    Ctrl-C: exit status 143, a message, whole rows, its workers gone with it. Each batch of one image is
+    slowed down so that the signal comes while the run is on its way."""
+    folder = tmp_path / "many"
+    for i in range(40):
+        shutil.copytree(photos, folder / str(i))
+    out = tmp_path / "rows.csv"
+    script = (
+        "import multiprocessing, sys, time\n"
+        "import lrfer.cli as cli\n"
+        "score = cli._predict_batch\n"
+        "def slowly(*args):\n"
+        "    score(*args)\n"
+        "    print('scored', *[p.pid for p in multiprocessing.active_children()], file=sys.stderr, flush=True)\n"
+        "    time.sleep(0.2)\n"
+        "cli._predict_batch = slowly\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    args = predict_args(folder, tiny_path, "--out", str(out), "--workers", "2", "--image-batch", "1")
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    scored: list[list[str]] = []
+    for line in iter(proc.stderr.readline, ""):
+        if line.startswith("scored"):
+            scored.append(line.split())
+            if len(scored) == 3:
+                break
+    workers = {int(pid) for line in scored for pid in line[1:]}
+    proc.terminate()
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 143, rest
+    assert "stopped by SIGTERM" in rest
+    assert workers, "the run decoded in worker processes"
+    for pid in workers:  # joined before the command returned, not orphans left running
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    text = out.read_text()
+    assert text.endswith("\n")
+    rows = list(csv.DictReader(text.splitlines()))
+    assert 3 <= len(rows) < 40 * len(IMAGE_NAMES)
+    assert all(None not in row and None not in row.values() for row in rows)
+
+
+def test_ctrl_c_is_exit_status_130_with_a_message(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Ctrl-C ended a command silently; it now says so (the output holds the rows written before it)."""
+    import lrfer.cli as cli
+
+    def interrupted(args: Any) -> int:
+        raise KeyboardInterrupt
+
+    import signal
+
+    monkeypatch.setattr(cli, "cmd_models", interrupted)
+    before = signal.getsignal(signal.SIGTERM)
+    with caplog.at_level("WARNING", logger="lrfer"):
+        assert main(["models"]) == 130
+    assert "stopped by Ctrl-C" in caplog.text
+    assert signal.getsignal(signal.SIGTERM) == before  # the command's SIGTERM handler is gone with it

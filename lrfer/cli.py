@@ -687,7 +687,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt as err:
         terminated = isinstance(err, Terminated)
-        logger.warning("stopped by %s: the output holds the rows written before it", "SIGTERM" if terminated else "Ctrl-C")
+        logger.warning("stopped by %s", "SIGTERM" if terminated else "Ctrl-C")
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except BrokenPipeError:
         return _reader_went_away()

@@ -770,7 +770,7 @@ def test_sigterm_stops_a_run_with_whole_rows_and_no_workers_left(photos: Path, t
 
 
 def test_ctrl_c_is_exit_status_130_with_a_message(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """Ctrl-C ended a command silently; it now says so (the output holds the rows written before it)."""
+    """Ctrl-C ended a command silently; it now says so."""
     import lrfer.cli as cli
 
     def interrupted(args: Any) -> int:

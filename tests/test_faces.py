@@ -990,3 +990,60 @@ def test_a_box_is_framed_by_its_mean_side() -> None:
     onto a 20 x 20 one: scale 1), centre onto centre."""
     maps = align_mod.box_similarity(torch.tensor([[0.0, 0.0, 10.0, 30.0]]), torch.tensor([0.0, 0.0, 20.0, 20.0]))
     torch.testing.assert_close(maps, torch.tensor([[[1.0, 0.0, 5.0], [0.0, 1.0, -5.0]]]))
+
+
+def zero_padded_crop(gray: torch.Tensor, left: int, top: int, size: int) -> torch.Tensor:
+    """``gray[top : top + size, left : left + size]`` of an (H, W) image, black where it leaves the image."""
+    pad = size + 1
+    padded = torch.nn.functional.pad(gray, (pad, pad, pad, pad))
+    return padded[top + pad : top + pad + size, left + pad : left + pad + size]
+
+
+@pytest.mark.parametrize("path", ["cpu", "cpu_footprints", "device"])
+@pytest.mark.parametrize("out_size", [24, 48, 96])
+def test_a_face_at_the_templates_own_scale_is_its_photos_exact_crop(monkeypatch, path, out_size) -> None:
+    """Landmarks on the template scaled to ``out_size``, or a box on FER2013's box scaled likewise, moved by
+    whole pixels (tx, ty): the map is a pure shift, and aligned pixel (i, j) is the photo's pixel
+    (ty + i, tx + j) exactly, black where the face is cut by the photo's edge. Pins the pixel-centre
+    convention (no half-pixel shift), the template and box scaled to ``out_size``, zero padding (not
+    the edge's values), and each face read from its own photo: five photos of several sizes, in several
+    CPU groups (or one 3-D sampling call on the GPU path, run here on CPU), one photo without faces."""
+    if path == "device":
+        monkeypatch.setattr(align_mod, "cpu_tuned", lambda tensor: False)
+    if path == "cpu_footprints":
+        monkeypatch.setattr(align_mod, "GRAY_FOOTPRINT_MIN_PIXELS", 0)  # gray only around the faces
+    monkeypatch.setattr(align_mod, "CPU_STACK_BUDGET", 3 * 2 * 50 * 70)
+    sizes = [(50, 60), (40, 70), (64, 64), (30, 40), (30, 40)]
+    g = torch.Generator().manual_seed(31)
+    grays = [torch.randint(0, 256, (h, w), dtype=torch.uint8, generator=g) for h, w in sizes]
+    images = [interleaved(gray.expand(3, -1, -1)) for gray in grays]  # R = G = B: gray is the pixel value
+    if path == "cpu":
+        assert [len(group) for group in align_mod.cpu_image_groups(images)] == [2, 1, 2]
+    k = out_size / 48
+    offsets = {0: [(5, 3, "points"), (-7, 20, "box")], 1: [(40, -6, "box"), (12, 4, "points")],
+               2: [(30, 35, "points")], 4: [(-3, -4, "points"), (20, 10, "box")]}  # photo 3: no face
+    detections, expected = [], []
+    for n, gray in enumerate(grays):
+        boxes, points = [], []
+        for tx, ty, kind in offsets.get(n, []):
+            shift = torch.tensor([float(tx), float(ty)])
+            boxes.append(align_mod.FER2013_FACE_BOX * k + shift.repeat(2))
+            points.append(FER2013_TEMPLATE * k + shift if kind == "points" else torch.full((5, 2), float("nan")))
+            expected.append(zero_padded_crop(gray.float() / 255, tx, ty, out_size))
+        detections.append(Detections(torch.stack(boxes), torch.ones(len(boxes)), torch.stack(points)) if boxes else Detections.empty())
+    faces = align_faces(images, detections, out_size=out_size)
+    assert faces.shape == (len(expected), 1, out_size, out_size)
+    torch.testing.assert_close(faces[:, 0], torch.stack(expected), atol=1e-4, rtol=0)
+    assert all(crop.eq(0).any() for crop in expected) and faces.std() > 0.2  # edges cut, content kept
+
+
+def test_aligned_faces_never_leave_0_to_1() -> None:
+    """A white photo aligned under many rotations and scales: bilinear weights summing to 1 + 1 ulp give
+    255.00002, so the output is clamped to the documented 0..1 (and is 1 inside the photo)."""
+    g = torch.Generator().manual_seed(32)
+    angles, scales = torch.rand(40, generator=g) * 2 - 1, torch.rand(40, generator=g) * 3 + 0.6
+    maps = [similarity(float(a), float(s), 20.0, 25.0) for a, s in zip(angles, scales)]
+    landmarks = torch.stack([apply(m, FER2013_TEMPLATE) for m in maps])
+    white = torch.full((3, 120, 130), 255, dtype=torch.uint8)
+    faces = align_faces([white], [Detections(torch.tensor([[0.0, 0, 100, 100]]).expand(40, 4), torch.ones(40), landmarks)])
+    assert faces.min() >= 0 and faces.max() == 1

@@ -678,6 +678,39 @@ def test_annotated_labels_are_sized_by_their_face(size: tuple[int, int], face: i
         assert cols.max() - cols.min() + 1 > 300  # still readable at the photo's scale
 
 
+
+def test_annotate_draws_each_box_and_label_bar_in_its_class_colour_on_a_copy() -> None:
+    """Guards the drawing: each face's box outline and label bar in its class's colour (an unknown
+    class in DEFAULT_COLOR), the label's text with the score, and the caller's image left untouched."""
+    from lrfer.annotate import CLASS_COLORS, DEFAULT_COLOR, annotate
+
+    image = np.zeros((120, 200, 3), np.uint8)
+    boxes = {"happy": (20.0, 40.0, 60.0, 80.0), "sad": (90.0, 40.0, 130.0, 80.0), "bored": (150.0, 40.0, 190.0, 80.0)}
+    drawn = annotate(image, [_face(box, label) for label, box in boxes.items()])
+    assert not image.any(), "annotate drew on the caller's image"
+    for label, (x1, y1, x2, y2) in boxes.items():
+        color = CLASS_COLORS.get(label, DEFAULT_COLOR)
+        assert tuple(drawn[60, int(x1)]) == color and tuple(drawn[60, int(x2)]) == color, label  # box sides
+        bar = (drawn[: int(y1), int(x1) : int(x2)] == color).all(axis=2)  # the label's bar, above the box
+        assert bar.sum() > 100, label
+    assert not drawn[90:].any()  # nothing below the boxes: the labels had room above them
+    scored = [dataclasses.replace(_face(boxes["happy"], "happy"), probs={"happy": p, "sad": 1 - p}) for p in (0.9, 0.4)]
+    assert not np.array_equal(annotate(image, scored[:1]), annotate(image, scored[1:])), "the score is not shown"
+
+
+@pytest.mark.parametrize("box, label, image, expected", [
+    ((140, 40, 158, 80), (50, 12), (160, 120), (110, 35)),  # at the right edge: moved left into the image
+    ((10, 5, 50, 60), (30, 12), (200, 200), (10, 69)),  # no room above: below the box
+    ((10, -10, 50, 95), (30, 12), (100, 100), (10, 9)),  # cut by the top, no room below: inside its top edge
+])
+def test_label_position_keeps_the_label_inside_the_image(box: tuple[int, int, int, int], label: tuple[int, int],
+                                                         image: tuple[int, int], expected: tuple[int, int]) -> None:
+    """Guards the label placement rules that the docstring examples do not reach."""
+    from lrfer.annotate import label_position
+
+    assert label_position(box, label, image, 3) == expected
+
+
 def test_annotate_takes_gray_and_rgba_images_unmirrored(tmp_path: Path) -> None:
     import cv2
 

@@ -79,6 +79,43 @@ def test_decode_places_boxes_and_keypoints_around_anchors():
     assert keypoints.shape == (1, grid * grid, 6, 2)
 
 
+
+def test_faces_keep_confident_wide_enough_anchors_in_image_pixels_with_eyes_nose_and_mouth():
+    """Guards BlazeFace's last stage: the ``threshold`` and ``min_face`` it was built with (also under a
+    zoomed-out look's ``min_widths``), the letterbox undone per axis for boxes and keypoints, and the
+    five alignment points: right eye (smaller x), left eye, nose tip, mouth centre twice."""
+    detector = bf.BlazeFace(threshold=0.7, min_face=30)
+    scores = torch.tensor([[0.9, 0.6, 0.95]])  # a face; one under the threshold; one too small
+    boxes = torch.tensor([[[60.0, 50.0, 100.0, 110.0], [0.0, 0.0, 40.0, 40.0], [150.0, 150.0, 160.0, 160.0]]])
+    points = torch.tensor([[70.0, 60.0], [90.0, 61.0], [80.0, 75.0], [80.0, 90.0], [60.0, 70.0], [100.0, 70.0]])
+    keypoints = torch.stack([points, points + 100, points + 100])[None]
+    params = torch.tensor([[0.5, 0.25, 16.0, 40.0]])  # frame = image * scale + pad
+    for min_widths in (None, torch.tensor([5.0])):
+        (faces,) = detector._faces(scores, boxes, keypoints, params, min_widths)
+        assert faces.scores.tolist() == pytest.approx([0.9])
+        assert faces.boxes.tolist() == [[88.0, 40.0, 168.0, 280.0]]
+        assert faces.landmarks[0].tolist() == [[108.0, 80.0], [148.0, 84.0], [128.0, 140.0], [128.0, 200.0], [128.0, 200.0]]
+
+
+
+def test_second_look_at_a_photo_without_faces_is_zoomed_out_and_keeps_only_large_faces(monkeypatch):
+    """Guards the close-up pass: only photos where the first look found nothing get a second one, at
+    ZOOM_OUT_FILL of the frame, keeping faces of at least ZOOM_OUT_MIN_FRACTION of the long side."""
+    calls = []
+
+    def look(self, images, volume, fill, positions=None, min_fraction=0.0):
+        calls.append((len(images), fill, positions, min_fraction))
+        return [Detections.from_boxes(torch.tensor([[0.0, 0.0, 50.0, 50.0]])) if fill == 1.0 and n == 0
+                else Detections.empty() for n in range(len(images))]
+
+    monkeypatch.setattr(bf.BlazeFace, "_detect", look)
+    images = [torch.zeros(3, 60, 80, dtype=torch.uint8), torch.zeros(3, 90, 60, dtype=torch.uint8)]
+    found = bf.BlazeFace().detect(images)
+    assert [len(d) for d in found] == [1, 0]
+    assert calls == [(2, 1.0, None, 0.0), (1, bf.ZOOM_OUT_FILL, [1], bf.ZOOM_OUT_MIN_FRACTION)]
+    assert bf.BlazeFace(close_ups=False).detect(images) and len(calls) == 3
+
+
 def test_weighted_nms_blends_overlapping_boxes_and_keeps_disjoint_ones():
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [50.0, 50.0, 60.0, 60.0]])
     scores = torch.tensor([0.9, 0.3, 0.6])
@@ -207,6 +244,21 @@ def test_make_detector_auto_and_blazeface():
     assert len(out) == 1 and len(out[0]) == 0
     fast = make_detector("BlazeFace", "cpu")
     assert isinstance(fast, detect_mod.CombinedDetector) and not fast.small_faces and auto.small_faces
+
+
+
+def test_make_detector_hands_its_settings_to_every_stage(monkeypatch):
+    """Guards make_detector's wiring: min_face reaches BlazeFace and MTCNN (and Haar), pnet_precision
+    MTCNN's P-Net, close_ups BlazeFace, for each name that takes them."""
+    auto = make_detector("auto", min_face=30, pnet_precision="bf16", close_ups=False)
+    assert (auto.blazeface.min_face, auto.mtcnn.min_face, auto.mtcnn.pnet_precision) == (30, 30, "bf16")
+    assert auto.small_faces and not auto.blazeface.close_ups
+    blaze = make_detector("blazeface", min_face=25, close_ups=False)
+    assert blaze.blazeface.min_face == 25 and not blaze.small_faces and not blaze.blazeface.close_ups
+    mtcnn = make_detector("mtcnn", min_face=30, pnet_precision="bf16")
+    assert (mtcnn.min_face, mtcnn.pnet_precision) == (30, "bf16")
+    monkeypatch.setattr(detect_mod, "_load_haar_cascade", object)  # no OpenCV cascade needed
+    assert make_detector("haar", min_face=40).min_face == 40
 
 
 def test_letterbox_of_mixed_sizes_equals_one_image_at_a_time():

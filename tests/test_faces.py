@@ -232,6 +232,154 @@ def test_pyramid_starts_at_min_face_and_stops_at_window():
     assert mtcnn_mod.pyramid_scales(10, 10, min_face=12) == []
 
 
+
+def test_pnet_candidates_map_each_window_to_its_place_in_the_image():
+    """Guards P-Net's window mapping: output cell (row, col) is the 12 px window starting at (2 * col,
+    2 * row) of the resized image, mapped back with each axis's own scale (MTCNN's 1-based inclusive
+    pixel rule); scores, regression offsets and image index come from that cell."""
+    probs = torch.zeros(2, 4, 7)
+    probs[1, 2, 5] = 0.8  # image 1, row 2, column 5: window x 10..22, y 4..16 in the resized image
+    probs[0, 1, 1] = 0.5  # under the threshold
+    offsets = torch.arange(2 * 4 * 4 * 7, dtype=torch.float32).reshape(2, 4, 4, 7)
+    boxes, scores, box_offsets, image = mtcnn_mod.pnet_candidates(offsets, probs, (0.5, 0.25), threshold=0.6)
+    assert image.tolist() == [1] and scores.tolist() == pytest.approx([0.8])
+    assert boxes.tolist() == [[21.0, 19.0, 44.0, 64.0]]  # x: 11 / 0.5 - 1, 22 / 0.5; y: 5 / 0.25 - 1, 16 / 0.25
+    assert box_offsets.tolist() == [offsets[1, :, 2, 5].tolist()]
+
+
+def test_points_in_image_reads_o_nets_xs_then_ys_as_fractions_of_the_box():
+    """Guards the landmark layout: O-Net gives x1..x5 then y1..y5, each a fraction of the box's width
+    or height from its top-left corner."""
+    points = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]])
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 100.0]])  # 40 wide, 80 high
+    expected = torch.tensor([[14.0, 68.0], [18.0, 76.0], [22.0, 84.0], [26.0, 92.0], [30.0, 100.0]])
+    torch.testing.assert_close(mtcnn_mod.points_in_image(points, boxes)[0], expected)
+
+
+
+def _scripted_crops(monkeypatch, *outputs: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+    """score_crops replaced by fixed network outputs; returns the (boxes, crop size) it was asked for."""
+    asked: list[tuple[torch.Tensor, int]] = []
+
+    def scripted(net, volume, image, boxes, size):
+        asked.append((boxes.clone(), size))
+        return outputs
+
+    monkeypatch.setattr(mtcnn_mod, "score_crops", scripted)
+    return asked
+
+
+
+
+def test_p_net_windows_of_one_scale_are_suppressed_before_the_scales_meet():
+    """Guards stage 1's per-scale NMS (NMS_PER_SCALE, 0.5): two windows of one scale overlapping by
+    IoU 0.53 leave one candidate, though the NMS across scales (0.7) would keep both."""
+
+    class ScriptedPNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(3, 10, 3)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            probs = torch.zeros(x.shape[0], 2, 5, 5)
+            probs[:, 1, 0, 0], probs[:, 1, 1, 1] = 0.9, 0.8  # windows at (0, 0) and (2, 2)
+            return torch.zeros(x.shape[0], 4, 5, 5), probs
+
+    boxes, scores, image = mtcnn_mod.propose(ScriptedPNet(), lambda size, level: torch.zeros(1, 3, *size), (20, 20),
+                                             [1.0], threshold=0.6)
+    assert scores.tolist() == pytest.approx([0.9]) and image.tolist() == [0]
+    assert boxes.tolist() == [[0.0, 0.0, 12.0, 12.0]]
+
+
+def test_p_net_candidates_of_all_scales_are_suppressed_per_image_then_regressed_and_squared():
+    """Guards stage 1's end: one NMS over every scale's candidates (never across images), then P-Net's
+    offsets applied and the boxes squared."""
+    box = torch.tensor([[10.0, 10.0, 30.0, 30.0]])
+    at_scale_1 = (box, torch.tensor([0.9]), torch.tensor([[0.0, 0.0, 0.0, 0.5]]), torch.tensor([0]))
+    # box + 1: IoU 0.82 with box, over NMS_ACROSS_SCALES (0.7); shifted by 6 px: IoU 0.54, under it
+    shifted = box + torch.tensor([6.0, 0.0, 6.0, 0.0])
+    at_scale_2 = (torch.cat([box + 1, box, shifted]), torch.tensor([0.8, 0.7, 0.6]), torch.zeros(3, 4), torch.tensor([0, 1, 0]))
+    boxes, scores, image = mtcnn_mod.merge_scales([at_scale_1, at_scale_2], torch.device("cpu"))
+    assert scores.tolist() == pytest.approx([0.9, 0.7, 0.6]) and image.tolist() == [0, 1, 0]
+    # the first regressed to 10..30 x 10..40, squared around its centre (20, 25)
+    torch.testing.assert_close(boxes, torch.tensor([[5.0, 10.0, 35.0, 40.0], [10.0, 10.0, 30.0, 30.0], [16.0, 10.0, 36.0, 30.0]]))
+
+
+def test_mtcnn_searches_faces_up_to_its_fraction_of_the_long_side():
+    """Guards max_face_fraction: faces up to that fraction of the photo's LONG side are searched (the
+    pyramid stops where P-Net's window would see larger ones), whatever the short side."""
+    detector = mtcnn_mod.MTCNN(min_face=12, max_face_fraction=0.1)
+    scales = detector._scales(100, 400)  # faces of 12 to 40 px
+    assert scales == pytest.approx([1.0 * mtcnn_mod.PYRAMID_FACTOR ** i for i in range(4)])  # 40 px * 0.356 >= 12
+
+
+def test_r_net_keeps_its_confident_faces_then_suppresses_regresses_and_squares_them(monkeypatch):
+    """Guards stage 2: R-Net's face probability (column 1) over the threshold, IoU NMS at NMS_REFINE,
+    then its offsets applied and the boxes squared."""
+    boxes = torch.tensor([[0.0, 0.0, 20.0, 20.0], [1.0, 1.0, 21.0, 21.0], [50.0, 50.0, 70.0, 70.0], [90.0, 0.0, 110.0, 20.0]])
+    probs = torch.tensor([[0.1, 0.9], [0.2, 0.8], [0.25, 0.75], [0.9, 0.1]])  # the last is not a face
+    offsets = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.1, 0.0, -0.1, 0.5], [0.0, 0.0, 0.0, 0.0]])
+    asked = _scripted_crops(monkeypatch, offsets, probs)
+    image = torch.tensor([0, 0, 0, 0])
+    out_boxes, scores, out_image = mtcnn_mod.refine(None, None, boxes, image, threshold=0.7)
+    assert asked[0][1] == mtcnn_mod.RNET_INPUT
+    assert scores.tolist() == pytest.approx([0.9, 0.75])  # the second overlaps the first (IoU 0.82)
+    # the third regressed to x 52..68, y 50..80 (16 x 30), then squared around its centre (60, 65)
+    torch.testing.assert_close(out_boxes, torch.tensor([[0.0, 0.0, 20.0, 20.0], [45.0, 50.0, 75.0, 80.0]]))
+    assert out_image.tolist() == [0, 0]
+
+
+def test_o_net_places_landmarks_in_its_input_box_and_suppresses_nested_faces(monkeypatch):
+    """Guards stage 3: O-Net's probability over the threshold; landmarks placed in the box O-Net saw
+    (before its offsets move the box); a face inside another suppressed (overlap over the smaller box)."""
+    boxes = torch.tensor([[0.0, 0.0, 40.0, 40.0], [10.0, 10.0, 30.0, 30.0], [100.0, 0.0, 140.0, 40.0]])
+    probs = torch.tensor([[0.05, 0.95], [0.2, 0.8], [0.4, 0.6]])
+    offsets = torch.tensor([[0.25, 0.0, 0.25, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    points = torch.full((3, 10), 0.5)  # every landmark at the box centre
+    _scripted_crops(monkeypatch, offsets, points, probs)
+    out_boxes, scores, landmarks, image = mtcnn_mod.output(None, None, boxes, torch.tensor([0, 0, 0]), threshold=0.7)
+    assert scores.tolist() == pytest.approx([0.95])  # the nested face has IoU 0.25 but is all inside
+    assert out_boxes.tolist() == [[10.0, 0.0, 50.0, 40.0]]
+    assert landmarks[0].tolist() == [[20.0, 20.0]] * 5  # the centre of the box O-Net saw, not of the moved box
+    assert image.tolist() == [0]
+
+
+
+def test_o_net_landmarks_for_another_detectors_box_are_read_in_its_square(monkeypatch):
+    """Guards place_landmarks' O-Net pass: a (BlazeFace) box is squared around its centre, as O-Net was
+    trained, before its 48 px crop is taken and its landmark fractions are read in it."""
+    points = torch.tensor([[0.0, 0.25, 0.5, 0.75, 1.0, 0.0, 0.25, 0.5, 0.75, 1.0]])
+    asked = _scripted_crops(monkeypatch, torch.zeros(1, 4), points, torch.tensor([[0.0, 1.0]]))
+    landmarks = mtcnn_mod.onet_landmarks(None, None, torch.tensor([[0.0, 0.0, 40.0, 20.0]]), torch.tensor([0]))
+    assert asked[0][0].tolist() == [[0.0, -10.0, 40.0, 30.0]] and asked[0][1] == mtcnn_mod.ONET_INPUT
+    assert landmarks[0].tolist() == [[0.0, -10.0], [10.0, 0.0], [20.0, 10.0], [30.0, 20.0], [40.0, 30.0]]
+
+
+def test_each_stage_gets_its_own_threshold(monkeypatch):
+    """Guards MTCNN(thresholds=(p, r, o)): P-Net's threshold to the proposals, R-Net's to stage 2,
+    O-Net's to stage 3."""
+    seen: dict[str, float] = {}
+    detector = mtcnn_mod.MTCNN(min_face=20, thresholds=(0.3, 0.5, 0.9))
+    real_propose = mtcnn_mod.propose
+
+    def propose(pnet, resized, size, scales, threshold):
+        seen["p"] = threshold
+        return real_propose(pnet, resized, size, scales, threshold)
+
+    def refine(rnet, volume, boxes, image, threshold):
+        seen["r"] = threshold
+        return boxes, boxes.new_zeros(boxes.shape[0]), image
+
+    def output(onet, volume, boxes, image, threshold):
+        seen["o"] = threshold
+        return boxes, boxes.new_zeros(boxes.shape[0]), boxes.new_zeros(boxes.shape[0], 5, 2), image
+
+    for name, fake in (("propose", propose), ("refine", refine), ("output", output)):
+        monkeypatch.setattr(mtcnn_mod, name, fake)
+    detector.detect([torch.zeros(3, 40, 40, dtype=torch.uint8)])
+    assert seen == {"p": 0.3, "r": 0.5, "o": 0.9}
+
+
 def test_networks_load_strictly_with_verified_hashes():
     for name, cls in mtcnn_mod.NETWORKS.items():
         net = mtcnn_mod.load_network(name)

@@ -194,3 +194,202 @@ def test_the_fallback_folding_for_torch_2_1_folds_as_fuse_does() -> None:
     x = torch.randn(3, 1, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ forward passes against the papers' wiring
+# Each test below recomputes a module's forward from its own sub-modules as the paper (and the module
+# docstrings) describe it: a part skipped, swapped or re-ordered in ``forward`` changes the output.
+def _nontrivial_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """Random BatchNorm statistics and affine terms (eval mode), so that no layer is an identity by accident."""
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) - 0.5)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
+    return model.eval()
+
+
+def _channel_attention(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Average- and max-pooled channel descriptors through one shared MLP, summed, sigmoid (CBAM)."""
+    avg, peak = x.mean(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
+    return x * torch.sigmoid(module.mlp(avg) + module.mlp(peak))
+
+
+def _spatial_attention(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A convolution over the channel-wise mean and max maps, sigmoid, one weight per position."""
+    return x * torch.sigmoid(module.conv(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)))
+
+
+def _cbam(attention: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Channel attention first, then spatial attention."""
+    from lrfer.models.gmenet import ChannelAttention, SpatialAttention
+
+    channel, spatial = attention
+    assert isinstance(channel, ChannelAttention) and isinstance(spatial, SpatialAttention)
+    return _spatial_attention(spatial, _channel_attention(channel, x))
+
+
+@torch.no_grad()
+def test_gmenet_block_weighs_its_residual_branch_by_channel_then_spatial_attention() -> None:
+    """Guards GME-Net's local unit: conv-conv, channel attention (average AND max pooled), spatial
+    attention (channel mean AND max maps), each through a sigmoid, before (not after) the shortcut is added."""
+    from lrfer.models.gmenet import HybridAttentionBlock
+
+    torch.manual_seed(0)
+    block = _nontrivial_batchnorm(HybridAttentionBlock(8, 16, stride=2))
+    x = torch.randn(2, 8, 10, 10)
+    residual = block.conv2(block.conv1(x))
+    expected = torch.relu(_cbam(block.attention, residual) + block.shortcut(x))
+    torch.testing.assert_close(block(x), expected)
+
+
+@torch.no_grad()
+def test_quasi_symmetric_global_block_fuses_neighbouring_receptive_fields_around_the_middle_one() -> None:
+    """Guards the global module: branches of dilation 1, 2, 3; (small + medium) and (medium + large)
+    projected, merged and added back to the input."""
+    from lrfer.models.gmenet import QuasiSymmetricGlobalBlock
+
+    torch.manual_seed(0)
+    block = _nontrivial_batchnorm(QuasiSymmetricGlobalBlock(8))
+    assert [branch[0].dilation for branch in block.branches] == [(1, 1), (2, 2), (3, 3)]
+    x = torch.randn(2, 8, 7, 7)
+    small, medium, large = (branch(x) for branch in block.branches)
+    expected = torch.relu(x + block.merge(block.fuse_small(small + medium) + block.fuse_large(medium + large)))
+    torch.testing.assert_close(block(x), expected)
+
+
+@torch.no_grad()
+def test_gmenet_classifies_the_pooled_last_local_map_and_global_module_of_the_half_resolution_map() -> None:
+    """Guards the fusion: average-pooled r/4 local map, concatenated with the average-pooled global
+    module output of the r/2 map, then the classifier."""
+    torch.manual_seed(0)
+    model = _nontrivial_batchnorm(build_model("gmenet", width=8, input_size=16))
+    assert isinstance(model, GMENet) and model.global_module is not None
+    x = torch.randn(2, 1, 16, 16)
+    features, maps = model.forward_features(x)
+    expected = torch.cat([maps[2].mean(dim=(2, 3)), model.global_module(maps[1]).mean(dim=(2, 3))], dim=1)
+    torch.testing.assert_close(features, expected)
+    torch.testing.assert_close(model(x), model.fc(expected))
+
+
+@pytest.mark.parametrize("arch,config,size", [("gmenet", {"input_size": 16}, 16), ("baseline", {"input_size": 16}, 16),
+                                               ("resnet18", {}, 48), ("manet", {}, 48)])
+def test_drop_rate_reaches_the_classifiers_dropout(arch: str, config: dict, size: int) -> None:
+    """Guards ``drop_rate``: with 1.0 every feature is dropped in training, so each logit is the
+    classifier's bias whatever the face; in eval mode the faces differ again."""
+    torch.manual_seed(0)
+    model = build_model(arch, width=8, drop_rate=1.0, **config).train()
+    x = torch.randn(3, 1, size, size)
+    fcs = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    expected = sum(fc.bias * w for fc, w in zip(fcs, (0.6, 0.4))) if arch == "manet" else fcs[0].bias
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected.expand(3, -1))
+        out = model.eval()(x)
+    assert not torch.allclose(out[0], out[1])
+
+
+@torch.no_grad()
+def test_manet_branches_follow_the_paper() -> None:
+    """Guards MA-Net's two branches: each of the 2x2 patches through its OWN residual stage and CBAM
+    (channel then spatial attention), pooled and concatenated; the global branch's Res2Net block
+    feeds each channel group's 3x3 conv the previous group's output and adds its input back."""
+    from lrfer.models.manet import Res2NetBlock
+
+    torch.manual_seed(0)
+    model = _nontrivial_batchnorm(build_model("manet", width=8))
+    assert isinstance(model, MANet)
+    x = torch.randn(2, 1, 48, 48)
+    h = model.stem(x)
+    for stage in model.stages:
+        h = stage(h)
+    local = torch.cat([_cbam(branch.attention, branch.stage(patch)).mean(dim=(2, 3))
+                       for branch, patch in zip(model.patches, MANet.split_patches(h))], dim=1)
+    res2 = model.global_branch[0]
+    assert isinstance(res2, Res2NetBlock)
+    groups = torch.chunk(res2.reduce(h), res2.scales, dim=1)
+    outs = [groups[0]]
+    for conv, group in zip(res2.convs, groups[1:]):
+        outs.append(conv(group if len(outs) == 1 else group + outs[-1]))
+    g = torch.relu(h + res2.expand(torch.cat(outs, dim=1)))
+    for layer in model.global_branch[1:]:
+        g = layer(g)
+    got_local, got_global = model.forward_branches(x)
+    torch.testing.assert_close(got_local, model.local_fc(local))
+    torch.testing.assert_close(got_global, model.global_fc(g))
+
+
+def _dense_block(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """ESRGAN's RDB: five convs, each on all earlier (LeakyReLU 0.2) outputs, residual scaled by 0.2."""
+    features = [x]
+    for i, conv in enumerate(block.convs):
+        out = conv(torch.cat(features, dim=1))
+        if i < 4:
+            features.append(torch.nn.functional.leaky_relu(out, 0.2))
+    return x + 0.2 * out
+
+
+@torch.no_grad()
+def test_fsrfer_generator_of_rrdbs_sits_between_the_extractor_and_the_head() -> None:
+    """Guards FSR-FER's wiring: bicubic 48 px face -> fixed extractor -> generator (conv_in, RRDBs of
+    three dense blocks, each residual scaled by 0.2, conv_out, plus its input) -> the extractor's head.
+    The generator is made a non-identity first: a fresh one is the identity and hides a skipped part."""
+    torch.manual_seed(0)
+    model = _nontrivial_batchnorm(build_model("fsrfer", input_size=16, extractor_width=8, hidden=16, growth=8))
+    assert isinstance(model, FSRFER)
+    gen = model.generator
+    torch.nn.init.normal_(gen.conv_out.weight, std=0.05)
+    x = torch.randn(2, 1, 16, 16)
+    up = torch.nn.functional.interpolate(x, size=(48, 48), mode="bicubic", align_corners=False)
+    feat = model.extractor.stem_to_stage(up, model.sr_stage)
+    h = gen.conv_in(feat)
+    body = h
+    for rrdb in gen.body:
+        y = body
+        for block in rrdb.blocks:
+            y = _dense_block(block, y)
+        body = body + 0.2 * y
+    super_resolved = feat + gen.conv_out(h + body)
+    assert not torch.allclose(super_resolved, feat, atol=1e-3)
+    torch.testing.assert_close(gen(feat), super_resolved, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model(x), model.extractor.stage_to_logits(super_resolved, model.sr_stage),
+                               rtol=1e-4, atol=1e-5)
+
+
+@torch.no_grad()
+def test_resnet_basic_block_adds_its_shortcut() -> None:
+    """Guards the residual connection of the teacher's blocks (identity, or a 1x1 projection when the
+    stride or width changes)."""
+    from lrfer.models.resnet import BasicBlock
+
+    torch.manual_seed(0)
+    for block, x in ((BasicBlock(8, 8), torch.randn(2, 8, 6, 6)), (BasicBlock(8, 16, stride=2), torch.randn(2, 8, 6, 6))):
+        block = _nontrivial_batchnorm(block)
+        torch.testing.assert_close(block(x), torch.relu(block.conv2(block.conv1(x)) + block.shortcut(x)))
+
+
+#: A value other than the default for every option of every builder (a new option must be added here).
+OTHER_VALUES: dict[str, object] = {"num_classes": 5, "in_chans": 3, "width": 12, "input_size": 12, "blocks_per_stage": 2,
+                                   "global_blocks": 2, "drop_rate": 0.5, "extractor_width": 12, "sr_stage": 1,
+                                   "hidden": 24, "growth": 12, "num_blocks": 3}
+
+
+@pytest.mark.parametrize("arch", list_architectures())
+def test_every_builder_option_reaches_the_model(arch: str) -> None:
+    """Guards the builders' wiring: each option of an architecture (as `lrfer train --config KEY=VALUE`
+    sets it) changes the network it builds: its layers' shapes, strides, counts or dropout, or the
+    input size it records. An option passed on as a constant would be silently ignored."""
+    import inspect
+
+    from lrfer.models import _builder
+
+    default = build_model(arch)
+    for name, param in inspect.signature(_builder(arch)).parameters.items():
+        value = {1: 2, 2: 1}[param.default] if name == "stem_stride" else OTHER_VALUES[name]
+        assert value != param.default, name
+        model = build_model(arch, **{name: value})
+        if name == "input_size":
+            assert model.input_size == value and default.input_size == param.default
+        else:
+            assert repr(model) != repr(default), f"{arch}: {name}={value!r} builds the default network"

@@ -64,7 +64,8 @@ def test_resume_of_the_same_run_is_accepted(finished_run: Path) -> None:
     ('{"epoch": 3', "is damaged"),
     ('{"epoch": 3}', "is not an lrfer training checkpoint"),
     ("[1, 2]", "is not an lrfer training checkpoint"),
-], ids=["truncated", "foreign", "list"])
+    ('{"epoch": 3, "optimizers": {}}', r"is not an lrfer training checkpoint \(no history, recipe, schedulers, rng\)"),
+], ids=["truncated", "foreign", "list", "no-run-state"])
 def test_a_damaged_or_foreign_checkpoint_is_named(tmp_path: Path, content: str, message: str) -> None:
     """A truncated checkpoint.json came out as a bare JSON error, a foreign one as "ERROR: recipe"."""
     (tmp_path / "checkpoint.json").write_text(content)
@@ -158,6 +159,81 @@ def test_kill_during_checkpoint_write_resumes_consistently(tmp_path: Path, monke
     a, b = full.state_dict(), resumed.state_dict()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+
+def test_kill_while_the_tensors_are_written_leaves_the_previous_checkpoint(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards the commit order of save_checkpoint: tensors first, then the JSON that names them. Killed
+    half-way through writing epoch 2's tensors, the checkpoint is still epoch 1's, whole and loadable."""
+    import lrfer.train.checkpoint as checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("baseline", width=8, input_size=8)
+    path = tmp_path / "checkpoint.json"
+    checkpoint.save_checkpoint(path, {"model": model}, {}, {"epoch": 1})
+    epoch_1 = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+
+    def killed_mid_write(tensors: dict[str, torch.Tensor], filename: str) -> None:
+        Path(filename).write_bytes(b"\x00" * 10)  # a partial file
+        raise _Killed
+
+    monkeypatch.setattr(checkpoint, "save_file", killed_mid_write)
+    with pytest.raises(_Killed):
+        checkpoint.save_checkpoint(path, {"model": model}, {}, {"epoch": 2})
+    monkeypatch.undo()
+    fresh = build_model("baseline", width=8, input_size=8)
+    assert checkpoint.load_checkpoint(path, {"model": fresh}, {})["epoch"] == 1
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, epoch_1[key]), key
+
+
+def test_checkpoint_of_the_older_layout_loads_and_is_replaced(tmp_path: Path) -> None:
+    """Guards checkpoints written before the JSON named its tensors file (tensors in checkpoint.safetensors):
+    they load, and the next save removes that file rather than leaving it beside the new one."""
+    from safetensors.torch import save_file
+
+    from lrfer.train.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("baseline", width=8, input_size=8)
+    path = tmp_path / "checkpoint.json"
+    save_file({f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "checkpoint.safetensors"))
+    path.write_text(json.dumps({"epoch": 4, "optimizers": {}}))
+    fresh = build_model("baseline", width=8, input_size=8)
+    assert load_checkpoint(path, {"model": fresh}, {})["epoch"] == 4
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in fresh.state_dict().items())
+    save_checkpoint(path, {"model": fresh}, {}, {"epoch": 5})
+    assert {p.name for p in tmp_path.iterdir()} == {"checkpoint.json", json.loads(path.read_text())["tensors"]}
+
+
+def test_optimizer_state_that_is_not_a_tensor_survives_the_checkpoint(tmp_path: Path) -> None:
+    """Guards the JSON half of an optimizer's state: numbers kept per parameter (an optimizer's step
+    counter, say) come back as they were, beside the tensors."""
+    from lrfer.train.checkpoint import load_checkpoint, save_checkpoint
+
+    class Counting(torch.optim.SGD):
+        """SGD that keeps a plain-number step count per parameter."""
+
+        def step(self, closure=None):  # type: ignore[no-untyped-def, override]
+            for group in self.param_groups:
+                for p in group["params"]:
+                    self.state[p]["count"] = self.state[p].get("count", 0) + 1
+            return super().step(closure)
+
+    model = build_model("baseline", width=8, input_size=8)
+    opt = Counting(model.parameters(), 0.1, momentum=0.9)
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(4, 1, 8, 8)).sum().backward()
+        opt.step()
+    save_checkpoint(tmp_path / "checkpoint.json", {"model": model}, {"model": opt}, {"epoch": 1})
+    fresh_opt = Counting(build_model("baseline", width=8, input_size=8).parameters(), 0.1, momentum=0.9)
+    load_checkpoint(tmp_path / "checkpoint.json", {}, {"model": fresh_opt})
+    assert [s["count"] for s in fresh_opt.state_dict()["state"].values()] == [3] * len(opt.state_dict()["state"])
 
 
 # ------------------------------------------------------------------------------------ sizes, teachers

@@ -524,3 +524,57 @@ def test_train_reads_rafdbs_splits_and_checkpoints_in_the_work_dir(tmp_path: Pat
                       "--batch-size", "16", "--work-dir", str(work_dir)]) == 0
     assert read == [("train", 32), ("test", 7)]
     assert (work_dir / "checkpoint.json").is_file() and not out.with_suffix(".run").exists()
+
+
+def test_eval_scores_the_rafdb_split_it_is_given(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Guards --split: `lrfer eval --split train` scores RAF-DB's train faces, not its test faces."""
+    raf = write_rafdb(tmp_path / "basic", n_train=30, n_test=9)
+    model = save_tiny(tmp_path / "tiny.safetensors")
+    argv = ["eval", "--model", str(model), "--data", str(raf), "--resolutions", "16", "--device", "cpu"]
+    assert main([*argv, "--split", "train"]) == 0
+    assert "30 faces" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "9 faces" in capsys.readouterr().out
+
+
+def test_eval_resolutions_keep_their_order_without_repeats() -> None:
+    """Guards --resolutions: a size given twice is evaluated (and tabled) once, in the order given."""
+    from lrfer.train.cli import _parse_resolutions
+
+    assert _parse_resolutions("16,8,16,48,8") == [16, 8, 48]
+
+
+def test_eval_scores_at_the_models_own_temperature(tiny_path: Path, tiny_npz: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards the calibration `lrfer eval` reports without --calibrate-on: the model's manifest
+    temperature (1.5 for tiny_path), not 1.0."""
+    import lrfer.train.evaluate as evaluate_module
+
+    temperatures: list[float] = []
+    evaluate = evaluate_module.evaluate
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda model, native, faces, resolutions, temperature, device:
+                        temperatures.append(temperature) or evaluate(model, native, faces, resolutions, temperature, device))
+    assert main(["eval", "--model", str(tiny_path), "--data", str(tiny_npz), "--resolutions", "16", "--device", "cpu"]) == 0
+    assert temperatures == [1.5]
+
+
+def test_train_trains_on_the_device_it_is_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards --device reaching the Trainer (checked on the CPU with its own name cpu:0)."""
+    import lrfer.train.cli as train_cli
+    from lrfer.train.recipes import Trainer
+
+    class Stop(Exception):
+        pass
+
+    devices: list[object] = []
+
+    def fit(self: Trainer, progress: bool = True) -> None:
+        devices.append(self.device)
+        raise Stop
+
+    monkeypatch.setattr(train_cli, "_device", lambda name: "cpu:0")
+    monkeypatch.setattr(Trainer, "fit", fit)
+    data = write_npz(tmp_path / "faces.npz", 32, seed=1)
+    with pytest.raises(Stop):
+        run_train(["--arch", "baseline", "--resolution", "16", "--data", str(data), "--out", str(tmp_path / "m.safetensors")])
+    assert [str(d) for d in devices] == ["cpu:0"]

@@ -130,6 +130,38 @@ def test_closing_read_ahead_stops_the_producer_and_closes_its_source() -> None:
     assert not any(t.name == "lrfer-read-ahead" and t.is_alive() for t in threading.enumerate())
 
 
+class _ClosableFrames:
+    """An iterator of frames with a close() (like a reader holding a file), which no garbage collection calls."""
+
+    def __init__(self, count: int) -> None:
+        self.items = iter(range(count))
+        self.closed = threading.Event()
+
+    def __iter__(self) -> "_ClosableFrames":
+        return self
+
+    def __next__(self) -> int:
+        return next(self.items)
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+@pytest.mark.parametrize("stop_early", [False, True])
+def test_read_ahead_closes_a_source_that_is_not_a_generator(stop_early: bool) -> None:
+    """Guards read_ahead's explicit close of its source, at the end of the items and when the consumer
+    stops early: a source that is not a generator is not closed by being dropped."""
+    source = _ClosableFrames(5)
+    ahead = video_mod.read_ahead(source, depth=2)
+    if stop_early:
+        assert next(ahead) == 0
+        ahead.close()
+    else:
+        assert list(ahead) == [0, 1, 2, 3, 4]
+    assert source.closed.wait(timeout=5)
+
+
+
 # ------------------------------------------------------------------------------------------- predict
 def test_predict_video_matches_predict_on_the_frames(rec: lrfer.Recognizer, clip: Path) -> None:
     results = list(rec.predict_video(clip, every=2))
@@ -423,3 +455,36 @@ def test_broken_link_to_a_video_in_a_folder_is_reported(tiny_path: Path, clip: P
     assert main(["predict", str(folder), "--model", str(tiny_path), "--detector", "none", "--quiet",
                  "--every", "6", "--out", str(out)]) == 1
     assert "broken symbolic link" in caplog.text and "broken.mp4" in caplog.text
+
+
+def test_annotated_video_keeps_the_frames_colours(tmp_path: Path) -> None:
+    """Guards the RGB -> BGR hand-over to OpenCV's writer: a red frame is red when read back, not blue."""
+    path = tmp_path / "annotated.mp4"
+    red = np.zeros((*SIZE, 3), np.uint8)
+    red[...] = (200, 30, 20)
+    with video_mod.AnnotatedVideoWriter(path, FPS) as writer:
+        for _ in range(3):
+            writer.write(red, [])
+    frames = list(video_mod.read_frames(path))
+    assert len(frames) == 3
+    assert np.abs(frames[0][2].reshape(-1, 3).mean(0) - (200, 30, 20)).max() < 12
+
+
+
+def test_closing_prepend_closes_the_rest_even_while_it_is_still_referenced() -> None:
+    """Guards prepend's close of ``rest`` (a video reader: its file is released then, not when the
+    garbage collector gets to it)."""
+    released: list[bool] = []
+
+    def frames() -> Iterator[int]:
+        try:
+            yield from range(10)
+        finally:
+            released.append(True)
+
+    rest = frames()
+    first = next(rest)
+    both = video_mod.prepend(first, rest)
+    assert next(both) == 0
+    both.close()
+    assert released == [True]

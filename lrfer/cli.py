@@ -296,7 +296,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         args.annotate, args.paths, [path for path, _ in files] + [path for path, _ in videos], args.overwrite)
     counts = {"images": 0, "frames": 0, "faces": 0, "failed": 0, "partial": 0}
     # warnings go above the progress bar, not into the middle of its line
-    with logging_redirect_tqdm(), open_writer(args.out, rec.classes, video=bool(videos)) as write:
+    with logging_redirect_tqdm(tqdm_class=_stderr_write_tqdm()), open_writer(args.out, rec.classes, video=bool(videos)) as write:
         if files:
             bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)
             image_batch = args.image_batch or (DEFAULT_GPU_IMAGE_BATCH if rec.device.type == "cuda" else DEFAULT_IMAGE_BATCH)
@@ -526,6 +526,19 @@ def _decoded_batches(dataset: ImageFileDataset, workers: int, image_batch: int,
             return
         delivered += len(packed[0])
         yield packed
+
+
+def _stderr_write_tqdm() -> type:
+    """A ``tqdm`` whose ``write`` goes to stderr unless told a file: ``logging_redirect_tqdm`` of tqdm
+    4.60 (before tqdm PR #1191) calls ``write(message)`` with no file: warnings went to stdout, into the table."""
+    from tqdm import tqdm
+
+    class StderrWriteTqdm(tqdm):  # type: ignore[misc]  # tqdm ships no annotations
+        @classmethod
+        def write(cls, s: str, file: TextIO | None = None, end: str = "\n", nolock: bool = False) -> None:
+            tqdm.write(s, file=sys.stderr if file is None else file, end=end, nolock=nolock)
+
+    return StderrWriteTqdm
 
 
 def share_temp_dir_with_workers() -> None:

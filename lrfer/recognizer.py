@@ -441,14 +441,15 @@ def _fuse_traced(traced: Any) -> nn.Module:
     return fx.GraphModule(fx_model, new_graph)
 
 
-#: One inference network built at a time: :func:`release_fx_sources` tells the source of its graphs
-#: from that of another build by what torch.fx cached meanwhile.
+#: One inference network built at a time: :func:`made_fx_sources` records the torch.fx sources of the
+#: building thread, swapping torch's recording function meanwhile.
 _BUILD_LOCK = threading.Lock()
 
 
 def _fx_sources() -> dict[str, str] | None:
     """torch.fx's process-wide cache of the Python source it generates for every ``GraphModule`` (keyed
-    by the generated code's file name, read only to show that code in tracebacks); None if torch has none."""
+    by the generated code's file name, read to show that code in tracebacks and by ``inspect.getsource``,
+    which ``torch.jit.script`` of a ``GraphModule`` needs); None if torch has none."""
     from torch.fx import graph_module
 
     cache = getattr(getattr(graph_module, "_loader", None), "eval_cache", None)
@@ -462,26 +463,50 @@ def _forget_fx_source(key: str) -> None:
     linecache.cache.pop(key, None)
 
 
-def release_fx_sources(network: nn.Module, before: Collection[str]) -> None:
-    """Let go of the source torch.fx generated since its cache held the keys ``before``: now for the
-    graphs of the build that ``network`` does not use (traced and fused copies), when ``network`` is
-    freed for its own. torch.fx keeps every generated source for the life of the process: 20-114 kB
-    per :func:`load` of a zoo model (five graphs), and as much per unpickled :class:`Recognizer`, so a
-    server loading models, or a worker unpickling one per task, grew without end. (A graph that another
-    thread makes meanwhile loses its cached source too: its tracebacks show no source lines.)"""
+@contextlib.contextmanager
+def made_fx_sources() -> Iterator[list[str]]:
+    """The keys of the sources torch.fx caches for graphs that this thread makes while the block runs
+    (none if torch has no such cache). Graphs other threads make meanwhile are not listed: dropping
+    their source broke their tracebacks' source lines and ``torch.jit.script`` of them."""
+    from torch.fx import graph_module
+
+    loader = getattr(graph_module, "_loader", None)
+    record = getattr(loader, "cache", None)
+    made: list[str] = []
+    if loader is None or _fx_sources() is None or not callable(record):
+        yield made
+        return
+    owner = threading.get_ident()
+
+    def cache(*args: Any, **kwargs: Any) -> Any:
+        key = record(*args, **kwargs)
+        if threading.get_ident() == owner and isinstance(key, str):
+            made.append(key)
+        return key
+
+    loader.cache = cache  # an instance attribute over the method, removed below
+    try:
+        yield made
+    finally:
+        vars(loader).pop("cache", None)
+
+
+def release_fx_sources(network: nn.Module, made: Collection[str]) -> None:
+    """Let go of the source torch.fx generated under the keys ``made`` (:func:`made_fx_sources` of a
+    build): now for the graphs that ``network`` does not use (traced and fused copies), when
+    ``network`` is freed for its own. torch.fx keeps every generated source for the life of the
+    process: 20-114 kB per :func:`load` of a zoo model (five graphs), and as much per unpickled
+    :class:`Recognizer`, so a server loading models, or a worker unpickling one per task, grew without end."""
     from torch import fx
 
-    cache = _fx_sources()
-    if cache is None:
-        return
     kept: set[str] = set()
     for module in network.modules():
         code = getattr(type(module).forward, "__code__", None) if isinstance(module, fx.GraphModule) else None
         if code is not None:  # the generated forward's file name is its key in the cache
             kept.add(code.co_filename)
-    for key in set(list(cache)) - set(before) - kept:
+    for key in set(made) - kept:
         _forget_fx_source(key)
-    for key in kept - set(before):
+    for key in kept & set(made):
         weakref.finalize(network, _forget_fx_source, key).atexit = False
 
 
@@ -576,9 +601,9 @@ class Recognizer:
         float32, additions and multiplications computed in place (:func:`~lrfer.inplace.compute_in_place`:
         the same outputs; the default model's ``predict_crops`` 1.04-1.31x faster on 2 cores)."""
         with _BUILD_LOCK:
-            before = list(_fx_sources() or ())
-            network = self._build_inference_network()
-            release_fx_sources(network, before)
+            with made_fx_sources() as made:
+                network = self._build_inference_network()
+            release_fx_sources(network, made)
         return network
 
     def _build_inference_network(self) -> nn.Module:

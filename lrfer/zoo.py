@@ -876,13 +876,16 @@ def _resolve_local_file(path: Path) -> tuple[ModelSpec, Path]:
                             f"got {hashes.whole}. The file was modified: re-download it with `lrfer download "
                             f"{known.name}`, or, if it is a model of your own, write it with "
                             "lrfer.zoo.save_weights (which records its sha256) under a name of its own.")
-    if hashes.recorded is None and known is None:
-        logger.warning("%s records no sha256 and no manifest entry names it, so nothing could verify it (sha256 %s); "
-                       "lrfer.zoo.save_weights writes files that record theirs", path, hashes.whole)
     for key in ("file", "sha256"):
         entry.pop(key, None)
     entry.update(file=path.name, sha256=hashes.whole, source={"kind": "local", "path": str(path)})
-    return ModelSpec.from_dict(entry, where=f"{path} metadata"), path
+    spec = ModelSpec.from_dict(entry, where=f"{path} metadata")
+    # after the entry is accepted: a file refused anyway (a run's final weights, arch and config only)
+    # gets its error alone, not a warning about loading it first
+    if hashes.recorded is None and known is None:
+        logger.warning("%s records no sha256 and no manifest entry names it, so nothing could verify it (sha256 %s); "
+                       "lrfer.zoo.save_weights writes files that record theirs", path, hashes.whole)
+    return spec, path
 
 
 def _resolve_local_dir(folder: Path) -> tuple[ModelSpec, Path]:

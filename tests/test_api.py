@@ -1056,3 +1056,34 @@ def test_results_without_landmarks_or_frame_times_stay_equal_through_pickle_and_
 
     tracked = TrackedFace(*(getattr(face, f.name) for f in dataclasses.fields(lrfer.Face)), track_id=7)
     assert copy.deepcopy(tracked).track_id == 7 and copy.copy(tracked) == tracked
+
+
+def test_a_graph_another_thread_makes_during_a_load_keeps_its_source(tiny_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load let go of every torch.fx source cached while it built its network, also that of a graph
+    another thread made meanwhile: its tracebacks lost their source lines, and ``inspect.getsource`` and
+    ``torch.jit.script`` of it failed ("Can't get source for ...")."""
+    import inspect
+    import threading
+
+    import lrfer.recognizer as recognizer
+    from torch import fx
+
+    class AddOne(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(x) + 1
+
+    made: list[fx.GraphModule] = []
+    fold_batchnorm = recognizer.fold_batchnorm
+
+    def fold_while_another_thread_traces(model: torch.nn.Module) -> torch.nn.Module:
+        other = threading.Thread(target=lambda: made.append(fx.symbolic_trace(AddOne())))
+        other.start()
+        other.join()
+        return fold_batchnorm(model)
+
+    monkeypatch.setattr(recognizer, "fold_batchnorm", fold_while_another_thread_traces)
+    rec = lrfer.load(tiny_path, device="cpu", detector=None)
+    assert rec.predict_tensor(torch.rand(1, 1, 48, 48)).shape == (1, len(rec.classes))
+    (graph,) = made
+    assert "relu" in inspect.getsource(type(graph).forward)  # what torch.jit.script of it reads first

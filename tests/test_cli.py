@@ -784,3 +784,35 @@ def test_ctrl_c_is_exit_status_130_with_a_message(monkeypatch: pytest.MonkeyPatc
         assert main(["models"]) == 130
     assert "stopped by Ctrl-C" in caplog.text
     assert signal.getsignal(signal.SIGTERM) == before  # the command's SIGTERM handler is gone with it
+
+
+def test_warnings_stay_off_stdout_with_the_oldest_tqdm(photos: Path, tiny_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """tqdm 4.60 (the oldest lrfer supports) redirects logging with ``tqdm.write(message)``, no file:
+    stdout, where the table of rows is written."""
+    import logging
+
+    import lrfer.cli as cli
+    from tqdm.contrib import logging as tqdm_logging
+
+    def emit_as_tqdm_4_60(self: Any, record: logging.LogRecord) -> None:
+        self.tqdm_class.write(self.format(record))
+
+    monkeypatch.setattr(tqdm_logging._TqdmLoggingHandler, "emit", emit_as_tqdm_4_60)
+    handler = logging.StreamHandler(sys.stderr)  # what logging.basicConfig sets up outside pytest
+    logging.getLogger().addHandler(handler)
+    predict_batch = cli._predict_batch
+
+    def warn_then_predict(*args: Any) -> None:
+        cli.logger.warning("something to say")
+        predict_batch(*args)
+
+    monkeypatch.setattr(cli, "_predict_batch", warn_then_predict)
+    try:
+        assert main(predict_args(photos, tiny_path, "--workers", "0")) == 0
+    finally:
+        logging.getLogger().removeHandler(handler)
+    out, err = capsys.readouterr()
+    assert "something to say" not in out
+    assert "something to say" in err

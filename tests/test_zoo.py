@@ -801,3 +801,17 @@ def test_a_file_nothing_can_verify_loads_with_a_warning(tmp_path: Path, caplog: 
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
         f"{path} records no sha256 and no manifest entry names it, so nothing could verify it (sha256 "
         f"{zoo.sha256_file(path)}); lrfer.zoo.save_weights writes files that record theirs"]
+
+
+def test_a_file_refused_for_its_header_gets_no_warning_about_loading_it(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A run's final weights (save_trained: arch and config, no sha256, no manifest entry) are refused;
+    the error came after a warning that the file would load unverified."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "final.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_model().state_dict().items()}, str(path),
+              metadata={zoo.SPEC_METADATA_KEY: json.dumps({"arch": "baseline", "config": {}, "resolution": 16})})
+    with caplog.at_level("WARNING", logger="lrfer.zoo"), pytest.raises(zoo.ManifestError):
+        zoo.resolve(path)
+    assert not [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]

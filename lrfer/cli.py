@@ -726,12 +726,17 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
         return
     pid = os.getpid()
+    on_child_exit: list[Any] = []  # torch's SIGCHLD handler, while it is set aside
 
     def stop(signum: int, frame: object) -> None:
         if os.getpid() != pid:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return
+        if hasattr(signal, "SIGCHLD") and not on_child_exit:
+            # `timeout` and systemd signal the whole group: the decoding workers die of the same SIGTERM,
+            # which torch's handler reported as an error while the run was shutting them down
+            on_child_exit.append(signal.signal(signal.SIGCHLD, signal.SIG_DFL))
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, stop)
@@ -739,6 +744,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        if on_child_exit and on_child_exit[0] is not None:
+            signal.signal(signal.SIGCHLD, on_child_exit[0])
 
 
 def _reader_went_away() -> int:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -724,11 +725,15 @@ def test_warnings_are_written_above_the_progress_bar(photos: Path, tiny_path: Pa
         assert line.rsplit("\r", 1)[-1] == "lrfer: WARNING: something to say", repr(line)
 
 
-def test_sigterm_stops_a_run_with_whole_rows_and_no_workers_left(photos: Path, tiny_path: Path, tmp_path: Path) -> None:
-    """SIGTERM (``timeout``, ``docker stop``) killed ``lrfer predict`` on the spot: rows in the output's
-    buffer were lost (the last one could be cut) and decoding workers outlived it. Now it stops as on
-    Ctrl-C: exit status 143, a message, whole rows, its workers gone with it. Each batch of one image is
-    slowed down so that the signal comes while the run is on its way."""
+@pytest.mark.parametrize("to_group", [False, True], ids=["process", "process-group"])
+def test_sigterm_stops_a_run_with_whole_rows_and_no_workers_left(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                                   to_group: bool) -> None:
+    """SIGTERM (``docker stop``: the process; ``timeout``, systemd: its whole group) killed ``lrfer
+    predict`` on the spot: rows in the output's buffer were lost (the last one could be cut) and
+    decoding workers outlived it. Now it stops as on Ctrl-C: exit status 143, a message, whole rows,
+    its workers gone with it, and no error of workers killed by the same signal ("Exception ignored in
+    ... DataLoader worker (pid N) is killed by signal: Terminated"). Each batch of one image is slowed
+    down so that the signal comes while the run is on its way."""
     folder = tmp_path / "many"
     for i in range(40):
         shutil.copytree(photos, folder / str(i))
@@ -745,7 +750,8 @@ def test_sigterm_stops_a_run_with_whole_rows_and_no_workers_left(photos: Path, t
         "sys.exit(cli.main(sys.argv[1:]))\n"
     )
     args = predict_args(folder, tiny_path, "--out", str(out), "--workers", "2", "--image-batch", "1")
-    proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     assert proc.stderr is not None
     scored: list[list[str]] = []
     for line in iter(proc.stderr.readline, ""):
@@ -754,10 +760,13 @@ def test_sigterm_stops_a_run_with_whole_rows_and_no_workers_left(photos: Path, t
             if len(scored) == 3:
                 break
     workers = {int(pid) for line in scored for pid in line[1:]}
-    proc.terminate()
+    if to_group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.terminate()
     rest = proc.stderr.read()
     assert proc.wait(timeout=60) == 143, rest
-    assert "stopped by SIGTERM" in rest
+    assert rest.strip().splitlines() == ["lrfer: WARNING: stopped by SIGTERM"], rest
     assert workers, "the run decoded in worker processes"
     for pid in workers:  # joined before the command returned, not orphans left running
         with pytest.raises(ProcessLookupError):

@@ -33,7 +33,7 @@ def test_sets_both_thresholds_on_glibc(libc: FakeLibc) -> None:
                           (allocator.M_TRIM_THRESHOLD, allocator.TRIM_THRESHOLD)]
 
 
-@pytest.mark.parametrize("variable", ["GLIBC_TUNABLES", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD"])
+@pytest.mark.parametrize("variable", ["GLIBC_TUNABLES", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX", "LD_PRELOAD"])
 def test_leaves_an_allocator_the_environment_chose(libc: FakeLibc, monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
     monkeypatch.setenv(variable, "glibc.malloc.check=0" if variable == "GLIBC_TUNABLES" else "1")
     assert allocator.keep_freed_memory() is False and libc.calls == []

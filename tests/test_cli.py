@@ -825,3 +825,145 @@ def test_warnings_stay_off_stdout_with_the_oldest_tqdm(photos: Path, tiny_path: 
     out, err = capsys.readouterr()
     assert "something to say" not in out
     assert "something to say" in err
+
+
+def test_out_files_have_every_column_in_order_and_null_for_nan(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """With a video among the inputs, image rows leave frame/time_s empty (null in JSONL), columns in
+    row_columns order, a NaN (det_score without a detector) null in JSONL; suffixes in any case; no
+    faces: a header alone (CSV), an empty file (JSONL), nothing on stdout."""
+    from lrfer.cli import open_writer
+
+    classes = ["happy", "sad"]
+    columns = row_columns(classes, video=True)
+    row = {"file": "a.jpg", "face": 0, "x1": 1.0, "y1": 2.0, "x2": 3.0, "y2": 4.0, "face_px": 2.0,
+           "det_score": float("nan"), "label": "sad", "happy": 0.25, "sad": 0.75}
+    with open_writer(tmp_path / "rows.JSONL", classes, video=True) as write:
+        write(row)
+    (line,) = (tmp_path / "rows.JSONL").read_text().splitlines()
+    data = json.loads(line)
+    assert list(data) == columns
+    assert data["frame"] is None and data["time_s"] is None and data["det_score"] is None and data["sad"] == 0.75
+    with open_writer(tmp_path / "rows.Csv", classes, video=True) as write:
+        write(row)
+    with open(tmp_path / "rows.Csv", newline="") as fh:
+        lines = list(csv.reader(fh))
+    assert lines[0] == columns and dict(zip(columns, lines[1]))["frame"] == "" and lines[1][-1] == "0.75"
+    for name in ("empty.csv", "empty.jsonl"):
+        with open_writer(tmp_path / name, classes):
+            pass
+    assert (tmp_path / "empty.csv").read_text().splitlines() == [",".join(row_columns(classes))]
+    assert (tmp_path / "empty.jsonl").read_text() == ""
+    with open_writer(None, classes):
+        pass
+    assert capsys.readouterr().out == ""
+
+
+def test_the_table_rounds_numbers_and_prints_its_header_once() -> None:
+    import io
+
+    from lrfer.cli import TableWriter
+
+    stream = io.StringIO()
+    write = TableWriter(row_columns(["happy"]), stream)
+    row = {"file": "a.jpg", "face": 0, "x1": 12.345, "y1": 0.0, "x2": 40.0, "y2": 30.06, "face_px": 40.0,
+           "det_score": 0.98765, "label": "happy", "happy": 0.12345}
+    write(row)
+    write({**row, "face": 1})
+    lines = stream.getvalue().splitlines()
+    assert lines[0].split() == row_columns(["happy"]) and len(lines) == 3
+    assert lines[1].split() == ["a.jpg", "0", "12.3", "0.0", "40.0", "30.1", "40.0", "0.988", "happy", "0.123"]
+    assert lines[2].split()[1] == "1"
+
+
+def test_an_annotated_copy_never_replaces_an_input_not_read_yet(tmp_path: Path) -> None:
+    """--annotate into a subfolder of an input folder, with --overwrite: the copy of top/a.png (read
+    first) must not replace top/sub/a.png, an input read later."""
+    from lrfer.cli import AnnotatedPaths
+
+    top = tmp_path / "top"
+    (top / "sub").mkdir(parents=True)
+    files = [top / "a.png", top / "sub" / "a.png"]
+    for path in files:
+        path.write_bytes(b"x")
+    paths = AnnotatedPaths(top / "sub", [str(top)], files, overwrite=True)
+    assert paths.target(files[0], Path("a.png")) == top / "sub" / "a-2.png"
+    assert paths.target(files[1], Path("sub/a.png")) == top / "sub" / "sub" / "a.png"
+
+
+def test_an_image_batch_goes_on_as_soon_as_it_is_whole_and_small_ones_are_decoded_as_such(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """regroup hands a full image batch on before it reads the next decoded batch (inference overlaps
+    decoding); image batches smaller than DECODE_BATCH are decoded in batches of their own size, not
+    after DECODE_BATCH files."""
+    import lrfer.cli as cli
+    from lrfer.io import iter_image_files
+
+    read: list[list[int]] = []
+
+    def decoded() -> Iterator[list[int]]:
+        for batch in ([1, 2], [3, 4], [5]):
+            read.append(batch)
+            yield batch
+
+    batches = cli.regroup(decoded(), 2)
+    assert next(batches) == [1, 2] and len(read) == 1
+    assert list(batches) == [[3, 4], [5]]
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((4, 5, 3), i, dtype=np.uint8))
+    sizes: list[int] = []
+    real_loader = torch.utils.data.DataLoader
+
+    def recording_loader(*args: object, **kwargs: object) -> object:
+        sizes.append(int(kwargs["batch_size"]))  # type: ignore[call-overload]
+        return real_loader(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", recording_loader)
+    batches_of_2 = list(cli.iter_decoded(iter_image_files([tmp_path]), workers=0, image_batch=2))
+    assert sizes == [2] and [[i for i, _ in b] for b in batches_of_2] == [[0, 1], [2, 3], [4]]
+
+
+def test_annotated_copies_never_replace_an_input_video_either(tiny_path: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The videos of a run are inputs too: with --overwrite into a subfolder of the input folder, the
+    copy of top/v.mp4 must not replace top/sub/v.mp4, scored after it."""
+    import lrfer.cli as cli
+
+    top = tmp_path / "top"
+    (top / "sub").mkdir(parents=True)
+    for rel in ("v.mp4", "sub/v.mp4"):
+        (top / rel).write_bytes(b"not decoded: the run stops before")
+    cv2.imwrite(str(top / "a.png"), np.full((20, 20, 3), 90, np.uint8))
+    made: list[cli.AnnotatedPaths] = []
+
+    class Stopping(cli.AnnotatedPaths):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+            raise ValueError("stopped by the test")
+
+    monkeypatch.setattr(cli, "AnnotatedPaths", Stopping)
+    assert main(predict_args(top, tiny_path, "--annotate", str(top / "sub"), "--overwrite", "--workers", "0")) == 1
+    assert made[0].target(top / "v.mp4", Path("v.mp4")) == top / "sub" / "v-2.mp4"
+
+
+def test_an_error_of_in_process_decoding_is_raised_not_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only workers fall back to in-process decoding; an error there stops the run (retried, the same
+    error would repeat for ever)."""
+    import lrfer.cli as cli
+    import lrfer.io as io_mod
+    from lrfer.io import iter_image_files
+
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((4, 5, 3), i, dtype=np.uint8))
+    real, calls = io_mod.pack_images, []
+
+    def failing_once(batch: Any) -> Any:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("no memory left")
+        return real(batch)
+
+    monkeypatch.setattr(io_mod, "pack_images", failing_once)
+    with pytest.raises(RuntimeError, match="no memory left"):
+        list(cli.iter_decoded(iter_image_files([tmp_path]), workers=0, image_batch=2))

@@ -97,3 +97,47 @@ def test_writes_only_into_tensors_nothing_reads_later() -> None:
     with torch.inference_mode():
         assert torch.equal(fast(x), model(x))
     assert torch.equal(x, before)
+
+
+class MoreTricky(nn.Module):
+    """More first operands that must not be written: one read by the very next node, one that an
+    in-place module or function returned (its input read later), one whose second operand is a
+    transposed view of it, an expanded (broadcast) view, one of a narrower dtype than the result, and
+    a weight of the result's shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.table = nn.Parameter(torch.rand(3, 2, 4, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.conv(x)
+        summed = a + 1.0
+        doubled = a * 2.0  # reads a right after the sum
+        b = self.conv(x)
+        after_module = self.relu(b) + 1.0  # ReLU(inplace=True) returns b, read below
+        c = self.conv(x)
+        after_function = torch.nn.functional.relu(c, inplace=True) + 1.0  # returns c, read below
+        d = self.conv(x)
+        crossed = d + d.transpose(2, 3)  # the second operand is the first, transposed
+        wide = self.conv(x).mean(1, keepdim=True).expand(-1, 2, -1, -1) + self.conv(x)  # one value per pixel
+        mixed = self.conv(x).half() + self.conv(x)  # float16 + float32 is float32
+        weighted = self.table * self.conv(x)  # a weight
+        pooled = self.conv(x).mean((2, 3))
+        flat = torch.flatten(pooled, 1) + 1.0  # flattening (N, C) returns pooled itself, read below
+        return (flat + pooled)[:, :, None, None] + summed + doubled + after_module + b + after_function + c + crossed + wide + mixed + weighted
+
+
+def test_no_write_into_an_alias_a_narrower_dtype_or_a_weight() -> None:
+    model = MoreTricky().eval()
+    x = torch.rand(3, 2, 4, 4)
+    fast = compute_in_place(fx.symbolic_trace(model), x)
+    table = model.table.detach().clone()
+    with torch.no_grad():
+        for _ in range(2):
+            got, want = fast(x), model(x)
+            assert got.dtype == want.dtype == torch.float32
+            assert torch.equal(got, want)
+    assert torch.equal(model.table.detach(), table)
+    assert in_place_ops(fast)  # some sums are still computed in place: the test can tell

@@ -404,3 +404,14 @@ def test_folders_reached_through_links_are_searched_once(tmp_path: Path) -> None
     (top / "real-here" / "d.jpg").write_bytes(b"x")
     found = [p.decode() for p in walk_files(os.fsencode(top), [".jpg", ".png"])]
     assert found == ["again/a.jpg", "again/deep/b.png", "c.jpg", "real-here/d.jpg"]
+
+
+def test_files_are_sorted_folder_by_folder(tmp_path: Path) -> None:
+    """A folder's files come before those of a folder whose name extends it ("a/" before "a-b/"), as
+    sorted(Path) orders them: not by the bytes of the whole path, where "-" and "." sort before "/"."""
+    for rel in ("a.b.jpg", "a-b/y.jpg", "a/x.jpg", "a/z/w.png", "A.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    found = [rel.as_posix() for _, rel in iter_image_files([tmp_path])]
+    assert found == ["A.png", "a/x.jpg", "a/z/w.png", "a-b/y.jpg", "a.b.jpg"]
+    assert found == [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*.*")) if p.is_file()]

@@ -263,3 +263,11 @@ def test_detection_mode_turns_tf32_off_for_convolutions_and_restores_it():
     with detection_mode():
         assert conv.fp32_precision == "ieee" and torch.is_inference_mode_enabled()
     assert conv.fp32_precision == before
+
+
+def test_to_device_keeps_the_dtype_asked_for():
+    """Integer sides asked for as float32 (BlazeFace's long sides) must not come back as int64."""
+    sides = shapes.to_device([480, 640], torch.device("cpu"), torch.float32)
+    assert sides.dtype == torch.float32 and sides.tolist() == [480.0, 640.0]
+    assert shapes.to_device([1, 2], torch.device("cpu")).dtype == torch.int64
+    assert shapes.to_device([0.5], torch.device("cpu"), torch.float16).dtype == torch.float16

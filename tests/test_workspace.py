@@ -140,3 +140,17 @@ def test_a_view_of_a_stacked_photo_keeps_its_values():
     stack_images([bright])
     integral_image(bright)
     assert float(plane.max()) == 10.0 and int(table[-1, 0]) == 10 * 30 * 40
+
+
+def test_without_torch_s_use_count_the_tensor_lent_last_still_decides(monkeypatch):
+    """Where torch does not count a storage's users, the weak reference to the tensor lent last is
+    what keeps a live tensor's memory from the next request."""
+    monkeypatch.setattr(workspace, "_memory_users", lambda buffer: None)
+    first = workspace.reusable_empty("t", (4, 5))
+    first.fill_(1.0)
+    second = workspace.reusable_empty("t", (4, 5))
+    second.fill_(2.0)
+    assert first.data_ptr() != second.data_ptr() and bool((first == 1.0).all())
+    address = first.data_ptr()
+    del first, second
+    assert workspace.reusable_empty("t", (4, 5)).data_ptr() == address  # freed: reused

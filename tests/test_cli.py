@@ -1,6 +1,7 @@
 """The ``lrfer`` command line, in-process and as a subprocess, on synthetic images and a tiny model."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -692,19 +693,16 @@ class FakeTerminal:
         return True
 
 
-def test_warnings_are_written_above_the_progress_bar(photos: Path, tiny_path: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """A warning logged while the bar is drawn starts a line of its own: it was written after the bar's
-    text, on the bar's line ("  25%|##5  | 1/4 [00:00<00:00]lrfer: WARNING: ...")."""
+@contextlib.contextmanager
+def console_and_a_warning_per_batch(stream: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The root handler that logging.basicConfig sets up outside pytest, on ``stream``, and a warning
+    logged before each batch of images is scored."""
     import logging
 
     import lrfer.cli as cli
 
-    terminal = FakeTerminal()
-    monkeypatch.setattr(sys, "stderr", terminal)
-    handler = logging.StreamHandler(terminal)  # what logging.basicConfig sets up outside pytest
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("lrfer: %(levelname)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
     predict_batch = cli._predict_batch
 
     def warn_then_predict(*args: Any) -> None:
@@ -712,12 +710,23 @@ def test_warnings_are_written_above_the_progress_bar(photos: Path, tiny_path: Pa
         predict_batch(*args)
 
     monkeypatch.setattr(cli, "_predict_batch", warn_then_predict)
+    logging.getLogger().addHandler(handler)
     try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def test_warnings_are_written_above_the_progress_bar(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warning logged while the bar is drawn starts a line of its own: it was written after the bar's
+    text, on the bar's line ("  25%|##5  | 1/4 [00:00<00:00]lrfer: WARNING: ...")."""
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with console_and_a_warning_per_batch(terminal, monkeypatch):
         args = [a for a in predict_args(photos, tiny_path, "--out", str(tmp_path / "rows.csv"), "--workers", "0",
                                         "--image-batch", "1") if a != "--quiet"]
         assert main(args) == 0
-    finally:
-        logging.getLogger().removeHandler(handler)
     assert "4/4" in terminal.text  # the bar was drawn
     warnings = [line for line in terminal.text.split("\n") if "something to say" in line]
     assert len(warnings) == len(IMAGE_NAMES)
@@ -802,26 +811,14 @@ def test_warnings_stay_off_stdout_with_the_oldest_tqdm(photos: Path, tiny_path: 
     stdout, where the table of rows is written."""
     import logging
 
-    import lrfer.cli as cli
     from tqdm.contrib import logging as tqdm_logging
 
     def emit_as_tqdm_4_60(self: Any, record: logging.LogRecord) -> None:
         self.tqdm_class.write(self.format(record))
 
     monkeypatch.setattr(tqdm_logging._TqdmLoggingHandler, "emit", emit_as_tqdm_4_60)
-    handler = logging.StreamHandler(sys.stderr)  # what logging.basicConfig sets up outside pytest
-    logging.getLogger().addHandler(handler)
-    predict_batch = cli._predict_batch
-
-    def warn_then_predict(*args: Any) -> None:
-        cli.logger.warning("something to say")
-        predict_batch(*args)
-
-    monkeypatch.setattr(cli, "_predict_batch", warn_then_predict)
-    try:
+    with console_and_a_warning_per_batch(sys.stderr, monkeypatch):
         assert main(predict_args(photos, tiny_path, "--workers", "0")) == 0
-    finally:
-        logging.getLogger().removeHandler(handler)
     out, err = capsys.readouterr()
     assert "something to say" not in out
     assert "something to say" in err

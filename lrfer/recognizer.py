@@ -82,8 +82,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     >>> resolve_device("cpu")
     device(type='cpu')
     """
-    if device is None or (isinstance(device, str) and device.lower() == "auto"):
+    if isinstance(device, str):
+        device = device.strip().lower()  # "CPU", "Cuda:0" as "auto" and "AUTO" are
+    if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, int) and not isinstance(device, bool):
+        device = f"cuda:{device}"  # torch's index alone means a CUDA device
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as err:  # torch's message lists its twenty device types

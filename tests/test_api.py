@@ -211,6 +211,21 @@ def test_unknown_device_is_a_value_error_naming_the_choices(tiny_path: Path, dev
         lrfer.load(tiny_path, device=device, detector=None)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("device", ["CPU", " cpu ", "Cpu:0"])
+def test_a_device_name_ignores_case_and_spaces(tiny_path: Path, device: str) -> None:
+    """"AUTO" was accepted and "CPU" refused as an unknown device."""
+    assert lrfer.load(tiny_path, device=device, detector=None).device.type == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+def test_a_device_index_is_a_cuda_device() -> None:
+    """``device=0`` (torch's spelling of cuda:0) was called an unknown device where CUDA is missing."""
+    from lrfer.recognizer import resolve_device
+
+    with pytest.raises(ValueError, match="'cuda:0' requested but CUDA is not available"):
+        resolve_device(0)  # type: ignore[arg-type]
+
+
 def test_cpu_chunk_follows_the_largest_feature_map() -> None:
     from lrfer.recognizer import CPU_ACTIVATION_BUDGET, faces_per_cpu_call, largest_activation
 

@@ -503,15 +503,16 @@ def release_fx_sources(network: nn.Module, made: Collection[str]) -> None:
     :class:`Recognizer`, so a server loading models, or a worker unpickling one per task, grew without end."""
     from torch import fx
 
-    kept: set[str] = set()
+    used: set[str] = set()
     for module in network.modules():
         code = getattr(type(module).forward, "__code__", None) if isinstance(module, fx.GraphModule) else None
         if code is not None:  # the generated forward's file name is its key in the cache
-            kept.add(code.co_filename)
-    for key in set(made) - kept:
-        _forget_fx_source(key)
-    for key in kept & set(made):
-        weakref.finalize(network, _forget_fx_source, key).atexit = False
+            used.add(code.co_filename)
+    for key in set(made):
+        if key in used:
+            weakref.finalize(network, _forget_fx_source, key).atexit = False
+        else:
+            _forget_fx_source(key)
 
 
 def largest_activation(model: nn.Module, in_chans: int, resolution: int) -> int:

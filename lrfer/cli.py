@@ -96,13 +96,21 @@ def _add_info(sub: Any) -> None:
     p.add_argument("--config", action="store_true",
                    help="print the model's lrfer_config.json (its manifest entry, without source), e.g. to publish "
                         "a trained .safetensors file on the Hub")
+    _add_cache_dir(p)
     p.set_defaults(func=cmd_info)
 
 
 def _add_download(sub: Any) -> None:
     p = sub.add_parser("download", help="fetch and verify a model's weights for offline use")
     p.add_argument("name", nargs="+", help="model name(s) from `lrfer models`, or Hub ids (hf://ORG/REPO@COMMIT)")
+    _add_cache_dir(p)
     p.set_defaults(func=cmd_download)
+
+
+def _add_cache_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                   help="where Hub weights are fetched to and looked for (default: $LRFER_CACHE, else "
+                        "huggingface_hub's cache); bundled models ignore it")
 
 
 def _add_predict(sub: Any) -> None:
@@ -147,6 +155,7 @@ def _add_predict(sub: Any) -> None:
                         "them): faster on frames where nobody fills the picture (CCTV, crowds)")
     p.add_argument("--workers", type=_non_negative_int, default=None,
                    help="image-decoding worker processes (default: half the CPUs, at most 4; 0 = decode in-process)")
+    _add_cache_dir(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
@@ -246,9 +255,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     from lrfer.zoo import config_entry, info
 
     if args.config:
-        print(json.dumps(config_entry(args.name), indent=2))
+        print(json.dumps(config_entry(args.name, cache_dir=args.cache_dir), indent=2))
         return 0
-    data = info(args.name)
+    data = info(args.name, cache_dir=args.cache_dir)
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
@@ -269,7 +278,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     from lrfer.zoo import download
 
     for name in args.name:
-        print(download(name))
+        print(download(name, cache_dir=args.cache_dir))
     return 0
 
 
@@ -289,7 +298,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 1
     detector = None if args.detector == "none" else args.detector
     rec = lrfer.load(args.model, device=args.device, detector=detector, min_face=args.min_face, precision=args.precision,
-                     close_ups=args.close_ups)
+                     close_ups=args.close_ups, cache_dir=args.cache_dir)
     logger.info("%s on %d image(s) and %d video(s)", rec, len(files), len(videos))
     use_few_cpu_threads_for_gpu(rec.device)
     args.annotated = None if args.annotate is None else AnnotatedPaths(

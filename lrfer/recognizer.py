@@ -148,6 +148,7 @@ def load(
     min_face: int = 20,
     precision: str = "auto",
     close_ups: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> Recognizer:
     """Load a model and a face detector, ready to :meth:`~Recognizer.predict`.
 
@@ -171,6 +172,8 @@ def load(
     look, zoomed out, for a face that fills it (a portrait, a video call, a face crop). That look costs
     a second BlazeFace pass on every photo without a face: ``False`` saves it where no face fills the
     frame (CCTV, crowds).
+    ``cache_dir``: where Hub weights are fetched to and looked for (as :func:`lrfer.download`'s);
+    default ``$LRFER_CACHE``, else huggingface_hub's cache. Bundled weights ignore it.
 
     >>> rec = lrfer.load("gmenet-fer2013-16px")  # doctest: +SKIP
     >>> labels = [f.label for f in rec.predict("examples/group1.jpg")]  # doctest: +SKIP
@@ -186,7 +189,7 @@ def load(
     if precision == "bf16" and dev.type == "cpu" and not cpu_has_fast_bf16():
         logger.warning("precision='bf16' on a CPU without native bf16 instructions (AVX-512 BF16 or AMX): "
                        "it will be slower than fp32, not faster")
-    model = load_model(default_model() if spec is None else spec, device=dev)
+    model = load_model(default_model() if spec is None else spec, device=dev, cache_dir=cache_dir)
     pnet_precision = "bf16" if precision == "bf16" else "fp32"
     det = make_detector(det_name, dev, min_face=min_face, pnet_precision=pnet_precision,
                         close_ups=close_ups) if det_name else None

@@ -1209,10 +1209,10 @@ DETECTOR_LICENSES = {
 }
 
 
-def info(name: WeightSpec) -> dict[str, Any]:
+def info(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """A JSON-able summary of a model, including the three licences: a manifest name, or any other
-    weight spec :func:`resolve` takes (a local file or folder, a Hub id; its weights are fetched and
-    checked first).
+    weight spec :func:`resolve` takes (a local file or folder, a Hub id; its weights are fetched to
+    ``cache_dir``, as :func:`download` does, and checked first).
 
     >>> info("gmenet-fer2013-16px")["license"]  # doctest: +SKIP
     {'code': 'MIT', 'weights': '...', 'data': '...'}
@@ -1222,7 +1222,7 @@ def info(name: WeightSpec) -> dict[str, Any]:
     elif isinstance(name, str) and name in load_manifest().models:
         spec = get_spec(name)
     else:
-        spec, _ = resolve(name)
+        spec, _ = resolve(name, cache_dir)
     return {
         "name": spec.name,
         "arch": spec.arch,
@@ -1244,14 +1244,14 @@ def info(name: WeightSpec) -> dict[str, Any]:
     }
 
 
-def config_entry(name: WeightSpec) -> dict[str, Any]:
+def config_entry(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """A model's entry as a ``lrfer_config.json`` (or a manifest entry without its ``source``): for a
     weights file, what its header records plus its file name and sha256, ready to publish beside it.
 
     >>> config_entry("gmenet-fer2013-16px")["classes"][0]  # doctest: +SKIP
     'angry'
     """
-    spec = name if isinstance(name, ModelSpec) else resolve(name)[0]
+    spec = name if isinstance(name, ModelSpec) else resolve(name, cache_dir)[0]
     entry = spec.to_dict()
     entry.pop("source", None)
     return entry

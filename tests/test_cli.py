@@ -665,9 +665,9 @@ def test_predict_hands_its_options_to_the_recognizer(photos: Path, tmp_path: Pat
     out = tmp_path / "rows.csv"
     assert main(["predict", str(photos), "--model", "mine.safetensors", "--device", "cpu", "--detector", "haar",
                  "--min-face", "30", "--precision", "bf16", "--no-close-ups", "--batch-size", "7", "--image-batch", "3",
-                 "--workers", "0", "--quiet", "--out", str(out)]) == 0
+                 "--workers", "0", "--quiet", "--out", str(out), "--cache-dir", str(tmp_path / "weights")]) == 0
     assert loaded == [{"model": "mine.safetensors", "device": "cpu", "detector": "haar", "min_face": 30,
-                       "precision": "bf16", "close_ups": False}]
+                       "precision": "bf16", "close_ups": False, "cache_dir": tmp_path / "weights"}]
     assert calls == [(3, 7), (1, 7)]
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))

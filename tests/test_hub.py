@@ -412,6 +412,51 @@ def test_cli_download_then_offline_predict(hub: FakeHub, weights: tuple[bytes, s
     assert hub.requests == [], "offline predict must not touch the network"
 
 
+def test_cache_dir_of_download_is_where_load_and_predict_look(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module], hub_manifest: Callable[[str], None],
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Weights fetched to a chosen folder (``lrfer.download(name, cache_dir=...)``, ``lrfer download
+    --cache-dir``) are found there offline by ``lrfer.load(..., cache_dir=...)`` and ``lrfer predict
+    --cache-dir``: ``lrfer.load`` had no such argument, so only ``$LRFER_CACHE`` could point it there."""
+    import cv2
+    import numpy as np
+
+    import lrfer
+    from lrfer.cli import main
+
+    _, digest, original = publish_in_manifest(hub, weights, hub_manifest)
+    python_cache, cli_cache = tmp_path / "python-cache", tmp_path / "cli-cache"
+    assert lrfer.download(NAME, cache_dir=python_cache).is_relative_to(python_cache)
+    hub_id = f"hf://{REPO_ID}@{COMMIT}"
+    assert main(["download", NAME, hub_id, "--cache-dir", str(cli_cache)]) == 0
+    printed = [Path(line) for line in capsys.readouterr().out.split()]
+    assert printed[0] == printed[1] and printed[0].is_relative_to(cli_cache) and zoo.sha256_file(printed[0]) == digest
+    assert not (tmp_path / "cache").exists(), "nothing went to $LRFER_CACHE"
+
+    go_offline(monkeypatch)
+    hub.files.clear()
+    hub.requests.clear()
+    rec = lrfer.load(NAME, device="cpu", detector=None, cache_dir=python_cache)
+    check_model(rec.model, original)
+    with pytest.raises(zoo.NotCachedError):
+        lrfer.load(NAME, device="cpu", detector=None)  # $LRFER_CACHE holds nothing
+    crop = tmp_path / "crops" / "0.png"
+    crop.parent.mkdir()
+    cv2.imwrite(str(crop), np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8))
+    out = tmp_path / "faces.csv"
+    args = ["predict", str(crop), "--model", NAME, "--detector", "none", "--quiet", "--out", str(out)]
+    assert main([*args, "--cache-dir", str(cli_cache)]) == 0
+    assert len(out.read_text().splitlines()) == 2
+    assert main(args) == 1, "without --cache-dir the weights are not in $LRFER_CACHE"
+    capsys.readouterr()
+    assert main(["info", hub_id, "--json", "--cache-dir", str(cli_cache)]) == 0
+    assert json.loads(capsys.readouterr().out)["sha256"] == digest
+    assert main(["info", hub_id, "--config", "--cache-dir", str(cli_cache)]) == 0
+    assert json.loads(capsys.readouterr().out)["sha256"] == digest
+    assert main(["info", hub_id, "--json"]) == 1
+    assert hub.requests == []
+
+
 def test_cli_download_errors(hub: FakeHub, caplog: pytest.LogCaptureFixture,
                              capsys: pytest.CaptureFixture[str]) -> None:
     """``lrfer download`` of a name with no weights, or a typo, exits 1 with the zoo's message."""

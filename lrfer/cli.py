@@ -147,7 +147,7 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--min-face", type=_positive_int, default=20, metavar="PX",
                    help="smallest face width searched, >= 12 (default: 20); MTCNN's boxes can come out "
                         "narrower (down to about 0.4x for faces below it)")
-    p.add_argument("--detector", choices=DETECTOR_CHOICES, default="auto",
+    p.add_argument("--detector", type=str.lower, choices=DETECTOR_CHOICES, default="auto",
                    help="face detector: auto = BlazeFace plus MTCNN for faces too small for it; "
                         "'none' = every image is already a face crop (default: auto)")
     p.add_argument("--no-close-ups", dest="close_ups", action="store_false",

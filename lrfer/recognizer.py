@@ -19,6 +19,7 @@ Stages 3, 4 and 5-6 are also public methods (:meth:`Recognizer.detect`, :meth:`R
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import linecache
 import logging
@@ -94,6 +95,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use device='cpu' or 'auto'")
+    if device.type not in ("cpu", "cuda"):  # "mps", "xpu", ...: torch names them, then fails at first use
+        try:
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"device {str(device)!r} is not available here ({reason}); use device='cpu' or "
+                             "'auto'") from err
     return device
 
 
@@ -282,10 +290,11 @@ def _gray_float(arr: np.ndarray, rgb: bool) -> np.ndarray:
     return torch.from_numpy(np.require(arr, requirements=("C", "W"))).float().div_(255).numpy()  # read-only: copied (torch warns)
 
 
-def _check_crop_array(crops: np.ndarray, batch: bool = True) -> np.ndarray:
+def _check_crop_array(crops: np.ndarray, batch: bool = True, what: str | None = None) -> np.ndarray:
     """Validate a batched crop array: uint8 ``(N, H, W)``, ``(N, H, W, 1|3|4)``. ``batch``: the caller's
-    own array, where ``(H, W, 3|4)`` is one color crop passed without its batch axis, not 3 px wide faces."""
-    what = describe(crops)
+    own array, where ``(H, W, 3|4)`` is one color crop passed without its batch axis, not 3 px wide faces.
+    ``what``: the caller's input as errors name it (a tensor's, when ``crops`` is its numpy copy)."""
+    what = describe(crops) if what is None else what
     if crops.dtype != np.uint8:
         raise ValueError(f"wrong dtype {crops.dtype} for crops ({what}): crops must be uint8 (0..255)")
     if batch and crops.ndim == 3 and crops.shape[-1] in (1, 2, 3, 4) and min(crops.shape[:2]) > 4:
@@ -334,10 +343,11 @@ def crops_to_gray(crops: np.ndarray | torch.Tensor | Sequence[Any], size: int = 
     >>> crops_to_gray(np.zeros((2, 24, 24), np.uint8), 16).shape
     torch.Size([2, 1, 16, 16])
     """
+    what = describe(crops)
     if _is_tensor(crops):
         crops = crops.detach().cpu().numpy()
     if isinstance(crops, np.ndarray):
-        arr = _check_crop_array(crops)
+        arr = _check_crop_array(crops, what=what)
         if arr.shape[0] == 0:
             return torch.zeros(0, 1, size, size)
         with no_autocast():  # the resizing's matrix products, under a caller's autocast, would run in bf16
@@ -558,6 +568,11 @@ def faces_per_cpu_call(model: nn.Module, in_chans: int, resolution: int) -> int:
 class Recognizer:
     """A face detector and an expression model on one device. Build it with :func:`lrfer.load`.
 
+    ``model`` is the loaded network (to read, or to copy for fine-tuning); inference runs on a copy
+    made here (BatchNorm folded, eval mode), so later changes to ``model`` (weights, ``train()``) do not
+    change predictions: save changed weights with :func:`lrfer.zoo.save_weights` and load them, or
+    build a new ``Recognizer(model, spec, device, detector)``.
+
     >>> rec = lrfer.load(detector="mtcnn")  # doctest: +SKIP
     >>> faces = rec.predict("examples/group1.jpg")  # doctest: +SKIP
     >>> faces[0].label in rec.classes  # doctest: +SKIP
@@ -620,6 +635,8 @@ class Recognizer:
         from lrfer.inplace import compute_in_place
 
         network = fold_batchnorm(self.model)
+        if network is self.model:  # not traceable (MA-Net): a copy all the same, so that rec.model.train() or
+            network = copy.deepcopy(self.model).eval()  # edits of rec.model reach no model's predictions
         if self.device.type != "cpu" or self._autocast_dtype() is not None or not isinstance(network, fx.GraphModule):
             return network
         example = torch.zeros(3, self.spec.in_chans, self.spec.resolution, self.spec.resolution, device=self.device,
@@ -654,7 +671,8 @@ class Recognizer:
 
         Applies :func:`~lrfer.faces.degrade.to_native`, the spec's normalisation, the model and the
         calibrated softmax; the result stays on the model's device, an ordinary tensor (editable, and
-        usable in an autograd graph, e.g. as soft targets). Values far outside 0..1 (0..255 pixels,
+        usable in an autograd graph, e.g. as soft targets; no gradient flows back to ``x``: the model runs
+        in inference mode, fine-tune ``rec.model`` for gradients). Values far outside 0..1 (0..255 pixels,
         or faces already normalised) raise a ValueError; checking them reads two numbers back from
         the device.
 
@@ -727,7 +745,8 @@ class Recognizer:
 
         One image (path, numpy ``uint8`` HxW / HxWx3 RGB / HxWx4, ``PIL.Image``, ``uint8`` tensor
         ``(3, H, W)`` or ``(H, W, 3)``) -> ``list[Face]``; a list of images -> ``list[list[Face]]``.
-        No face -> an empty list. ``batch_size``: faces per model call.
+        Colour arrays are RGB: convert OpenCV's BGR (``cv2.imread``) with ``cv2.cvtColor(img,
+        cv2.COLOR_BGR2RGB)``. No face -> an empty list. ``batch_size``: faces per model call.
 
         >>> faces = rec.predict("examples/group1.jpg")  # doctest: +SKIP
         >>> per_image = rec.predict(["a.jpg", "b.png"])  # doctest: +SKIP

@@ -39,10 +39,11 @@ import logging
 import math
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Collection, Mapping, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, Collection, Iterable, Mapping, NamedTuple, Union
 
 from lrfer.constants import ALIGNMENTS, HR_SIZE
 from lrfer.results import ROW_PREFIX, VIDEO_COLUMNS
@@ -103,8 +104,9 @@ MAX_HEADER_BYTES = 100_000_000
 #: File name of the manifest entry inside a local weights directory or a Hub repo.
 CONFIG_FILENAME = "lrfer_config.json"
 HF_PREFIX = "hf://"
-#: timm's spelling of a Hub model id (``hf-hub:org/repo``), read as ``hf://org/repo``.
-TIMM_HF_PREFIX = "hf-hub:"
+#: timm's spellings of a Hub model id (``hf-hub:org/repo``; ``hf_hub:``, which timm still reads), read
+#: as ``hf://org/repo``.
+TIMM_HF_PREFIXES = ("hf-hub:", "hf_hub:")
 CACHE_ENV = "LRFER_CACHE"
 
 #: Canonical dataset names, with the aliases the name grammar accepts.
@@ -485,14 +487,22 @@ def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
     return _load_manifest_cached(str(target), target.stat().st_mtime_ns)
 
 
-def list_models(pattern: str | None = None) -> list[str]:
-    """Sorted manifest names, optionally filtered with an fnmatch pattern (case-insensitive: names are lowercase).
+def list_models(pattern: str | Iterable[str] | None = None) -> list[str]:
+    """Sorted manifest names, optionally filtered with an fnmatch pattern, or several (a name matching
+    any of them), as timm's ``list_models`` filters; case-insensitive (names are lowercase).
 
     >>> list_models("*-8px")  # doctest: +SKIP
     ['gmenet-fer2013-8px']
+    >>> list_models(["resnet*", "manet*"])  # doctest: +SKIP
+    ['manet-fer2013-48px', 'resnet18-fer2013-48px']
     """
     names = sorted(load_manifest().models)
-    return names if pattern is None else [n for n in names if fnmatch.fnmatchcase(n, pattern.lower())]
+    if pattern is None:
+        return names
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern) if isinstance(pattern, Iterable) else None
+    if patterns is None or not all(isinstance(p, str) for p in patterns):
+        raise TypeError(f"pattern must be an fnmatch pattern (str) or a list of them; got {pattern!r}")
+    return [n for n in names if any(fnmatch.fnmatchcase(n, p.lower()) for p in patterns)]
 
 
 def default_model() -> str:
@@ -746,12 +756,18 @@ def _hub_download(repo_id: str, filename: str, revision: str, cache_dir: str | N
     try:
         path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=offline)
     except LocalEntryNotFoundError as err:
-        where = cache_dir or "the huggingface_hub cache (HF_HUB_CACHE)"
+        from huggingface_hub import constants
+
         cause, remedy = ("HF_HUB_OFFLINE=1 is set", "unset HF_HUB_OFFLINE") if offline else _why_not_fetched(err)
+        if cache_dir:  # the folder asked for (cache_dir, --cache-dir or $LRFER_CACHE): fetch into it, copy it here
+            where, fetch = cache_dir, f"`lrfer download {label} --cache-dir {shlex.quote(cache_dir)}`"
+            copy = f"copy that folder to {cache_dir} here"
+        else:  # huggingface_hub's, as HF_HOME / HF_HUB_CACHE made it when huggingface_hub was imported
+            where, fetch = f"the huggingface_hub cache ({constants.HF_HUB_CACHE})", f"`lrfer download {label}`"
+            copy = f"copy its cache here (point ${CACHE_ENV} at the copy)"
         raise NotCachedError(
-            f"{filename} of {label} ({repo_id}@{revision}) is not in {where} and {cause}. Run "
-            f"`lrfer download {label}` on a connected machine and copy its cache here (point ${CACHE_ENV} "
-            f"at the copy), or {remedy}."
+            f"{filename} of {label} ({repo_id}@{revision}) is not in {where} and {cause}. Run {fetch} on a "
+            f"connected machine and {copy}, or {remedy}."
         ) from (None if offline else err)
     except HfHubHTTPError:  # the Hub's answers (404, 401, ...): their own messages
         raise
@@ -969,8 +985,8 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -
     cache = _cache_dir(cache_dir)
     if isinstance(spec, ModelSpec):
         return spec, _fetch(spec, cache)
-    if isinstance(spec, str) and spec.startswith(TIMM_HF_PREFIX):
-        spec = HF_PREFIX + spec[len(TIMM_HF_PREFIX):].removeprefix("//")  # hf-hub://org/repo: a common slip
+    if isinstance(spec, str) and spec.startswith(TIMM_HF_PREFIXES):
+        spec = HF_PREFIX + spec.split(":", 1)[1].removeprefix("//")  # hf-hub://org/repo: a common slip
     if isinstance(spec, str) and spec.startswith(HF_PREFIX):
         return _resolve_hf_uri(spec, cache)
     if isinstance(spec, str) and not spec.strip():  # Path("") is the working folder (an unset variable)

@@ -181,6 +181,9 @@ def test_predict_crops_takes_tensors_and_rejects_the_rest(rec: lrfer.Recognizer)
     assert np.array_equal(rec.predict_crops(torch.from_numpy(crops)), rec.predict_crops(crops))
     with pytest.raises(ValueError, match="crops must be a uint8 array .* or a list of images; got"):
         rec.predict_crops({"face": crops[0]})
+    # a tensor's errors name the tensor, not the numpy copy made of it
+    with pytest.raises(ValueError, match=r"wrong dtype float32 for crops \(torch\.Tensor of shape \(2, 48, 48\) and dtype torch\.float32\)"):
+        rec.predict_crops(torch.rand(2, 48, 48))
     for bad in (0, 1.5, True):  # 1.5 gave a TypeError from deep in the batching
         with pytest.raises(ValueError, match=f"batch_size must be a whole number >= 1; got {bad!r}"):
             rec.predict_crops(crops, batch_size=bad)
@@ -215,6 +218,13 @@ def test_unknown_device_is_a_value_error_naming_the_choices(tiny_path: Path, dev
 def test_a_device_name_ignores_case_and_spaces(tiny_path: Path, device: str) -> None:
     """"AUTO" was accepted and "CPU" refused as an unknown device."""
     assert lrfer.load(tiny_path, device=device, detector=None).device.type == "cpu"
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="checks the message where MPS is missing")
+def test_a_device_torch_knows_but_this_machine_lacks_is_a_value_error(tiny_path: Path) -> None:
+    """device="mps" on Linux (a Mac habit) passed the checks and failed later with torch's RuntimeError."""
+    with pytest.raises(ValueError, match=r"device 'mps' is not available here \(.+\); use device='cpu' or 'auto'"):
+        lrfer.load(tiny_path, device="mps", detector=None)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
@@ -1102,3 +1112,22 @@ def test_a_graph_another_thread_makes_during_a_load_keeps_its_source(tiny_path: 
     assert rec.predict_tensor(torch.rand(1, 1, 48, 48)).shape == (1, len(rec.classes))
     (graph,) = made
     assert "relu" in inspect.getsource(type(graph).forward)  # what torch.jit.script of it reads first
+
+
+@pytest.mark.parametrize("traceable", [True, False])
+def test_changes_to_rec_model_do_not_reach_predictions(tiny_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       traceable: bool) -> None:
+    """A model torch.fx cannot trace (MA-Net) was run as ``rec.model`` itself: ``rec.model.train()`` (a
+    timm habit before fine-tuning) made its predictions train-mode BatchNorm and dropout, different on
+    every call, while every traced model ignored it."""
+    import lrfer.recognizer as recognizer
+
+    if not traceable:
+        monkeypatch.setattr(recognizer, "fold_batchnorm", lambda model: model)  # what it returns for such a model
+    rec = lrfer.load(tiny_path, device="cpu", detector=None)
+    x = torch.rand(4, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+    before = rec.predict_tensor(x)
+    rec.model.train()
+    with torch.no_grad():
+        next(rec.model.parameters()).mul_(0.5)
+    assert torch.equal(rec.predict_tensor(x), before)

@@ -643,7 +643,8 @@ def test_predict_hands_its_options_to_the_recognizer(photos: Path, tmp_path: Pat
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """--model, --device, --detector, --min-face, --precision and --no-close-ups reach lrfer.load, --batch-size
     and --image-batch every predict call, and an image's second face is its row 'face' 1: with one face per
-    crop and options that leave the rows alike, the other tests passed with any of them ignored."""
+    crop and options that leave the rows alike, the other tests passed with any of them ignored. A detector
+    name ignores case, as in Python (--detector MTCNN was an invalid choice)."""
     import lrfer
     from lrfer.results import Face
 
@@ -663,7 +664,7 @@ def test_predict_hands_its_options_to_the_recognizer(photos: Path, tmp_path: Pat
 
     monkeypatch.setattr(lrfer, "load", lambda model, **options: loaded.append({"model": model, **options}) or TwoFacesEach())
     out = tmp_path / "rows.csv"
-    assert main(["predict", str(photos), "--model", "mine.safetensors", "--device", "cpu", "--detector", "haar",
+    assert main(["predict", str(photos), "--model", "mine.safetensors", "--device", "cpu", "--detector", "HAAR",
                  "--min-face", "30", "--precision", "bf16", "--no-close-ups", "--batch-size", "7", "--image-batch", "3",
                  "--workers", "0", "--quiet", "--out", str(out), "--cache-dir", str(tmp_path / "weights")]) == 0
     assert loaded == [{"model": "mine.safetensors", "device": "cpu", "detector": "haar", "min_face": 30,

@@ -474,6 +474,7 @@ def test_hub_id_with_a_doubled_slash_after_timm_prefix(hub: FakeHub, weights: tu
     data, digest, _ = weights
     publish(hub, data, digest)
     assert zoo.resolve(f"hf-hub://{REPO_ID}@{COMMIT}") == zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
+    assert zoo.resolve(f"hf_hub:{REPO_ID}@{COMMIT}") == zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")  # timm reads it too
 
 
 def test_download_cut_off_is_a_clear_error(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
@@ -692,3 +693,21 @@ def test_a_local_file_error_inside_xet_get_is_no_download_error(message: str, tr
     with pytest.raises(RuntimeError) as err:
         namespace["xet_get"](message)
     assert zoo._raised_by_xet_transfer(err.value) is transfer
+
+
+def test_offline_error_names_the_cache_that_was_searched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With a chosen cache folder the remedy was `lrfer download hf://...` (which fetches into another
+    cache) and "point $LRFER_CACHE at the copy"; without one, the folder was named only as HF_HUB_CACHE,
+    whatever HF_HOME or HF_HUB_CACHE had made it."""
+    go_offline(monkeypatch)
+    monkeypatch.delenv("LRFER_CACHE", raising=False)
+    chosen = tmp_path / "my cache"
+    with pytest.raises(zoo.NotCachedError) as err:
+        zoo.download(f"hf://{REPO_ID}@{COMMIT}", cache_dir=chosen)
+    message = str(err.value)
+    assert f"lrfer download hf://{REPO_ID}@{COMMIT} --cache-dir '{chosen}'" in message
+    assert f"copy that folder to {chosen}" in message and "LRFER_CACHE" not in message
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
+    with pytest.raises(zoo.NotCachedError) as err:
+        zoo.download(f"hf://{REPO_ID}@{COMMIT}")
+    assert f"the huggingface_hub cache ({tmp_path / 'hf-home' / 'hub'})" in str(err.value)

@@ -258,6 +258,13 @@ def test_list_models_fnmatch(use_manifest: Callable[..., Path]) -> None:
     assert zoo.list_models("*-8px") == ["baseline-fer2013-8px"]
     assert zoo.list_models("gmenet-*") == []
     assert zoo.list_models("BASELINE-*-8PX") == ["baseline-fer2013-8px"]  # names are lowercase; patterns need not be
+    # several patterns, as timm's list_models takes them: a name matching any (a list raised AttributeError)
+    assert zoo.list_models(["*-8px", "nothing*"]) == ["baseline-fer2013-8px"]
+    assert zoo.list_models(("*-16px", "*-8px")) == ["baseline-fer2013-16px", "baseline-fer2013-8px"]
+    assert zoo.list_models([]) == []
+    for bad in (3, ["*-8px", 3]):
+        with pytest.raises(TypeError, match="pattern must be an fnmatch pattern"):
+            zoo.list_models(bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", ["gmenet-raf-16px", "gmenet-rafdb-16px", "gmenet-raf-db-16px"])

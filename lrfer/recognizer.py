@@ -720,6 +720,8 @@ class Recognizer:
         crops of any sizes. Each is converted to gray (ITU-R 601) and resized once, straight to the model's
         native size (exact area averaging when shrinking, as training degrades its 48 px faces; bicubic
         when enlarging): a crop already at the native size goes to the network unchanged.
+        The first axis is always the crops': a tensor ``(3, H, W)`` is three gray crops, not one
+        channel-first RGB crop as :meth:`predict` reads it; pass such a crop in a list, ``[crop]``.
 
         >>> rec.predict_crops(np.zeros((5, 48, 48), np.uint8)).shape  # doctest: +SKIP
         (5, 7)

@@ -1,7 +1,8 @@
 """lrfer: low-resolution facial expression recognition.
 
 A model zoo whose models still read 8-32 px faces. ``import lrfer`` is light: torch, the models and
-the detector are imported on first use of :func:`load` (module-level ``__getattr__``).
+the detector are imported on first access of ``lrfer.load`` or ``lrfer.Recognizer`` (module-level
+``__getattr__``).
 
 >>> import lrfer
 >>> rec = lrfer.load()  # doctest: +SKIP

@@ -698,7 +698,10 @@ class Recognizer:
 
     def classify(self, faces48: torch.Tensor, batch_size: int = 256) -> np.ndarray:
         """Pipeline stage: probabilities for aligned 48x48 faces (or faces at the native size, as crops
-        are), ``batch_size`` at a time -> numpy ``(N, C)``.
+        are), float ``(N, 1, 48, 48)`` gray in 0..1, ``batch_size`` at a time -> numpy float32 ``(N, C)``.
+
+        Unlike :meth:`predict_tensor` the value range is not checked: 0..255 pixels give confident,
+        meaningless probabilities.
 
         >>> rec.classify(torch.rand(3, 1, 48, 48)).shape  # doctest: +SKIP
         (3, 7)

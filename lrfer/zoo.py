@@ -23,8 +23,9 @@ Weight specs accepted by :func:`resolve` / :func:`load_model`:
 
 Errors: :class:`ManifestError`, :class:`UnknownModelError`, :class:`DatasetUnavailableError`,
 :class:`ChecksumError` and :class:`UnsupportedFormatError` are all ``ValueError`` subclasses;
-:class:`NotCachedError` is a ``FileNotFoundError``; :class:`StateDictMismatchError` is a
-``RuntimeError`` (like torch's own strict-load error).
+:class:`NotCachedError` is a ``FileNotFoundError``; :class:`HubDownloadError` (a Hub download broke off)
+is a ``ConnectionError``; :class:`StateDictMismatchError` is a ``RuntimeError`` (like torch's own
+strict-load error).
 """
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ __all__ = [
     "ChecksumError",
     "UnsupportedFormatError",
     "NotCachedError",
+    "HubDownloadError",
     "StateDictMismatchError",
     "parse_name",
     "load_manifest",
@@ -73,6 +75,7 @@ __all__ = [
     "save_weights",
     "safetensors_bytes",
     "info",
+    "config_entry",
     "download",
     "sha256_file",
 ]
@@ -191,7 +194,18 @@ def parse_name(name: str) -> ParsedName:
 
 # ------------------------------------------------------------------------------------------- ModelSpec
 def _frozen(value: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(dict(value))
+    """A read-only copy, all the way down (nested dicts as read-only mappings, lists as tuples): a
+    spec's nested values were the cached manifest's own dicts, and editing one changed what
+    :func:`get_spec` returned for the rest of the process."""
+    return MappingProxyType({key: _frozen_value(item) for key, item in value.items()})
+
+
+def _frozen_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return _frozen(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen_value(item) for item in value)
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -208,7 +222,8 @@ class ModelSpec:
     """One pretrained variant: a parsed, validated manifest entry.
 
     Build it with :meth:`from_dict`, which rejects unknown keys, missing required keys and wrong
-    types. Dict-valued fields are read-only mappings.
+    types. Dict-valued fields are read-only mappings, nested values included (copy them with
+    :meth:`to_dict` to edit).
 
     >>> spec = get_spec("gmenet-fer2013-16px")  # doctest: +SKIP
     >>> spec.resolution, spec.classes[:2]  # doctest: +SKIP
@@ -1276,7 +1291,11 @@ def config_entry(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = No
 def download(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Pre-fetch and verify weights (bundled ones are only verified); return the local path.
 
+    A bundled model's path is inside the installed package; a Hub model's is in the cache.
+
     >>> download("gmenet-fer2013-16px")  # doctest: +SKIP
-    PosixPath('.../snapshots/<commit>/gmenet-fer2013-16px.safetensors')
+    PosixPath('.../site-packages/lrfer/weights/gmenet-fer2013-16px.safetensors')
+    >>> download("hf://org/repo@<commit>")  # doctest: +SKIP
+    PosixPath('.../snapshots/<commit>/<file>.safetensors')
     """
     return resolve(name, cache_dir)[1]

@@ -252,6 +252,24 @@ def test_unknown_name_suggests_close_matches(use_manifest: Callable[..., Path]) 
         zoo.get_spec("zzz")
 
 
+def test_a_spec_is_read_only_all_the_way_down(use_manifest: Callable[..., Path]) -> None:
+    """A spec's nested values (metrics by resolution) were the cached manifest's own dicts: editing one
+    changed get_spec and info for the rest of the process."""
+    metrics = {"publictest_accuracy": 0.5, "publictest_accuracy_by_px": {"8": 0.3}, "notes": ["a", {"b": 1}]}
+    use_manifest([tiny_entry(metrics=metrics)])
+    spec = zoo.get_spec("baseline-fer2013-16px")
+    with pytest.raises(TypeError):
+        spec.metrics["publictest_accuracy_by_px"]["8"] = 1.0  # type: ignore[index]
+    with pytest.raises(TypeError):
+        spec.metrics["notes"][1]["b"] = 2  # type: ignore[index]
+    assert zoo.get_spec("baseline-fer2013-16px").metrics["publictest_accuracy_by_px"]["8"] == 0.3
+    assert zoo.info("baseline-fer2013-16px")["metrics"] == metrics
+    copied = spec.to_dict()
+    copied["metrics"]["publictest_accuracy_by_px"]["8"] = 1.0  # to_dict's copy is the caller's to edit
+    assert copied["metrics"]["notes"] == ["a", {"b": 1}]
+    assert zoo.get_spec("baseline-fer2013-16px").metrics["publictest_accuracy_by_px"]["8"] == 0.3
+
+
 def test_list_models_fnmatch(use_manifest: Callable[..., Path]) -> None:
     use_manifest([tiny_entry(), tiny_entry("baseline-fer2013-8px", resolution=8, config={"width": 8})])
     assert zoo.list_models() == ["baseline-fer2013-16px", "baseline-fer2013-8px"]

@@ -18,7 +18,11 @@ DOWNSAMPLE_METHODS = ("area", "bicubic", "bilinear")
 
 
 def downsample(x: torch.Tensor, size: int, method: str = "area") -> torch.Tensor:
-    """Resize a float batch ``(N, C, H, W)`` to ``size x size`` with an anti-aliased kernel.
+    """Resize a float batch ``(N, C, H, W)`` of values in 0..1 to ``size x size`` with an anti-aliased kernel.
+
+    ``method``: ``"area"`` (exact area averaging; values are not clipped), ``"bicubic"`` or
+    ``"bilinear"`` (whose output is clamped to 0..1: a 0..255 batch comes back saturated at 1).
+    ValueError for another ``method``.
 
     >>> downsample(torch.rand(2, 1, 48, 48), 16).shape
     torch.Size([2, 1, 16, 16])
@@ -70,7 +74,8 @@ def area_weights(length: int, size: int, dtype: torch.dtype = torch.float32,
 
 
 def upsample(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Bicubic resize back up (the FSR-FER "downsample then resize back" protocol)."""
+    """Bicubic resize back up (the FSR-FER "downsample then resize back" protocol); input 0..1, output
+    clamped to 0..1."""
     return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp_(0, 1)
 
 

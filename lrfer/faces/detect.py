@@ -62,9 +62,9 @@ class Detections:
     """Faces found in one image.
 
     ``boxes`` (K, 4) float32 ``x1, y1, x2, y2``; ``scores`` (K,) float32; ``landmarks`` (K, 5, 2)
-    float32 ``(x, y)`` of left eye, right eye, nose, left and right mouth corners (subject's left
-    and right as seen in the image: the "left eye" is the one with the smaller x), NaN when the
-    detector gives none.
+    float32 ``(x, y)`` of left eye, right eye, nose, left and right mouth corners, left and right as
+    seen in the image (the "left eye" is the one with the smaller x: the subject's own right eye in
+    an unmirrored photo), NaN when the detector gives none.
 
     >>> d = Detections.empty()
     >>> len(d), tuple(d.boxes.shape), tuple(d.landmarks.shape)

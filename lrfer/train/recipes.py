@@ -48,7 +48,8 @@ DEFAULT_16PX = "gmenet-fer2013-16px"
 
 @dataclass(frozen=True)
 class Recipe:
-    """Everything that determines a trained variant (recorded in its manifest entry)."""
+    """Everything that determines a trained variant (recorded in full in its training checkpoint; its
+    manifest entry keeps only ``arch``, ``config``, ``resolution``, ``seed`` and the command that ran it)."""
 
     arch: str
     config: dict[str, Any]
@@ -472,7 +473,13 @@ def scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str
 
 
 class Trainer:
-    """One training run of a :class:`Recipe` on a :class:`FaceSet`, validated on another."""
+    """One training run of a :class:`Recipe` on a :class:`FaceSet`, validated after each epoch on
+    ``val_set`` (``None``: no validation).
+
+    ``work_dir`` (created) receives the per-epoch checkpoint (``checkpoint-*.safetensors`` and
+    ``checkpoint.json``) that :meth:`fit` resumes from; ``device``: where the model trains.
+    ValueError for a recipe :func:`check_recipe` refuses or fewer than 2 training faces.
+    """
 
     def __init__(self, recipe: Recipe, train_set: FaceSet, val_set: FaceSet | None, work_dir: Path,
                  device: str | torch.device = "cpu") -> None:

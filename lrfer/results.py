@@ -179,7 +179,10 @@ def frames_to_pandas(frames: Iterable[VideoFrame], file: str = "", classes: Sequ
 
 
 def faces_to_rows(faces: Iterable[Face] | Iterable[Iterable[Face]], files: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Flatten faces of one image (``list[Face]``) or of many (``list[list[Face]]``) into rows."""
+    """Flatten faces of one image (``list[Face]``) or of many (``list[list[Face]]``) into rows.
+
+    ``files``: one name per image for the rows' ``file`` column (ValueError when the counts differ);
+    default ``"0"``, ``"1"``, ... for several images and ``""`` for one."""
     items: list[Any] = list(faces)  # one image's faces or many images' groups: told apart by the first item
     if not items or isinstance(items[0], Face):
         groups: list[list[Face]] = [items]

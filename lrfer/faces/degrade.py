@@ -123,7 +123,7 @@ class DegradationConfig:
     random_method: bool = False   # draw the intermediate down-sampling kernel among DOWNSAMPLE_METHODS
     blur_sigma_max: float = 0.0   # Gaussian blur in 48-px space, sigma ~ U(0, max), before down-sampling
     noise_std_max: float = 0.0    # additive Gaussian noise on the LR image, std ~ U(0, max)
-    jpeg_prob: float = 0.0        # probability of a JPEG round trip (quality 30..90) of the LR image
+    jpeg_prob: float = 0.0        # probability of a JPEG round trip (quality 30..89) of the LR image
 
 
 def random_degrade(x: torch.Tensor, cfg: DegradationConfig, generator: torch.Generator | None = None) -> torch.Tensor:

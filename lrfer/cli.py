@@ -96,21 +96,28 @@ def _add_info(sub: Any) -> None:
     p.add_argument("--config", action="store_true",
                    help="print the model's lrfer_config.json (its manifest entry, without source), e.g. to publish "
                         "a trained .safetensors file on the Hub")
-    _add_cache_dir(p)
+    add_cache_dir_option(p)
     p.set_defaults(func=cmd_info)
 
 
 def _add_download(sub: Any) -> None:
     p = sub.add_parser("download", help="fetch and verify a model's weights for offline use")
     p.add_argument("name", nargs="+", help="model name(s) from `lrfer models`, or Hub ids (hf://ORG/REPO@COMMIT)")
-    _add_cache_dir(p)
+    add_cache_dir_option(p)
     p.set_defaults(func=cmd_download)
 
 
-def _add_cache_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+def add_cache_dir_option(p: argparse.ArgumentParser) -> None:
+    """``--cache-dir DIR`` of the commands that load weights (``download``, ``info``, ``predict``, ``eval``)."""
+    p.add_argument("--cache-dir", type=_folder, default=None, metavar="DIR",
                    help="where Hub weights are fetched to and looked for (default: $LRFER_CACHE, else "
                         "huggingface_hub's cache); bundled models ignore it")
+
+
+def _folder(text: str) -> Path:
+    if not text.strip():  # Path("") is the working folder: an unset shell variable, most likely
+        raise argparse.ArgumentTypeError("an empty folder name")
+    return Path(text)
 
 
 def _add_predict(sub: Any) -> None:
@@ -155,7 +162,7 @@ def _add_predict(sub: Any) -> None:
                         "them): faster on frames where nobody fills the picture (CCTV, crowds)")
     p.add_argument("--workers", type=_non_negative_int, default=None,
                    help="image-decoding worker processes (default: half the CPUs, at most 4; 0 = decode in-process)")
-    _add_cache_dir(p)
+    add_cache_dir_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 

@@ -98,11 +98,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device.type not in ("cpu", "cuda"):  # "mps", "xpu", ...: torch names them, then fails at first use
         try:
             torch.empty(0, device=device)
-        except (RuntimeError, AssertionError) as err:
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"device {str(device)!r} is not available here ({reason}); use device='cpu' or "
-                             "'auto'") from err
+        except Exception as err:  # noqa: BLE001 - RuntimeError, ModuleNotFoundError ("hpu"), ...: not usable here
+            raise ValueError(f"device {str(device)!r} is not available here ({first_line(err)}); use device='cpu' "
+                             "or 'auto'") from err
     return device
+
+
+def first_line(err: BaseException, most: int = 120) -> str:
+    """The start of an error's message, for a message of lrfer's own: torch's "Could not run ..." is
+    one line of about 1,200 characters listing every backend.
+
+    >>> first_line(RuntimeError("Could not run 'aten::empty' with arguments from the 'MPS' backend. This could be ..."))
+    "Could not run 'aten::empty' with arguments from the 'MPS' backend"
+    """
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    text = text.split(". ")[0]
+    return text if len(text) <= most else text[: most - 3] + "..."
 
 
 def threads_chosen_by_user() -> bool:
@@ -345,6 +356,8 @@ def crops_to_gray(crops: np.ndarray | torch.Tensor | Sequence[Any], size: int = 
     """
     what = describe(crops)
     if _is_tensor(crops):
+        if crops.dtype != torch.uint8:  # numpy has no bf16: .numpy() would raise a bare TypeError
+            raise ValueError(f"wrong dtype {crops.dtype} for crops ({what}): crops must be uint8 (0..255)")
         crops = crops.detach().cpu().numpy()
     if isinstance(crops, np.ndarray):
         arr = _check_crop_array(crops, what=what)
@@ -636,7 +649,11 @@ class Recognizer:
 
         network = fold_batchnorm(self.model)
         if network is self.model:  # not traceable (MA-Net): a copy all the same, so that rec.model.train() or
-            network = copy.deepcopy(self.model).eval()  # edits of rec.model reach no model's predictions
+            try:                     # edits of rec.model reach no model's predictions
+                network = copy.deepcopy(self.model).eval()
+            except (RuntimeError, TypeError) as err:  # weight_norm's computed weight, non-leaf tensor attributes
+                logger.warning("%s cannot be copied (%s): inference runs on the model itself, so changes to "
+                               "rec.model reach predictions", type(self.model).__name__, first_line(err))
         if self.device.type != "cpu" or self._autocast_dtype() is not None or not isinstance(network, fx.GraphModule):
             return network
         example = torch.zeros(3, self.spec.in_chans, self.spec.resolution, self.spec.resolution, device=self.device,

@@ -514,9 +514,12 @@ def list_models(pattern: str | Iterable[str] | None = None) -> list[str]:
     names = sorted(load_manifest().models)
     if pattern is None:
         return names
-    patterns = [pattern] if isinstance(pattern, str) else list(pattern) if isinstance(pattern, Iterable) else None
+    several = isinstance(pattern, Iterable) and not isinstance(pattern, (str, bytes, Mapping))
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern) if several else None
     if patterns is None or not all(isinstance(p, str) for p in patterns):
         raise TypeError(f"pattern must be an fnmatch pattern (str) or a list of them; got {pattern!r}")
+    if not patterns:  # no filter, as in timm
+        return names
     return [n for n in names if any(fnmatch.fnmatchcase(n, p.lower()) for p in patterns)]
 
 
@@ -693,6 +696,8 @@ WeightSpec = Union[str, "os.PathLike[str]", ModelSpec]
 def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> str | None:
     """Argument > ``$LRFER_CACHE`` > huggingface_hub's default (``None``)."""
     if cache_dir is not None:
+        if not str(cache_dir).strip():  # huggingface_hub would use the working folder
+            raise ValueError("cache_dir is empty (an unset variable?); pass None for the default cache")
         return str(cache_dir)
     return os.environ.get(CACHE_ENV) or None
 

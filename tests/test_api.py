@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -182,8 +183,10 @@ def test_predict_crops_takes_tensors_and_rejects_the_rest(rec: lrfer.Recognizer)
     with pytest.raises(ValueError, match="crops must be a uint8 array .* or a list of images; got"):
         rec.predict_crops({"face": crops[0]})
     # a tensor's errors name the tensor, not the numpy copy made of it
-    with pytest.raises(ValueError, match=r"wrong dtype float32 for crops \(torch\.Tensor of shape \(2, 48, 48\) and dtype torch\.float32\)"):
+    with pytest.raises(ValueError, match=r"wrong dtype torch\.float32 for crops \(torch\.Tensor of shape \(2, 48, 48\) and dtype torch\.float32\)"):
         rec.predict_crops(torch.rand(2, 48, 48))
+    with pytest.raises(ValueError, match=r"wrong dtype torch\.bfloat16 for crops"):  # numpy has no bf16
+        rec.predict_crops(torch.rand(2, 48, 48, dtype=torch.bfloat16))
     for bad in (0, 1.5, True):  # 1.5 gave a TypeError from deep in the batching
         with pytest.raises(ValueError, match=f"batch_size must be a whole number >= 1; got {bad!r}"):
             rec.predict_crops(crops, batch_size=bad)
@@ -221,10 +224,13 @@ def test_a_device_name_ignores_case_and_spaces(tiny_path: Path, device: str) -> 
 
 
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="checks the message where MPS is missing")
-def test_a_device_torch_knows_but_this_machine_lacks_is_a_value_error(tiny_path: Path) -> None:
-    """device="mps" on Linux (a Mac habit) passed the checks and failed later with torch's RuntimeError."""
-    with pytest.raises(ValueError, match=r"device 'mps' is not available here \(.+\); use device='cpu' or 'auto'"):
-        lrfer.load(tiny_path, device="mps", detector=None)
+@pytest.mark.parametrize("device", ["mps", "hpu"])
+def test_a_device_torch_knows_but_this_machine_lacks_is_a_value_error(tiny_path: Path, device: str) -> None:
+    """device="mps" on Linux (a Mac habit) passed the checks and failed later with torch's RuntimeError
+    ("hpu": a ModuleNotFoundError); the reason is the start of torch's message, not its 1,200 characters."""
+    with pytest.raises(ValueError, match=rf"device '{device}' is not available here \(.+\); use device='cpu' or 'auto'") as err:
+        lrfer.load(tiny_path, device=device, detector=None)
+    assert len(str(err.value)) < 250
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
@@ -1112,6 +1118,35 @@ def test_a_graph_another_thread_makes_during_a_load_keeps_its_source(tiny_path: 
     assert rec.predict_tensor(torch.rand(1, 1, 48, 48)).shape == (1, len(rec.classes))
     (graph,) = made
     assert "relu" in inspect.getsource(type(graph).forward)  # what torch.jit.script of it reads first
+
+
+def test_a_model_that_cannot_be_copied_runs_as_it_is(caplog: pytest.LogCaptureFixture) -> None:
+    """A model neither torch.fx nor deepcopy can copy (a weight_norm layer after a forward pass) made
+    ``Recognizer(...)`` raise once untraceable models ran on a copy; it runs on the model, with a warning."""
+    import dataclasses
+
+    from lrfer.recognizer import Recognizer
+
+    class Untraceable(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.utils.weight_norm(torch.nn.Linear(48 * 48, 7))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > -1:  # data-dependent control flow: torch.fx cannot trace it
+                x = x + 0
+            return self.fc(x.flatten(1))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.nn.utils.weight_norm is deprecated: still in use
+        model = Untraceable().eval()
+    model(torch.zeros(1, 1, 48, 48))  # weight_norm's weight is now a computed tensor: deepcopy refuses it
+    spec = dataclasses.replace(lrfer.get_spec("gmenet-fer2013-16px"), resolution=48)
+    rec = Recognizer(model, spec, torch.device("cpu"), None)
+    x = torch.rand(2, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+    probs = rec.predict_tensor(x)
+    assert probs.shape == (2, 7) and torch.allclose(probs.sum(1), torch.ones(2))
+    assert "Untraceable cannot be copied" in caplog.text and "changes to rec.model reach predictions" in caplog.text
 
 
 @pytest.mark.parametrize("traceable", [True, False])

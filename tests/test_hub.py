@@ -454,7 +454,28 @@ def test_cache_dir_of_download_is_where_load_and_predict_look(
     assert main(["info", hub_id, "--config", "--cache-dir", str(cli_cache)]) == 0
     assert json.loads(capsys.readouterr().out)["sha256"] == digest
     assert main(["info", hub_id, "--json"]) == 1
+    data = tmp_path / "faces.npz"
+    rng = np.random.default_rng(1)
+    np.savez(data, images=rng.integers(0, 256, (14, 48, 48), dtype=np.uint8), labels=np.arange(14) % 7)
+    capsys.readouterr()
+    assert main(["eval", "--model", hub_id, "--data", str(data), "--resolutions", "16", "--cache-dir", str(cli_cache)]) == 0
+    assert NAME in capsys.readouterr().out  # its row of the accuracy table
+    assert main(["eval", "--model", hub_id, "--data", str(data), "--resolutions", "16"]) == 1
     assert hub.requests == []
+
+
+def test_an_empty_cache_dir_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """huggingface_hub reads an empty cache_dir as the working folder; the not-cached message then named
+    its default cache instead (an unset variable in ``--cache-dir "$DIR"``, most likely)."""
+    from lrfer.cli import main
+
+    for empty in ("", " "):
+        with pytest.raises(ValueError, match="cache_dir is empty"):
+            zoo.download(f"hf://{REPO_ID}@{COMMIT}", cache_dir=empty)
+        with pytest.raises(SystemExit):
+            main(["download", f"hf://{REPO_ID}@{COMMIT}", "--cache-dir", empty])
+        assert "argument --cache-dir: an empty folder name" in capsys.readouterr().err
 
 
 def test_cli_download_errors(hub: FakeHub, caplog: pytest.LogCaptureFixture,

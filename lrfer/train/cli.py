@@ -98,7 +98,11 @@ def _licence_text(text: str) -> str:
 def _add_eval(sub: Any) -> None:
     p = sub.add_parser("eval", help="accuracy, macro-F1, recall and calibration per resolution",
                        description="Evaluate models on a labelled dataset at several face resolutions.")
-    p.add_argument("--model", action="append", required=True, help="zoo name or weights path (repeatable)")
+    from lrfer.cli import add_cache_dir_option
+
+    p.add_argument("--model", action="append", required=True,
+                   help="zoo name, weights path or hf://org/repo@commit (repeatable)")
+    add_cache_dir_option(p)
     p.add_argument("--data", required=True, type=Path, help="FER2013 .npz, RAF-DB folder or class folders")
     p.add_argument("--split", default="test", choices=RAF_SPLITS, help="RAF-DB split (default: test)")
     p.add_argument("--resolutions", default=DEFAULT_RESOLUTIONS, help=f"comma list (default: {DEFAULT_RESOLUTIONS})")
@@ -275,14 +279,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_eval_models(specs: list[str], device: str) -> list[Any]:
+def _load_eval_models(specs: list[str], device: str, cache_dir: Path | None = None) -> list[Any]:
     """The ``--model`` networks, each refused before any is evaluated if its classes are not the data's."""
     from lrfer.train.evaluate import check_classes
     from lrfer.zoo import load_model
 
     models = []
     for spec in specs:
-        model = load_model(spec, device=device)
+        model = load_model(spec, device=device, cache_dir=cache_dir)
         check_classes(model)
         models.append(model)
     return models
@@ -304,7 +308,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             and (args.calibrate_split == args.split or not is_rafdb(args.data))):
         log.warning("calibrating on the faces it evaluates (--calibrate-on is --data, split %r): the temperature "
                     "and the calibration error are in-sample", args.split)
-    models = _load_eval_models(args.model, device)
+    models = _load_eval_models(args.model, device, args.cache_dir)
     evaluated = []
     for spec, model in zip(args.model, models):
         cfg = model.pretrained_cfg

@@ -150,6 +150,24 @@ def header_size(data: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
+def dtype_hint(arr: np.ndarray) -> str:
+    """How to turn an array of the wrong dtype into what :func:`validate_array` takes: the hint
+    depends on the kind (a 0..1 float hint multiplies integer pixels by 255 into white).
+
+    >>> dtype_hint(np.zeros(2, np.int64))
+    'convert 0..255 integers with np.clip(x, 0, 255).astype(np.uint8)'
+    """
+    kind = arr.dtype.kind
+    if kind == "f":
+        return "convert with np.clip(x * 255, 0, 255).astype(np.uint8) for 0..1 floats"
+    if kind in "iu":
+        wide = " (16-bit pixels: (x >> 8).astype(np.uint8))" if arr.dtype.itemsize == 2 else ""
+        return f"convert 0..255 integers with np.clip(x, 0, 255).astype(np.uint8){wide}"
+    if kind in "USO":
+        return "an array of paths or images is not an image: pass a list (e.g. arr.tolist())"
+    return "convert it to np.uint8"
+
+
 def validate_array(arr: np.ndarray, what: str | None = None) -> np.ndarray:
     """Check a numpy image and return it as contiguous, writable RGB ``uint8 (H, W, 3)`` (a copy only
     where the input is none of these).
@@ -163,15 +181,13 @@ def validate_array(arr: np.ndarray, what: str | None = None) -> np.ndarray:
     if arr.ndim >= 2:
         check_pixel_count((arr.shape[1], arr.shape[0]), what)
     if arr.dtype == np.bool_ or arr.dtype != np.uint8:
-        raise ValueError(
-            f"wrong dtype {arr.dtype} for {what}: images must be uint8 (0..255); "
-            "convert with np.clip(x * 255, 0, 255).astype(np.uint8) for 0..1 floats"
-        )
+        raise ValueError(f"wrong dtype {arr.dtype} for {what}: images must be uint8 (0..255); {dtype_hint(arr)}")
     if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
         pass
     elif arr.ndim != 2:
+        batch = "; a batch of N images (N, H, W, C) is not one image: pass a list (list(arr))" if arr.ndim == 4 else ""
         raise ValueError(
-            f"wrong shape {tuple(arr.shape)} for {what}: expected (H, W) gray or (H, W, 3) RGB / (H, W, 4) RGBA"
+            f"wrong shape {tuple(arr.shape)} for {what}: expected (H, W) gray or (H, W, 3) RGB / (H, W, 4) RGBA{batch}"
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"empty image (0 size, shape {tuple(arr.shape)}) for {what}")
@@ -220,6 +236,7 @@ def load_image(src: ImageLike) -> np.ndarray:
         return _pil_to_array(src)
     raise ValueError(
         f"unsupported image input: {describe(src)}; pass a path, a numpy uint8 array, a PIL.Image or a uint8 tensor"
+        " (or a list of them, for several images)"
     )
 
 

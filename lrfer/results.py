@@ -164,18 +164,31 @@ class VideoFrame:
                 for j, face in enumerate(self.faces)]
 
 
-def frames_to_pandas(frames: Iterable[VideoFrame], file: str = "", classes: Sequence[str] | None = None) -> pd.DataFrame:
-    """The faces of video frames as a ``pandas.DataFrame``, one row per face (columns of
+def frames_to_pandas(frames: Iterable[VideoFrame | tuple[VideoFrame, Any]], file: str = "",
+                     classes: Sequence[str] | None = None) -> pd.DataFrame:
+    """The faces of video frames (``predict_video``'s, or ``predict_video_frames``' pairs) as a
+    ``pandas.DataFrame``, one row per face (columns of
     :meth:`VideoFrame.to_rows`, ``time_s`` NaN when the frame rate is unknown; needs ``pip install
     pandas``). With no face at all, no rows but the same columns (``classes``: the model's, default
     :data:`~lrfer.constants.CLASSES`).
 
     >>> frames_to_pandas(rec.predict_video("clip.mp4", every=5), "clip.mp4")  # doctest: +SKIP
     """
-    rows = [row for frame in frames for row in frame.to_rows(file)]
+    rows = [row for frame in frames for row in _video_frame(frame).to_rows(file)]
     table = _table("frames_to_pandas", rows, classes, video=True)
     table["time_s"] = table["time_s"].astype(float)  # rows hold None for an unknown time (JSON's null)
     return table
+
+
+def _video_frame(item: Any) -> VideoFrame:
+    """A :class:`VideoFrame`, also from ``predict_video_frames``'s ``(VideoFrame, pixels)`` pairs;
+    TypeError naming what was given otherwise."""
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], VideoFrame):
+        return item[0]
+    if not isinstance(item, VideoFrame):
+        raise TypeError(f"frames_to_pandas takes the VideoFrames of predict_video (or predict_video_frames' "
+                        f"(VideoFrame, pixels) pairs); got {type(item).__name__}")
+    return item
 
 
 def faces_to_rows(faces: Iterable[Face] | Iterable[Iterable[Face]], files: Sequence[str] | None = None) -> list[dict[str, Any]]:

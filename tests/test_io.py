@@ -415,3 +415,20 @@ def test_files_are_sorted_folder_by_folder(tmp_path: Path) -> None:
     found = [rel.as_posix() for _, rel in iter_image_files([tmp_path])]
     assert found == ["A.png", "a/x.jpg", "a/z/w.png", "a-b/y.jpg", "a.b.jpg"]
     assert found == [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*.*")) if p.is_file()]
+
+
+@pytest.mark.parametrize("bad, hint, not_hint", [
+    (np.full((4, 4, 3), 200, np.int64), r"np\.clip\(x, 0, 255\)\.astype", "x * 255"),  # 0..255 ints: no x * 255
+    (np.full((4, 4), 200, np.uint16), r"np\.clip\(x, 0, 255\)\.astype\(np\.uint8\) \(16-bit pixels: \(x >> 8\)", "x * 255"),
+    (np.zeros((4, 4, 3), np.float64), r"np\.clip\(x \* 255, 0, 255\)", "integers"),
+    (np.array(["a.jpg", "b.jpg"]), "pass a list", "x * 255"),  # paths in an array, e.g. df["file"].values
+    (np.zeros((2, 4, 4, 3), np.uint8), r"pass a list \(list\(arr\)\)", "x * 255"),  # stacked video frames
+])
+def test_validation_hints_fit_the_input(bad: np.ndarray, hint: str, not_hint: str) -> None:
+    """The float hint (x * 255) on 0..255 integer frames turned them white; a string array or a stack of
+    frames got the float hint or none."""
+    with pytest.raises(ValueError, match=hint) as err:
+        load_image(bad)
+    assert not_hint not in str(err.value)
+    with pytest.raises(ValueError, match="or a list of them"):
+        load_image(x for x in [np.zeros((4, 4), np.uint8)])  # a generator of frames

@@ -488,3 +488,23 @@ def test_closing_prepend_closes_the_rest_even_while_it_is_still_referenced() -> 
     assert next(both) == 0
     both.close()
     assert released == [True]
+
+
+def test_frames_to_pandas_takes_predict_video_frames_pairs(rec: lrfer.Recognizer, clip: Path) -> None:
+    """``frames_to_pandas(rec.predict_video_frames(...))`` raised AttributeError: 'tuple' object has no
+    attribute 'to_rows'."""
+    pytest.importorskip("pandas")
+    expected = lrfer.frames_to_pandas(rec.predict_video(clip, every=4), "clip.mp4")
+    got = lrfer.frames_to_pandas(rec.predict_video_frames(clip, every=4), "clip.mp4")
+    assert got.equals(expected) and got["frame"].tolist() == [0, 4, 8]
+    with pytest.raises(TypeError, match="frames_to_pandas takes the VideoFrames of predict_video.*got int"):
+        lrfer.frames_to_pandas([3])
+
+
+def test_predict_video_names_webcams_and_urls(rec: lrfer.Recognizer) -> None:
+    """A webcam index (cv2.VideoCapture(0)'s habit) raised pathlib's TypeError; a URL was reported as
+    'no such file' with its '//' collapsed ('rtsp:/host/stream')."""
+    with pytest.raises(ValueError, match="0 is not a file path; predict_video reads video files"):
+        rec.predict_video(0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"'rtsp://127\.0\.0\.1/stream' is a URL"):
+        rec.predict_video("rtsp://127.0.0.1/stream")

@@ -163,7 +163,7 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--workers", type=_non_negative_int, default=None,
                    help="image-decoding worker processes (default: half the CPUs, at most 4; 0 = decode in-process)")
     add_cache_dir_option(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no closing summary on stderr")
     p.set_defaults(func=cmd_predict)
 
 
@@ -322,8 +322,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             bar.close()
         for video, rel in videos:
             _predict_video(rec, video, rel, args, write, counts)
-    logger.info("%d image(s), %d video frame(s), %d face(s), %d unreadable",
-                counts["images"], counts["frames"], counts["faces"], counts["failed"])
+    summary = f"{counts['images']} image(s), {counts['frames']} video frame(s): {counts['faces']} face(s)"
+    if args.quiet:
+        logger.info("%s", summary)
+    else:  # with no face, the table on stdout stays empty: say what was scored
+        print(f"lrfer: {summary}", file=sys.stderr)
     if counts["failed"]:
         logger.warning("%d file(s) could not be read (see the warnings above)", counts["failed"])
     if counts["partial"]:

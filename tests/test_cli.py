@@ -965,3 +965,16 @@ def test_an_error_of_in_process_decoding_is_raised_not_retried(tmp_path: Path, m
     monkeypatch.setattr(io_mod, "pack_images", failing_once)
     with pytest.raises(RuntimeError, match="no memory left"):
         list(cli.iter_decoded(iter_image_files([tmp_path]), workers=0, image_batch=2))
+
+
+def test_predict_ends_with_a_summary_unless_quiet(tmp_path: Path, tiny_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """With no face found, stdout's table stayed empty and nothing said what had been scored."""
+    photo = tmp_path / "wall.png"
+    cv2.imwrite(str(photo), np.full((64, 48, 3), 128, np.uint8))
+    args = ["predict", str(photo), "--model", str(tiny_path), "--detector", "blazeface", "--workers", "0"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "lrfer: 1 image(s), 0 video frame(s): 0 face(s)" in err
+    assert main([*args, "--quiet"]) == 0
+    assert "face(s)" not in capsys.readouterr().err

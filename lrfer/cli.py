@@ -152,8 +152,8 @@ def _add_predict(sub: Any) -> None:
                    help=f"images detected together (default: {DEFAULT_IMAGE_BATCH} on CPU, "
                         f"{DEFAULT_GPU_IMAGE_BATCH} on CUDA)")
     p.add_argument("--min-face", type=_positive_int, default=20, metavar="PX",
-                   help="smallest face width searched, >= 12 (default: 20); MTCNN's boxes can come out "
-                        "narrower (down to about 0.4x for faces below it)")
+                   help="smallest face width searched, >= 8 (default: 20; below 12 MTCNN searches an enlarged "
+                        "photo); MTCNN's boxes can come out narrower (down to about 0.4x for faces below it)")
     p.add_argument("--detector", type=str.lower, choices=DETECTOR_CHOICES, default="auto",
                    help="face detector: auto = BlazeFace plus MTCNN for faces too small for it; "
                         "'none' = every image is already a face crop (default: auto)")

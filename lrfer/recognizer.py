@@ -177,7 +177,8 @@ def load(
     ``device``: ``None``/``"auto"`` -> CUDA if available else CPU. ``detector``: ``"auto"``
     (BlazeFace, plus MTCNN for faces too small for it), ``"blazeface"``, ``"mtcnn"``, ``"haar"``,
     ``"facenet"`` or ``None`` (each input image is already a face crop).
-    ``min_face``: smallest face width in pixels the detector searches for (>= 12).
+    ``min_face``: smallest face width in pixels the detector searches for (>= 8; below 12, MTCNN's
+    12 px window, its pyramid enlarges the photo: slower).
     BlazeFace returns no narrower face; MTCNN's boxes, refined from windows of ``min_face`` px, can
     come out narrower (0.7x on the shared photos, down to 0.4x for faces shrunk below ``min_face``)
     and are kept (small faces are what lrfer is for).

@@ -441,18 +441,33 @@ def test_detector_rejects_bare_tensor(detector):
         detector.detect(torch.zeros(3, 32, 32, dtype=torch.uint8))
 
 
-@pytest.mark.parametrize("kwargs", [{"min_face": 11}, {"thresholds": (0.6, 0.7)}, {"factor": 1.2}, {"pnet_precision": "fp16"}])
+@pytest.mark.parametrize("kwargs", [{"min_face": 7}, {"thresholds": (0.6, 0.7)}, {"factor": 1.2}, {"pnet_precision": "fp16"}])
 def test_mtcnn_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
         mtcnn_mod.MTCNN(**kwargs)
 
 
-def test_min_face_rule_is_p_nets_window():
+def test_faces_below_p_nets_window_are_searched_on_an_enlarged_photo(monkeypatch):
+    """``min_face`` below 12 px (the zoo's 8 px faces) was refused: P-Net's window is 12 px. Its pyramid
+    now starts above scale 1, on the photo enlarged bilinearly: 8 px faces are 12 px there."""
     from lrfer.faces import detect as detect_mod
 
-    assert detect_mod.MIN_FACE_PX == mtcnn_mod.PNET_WINDOW
-    with pytest.raises(ValueError, match="min_face must be a number of pixels >= 12"):
-        mtcnn_mod.MTCNN(min_face=11)
+    assert detect_mod.MIN_FACE_PX == 8
+    with pytest.raises(ValueError, match="min_face must be a number of pixels >= 8"):
+        mtcnn_mod.MTCNN(min_face=7)
+    scales = mtcnn_mod.pyramid_scales(40, 60, 8)
+    assert scales[0] == pytest.approx(1.5) and scales[1] == pytest.approx(1.5 * mtcnn_mod.PYRAMID_FACTOR)
+    img = torch.randint(0, 256, (3, 40, 60), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    volume = mtcnn_mod.MipVolume([img])
+    enlarged = volume.resized([0], 40, 60, (60, 90))
+    expected = torch.nn.functional.interpolate(img[None].float(), size=(60, 90), mode="bilinear", align_corners=False)
+    assert torch.allclose(enlarged, expected)
+    assert torch.equal(volume.resized([0], 40, 60, (20, 30)), torch.nn.functional.interpolate(img[None].float(), size=(20, 30), mode="area"))
+    seen = []
+    run_pnet = mtcnn_mod.run_pnet
+    monkeypatch.setattr(mtcnn_mod, "run_pnet", lambda pnet, x: seen.append(tuple(x.shape[-2:])) or run_pnet(pnet, x))
+    detections = mtcnn_mod.MTCNN(min_face=8).detect([img])
+    assert seen[0] == (60, 90) and len(detections) == 1
 
 
 def test_crop_boxes_matches_area_resize_for_aligned_boxes():

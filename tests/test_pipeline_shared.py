@@ -103,3 +103,16 @@ def test_faces_just_wider_than_mtcnns_search_are_kept(rec: lrfer.Recognizer) -> 
     canvas[270:720, 384:1024] = photo
     widths = sorted(round(f.face_px) for f in rec.predict(canvas))
     assert len(widths) == FACES_PER_PHOTO["group3.jpg"] and widths[-1] > 1408 / 20
+
+
+def test_faces_of_about_ten_px_are_found_with_min_face_8() -> None:
+    """Thumbnails of the photos, 100 px wide: faces of about 9-10 px. ``min_face`` had a floor of 12
+    (P-Net's window), which filtered out the faces BlazeFace finds there; 8 px (the zoo's smallest
+    faces) finds every one."""
+    thumbnails = [_downscale(IMAGES / name, 100) for name in FACES_PER_PHOTO]
+    floor_12 = [len(faces) for faces in lrfer.load(device="cpu", min_face=12).predict(thumbnails)]
+    found = lrfer.load(device="cpu", min_face=8).predict(thumbnails)
+    assert [len(faces) for faces in found] == list(FACES_PER_PHOTO.values())
+    assert sum(floor_12) < sum(FACES_PER_PHOTO.values())
+    # the faces the floor of 12 lost are the ones narrower than it
+    assert sum(f.face_px < 12 for faces in found for f in faces) == sum(FACES_PER_PHOTO.values()) - sum(floor_12)

@@ -398,7 +398,7 @@ class CombinedDetector:
         self.small_faces = bool(small_faces)
         self.name = "auto" if self.small_faces else "blazeface"
         self.blazeface = BlazeFace(min_face=min_face, device=self.device, close_ups=close_ups)
-        self.mtcnn = MTCNN(min_face=max(min_face, 12), device=self.device, max_face_fraction=SMALL_FACE_FRACTION,
+        self.mtcnn = MTCNN(min_face=max(min_face, MIN_FACE_PX), device=self.device, max_face_fraction=SMALL_FACE_FRACTION,
                           pnet_precision=pnet_precision)
 
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:
@@ -457,16 +457,17 @@ def concat_per_image(detections: list[Detections]) -> tuple[Detections, torch.Te
     return faces, image
 
 
-#: The smallest ``min_face`` of every detector: MTCNN's P-Net window at scale 1 (``mtcnn.PNET_WINDOW``;
-#: mtcnn imports this module), below which nothing is searched.
-MIN_FACE_PX = 12
+#: The smallest ``min_face`` of every detector: the zoo's smallest native resolution. Below P-Net's
+#: 12 px window (``mtcnn.PNET_WINDOW``) MTCNN's pyramid starts above scale 1, on the photo enlarged
+#: (bilinear): 12 / 8 = 1.5 times at the least.
+MIN_FACE_PX = 8
 
 
 def check_min_face(min_face: object) -> None:
     """ValueError unless ``min_face`` is a number of pixels >= :data:`MIN_FACE_PX`, for every detector alike."""
     # typeshed's numbers.Real declares no __ge__, though every real number has one
     if isinstance(min_face, bool) or not isinstance(min_face, numbers.Real) or not min_face >= MIN_FACE_PX:  # type: ignore[operator]
-        raise ValueError(f"min_face must be a number of pixels >= {MIN_FACE_PX} (MTCNN's smallest window); "
+        raise ValueError(f"min_face must be a number of pixels >= {MIN_FACE_PX} (the zoo's smallest faces); "
                          f"got {min_face!r}")
 
 

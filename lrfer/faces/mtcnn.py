@@ -74,6 +74,8 @@ RNET_INPUT = 24
 ONET_INPUT = 48
 #: Ratio between successive pyramid scales.
 PYRAMID_FACTOR = 0.709
+#: How P-Net's pyramid enlarges the photo at scales above 1 (``min_face`` below :data:`PNET_WINDOW`).
+UPSCALE_MODE = "bilinear"
 DEFAULT_MIN_FACE = 20
 #: Score thresholds of P-Net, R-Net and O-Net (facenet-pytorch's defaults).
 DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
@@ -754,6 +756,8 @@ class MipVolume:
         """:meth:`batch` area-resized to ``size``: ``F.interpolate(..., mode="area")``. On CPU from
         level 0 the same values come from integral images (:func:`~lrfer.faces.align.area_resize_integral`,
         about 3x faster), as a channels_last batch."""
+        if size[0] > height or size[1] > width:  # a scale above 1 (min_face below P-Net's 12 px window)
+            return F.interpolate(self.batch(members, height, width), size=size, mode=UPSCALE_MODE, align_corners=False)
         if level > 0 or not align.cpu_tuned(self.images[members[0]]):
             return F.interpolate(self.batch(members, height, width, level), size=size, mode="area")
         out = reusable_empty("pyramid", (len(members), 3, *size), order=(0, 2, 3, 1))  # channels_last
@@ -892,7 +896,8 @@ def onet_landmarks(onet: ONet, volume: MipVolume, boxes: torch.Tensor, image: to
 class MTCNN(NetworkDetector):
     """The three-stage MTCNN cascade with bundled, hash-checked weights, on one device.
 
-    ``min_face``: smallest face side searched for, in pixels (>= 12); ``max_face_fraction``: if set,
+    ``min_face``: smallest face side searched for, in pixels (>= 8; below P-Net's 12 px window the
+    first pyramid levels enlarge the image, bilinearly); ``max_face_fraction``: if set,
     largest face side searched for, as a fraction of the image's long side (the pyramid stops there:
     :class:`~lrfer.faces.detect.CombinedDetector` leaves larger faces to BlazeFace); ``thresholds``:
     P/R/O-Net score thresholds; ``factor``: pyramid scale ratio; ``pnet_precision``: ``"fp32"`` or

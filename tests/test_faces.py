@@ -455,19 +455,23 @@ def test_faces_below_p_nets_window_are_searched_on_an_enlarged_photo(monkeypatch
     assert detect_mod.MIN_FACE_PX == 8
     with pytest.raises(ValueError, match="min_face must be a number of pixels >= 8"):
         mtcnn_mod.MTCNN(min_face=7)
-    scales = mtcnn_mod.pyramid_scales(40, 60, 8)
-    assert scales[0] == pytest.approx(1.5) and scales[1] == pytest.approx(1.5 * mtcnn_mod.PYRAMID_FACTOR)
+    # one enlarged level, then min_face=12's levels unchanged: a lower min_face only adds a level
+    assert mtcnn_mod.pyramid_scales(40, 60, 8) == pytest.approx([1.5, *mtcnn_mod.pyramid_scales(40, 60, 12)])
+    assert mtcnn_mod.pyramid_scales(40, 60, 12)[0] == 1.0
+    assert mtcnn_mod.pyramid_scales(40, 60, 8, max_face=7.9) == []  # no face to search: no level
     img = torch.randint(0, 256, (3, 40, 60), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     volume = mtcnn_mod.MipVolume([img])
     enlarged = volume.resized([0], 40, 60, (60, 90))
-    expected = torch.nn.functional.interpolate(img[None].float(), size=(60, 90), mode="bilinear", align_corners=False)
-    assert torch.allclose(enlarged, expected)
+    assert enlarged.shape == (1, 3, 60, 90) and enlarged.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(enlarged[0, :, 0, 0], img[:, 0, 0].float())  # corners are kept (bilinear, half-pixel centres)
+    assert torch.equal(enlarged[0, :, -1, -1], img[:, -1, -1].float())
+    assert enlarged.mean().item() == pytest.approx(img.float().mean().item(), rel=0.02)
     assert torch.equal(volume.resized([0], 40, 60, (20, 30)), torch.nn.functional.interpolate(img[None].float(), size=(20, 30), mode="area"))
     seen = []
     run_pnet = mtcnn_mod.run_pnet
     monkeypatch.setattr(mtcnn_mod, "run_pnet", lambda pnet, x: seen.append(tuple(x.shape[-2:])) or run_pnet(pnet, x))
-    detections = mtcnn_mod.MTCNN(min_face=8).detect([img])
-    assert seen[0] == (60, 90) and len(detections) == 1
+    mtcnn_mod.MTCNN(min_face=8).detect([img])
+    assert seen[:2] == [(60, 90), (40, 60)]
 
 
 def test_crop_boxes_matches_area_resize_for_aligned_boxes():

@@ -224,3 +224,45 @@ def test_bf16_pnet_keeps_the_default_detectors_faces():
         for a, b in zip(exact.detect(images), fast.detect(images)):
             assert len(a) == len(b) > 0
             assert torch.equal(a.boxes, b.boxes) and torch.equal(a.landmarks, b.landmarks)
+
+
+def test_min_face_below_p_nets_window_adds_faces_in_a_crowd_and_loses_none():
+    """A crowd of the photos shrunk to 80 px wide (faces of about 7-9 px) on a 640x360 frame: MTCNN
+    with ``min_face=8`` searches one enlarged level (1.5x) before ``min_face=12``'s, so it finds more
+    faces and keeps every face 12 finds (a pyramid that started at 1.5 and went on down by 0.709 lost
+    some of them: its levels all moved)."""
+    cv2 = pytest.importorskip("cv2")
+    frame = np.full((360, 640, 3), 128, np.uint8)
+    tiles = [load_rgb(index, 80).permute(1, 2, 0).numpy() for index in PHOTOS]
+    top, n = 0, 0
+    while top + max(t.shape[0] for t in tiles) <= 360:
+        for left in range(0, 640, 80):
+            tile = tiles[n % len(tiles)]
+            frame[top : top + tile.shape[0], left : left + 80] = tile
+            n += 1
+        top += max(t.shape[0] for t in tiles)
+    ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    image = torch.from_numpy(cv2.imdecode(jpeg, cv2.IMREAD_COLOR)).permute(2, 0, 1).contiguous()  # RGB in, RGB out
+    at_12 = mtcnn_mod.MTCNN(min_face=12).detect([image])[0]
+    at_8 = mtcnn_mod.MTCNN(min_face=8).detect([image])[0]
+    assert len(at_8) >= len(at_12) + 8, (len(at_8), len(at_12))
+    assert pairwise_iou(at_12.boxes, at_8.boxes).max(dim=1).values.gt(0.5).all()
+    assert ((at_8.boxes[:, 2] - at_8.boxes[:, 0]) < 12).float().mean() > 0.9
+
+
+def test_auto_with_min_face_8_keeps_the_small_faces_12_finds():
+    """Each photo shrunk to 100 px wide on a 400x300 frame (faces of about 10 px, which "auto" leaves
+    to MTCNN): the pyramid of ``min_face=8`` once started at 1.5 and went on down by 0.709, moving
+    every level; group1's third face then scored below the 0.95 that "auto" asks of MTCNN's faces."""
+    from lrfer.faces.detect import CombinedDetector
+
+    frames = []
+    for index in PHOTOS:
+        frame = torch.full((3, 300, 400), 128, dtype=torch.uint8)
+        thumbnail = load_rgb(index, 100)
+        frame[:, 100 : 100 + thumbnail.shape[1], 150:250] = thumbnail
+        frames.append(frame)
+    at_12 = [len(d) for d in CombinedDetector(min_face=12).detect(frames)]
+    at_8 = [len(d) for d in CombinedDetector(min_face=8).detect(frames)]
+    assert all(a >= b for a, b in zip(at_8, at_12)), (at_8, at_12)
+    assert sum(at_12) >= 8  # the frames hold small faces that auto finds

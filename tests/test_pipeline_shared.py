@@ -106,9 +106,9 @@ def test_faces_just_wider_than_mtcnns_search_are_kept(rec: lrfer.Recognizer) -> 
 
 
 def test_faces_of_about_ten_px_are_found_with_min_face_8() -> None:
-    """Thumbnails of the photos, 100 px wide: faces of about 9-10 px. ``min_face`` had a floor of 12
-    (P-Net's window), which filtered out the faces BlazeFace finds there; 8 px (the zoo's smallest
-    faces) finds every one."""
+    """Thumbnails of the photos, 100 px wide: faces of about 9-13 px, which BlazeFace finds (its 192 px
+    input enlarges the photo; "auto"'s MTCNN searches below 1/20 of the long side, 5 px here). ``min_face``
+    had a floor of 12 (P-Net's window), which filtered most of them out; 8 px keeps every one."""
     thumbnails = [_downscale(IMAGES / name, 100) for name in FACES_PER_PHOTO]
     floor_12 = [len(faces) for faces in lrfer.load(device="cpu", min_face=12).predict(thumbnails)]
     found = lrfer.load(device="cpu", min_face=8).predict(thumbnails)

@@ -11,7 +11,7 @@ Backends (see :func:`make_detector`):
 - ``"blazeface"``: MediaPipe's full-range BlazeFace (:mod:`lrfer.faces.blazeface`), bundled weights,
   with O-Net's landmarks; robust to pose, fast, faces larger than about 1/25 of the photo's long side;
 - ``"mtcnn"``: lrfer's own torch-only MTCNN (:mod:`lrfer.faces.mtcnn`), bundled weights; faces down
-  to 12 px, but it misses profile and looking-down faces and finds more false faces;
+  to ``min_face`` (8 px at the least), but it misses profile and looking-down faces and finds more false faces;
 - ``"haar"``: OpenCV's frontal-face Haar cascade (no landmarks: they are NaN); needs an OpenCV build
   that still has ``cv2.CascadeClassifier`` and its cascade files (OpenCV 4.x; not OpenCV 5);
 - ``"facenet"``: ``facenet_pytorch.MTCNN`` if installed (``pip install --no-deps facenet-pytorch``: its 2.6 release pins torch<2.3);
@@ -398,7 +398,7 @@ class CombinedDetector:
         self.small_faces = bool(small_faces)
         self.name = "auto" if self.small_faces else "blazeface"
         self.blazeface = BlazeFace(min_face=min_face, device=self.device, close_ups=close_ups)
-        self.mtcnn = MTCNN(min_face=max(min_face, MIN_FACE_PX), device=self.device, max_face_fraction=SMALL_FACE_FRACTION,
+        self.mtcnn = MTCNN(min_face=min_face, device=self.device, max_face_fraction=SMALL_FACE_FRACTION,
                           pnet_precision=pnet_precision)
 
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:

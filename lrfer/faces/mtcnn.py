@@ -505,16 +505,22 @@ def pyramid_scales(
     height: int, width: int, min_face: float, factor: float = PYRAMID_FACTOR, max_face: float | None = None
 ) -> list[float]:
     """Scales at which P-Net's 12-px window covers faces from ``min_face`` px up to ``max_face`` px
-    (default: the image's short side).
+    (default: the image's short side). Below 12 px one enlarged level comes first, then the scales of
+    ``min_face=12``: a lower ``min_face`` adds a level and changes none (a series from the enlarged
+    level would move every scale, and lose some faces that 12 finds).
 
     >>> [round(s, 3) for s in pyramid_scales(40, 60, 20)]
     [0.6, 0.425, 0.302]
     >>> [round(s, 3) for s in pyramid_scales(40, 60, 20, max_face=30)]
     [0.6, 0.425]
+    >>> [round(s, 3) for s in pyramid_scales(40, 60, 8)]
+    [1.5, 1.0, 0.709, 0.503, 0.356]
     """
     largest = min(height, width) if max_face is None else min(height, width, max_face)
     scales = []
-    scale = PNET_WINDOW / min_face
+    if min_face < PNET_WINDOW and largest * PNET_WINDOW / min_face >= PNET_WINDOW:
+        scales.append(PNET_WINDOW / min_face)
+    scale = PNET_WINDOW / max(min_face, PNET_WINDOW)
     while largest * scale >= PNET_WINDOW:
         scales.append(scale)
         scale *= factor
@@ -757,7 +763,10 @@ class MipVolume:
         level 0 the same values come from integral images (:func:`~lrfer.faces.align.area_resize_integral`,
         about 3x faster), as a channels_last batch."""
         if size[0] > height or size[1] > width:  # a scale above 1 (min_face below P-Net's 12 px window)
-            return F.interpolate(self.batch(members, height, width), size=size, mode=UPSCALE_MODE, align_corners=False)
+            source = self.batch(members, height, width)
+            if align.cpu_tuned(source):  # channels_last in and out: P-Net's layout, normalised in place
+                source = source.contiguous(memory_format=torch.channels_last)
+            return F.interpolate(source, size=size, mode=UPSCALE_MODE, align_corners=False)
         if level > 0 or not align.cpu_tuned(self.images[members[0]]):
             return F.interpolate(self.batch(members, height, width, level), size=size, mode="area")
         out = reusable_empty("pyramid", (len(members), 3, *size), order=(0, 2, 3, 1))  # channels_last

@@ -61,7 +61,8 @@ logger = logging.getLogger(__name__)
 IMAGES_PER_STEP = 32
 #: On a GPU a step's cost is mostly a fixed number of kernel launches and host syncs, so steps are
 #: larger: up to this many images, as long as they hold at most GPU_STEP_PIXELS pixels (about 0.8 GB
-#: as the float copy the detectors share; 33 photos of 1920x1080, 256 of 480x360).
+#: as the float copy the detectors share; 33 photos of 1920x1080, 256 of 480x360), divided by how many
+#: times MTCNN's first level enlarges the photos (min_face below 12: :func:`pyramid_enlargement`).
 GPU_IMAGES_PER_STEP = 256
 GPU_STEP_PIXELS = 64 << 20
 #: Most bytes of decoded video frames waiting for the model (:func:`frames_ahead`): 41 frames of
@@ -224,17 +225,36 @@ def cpu_has_fast_bf16() -> bool:
         return True
 
 
-def step_limits(device: torch.device) -> tuple[int, float]:
-    """Most images and most pixels in one step of :meth:`Recognizer.predict` on ``device``."""
+def step_limits(device: torch.device, enlargement: float = 1.0) -> tuple[int, float]:
+    """Most images and most pixels in one step of :meth:`Recognizer.predict` on ``device``;
+    ``enlargement``: how many times the detector's largest pyramid level outgrows a photo
+    (:func:`pyramid_enlargement`), which divides a GPU step's pixels."""
     if device.type == "cuda":
-        return GPU_IMAGES_PER_STEP, GPU_STEP_PIXELS
+        return GPU_IMAGES_PER_STEP, GPU_STEP_PIXELS / max(1.0, enlargement)
     return IMAGES_PER_STEP, math.inf
 
 
-def in_steps(items: Iterable[T], device: torch.device, pixels_of: Callable[[T], np.ndarray]) -> Iterator[list[T]]:
+def pyramid_enlargement(detector: Any) -> float:
+    """Pixels of MTCNN's largest pyramid level per pixel of the photo: ``(12 / min_face) ** 2`` when
+    ``min_face`` is below P-Net's 12 px window (its first level is the photo enlarged), else 1.
+
+    >>> from lrfer.faces.mtcnn import MTCNN
+    >>> pyramid_enlargement(MTCNN(min_face=8)), pyramid_enlargement(MTCNN(min_face=20)), pyramid_enlargement(None)
+    (2.25, 1.0, 1.0)
+    """
+    from lrfer.faces.mtcnn import MTCNN, PNET_WINDOW
+
+    mtcnn = getattr(detector, "mtcnn", detector)
+    if not isinstance(mtcnn, MTCNN) or not getattr(detector, "small_faces", True):  # "blazeface": O-Net only
+        return 1.0
+    return max(1.0, (PNET_WINDOW / mtcnn.min_face) ** 2)
+
+
+def in_steps(items: Iterable[T], device: torch.device, pixels_of: Callable[[T], np.ndarray],
+             enlargement: float = 1.0) -> Iterator[list[T]]:
     """``items`` in consecutive steps of at most :func:`step_limits` images and pixels on ``device``
     (``pixels_of(item)`` is the item's ``(H, W, ...)`` image)."""
-    most, pixel_budget = step_limits(device)
+    most, pixel_budget = step_limits(device, enlargement)
     step: list[T] = []
     pixels = 0
     for item in items:
@@ -252,14 +272,14 @@ def in_steps(items: Iterable[T], device: torch.device, pixels_of: Callable[[T], 
         yield step
 
 
-def frames_ahead(device: torch.device, height: int, width: int) -> int:
+def frames_ahead(device: torch.device, height: int, width: int, enlargement: float = 1.0) -> int:
     """RGB video frames of ``height`` x ``width`` decoded ahead of the model: one step's worth
     (:func:`step_limits`), at most :data:`READ_AHEAD_BYTES` of them.
 
     >>> frames_ahead(torch.device("cpu"), 1080, 1920), frames_ahead(torch.device("cpu"), 2160, 3840)
     (32, 10)
     """
-    most, pixel_budget = step_limits(device)
+    most, pixel_budget = step_limits(device, enlargement)
     pixels = max(1, height * width)
     return max(1, int(min(most, pixel_budget // pixels, READ_AHEAD_BYTES // (3 * pixels))))  # a float budget: math.inf on CPU
 
@@ -784,7 +804,7 @@ class Recognizer:
     def _steps(self, items: list[Any], single: bool) -> Iterator[list[np.ndarray]]:
         """The images loaded, in steps of :func:`step_limits`."""
         loaded = (self._load(item, index, single) for index, item in enumerate(items))
-        yield from in_steps(loaded, self.device, lambda array: array)
+        yield from in_steps(loaded, self.device, lambda array: array, pyramid_enlargement(self.detector))
 
     # -- videos -----------------------------------------------------------------------------------
     def predict_video(self, video: str | os.PathLike[str], every: int = 1, batch_size: int = 256
@@ -814,7 +834,8 @@ class Recognizer:
         frames = read_frames(video, every)
         first = next(frames)  # a missing, unreadable or undecodable file fails here, not at the first result
         height, width = first[2].shape[:2]
-        return self._video_steps(prepend(first, frames), batch_size, frames_ahead(self.device, height, width))
+        ahead = frames_ahead(self.device, height, width, pyramid_enlargement(self.detector))
+        return self._video_steps(prepend(first, frames), batch_size, ahead)
 
     def _video_steps(
         self, decoded: Iterator[tuple[int, float, np.ndarray]], batch_size: int, ahead: int
@@ -823,7 +844,7 @@ class Recognizer:
 
         frames = read_ahead(decoded, depth=ahead)
         try:
-            for step in in_steps(frames, self.device, lambda frame: frame[2]):
+            for step in in_steps(frames, self.device, lambda frame: frame[2], pyramid_enlargement(self.detector)):
                 found = self._predict_step([pixels for _, _, pixels in step], batch_size)
                 for (index, time_s, pixels), faces in zip(step, found):
                     yield VideoFrame(index, time_s, faces), pixels

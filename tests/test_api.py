@@ -671,11 +671,28 @@ def test_predict_runs_in_steps_bounded_by_images_and_pixels(rec: lrfer.Recognize
         return original(self, arrays, batch_size)
 
     monkeypatch.setattr(recognizer_mod.Recognizer, "_predict_step", spy)
-    monkeypatch.setattr(recognizer_mod, "step_limits", lambda device: (3, 400))  # 3 images, 400 pixels
+    monkeypatch.setattr(recognizer_mod, "step_limits", lambda device, enlargement=1.0: (3, 400))  # 3 images, 400 pixels
     stepped = rec.predict(images)
     assert steps == [3, 1, 1, 2]  # at most 3 images; 100 + 400 px and 400 + 100 px pass 400 px
     for a, b in zip(stepped, whole):
         assert len(a) == len(b) == 1 and a[0].probs == pytest.approx(b[0].probs, abs=1e-6)
+
+
+def test_a_gpu_step_holds_fewer_photos_when_mtcnn_enlarges_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``min_face`` below 12 MTCNN's first level is the photo enlarged (2.25x the pixels at 8): a
+    GPU step of as many photos as before needed about twice the detection memory."""
+    from lrfer import recognizer as recognizer_mod
+    from lrfer.faces.detect import make_detector
+
+    cuda = torch.device("cuda")
+    assert recognizer_mod.step_limits(cuda, 2.25) == (recognizer_mod.GPU_IMAGES_PER_STEP, recognizer_mod.GPU_STEP_PIXELS / 2.25)
+    assert recognizer_mod.step_limits(torch.device("cpu"), 2.25) == (recognizer_mod.IMAGES_PER_STEP, math.inf)
+    for name, min_face, enlargement in [("auto", 8, 2.25), ("auto", 20, 1.0), ("mtcnn", 10, 1.44), ("blazeface", 8, 1.0)]:
+        assert recognizer_mod.pyramid_enlargement(make_detector(name, "cpu", min_face=min_face)) == pytest.approx(enlargement)
+    photos = [np.zeros((1080, 1920, 3), np.uint8)] * 40
+    assert [len(s) for s in recognizer_mod.in_steps(photos, cuda, lambda a: a)] == [32, 8]
+    assert [len(s) for s in recognizer_mod.in_steps(photos, cuda, lambda a: a, 2.25)] == [14, 14, 12]
+    assert recognizer_mod.frames_ahead(cuda, 1080, 1920, 2.25) == 14
 
 
 def _face(box: tuple[float, float, float, float], label: str = "happy") -> Face:

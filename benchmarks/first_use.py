@@ -77,7 +77,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.gpu_path_on_cpu:
         align.cpu_tuned = lambda tensor: False
-        recognizer.step_limits = lambda device: (recognizer.GPU_IMAGES_PER_STEP, recognizer.GPU_STEP_PIXELS)
+        gpu_limits = recognizer.step_limits
+        recognizer.step_limits = lambda device, enlargement=1.0: gpu_limits(torch.device("cuda"), enlargement)
     if not (SHARED / "images").is_dir():
         sys.exit(f"needs the shared photos at {SHARED / 'images'}")
     sources = decode(photos(args.width))  # as the pipeline benchmark decodes them

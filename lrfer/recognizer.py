@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 IMAGES_PER_STEP = 32
 #: On a GPU a step's cost is mostly a fixed number of kernel launches and host syncs, so steps are
 #: larger: up to this many images, as long as they hold at most GPU_STEP_PIXELS pixels (about 0.8 GB
-#: as the float copy the detectors share; 33 photos of 1920x1080, 256 of 480x360), divided by how many
+#: as the float copy the detectors share; 32 photos of 1920x1080, 256 of 480x360), divided by how many
 #: times MTCNN's first level enlarges the photos (min_face below 12: :func:`pyramid_enlargement`).
 GPU_IMAGES_PER_STEP = 256
 GPU_STEP_PIXELS = 64 << 20

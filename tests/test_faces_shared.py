@@ -229,8 +229,7 @@ def test_bf16_pnet_keeps_the_default_detectors_faces():
 def test_min_face_below_p_nets_window_adds_faces_in_a_crowd_and_loses_none():
     """A crowd of the photos shrunk to 80 px wide (faces of about 7-9 px) on a 640x360 frame: MTCNN
     with ``min_face=8`` searches one enlarged level (1.5x) before ``min_face=12``'s, so it finds more
-    faces and keeps every face 12 finds (a pyramid that started at 1.5 and went on down by 0.709 lost
-    some of them: its levels all moved)."""
+    faces than 12 and keeps every face 12 finds (``min_face=8`` was refused before)."""
     cv2 = pytest.importorskip("cv2")
     frame = np.full((360, 640, 3), 128, np.uint8)
     tiles = [load_rgb(index, 80).permute(1, 2, 0).numpy() for index in PHOTOS]

@@ -419,7 +419,7 @@ def test_files_are_sorted_folder_by_folder(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad, hint, not_hint", [
     (np.full((4, 4, 3), 200, np.int64), r"np\.clip\(x, 0, 255\)\.astype", "x * 255"),  # 0..255 ints: no x * 255
-    (np.full((4, 4), 200, np.uint16), r"np\.clip\(x, 0, 255\)\.astype\(np\.uint8\) \(16-bit pixels: \(x >> 8\)", "x * 255"),
+    (np.full((4, 4), 200, np.uint16), r"convert 16-bit pixels with \(x >> 8\)\.astype\(np\.uint8\), 0\.\.255 values", "x * 255"),
     (np.zeros((4, 4, 3), np.float64), r"np\.clip\(x \* 255, 0, 255\)", "integers"),
     (np.array(["a.jpg", "b.jpg"]), "pass a list", "x * 255"),  # paths in an array, e.g. df["file"].values
     (np.zeros((2, 4, 4, 3), np.uint8), r"pass a list \(list\(arr\)\)", "x * 255"),  # stacked video frames

@@ -7,7 +7,8 @@ exactly facenet-pytorch's (Tim Esler, MIT), so its weights, converted to safeten
 
 Stages, each a small function:
 
-1. :func:`pyramid_scales` - image pyramid, from ``min_face`` down by ``PYRAMID_FACTOR`` (0.709);
+1. :func:`pyramid_scales` - image pyramid, from ``min_face`` down by ``PYRAMID_FACTOR`` (0.709); a
+   ``min_face`` below 12 px adds one enlarged level first (bilinear: ``UPSCALE_MODE``);
 2. :func:`propose` - P-Net, fully convolutional, on every scale (batched over equal-size images),
    :func:`pnet_candidates` turns its maps into boxes, NMS per scale then across scales. The scales
    are torch's ``area`` resizes (:meth:`MipVolume.resized`; on CPU from integral images, the same
@@ -759,7 +760,8 @@ class MipVolume:
         return stacked[..., : height >> level, : width >> level].transpose(0, 1)
 
     def resized(self, members: list[int], height: int, width: int, size: tuple[int, int], level: int = 0) -> torch.Tensor:
-        """:meth:`batch` area-resized to ``size``: ``F.interpolate(..., mode="area")``. On CPU from
+        """:meth:`batch` area-resized to ``size``: ``F.interpolate(..., mode="area")``; enlarged
+        bilinearly (:data:`UPSCALE_MODE`) when ``size`` exceeds the images. On CPU from
         level 0 the same values come from integral images (:func:`~lrfer.faces.align.area_resize_integral`,
         about 3x faster), as a channels_last batch."""
         if size[0] > height or size[1] > width:  # a scale above 1 (min_face below P-Net's 12 px window)
@@ -905,8 +907,8 @@ def onet_landmarks(onet: ONet, volume: MipVolume, boxes: torch.Tensor, image: to
 class MTCNN(NetworkDetector):
     """The three-stage MTCNN cascade with bundled, hash-checked weights, on one device.
 
-    ``min_face``: smallest face side searched for, in pixels (>= 8; below P-Net's 12 px window the
-    first pyramid levels enlarge the image, bilinearly); ``max_face_fraction``: if set,
+    ``min_face``: smallest face side searched for, in pixels (>= 8; below P-Net's 12 px window a
+    first pyramid level enlarges the image, bilinearly); ``max_face_fraction``: if set,
     largest face side searched for, as a fraction of the image's long side (the pyramid stops there:
     :class:`~lrfer.faces.detect.CombinedDetector` leaves larger faces to BlazeFace); ``thresholds``:
     P/R/O-Net score thresholds; ``factor``: pyramid scale ratio; ``pnet_precision``: ``"fp32"`` or

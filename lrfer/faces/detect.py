@@ -458,8 +458,8 @@ def concat_per_image(detections: list[Detections]) -> tuple[Detections, torch.Te
 
 
 #: The smallest ``min_face`` of every detector: the zoo's smallest native resolution. Below P-Net's
-#: 12 px window (``mtcnn.PNET_WINDOW``) MTCNN's pyramid starts above scale 1, on the photo enlarged
-#: (bilinear): 12 / 8 = 1.5 times at the least.
+#: 12 px window (``mtcnn.PNET_WINDOW``) MTCNN's pyramid adds one level above scale 1, the photo
+#: enlarged (bilinear) 12 / min_face times: 1.5 at the most.
 MIN_FACE_PX = 8
 
 

@@ -1,11 +1,12 @@
 """Peak memory and time of one ``predict`` call on one very large crowd photo.
 
-    python benchmarks/photo_memory.py [--rows 24] [--cols 20] [--tile 240x160] [--detector auto,mtcnn]
+    python benchmarks/photo_memory.py [--rows 24] [--cols 20] [--tile 240x160] [--detector auto,mtcnn] [--min-face 20,8]
 
 The photo is a mosaic of the four shared group photos, each shrunk to ``--tile`` (24 x 20 tiles of
 240x160: 4800x3840 px, about 1,300 faces of 15-25 px). Each detector runs in a fresh process, which
 prints its peak RSS above what it held after loading the model, the seconds of the call and the
-faces found. ``--threads`` sets torch's threads in those processes.
+faces found. ``--threads`` sets torch's threads in those processes; ``--min-face`` a comma list
+(one process per detector and value: below 12 px MTCNN searches an enlarged level of the photo).
 """
 from __future__ import annotations
 
@@ -26,20 +27,20 @@ import cv2, numpy as np, torch
 import lrfer
 from lrfer.io import load_image
 
-detector, rows, cols, width, height, threads = sys.argv[1], *map(int, sys.argv[2:7])
+detector, rows, cols, width, height, threads, min_face = sys.argv[1], *map(int, sys.argv[2:8])
 torch.set_num_threads(threads)
 tiles = [cv2.resize(load_image(f"{images}/group{{i}}.jpg"), (width, height), interpolation=cv2.INTER_AREA)
          for i in (1, 2, 3, 4)]
 mosaic = np.concatenate([np.concatenate([tiles[(r * cols + c) % 4] for c in range(cols)], axis=1)
                          for r in range(rows)], axis=0)
-rec = lrfer.load(device="cpu", detector=detector)
+rec = lrfer.load(device="cpu", detector=detector, min_face=min_face)
 rec.predict(np.zeros((64, 64, 3), np.uint8))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 start = time.perf_counter()
 faces = rec.predict(mosaic)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(f"| {{detector}} | {{mosaic.shape[1]}}x{{mosaic.shape[0]}} | {{len(faces)}} | {{seconds:.1f}} | {{peak - base:,.0f}} |")
+print(f"| {{detector}} | {{min_face}} | {{mosaic.shape[1]}}x{{mosaic.shape[0]}} | {{len(faces)}} | {{seconds:.1f}} | {{peak - base:,.0f}} |")
 """
 
 
@@ -50,21 +51,23 @@ def main() -> None:
     parser.add_argument("--tile", default="240x160", help="WIDTHxHEIGHT of each shrunk photo")
     parser.add_argument("--detector", default="auto,mtcnn", help="comma-separated detectors, one process each")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-face", default="20", help="comma-separated min_face values, one process each")
     args = parser.parse_args()
     if not (SHARED / "images").is_dir():
         sys.exit(f"needs the shared photos at {SHARED / 'images'}")
     width, height = (int(v) for v in args.tile.lower().split("x"))
     child = CHILD.format(root=str(ROOT), images=str(SHARED / "images"))
     print(f"# machine: {machine()}\n")
-    print("| detector | photo | faces | seconds | peak MB above the loaded model |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    print("| detector | min_face | photo | faces | seconds | peak MB above the loaded model |")
+    print("| --- | ---: | --- | ---: | ---: | ---: |")
     for detector in args.detector.split(","):
-        command = [sys.executable, "-c", child, detector, str(args.rows), str(args.cols), str(width), str(height),
-                   str(args.threads)]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode:
-            sys.exit(f"{detector} failed:\n{result.stderr}")
-        print(result.stdout.strip(), flush=True)
+        for min_face in args.min_face.split(","):
+            command = [sys.executable, "-c", child, detector, str(args.rows), str(args.cols), str(width), str(height),
+                       str(args.threads), min_face]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode:
+                sys.exit(f"{detector} (min_face {min_face}) failed:\n{result.stderr}")
+            print(result.stdout.strip(), flush=True)
 
 
 if __name__ == "__main__":

@@ -160,9 +160,10 @@ def dtype_hint(arr: np.ndarray) -> str:
     kind = arr.dtype.kind
     if kind == "f":
         return "convert with np.clip(x * 255, 0, 255).astype(np.uint8) for 0..1 floats"
-    if kind in "iu" and arr.dtype.itemsize == 2:  # 16-bit pixels first: clipping them saturates them
-        return "convert 16-bit pixels with (x >> 8).astype(np.uint8), 0..255 values with np.clip(x, 0, 255).astype(np.uint8)"
     if kind in "iu":
+        if arr.dtype.itemsize == 2:  # 16-bit pixels first: clipping them saturates them
+            return ("convert 16-bit pixels with (x >> 8).astype(np.uint8), 0..255 values with "
+                    "np.clip(x, 0, 255).astype(np.uint8)")
         return "convert 0..255 integers with np.clip(x, 0, 255).astype(np.uint8)"
     if kind in "USO":
         return "an array of paths or images is not an image: pass a list (e.g. arr.tolist())"

@@ -322,11 +322,10 @@ def _gray_float(arr: np.ndarray, rgb: bool) -> np.ndarray:
     return torch.from_numpy(np.require(arr, requirements=("C", "W"))).float().div_(255).numpy()  # read-only: copied (torch warns)
 
 
-def _check_crop_array(crops: np.ndarray, batch: bool = True, what: str | None = None) -> np.ndarray:
+def _check_crop_array(crops: np.ndarray, batch: bool = True) -> np.ndarray:
     """Validate a batched crop array: uint8 ``(N, H, W)``, ``(N, H, W, 1|3|4)``. ``batch``: the caller's
-    own array, where ``(H, W, 3|4)`` is one color crop passed without its batch axis, not 3 px wide faces.
-    ``what``: the caller's input as errors name it (a tensor's, when ``crops`` is its numpy copy)."""
-    what = describe(crops) if what is None else what
+    own array, where ``(H, W, 3|4)`` is one color crop passed without its batch axis, not 3 px wide faces."""
+    what = describe(crops)
     if crops.dtype != np.uint8:
         raise ValueError(f"wrong dtype {crops.dtype} for crops ({what}): crops must be uint8 (0..255)")
     if batch and crops.ndim == 3 and crops.shape[-1] in (1, 2, 3, 4) and min(crops.shape[:2]) > 4:
@@ -375,13 +374,13 @@ def crops_to_gray(crops: np.ndarray | torch.Tensor | Sequence[Any], size: int = 
     >>> crops_to_gray(np.zeros((2, 24, 24), np.uint8), 16).shape
     torch.Size([2, 1, 16, 16])
     """
-    what = describe(crops)
     if _is_tensor(crops):
-        if crops.dtype != torch.uint8:  # numpy has no bf16: .numpy() would raise a bare TypeError
-            raise ValueError(f"wrong dtype {crops.dtype} for crops ({what}): crops must be uint8 (0..255)")
+        # checked here, naming the tensor: numpy has no bf16 (.numpy() would raise a bare TypeError)
+        if crops.dtype != torch.uint8:
+            raise ValueError(f"wrong dtype {crops.dtype} for crops ({describe(crops)}): crops must be uint8 (0..255)")
         crops = crops.detach().cpu().numpy()
     if isinstance(crops, np.ndarray):
-        arr = _check_crop_array(crops, what=what)
+        arr = _check_crop_array(crops)
         if arr.shape[0] == 0:
             return torch.zeros(0, 1, size, size)
         with no_autocast():  # the resizing's matrix products, under a caller's autocast, would run in bf16

@@ -80,10 +80,10 @@ def open_video(path: str | os.PathLike[str]) -> Any:  # -> cv2.VideoCapture
         raise ValueError(f"cannot read video: {path!r} is not a file path; predict_video reads video files (for a "
                          "webcam or a stream, read frames with cv2.VideoCapture and pass lists of RGB frames to predict)")
     p = Path(path)
-    if not p.is_file() and isinstance(path, str) and "://" in path:  # Path("rtsp://h/s") is 'rtsp:/h/s'
-        raise ValueError(f"cannot read video: {path!r} is a URL; predict_video reads video files (for a stream, "
-                         "read frames with cv2.VideoCapture and pass lists of RGB frames to predict)")
     if not p.is_file():
+        if isinstance(path, str) and "://" in path:  # Path("rtsp://h/s") is 'rtsp:/h/s'
+            raise ValueError(f"cannot read video: {path!r} is a URL; predict_video reads video files (for a "
+                             "stream, read frames with cv2.VideoCapture and pass lists of RGB frames to predict)")
         what = "a broken symbolic link" if p.is_symlink() else "no such file"
         raise ValueError(f"cannot read video: {what} {str(p)!r}")
     capture = cv2.VideoCapture(opencv_path(p, "read video"))

@@ -621,6 +621,25 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, tra
     assert len(again.history) == 2
 
 
+def test_training_runs_cudnns_deterministic_algorithms_and_restores_its_flags(
+        tmp_path: Path, train_set: FaceSet, val_set: FaceSet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuDNN's default algorithms made two CUDA runs of one seed differ (an H100, stop 33): a resumed
+    run could not match the uninterrupted one. Checked on the flags, which the CPU has too."""
+    seen: list[tuple[bool, bool]] = []
+    original_step = Trainer._supervised_step
+
+    def recording_step(self: Trainer, hr: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        seen.append((torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark))
+        return original_step(self, hr, y)
+
+    monkeypatch.setattr(Trainer, "_supervised_step", recording_step)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    Trainer(tiny("baseline", {"width": 8, "input_size": 12}, 12), train_set, val_set, tmp_path).fit(progress=False)
+    assert seen and set(seen) == {(True, False)}
+    assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == (False, True)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_training_on_cuda_resumes_like_an_uninterrupted_run(tmp_path: Path, train_set: FaceSet, val_set: FaceSet,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:

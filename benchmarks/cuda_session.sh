@@ -6,10 +6,13 @@
 # Needs python3 with torch (CUDA), numpy, opencv, safetensors, huggingface_hub, tqdm and pytest; lrfer
 # itself is installed without dependencies (nothing is downloaded). SHARED_DIR (default ../shared)
 # holds images/ (the group photos); it is linked to ../shared when that is absent. Each step has its
-# own time limit and log under $OUT, and a failing step does not stop the next ones. The GPU tests
+# own time limit and log, and a failing step does not stop the next ones. The logs come back in
+# $OUT as files when they are at most 7, else as logs.tar.gz; the archive is rewritten after every
+# step, so a call stopped at the device tool's limit still brings back each finished step's log. The GPU tests
 # come first (CUDA vs CPU results), then the benchmarks, then a torch.profiler trace of `lrfer predict`
 # on a folder (is the command waiting on the GPU, or the GPU on the host?). All steps at their limits
-# take longer than one 10-minute device call: STEPS="pipeline" (say) runs only the steps named.
+# take longer than one 10-minute device call: STEPS="pipeline" (say) runs only the steps named, and
+# STEPS="" none (the links and env.log only).
 # BASE=DIR, a copy of an earlier commit's tree (`git archive REV | tar -x -C DIR`), adds
 # first_use_base, pipeline_480_base and predict_folder_base: those benchmarks on that code, right
 # after the current code's, on the same machine. The *_v7 steps repeat a step with
@@ -19,21 +22,27 @@
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-cuda-results}
-mkdir -p "$OUT"
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)  # absolute: pack_logs runs in $LOGS
+LOGS=$(mktemp -d)
 shared=${1:-../shared}
 if [ ! -e ../shared ] && [ -d "$shared" ]; then ln -s "$(cd "$shared" && pwd)" ../shared; fi
 # BASE's benchmarks look for the photos next to BASE, as these look next to the repository.
 if [ -n "${BASE:-}" ] && [ ! -d "$BASE/../shared/images" ] && [ -d "$shared" ]; then ln -sfn "$(cd "$shared" && pwd)" "$BASE/../shared"; fi
 
-STEPS=${STEPS:-tests_cuda first_use first_use_v7 first_use_base throughput pipeline loader pipeline_480 pipeline_480_base predict_folder predict_folder_v7 predict_folder_base predict_folder_vary video profile_folder tests_cuda_v7}  # a subset to rerun only those
+STEPS=${STEPS-tests_cuda first_use first_use_v7 first_use_base throughput pipeline loader pipeline_480 pipeline_480_base predict_folder predict_folder_v7 predict_folder_base predict_folder_vary video profile_folder tests_cuda_v7}  # a subset to rerun only those
 
-step() {  # step SECONDS NAME COMMAND...: run with a time limit, log to $OUT/NAME.log, print its tail
+pack_logs() {  # every log so far in $OUT/logs.tar.gz: the device tool returns at most 8 files
+    (cd "$LOGS" && tar -czf "$OUT/.logs.tar.gz" -- *.log) && mv "$OUT/.logs.tar.gz" "$OUT/logs.tar.gz"
+}
+
+step() {  # step SECONDS NAME COMMAND...: run with a time limit, log to $LOGS/NAME.log, pack the logs
     local limit=$1 name=$2 start=$SECONDS
     shift 2
     case " $STEPS " in *" $name "*) ;; *) return ;; esac
     echo "=== $name: $*"
-    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    timeout "$limit" "$@" >"$LOGS/$name.log" 2>&1
     echo "=== $name: exit $? after $((SECONDS - start)) s"
+    pack_logs
 }
 
 {
@@ -41,8 +50,9 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, log to $OUT/NAM
     nproc
     python3 -c "import torch, numpy, cv2; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available(), 'cudnn', torch.backends.cudnn.version(), 'numpy', numpy.__version__, 'cv2', cv2.__version__)"
     python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . && python3 -c "import lrfer; print('lrfer', lrfer.__version__)"
-} >"$OUT/env.log" 2>&1
-cat "$OUT/env.log"
+} >"$LOGS/env.log" 2>&1
+cat "$LOGS/env.log"
+pack_logs
 
 # Each *_v7 step runs its twin's very command (one array each) with only the variable added.
 V7=(env TORCH_CUDNN_V8_API_DISABLED=1)
@@ -82,15 +92,15 @@ step 90 profile_folder python3 benchmarks/predict_folder.py --device cuda --widt
 step 90 tests_cuda_v7 "${V7[@]}" "${TESTS_CUDA[@]}"
 
 for name in $STEPS; do
-    [ -f "$OUT/$name.log" ] || continue
+    [ -f "$LOGS/$name.log" ] || continue
     echo "##### $name"
-    tail -n 60 "$OUT/$name.log"
+    tail -n 60 "$LOGS/$name.log"
 done
-# The device tool brings back at most 8 files from $OUT: with more logs than that (env.log and 8 or
-# more steps), they come back as one archive instead.
 shopt -s nullglob
-logs=("$OUT"/*.log)
-if [ "${#logs[@]}" -gt 8 ]; then
-    tar -czf "$OUT/logs.tar.gz" -C "$OUT" "${logs[@]##*/}" && rm -f -- "${logs[@]}"
-    echo "${#logs[@]} logs packed into $OUT/logs.tar.gz (the device tool returns at most 8 files)"
+logs=("$LOGS"/*.log)
+if [ "${#logs[@]}" -le 7 ]; then  # with the archive, at most 8 files
+    cp -- "${logs[@]}" "$OUT"/
+else
+    echo "${#logs[@]} logs are in $OUT/logs.tar.gz (the device tool returns at most 8 files)"
 fi
+rm -rf -- "$LOGS"

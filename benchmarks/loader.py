@@ -1,14 +1,16 @@
 """The streaming loader of ``lrfer predict`` alone: decoding workers handing photos to the main process.
 
     python benchmarks/loader.py [--width 480] [--count 2000] [--image-batch 64] [--workers 2]
-                                [--decode-batch 0,32] [--score-ms 1.0]
+                                [--decode-batch 0,32] [--slot-bytes 0,1048576] [--score-ms 1.0]
 
 Writes ``count`` JPEGs of the shared group photos (``width`` px wide) into a temporary folder, then
 iterates :func:`lrfer.cli.iter_decoded` over them once per ``--decode-batch`` value, side by side in
 this process. The consumer stands in for the models: it reads every page of each photo (as the
 upload to a device does) and sleeps ``--score-ms`` per photo, so that the workers can run ahead.
 ``--decode-batch 0`` is the loader as it was before decode batches (stop 14): one worker decodes a
-whole image batch and hands every photo over as its own tensor. Printed per setting:
+whole image batch and hands every photo over as its own tensor. ``--slot-bytes 0`` is the loader
+as it was before reusable slots (stop 33): a new shared-memory segment per decode batch, which the
+main process maps, faults in and frees. Printed per setting:
 
 - the seconds until the first image batch (start-up included: the workers start and decode);
 - the seconds for the whole folder and photos/s;
@@ -60,11 +62,12 @@ def per_photo_tensors(files: ImageFiles, workers: int, image_batch: int) -> Iter
     return ([(index, image if isinstance(image, str) else image.numpy()) for index, image in batch] for batch in loader)
 
 
-def run(folder: Path, image_batch: int, workers: int, score_ms: float, decode_batch: int) -> dict[str, float]:
+def run(folder: Path, image_batch: int, workers: int, score_ms: float, decode_batch: int,
+        slot_bytes: int) -> dict[str, float]:
     files = iter_image_files([folder])
     start = time.perf_counter()
     if decode_batch:
-        cli.DECODE_BATCH = decode_batch
+        cli.DECODE_BATCH, cli.DECODE_SLOT_BYTES = decode_batch, slot_bytes
         batches = cli.iter_decoded(files, workers, image_batch)
     else:
         batches = per_photo_tensors(files, workers, image_batch)
@@ -93,6 +96,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="decoding worker processes")
     parser.add_argument("--decode-batch", default=f"0,{cli.DECODE_BATCH}",
                         help="comma list of photos per worker batch; 0: the loader before decode batches")
+    parser.add_argument("--slot-bytes", default=f"0,{cli.DECODE_SLOT_BYTES}",
+                        help="comma list of bytes per photo of the workers' reusable slots; 0: a new segment per batch")
     parser.add_argument("--score-ms", type=float, default=1.0, help="the consumer's sleep per photo (stands in for the models)")
     parser.add_argument("--rounds", type=int, default=2, help="every setting this many times, alternating")
     args = parser.parse_args()
@@ -101,16 +106,18 @@ def main() -> None:
     print(f"# machine: {machine()}\n")
     print(f"{args.count:,} photos {args.width} px wide, image batch {args.image_batch}, {args.workers} workers, "
           f"consumer {args.score_ms} ms per photo\n")
-    print("| decode batch | first image batch s | total s | photos/s | main thread in loader, ms/photo | worker peak RSS MB |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| decode batch | slot bytes per photo | first image batch s | total s | photos/s | main thread in loader, ms/photo | worker peak RSS MB |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "photos"
         write_photos(folder, args.width, args.count)
         for _ in range(args.rounds):
-            for decode_batch in (int(v) for v in args.decode_batch.split(",")):
-                r = run(folder, args.image_batch, args.workers, args.score_ms, decode_batch)
-                print(f"| {decode_batch or 'before: a tensor per photo'} | {r['first']:.2f} | {r['total']:.2f} | {r['rate']:,.0f} | "
-                      f"{r['inside_ms']:.3f} | {r['worker_mb']:,.0f} |", flush=True)
+            settings = [(d, b) for d in (int(v) for v in args.decode_batch.split(","))
+                        for b in ((int(v) for v in args.slot_bytes.split(",")) if d else (0,))]
+            for decode_batch, slot_bytes in settings:
+                r = run(folder, args.image_batch, args.workers, args.score_ms, decode_batch, slot_bytes)
+                print(f"| {decode_batch or 'before: a tensor per photo'} | {slot_bytes or 'no slots'} | {r['first']:.2f} | "
+                      f"{r['total']:.2f} | {r['rate']:,.0f} | {r['inside_ms']:.3f} | {r['worker_mb']:,.0f} |", flush=True)
 
 
 if __name__ == "__main__":

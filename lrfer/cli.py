@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 from lrfer import __version__
 
 if TYPE_CHECKING:
-    from lrfer.io import ImageFileDataset, ImageFiles, PackedImages
+    from lrfer.io import DecodeSlots, ImageFileDataset, ImageFiles, PackedImages
 
 logger = logging.getLogger("lrfer")
 
@@ -53,6 +54,10 @@ DECODE_BATCH = 32
 #: itself: a safety net (a batch of 32 large photos decodes in seconds), so that a worker stuck
 #: without an error never leaves the run waiting forever.
 DECODE_TIMEOUT_S = 600
+#: Bytes of a decoded photo that a decoding worker's reusable shared-memory slot holds
+#: (:class:`~lrfer.io.DecodeSlots`; 1 MiB: 480x360 RGB is 0.5 MiB, 640x480 0.9 MiB). Batches of
+#: larger photos travel in a segment of their own, as with 0 here.
+DECODE_SLOT_BYTES = 2**20
 
 
 # ------------------------------------------------------------------------------------------- parser
@@ -498,34 +503,39 @@ def iter_decoded(files: ImageFiles, workers: int | None, image_batch: int) -> It
     fail later (shared memory full: Docker's /dev/shm is 64 MB; no batch for :data:`DECODE_TIMEOUT_S`),
     the files not yet delivered are decoded in-process, with a warning.
     """
-    from lrfer.io import ImageFileDataset, unpack_images
+    from lrfer.io import ImageFileDataset
 
     dataset = ImageFileDataset(files)
     workers = default_workers() if workers is None else workers
     decode_batch = min(DECODE_BATCH, image_batch)
-    yield from regroup(map(unpack_images, _decoded_batches(dataset, workers, image_batch, decode_batch)), image_batch)
+    yield from regroup(_decoded_batches(dataset, workers, image_batch, decode_batch), image_batch)
 
 
 def _decoded_batches(dataset: ImageFileDataset, workers: int, image_batch: int,
-                     decode_batch: int) -> Iterator[PackedImages]:
-    """:func:`~lrfer.io.pack_images` batches of ``dataset`` in order, from ``workers`` processes, the rest
-    in-process once they report an error (workers start in ``iter()``, first use shared memory in
-    ``next()``). A worker killed while this process is busy (the OOM killer) is torch's error: it
+                     decode_batch: int) -> Iterator[list[tuple[int, Any]]]:
+    """:func:`~lrfer.io.unpack_images` batches of ``dataset`` in order, from ``workers`` processes, the
+    rest in-process once they report an error (workers start in ``iter()``, first use shared memory
+    in ``next()``). A worker killed while this process is busy (the OOM killer) is torch's error: it
     stops the run."""
     from torch.utils.data import DataLoader, Dataset, Subset
 
-    from lrfer.io import pack_images
+    from lrfer.io import pack_images, unpack_images
 
     # torch annotates DataLoader and Subset with its Dataset class; they read any map-style dataset
     files = cast("Dataset[tuple[int, Any]]", dataset)
+    slots: DecodeSlots | None = None
 
     def loader(n: int, first: int) -> Iterator[PackedImages]:
+        nonlocal slots
         data = files if first == 0 else Subset(files, range(first, len(dataset)))
+        prefetch = decode_prefetch(image_batch, n, decode_batch) if n else None
+        slots = worker_slots(n, prefetch or 0, image_batch, decode_batch)
         if n:
             share_temp_dir_with_workers()
-        return iter(DataLoader(data, batch_size=decode_batch, shuffle=False, num_workers=n, collate_fn=pack_images,
-                               prefetch_factor=decode_prefetch(image_batch, n, decode_batch) if n else None,
-                               persistent_workers=False, timeout=DECODE_TIMEOUT_S if n else 0))
+        collate = pack_images if slots is None else functools.partial(pack_images, slots=slots)
+        return iter(DataLoader(data, batch_size=decode_batch, shuffle=False, num_workers=n, collate_fn=collate,
+                               prefetch_factor=prefetch, persistent_workers=False,
+                               timeout=DECODE_TIMEOUT_S if n else 0))
 
     delivered, it = 0, None
     while True:
@@ -544,7 +554,23 @@ def _decoded_batches(dataset: ImageFileDataset, workers: int, image_batch: int,
         if packed is None:
             return
         delivered += len(packed[0])
-        yield packed
+        yield unpack_images(packed, slots)
+
+
+def worker_slots(workers: int, prefetch: int, image_batch: int, decode_batch: int) -> DecodeSlots | None:
+    """The :class:`~lrfer.io.DecodeSlots` that ``workers`` decoding workers fill (None without workers,
+    or with ``DECODE_SLOT_BYTES`` 0): enough slots for every batch at once, those queued ahead
+    (``prefetch`` per worker) and those held here (the image batch being scored, the one before it
+    until its list is let go, and the next one being gathered), each of ``decode_batch`` photos of up
+    to :data:`DECODE_SLOT_BYTES` bytes: 43 slots of 32 MiB for 8 workers, 2 batches queued per worker
+    and image batches of 256. Untouched slots cost no memory.
+    """
+    from lrfer.io import decode_slots
+
+    if not workers or not DECODE_SLOT_BYTES:
+        return None
+    held = 3 * (math.ceil(image_batch / decode_batch) + 1)
+    return decode_slots(prefetch * workers + held, decode_batch * DECODE_SLOT_BYTES)
 
 
 def _stderr_write_tqdm() -> type:

@@ -440,7 +440,8 @@ def test_workers_decode_small_batches_that_come_back_as_image_batches_in_order(
     real_loader = torch.utils.data.DataLoader
 
     def recording_loader(*args: object, **kwargs: object) -> object:
-        assert kwargs["collate_fn"] is pack_images  # one tensor per worker batch, not one per image
+        collate = kwargs["collate_fn"]  # one tensor or slot per worker batch, not one per image
+        assert getattr(collate, "func", collate) is pack_images
         sizes.append(int(kwargs["batch_size"]))  # type: ignore[call-overload]
         return real_loader(*args, **kwargs)  # type: ignore[arg-type]
 
@@ -525,7 +526,7 @@ BREAK_FROM, BREAK_HOW = 6, "fails"
 UNPATCHED_PACK_IMAGES = __import__("lrfer.io", fromlist=["pack_images"]).pack_images
 
 
-def packing_that_breaks_in_workers(batch: list[tuple[int, Any]]) -> Any:
+def packing_that_breaks_in_workers(batch: list[tuple[int, Any]], slots: Any = None) -> Any:
     """``pack_images`` whose workers, from file :data:`BREAK_FROM` on, find shared memory full or hang."""
     import time
 
@@ -535,7 +536,7 @@ def packing_that_breaks_in_workers(batch: list[tuple[int, Any]]) -> Any:
         if BREAK_HOW == "hangs":
             time.sleep(60)
         raise RuntimeError("unable to allocate shared memory(shm) for file </torch_1>: No space left on device (28)")
-    return UNPATCHED_PACK_IMAGES(batch)
+    return UNPATCHED_PACK_IMAGES(batch, slots)
 
 
 @pytest.mark.skipif(__import__("multiprocessing").get_start_method() != "fork",
@@ -565,6 +566,85 @@ def test_decoding_goes_on_in_process_when_workers_fail_part_way(
     assert [index for index, _ in items] == list(range(13))
     assert all(item.shape == (4 + index, 5, 3) and int(item[0, 0, 0]) == index for index, item in items)
     assert f"image-decoding workers failed after {BREAK_FROM} files ({reason}); decoding in-process" in caplog.text
+
+
+def write_numbered_pngs(folder: Path, count: int) -> None:
+    """PNGs 00.png.. whose pixels say their number (lossless): file i is (4 + i % 5, 5, 3), value i."""
+    for i in range(count):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), np.full((4 + i % 5, 5, 3), i, dtype=np.uint8))
+
+
+def slot_backed(array: np.ndarray) -> bool:
+    base = array.base
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return type(base).__name__ == "_SlotLease"
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="DecodeSlots need memfd_create (Linux)")
+def test_decoding_workers_refill_a_slot_only_once_nothing_reads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers reuse 3 slots for 30 batches; photos still held (every third image batch, kept to the
+    end) keep their slot, so their pixels stay theirs while the slots around them are written again."""
+    import lrfer.cli as cli
+    import lrfer.io
+    from lrfer.io import iter_image_files
+
+    write_numbered_pngs(tmp_path, 60)
+    made: list[Any] = []
+    real_decode_slots = lrfer.io.decode_slots
+
+    def three_slots(count: int, slot_bytes: int) -> Any:
+        made.append(real_decode_slots(3, slot_bytes))
+        return made[-1]
+
+    monkeypatch.setattr(lrfer.io, "decode_slots", three_slots)
+    monkeypatch.setattr(cli, "DECODE_BATCH", 2)
+    held, seen = [], []
+    for number, batch in enumerate(cli.iter_decoded(iter_image_files([tmp_path]), workers=2, image_batch=2)):
+        seen.extend((index, item.copy(), slot_backed(item)) for index, item in batch)
+        if number % 3 == 0:
+            held.extend(batch)
+    assert len(made) == 1 and len(made[0]) == 3
+    assert [index for index, _, _ in seen] == list(range(60))
+    assert all(item.shape == (4 + i % 5, 5, 3) and (item == i).all() for i, item, _ in seen)
+    assert sum(backed for _, _, backed in seen) > 3 * 2  # the slots were written again
+    assert any(slot_backed(item) for _, item in held)
+    assert all((item == index).all() for index, item in held)  # untouched while held
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="DecodeSlots need memfd_create (Linux)")
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_decoding_workers_started_without_fork_fill_the_slots(method: str, tmp_path: Path) -> None:
+    """Spawned workers (and forkserver's, Python 3.14's default) receive the slots' file descriptor
+    and write into the same memory as the main process reads. In a subprocess: its own start method."""
+    write_numbered_pngs(tmp_path, 12)
+    script = (
+        "import multiprocessing, sys\n"
+        "from lrfer import cli\n"
+        "from lrfer.io import iter_image_files\n"
+        "cli.DECODE_BATCH = 2\n"
+        "if __name__ == '__main__':  # the workers import this file too\n"
+        f"    multiprocessing.set_start_method({method!r})\n"
+        "    items = [item for batch in cli.iter_decoded(iter_image_files([sys.argv[1]]), workers=2, image_batch=4)\n"
+        "             for item in batch]\n"
+        "    assert [i for i, _ in items] == list(range(12)), items\n"
+        "    assert all((a == i).all() and a.shape == (4 + i % 5, 5, 3) for i, a in items)\n"
+        "    print(sum(type(a.base.base).__name__ == '_SlotLease' for _, a in items))\n"
+    )
+    (tmp_path / "run.py").write_text(script)
+    proc = subprocess.run([sys.executable, str(tmp_path / "run.py"), str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.split()[-1]) == 12
+
+
+def test_worker_slots_cover_every_batch_in_flight() -> None:
+    import lrfer.cli as cli
+
+    assert cli.worker_slots(0, 0, 64, 32) is None
+    if hasattr(os, "memfd_create"):
+        slots = cli.worker_slots(4, 1, 64, 32)
+        assert slots is not None and len(slots) == 4 * 1 + 3 * (2 + 1) and slots.slot_bytes == 32 * cli.DECODE_SLOT_BYTES
 
 
 def test_full_shared_memory_is_an_error_in_a_decoding_worker(monkeypatch: pytest.MonkeyPatch) -> None:

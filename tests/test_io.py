@@ -283,6 +283,64 @@ def test_packed_images_go_straight_to_shared_memory_in_a_worker(rgb: np.ndarray,
         assert np.array_equal(items[0][1], rgb) and np.array_equal(items[2][1], rgb[:5])
 
 
+needs_memfd = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="DecodeSlots need memfd_create (Linux)")
+
+
+def lease_of(array: np.ndarray) -> object:
+    """The :class:`~lrfer.io.DecodeSlots` lease at the end of ``array``'s chain of bases, or None."""
+    base = array.base
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return base if type(base).__name__ == "_SlotLease" else None
+
+
+@needs_memfd
+def test_decode_slots_are_claimed_lowest_first_and_freed_with_the_last_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lrfer.io import DecodeSlots, SlotPixels
+
+    slots = DecodeSlots(3, 64)
+    assert [slots.claim(64), slots.claim(10), slots.claim(1)] == [0, 1, 2]
+    assert slots.claim(1) is None  # all taken: the worker makes a segment of its own
+    assert slots.claim(65) is None  # too large for a slot
+    slots.pixels[1, :6] = torch.arange(6, dtype=torch.uint8)
+    flat = slots.view(SlotPixels(1, 6))
+    rows = flat.reshape(2, 3)[1:]
+    assert flat.tolist() == [0, 1, 2, 3, 4, 5] and lease_of(rows) is not None
+    del flat
+    assert slots.claim(1) is None  # a view of slot 1 still lives
+    assert rows.tolist() == [[3, 4, 5]]
+    del rows
+    assert slots.claim(1) == 1
+    slots.release(0)
+    assert slots.claim(1) == 0
+
+
+@needs_memfd
+def test_packed_images_go_to_a_free_slot_in_a_worker(rgb: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a worker with :class:`~lrfer.io.DecodeSlots` a batch that fits goes to the lowest free slot
+    and unpacks from it; one that does not fit, or finds no slot free, gets a segment of its own."""
+    import torch.utils.data
+
+    from lrfer.io import DecodeSlots, SlotPixels
+
+    slots = DecodeSlots(2, 2 * rgb.size)
+    batch = [(0, torch.from_numpy(rgb)), (1, "unreadable"), (2, torch.from_numpy(rgb[:5]))]
+    assert isinstance(pack_images(batch, slots)[2], torch.Tensor)  # not in a worker: no slot
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())
+    first, second, third = (pack_images(batch, slots) for _ in range(3))
+    assert first[2] == SlotPixels(0, rgb.size + rgb[:5].size) and second[2] == SlotPixels(1, first[2].size)
+    assert isinstance(third[2], torch.Tensor) and third[2].is_shared()  # both slots held
+    too_large = pack_images([(0, torch.from_numpy(rgb)), (1, torch.from_numpy(rgb)), (2, torch.from_numpy(rgb))], slots)
+    assert isinstance(too_large[2], torch.Tensor)
+    with pytest.raises(ValueError, match="needs the DecodeSlots"):
+        unpack_images(first)
+    for packed in (first, second, third):
+        items = unpack_images(packed, slots)
+        assert [i for i, _ in items] == [0, 1, 2] and items[1][1] == "unreadable"
+        assert np.array_equal(items[0][1], rgb) and np.array_equal(items[2][1], rgb[:5])
+        assert (lease_of(items[0][1]) is not None) == isinstance(packed[2], SlotPixels)
+
+
 def png_claiming(width: int, height: int) -> bytes:
     """A few bytes of PNG whose header claims ``width`` x ``height`` gray pixels."""
     import struct

@@ -498,10 +498,10 @@ def iter_decoded(files: ImageFiles, workers: int | None, image_batch: int) -> It
 
     A ``torch.utils.data.DataLoader`` over the file paths, so decoding overlaps inference and memory
     stays flat however many files there are. Workers decode :data:`DECODE_BATCH` files at a time and
-    hand each such batch over as one tensor (:func:`~lrfer.io.pack_images`); :func:`regroup` makes
-    the image batches. About two image batches are decoded ahead. Where the workers cannot start, or
-    fail later (shared memory full: Docker's /dev/shm is 64 MB; no batch for :data:`DECODE_TIMEOUT_S`),
-    the files not yet delivered are decoded in-process, with a warning.
+    hand each such batch over in a reusable slot or as one tensor (:func:`~lrfer.io.pack_images`);
+    :func:`regroup` makes the image batches. About two image batches are decoded ahead. Where the
+    workers cannot start, or fail later (shared memory full: Docker's /dev/shm is 64 MB; no batch for
+    :data:`DECODE_TIMEOUT_S`), the files not yet delivered are decoded in-process, with a warning.
     """
     from lrfer.io import ImageFileDataset
 

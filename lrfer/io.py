@@ -505,8 +505,8 @@ class DecodeSlots:
     A worker claims the lowest free slot (:meth:`claim`, under a lock shared by the workers) and
     writes a batch there; the main process reads the batch through arrays whose base is a lease of
     the slot (:meth:`view`), and the slot is free again once the last of those arrays is gone. So a
-    slot is never written while anything still reads it. Without a free slot, or for a batch larger
-    than a slot, a worker makes a segment of its own as before.
+    slot is never written while anything still reads it. Without a free slot, for a batch larger
+    than a slot, or when the lock is not had within 1 s, a worker makes a segment of its own as before.
 
     The slots are one ``memfd`` file (Linux), sparse: a page takes memory once a worker writes it, so
     slots beyond the most batches ever in flight at once cost nothing, and /dev/shm's size (64 MB in

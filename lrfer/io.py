@@ -615,11 +615,11 @@ def pack_images(batch: list[tuple[int, Any]], slots: DecodeSlots | None = None) 
     shapes = [item if isinstance(item, str) else tuple(int(v) for v in item.shape) for _, item in batch]
     indices = [index for index, _ in batch]
     slot = slots.claim(size) if slots is not None and images and in_worker else None
-    if slot is not None:
+    if slots is not None and slot is not None:
         try:
-            torch.cat(images, out=slots.pixels[slot, :size])  # type: ignore[union-attr]
+            torch.cat(images, out=slots.pixels[slot, :size])
         except BaseException:
-            slots.release(slot)  # type: ignore[union-attr]
+            slots.release(slot)
             raise
         return indices, shapes, SlotPixels(slot, size)
     out = _shared_buffer(images[0], size) if images and in_worker else None

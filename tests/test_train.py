@@ -629,15 +629,17 @@ def test_training_runs_cudnns_deterministic_algorithms_and_restores_its_flags(
     original_step = Trainer._supervised_step
 
     def recording_step(self: Trainer, hr: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        seen.append((torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark))
+        cudnn = torch.backends.cudnn
+        seen.append((cudnn.deterministic, cudnn.benchmark, cudnn.allow_tf32, cudnn.enabled))
         return original_step(self, hr, y)
 
     monkeypatch.setattr(Trainer, "_supervised_step", recording_step)
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
-    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    for flag, value in (("benchmark", True), ("deterministic", False), ("allow_tf32", False), ("enabled", False)):
+        monkeypatch.setattr(torch.backends.cudnn, flag, value)  # the user's other flags must stay theirs
     Trainer(tiny("baseline", {"width": 8, "input_size": 12}, 12), train_set, val_set, tmp_path).fit(progress=False)
-    assert seen and set(seen) == {(True, False)}
-    assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == (False, True)
+    assert seen and set(seen) == {(True, False, False, False)}
+    cudnn = torch.backends.cudnn
+    assert (cudnn.deterministic, cudnn.benchmark, cudnn.allow_tf32, cudnn.enabled) == (False, True, False, False)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -711,8 +711,13 @@ class Trainer:
         GPU too a seed gives one run and a resumed run ends with the uninterrupted run's weights. Its
         default algorithms add in varying order: on an H100 the first epoch's loss of two runs of one
         seed differed, and a resumed tiny run's weights moved by up to 0.05 from the uninterrupted run's."""
-        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
+        cudnn = torch.backends.cudnn
+        before = cudnn.deterministic, cudnn.benchmark  # only these two: the user's other flags stay
+        cudnn.deterministic, cudnn.benchmark = True, False
+        try:
             return self._fit(progress)
+        finally:
+            cudnn.deterministic, cudnn.benchmark = before
 
     def _fit(self, progress: bool) -> nn.Module:
         from tqdm import tqdm

@@ -15,7 +15,7 @@
 # STEPS="" none (the links and env.log only).
 # BASE=DIR, a copy of an earlier commit's tree (`git archive REV | tar -x -C DIR`), adds
 # first_use_base, pipeline_480_base and predict_folder_base: those benchmarks on that code, right
-# after the current code's, on the same machine. The *_v7 steps repeat a step with
+# after the current code's, on the same machine; and predict_folder_ab, the two codes in turn, twice. The *_v7 steps repeat a step with
 # TORCH_CUDNN_V8_API_DISABLED=1: torch's cuDNN v7 convolution API, which picks an algorithm by a
 # heuristic call instead of building a v8 execution plan for each new shape (is the first-use gap
 # the plans? does steady state keep its speed? do the CUDA tests still pass?).
@@ -29,7 +29,7 @@ if [ ! -e ../shared ] && [ -d "$shared" ]; then ln -s "$(cd "$shared" && pwd)" .
 # BASE's benchmarks look for the photos next to BASE, as these look next to the repository.
 if [ -n "${BASE:-}" ] && [ ! -d "$BASE/../shared/images" ] && [ -d "$shared" ]; then ln -sfn "$(cd "$shared" && pwd)" "$BASE/../shared"; fi
 
-STEPS=${STEPS-tests_cuda first_use first_use_v7 first_use_base throughput pipeline loader pipeline_480 pipeline_480_base predict_folder predict_folder_v7 predict_folder_base predict_folder_vary video profile_folder tests_cuda_v7}  # a subset to rerun only those
+STEPS=${STEPS-tests_cuda first_use first_use_v7 first_use_base throughput pipeline loader pipeline_480 pipeline_480_base predict_folder predict_folder_v7 predict_folder_base predict_folder_ab predict_folder_vary video profile_folder tests_cuda_v7}  # a subset to rerun only those
 
 pack_logs() {  # every log so far in $OUT/logs.tar.gz: the device tool returns at most 8 files
     (cd "$LOGS" && tar -czf "$OUT/.logs.tar.gz" -- *.log) && mv "$OUT/.logs.tar.gz" "$OUT/logs.tar.gz"
@@ -84,6 +84,11 @@ step 100 predict_folder "${PREDICT_FOLDER[@]}"
 step 100 predict_folder_v7 "${V7[@]}" "${PREDICT_FOLDER[@]}"
 if [ -n "${BASE:-}" ]; then  # its own script puts its tree first on sys.path
     step 100 predict_folder_base python3 "$BASE/benchmarks/predict_folder.py" --device cuda --width 480 --count 4000 --image-batch 64,64,256,256 --workers 8
+    # This code against BASE's, alternating, twice each, 256 photos per step (no synchronised timers):
+    # one run of each, as in stop 33 (700-704 against 882), cannot tell a change from the spread.
+    step 200 predict_folder_ab bash -c 'for round in 1 2; do for tree in . "$1"; do echo "## $tree, round $round"
+        python3 "$tree/benchmarks/predict_folder.py" --device cuda --width 480 --count 4000 --image-batch 256,256 --workers 8 | grep "^| cuda"
+        done; done' _ "$BASE"
 fi
 step 80 predict_folder_vary python3 benchmarks/predict_folder.py --device cuda --width 480 --vary-width 160 --count 2000 --image-batch 64,64 --workers 8
 # Videos: decoding in predict_video's read-ahead thread against decoding in the model's thread (stop 25).

@@ -614,14 +614,15 @@ def pack_images(batch: list[tuple[int, Any]], slots: DecodeSlots | None = None) 
     size = sum(int(image.numel()) for image in images)
     shapes = [item if isinstance(item, str) else tuple(int(v) for v in item.shape) for _, item in batch]
     indices = [index for index, _ in batch]
-    slot = slots.claim(size) if slots is not None and images and in_worker else None
-    if slots is not None and slot is not None:
-        try:
-            torch.cat(images, out=slots.pixels[slot, :size])
-        except BaseException:
-            slots.release(slot)
-            raise
-        return indices, shapes, SlotPixels(slot, size)
+    if slots is not None and images and in_worker:
+        slot = slots.claim(size)
+        if slot is not None:
+            try:
+                torch.cat(images, out=slots.pixels[slot, :size])
+            except BaseException:
+                slots.release(slot)
+                raise
+            return indices, shapes, SlotPixels(slot, size)
     out = _shared_buffer(images[0], size) if images and in_worker else None
     pixels = torch.cat(images, out=out) if images else torch.zeros(0, dtype=torch.uint8)
     return indices, shapes, pixels

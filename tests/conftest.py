@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -39,3 +39,19 @@ def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
     save_weights(model.state_dict(), path, entry)
     return path
+
+
+def _slot_backed(array: object) -> bool:
+    """Whether ``array``'s chain of numpy bases ends in a :class:`~lrfer.io.DecodeSlots` slot's lease."""
+    import numpy as np
+
+    base = getattr(array, "base", None)
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return type(base).__name__ == "_SlotLease"
+
+
+@pytest.fixture
+def slot_backed() -> Callable[[object], bool]:
+    """:func:`_slot_backed`: whether a decoded array views a reusable decoding slot."""
+    return _slot_backed

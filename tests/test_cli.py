@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -574,15 +574,12 @@ def write_numbered_pngs(folder: Path, count: int) -> None:
         cv2.imwrite(str(folder / f"{i:02d}.png"), np.full((4 + i % 5, 5, 3), i, dtype=np.uint8))
 
 
-def slot_backed(array: np.ndarray) -> bool:
-    base = array.base
-    while isinstance(base, np.ndarray):
-        base = base.base
-    return type(base).__name__ == "_SlotLease"
+needs_memfd = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="DecodeSlots need memfd_create (Linux)")
 
 
-@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="DecodeSlots need memfd_create (Linux)")
-def test_decoding_workers_refill_a_slot_only_once_nothing_reads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@needs_memfd
+def test_decoding_workers_refill_a_slot_only_once_nothing_reads_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slot_backed: Callable[[np.ndarray], bool]) -> None:
     """Workers reuse 3 slots for 30 batches; photos still held (every third image batch, kept to the
     end) keep their slot, so their pixels stay theirs while the slots around them are written again."""
     import lrfer.cli as cli
@@ -612,7 +609,7 @@ def test_decoding_workers_refill_a_slot_only_once_nothing_reads_it(tmp_path: Pat
     assert all((item == index).all() for index, item in held)  # untouched while held
 
 
-@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="DecodeSlots need memfd_create (Linux)")
+@needs_memfd
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_decoding_workers_started_without_fork_fill_the_slots(method: str, tmp_path: Path) -> None:
     """Spawned workers (and forkserver's, Python 3.14's default) receive the slots' file descriptor
@@ -638,10 +635,12 @@ def test_decoding_workers_started_without_fork_fill_the_slots(method: str, tmp_p
     assert int(proc.stdout.split()[-1]) == 12
 
 
-@pytest.mark.skipif(not hasattr(os, "memfd_create") or __import__("multiprocessing").get_start_method() != "fork",
-                    reason="DecodeSlots need memfd_create; the workers must inherit the patch (fork)")
+@needs_memfd
+@pytest.mark.skipif(__import__("multiprocessing").get_start_method() != "fork",
+                    reason="the workers must inherit the patched allocator (fork)")
 def test_decoding_workers_need_no_dev_shm_for_photos_that_fit_the_slots(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        slot_backed: Callable[[np.ndarray], bool]) -> None:
     """/dev/shm full from the start (Docker's 64 MB held about 4 batches of 32 photos of 480 px: with
     8 workers and 256 photos per step they failed after 64-128 files, and decoding went on in-process,
     17x slower). The slots are a memfd, outside /dev/shm: the workers decode the whole folder."""

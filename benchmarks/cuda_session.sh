@@ -3,21 +3,21 @@
 #
 #   OUT=cuda-results bash benchmarks/cuda_session.sh [SHARED_DIR]
 #
-# Needs python3 with torch (CUDA), numpy, opencv, safetensors, huggingface_hub, tqdm and pytest; lrfer
-# itself is installed without dependencies (nothing is downloaded). SHARED_DIR (default ../shared)
-# holds images/ (the group photos); it is linked to ../shared when that is absent. Each step has its
-# own time limit and log, and a failing step does not stop the next ones. The logs come back in
-# $OUT as files when they are at most 7, else as logs.tar.gz; the archive is rewritten after every
-# step, so a call stopped at the device tool's limit still brings back each finished step's log. The GPU tests
-# come first (CUDA vs CPU results), then the benchmarks, then a torch.profiler trace of `lrfer predict`
-# on a folder (is the command waiting on the GPU, or the GPU on the host?). All steps at their limits
-# take longer than one 10-minute device call: STEPS="pipeline" (say) runs only the steps named, and
-# STEPS="" none (the links and env.log only).
-# BASE=DIR, a copy of an earlier commit's tree (`git archive REV | tar -x -C DIR`), adds
-# first_use_base, pipeline_480_base and predict_folder_base: those benchmarks on that code, right
-# after the current code's, on the same machine; and predict_folder_ab, the two codes in turn, twice. The *_v7 steps repeat a step with
-# TORCH_CUDNN_V8_API_DISABLED=1: torch's cuDNN v7 convolution API, which picks an algorithm by a
-# heuristic call instead of building a v8 execution plan for each new shape (is the first-use gap
+# Needs python3 with torch (CUDA), numpy, opencv, safetensors, huggingface_hub, tqdm and pytest;
+# lrfer itself is installed without dependencies (nothing is downloaded). SHARED_DIR (default
+# ../shared) holds images/ (the group photos); it is linked to ../shared when that is absent. Each
+# step has its own time limit and log, and a failing step does not stop the next ones. The logs come
+# back in $OUT as files when they are at most 7, else as logs.tar.gz; the archive is rewritten after
+# every step, so a call stopped at the device tool's limit still brings back each finished step's
+# log. The GPU tests come first (CUDA vs CPU results), then the benchmarks, then a torch.profiler
+# trace of `lrfer predict` on a folder (is the command waiting on the GPU, or the GPU on the host?).
+# All steps at their limits take longer than one 10-minute device call: STEPS="pipeline" (say) runs
+# only the steps named, and STEPS="" none (the links and env.log only). BASE=DIR, a copy of an
+# earlier commit's tree (`git archive REV | tar -x -C DIR`), adds first_use_base, pipeline_480_base
+# and predict_folder_base: those benchmarks on that code, right after the current code's, on the
+# same machine; and predict_folder_ab, the two codes in turn, twice. The *_v7 steps repeat a step
+# with TORCH_CUDNN_V8_API_DISABLED=1: torch's cuDNN v7 convolution API, which picks an algorithm by
+# a heuristic call instead of building a v8 execution plan for each new shape (is the first-use gap
 # the plans? does steady state keep its speed? do the CUDA tests still pass?).
 set -u
 export PYTHONUNBUFFERED=1

@@ -108,12 +108,12 @@ def main() -> None:
           f"consumer {args.score_ms} ms per photo\n")
     print("| decode batch | slot bytes per photo | first image batch s | total s | photos/s | main thread in loader, ms/photo | worker peak RSS MB |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    slot_sizes = [int(v) for v in args.slot_bytes.split(",")]
+    settings = [(d, b) for d in (int(v) for v in args.decode_batch.split(",")) for b in (slot_sizes if d else [0])]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "photos"
         write_photos(folder, args.width, args.count)
         for _ in range(args.rounds):
-            settings = [(d, b) for d in (int(v) for v in args.decode_batch.split(","))
-                        for b in ((int(v) for v in args.slot_bytes.split(",")) if d else (0,))]
             for decode_batch, slot_bytes in settings:
                 r = run(folder, args.image_batch, args.workers, args.score_ms, decode_batch, slot_bytes)
                 print(f"| {decode_batch or 'before: a tensor per photo'} | {slot_bytes or 'no slots'} | {r['first']:.2f} | "

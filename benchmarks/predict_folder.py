@@ -1,19 +1,22 @@
 """Photos/s of ``lrfer predict`` on a folder of real photos: the streaming loader end to end.
 
     python benchmarks/predict_folder.py [--width 480] [--vary-width 0] [--count 2000] [--device cpu|cuda|all]
-                                        [--image-batch 16,64] [--workers 4]
+                                        [--image-batch 16,64] [--streams 1,2] [--workers 4] [--rounds 1]
 
 Writes ``count`` JPEGs (the shared group photos resized to ``width`` px, each file distinct on disk)
 into a temporary folder (``--vary-width PX``: widths spread over PX pixels, a folder of many
 photo sizes), then runs ``lrfer predict FOLDER --out x.csv`` in this process for each
-setting: decoding in worker processes, detection, alignment and classification in the main one,
-rows written to CSV. A warm-up run on a few files comes first (model load, CUDA start-up); the
-timed run includes loading the models, as a user's command does. ``--profile`` prints where the
+setting (each ``--image-batch`` with each ``--streams``, ``--rounds`` times in turn): decoding in
+worker processes, detection, alignment and classification in the main one (with ``--streams`` N,
+N image batches at once on threads and CUDA streams of their own), rows written to CSV. A warm-up
+run on a few files comes first (model load, CUDA start-up); the timed run includes loading the
+models, as a user's command does. ``--profile`` prints where the
 main process spends the last timed run (cProfile: waiting for decoded batches shows as the data
 loader's ``__next__``); ``--stages`` prints the seconds of every timed run in each stage of
 :data:`PREDICT_STAGES` (synchronised timers), "other" being the rest (waiting for decoded batches,
 writing rows, starting the workers): where a first run in the process loses its time against the
-same run again. ``--torch-profile`` runs the last timed run under ``torch.profiler`` and prints the
+same run again; runs with more than one stream print none (their steps overlap, and a synchronised
+timer would make them wait for each other). ``--torch-profile`` runs the last timed run under ``torch.profiler`` and prints the
 main process's operators and CUDA runtime calls by self CPU time and, on CUDA, the kernels by GPU
 time and the share of the run the GPU spent in kernels: whether the command waits on the GPU or the
 GPU on the host.
@@ -69,8 +72,9 @@ def write_photos(folder: Path, width: int, count: int, vary: int = 0) -> None:
 
 
 def run(folder: Path, out: Path, device: str, image_batch: int, workers: int | None,
-        profiler: cProfile.Profile | None = None) -> tuple[float, int]:
-    argv = ["predict", str(folder), "--out", str(out), "--device", device, "--quiet", "--image-batch", str(image_batch)]
+        profiler: cProfile.Profile | None = None, streams: int = 1) -> tuple[float, int]:
+    argv = ["predict", str(folder), "--out", str(out), "--device", device, "--quiet", "--image-batch", str(image_batch),
+            "--streams", str(streams)]
     if workers is not None:
         argv += ["--workers", str(workers)]
     start = time.perf_counter()
@@ -121,15 +125,16 @@ def print_torch_profile(trace: torch.profiler.profile, device: str, seconds: flo
     print(events.table(sort_by=SELF_DEVICE_TIME, row_limit=15))
 
 
-def print_stages(rows: list[tuple[str, int, dict[str, float], float]]) -> None:
-    """Seconds per stage of each timed run, in the order run: (device, image batch, seconds per
-    stage label, total seconds)."""
-    print("\n## seconds per stage of each run (synchronised timers)\n")
+def print_stages(rows: list[tuple[str, int, int, dict[str, float], float]]) -> None:
+    """Seconds per stage of each timed run of one stream, in the order run: (device, image batch,
+    streams, seconds per stage label, total seconds)."""
+    print("\n## seconds per stage of each run of one stream (synchronised timers)\n")
     print("| device | image batch | " + " | ".join(label for label, _, _ in PREDICT_STAGES) + " | other | total |")
     print("| --- | ---: |" + " ---: |" * (len(PREDICT_STAGES) + 2))
-    for device, image_batch, spent, seconds in rows:
-        cells = " | ".join(f"{spent.get(label, 0.0):.2f}" for label, _, _ in PREDICT_STAGES)
-        print(f"| {device} | {image_batch} | {cells} | {seconds - sum(spent.values()):.2f} | {seconds:.2f} |")
+    for device, image_batch, streams, spent, seconds in rows:
+        if streams == 1:
+            cells = " | ".join(f"{spent.get(label, 0.0):.2f}" for label, _, _ in PREDICT_STAGES)
+            print(f"| {device} | {image_batch} | {cells} | {seconds - sum(spent.values()):.2f} | {seconds:.2f} |")
 
 
 def main() -> None:
@@ -140,6 +145,8 @@ def main() -> None:
                         help="photo widths spread over WIDTH .. WIDTH+PX-1 (a folder of many sizes); 0: all WIDTH")
     parser.add_argument("--device", default="all", help="cpu, cuda or all (cuda when present)")
     parser.add_argument("--image-batch", default="16,64", help="comma list of --image-batch values")
+    parser.add_argument("--streams", default="1", help="comma list of --streams values (image batches scored at once)")
+    parser.add_argument("--rounds", type=int, default=1, help="every setting this many times, in turn")
     parser.add_argument("--workers", type=int, default=None, help="decoding workers (default: lrfer's default)")
     parser.add_argument("--profile", action="store_true", help="profile the main process in the last timed run")
     parser.add_argument("--stages", action="store_true", help="seconds per stage of predict in every timed run")
@@ -152,25 +159,29 @@ def main() -> None:
     print(f"# machine: {machine()}\n")
     widths = f"{args.width}-{args.width + args.vary_width - 1}" if args.vary_width else f"{args.width}"
     print(f"`lrfer predict` on {args.count:,} photos {widths} px wide (the shared group photos, 3-4 faces each)\n")
-    print("| device | image batch | workers | seconds | photos/s | faces |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| device | image batch | streams | workers | seconds | photos/s | faces |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as tmp:
         folder, warm = Path(tmp) / "photos", Path(tmp) / "warm"
         write_photos(folder, args.width, args.count, args.vary_width)
         write_photos(warm, args.width, WARMUP_FILES)
-        settings = [(d, int(b)) for d in devices for b in args.image_batch.split(",")]
+        settings = [(d, int(b), int(n)) for _ in range(args.rounds) for d in devices for b in args.image_batch.split(",")
+                    for n in args.streams.split(",")]
         profiler = cProfile.Profile() if args.profile else None
         stage_rows = []
-        for i, (device, image_batch) in enumerate(settings):
-            run(warm, Path(tmp) / "warm.csv", device, image_batch, args.workers)
+        for i, (device, image_batch, streams) in enumerate(settings):
+            run(warm, Path(tmp) / "warm.csv", device, image_batch, args.workers, streams=streams)
             last = i == len(settings) - 1
-            staged = timed_calls(torch.device(device), list(PREDICT_STAGES)) if args.stages else contextlib.nullcontext({})
+            staged = (timed_calls(torch.device(device), list(PREDICT_STAGES)) if args.stages and streams == 1
+                      else contextlib.nullcontext({}))
             traced = torch_profiler(device) if args.torch_profile and last else contextlib.nullcontext()
             with staged as spent, traced as trace:
-                seconds, faces = run(folder, Path(tmp) / "out.csv", device, image_batch, args.workers, profiler if last else None)
+                seconds, faces = run(folder, Path(tmp) / "out.csv", device, image_batch, args.workers,
+                                     profiler if last else None, streams)
             workers = "default" if args.workers is None else args.workers
-            print(f"| {device} | {image_batch} | {workers} | {seconds:.2f} | {args.count / seconds:,.0f} | {faces:,} |", flush=True)
-            stage_rows.append((device, image_batch, dict(spent), seconds))
+            print(f"| {device} | {image_batch} | {streams} | {workers} | {seconds:.2f} | {args.count / seconds:,.0f} "
+                  f"| {faces:,} |", flush=True)
+            stage_rows.append((device, image_batch, streams, dict(spent), seconds))
     if args.stages:
         print_stages(stage_rows)
     if trace is not None:

@@ -1,10 +1,11 @@
 """Peak memory of ``lrfer predict`` on a folder of 10k vs 100k images (must stay flat).
 
-    python benchmarks/predict_memory.py [--sizes 10000,100000] [--detector none] [--workers 2]
+    python benchmarks/predict_memory.py [--sizes 10000,100000] [--detector none] [--workers 2] [--streams 1,2]
 
 Writes N small synthetic face JPEGs into a temporary folder, runs ``lrfer predict FOLDER --out
 x.csv`` in a fresh process for each N, and prints that process's peak RSS (and its decoding
-workers'), wall time and rows written. ``--detector none`` scores the files as face crops (the
+workers'), wall time and rows written; ``--streams`` runs each size with each number of image
+batches scored at once (default: the command's own). ``--detector none`` scores the files as face crops (the
 streaming loader, classification and CSV writer are what is measured); ``--detector mtcnn`` runs
 the full pipeline on 160x160 images.
 """
@@ -44,9 +45,11 @@ def write_images(folder: Path, n: int, size: int) -> None:
         (sub / f"{i:06d}.jpg").write_bytes(encoded[i % len(encoded)])
 
 
-def run(folder: Path, out: Path, args: argparse.Namespace) -> tuple[float, float, float, int]:
+def run(folder: Path, out: Path, args: argparse.Namespace, streams: str) -> tuple[float, float, float, int]:
     cmd = [sys.executable, "-c", CHILD, "predict", str(folder), "--out", str(out), "--detector", args.detector,
            "--quiet", "--batch-size", str(args.batch_size)]
+    if streams:
+        cmd += ["--streams", streams]
     if args.workers is not None:
         cmd += ["--workers", str(args.workers)]
     if args.model:
@@ -68,18 +71,21 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--streams", default="", help="comma list of --streams values (default: the command's)")
     args = parser.parse_args()
     size = 48 if args.detector == "none" else 160
     print(f"# machine: {machine()}\n")
-    print("| images | main peak RSS MB | worker peak RSS MB | seconds | images/s | rows |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| images | streams | main peak RSS MB | worker peak RSS MB | seconds | images/s | rows |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "images"
             folder.mkdir()
             write_images(folder, n, size)
-            me, kids, seconds, rows = run(folder, Path(tmp) / "out.csv", args)
-        print(f"| {n:,} | {me:,.0f} | {kids:,.0f} | {seconds:.1f} | {n / seconds:,.0f} | {rows:,} |", flush=True)
+            for streams in args.streams.split(","):
+                me, kids, seconds, rows = run(folder, Path(tmp) / "out.csv", args, streams)
+                print(f"| {n:,} | {streams or 'default'} | {me:,.0f} | {kids:,.0f} | {seconds:.1f} | {n / seconds:,.0f} "
+                      f"| {rows:,} |", flush=True)
 
 
 if __name__ == "__main__":

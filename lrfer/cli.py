@@ -20,8 +20,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
@@ -42,6 +42,12 @@ DEFAULT_GPU_IMAGE_BATCH = 64
 #: launching kernels and copying, and torch's idle-spinning CPU threads took the cores it and the
 #: decoding workers need (H100 machine, 16 cores: 221 -> 278 photos/s at 480 px with one thread).
 GPU_HOST_THREADS = 1
+#: Image batches ``lrfer predict`` scores at once (``--streams``), each on a thread of its own: on CPU
+#: two, sharing the cores (one torch thread each on 2 cores: 300 photos of 480 px in 4.5-4.8 s against
+#: 5.0-7.3 s for one batch at a time on two threads; see docs/speed.md, stop 34); on CUDA one, until
+#: a GPU has measured more (each stream also queues on a CUDA stream of its own).
+DEFAULT_CPU_STREAMS = 2
+DEFAULT_GPU_STREAMS = 1
 #: Most images per decoding-worker batch, returned to the main process as one tensor and regrouped
 #: there into image batches. The main process pays a socket handshake with the worker for every
 #: tensor it receives (the shared memory's file descriptor): with a tensor per photo, as before, that
@@ -167,6 +173,10 @@ def _add_predict(sub: Any) -> None:
                         "them): faster on frames where nobody fills the picture (CCTV, crowds)")
     p.add_argument("--workers", type=_non_negative_int, default=None,
                    help="image-decoding worker processes (default: half the CPUs, at most 4; 0 = decode in-process)")
+    p.add_argument("--streams", type=_positive_int, default=None, metavar="N",
+                   help="image batches scored at once, each on a thread and (on CUDA) a CUDA stream of its own; "
+                        "on CPU they share the cores' torch threads (default: "
+                        f"{DEFAULT_CPU_STREAMS} on CPU with 2 cores or more, {DEFAULT_GPU_STREAMS} on CUDA)")
     add_cache_dir_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar and no closing summary on stderr")
     p.set_defaults(func=cmd_predict)
@@ -296,7 +306,6 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """``lrfer predict PATH...``: stream one row per face to CSV/JSONL or a stdout table."""
-    from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     import lrfer
@@ -312,21 +321,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rec = lrfer.load(args.model, device=args.device, detector=detector, min_face=args.min_face, precision=args.precision,
                      close_ups=args.close_ups, cache_dir=args.cache_dir)
     logger.info("%s on %d image(s) and %d video(s)", rec, len(files), len(videos))
-    use_few_cpu_threads_for_gpu(rec.device)
     args.annotated = None if args.annotate is None else AnnotatedPaths(
         args.annotate, args.paths, [path for path, _ in files] + [path for path, _ in videos], args.overwrite)
     counts = {"images": 0, "frames": 0, "faces": 0, "failed": 0, "partial": 0}
     # warnings go above the progress bar, not into the middle of its line
     with logging_redirect_tqdm(tqdm_class=_stderr_write_tqdm()), open_writer(args.out, rec.classes, video=bool(videos)) as write:
         if files:
-            bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)
-            image_batch = args.image_batch or (DEFAULT_GPU_IMAGE_BATCH if rec.device.type == "cuda" else DEFAULT_IMAGE_BATCH)
-            for batch in iter_decoded(files, args.workers, image_batch):
-                _predict_batch(rec, batch, files, args, write, counts)
-                bar.update(len(batch))
-            bar.close()
-        for video, rel in videos:
-            _predict_video(rec, video, rel, args, write, counts)
+            streams = args.streams or default_streams(rec.device)
+            with host_threads(rec.device, streams):
+                _predict_images(rec, files, streams, args, write, counts)
+        with host_threads(rec.device, 1):  # a video's frames are scored one step at a time
+            for video, rel in videos:
+                _predict_video(rec, video, rel, args, write, counts)
     summary = f"{counts['images']} image(s), {counts['frames']} video frame(s): {counts['faces']} face(s)"
     if args.quiet:
         logger.info("%s", summary)
@@ -338,6 +344,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
         logger.warning("%d video(s) ended before the frames their header announces, truncated or damaged: their "
                        "rows stop early (see the warnings above)", counts["partial"])
     return 1 if counts["failed"] or counts["partial"] else 0
+
+
+def _predict_images(rec: Any, files: ImageFiles, streams: int, args: argparse.Namespace,
+                    write: Callable[[dict[str, Any]], object], counts: dict[str, int]) -> None:
+    """The rows of ``files``, image batches decoded by worker processes and scored ``streams`` at once."""
+    from tqdm import tqdm
+
+    from lrfer.overlap import overlapped
+
+    bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)
+    image_batch = args.image_batch or (DEFAULT_GPU_IMAGE_BATCH if rec.device.type == "cuda" else DEFAULT_IMAGE_BATCH)
+    decoded = iter_decoded(files, args.workers, image_batch, streams)
+    scored = overlapped(functools.partial(score_batch, rec, args.batch_size), decoded, streams, rec.device)
+    # closed here, the scoring threads first, not when an exception's traceback lets them go: the
+    # decoding workers then stop while a SIGTERM's handling still expects them to
+    with closing(decoded), closing(scored):
+        for batch, results in scored:
+            _write_batch(batch, results, files, args, write, counts)
+            bar.update(len(batch))
+    bar.close()
 
 
 def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
@@ -402,37 +428,59 @@ class EndedEarlyCounter(logging.Handler):
         logging.getLogger("lrfer.video").removeHandler(self)
 
 
-def use_few_cpu_threads_for_gpu(device: Any) -> None:
-    """On CUDA, :data:`GPU_HOST_THREADS` torch CPU threads in this process, unless the environment
-    chose (``OMP_NUM_THREADS`` and the like)."""
+def default_streams(device: Any) -> int:
+    """``--streams`` unless given: :data:`DEFAULT_GPU_STREAMS` on CUDA; on CPU
+    :data:`DEFAULT_CPU_STREAMS` (at most one per core), or 1 where the environment chose the threads
+    (``OMP_NUM_THREADS`` and the like: all of them for one batch at a time)."""
+    from lrfer.recognizer import cpu_threads, threads_chosen_by_user
+
+    if device.type == "cuda":
+        return DEFAULT_GPU_STREAMS
+    return 1 if threads_chosen_by_user() else min(DEFAULT_CPU_STREAMS, cpu_threads())
+
+
+@contextmanager
+def host_threads(device: Any, streams: int) -> Iterator[None]:
+    """torch's CPU threads for ``streams`` batches at once while the block runs, unless the environment
+    chose (``OMP_NUM_THREADS`` and the like): :data:`GPU_HOST_THREADS` on CUDA; on CPU the cores
+    shared among the streams (each stream's thread runs its operators on that many). The count
+    before is restored after (``main`` called in-process, by a benchmark or a test)."""
     import torch
 
-    from lrfer.recognizer import threads_chosen_by_user
+    from lrfer.recognizer import cpu_threads, threads_chosen_by_user
 
-    if device.type == "cuda" and not threads_chosen_by_user():
-        torch.set_num_threads(GPU_HOST_THREADS)
+    before = torch.get_num_threads()
+    if not threads_chosen_by_user():
+        torch.set_num_threads(GPU_HOST_THREADS if device.type == "cuda" else max(1, cpu_threads() // streams))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
-def _predict_batch(rec: Any, batch: list[tuple[int, Any]], files: ImageFiles,
-                   args: argparse.Namespace, write: Callable[[dict[str, Any]], object], counts: dict[str, int]) -> None:
-    good = []
+def score_batch(rec: Any, batch_size: int, batch: list[tuple[int, Any]]) -> tuple[list[tuple[int, Any]], list[Any]]:
+    """``batch`` and the faces of each of its decoded images (its unreadable files, error messages, skipped)."""
+    images = [item for _, item in batch if not isinstance(item, str)]
+    return batch, rec.predict(images, batch_size=batch_size) if images else []
+
+
+def _write_batch(batch: list[tuple[int, Any]], results: list[Any], files: ImageFiles, args: argparse.Namespace,
+                 write: Callable[[dict[str, Any]], object], counts: dict[str, int]) -> None:
+    """The rows (and annotated images) of a :func:`score_batch` result, a warning per unreadable file."""
+    faces_of_images = iter(results)
     for index, item in batch:
         if isinstance(item, str):
             logger.warning("skipped: %s", item)
             counts["failed"] += 1
-        else:
-            good.append((index, item))
-    if not good:
-        return
-    results = rec.predict([img for _, img in good], batch_size=args.batch_size)
-    for (index, img), faces in zip(good, results):
+            continue
         path, rel = files[index]
+        faces = next(faces_of_images)
         for j, face in enumerate(faces):
             write(face.to_row(str(path), j))
         if args.annotated is not None:
             from lrfer.annotate import annotated_path, save_annotated
 
-            save_annotated(args.annotated.target(path, annotated_path(rel)), img, faces)
+            save_annotated(args.annotated.target(path, annotated_path(rel)), item, faces)
         counts["images"] += 1
         counts["faces"] += len(faces)
 
@@ -492,14 +540,15 @@ def default_workers() -> int:
     return max(1, min(4, cpus // 2))
 
 
-def iter_decoded(files: ImageFiles, workers: int | None, image_batch: int) -> Iterator[list[tuple[int, Any]]]:
+def iter_decoded(files: ImageFiles, workers: int | None, image_batch: int,
+                 scoring: int = 1) -> Generator[list[tuple[int, Any]], None, None]:
     """Batches of ``image_batch`` ``(file index, uint8 (H, W, 3) array | error message)``, in file
-    order, decoded by worker processes.
+    order, decoded by worker processes, for a caller that scores ``scoring`` batches at once.
 
     A ``torch.utils.data.DataLoader`` over the file paths, so decoding overlaps inference and memory
     stays flat however many files there are. Workers decode :data:`DECODE_BATCH` files at a time and
     hand each such batch over in a reusable slot or as one tensor (:func:`~lrfer.io.pack_images`);
-    :func:`regroup` makes the image batches. About two image batches are decoded ahead. Where the
+    :func:`regroup` makes the image batches. About ``scoring + 1`` image batches are decoded ahead. Where the
     workers cannot start, or fail later (shared memory full: Docker's /dev/shm is 64 MB; no batch for
     :data:`DECODE_TIMEOUT_S`), the files not yet delivered are decoded in-process, with a warning.
     """
@@ -508,11 +557,11 @@ def iter_decoded(files: ImageFiles, workers: int | None, image_batch: int) -> It
     dataset = ImageFileDataset(files)
     workers = default_workers() if workers is None else workers
     decode_batch = min(DECODE_BATCH, image_batch)
-    yield from regroup(_decoded_batches(dataset, workers, image_batch, decode_batch), image_batch)
+    yield from regroup(_decoded_batches(dataset, workers, image_batch, decode_batch, scoring), image_batch)
 
 
 def _decoded_batches(dataset: ImageFileDataset, workers: int, image_batch: int,
-                     decode_batch: int) -> Iterator[list[tuple[int, Any]]]:
+                     decode_batch: int, scoring: int) -> Iterator[list[tuple[int, Any]]]:
     """:func:`~lrfer.io.unpack_images` batches of ``dataset`` in order, from ``workers`` processes, the
     rest in-process once they report an error (workers start in ``iter()``, first use shared memory
     in ``next()``). A worker killed while this process is busy (the OOM killer) is torch's error: it
@@ -528,8 +577,8 @@ def _decoded_batches(dataset: ImageFileDataset, workers: int, image_batch: int,
     def loader(n: int, first: int) -> Iterator[PackedImages]:
         nonlocal slots
         data = files if first == 0 else Subset(files, range(first, len(dataset)))
-        prefetch = decode_prefetch(image_batch, n, decode_batch) if n else None
-        slots = worker_slots(n, prefetch or 0, image_batch, decode_batch)
+        prefetch = decode_prefetch(image_batch, n, decode_batch, scoring) if n else None
+        slots = worker_slots(n, prefetch or 0, image_batch, decode_batch, scoring)
         if n:
             share_temp_dir_with_workers()
         collate = pack_images if slots is None else functools.partial(pack_images, slots=slots)
@@ -557,19 +606,21 @@ def _decoded_batches(dataset: ImageFileDataset, workers: int, image_batch: int,
         yield unpack_images(packed, slots)
 
 
-def worker_slots(workers: int, prefetch: int, image_batch: int, decode_batch: int) -> DecodeSlots | None:
+def worker_slots(workers: int, prefetch: int, image_batch: int, decode_batch: int,
+                 scoring: int = 1) -> DecodeSlots | None:
     """The :class:`~lrfer.io.DecodeSlots` that ``workers`` decoding workers fill (None without workers,
     or with ``DECODE_SLOT_BYTES`` 0): enough slots for every batch at once, those queued ahead
-    (``prefetch`` per worker) and those held here (the image batch being scored, the one before it
-    until its list is let go, and the next one being gathered), each of ``decode_batch`` photos of up
-    to :data:`DECODE_SLOT_BYTES` bytes: 43 slots of 32 MiB for 8 workers, 2 batches queued per worker
-    and image batches of 256. Untouched slots cost no memory.
+    (``prefetch`` per worker) and those held here (the ``scoring`` image batches being scored, the
+    one before them until its list is let go, and the next one being gathered), each of
+    ``decode_batch`` photos of up to :data:`DECODE_SLOT_BYTES` bytes: 43 slots of 32 MiB for 8
+    workers, 2 batches queued per worker and image batches of 256, one scored at a time. Untouched
+    slots cost no memory.
     """
     from lrfer.io import decode_slots
 
     if not workers or not DECODE_SLOT_BYTES:
         return None
-    held = 3 * (math.ceil(image_batch / decode_batch) + 1)
+    held = (scoring + 2) * (math.ceil(image_batch / decode_batch) + 1)
     return decode_slots(prefetch * workers + held, decode_batch * DECODE_SLOT_BYTES)
 
 
@@ -597,14 +648,16 @@ def share_temp_dir_with_workers() -> None:
     get_temp_dir()
 
 
-def decode_prefetch(image_batch: int, workers: int, decode_batch: int) -> int:
-    """DataLoader's ``prefetch_factor`` (batches queued per worker) that keeps about two image batches
-    decoded ahead: one for the step being scored, one to start the next.
+def decode_prefetch(image_batch: int, workers: int, decode_batch: int, scoring: int = 1) -> int:
+    """DataLoader's ``prefetch_factor`` (batches queued per worker) that keeps about ``scoring + 1``
+    image batches decoded ahead: one for each step being scored, one to start the next.
 
     >>> decode_prefetch(64, 4, 32), decode_prefetch(16, 1, 16), decode_prefetch(256, 8, 32)
     (1, 2, 2)
+    >>> decode_prefetch(256, 8, 32, scoring=2)
+    3
     """
-    return max(1, math.ceil(2 * image_batch / (workers * decode_batch)))
+    return max(1, math.ceil((scoring + 1) * image_batch / (workers * decode_batch)))
 
 
 def regroup(batches: Iterable[list[Any]], size: int) -> Iterator[list[Any]]:

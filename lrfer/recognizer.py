@@ -75,6 +75,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Detector names accepted by :func:`load` (``None`` / ``"none"``: every image is already a face crop).
 DETECTOR_NAMES = ("auto", "blazeface", "mtcnn", "haar", "facenet")
 _threads_configured = False
+#: torch's CPU threads as :func:`configure_cpu_threads` left them (None until it ran, or when the
+#: environment chose): what :func:`cpu_threads` hands out.
+_configured_threads: int | None = None
 
 
 # ------------------------------------------------------------------------------------------- set-up
@@ -129,7 +132,7 @@ def configure_cpu_threads() -> None:
     default (physical cores) is only lowered if it exceeds the CPUs this process is allowed to use
     (containers, ``taskset``).
     """
-    global _threads_configured
+    global _threads_configured, _configured_threads
     if _threads_configured:
         return
     _threads_configured = True
@@ -143,6 +146,14 @@ def configure_cpu_threads() -> None:
         allowed = os.cpu_count() or 1
     if torch.get_num_threads() > allowed:
         torch.set_num_threads(allowed)
+    _configured_threads = torch.get_num_threads()
+
+
+def cpu_threads() -> int:
+    """The CPU threads inference may use in all: torch's count as :func:`configure_cpu_threads` set
+    it (the cores this process may run on), whatever the calling thread's count is now."""
+    configure_cpu_threads()
+    return torch.get_num_threads() if _configured_threads is None else _configured_threads
 
 
 def one_thread_after_fork() -> None:

@@ -99,6 +99,45 @@ def test_predict_table_on_stdout(photos: Path, tiny_path: Path, capsys: pytest.C
     assert len(lines) == 1 + len(IMAGE_NAMES)
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_batches_scored_on_several_streams_give_the_rows_of_one(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch, workers: str) -> None:
+    import threading
+
+    import lrfer.cli as cli
+
+    scorers: set[int] = set()
+    score = cli.score_batch
+
+    def recorded(*args: Any) -> Any:
+        scorers.add(threading.get_ident())
+        return score(*args)
+
+    monkeypatch.setattr(cli, "score_batch", recorded)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    texts = {}
+    threads = torch.get_num_threads()
+    for streams in ("1", "3"):
+        scorers.clear()
+        out = tmp_path / f"{streams}.csv"
+        status = main(["predict", str(photos), str(broken), *predict_args(photos, tiny_path)[2:], "--out", str(out),
+                       "--workers", workers, "--image-batch", "1", "--streams", streams])
+        assert status == 1  # the unreadable file, counted on either path
+        texts[streams] = out.read_text()
+        assert (threading.get_ident() in scorers) == (streams == "1")
+        assert torch.get_num_threads() == threads  # the caller's torch threads, as they were
+    assert texts["3"] == texts["1"]
+    rows = list(csv.DictReader(texts["3"].splitlines()))
+    check_rows(rows, photos)
+
+
+def test_streams_must_be_positive() -> None:
+    assert build_parser().parse_args(["predict", "x.jpg"]).streams is None  # the device's default
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["predict", "x.jpg", "--streams", "0"])
+
+
 def test_predict_subprocess_with_workers(photos: Path, tiny_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "faces.jsonl"
     cmd = [sys.executable, "-m", "lrfer.cli", *predict_args(photos, tiny_path, "--out", str(out), "--workers", "2",
@@ -405,22 +444,47 @@ def test_console_script_installed() -> None:
     assert proc.returncode == 0 and proc.stdout.strip() == f"lrfer {__version__}"
 
 
-def test_gpu_runs_keep_few_cpu_threads_unless_the_environment_chose(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lrfer import cli
+def test_host_threads_follow_the_device_and_streams_unless_the_environment_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lrfer import cli, recognizer
 
     before = torch.get_num_threads()
+    monkeypatch.setattr(recognizer, "cpu_threads", lambda: 4)
     try:
-        torch.set_num_threads(2)
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS"):
             monkeypatch.delenv(var, raising=False)
-        cli.use_few_cpu_threads_for_gpu(torch.device("cpu"))
-        assert torch.get_num_threads() == 2  # CPU inference keeps its threads
-        monkeypatch.setenv("OMP_NUM_THREADS", "2")
-        cli.use_few_cpu_threads_for_gpu(torch.device("cuda"))
-        assert torch.get_num_threads() == 2  # the user's choice stands
-        monkeypatch.delenv("OMP_NUM_THREADS")
-        cli.use_few_cpu_threads_for_gpu(torch.device("cuda"))
-        assert torch.get_num_threads() == cli.GPU_HOST_THREADS
+        cpu, cuda = torch.device("cpu"), torch.device("cuda")
+        assert cli.default_streams(cpu) == cli.DEFAULT_CPU_STREAMS == 2 and cli.default_streams(cuda) == 1
+        torch.set_num_threads(2)
+        for streams, threads in [(1, 4), (2, 2), (3, 1), (8, 1)]:  # CPU: the cores shared among the streams
+            with cli.host_threads(cpu, streams):
+                assert torch.get_num_threads() == threads
+            assert torch.get_num_threads() == 2  # restored
+        with cli.host_threads(cuda, 1):
+            assert torch.get_num_threads() == cli.GPU_HOST_THREADS
+        monkeypatch.setattr(recognizer, "cpu_threads", lambda: 1)
+        assert cli.default_streams(cpu) == 1  # one core: one batch at a time
+        monkeypatch.setattr(recognizer, "cpu_threads", lambda: 4)
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        torch.set_num_threads(3)
+        assert cli.default_streams(cpu) == 1  # the environment's threads, all for one batch at a time
+        for device in (cpu, cuda):
+            with cli.host_threads(device, 2):
+                assert torch.get_num_threads() == 3  # the user's choice stands
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cpu_threads_are_the_configured_count_whatever_this_thread_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lrfer import recognizer
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(recognizer, "_threads_configured", True)
+    monkeypatch.setattr(recognizer, "_configured_threads", 6)
+    try:
+        torch.set_num_threads(1)
+        assert recognizer.cpu_threads() == 6
+        monkeypatch.setattr(recognizer, "_configured_threads", None)  # the environment chose: torch's count stands
+        assert recognizer.cpu_threads() == 1
     finally:
         torch.set_num_threads(before)
 
@@ -670,6 +734,8 @@ def test_worker_slots_cover_every_batch_in_flight() -> None:
     if hasattr(os, "memfd_create"):
         slots = cli.worker_slots(4, 1, 64, 32)
         assert slots is not None and len(slots) == 4 * 1 + 3 * (2 + 1) and slots.slot_bytes == 32 * cli.DECODE_SLOT_BYTES
+        scored_two_at_once = cli.worker_slots(4, 1, 64, 32, scoring=2)
+        assert scored_two_at_once is not None and len(scored_two_at_once) == 4 * 1 + 4 * (2 + 1)
 
 
 def test_full_shared_memory_is_an_error_in_a_decoding_worker(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -692,15 +758,18 @@ def test_predict_on_a_folder_without_images_exits_1(tiny_path: Path, tmp_path: P
     assert f"no image or video files found in {tmp_path}" in caplog.text
 
 
+@pytest.mark.parametrize("scoring", [1, 2, 3])
 @pytest.mark.parametrize("image_batch,workers,decode_batch", [(64, 4, 32), (256, 8, 32), (16, 1, 16), (3, 2, 3), (5, 16, 5)])
-def test_decode_prefetch_keeps_two_image_batches_ahead(image_batch: int, workers: int, decode_batch: int) -> None:
+def test_decode_prefetch_keeps_an_image_batch_ahead_of_those_scored(image_batch: int, workers: int, decode_batch: int,
+                                                                    scoring: int) -> None:
     from lrfer.cli import decode_prefetch
 
-    prefetch = decode_prefetch(image_batch, workers, decode_batch)
+    prefetch = decode_prefetch(image_batch, workers, decode_batch, scoring)
     queued = prefetch * workers * decode_batch
+    ahead = (scoring + 1) * image_batch
     assert prefetch >= 1
-    assert queued >= 2 * image_batch
-    assert prefetch == 1 or (prefetch - 1) * workers * decode_batch < 2 * image_batch
+    assert queued >= ahead
+    assert prefetch == 1 or (prefetch - 1) * workers * decode_batch < ahead
 
 
 def test_models_reads_the_validation_accuracy_lrfer_train_writes() -> None:
@@ -802,20 +871,20 @@ class FakeTerminal:
 @contextlib.contextmanager
 def console_and_a_warning_per_batch(stream: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The root handler that logging.basicConfig sets up outside pytest, on ``stream``, and a warning
-    logged before each batch of images is scored."""
+    logged before the rows of each batch of images are written."""
     import logging
 
     import lrfer.cli as cli
 
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("lrfer: %(levelname)s: %(message)s"))
-    predict_batch = cli._predict_batch
+    write_batch = cli._write_batch
 
-    def warn_then_predict(*args: Any) -> None:
+    def warn_then_write(*args: Any) -> None:
         cli.logger.warning("something to say")
-        predict_batch(*args)
+        write_batch(*args)
 
-    monkeypatch.setattr(cli, "_predict_batch", warn_then_predict)
+    monkeypatch.setattr(cli, "_write_batch", warn_then_write)
     logging.getLogger().addHandler(handler)
     try:
         yield
@@ -840,15 +909,17 @@ def test_warnings_are_written_above_the_progress_bar(photos: Path, tiny_path: Pa
         assert line.rsplit("\r", 1)[-1] == "lrfer: WARNING: something to say", repr(line)
 
 
+@pytest.mark.parametrize("streams", ["1", "2"])
 @pytest.mark.parametrize("to_group", [False, True], ids=["process", "process-group"])
 def test_sigterm_stops_a_run_with_whole_rows_and_no_workers_left(photos: Path, tiny_path: Path, tmp_path: Path,
-                                                                   to_group: bool) -> None:
+                                                                   to_group: bool, streams: str) -> None:
     """SIGTERM (``docker stop``: the process; ``timeout``, systemd: its whole group) killed ``lrfer
     predict`` on the spot: rows in the output's buffer were lost (the last one could be cut) and
     decoding workers outlived it. Now it stops as on Ctrl-C: exit status 143, a message, whole rows,
     its workers gone with it, and no error of workers killed by the same signal ("Exception ignored in
     ... DataLoader worker (pid N) is killed by signal: Terminated"). Each batch of one image is slowed
-    down so that the signal comes while the run is on its way."""
+    down so that the signal comes while the run is on its way; with ``--streams 2`` the scoring threads
+    end too (their batches were running when the signal came)."""
     folder = tmp_path / "many"
     for i in range(40):
         shutil.copytree(photos, folder / str(i))
@@ -856,15 +927,15 @@ def test_sigterm_stops_a_run_with_whole_rows_and_no_workers_left(photos: Path, t
     script = (
         "import multiprocessing, sys, time\n"
         "import lrfer.cli as cli\n"
-        "score = cli._predict_batch\n"
+        "write = cli._write_batch\n"
         "def slowly(*args):\n"
-        "    score(*args)\n"
+        "    write(*args)\n"
         "    print('scored', *[p.pid for p in multiprocessing.active_children()], file=sys.stderr, flush=True)\n"
         "    time.sleep(0.2)\n"
-        "cli._predict_batch = slowly\n"
+        "cli._write_batch = slowly\n"
         "sys.exit(cli.main(sys.argv[1:]))\n"
     )
-    args = predict_args(folder, tiny_path, "--out", str(out), "--workers", "2", "--image-batch", "1")
+    args = predict_args(folder, tiny_path, "--out", str(out), "--workers", "2", "--image-batch", "1", "--streams", streams)
     proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=ROOT, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     assert proc.stderr is not None

@@ -168,3 +168,31 @@ def test_close_ups_on_gpu_match_cpu() -> None:
     for a, b in zip(on_cpu, on_gpu):
         for x, y in zip(sorted(a, key=lambda f: f.box), sorted(b, key=lambda f: f.box)):
             assert np.abs(np.subtract(x.box, y.box)).max() <= BOX_TOLERANCE_PX
+
+
+@needs_photos
+def test_steps_on_several_streams_match_one_stream() -> None:
+    """Steps of photos scored two at a time, each on its own thread and CUDA stream (``lrfer predict
+    --streams 2``): the faces of the steps scored one after the other."""
+    from lrfer.overlap import overlapped
+
+    rec = lrfer.load(device="cuda")
+    photos = [_downscale(IMAGES / n, width) for width in (480, 960, 640) for n in PHOTOS]
+    steps = [[photos[(i + k) % len(photos)] for k in range(1 + i % 5)] for i in range(12)]
+    one = [rec.predict(step) for step in steps]
+    several = list(overlapped(rec.predict, steps, streams=2, device="cuda"))
+    assert len(several) == len(one)
+    for a, b in zip(one, several):
+        assert [len(faces) for faces in a] == [len(faces) for faces in b]
+        for faces_a, faces_b in zip(a, b):
+            _assert_same_faces([faces_a], [faces_b], PROB_TOLERANCE, same_labels=True)
+
+
+def test_each_scoring_thread_queues_on_a_stream_of_its_own() -> None:
+    from lrfer.overlap import overlapped
+
+    before = torch.cuda.current_stream()
+    used = list(overlapped(lambda i: torch.cuda.current_stream().cuda_stream, range(8), streams=2, device="cuda"))
+    assert torch.cuda.current_stream() == before  # the caller's thread keeps its stream
+    assert torch.cuda.default_stream().cuda_stream not in used
+    assert 1 <= len(set(used)) <= 2

@@ -53,8 +53,8 @@ DEFAULT_GPU_STREAMS = 1
 #: tensor it receives (the shared memory's file descriptor): with a tensor per photo, as before, that
 #: took 0.43-0.64 ms of its time per 480 px photo, with 32 photos per tensor 0.16-0.23 ms
 #: (``benchmarks/loader.py``, 2 cores). Workers share each image batch (the first is ready after 32
-#: decodes per worker, not 64 or 256 by one), and about two image batches wait decoded in shared
-#: memory, not ``2 * workers`` of them.
+#: decodes per worker, not 64 or 256 by one), and about one image batch more than those being scored
+#: waits decoded in shared memory, not ``2 * workers`` of them.
 DECODE_BATCH = 32
 #: Seconds ``lrfer predict`` waits for a decoding worker's batch before it decodes the remaining files
 #: itself: a safety net (a batch of 32 large photos decodes in seconds), so that a worker stuck

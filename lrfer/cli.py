@@ -327,9 +327,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # warnings go above the progress bar, not into the middle of its line
     with logging_redirect_tqdm(tqdm_class=_stderr_write_tqdm()), open_writer(args.out, rec.classes, video=bool(videos)) as write:
         if files:
-            streams = args.streams or default_streams(rec.device)
+            image_batch = args.image_batch or (DEFAULT_GPU_IMAGE_BATCH if rec.device.type == "cuda" else DEFAULT_IMAGE_BATCH)
+            # no more streams than image batches: a photo or a few, one batch, keeps every core
+            streams = min(args.streams or default_streams(rec.device), math.ceil(len(files) / image_batch))
             with host_threads(rec.device, streams):
-                _predict_images(rec, files, streams, args, write, counts)
+                _predict_images(rec, files, image_batch, streams, args, write, counts)
         with host_threads(rec.device, 1):  # a video's frames are scored one step at a time
             for video, rel in videos:
                 _predict_video(rec, video, rel, args, write, counts)
@@ -346,15 +348,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] or counts["partial"] else 0
 
 
-def _predict_images(rec: Any, files: ImageFiles, streams: int, args: argparse.Namespace,
+def _predict_images(rec: Any, files: ImageFiles, image_batch: int, streams: int, args: argparse.Namespace,
                     write: Callable[[dict[str, Any]], object], counts: dict[str, int]) -> None:
-    """The rows of ``files``, image batches decoded by worker processes and scored ``streams`` at once."""
+    """The rows of ``files``, ``image_batch`` images at a time decoded by worker processes and scored
+    ``streams`` batches at once. Interrupted, it stops at once: the batches being scored end on their
+    threads (and Python's exit waits for them), their rows dropped."""
     from tqdm import tqdm
 
     from lrfer.overlap import overlapped
 
     bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)
-    image_batch = args.image_batch or (DEFAULT_GPU_IMAGE_BATCH if rec.device.type == "cuda" else DEFAULT_IMAGE_BATCH)
     decoded = iter_decoded(files, args.workers, image_batch, streams)
     scored = overlapped(functools.partial(score_batch, rec, args.batch_size), decoded, streams, rec.device)
     # closed here, the scoring threads first, not when an exception's traceback lets them go: the

@@ -20,7 +20,7 @@ import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import torch
@@ -30,6 +30,22 @@ R = TypeVar("R")
 
 _pools: dict[tuple[str, int], ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
+#: On a kept thread: ``kept_for``, the (device, streams) of its set; ``stop``, the event of the step it runs.
+_this_thread = threading.local()
+
+
+class StepCancelled(Exception):
+    """Raised by :func:`stop_if_cancelled` in a step of :func:`overlapped` whose caller has stopped."""
+
+
+def stop_if_cancelled() -> None:
+    """In a step of :func:`overlapped` whose caller has stopped (an error, Ctrl-C, SIGTERM, ``close()``),
+    raise :class:`StepCancelled`; anywhere else, nothing. Long work calls it between its parts (the
+    detectors before each group of photos, ``predict`` between its stages), so that an interrupted
+    run stops within a part instead of scoring the rest of its batches."""
+    stop = getattr(_this_thread, "stop", None)
+    if stop is not None and stop.is_set():
+        raise StepCancelled
 
 
 def check_streams(streams: object) -> int:
@@ -44,35 +60,41 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
     """``work(item)`` for each of ``items``, the results in the items' order, up to ``streams`` at once.
 
     ``streams`` 1: in the calling thread, one after the other. More: on ``streams`` threads, each
-    with its own CUDA stream when ``device`` is a CUDA device (threads kept for later calls). Items
+    with its own CUDA stream when ``device`` is a CUDA device (threads kept for later calls; a step
+    that itself calls this with the same device and streams runs its items in its own thread). Items
     are taken from ``items`` in the calling thread only (an iterator that is not thread-safe, such
     as a DataLoader's, is fine), and the next one is started before a result is handed out, so the
     threads go on working while the caller uses it. An exception of ``work`` is raised where its
-    result would have come; then, as when the caller stops early (``close()``, an interrupt),
-    nothing more starts, and the steps already running end before the exception leaves.
+    result would have come. Then, as when the caller stops early (``close()``, Ctrl-C, SIGTERM),
+    nothing more starts and the exception leaves at once: the steps already running end on their
+    threads at their next :func:`stop_if_cancelled`, their results dropped (Python's exit waits for
+    them: a part of a batch, not the batch).
 
     >>> list(overlapped(lambda x: x * x, range(5), streams=2, device="cpu"))
     [0, 1, 4, 9, 16]
     """
     check_streams(streams)
-    if streams == 1:
-        yield from map(work, items)
-        return
     device = torch.device(device)
+    key = (str(device), streams)
+    if streams == 1 or getattr(_this_thread, "kept_for", None) == key:  # nested: waiting for the same threads
+        yield from map(work, items)                                       # could leave each waiting for another
+        return
     pool = _stream_threads(device, streams)
-    run_step = functools.partial(_as_the_caller_set, work, device, torch.get_num_threads())
+    stop = threading.Event()
+    run_step = functools.partial(_as_the_caller_set, work, device, torch.get_num_threads(), stop)
     source = iter(items)
-    started: deque[Future[R]] = deque(pool.submit(run_step, item) for item in itertools.islice(source, streams))
-    try:
+    started: deque[Future[R]] = deque()
+    try:  # the first steps too: an interrupt while the second item is taken cancels the first
+        started.extend(pool.submit(run_step, item) for item in itertools.islice(source, streams))
         while started:
             result = started[0].result()
             started.popleft()
             started.extend(pool.submit(run_step, item) for item in itertools.islice(source, 1))
             yield result
     finally:
+        stop.set()  # those running stop at their next stop_if_cancelled()
         for step in started:
             step.cancel()  # those not running yet
-        wait(started)
 
 
 def _stream_threads(device: torch.device, streams: int) -> ThreadPoolExecutor:
@@ -81,8 +103,13 @@ def _stream_threads(device: torch.device, streams: int) -> ThreadPoolExecutor:
     with _pools_lock:
         if key not in _pools:
             _pools[key] = ThreadPoolExecutor(streams, thread_name_prefix=f"lrfer-stream-{device}",
-                                             initializer=use_own_stream, initargs=(device,))
+                                             initializer=_start_kept_thread, initargs=(device, key))
         return _pools[key]
+
+
+def _start_kept_thread(device: torch.device, key: tuple[str, int]) -> None:
+    _this_thread.kept_for = key
+    use_own_stream(device)
 
 
 def use_own_stream(device: torch.device) -> None:
@@ -91,13 +118,19 @@ def use_own_stream(device: torch.device) -> None:
         torch.cuda.set_stream(torch.cuda.Stream(device=device))
 
 
-def _as_the_caller_set(work: Callable[[T], R], device: torch.device, threads: int, item: T) -> R:
+def _as_the_caller_set(work: Callable[[T], R], device: torch.device, threads: int, stop: threading.Event,
+                       item: T) -> R:
     """``work(item)`` on a kept thread, with the caller's torch CPU thread count (``torch.set_num_threads``
-    sets the calling thread's count only, and a kept thread keeps the one it had), and its CUDA work
-    queued after what the device's default stream holds now: models loaded since this thread started
-    have their weights copied and folded there, and streams made by torch do not wait for it by themselves."""
+    sets the calling thread's count only, and a kept thread keeps the one it had), its CUDA work queued
+    after what the device's default stream holds now (models loaded since this thread started have
+    their weights copied and folded there, and streams made by torch do not wait for it by
+    themselves), and ``stop`` for :func:`stop_if_cancelled`."""
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     if device.type == "cuda":
         torch.cuda.current_stream(device).wait_stream(torch.cuda.default_stream(device))
-    return work(item)
+    _this_thread.stop = stop
+    try:
+        return work(item)
+    finally:
+        _this_thread.stop = None

@@ -43,6 +43,7 @@ from lrfer.faces.degrade import downsample, to_native
 from lrfer.faces.detect import detector_name, no_autocast
 from lrfer import io as lrfer_io
 from lrfer.io import describe, load_image, to_device_tensors
+from lrfer.overlap import stop_if_cancelled
 from lrfer.results import NO_LANDMARKS, Face, VideoFrame
 from lrfer.shapes import MIN_FACE_ROWS
 from lrfer.video import check_every
@@ -866,6 +867,7 @@ class Recognizer:
             return self._faces_from_crops(arrays, batch_size)
         tensors = to_device_tensors(arrays, self.device)
         detections = self.detect(tensors)
+        stop_if_cancelled()
         faces48 = self.align(tensors, detections)
         probs = self.classify(faces48, batch_size)
         return self._to_faces(detections, probs)

@@ -132,6 +132,29 @@ def test_batches_scored_on_several_streams_give_the_rows_of_one(photos: Path, ti
     check_rows(rows, photos)
 
 
+def test_a_single_image_batch_is_scored_in_the_calling_thread_on_every_core(photos: Path, tiny_path: Path,
+                                                                           tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import lrfer.cli as cli
+    from lrfer.recognizer import cpu_threads, threads_chosen_by_user
+
+    seen: list[tuple[int, int]] = []
+    score = cli.score_batch
+
+    def recorded(*args: Any) -> Any:
+        seen.append((threading.get_ident(), torch.get_num_threads()))
+        return score(*args)
+
+    monkeypatch.setattr(cli, "score_batch", recorded)
+    for streams in ([], ["--streams", "2"]):  # the default, and more streams than the 4 photos' one batch
+        seen.clear()
+        assert main(predict_args(photos, tiny_path, "--out", str(tmp_path / "o.csv"), *streams)) == 0
+        threads = torch.get_num_threads() if threads_chosen_by_user() else cpu_threads()
+        assert seen == [(threading.get_ident(), threads)]
+
+
 def test_streams_must_be_positive() -> None:
     assert build_parser().parse_args(["predict", "x.jpg"]).streams is None  # the device's default
     with pytest.raises(SystemExit):
@@ -918,8 +941,8 @@ def test_sigterm_stops_a_run_with_whole_rows_and_no_workers_left(photos: Path, t
     decoding workers outlived it. Now it stops as on Ctrl-C: exit status 143, a message, whole rows,
     its workers gone with it, and no error of workers killed by the same signal ("Exception ignored in
     ... DataLoader worker (pid N) is killed by signal: Terminated"). Each batch of one image is slowed
-    down so that the signal comes while the run is on its way; with ``--streams 2`` the scoring threads
-    end too (their batches were running when the signal came)."""
+    down so that the signal comes while the run is on its way; with ``--streams 2`` too (the process
+    exits once the batches being scored have ended on their threads)."""
     folder = tmp_path / "many"
     for i in range(40):
         shutil.copytree(photos, folder / str(i))

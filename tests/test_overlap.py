@@ -71,14 +71,13 @@ def test_the_next_step_starts_before_a_result_is_handed_out() -> None:
 
 
 def test_an_error_comes_where_its_result_would_have_and_nothing_more_starts() -> None:
-    source, started, done = Source(20), [], []
+    source, started = Source(20), []
 
     def work(i: int) -> int:
         started.append(i)
         if i == 2:
             raise ValueError("step 2 failed")
         time.sleep(0.05)
-        done.append(i)
         return i
 
     steps = overlapped(work, source, streams=2, device="cpu")
@@ -86,24 +85,66 @@ def test_an_error_comes_where_its_result_would_have_and_nothing_more_starts() ->
     with pytest.raises(ValueError, match="step 2 failed"):
         next(steps)
     assert got == [0, 1]
+    time.sleep(0.2)
     assert source.taken == 4 and max(started) <= 3  # 3 may have started beside 2; nothing after it
-    assert sorted(done) == sorted(set(started) - {2})  # and ended before the error came out
 
 
-def test_stopping_early_ends_the_running_steps_and_their_threads() -> None:
+def test_stopping_early_leaves_at_once_and_starts_nothing_more() -> None:
+    """Ctrl-C or SIGTERM while batches are scored: the command stops without waiting for them."""
     source, started, finished = Source(100), [], []
+    release = threading.Event()
 
     def work(i: int) -> int:
         started.append(i)
-        time.sleep(0.02)
+        if i > 0:
+            release.wait(WAIT_S)
         finished.append(i)
         return i
 
     steps = overlapped(work, source, streams=3, device="cpu")
     assert next(steps) == 0
-    steps.close()
-    assert sorted(finished) == sorted(started)  # close() returned after the running steps ended
-    assert source.taken == 4 and set(started) >= {0, 1, 2}  # 3 was taken; it may have been cancelled unstarted
+    steps.close()  # steps 1 and 2 (and perhaps 3) are still running: close() does not wait for them
+    assert finished == [0]
+    release.set()
+    deadline = time.monotonic() + WAIT_S
+    while sorted(finished) != sorted(started) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(finished) == sorted(started)  # they ended on their threads
+    assert source.taken == 4 and {0} <= set(started) <= {0, 1, 2, 3}  # those not yet running were cancelled
+
+
+def test_an_interrupt_taking_the_first_items_cancels_the_step_not_yet_running() -> None:
+    started: list[int] = []
+    hold = threading.Event()
+
+    def work(i: int) -> int:
+        started.append(i)
+        hold.wait(WAIT_S)
+        return i
+
+    def source() -> Iterator[int]:
+        yield 0
+        yield 1
+        raise KeyboardInterrupt  # SIGTERM while the third batch is decoded
+
+    with pytest.raises(KeyboardInterrupt):
+        next(overlapped(work, source(), streams=3, device="cpu"))
+    hold.set()
+    time.sleep(0.1)
+    assert set(started) <= {0, 1}  # nothing taken after the interrupt runs
+
+
+def test_a_step_may_itself_use_the_same_streams() -> None:
+    """Both kept threads ran a step that waited for the other's inner steps: forever."""
+    def outer(i: int) -> int:
+        return sum(overlapped(lambda j: i * j, range(3), streams=2, device="cpu"))
+
+    result: list[int] = []
+    runner = threading.Thread(target=lambda: result.extend(overlapped(outer, range(4), streams=2, device="cpu")),
+                              daemon=True)
+    runner.start()
+    runner.join(WAIT_S)
+    assert result == [3 * i for i in range(4)]
 
 
 def test_one_stream_runs_in_the_calling_thread() -> None:
@@ -142,3 +183,87 @@ def test_steps_run_with_the_callers_torch_threads() -> None:
             assert set(overlapped(lambda i: torch.get_num_threads(), range(4), streams=2, device="cpu")) == {threads}
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_stopped_caller_ends_its_running_steps_at_their_next_check() -> None:
+    from lrfer.overlap import StepCancelled, stop_if_cancelled
+
+    running, cancelled = threading.Event(), []
+
+    def work(i: int) -> int:
+        if i == 0:
+            return 0
+        running.set()
+        try:
+            for _ in range(int(WAIT_S / 0.01)):  # a long step, checking between its parts
+                time.sleep(0.01)
+                stop_if_cancelled()
+        except StepCancelled:
+            cancelled.append(i)
+            raise
+        return i
+
+    stop_if_cancelled()  # outside a step: nothing
+    steps = overlapped(work, range(10), streams=2, device="cpu")
+    assert next(steps) == 0
+    assert running.wait(WAIT_S)
+    steps.close()
+    deadline = time.monotonic() + 1.0  # far less than the steps would take
+    while 1 not in cancelled and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert 1 in cancelled and set(cancelled) <= {1, 2}
+
+
+@pytest.mark.parametrize("detector", ["auto", "mtcnn"])
+def test_the_detectors_stop_before_a_group_of_photos_when_cancelled(detector: str, monkeypatch: pytest.MonkeyPatch
+                                                                    ) -> None:
+    from lrfer import overlap
+    from lrfer.faces import blazeface, mtcnn
+    from lrfer.faces.detect import make_detector
+
+    det = make_detector(detector, "cpu")
+    networks_run: list[str] = []
+    for cls in (blazeface.BlazeFaceFullRange, mtcnn.PNet):  # the first network each detector runs on a group
+        monkeypatch.setattr(cls, "__call__", lambda self, *a, _call=cls.__call__, **k: networks_run.append("net")
+                            or _call(self, *a, **k))
+    photo = torch.zeros(3, 96, 128, dtype=torch.uint8)
+    stop = threading.Event()
+    overlap._this_thread.stop = stop
+    try:
+        assert len(det.detect([photo])) == 1 and networks_run  # not stopped: runs
+        networks_run.clear()
+        stop.set()
+        with pytest.raises(overlap.StepCancelled):
+            det.detect([photo])
+        assert not networks_run
+    finally:
+        overlap._this_thread.stop = None
+
+
+def test_predict_stops_between_its_stages_when_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    import lrfer
+    from lrfer import overlap
+    from lrfer.faces.detect import Detections
+
+    stop = threading.Event()
+
+    class StoppedWhileDetecting:
+        device = torch.device("cpu")
+
+        def detect(self, images: list[torch.Tensor]) -> list[Detections]:
+            stop.set()  # Ctrl-C while this step detects
+            return [Detections.empty() for _ in images]
+
+    rec = lrfer.load(device="cpu", detector=None)
+    rec.detector = StoppedWhileDetecting()
+    aligned: list[int] = []
+    monkeypatch.setattr(rec, "align", lambda *args: aligned.append(1))
+    overlap._this_thread.stop = stop
+    try:
+        with pytest.raises(overlap.StepCancelled):
+            rec.predict(np.zeros((96, 128, 3), np.uint8))
+        assert not aligned
+    finally:
+        overlap._this_thread.stop = None

@@ -32,6 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from lrfer.overlap import stop_if_cancelled
 from lrfer.shapes import to_device
 from lrfer.zoo import ChecksumError
 
@@ -411,6 +412,7 @@ class CombinedDetector:
     def _detect_group(self, images: list[torch.Tensor]) -> list[Detections]:
         from lrfer.faces.mtcnn import MipVolume
 
+        stop_if_cancelled()
         volume = MipVolume(images)  # one stacked copy of the images for BlazeFace, P-Net and both O-Net passes
         large = self.mtcnn.place_landmarks(images, self.blazeface.detect(images, volume), volume)
         if not self.small_faces:

@@ -61,6 +61,7 @@ from lrfer.faces.detect import (
     split_by_image,
 )
 from lrfer.faces.workspace import reusable_empty
+from lrfer.overlap import stop_if_cancelled
 from lrfer.shapes import PHOTO_ROWS, bucket, bucket_side, memory_format_of, to_device
 
 log = logging.getLogger(__name__)
@@ -965,6 +966,7 @@ class MTCNN(NetworkDetector):
         return self._detect_group(images, volume)
 
     def _detect_group(self, images: list[torch.Tensor], volume: MipVolume) -> list[Detections]:
+        stop_if_cancelled()
         boxes, scores, image = self._propose_all(images, volume)
         boxes, scores, image = refine(self.rnet, volume, boxes, image, self.thresholds[1])
         boxes, scores, landmarks, image = output(self.onet, volume, boxes, image, self.thresholds[2])

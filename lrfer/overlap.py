@@ -81,7 +81,8 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
         return
     pool = _stream_threads(device, streams)
     stop = threading.Event()
-    run_step = functools.partial(_as_the_caller_set, work, device, torch.get_num_threads(), stop)
+    caller_stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
+    run_step = functools.partial(_as_the_caller_set, work, caller_stream, torch.get_num_threads(), stop)
     source = iter(items)
     started: deque[Future[R]] = deque()
     try:  # the first steps too: an interrupt while the second item is taken cancels the first
@@ -118,17 +119,17 @@ def use_own_stream(device: torch.device) -> None:
         torch.cuda.set_stream(torch.cuda.Stream(device=device))
 
 
-def _as_the_caller_set(work: Callable[[T], R], device: torch.device, threads: int, stop: threading.Event,
-                       item: T) -> R:
+def _as_the_caller_set(work: Callable[[T], R], caller_stream: torch.cuda.Stream | None, threads: int,
+                       stop: threading.Event, item: T) -> R:
     """``work(item)`` on a kept thread, with the caller's torch CPU thread count (``torch.set_num_threads``
     sets the calling thread's count only, and a kept thread keeps the one it had), its CUDA work queued
-    after what the device's default stream holds now (models loaded since this thread started have
-    their weights copied and folded there, and streams made by torch do not wait for it by
+    after what the caller's CUDA stream holds now (a model loaded since this thread started has its
+    weights copied and folded there, and streams made by torch do not wait for another by
     themselves), and ``stop`` for :func:`stop_if_cancelled`."""
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    if device.type == "cuda":
-        torch.cuda.current_stream(device).wait_stream(torch.cuda.default_stream(device))
+    if caller_stream is not None:
+        torch.cuda.current_stream(caller_stream.device).wait_stream(caller_stream)
     _this_thread.stop = stop
     try:
         return work(item)

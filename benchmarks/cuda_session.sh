@@ -82,8 +82,9 @@ fi
 # against 967-1,159 again) lose their time.
 step 100 predict_folder "${PREDICT_FOLDER[@]}"
 # Image batches scored one, two and three at a time (--streams: threads and CUDA streams of their
-# own), in turn, twice: does one batch's GPU work overlap another's host work (stop 34)?
-step 120 predict_folder_streams python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 256 \
+# own), in turn, twice: does one batch's GPU work overlap another's host work (stop 34)? The first
+# round includes the new threads' cuDNN plans (made per thread), the second is the steady state.
+step 200 predict_folder_streams python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 64,256 \
     --streams 1,2,3 --rounds 2 --workers 8
 step 100 predict_folder_v7 "${V7[@]}" "${PREDICT_FOLDER[@]}"
 if [ -n "${BASE:-}" ]; then  # its own script puts its tree first on sys.path

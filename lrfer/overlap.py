@@ -75,6 +75,8 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
     """
     check_streams(streams)
     device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # a kept thread's current device is its own, not the caller's
+        device = torch.device("cuda", torch.cuda.current_device())
     key = (str(device), streams)
     if streams == 1 or getattr(_this_thread, "kept_for", None) == key:  # nested: waiting for the same threads
         yield from map(work, items)                                       # could leave each waiting for another

@@ -113,38 +113,58 @@ def test_stopping_early_leaves_at_once_and_starts_nothing_more() -> None:
     assert source.taken == 4 and {0} <= set(started) <= {0, 1, 2, 3}  # those not yet running were cancelled
 
 
-def test_an_interrupt_taking_the_first_items_cancels_the_step_not_yet_running() -> None:
+def test_an_interrupt_taking_the_first_items_stops_the_steps_already_started() -> None:
+    """SIGTERM while the second batch is decoded: the first batch's step stops at its next check."""
+    from lrfer.overlap import StepCancelled, stop_if_cancelled
+
     started: list[int] = []
-    hold = threading.Event()
+    cancelled: list[int] = []
+    running = threading.Event()
 
     def work(i: int) -> int:
         started.append(i)
-        hold.wait(WAIT_S)
+        running.set()
+        try:
+            for _ in range(int(WAIT_S / 0.01)):  # a long step, checking between its parts
+                time.sleep(0.01)
+                stop_if_cancelled()
+        except StepCancelled:
+            cancelled.append(i)
+            raise
         return i
 
     def source() -> Iterator[int]:
         yield 0
-        yield 1
-        raise KeyboardInterrupt  # SIGTERM while the third batch is decoded
+        assert running.wait(WAIT_S)  # step 0 is running when the interrupt comes
+        raise KeyboardInterrupt  # SIGTERM while the second batch is decoded
 
     with pytest.raises(KeyboardInterrupt):
         next(overlapped(work, source(), streams=3, device="cpu"))
-    hold.set()
-    time.sleep(0.1)
-    assert set(started) <= {0, 1}  # nothing taken after the interrupt runs
+    deadline = time.monotonic() + WAIT_S / 2  # far less than the step would take
+    while not cancelled and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert started == [0] and cancelled == [0]
 
 
 def test_a_step_may_itself_use_the_same_streams() -> None:
-    """Both kept threads ran a step that waited for the other's inner steps: forever."""
-    def outer(i: int) -> int:
-        return sum(overlapped(lambda j: i * j, range(3), streams=2, device="cpu"))
+    """Both kept threads ran a step that waited for the other's inner steps: forever. Checked in a
+    process of its own: deadlocked kept threads (not daemons) hung every later test of the same
+    streams and pytest's exit, instead of failing this test."""
+    import subprocess
+    import sys
 
-    result: list[int] = []
-    runner = threading.Thread(target=lambda: result.extend(overlapped(outer, range(4), streams=2, device="cpu")),
-                              daemon=True)
-    runner.start()
-    runner.join(WAIT_S)
-    assert result == [3 * i for i in range(4)]
+    code = (
+        "from lrfer.overlap import overlapped\n"
+        "def outer(i):\n"
+        "    return sum(overlapped(lambda j: i * j, range(3), streams=2, device='cpu'))\n"
+        "print(list(overlapped(outer, range(4), streams=2, device='cpu')))\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=6 * WAIT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a step calling overlapped with its own threads deadlocked")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == str([3 * i for i in range(4)])
 
 
 def test_one_stream_runs_in_the_calling_thread() -> None:
@@ -193,7 +213,8 @@ def test_a_stopped_caller_ends_its_running_steps_at_their_next_check() -> None:
     def work(i: int) -> int:
         if i == 0:
             return 0
-        running.set()
+        if i == 1:  # step 1 itself: step 2 could run while 1 was still queued, and close() then cancel it
+            running.set()
         try:
             for _ in range(int(WAIT_S / 0.01)):  # a long step, checking between its parts
                 time.sleep(0.01)
@@ -208,7 +229,7 @@ def test_a_stopped_caller_ends_its_running_steps_at_their_next_check() -> None:
     assert next(steps) == 0
     assert running.wait(WAIT_S)
     steps.close()
-    deadline = time.monotonic() + 1.0  # far less than the steps would take
+    deadline = time.monotonic() + WAIT_S / 2  # far less than the steps would take
     while 1 not in cancelled and time.monotonic() < deadline:
         time.sleep(0.01)
     assert 1 in cancelled and set(cancelled) <= {1, 2}
@@ -265,5 +286,34 @@ def test_predict_stops_between_its_stages_when_cancelled(monkeypatch: pytest.Mon
         with pytest.raises(overlap.StepCancelled):
             rec.predict(np.zeros((96, 128, 3), np.uint8))
         assert not aligned
+    finally:
+        overlap._this_thread.stop = None
+
+
+def test_the_haar_detector_stops_before_each_photo_when_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--detector haar`` (and facenet) checked nowhere before alignment: an interrupted run's exit
+    waited for the detection of every photo of the batches being scored."""
+    from lrfer import overlap
+    from lrfer.faces import detect
+
+    searched: list[int] = []
+
+    class Cascade:
+        def detectMultiScale(self, gray: object, **kwargs: object) -> tuple[()]:  # noqa: N802 - OpenCV's name
+            searched.append(1)
+            return ()
+
+    monkeypatch.setattr(detect, "_load_haar_cascade", Cascade)
+    det = detect.make_detector("haar", "cpu")
+    photos = [torch.zeros(3, 96, 128, dtype=torch.uint8)] * 3
+    stop = threading.Event()
+    overlap._this_thread.stop = stop
+    try:
+        assert len(det.detect(photos)) == 3 and len(searched) == 3  # not stopped: every photo
+        searched.clear()
+        stop.set()
+        with pytest.raises(overlap.StepCancelled):
+            det.detect(photos)
+        assert not searched
     finally:
         overlap._this_thread.stop = None

@@ -314,6 +314,7 @@ class HaarDetector:
         cascade = self._this_threads_cascade()
         results = []
         for img in check_images(images):
+            stop_if_cancelled()
             rgb = np.ascontiguousarray(img.permute(1, 2, 0).cpu().numpy())
             gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
             found = cascade.detectMultiScale(
@@ -361,6 +362,7 @@ class FacenetDetector:
         """Run facenet-pytorch's MTCNN image by image (it needs equal sizes to batch)."""
         results = []
         for img in check_images(images, self.device):
+            stop_if_cancelled()
             boxes, probs, points = self._mtcnn.detect(img.permute(1, 2, 0), landmarks=True)
             if boxes is None:
                 results.append(Detections.empty(self.device))

@@ -81,15 +81,17 @@ def test_predict_in_bf16_matches_fp32_rows(photos: Path, tiny_path: Path, tmp_pa
         assert max(abs(float(a[c]) - float(b[c])) for c in CLASSES) < 3e-2
 
 
-def test_predict_jsonl_and_annotate(photos: Path, tiny_path: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [["--workers", "0"], ["--workers", "2", "--image-batch", "1", "--streams", "2"]],
+                         ids=["in-process", "two-streams"])
+def test_predict_jsonl_and_annotate(photos: Path, tiny_path: Path, tmp_path: Path, extra: list[str]) -> None:
     out, ann = tmp_path / "faces.jsonl", tmp_path / "annotated"
-    assert main(predict_args(photos, tiny_path, "--out", str(out), "--annotate", str(ann), "--workers", "0")) == 0
+    assert main(predict_args(photos, tiny_path, "--out", str(out), "--annotate", str(ann), *extra)) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     check_rows(rows, photos)
     written = sorted(p.relative_to(ann).as_posix() for p in ann.rglob("*") if p.is_file())
     assert written == sorted(IMAGE_NAMES)
-    drawn = cv2.imread(str(ann / "a.png"))
-    assert drawn.shape == (30, 40, 3)
+    for i, rel in enumerate(IMAGE_NAMES):  # each drawn on its own photo (their heights differ)
+        assert cv2.imread(str(ann / rel)).shape == (30 + i, 40, 3)
 
 
 def test_predict_table_on_stdout(photos: Path, tiny_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
 
-from lrfer.overlap import check_streams, overlapped
+from lrfer.overlap import StepCancelled, check_streams, overlapped, stop_if_cancelled
 
 WAIT_S = 10  # generous: a lane that never comes fails the test, it does not hang it
 
@@ -24,6 +24,26 @@ class Source:
             self.taken += 1
             self.takers.add(threading.get_ident())
             yield i
+
+
+def long_step(i: int, cancelled: list[int]) -> int:
+    """A step of about WAIT_S that checks stop_if_cancelled() between its parts; notes its cancellation."""
+    try:
+        for _ in range(int(WAIT_S / 0.01)):
+            time.sleep(0.01)
+            stop_if_cancelled()
+    except StepCancelled:
+        cancelled.append(i)
+        raise
+    return i
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = WAIT_S / 2) -> bool:
+    """Whether ``condition()`` holds within ``seconds`` (far less than a long step takes)."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
 
 
 def test_results_come_in_the_items_order_when_later_steps_end_first() -> None:
@@ -106,17 +126,12 @@ def test_stopping_early_leaves_at_once_and_starts_nothing_more() -> None:
     steps.close()  # steps 1 and 2 (and perhaps 3) are still running: close() does not wait for them
     assert finished == [0]
     release.set()
-    deadline = time.monotonic() + WAIT_S
-    while sorted(finished) != sorted(started) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert sorted(finished) == sorted(started)  # they ended on their threads
+    assert wait_until(lambda: sorted(finished) == sorted(started))  # they ended on their threads
     assert source.taken == 4 and {0} <= set(started) <= {0, 1, 2, 3}  # those not yet running were cancelled
 
 
 def test_an_interrupt_taking_the_first_items_stops_the_steps_already_started() -> None:
     """SIGTERM while the second batch is decoded: the first batch's step stops at its next check."""
-    from lrfer.overlap import StepCancelled, stop_if_cancelled
-
     started: list[int] = []
     cancelled: list[int] = []
     running = threading.Event()
@@ -124,14 +139,7 @@ def test_an_interrupt_taking_the_first_items_stops_the_steps_already_started() -
     def work(i: int) -> int:
         started.append(i)
         running.set()
-        try:
-            for _ in range(int(WAIT_S / 0.01)):  # a long step, checking between its parts
-                time.sleep(0.01)
-                stop_if_cancelled()
-        except StepCancelled:
-            cancelled.append(i)
-            raise
-        return i
+        return long_step(i, cancelled)
 
     def source() -> Iterator[int]:
         yield 0
@@ -140,9 +148,7 @@ def test_an_interrupt_taking_the_first_items_stops_the_steps_already_started() -
 
     with pytest.raises(KeyboardInterrupt):
         next(overlapped(work, source(), streams=3, device="cpu"))
-    deadline = time.monotonic() + WAIT_S / 2  # far less than the step would take
-    while not cancelled and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(lambda: bool(cancelled))
     assert started == [0] and cancelled == [0]
 
 
@@ -206,8 +212,6 @@ def test_steps_run_with_the_callers_torch_threads() -> None:
 
 
 def test_a_stopped_caller_ends_its_running_steps_at_their_next_check() -> None:
-    from lrfer.overlap import StepCancelled, stop_if_cancelled
-
     running, cancelled = threading.Event(), []
 
     def work(i: int) -> int:
@@ -215,24 +219,14 @@ def test_a_stopped_caller_ends_its_running_steps_at_their_next_check() -> None:
             return 0
         if i == 1:  # step 1 itself: step 2 could run while 1 was still queued, and close() then cancel it
             running.set()
-        try:
-            for _ in range(int(WAIT_S / 0.01)):  # a long step, checking between its parts
-                time.sleep(0.01)
-                stop_if_cancelled()
-        except StepCancelled:
-            cancelled.append(i)
-            raise
-        return i
+        return long_step(i, cancelled)
 
     stop_if_cancelled()  # outside a step: nothing
     steps = overlapped(work, range(10), streams=2, device="cpu")
     assert next(steps) == 0
     assert running.wait(WAIT_S)
     steps.close()
-    deadline = time.monotonic() + WAIT_S / 2  # far less than the steps would take
-    while 1 not in cancelled and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert 1 in cancelled and set(cancelled) <= {1, 2}
+    assert wait_until(lambda: 1 in cancelled) and set(cancelled) <= {1, 2}
 
 
 @pytest.mark.parametrize("detector", ["auto", "mtcnn"])

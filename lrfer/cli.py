@@ -43,8 +43,8 @@ DEFAULT_GPU_IMAGE_BATCH = 64
 #: decoding workers need (H100 machine, 16 cores: 221 -> 278 photos/s at 480 px with one thread).
 GPU_HOST_THREADS = 1
 #: Image batches ``lrfer predict`` scores at once (``--streams``), each on a thread of its own: on CPU
-#: two, sharing the cores (one torch thread each on 2 cores: 300 photos of 480 px in 4.5-4.8 s against
-#: 5.0-7.3 s for one batch at a time on two threads; see docs/speed.md, stop 34); on CUDA one, until
+#: two, sharing the cores (one torch thread each on 2 cores: 300 photos of 480 px in 4.7-4.9 s against
+#: 5.3-5.8 s for one batch at a time on two threads; see docs/speed.md, stop 34); on CUDA one, until
 #: a GPU has measured more (each stream also queues on a CUDA stream of its own).
 DEFAULT_CPU_STREAMS = 2
 DEFAULT_GPU_STREAMS = 1
@@ -351,8 +351,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _predict_images(rec: Any, files: ImageFiles, image_batch: int, streams: int, args: argparse.Namespace,
                     write: Callable[[dict[str, Any]], object], counts: dict[str, int]) -> None:
     """The rows of ``files``, ``image_batch`` images at a time decoded by worker processes and scored
-    ``streams`` batches at once. Interrupted, it stops at once: the batches being scored end on their
-    threads (and Python's exit waits for them), their rows dropped."""
+    ``streams`` batches at once. Interrupted, it stops at once: the batches being scored stop at their
+    next :func:`~lrfer.overlap.stop_if_cancelled` (Python's exit waits for that), their rows dropped."""
     from tqdm import tqdm
 
     from lrfer.overlap import overlapped

@@ -1,7 +1,8 @@
 """Videos: frames/s of ``Recognizer.predict_video`` against its parts, and peak memory of ``lrfer
 predict`` on a short and a 10x longer video (must stay flat).
 
-    python benchmarks/video.py [--device cpu] [--width 480] [--frames 96] [--codec MJPG] [--memory-frames 2000]
+    python benchmarks/video.py [--device cpu] [--width 480] [--frames 96] [--codec MJPG] [--streams 2]
+                               [--memory-frames 2000]
 
 Speed: a video made of the shared group photos (``../shared/images``; synthetic noise frames when
 absent) at ``--width`` px, each photo shifted a little from frame to frame (``--codec``). Side by
@@ -11,7 +12,9 @@ side in one process, every ``--rounds`` round timing each in turn:
 - ``predict_video``: both, decoding in the read-ahead thread while the model runs. Without the
   overlap it would take ``decode + model``;
 - ``no read-ahead``: ``predict_video`` decoding in the model's thread (the read-ahead replaced by
-  plain iteration).
+  plain iteration);
+- ``N streams``: ``predict_video(..., streams=N)`` (``--streams``), N steps of frames scored at once,
+  with torch's CPU threads shared among them as ``lrfer predict`` shares them.
 
 Memory: ``lrfer predict VIDEO --detector none --out x.csv`` in a fresh process on a 160 px video of
 ``--memory-frames`` and 10x as many frames; prints each process's peak RSS.
@@ -34,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, machine, run_main  # noqa: E402
 
 import lrfer  # noqa: E402
+from lrfer.cli import host_threads  # noqa: E402
 from lrfer.recognizer import in_steps  # noqa: E402
 import lrfer.video  # noqa: E402
 from lrfer.video import read_frames  # noqa: E402
@@ -98,7 +102,13 @@ def speed(args: argparse.Namespace, folder: Path) -> None:
         finally:
             lrfer.video.read_ahead = real
 
-    runs = {"decode": decode, "model": model, "predict_video": predict_video, "no read-ahead": without_read_ahead}
+    def on_streams() -> None:
+        with host_threads(rec.device, args.streams):
+            for _ in rec.predict_video(video, streams=args.streams):
+                pass
+
+    runs = {"decode": decode, "model": model, "predict_video": predict_video, "no read-ahead": without_read_ahead,
+            f"{args.streams} streams": on_streams}
     predict_video()  # warm-up: weights, detector, thread pools
     model()
     seconds: dict[str, list[float]] = {name: [] for name in runs}
@@ -146,6 +156,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=96)
     parser.add_argument("--codec", default="MJPG", help="fourcc of the speed video: MJPG or mp4v (MPEG-4 Part 2)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--streams", type=int, default=2, help="steps of frames scored at once in the last row")
     parser.add_argument("--memory-frames", type=int, default=2000, help="0: skip the memory part")
     args = parser.parse_args()
     print(machine())

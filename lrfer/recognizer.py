@@ -818,48 +818,58 @@ class Recognizer:
         yield from in_steps(loaded, self.device, lambda array: array, pyramid_enlargement(self.detector))
 
     # -- videos -----------------------------------------------------------------------------------
-    def predict_video(self, video: str | os.PathLike[str], every: int = 1, batch_size: int = 256
+    def predict_video(self, video: str | os.PathLike[str], every: int = 1, batch_size: int = 256, streams: int = 1
                       ) -> Generator[VideoFrame, None, None]:
         """Detect faces and read their expressions in every ``every``-th frame of a video file.
 
         A generator of :class:`~lrfer.results.VideoFrame` (frame index, time in seconds, faces), in
         frame order, one per frame read, faces or not. Frames are decoded one at a time in a
         background thread, a step of frames ahead, and scored in steps as :meth:`predict` scores a
-        list of images: memory stays flat however long the video. ValueError when the file cannot
-        be read as a video; a video that ends before the frames its header announces (truncated or
-        damaged) is scored as far as it decodes, and a warning is logged.
+        list of images: memory stays flat however long the video. ``streams``: steps scored at once,
+        each on a thread (and on CUDA a CUDA stream) of its own (:func:`lrfer.overlap.overlapped`;
+        they share torch's CPU threads). ValueError when the file cannot be read as a video; a video
+        that ends before the frames its header announces (truncated or damaged) is scored as far as
+        it decodes, and a warning is logged.
 
         >>> for frame in rec.predict_video("clip.mp4", every=5):  # doctest: +SKIP
         ...     print(frame.index, frame.time_s, [f.label for f in frame.faces])
         """
-        return (frame for frame, _ in self.predict_video_frames(video, every, batch_size))
+        return (frame for frame, _ in self.predict_video_frames(video, every, batch_size, streams))
 
     def predict_video_frames(
-        self, video: str | os.PathLike[str], every: int = 1, batch_size: int = 256
+        self, video: str | os.PathLike[str], every: int = 1, batch_size: int = 256, streams: int = 1
     ) -> Generator[tuple[VideoFrame, np.ndarray], None, None]:
         """:meth:`predict_video`, each result with its frame's RGB ``uint8 (H, W, 3)`` pixels (to draw on)."""
+        from lrfer.overlap import check_streams
         from lrfer.video import prepend, read_frames
 
         check_every(every)
         check_batch_size(batch_size)
+        check_streams(streams)
         frames = read_frames(video, every)
         first = next(frames)  # a missing, unreadable or undecodable file fails here, not at the first result
         height, width = first[2].shape[:2]
         ahead = frames_ahead(self.device, height, width, pyramid_enlargement(self.detector))
-        return self._video_steps(prepend(first, frames), batch_size, ahead)
+        return self._video_steps(prepend(first, frames), batch_size, ahead, streams)
 
     def _video_steps(
-        self, decoded: Iterator[tuple[int, float, np.ndarray]], batch_size: int, ahead: int
+        self, decoded: Iterator[tuple[int, float, np.ndarray]], batch_size: int, ahead: int, streams: int
     ) -> Generator[tuple[VideoFrame, np.ndarray], None, None]:
+        from lrfer.overlap import overlapped
         from lrfer.video import read_ahead
 
+        def score(step: list[tuple[int, float, np.ndarray]]) -> tuple[list[tuple[int, float, np.ndarray]], list[list[Face]]]:
+            return step, self._predict_step([pixels for _, _, pixels in step], batch_size)
+
         frames = read_ahead(decoded, depth=ahead)
+        steps = in_steps(frames, self.device, lambda frame: frame[2], pyramid_enlargement(self.detector))
+        scored = overlapped(score, steps, streams, self.device)
         try:
-            for step in in_steps(frames, self.device, lambda frame: frame[2], pyramid_enlargement(self.detector)):
-                found = self._predict_step([pixels for _, _, pixels in step], batch_size)
+            for step, found in scored:
                 for (index, time_s, pixels), faces in zip(step, found):
                     yield VideoFrame(index, time_s, faces), pixels
         finally:
+            scored.close()  # nothing more is scored; then the decoding thread stops
             frames.close()
 
     def _predict_step(self, arrays: list[np.ndarray], batch_size: int) -> list[list[Face]]:

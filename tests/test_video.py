@@ -199,6 +199,58 @@ def test_predict_video_in_several_steps_reads_lazily(rec: lrfer.Recognizer, clip
     assert [r.faces[0].probs for r in [first, *rest]] == [pytest.approx(p, abs=1e-6) for p in whole]
 
 
+def test_predict_video_on_several_streams_gives_the_frames_of_one(rec: lrfer.Recognizer, clip: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps of 3 frames scored two at a time on kept threads: the same frames, in order, as one at a time."""
+    import lrfer.recognizer as recognizer
+
+    monkeypatch.setattr(recognizer, "IMAGES_PER_STEP", 3)
+    scorers: set[int] = set()
+    predict_step = rec._predict_step
+
+    def recorded(*args: object) -> object:
+        scorers.add(threading.get_ident())
+        return predict_step(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rec, "_predict_step", recorded)
+    one = [(f.index, f.faces[0].probs) for f in rec.predict_video(clip)]
+    assert scorers == {threading.get_ident()}
+    scorers.clear()
+    two = [(f.index, f.faces[0].probs) for f in rec.predict_video(clip, streams=2)]
+    assert threading.get_ident() not in scorers and 1 <= len(scorers) <= 2
+    assert [i for i, _ in two] == [i for i, _ in one] == list(range(FRAMES))
+    assert [p for _, p in two] == [pytest.approx(p, abs=1e-6) for _, p in one]
+    with pytest.raises(ValueError, match="streams must be an integer >= 1"):
+        rec.predict_video(clip, streams=0)  # at the call
+
+
+def test_cli_scores_a_video_on_several_streams_as_on_one(tiny_path: Path, clip: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import lrfer.recognizer as recognizer
+
+    monkeypatch.setattr(recognizer, "IMAGES_PER_STEP", 3)  # 12 frames: 4 steps
+    threads = torch.get_num_threads()
+    texts = {}
+    for streams in ("1", "2"):
+        out = tmp_path / f"{streams}.csv"
+        assert main(["predict", str(clip), "--model", str(tiny_path), "--detector", "none", "--quiet",
+                     "--streams", streams, "--out", str(out)]) == 0
+        texts[streams] = out.read_text()
+        assert torch.get_num_threads() == threads  # restored
+    assert texts["2"] == texts["1"] and len(texts["1"].splitlines()) == 1 + FRAMES
+
+
+def test_a_clip_shorter_than_a_step_per_stream_gets_fewer_streams(rec: lrfer.Recognizer, clip: Path) -> None:
+    from lrfer.cli import video_streams
+
+    info = video_mod.video_info(clip)  # 64x48 frames: steps of 32 on CPU
+    assert video_streams(rec, info, 12, 2) == 1 and video_streams(rec, info, 33, 2) == 2
+    assert video_streams(rec, info, None, 3) == 3  # frames not announced: as asked
+    assert video_streams(rec, info, 1000, None) == 1  # not asked: one step at a time
+
+
 def test_stopping_predict_video_early_releases_the_video(rec: lrfer.Recognizer, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     clip = write_video(tmp_path / "long.mp4", frames=150)  # more than a step and the read-ahead queue hold

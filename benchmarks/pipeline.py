@@ -1,7 +1,7 @@
 """End-to-end ms per photo (decode + detect + align + classify) on the shared group photos.
 
     python benchmarks/pipeline.py [--model NAME] [--widths 1920,960,480] [--device cpu|cuda|all] [--batch 1,16]
-                                  [--detector auto,blazeface,mtcnn] [--min-face 20] [--precision auto,bf16]
+                                  [--detector auto,blazeface,mtcnn] [--min-face 20] [--precision auto,bf16] [--tta off,on]
 
 Photos from ``../shared/images`` resized to each width; each stage timed separately (median of
 several runs after warm-up), both one photo per call (every photo in turn, the mean per photo) and a
@@ -200,6 +200,8 @@ def main() -> None:
                         "tiled from the shared photos (whole tiles only), one scene per call")
     parser.add_argument("--precision", default="auto", help="comma-separated precisions (auto, fp32, bf16, fp16), side "
                         "by side; bf16 also runs MTCNN's P-Net in bf16")
+    parser.add_argument("--tta", default="off", help="comma-separated off,on side by side: on = lrfer.load(..., tta=True), "
+                        "each face's mirror image classified too")
     parser.add_argument("--detect-stages", action="store_true", help="also print ms per photo in each detection "
                         "stage (BlazeFace, P-Net's pyramid, P-Net, R-/O-Net crops and networks, NMS), one photo per call")
     args = parser.parse_args()
@@ -211,10 +213,15 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" else [args.device]
     widths = [int(w) for w in args.widths.split(",")]
     print(f"# machine: {machine()}\n")
-    runs = [(d, name, p) for d in devices for name in args.detector.split(",") for p in args.precision.split(",")]
-    for dev, detector, precision in runs:
-        rec = lrfer.load(args.model, device=dev, detector=detector, min_face=args.min_face, precision=precision)
-        print(f"## {dev}, {rec.spec.name}, detector={detector}, min_face={args.min_face}, precision={precision}: ms per photo\n")
+    if not set(args.tta.split(",")) <= {"off", "on"}:
+        parser.error(f"--tta {args.tta}: a comma-separated list of off and on")
+    runs = [(d, name, p, t) for d in devices for name in args.detector.split(",") for p in args.precision.split(",")
+            for t in args.tta.split(",")]
+    for dev, detector, precision, tta in runs:
+        rec = lrfer.load(args.model, device=dev, detector=detector, min_face=args.min_face, precision=precision,
+                         tta=tta == "on")
+        print(f"## {dev}, {rec.spec.name}, detector={detector}, min_face={args.min_face}, precision={precision}, "
+              f"tta={tta}: ms per photo\n")
         print("| width | photos/call | faces per photo | decode | upload | detect | align | classify | total ms/photo | photos/s |")
         print("| ---: | ---: | --- |" + " ---: |" * 7)
         for width in widths:

@@ -1,6 +1,6 @@
 """predict_crops throughput (faces/s) for every bundled variant, side by side in one process.
 
-    python benchmarks/throughput.py [--batches 1,64,1024] [--device cpu|cuda|all] [--compile] [--precision bf16]
+    python benchmarks/throughput.py [--batches 1,64,1024] [--device cpu|cuda|all] [--compile] [--precision bf16] [--tta]
 
 For each variant and batch size: the median over timed rounds (after warm-up) of
 ``Recognizer.predict_crops`` on 48x48 uint8 crops (the public path: gray conversion, resize,
@@ -9,7 +9,9 @@ that the machine's drifting speed hits them all alike; and of the model alone on
 The 48 px teacher is the upscale reference: every face is brought to 48 px and the HR network runs,
 which is what an ordinary FER model does with a small face; the ``vs 48px`` column is the speed-up
 of each variant over it, per round, median over rounds. On CUDA, fp32, fp16 and bf16 autocast and channels_last
-are measured (and ``torch.compile`` with --compile).
+are measured (and ``torch.compile`` with --compile). ``--tta`` adds a row ``NAME +tta`` under each
+model: the same model with mirror-image test-time augmentation (``lrfer.load(..., tta=True)``), timed in
+the same rounds.
 """
 from __future__ import annotations
 
@@ -96,6 +98,7 @@ def main() -> None:
                         "(default: the manifest default; compiling takes tens of seconds per model)")
     parser.add_argument("--rounds", type=int, default=9, help="timed rounds (every model once a round)")
     parser.add_argument("--precision", default="auto", help="predict_crops precision: auto, fp32, bf16 or fp16 (CUDA)")
+    parser.add_argument("--tta", action="store_true", help="also time each model with tta=True (rows 'NAME +tta')")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     batches = [int(b) for b in args.batches.split(",")]
@@ -105,7 +108,8 @@ def main() -> None:
     print(f"# machine: {machine()}\n")
     for dev_name in devices:
         device = torch.device(dev_name)
-        recs = {name: lrfer.load(name, device=device, detector=None, precision=args.precision) for name in names}
+        recs = {label: lrfer.load(name, device=device, detector=None, precision=args.precision, tta=tta)
+                for name in names for label, tta in [(name, False)] + [(f"{name} +tta", True)] * args.tta}
         peaks = {name: peak_memory_mb(rec, batches[-1], device) for name, rec in recs.items()}
         seconds = {b: bench_crops(recs, b, device, args.rounds) for b in batches}
         print(f"## {dev_name}: predict_crops (48x48 uint8 crops in, calibrated probabilities out), "

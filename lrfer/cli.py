@@ -158,6 +158,9 @@ def _add_predict(sub: Any) -> None:
                    help="expression model precision: auto = fp16 on CUDA, fp32 on CPU; bf16 is faster on CPUs "
                         "with AVX-512 bf16 (probabilities within about 2e-2 of fp32) and also runs MTCNN's P-Net "
                         "in bf16; fp16 needs CUDA (default: auto)")
+    p.add_argument("--tta", action="store_true",
+                   help="also classify each face's mirror image and average the two (test-time augmentation): "
+                        "0.06-1.2 points more accuracy on FER2013 for twice the expression model's work")
     p.add_argument("--batch-size", type=_positive_int, default=256, help="faces per model call (default: 256)")
     p.add_argument("--image-batch", type=_positive_int, default=None,
                    help=f"images detected together (default: {DEFAULT_IMAGE_BATCH} on CPU, "
@@ -319,7 +322,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 1
     detector = None if args.detector == "none" else args.detector
     rec = lrfer.load(args.model, device=args.device, detector=detector, min_face=args.min_face, precision=args.precision,
-                     close_ups=args.close_ups, cache_dir=args.cache_dir)
+                     close_ups=args.close_ups, cache_dir=args.cache_dir, tta=args.tta)
     logger.info("%s on %d image(s) and %d video(s)", rec, len(files), len(videos))
     args.annotated = None if args.annotate is None else AnnotatedPaths(
         args.annotate, args.paths, [path for path, _ in files] + [path for path, _ in videos], args.overwrite)

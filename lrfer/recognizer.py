@@ -46,6 +46,7 @@ from lrfer.io import describe, load_image, to_device_tensors
 from lrfer.overlap import stop_if_cancelled
 from lrfer.results import NO_LANDMARKS, Face, VideoFrame
 from lrfer.shapes import MIN_FACE_ROWS
+from lrfer.tta import mean_over_mirror_images, with_mirror_images
 from lrfer.video import check_every
 from lrfer.zoo import ModelSpec, default_model, load_model
 
@@ -181,6 +182,7 @@ def load(
     precision: str = "auto",
     close_ups: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
+    tta: bool = False,
 ) -> Recognizer:
     """Load a model and a face detector, ready to :meth:`~Recognizer.predict`.
 
@@ -207,6 +209,9 @@ def load(
     frame (CCTV, crowds).
     ``cache_dir``: where Hub weights are fetched to and looked for (as :func:`lrfer.download`'s);
     default ``$LRFER_CACHE``, else huggingface_hub's cache. Bundled weights ignore it.
+    ``tta``: also classify each face's mirror image and average the two logits (:mod:`lrfer.tta`).
+    It doubles the expression model's work (not the detector's). On FER2013 PublicTest it added 0.06 to 1.2
+    points of accuracy to every zoo model (the default: 59.5 -> 60.2 %), and lowered its calibration error.
 
     >>> rec = lrfer.load("gmenet-fer2013-16px")  # doctest: +SKIP
     >>> labels = [f.label for f in rec.predict("examples/group1.jpg")]  # doctest: +SKIP
@@ -219,6 +224,7 @@ def load(
         configure_cpu_threads()
         raise_adaptive_thresholds()
     check_precision(precision, dev)
+    check_tta(tta)
     if precision == "bf16" and dev.type == "cpu" and not cpu_has_fast_bf16():
         logger.warning("precision='bf16' on a CPU without native bf16 instructions (AVX-512 BF16 or AMX): "
                        "it will be slower than fp32, not faster")
@@ -226,7 +232,7 @@ def load(
     pnet_precision = "bf16" if precision == "bf16" else "fp32"
     det = make_detector(det_name, dev, min_face=min_face, pnet_precision=pnet_precision,
                         close_ups=close_ups) if det_name else None
-    return Recognizer(model, model.pretrained_cfg, dev, det, precision)  # type: ignore[arg-type]  # a ModelSpec (load_model)
+    return Recognizer(model, model.pretrained_cfg, dev, det, precision, tta=tta)  # type: ignore[arg-type]  # a ModelSpec (load_model)
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -308,6 +314,18 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(f"precision 'fp16' needs a CUDA device (got {device}); on CPU use 'bf16' or 'fp32'")
+
+
+def check_tta(tta: object) -> bool:
+    """``tta`` as a bool; ValueError for anything but ``True`` or ``False`` (a string such as ``"flip"`` or
+    ``"no"`` would otherwise count as true).
+
+    >>> check_tta(True), check_tta(np.bool_(False))
+    (True, False)
+    """
+    if not isinstance(tta, (bool, np.bool_)):
+        raise ValueError(f"tta must be True or False (mirror-image test-time augmentation); got {tta!r}")
+    return bool(tta)
 
 
 # ------------------------------------------------------------------------------------- crop helpers
@@ -625,7 +643,8 @@ class Recognizer:
     """
 
     def __init__(
-        self, model: nn.Module, spec: ModelSpec, device: torch.device, detector: Any | None, precision: str = "auto"
+        self, model: nn.Module, spec: ModelSpec, device: torch.device, detector: Any | None, precision: str = "auto",
+        tta: bool = False,
     ) -> None:
         # channels_last: ~1.5x faster convolutions on CPU (measured in benchmarks/throughput.py) and
         # the layout tensor cores want on CUDA.
@@ -634,6 +653,7 @@ class Recognizer:
         self.device: torch.device = torch.device(device)
         check_precision(precision, self.device)
         self.precision = precision
+        self.tta = check_tta(tta)
         self._network = self._inference_network()
         # CUDA takes whole batches; only CPU needs the probe forward that sizes the chunks.
         self._cpu_chunk = faces_per_cpu_call(self._network, spec.in_chans, spec.resolution) if self.device.type == "cpu" else None
@@ -661,7 +681,7 @@ class Recognizer:
 
     def __repr__(self) -> str:
         return (f"Recognizer(model={self.spec.name!r}, resolution={self.resolution}, device={str(self.device)!r}, "
-                f"detector={detector_name(self.detector)!r}, precision={self.precision!r})")
+                f"detector={detector_name(self.detector)!r}, precision={self.precision!r}, tta={self.tta!r})")
 
     # -- tensor in / tensor out -------------------------------------------------------------------
     def _inference_network(self) -> nn.Module:
@@ -736,9 +756,13 @@ class Recognizer:
         with torch.inference_mode(), no_autocast():
             x = x.to(self.device, dtype=torch.float32, non_blocking=True)
             x = (to_native(x, self.resolution) - self._mean) / self._std
+            if self.tta:
+                x = with_mirror_images(x)
             x = x.contiguous(memory_format=torch.channels_last)
             with self._autocast():
                 logits = torch.cat([alignment.run_network(self._network, part, MIN_FACE_ROWS) for part in x.split(self._model_chunk())]) if len(x) else self._network(x)
+            if self.tta:
+                logits = mean_over_mirror_images(logits.float())
             return torch.softmax(logits.float() / self.spec.temperature, dim=1)
 
     def _model_chunk(self) -> int:

@@ -840,7 +840,7 @@ def test_the_table_shows_names_the_terminal_cannot_encode() -> None:
 
 def test_predict_hands_its_options_to_the_recognizer(photos: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """--model, --device, --detector, --min-face, --precision and --no-close-ups reach lrfer.load, --batch-size
+    """--model, --device, --detector, --min-face, --precision, --no-close-ups and --tta reach lrfer.load, --batch-size
     and --image-batch every predict call, and an image's second face is its row 'face' 1: with one face per
     crop and options that leave the rows alike, the other tests passed with any of them ignored. A detector
     name ignores case, as in Python (--detector MTCNN was an invalid choice)."""
@@ -865,9 +865,9 @@ def test_predict_hands_its_options_to_the_recognizer(photos: Path, tmp_path: Pat
     out = tmp_path / "rows.csv"
     assert main(["predict", str(photos), "--model", "mine.safetensors", "--device", "cpu", "--detector", "HAAR",
                  "--min-face", "30", "--precision", "bf16", "--no-close-ups", "--batch-size", "7", "--image-batch", "3",
-                 "--workers", "0", "--quiet", "--out", str(out), "--cache-dir", str(tmp_path / "weights")]) == 0
+                 "--workers", "0", "--quiet", "--out", str(out), "--cache-dir", str(tmp_path / "weights"), "--tta"]) == 0
     assert loaded == [{"model": "mine.safetensors", "device": "cpu", "detector": "haar", "min_face": 30,
-                       "precision": "bf16", "close_ups": False, "cache_dir": tmp_path / "weights"}]
+                       "precision": "bf16", "close_ups": False, "cache_dir": tmp_path / "weights", "tta": True}]
     assert calls == [(3, 7), (1, 7)]
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))

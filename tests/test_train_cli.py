@@ -552,8 +552,8 @@ def test_eval_scores_at_the_models_own_temperature(tiny_path: Path, tiny_npz: Pa
 
     temperatures: list[float] = []
     evaluate = evaluate_module.evaluate
-    monkeypatch.setattr(evaluate_module, "evaluate", lambda model, native, faces, resolutions, temperature, device:
-                        temperatures.append(temperature) or evaluate(model, native, faces, resolutions, temperature, device))
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda model, native, faces, resolutions, temperature, device, **kw:
+                        temperatures.append(temperature) or evaluate(model, native, faces, resolutions, temperature, device, **kw))
     assert main(["eval", "--model", str(tiny_path), "--data", str(tiny_npz), "--resolutions", "16", "--device", "cpu"]) == 0
     assert temperatures == [1.5]
 

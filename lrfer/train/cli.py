@@ -111,6 +111,9 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--calibrate-split", default="train", choices=RAF_SPLITS,
                    help="RAF-DB split of --calibrate-on (default: train, so that calibration and scores "
                         "use different faces)")
+    p.add_argument("--tta", action="store_true",
+                   help="average each face's logits with its mirror image's, as lrfer.load(..., tta=True) and "
+                        "lrfer predict --tta do (the temperature of --calibrate-on is then fitted on those logits)")
     p.add_argument("--details", action="store_true", help="also print macro-F1, ECE and per-class recall tables")
     p.add_argument("--plot", type=Path, default=None, help="write accuracy-vs-resolution PNG here")
     p.add_argument("--device", default="auto")
@@ -314,11 +317,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         cfg = model.pretrained_cfg
         temperature = cfg.temperature
         if calibration is not None:
-            temperature = fit_temperature(predict_logits(model, calibration.images, cfg.resolution, device), calibration.labels)
-        evaluated.append((cfg.name, spec, evaluate(model, cfg.resolution, faces, resolutions, temperature, device)))
+            temperature = fit_temperature(predict_logits(model, calibration.images, cfg.resolution, device, tta=args.tta),
+                                          calibration.labels)
+        evaluated.append((cfg.name, spec, evaluate(model, cfg.resolution, faces, resolutions, temperature, device, tta=args.tta)))
     labels = _row_labels([(name, spec) for name, spec, _ in evaluated])
     results = {label: rows for label, (_, _, rows) in zip(labels, evaluated)}
-    print(f"Accuracy (%) on {args.data.name}, {len(faces)} faces\n")
+    print(f"Accuracy (%) on {args.data.name}, {len(faces)} faces{', each with its mirror image (--tta)' if args.tta else ''}\n")
     print(markdown_table(results))
     if args.details:
         for name, rows in results.items():

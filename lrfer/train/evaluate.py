@@ -117,16 +117,17 @@ def check_classes(model: nn.Module) -> None:
 
 
 def evaluate(model: nn.Module, native: int, faces: FaceSet, resolutions: Sequence[int], temperature: float = 1.0,
-             device: torch.device | str = "cpu") -> list[Scores]:
+             device: torch.device | str = "cpu", tta: bool = False) -> list[Scores]:
     """Scores of ``model`` (native input ``native`` px) at each resolution; a model with other classes
     than the data's is refused (:func:`check_classes`).
 
     ``temperature`` divides the logits before the softmax (it changes ``ece``, not ``accuracy``); it is
     not read from the model: pass ``model.pretrained_cfg.temperature`` to score a zoo model as its
-    manifest metrics were (``lrfer eval`` does)."""
+    manifest metrics were (``lrfer eval`` does). ``tta``: each face's logits averaged with its mirror
+    image's (:mod:`lrfer.tta`), as ``lrfer.load(..., tta=True)`` serves them."""
     check_classes(model)
-    return [score(predict_logits(model, faces.images, native, device, eval_resolution=r), faces.labels, r, temperature)
-            for r in resolutions]
+    return [score(predict_logits(model, faces.images, native, device, eval_resolution=r, tta=tta), faces.labels, r,
+                  temperature) for r in resolutions]
 
 
 def markdown_table(results: dict[str, list[Scores]], metric: str = "accuracy") -> str:

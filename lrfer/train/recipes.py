@@ -749,11 +749,13 @@ class Trainer:
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: np.ndarray, native: int, device: torch.device | str = "cpu",
-                   eval_resolution: int | None = None, batch_size: int = 512) -> torch.Tensor:
+                   eval_resolution: int | None = None, batch_size: int = 512, tta: bool = False) -> torch.Tensor:
     """Logits for 48x48 uint8 faces degraded to ``eval_resolution`` (default: native) and brought to the
     model's native size: area down-sampling, or bicubic up-sampling when the face is smaller.
-    Normalised as :func:`normalizer` says (the model's spec mean/std for a loaded model)."""
+    Normalised as :func:`normalizer` says (the model's spec mean/std for a loaded model). ``tta``: each
+    face's logits averaged with its mirror image's, as :class:`lrfer.Recognizer` with ``tta=True`` does."""
     from lrfer.faces.degrade import upsample
+    from lrfer.tta import mean_over_mirror_images, with_mirror_images
 
     norm = normalizer(model)
     was_training = model.training
@@ -766,7 +768,11 @@ def predict_logits(model: nn.Module, images: np.ndarray, native: int, device: to
             x = upsample(x, native)
         elif x.shape[-1] > native:
             x = to_native(x, native)
-        out.append(model(norm(x)).float().cpu())
+        x = norm(x)
+        if tta:
+            out.append(mean_over_mirror_images(model(with_mirror_images(x)).float()).cpu())
+        else:
+            out.append(model(x).float().cpu())
     model.train(was_training)
     return torch.cat(out)
 

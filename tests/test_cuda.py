@@ -57,6 +57,16 @@ def test_predict_crops_on_gpu_matches_cpu(precision: str) -> None:
     _assert_same_probs(cpu, gpu, BF16_TOLERANCE if precision == "bf16" else PROB_TOLERANCE)
 
 
+def test_tta_on_gpu_matches_cpu() -> None:
+    """tta=True on CUDA: faces and mirror images in one padded call (run_bucketed), halves averaged."""
+    crops = np.random.default_rng(1).integers(0, 256, (300, 48, 48), dtype=np.uint8)
+    cpu = lrfer.load(device="cpu", detector=None, tta=True).predict_crops(crops)
+    gpu = lrfer.load(device="cuda", detector=None, tta=True)
+    _assert_same_probs(cpu, gpu.predict_crops(crops, batch_size=100))
+    _assert_same_probs(cpu, gpu.predict_crops(crops[:, :, ::-1].copy(), batch_size=100))
+    assert np.abs(cpu - lrfer.load(device="cpu", detector=None).predict_crops(crops)).max() > PROB_TOLERANCE
+
+
 def test_predict_tensor_stays_on_the_gpu() -> None:
     rec = lrfer.load(device="cuda", detector=None)
     out = rec.predict_tensor(torch.rand(8, 1, 48, 48, device="cuda"))

@@ -666,6 +666,7 @@ class Recognizer:
         return {k: v for k, v in self.__dict__.items() if k != "_network"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("tta", False)  # pickled before tta existed: single view, as it was
         self.__dict__.update(state)
         self._network = self._inference_network()
 

@@ -147,3 +147,49 @@ def test_cli_eval_tta_says_so_and_scores_the_mean_logits(model_path: Path, tmp_p
     row = next(line for line in printed.splitlines() if line.startswith("| baseline-fer2013-16px |"))
     logits = predict_logits(load_model(str(model_path)).eval(), images, 16, tta=True)
     assert float(row.strip("|").split("|")[1]) == pytest.approx(100 * float((logits.argmax(1).numpy() == labels).mean()), abs=0.05)
+
+
+def test_faces_split_across_cpu_calls_keep_their_own_mirror_images(model_path: Path) -> None:
+    """More rows than one CPU call takes: each face is still averaged with its own mirror image."""
+    mirrored = lrfer.load(str(model_path), device="cpu", detector=None, tta=True)
+    faces = asymmetric_faces(7, size=16)
+    whole = mirrored.predict_tensor(faces)
+    mirrored._cpu_chunk = 4  # 14 rows (7 faces, 7 mirror images) in calls of 4, 4, 4 and 2
+    split = mirrored.predict_tensor(faces)
+    assert torch.allclose(split, whole, atol=1e-6)
+    assert torch.allclose(split, mirrored.predict_tensor(faces.flip(-1)), atol=1e-5)
+
+
+def test_a_recognizer_pickled_before_tta_unpickles_without_it(model_path: Path) -> None:
+    rec = lrfer.load(str(model_path), device="cpu", detector=None)
+    state = rec.__getstate__()
+    del state["tta"]  # as a Recognizer pickled by a version without tta
+    old = lrfer.Recognizer.__new__(lrfer.Recognizer)
+    old.__setstate__(state)
+    assert old.tta is False and "tta=False" in repr(old)
+    faces = asymmetric_faces(3)
+    assert torch.equal(old.predict_tensor(faces), rec.predict_tensor(faces))
+
+
+def test_cli_eval_tta_reaches_the_calibration_and_every_resolution(model_path: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The accuracy in the other eval test is the same with and without --tta (the random model gives
+    every random face one class): here each predict_logits call is checked for tta=True."""
+    import lrfer.train.evaluate as evaluate_module
+    import lrfer.train.recipes as recipes_module
+
+    calls: list[bool] = []
+    real = recipes_module.predict_logits
+
+    def spy(*args: object, tta: bool = False, **kwargs: object) -> torch.Tensor:
+        calls.append(tta)
+        return real(*args, tta=tta, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(recipes_module, "predict_logits", spy)
+    monkeypatch.setattr(evaluate_module, "predict_logits", spy)
+    rng = np.random.default_rng(2)
+    np.savez(tmp_path / "faces.npz", images=rng.integers(0, 256, (14, 48, 48), dtype=np.uint8),
+             labels=np.arange(14) % 7, classes=np.array(CLASSES))
+    assert main(["eval", "--model", str(model_path), "--data", str(tmp_path / "faces.npz"), "--resolutions", "8,16",
+                 "--calibrate-on", str(tmp_path / "faces.npz"), "--tta", "--device", "cpu"]) == 0
+    assert calls == [True, True, True]  # the calibration faces, then 8 and 16 px

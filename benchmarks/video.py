@@ -88,7 +88,7 @@ def speed(args: argparse.Namespace, folder: Path) -> None:
 
     def model() -> None:
         for step in in_steps(decoded, rec.device, lambda array: array):
-            rec.predict(step)
+            rec.predict(step, streams=1)  # one step at a time, as predict_video scores by default
 
     def predict_video() -> None:
         for _ in rec.predict_video(video):

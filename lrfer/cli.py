@@ -491,7 +491,7 @@ def host_threads(device: Any, streams: int) -> Iterator[None]:
 def score_batch(rec: Any, batch_size: int, batch: list[tuple[int, Any]]) -> tuple[list[tuple[int, Any]], list[Any]]:
     """``batch`` and the faces of each of its decoded images (its unreadable files, error messages, skipped)."""
     images = [item for _, item in batch if not isinstance(item, str)]
-    return batch, rec.predict(images, batch_size=batch_size) if images else []
+    return batch, rec.predict(images, batch_size=batch_size, streams=1) if images else []  # --streams overlaps the batches
 
 
 def _write_batch(batch: list[tuple[int, Any]], results: list[Any], files: ImageFiles, args: argparse.Namespace,

@@ -481,7 +481,7 @@ def test_a_photos_faces_do_not_depend_on_the_other_photos_of_the_call() -> None:
     rec = lrfer.load(device="cpu")
     big = lrfer.load_image(ROOT / "examples" / "group1.jpg")
     small = cv2.resize(big, (320, 214), interpolation=cv2.INTER_AREA)
-    alone, together = rec.predict(small), rec.predict([small, big])[0]
+    alone, together = rec.predict(small), rec.predict([small, big], streams=1)[0]  # 2 streams: 1 thread's rounding
     assert len(alone) == len(together) > 0
     for a, b in zip(alone, together):
         assert a.box == b.box
@@ -672,7 +672,7 @@ def test_predict_runs_in_steps_bounded_by_images_and_pixels(rec: lrfer.Recognize
 
     monkeypatch.setattr(recognizer_mod.Recognizer, "_predict_step", spy)
     monkeypatch.setattr(recognizer_mod, "step_limits", lambda device, enlargement=1.0: (3, 400))  # 3 images, 400 pixels
-    stepped = rec.predict(images)
+    stepped = rec.predict(images, streams=1)  # several streams even the steps out (the next test)
     assert steps == [3, 1, 1, 2]  # at most 3 images; 100 + 400 px and 400 + 100 px pass 400 px
     for a, b in zip(stepped, whole):
         assert len(a) == len(b) == 1 and a[0].probs == pytest.approx(b[0].probs, abs=1e-6)
@@ -1183,3 +1183,99 @@ def test_changes_to_rec_model_do_not_reach_predictions(tiny_path: Path, monkeypa
     with torch.no_grad():
         next(rec.model.parameters()).mul_(0.5)
     assert torch.equal(rec.predict_tensor(x), before)
+
+
+def test_predict_on_several_streams_gives_the_results_of_one(rec: lrfer.Recognizer,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list in steps of 3 images, two steps at a time on kept threads, each with half the caller's torch
+    threads: the same faces in the same order as one step at a time; the caller's count restored."""
+    import threading
+
+    import lrfer.recognizer as recognizer
+
+    monkeypatch.setattr(recognizer, "IMAGES_PER_STEP", 3)
+    images = list(np.random.default_rng(5).integers(0, 256, (11, 40, 40, 3), dtype=np.uint8))
+    seen: list[tuple[int, int, int]] = []
+    predict_step = rec._predict_step
+
+    def recorded(arrays: list[np.ndarray], **options: int) -> list[list[Face]]:
+        seen.append((threading.get_ident(), torch.get_num_threads(), len(arrays)))
+        return predict_step(arrays, **options)
+
+    monkeypatch.setattr(rec, "_predict_step", recorded)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        one = rec.predict(images, streams=1)
+        assert {(ident, threads) for ident, threads, _ in seen} == {(threading.get_ident(), 2)}
+        seen.clear()
+        two = rec.predict(images, streams=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert [n for _, _, n in seen] == [3, 3, 3, 2]
+    assert threading.get_ident() not in {ident for ident, _, _ in seen} and {threads for _, threads, _ in seen} == {1}
+    assert len(two) == 11 and [[f.probs for f in faces] for faces in two] == \
+        [[pytest.approx(f.probs, abs=1e-6) for f in faces] for faces in one]
+    assert rec.predict(images[0], streams=2) == two[0]
+
+
+@pytest.mark.parametrize("threads, streams", [(2, 2), (1, 1), (4, 2)])
+def test_by_default_a_long_list_takes_two_streams_if_the_caller_has_two_threads(
+        rec: lrfer.Recognizer, monkeypatch: pytest.MonkeyPatch, threads: int, streams: int) -> None:
+    """streams=None on CPU: 2 when the calling thread runs torch on 2 threads or more, each step on half of
+    them; 1 for a caller who chose one thread, which keeps its one thread and the calling thread."""
+    import threading
+
+    import lrfer.overlap as overlap
+
+    used: list[int] = []
+    real = overlap.overlapped
+    monkeypatch.setattr(overlap, "overlapped", lambda work, items, n, device: used.append(n) or real(work, items, n, device))
+    seen: set[tuple[bool, int]] = set()
+    monkeypatch.setattr(rec, "_predict_step", lambda arrays, **_: seen.add(
+        (threading.get_ident() == caller, torch.get_num_threads())) or [[] for _ in arrays])
+    caller, before = threading.get_ident(), torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rec.predict([np.zeros((8, 8), dtype=np.uint8)] * 40)
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    assert used == [streams]
+    assert seen == {(streams == 1, threads // streams)}
+
+
+def test_predict_on_several_streams_names_a_bad_image_and_checks_streams(rec: lrfer.Recognizer,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import lrfer.recognizer as recognizer
+
+    monkeypatch.setattr(recognizer, "IMAGES_PER_STEP", 2)
+    images: list[object] = list(np.random.default_rng(6).integers(0, 256, (7, 20, 20), dtype=np.uint8))
+    images[5] = np.zeros((20, 20), dtype=np.float64)
+    threads = torch.get_num_threads()
+    with pytest.raises(ValueError, match=r"images\[5\]: .*float64"):
+        rec.predict(images, streams=2)
+    assert torch.get_num_threads() == threads
+    for streams in (0, 1.5, True):
+        with pytest.raises(ValueError, match="streams must be an integer >= 1"):
+            rec.predict(images[:2], streams=streams)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("count, streams, sizes", [(11, 2, [6, 5]), (40, 2, [20, 20]), (65, 2, [17, 17, 17, 14]),
+                                                   (3, 4, [1, 1, 1]), (40, 1, [32, 8]), (1, 2, [1])])
+def test_several_streams_get_steps_of_equal_size(rec: lrfer.Recognizer, monkeypatch: pytest.MonkeyPatch,
+                                                 count: int, streams: int, sizes: list[int]) -> None:
+    """Steps of at most 32 images on CPU, evened out so that the streams end together (40 images on 2
+    streams as 32 and 8 kept one core idle for the last step: slower than one stream); one stream keeps
+    the steps of 32, in the calling thread; never more streams than steps."""
+    import threading
+
+    monkeypatch.setattr(rec, "_predict_step", lambda arrays, **_: seen.append((threading.get_ident(), len(arrays)))
+                        or [[] for _ in arrays])
+    seen: list[tuple[int, int]] = []
+    images = [np.zeros((8, 8), dtype=np.uint8)] * count
+    assert rec.predict(images, streams=streams) == [[]] * count
+    assert [n for _, n in seen] == sizes
+    on_caller = {ident for ident, _ in seen} == {threading.get_ident()}
+    assert on_caller == (min(streams, len(sizes)) == 1)  # a single step runs in the calling thread

@@ -855,7 +855,8 @@ def test_predict_hands_its_options_to_the_recognizer(photos: Path, tmp_path: Pat
 
         device, classes = torch.device("cpu"), CLASSES
 
-        def predict(self, images: list[np.ndarray], batch_size: int) -> list[list[Face]]:
+        def predict(self, images: list[np.ndarray], batch_size: int, streams: int) -> list[list[Face]]:
+            assert streams == 1  # the batches are overlapped by --streams, not the images within one
             calls.append((len(images), batch_size))
             probs = {c: 1.0 if c == "happy" else 0.0 for c in CLASSES}
             return [[Face((x, 0.0, x + 10, 10.0), ((math.nan, math.nan),) * 5, 0.9, 10.0, "happy", probs)

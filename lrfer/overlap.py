@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -31,6 +32,19 @@ R = TypeVar("R")
 
 _pools: dict[tuple[str, int], ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
+
+
+def _forget_threads_after_fork() -> None:
+    """In a child of ``os.fork``: the kept threads were not copied, but their executors were, and such an
+    executor counts its idle threads as there; work given to it would wait forever (seen: a child
+    that overlapped steps after its parent had). The child makes threads of its own when it needs them."""
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_forget_threads_after_fork)
 #: On a kept thread: ``kept_for``, the (device, streams) of its set; ``stop``, the event of the step it runs.
 _this_thread = threading.local()
 

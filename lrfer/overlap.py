@@ -88,7 +88,9 @@ def threads_shared_by(streams: int) -> Iterator[None]:
     """While the block runs, the calling thread's torch CPU thread count divided among ``streams`` steps
     in flight (each step of :func:`overlapped` takes the caller's count), at least 1; restored after.
     GNU OpenMP's threads spin between the many small parallel regions of a step, so two steps on one
-    thread each used 2 cores better than one step on two (``lrfer predict``, stop 34).
+    thread each used 2 cores better than one step on two (``lrfer predict``, stop 34). Under OpenMP
+    ``torch.set_num_threads`` also sets the count of threads that have not used torch yet: one that
+    first does while the block runs keeps the divided count for good.
 
     >>> before = torch.get_num_threads()
     >>> with threads_shared_by(before):

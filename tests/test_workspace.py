@@ -154,3 +154,30 @@ def test_without_torch_s_use_count_the_tensor_lent_last_still_decides(monkeypatc
     address = first.data_ptr()
     del first, second
     assert workspace.reusable_empty("t", (4, 5)).data_ptr() == address  # freed: reused
+
+
+def test_release_of_every_thread_frees_the_buffers_of_threads_that_live_on() -> None:
+    """``Recognizer.predict`` detects a list's steps on kept threads that never end: ``release()`` in the
+    caller freed nothing of theirs, ``release(every_thread=True)`` does."""
+    import threading
+
+    made, freed, done = threading.Event(), threading.Event(), threading.Event()
+    held: list[int] = []
+
+    def kept() -> None:
+        workspace.reusable_empty("test-every", (64, 64))
+        made.set()
+        freed.wait(10)
+        held.append(len(workspace._slots.buffers))
+        done.set()
+
+    thread = threading.Thread(target=kept)
+    thread.start()
+    made.wait(10)
+    workspace.release()
+    assert any("test-every" in buffers for buffers in list(workspace._every_thread.values()))
+    workspace.release(every_thread=True)
+    freed.set()
+    done.wait(10)
+    thread.join()
+    assert held == [0]

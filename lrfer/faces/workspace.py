@@ -10,7 +10,8 @@ A buffer is lent to one tensor at a time: while the tensor handed out last for a
 (a :class:`~lrfer.faces.mtcnn.MipVolume` holding it, for instance), or anything made from its memory
 (a view such as ``stack_images(...)[0]``, an array from ``integral_image(...).numpy()``), the next
 request for that slot gets fresh memory. So two live results never share memory. Buffers larger than
-:data:`MAX_REUSED_BYTES` are never kept; :func:`release` frees the calling thread's buffers.
+:data:`MAX_REUSED_BYTES` are never kept; :func:`release` frees the calling thread's buffers, or every
+thread's (the kept threads of :mod:`lrfer.overlap`, which detect a list's steps, never end).
 """
 from __future__ import annotations
 
@@ -26,11 +27,19 @@ import torch
 MAX_REUSED_BYTES = 64 << 20
 
 
+class _Buffers(dict):  # type: ignore[type-arg]
+    """A thread's buffers: slot -> (flat buffer, weak reference to the tensor it is lent to, users of the
+    buffer's memory when nothing else holds it). A dict that a weak reference can point to."""
+
+
+#: Every live thread's buffers by their id, for ``release(every_thread=True)``; a thread's go when it ends.
+_every_thread: weakref.WeakValueDictionary[int, _Buffers] = weakref.WeakValueDictionary()
+
+
 class _Slots(threading.local):
     def __init__(self) -> None:
-        # slot -> (flat buffer, weak reference to the tensor it is lent to, users of the buffer's
-        # memory when nothing else holds it)
-        self.buffers: dict[str, tuple[torch.Tensor, weakref.ref[torch.Tensor] | None, int | None]] = {}
+        self.buffers: dict[str, tuple[torch.Tensor, weakref.ref[torch.Tensor] | None, int | None]] = _Buffers()
+        _every_thread[id(self.buffers)] = self.buffers
 
 
 _slots = _Slots()
@@ -85,6 +94,9 @@ def reusable_empty(
     return out
 
 
-def release() -> None:
-    """Free the calling thread's buffers (the tensors still using them keep their memory)."""
-    _slots.buffers.clear()
+def release(every_thread: bool = False) -> None:
+    """Free the calling thread's buffers, or with ``every_thread`` every thread's: also those of the kept
+    threads that ``Recognizer.predict`` scores a list's steps on (:mod:`lrfer.overlap`). The tensors still
+    using them keep their memory; a thread using a slot meanwhile gets fresh memory for it."""
+    for buffers in list(_every_thread.values()) if every_thread else [_slots.buffers]:
+        buffers.clear()

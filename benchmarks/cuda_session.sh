@@ -29,7 +29,7 @@ if [ ! -e ../shared ] && [ -d "$shared" ]; then ln -s "$(cd "$shared" && pwd)" .
 # BASE's benchmarks look for the photos next to BASE, as these look next to the repository.
 if [ -n "${BASE:-}" ] && [ ! -d "$BASE/../shared/images" ] && [ -d "$shared" ]; then ln -sfn "$(cd "$shared" && pwd)" "$BASE/../shared"; fi
 
-STEPS=${STEPS-tests_cuda first_use first_use_v7 first_use_base throughput pipeline loader pipeline_480 pipeline_480_base predict_folder predict_folder_streams predict_folder_v7 predict_folder_base predict_folder_ab predict_folder_vary video profile_folder tests_cuda_v7}  # a subset to rerun only those
+STEPS=${STEPS-tests_cuda first_use first_use_v7 first_use_base throughput pipeline loader pipeline_480 pipeline_480_base predict_folder predict_folder_streams predict_list predict_folder_v7 predict_folder_base predict_folder_ab predict_folder_vary video profile_folder tests_cuda_v7}  # a subset to rerun only those
 
 pack_logs() {  # every log so far in $OUT/logs.tar.gz: the device tool returns at most 8 files
     (cd "$LOGS" && tar -czf "$OUT/.logs.tar.gz" -- *.log) && mv "$OUT/.logs.tar.gz" "$OUT/logs.tar.gz"
@@ -86,6 +86,9 @@ step 100 predict_folder "${PREDICT_FOLDER[@]}"
 # round includes the new threads' cuDNN plans (made per thread), the second is the steady state.
 step 200 predict_folder_streams python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 64,256 \
     --streams 1,2,3 --rounds 2 --workers 8
+# Recognizer.predict on a list (the Python API), one step of up to 256 photos at a time against two on
+# CUDA streams of their own (stop 35; predict's default on CUDA stays 1 until this has run).
+step 120 predict_list python3 benchmarks/predict_list.py --device cuda --width 480 --count 2000 --streams 1,2 --rounds 2
 step 100 predict_folder_v7 "${V7[@]}" "${PREDICT_FOLDER[@]}"
 if [ -n "${BASE:-}" ]; then  # its own script puts its tree first on sys.path
     step 100 predict_folder_base python3 "$BASE/benchmarks/predict_folder.py" --device cuda --width 480 --count 4000 --image-batch 64,64,256,256 --workers 8

@@ -32,6 +32,8 @@ R = TypeVar("R")
 
 _pools: dict[tuple[str, int], ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
+#: On a kept thread: ``kept_for``, the (device, streams) of its set; ``stop``, the event of the step it runs.
+_this_thread = threading.local()
 
 
 def _forget_threads_after_fork() -> None:
@@ -45,8 +47,6 @@ def _forget_threads_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
     os.register_at_fork(after_in_child=_forget_threads_after_fork)
-#: On a kept thread: ``kept_for``, the (device, streams) of its set; ``stop``, the event of the step it runs.
-_this_thread = threading.local()
 
 
 class StepCancelled(Exception):

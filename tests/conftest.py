@@ -55,3 +55,19 @@ def _slot_backed(array: object) -> bool:
 def slot_backed() -> Callable[[object], bool]:
     """:func:`_slot_backed`: whether a decoded array views a reusable decoding slot."""
     return _slot_backed
+
+
+@pytest.fixture
+def wait_for_forked_child() -> Callable[[int], str]:
+    """The end of a test script that forked a child ``pid``: wait up to ``seconds`` for it and exit with
+    its status, or kill it and exit with 'the child hung' (the script imports os, sys and time)."""
+    def lines(seconds: int) -> str:
+        return (f"deadline = time.monotonic() + {seconds}\n"
+                "while time.monotonic() < deadline:\n"
+                "    done, status = os.waitpid(pid, os.WNOHANG)\n"
+                "    if done:\n"
+                "        sys.exit(os.waitstatus_to_exitcode(status))\n"
+                "    time.sleep(0.05)\n"
+                "os.kill(pid, 9)\n"
+                "sys.exit('the child hung')\n")
+    return lines

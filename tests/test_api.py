@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -993,7 +994,8 @@ def python_script(script: str, *args: object, timeout: float = 180) -> str:
     return proc.stdout
 
 
-def test_a_recognizer_used_before_fork_works_in_the_child(tiny_path: Path) -> None:
+def test_a_recognizer_used_before_fork_works_in_the_child(tiny_path: Path,
+                                                          wait_for_forked_child: Callable[[int], str]) -> None:
     """GNU OpenMP's thread pool does not survive ``os.fork``: a child of a process that had run the
     model on two threads (gunicorn's ``--preload``) waited forever in its first convolution."""
     script = ("import os, sys, time, numpy as np, torch, lrfer\n"
@@ -1006,14 +1008,7 @@ def test_a_recognizer_used_before_fork_works_in_the_child(tiny_path: Path) -> No
               "if pid == 0:\n"
               "    rec.predict(photo)\n"
               "    os._exit(0 if np.array_equal(rec.predict_crops(crops), expected) else 3)\n"
-              "deadline = time.monotonic() + 60\n"
-              "while time.monotonic() < deadline:\n"
-              "    done, status = os.waitpid(pid, os.WNOHANG)\n"
-              "    if done:\n"
-              "        sys.exit(os.waitstatus_to_exitcode(status))\n"
-              "    time.sleep(0.05)\n"
-              "os.kill(pid, 9)\n"
-              "sys.exit('the child hung')\n")
+              + wait_for_forked_child(60))
     python_script(script, tiny_path)
 
 

@@ -314,7 +314,7 @@ def test_the_haar_detector_stops_before_each_photo_when_cancelled(monkeypatch: p
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no os.fork on this platform")
-def test_a_child_forked_after_the_threads_started_makes_its_own() -> None:
+def test_a_child_forked_after_the_threads_started_makes_its_own(wait_for_forked_child: Callable[[int], str]) -> None:
     """The kept threads are not copied by ``os.fork`` but their executors are, counting an idle thread:
     a child that overlapped steps after its parent had waited forever for them."""
     import subprocess
@@ -327,14 +327,7 @@ def test_a_child_forked_after_the_threads_started_makes_its_own() -> None:
               "pid = os.fork()\n"
               "if pid == 0:\n"
               "    os._exit(0 if list(overlapped(lambda x: x + 1, range(5), 2, 'cpu')) == [1, 2, 3, 4, 5] else 3)\n"
-              "deadline = time.monotonic() + 20\n"
-              "while time.monotonic() < deadline:\n"
-              "    done, status = os.waitpid(pid, os.WNOHANG)\n"
-              "    if done:\n"
-              "        sys.exit(os.waitstatus_to_exitcode(status))\n"
-              "    time.sleep(0.05)\n"
-              "os.kill(pid, 9)\n"
-              "sys.exit('the child hung')\n")
+              + wait_for_forked_child(20))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr

@@ -15,13 +15,12 @@ for each convolution shape again (64-69 ms each on an H100, stop 33). Idle, they
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -70,6 +69,17 @@ def check_streams(streams: object) -> int:
     return streams
 
 
+def threads_per_stream(streams: int) -> int:
+    """The calling thread's torch CPU threads shared among ``streams`` steps in flight, at least 1 each:
+    GNU OpenMP's threads spin between the many small parallel regions of a step, so two steps on one
+    thread each used 2 cores better than one step on two (``lrfer predict``, stop 34).
+
+    >>> threads_per_stream(torch.get_num_threads())
+    1
+    """
+    return max(1, torch.get_num_threads() // streams)
+
+
 def auto_streams(device: torch.device | str) -> int:
     """Steps in flight that :meth:`lrfer.Recognizer.predict` takes for a long list by default: on CPU 2
     when the calling thread runs torch on 2 threads or more (each step then takes half of them), else 1
@@ -83,33 +93,8 @@ def auto_streams(device: torch.device | str) -> int:
     return 2 if torch.get_num_threads() >= 2 else 1
 
 
-@contextlib.contextmanager
-def threads_shared_by(streams: int) -> Iterator[None]:
-    """While the block runs, the calling thread's torch CPU thread count divided among ``streams`` steps
-    in flight (each step of :func:`overlapped` takes the caller's count), at least 1; restored after.
-    GNU OpenMP's threads spin between the many small parallel regions of a step, so two steps on one
-    thread each used 2 cores better than one step on two (``lrfer predict``, stop 34). Under OpenMP
-    ``torch.set_num_threads`` also sets the count of threads that have not used torch yet: one that
-    first does while the block runs keeps the divided count for good.
-
-    >>> before = torch.get_num_threads()
-    >>> with threads_shared_by(before):
-    ...     torch.get_num_threads()
-    1
-    >>> torch.get_num_threads() == before
-    True
-    """
-    before = torch.get_num_threads()
-    if streams > 1:
-        torch.set_num_threads(max(1, before // streams))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device: torch.device | str
-               ) -> Generator[R, None, None]:
+def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device: torch.device | str,
+               threads: int | None = None) -> Generator[R, None, None]:
     """``work(item)`` for each of ``items``, the results in the items' order, up to ``streams`` at once.
 
     ``streams`` 1: in the calling thread, one after the other. More: on ``streams`` threads, each
@@ -117,7 +102,9 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
     that itself calls this with the same device and streams runs its items in its own thread). Items
     are taken from ``items`` in the calling thread only (an iterator that is not thread-safe, such
     as a DataLoader's, is fine), and the next one is started before a result is handed out, so the
-    threads go on working while the caller uses it. An exception of ``work`` is raised where its
+    threads go on working while the caller uses it. Each step runs torch on ``threads`` CPU threads
+    (default: the calling thread's count; ``torch.set_num_threads`` sets one thread's count under
+    OpenMP, and a kept thread keeps whatever it had). An exception of ``work`` is raised where its
     result would have come. Then, as when the caller stops early (``close()``, Ctrl-C, SIGTERM),
     nothing more starts and the exception leaves at once: the steps already running end on their
     threads at their next :func:`stop_if_cancelled`, their results dropped (Python's exit waits for
@@ -137,7 +124,7 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
     pool = _stream_threads(device, streams)
     stop = threading.Event()
     caller_stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
-    run_step = functools.partial(_as_the_caller_set, work, caller_stream, torch.get_num_threads(), stop)
+    run_step = functools.partial(_as_the_caller_set, work, caller_stream, threads or torch.get_num_threads(), stop)
     source = iter(items)
     started: deque[Future[R]] = deque()
     try:  # the first steps too: an interrupt while the second item is taken cancels the first
@@ -176,8 +163,9 @@ def use_own_stream(device: torch.device) -> None:
 
 def _as_the_caller_set(work: Callable[[T], R], caller_stream: torch.cuda.Stream | None, threads: int,
                        stop: threading.Event, item: T) -> R:
-    """``work(item)`` on a kept thread, with the caller's torch CPU thread count (``torch.set_num_threads``
-    sets the calling thread's count only, and a kept thread keeps the one it had), its CUDA work queued
+    """``work(item)`` on a kept thread, with ``threads`` torch CPU threads (the caller's count unless it
+    said otherwise: ``torch.set_num_threads`` sets the calling thread's count only, and a kept thread
+    keeps the one it had), its CUDA work queued
     after what the caller's CUDA stream holds now (a model loaded since this thread started has its
     weights copied and folded there, and streams made by torch do not wait for another by
     themselves), and ``stop`` for :func:`stop_if_cancelled`."""

@@ -833,7 +833,7 @@ class Recognizer:
         ``streams``: steps of a long list (at most :func:`step_limits`: 32 images on CPU, evened out so
         that the streams end together) scored at once, each on a thread and, on CUDA, a CUDA stream of
         its own (:func:`lrfer.overlap.overlapped`), the calling thread's torch CPU threads shared among
-        them (:func:`lrfer.overlap.threads_shared_by`), while the calling thread decodes the next step's
+        them (:func:`lrfer.overlap.threads_per_stream`), while the calling thread decodes the next step's
         files. ``None``: :func:`lrfer.overlap.auto_streams` (2 on CPU when the calling thread has 2
         torch threads or more, 1 on CUDA); never more than the list's steps. The same faces in the same
         order, up to float rounding (a step on fewer threads sums in another order).
@@ -841,19 +841,19 @@ class Recognizer:
         >>> faces = rec.predict("examples/group1.jpg")  # doctest: +SKIP
         >>> per_image = rec.predict(["a.jpg", "b.png"], streams=2)  # doctest: +SKIP
         """
-        from lrfer.overlap import auto_streams, check_streams, overlapped, threads_shared_by
+        from lrfer.overlap import auto_streams, check_streams, overlapped, threads_per_stream
 
         streams = auto_streams(self.device) if streams is None else check_streams(streams)
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         streams, per_step = self._streams_for(len(items), streams)
         steps = self._steps(items, single, per_step)
-        with threads_shared_by(streams):
-            scored = overlapped(functools.partial(self._predict_step, batch_size=batch_size), steps, streams, self.device)
-            try:
-                results = [faces for found in scored for faces in found]
-            finally:
-                scored.close()  # an error or an interrupt: the other steps in flight stop
+        scored = overlapped(functools.partial(self._predict_step, batch_size=batch_size), steps, streams, self.device,
+                            threads_per_stream(streams))
+        try:
+            results = [faces for found in scored for faces in found]
+        finally:
+            scored.close()  # an error or an interrupt: the other steps in flight stop
         return results[0] if single else results
 
     def _streams_for(self, count: int, streams: int) -> tuple[int, int]:

@@ -1219,14 +1219,16 @@ def test_predict_on_several_streams_gives_the_results_of_one(rec: lrfer.Recogniz
 def test_by_default_a_long_list_takes_two_streams_if_the_caller_has_two_threads(
         rec: lrfer.Recognizer, monkeypatch: pytest.MonkeyPatch, threads: int, streams: int) -> None:
     """streams=None on CPU: 2 when the calling thread runs torch on 2 threads or more, each step on half of
-    them; 1 for a caller who chose one thread, which keeps its one thread and the calling thread."""
+    them (the calling thread's own count untouched); 1 for a caller who chose one thread, which keeps its
+    one thread and the calling thread."""
     import threading
 
     import lrfer.overlap as overlap
 
-    used: list[int] = []
+    used: list[tuple[int, int]] = []  # streams, and the calling thread's torch threads meanwhile (left alone)
     real = overlap.overlapped
-    monkeypatch.setattr(overlap, "overlapped", lambda work, items, n, device: used.append(n) or real(work, items, n, device))
+    monkeypatch.setattr(overlap, "overlapped", lambda work, items, n, device, *rest:
+                        used.append((n, torch.get_num_threads())) or real(work, items, n, device, *rest))
     seen: set[tuple[bool, int]] = set()
     monkeypatch.setattr(rec, "_predict_step", lambda arrays, **_: seen.add(
         (threading.get_ident() == caller, torch.get_num_threads())) or [[] for _ in arrays])
@@ -1237,7 +1239,7 @@ def test_by_default_a_long_list_takes_two_streams_if_the_caller_has_two_threads(
         assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
-    assert used == [streams]
+    assert used == [(streams, threads)]
     assert seen == {(streams == 1, threads // streams)}
 
 

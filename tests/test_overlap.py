@@ -331,3 +331,14 @@ def test_a_child_forked_after_the_threads_started_makes_its_own(wait_for_forked_
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr
+
+
+def test_steps_run_on_the_threads_asked_for_and_the_caller_keeps_its_own() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = list(overlapped(lambda _: torch.get_num_threads(), range(4), 2, "cpu", threads=1))
+        assert seen == [1, 1, 1, 1] and torch.get_num_threads() == 2
+        assert list(overlapped(lambda _: torch.get_num_threads(), range(4), 2, "cpu")) == [2, 2, 2, 2]
+    finally:
+        torch.set_num_threads(before)

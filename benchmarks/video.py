@@ -37,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, machine, run_main  # noqa: E402
 
 import lrfer  # noqa: E402
-from lrfer.cli import host_threads  # noqa: E402
 from lrfer.recognizer import in_steps  # noqa: E402
 import lrfer.video  # noqa: E402
 from lrfer.video import read_frames  # noqa: E402
@@ -102,10 +101,9 @@ def speed(args: argparse.Namespace, folder: Path) -> None:
         finally:
             lrfer.video.read_ahead = real
 
-    def on_streams() -> None:
-        with host_threads(rec.device, args.streams):
-            for _ in rec.predict_video(video, streams=args.streams):
-                pass
+    def on_streams() -> None:  # predict_video shares the caller's torch threads among the streams
+        for _ in rec.predict_video(video, streams=args.streams):
+            pass
 
     runs = {"decode": decode, "model": model, "predict_video": predict_video, "no read-ahead": without_read_ahead,
             f"{args.streams} streams": on_streams}

@@ -386,7 +386,7 @@ def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
         logger.warning("skipped: %s", err)
         counts["failed"] += 1
         return
-    with host_threads(rec.device, streams):  # the frames are scored as they are iterated
+    with host_threads(rec.device, 1):  # scored as they are iterated; predict_video_frames shares them among the streams
         _write_video_rows(frames, video, rel, info, total, args, write, counts)
 
 

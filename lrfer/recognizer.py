@@ -304,6 +304,21 @@ def frames_ahead(device: torch.device, height: int, width: int, enlargement: flo
     return max(1, int(min(most, pixel_budget // pixels, READ_AHEAD_BYTES // (3 * pixels))))  # a float budget: math.inf on CPU
 
 
+def even_steps(count: int, streams: int, most: int) -> tuple[int, int]:
+    """(streams, items per step) for ``count`` items scored ``streams`` steps at once, steps of at most
+    ``most``: of equal sizes, so that the streams end together, and no more streams than steps (a
+    stream without a step would only take its share of the threads). One stream keeps steps of ``most``.
+
+    >>> even_steps(40, 2, 32), even_steps(65, 2, 32), even_steps(300, 2, 32), even_steps(3, 4, 32), even_steps(40, 1, 32)
+    ((2, 20), (2, 17), (2, 30), (3, 1), (1, 32))
+    """
+    if streams == 1:
+        return 1, most
+    rounds = max(1, -(-count // (streams * most)))  # steps each stream takes, at most `most` items each
+    per_step = max(1, -(-count // (streams * rounds)))
+    return max(1, min(streams, -(-count // per_step))), per_step
+
+
 def check_batch_size(batch_size: int) -> None:
     """ValueError unless ``batch_size`` (faces per model call) is a whole number, at least 1."""
     if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
@@ -857,16 +872,9 @@ class Recognizer:
         return results[0] if single else results
 
     def _streams_for(self, count: int, streams: int) -> tuple[int, int]:
-        """(streams, images per step) for a list of ``count`` images: steps of at most :func:`step_limits`,
-        of equal sizes so that the streams end together (on CPU, 40 images on 2 streams: 20 and 20, not 32
-        and 8; 65: 17, 17, 17 and 14, not 32, 32 and 1), and no more streams than steps (a
-        stream without a step would only take its share of the threads)."""
-        most = step_limits(self.device, pyramid_enlargement(self.detector))[0]
-        if streams == 1:
-            return 1, most
-        rounds = max(1, -(-count // (streams * most)))  # steps each stream takes, at most `most` images each
-        per_step = max(1, -(-count // (streams * rounds)))
-        return max(1, min(streams, -(-count // per_step))), per_step
+        """:func:`even_steps` for a list of ``count`` images on this device (on CPU, 40 images on 2 streams:
+        steps of 20 and 20, not 32 and 8)."""
+        return even_steps(count, streams, step_limits(self.device, pyramid_enlargement(self.detector))[0])
 
     def _steps(self, items: list[Any], single: bool, most: int | None = None) -> Iterator[list[np.ndarray]]:
         """The images loaded, in steps of :func:`step_limits` (and at most ``most`` images)."""
@@ -895,9 +903,14 @@ class Recognizer:
     def predict_video_frames(
         self, video: str | os.PathLike[str], every: int = 1, batch_size: int = 256, streams: int = 1
     ) -> Generator[tuple[VideoFrame, np.ndarray], None, None]:
-        """:meth:`predict_video`, each result with its frame's RGB ``uint8 (H, W, 3)`` pixels (to draw on)."""
-        from lrfer.overlap import check_streams
-        from lrfer.video import prepend, read_frames
+        """:meth:`predict_video`, each result with its frame's RGB ``uint8 (H, W, 3)`` pixels (to draw on).
+
+        With ``streams`` > 1 each step runs on :func:`lrfer.overlap.threads_per_stream` torch threads (the
+        calling thread's own count is left alone), and when the file's header gives its number of frames,
+        the steps are evened out (:func:`even_steps`: 96 frames on 2 streams as 4 steps of 24, not 32, 32
+        and a last 32 alone)."""
+        from lrfer.overlap import check_streams, threads_per_stream
+        from lrfer.video import prepend, read_frames, video_info
 
         check_every(every)
         check_batch_size(batch_size)
@@ -906,10 +919,16 @@ class Recognizer:
         first = next(frames)  # a missing, unreadable or undecodable file fails here, not at the first result
         height, width = first[2].shape[:2]
         ahead = frames_ahead(self.device, height, width, pyramid_enlargement(self.detector))
-        return self._video_steps(prepend(first, frames), batch_size, ahead, streams)
+        most = None
+        if streams > 1 and (announced := video_info(video).frame_count):
+            streams, ahead = even_steps(-(-announced // every), streams, ahead)
+            most = ahead
+        threads = threads_per_stream(streams) if streams > 1 else None
+        return self._video_steps(prepend(first, frames), batch_size, ahead, streams, most, threads)
 
     def _video_steps(
-        self, decoded: Iterator[tuple[int, float, np.ndarray]], batch_size: int, ahead: int, streams: int
+        self, decoded: Iterator[tuple[int, float, np.ndarray]], batch_size: int, ahead: int, streams: int,
+        most: int | None = None, threads: int | None = None,
     ) -> Generator[tuple[VideoFrame, np.ndarray], None, None]:
         from lrfer.overlap import overlapped
         from lrfer.video import read_ahead
@@ -918,8 +937,8 @@ class Recognizer:
             return step, self._predict_step([pixels for _, _, pixels in step], batch_size)
 
         frames = read_ahead(decoded, depth=ahead)
-        steps = in_steps(frames, self.device, lambda frame: frame[2], pyramid_enlargement(self.detector))
-        scored = overlapped(score, steps, streams, self.device)
+        steps = in_steps(frames, self.device, lambda frame: frame[2], pyramid_enlargement(self.detector), most)
+        scored = overlapped(score, steps, streams, self.device, threads)
         try:
             for step, found in scored:
                 for (index, time_s, pixels), faces in zip(step, found):

@@ -560,3 +560,34 @@ def test_predict_video_names_webcams_and_urls(rec: lrfer.Recognizer) -> None:
         rec.predict_video(0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"'rtsp://127\.0\.0\.1/stream' is a URL"):
         rec.predict_video("rtsp://127.0.0.1/stream")
+
+
+def test_several_streams_even_out_a_clips_steps_and_share_the_callers_threads(
+        rec: lrfer.Recognizer, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """12 frames in steps of at most 8 on 2 streams: 6 and 6, not 8 and a last 4 alone on one thread;
+    each step on half the caller's torch threads, the caller's own count untouched."""
+    import torch
+
+    import lrfer.recognizer as recognizer
+
+    monkeypatch.setattr(recognizer, "IMAGES_PER_STEP", 8)
+    seen: list[tuple[int, int]] = []
+    predict_step = rec._predict_step
+
+    def recorded(arrays: list[np.ndarray], batch_size: int) -> object:
+        seen.append((len(arrays), torch.get_num_threads()))
+        return predict_step(arrays, batch_size)
+
+    monkeypatch.setattr(rec, "_predict_step", recorded)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        one = [f.faces[0].probs for f in rec.predict_video(clip)]
+        assert seen == [(8, 2), (4, 2)]
+        seen.clear()
+        two = [f.faces[0].probs for f in rec.predict_video(clip, streams=2)]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(6, 1), (6, 1)]
+    assert two == [pytest.approx(p, abs=1e-6) for p in one]

@@ -179,7 +179,8 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--streams", type=_positive_int, default=None, metavar="N",
                    help="image batches (or steps of video frames) scored at once, each on a thread and (on CUDA) "
                         "a CUDA stream of its own; on CPU they share the cores' torch threads (default for images: "
-                        f"{DEFAULT_CPU_STREAMS} on CPU with 2 cores or more, {DEFAULT_GPU_STREAMS} on CUDA; for videos: 1)")
+                        f"{DEFAULT_CPU_STREAMS} on CPU with 2 cores or more, {DEFAULT_GPU_STREAMS} on CUDA; for videos too, "
+                        "at most one per step of frames)")
     add_cache_dir_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar and no closing summary on stderr")
     p.set_defaults(func=cmd_predict)
@@ -391,13 +392,14 @@ def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
 
 
 def video_streams(rec: Any, info: Any, total: int | None, streams: int | None) -> int:
-    """``--streams`` (default 1) for a video of ``total`` frames to score (None: not known), at most
-    one per step of frames: a short clip keeps every core. Videos default to one step at a time:
-    on 2 CPU cores two took 14.5 against 15.0 ms per 480x270 frame over 15 steps, and lost on a
-    3-step clip (16.5 against 13.9 ms: its last step ran alone on one of the two threads)."""
+    """``--streams`` (default :func:`default_streams`, as for images) for a video of ``total`` frames to
+    score (None: not known), at most one per step of frames: a short clip keeps every core. On 2 CPU
+    cores two streams took 14.1 against 15.8 ms per 480x270 frame on a 3-step clip and 11.0-11.3
+    against 14.5-15.6 over 15 steps (``benchmarks/video.py``, stop 35), since their steps are evened
+    out (before that, a 3-step clip's last step ran alone on one of the two threads and lost)."""
     from lrfer.recognizer import frames_ahead, pyramid_enlargement
 
-    streams = streams or 1
+    streams = streams or default_streams(rec.device)
     if total is None:
         return streams
     per_step = frames_ahead(rec.device, info.height, info.width, pyramid_enlargement(rec.detector))

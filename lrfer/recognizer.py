@@ -882,8 +882,8 @@ class Recognizer:
         yield from in_steps(loaded, self.device, lambda array: array, pyramid_enlargement(self.detector), most)
 
     # -- videos -----------------------------------------------------------------------------------
-    def predict_video(self, video: str | os.PathLike[str], every: int = 1, batch_size: int = 256, streams: int = 1
-                      ) -> Generator[VideoFrame, None, None]:
+    def predict_video(self, video: str | os.PathLike[str], every: int = 1, batch_size: int = 256,
+                      streams: int | None = None) -> Generator[VideoFrame, None, None]:
         """Detect faces and read their expressions in every ``every``-th frame of a video file.
 
         A generator of :class:`~lrfer.results.VideoFrame` (frame index, time in seconds, faces), in
@@ -891,7 +891,8 @@ class Recognizer:
         background thread, a step of frames ahead, and scored in steps as :meth:`predict` scores a
         list of images: memory stays flat however long the video. ``streams``: steps scored at once,
         each on a thread (and on CUDA a CUDA stream) of its own (:func:`lrfer.overlap.overlapped`;
-        they share torch's CPU threads). ValueError when the file cannot be read as a video; a video
+        they share the calling thread's torch CPU threads); ``None``: :func:`lrfer.overlap.auto_streams`
+        (2 on CPU when the calling thread has 2 torch threads or more, 1 on CUDA). ValueError when the file cannot be read as a video; a video
         that ends before the frames its header announces (truncated or damaged) is scored as far as
         it decodes, and a warning is logged.
 
@@ -901,7 +902,7 @@ class Recognizer:
         return (frame for frame, _ in self.predict_video_frames(video, every, batch_size, streams))
 
     def predict_video_frames(
-        self, video: str | os.PathLike[str], every: int = 1, batch_size: int = 256, streams: int = 1
+        self, video: str | os.PathLike[str], every: int = 1, batch_size: int = 256, streams: int | None = None
     ) -> Generator[tuple[VideoFrame, np.ndarray], None, None]:
         """:meth:`predict_video`, each result with its frame's RGB ``uint8 (H, W, 3)`` pixels (to draw on).
 
@@ -909,12 +910,12 @@ class Recognizer:
         calling thread's own count is left alone), and when the file's header gives its number of frames,
         the steps are evened out (:func:`even_steps`: 96 frames on 2 streams as 4 steps of 24, not 32, 32
         and a last 32 alone)."""
-        from lrfer.overlap import check_streams, threads_per_stream
+        from lrfer.overlap import auto_streams, check_streams, threads_per_stream
         from lrfer.video import prepend, read_frames, video_info
 
         check_every(every)
         check_batch_size(batch_size)
-        check_streams(streams)
+        streams = auto_streams(self.device) if streams is None else check_streams(streams)
         frames = read_frames(video, every)
         first = next(frames)  # a missing, unreadable or undecodable file fails here, not at the first result
         height, width = first[2].shape[:2]

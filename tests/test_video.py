@@ -192,11 +192,13 @@ def test_predict_video_in_several_steps_reads_lazily(rec: lrfer.Recognizer, clip
             yield item
 
     monkeypatch.setattr(video_mod, "read_frames", counting)
-    frames = rec.predict_video(clip)
-    first = next(frames)
-    assert first.index == 0 and len(read) <= 3 + 3 + 1  # this step, the queue (one step) and one in hand
-    rest = list(frames)
-    assert [r.faces[0].probs for r in [first, *rest]] == [pytest.approx(p, abs=1e-6) for p in whole]
+    for streams, most in ((1, 3 + 3 + 1), (2, 2 * 3 + 3 + 1)):  # the steps in flight, the queue (one step), one in hand
+        read.clear()
+        frames = rec.predict_video(clip, streams=streams)
+        first = next(frames)
+        assert first.index == 0 and len(read) <= most < FRAMES
+        rest = list(frames)
+        assert [r.faces[0].probs for r in [first, *rest]] == [pytest.approx(p, abs=1e-6) for p in whole]
 
 
 def test_predict_video_on_several_streams_gives_the_frames_of_one(rec: lrfer.Recognizer, clip: Path,
@@ -213,7 +215,7 @@ def test_predict_video_on_several_streams_gives_the_frames_of_one(rec: lrfer.Rec
         return predict_step(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(rec, "_predict_step", recorded)
-    one = [(f.index, f.faces[0].probs) for f in rec.predict_video(clip)]
+    one = [(f.index, f.faces[0].probs) for f in rec.predict_video(clip, streams=1)]
     assert scorers == {threading.get_ident()}
     scorers.clear()
     two = [(f.index, f.faces[0].probs) for f in rec.predict_video(clip, streams=2)]
@@ -243,12 +245,12 @@ def test_cli_scores_a_video_on_several_streams_as_on_one(tiny_path: Path, clip: 
 
 
 def test_a_clip_shorter_than_a_step_per_stream_gets_fewer_streams(rec: lrfer.Recognizer, clip: Path) -> None:
-    from lrfer.cli import video_streams
+    from lrfer.cli import default_streams, video_streams
 
     info = video_mod.video_info(clip)  # 64x48 frames: steps of 32 on CPU
     assert video_streams(rec, info, 12, 2) == 1 and video_streams(rec, info, 33, 2) == 2
     assert video_streams(rec, info, None, 3) == 3  # frames not announced: as asked
-    assert video_streams(rec, info, 1000, None) == 1  # not asked: one step at a time
+    assert video_streams(rec, info, 1000, None) == default_streams(rec.device)  # not asked: as for images
 
 
 def test_stopping_predict_video_early_releases_the_video(rec: lrfer.Recognizer, tmp_path: Path,
@@ -565,7 +567,8 @@ def test_predict_video_names_webcams_and_urls(rec: lrfer.Recognizer) -> None:
 def test_several_streams_even_out_a_clips_steps_and_share_the_callers_threads(
         rec: lrfer.Recognizer, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """12 frames in steps of at most 8 on 2 streams: 6 and 6, not 8 and a last 4 alone on one thread;
-    each step on half the caller's torch threads, the caller's own count untouched."""
+    each step on half the caller's torch threads, the caller's own count untouched. Two streams are the
+    default for a caller with 2 threads on CPU."""
     import torch
 
     import lrfer.recognizer as recognizer
@@ -582,12 +585,15 @@ def test_several_streams_even_out_a_clips_steps_and_share_the_callers_threads(
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        one = [f.faces[0].probs for f in rec.predict_video(clip)]
+        one = [f.faces[0].probs for f in rec.predict_video(clip, streams=1)]
         assert seen == [(8, 2), (4, 2)]
         seen.clear()
         two = [f.faces[0].probs for f in rec.predict_video(clip, streams=2)]
         assert torch.get_num_threads() == 2
+        assert seen == [(6, 1), (6, 1)]
+        seen.clear()
+        assert [f.faces[0].probs for f in rec.predict_video(clip)] == two  # the default on CPU with 2 threads
+        assert seen == [(6, 1), (6, 1)]
     finally:
         torch.set_num_threads(before)
-    assert seen == [(6, 1), (6, 1)]
     assert two == [pytest.approx(p, abs=1e-6) for p in one]

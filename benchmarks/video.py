@@ -9,12 +9,12 @@ absent) at ``--width`` px, each photo shifted a little from frame to frame (``--
 side in one process, every ``--rounds`` round timing each in turn:
 - ``decode``: :func:`lrfer.video.read_frames` alone;
 - ``model``: ``Recognizer.predict`` on the same frames already decoded, in the same steps;
-- ``predict_video``: both, decoding in the read-ahead thread while the model runs. Without the
-  overlap it would take ``decode + model``;
+- ``predict_video``: both, one step at a time (``streams=1``), decoding in the read-ahead thread
+  while the model runs. Without the overlap it would take ``decode + model``;
 - ``no read-ahead``: ``predict_video`` decoding in the model's thread (the read-ahead replaced by
   plain iteration);
 - ``N streams``: ``predict_video(..., streams=N)`` (``--streams``), N steps of frames scored at once,
-  with torch's CPU threads shared among them as ``lrfer predict`` shares them.
+  with the calling thread's torch CPU threads shared among them (2 is the default on CPU).
 
 Memory: ``lrfer predict VIDEO --detector none --out x.csv`` in a fresh process on a 160 px video of
 ``--memory-frames`` and 10x as many frames; prints each process's peak RSS.
@@ -87,10 +87,10 @@ def speed(args: argparse.Namespace, folder: Path) -> None:
 
     def model() -> None:
         for step in in_steps(decoded, rec.device, lambda array: array):
-            rec.predict(step, streams=1)  # one step at a time, as predict_video scores by default
+            rec.predict(step, streams=1)  # one step at a time, as predict_video(..., streams=1) scores
 
     def predict_video() -> None:
-        for _ in rec.predict_video(video):
+        for _ in rec.predict_video(video, streams=1):
             pass
 
     def without_read_ahead() -> None:

@@ -378,16 +378,18 @@ def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
     ``frame`` and ``time_s``, and with ``--annotate DIR`` an annotated copy ``DIR/<rel>`` with suffix ``.mp4``."""
     from lrfer.video import video_info
 
-    try:
-        info = video_info(video)
-        total = math.ceil(info.frame_count / args.every) if info.frame_count else None
-        streams = video_streams(rec, info, total, args.streams)
-        frames = rec.predict_video_frames(video, every=args.every, batch_size=args.batch_size, streams=streams)
-    except ValueError as err:
-        logger.warning("skipped: %s", err)
-        counts["failed"] += 1
-        return
-    with host_threads(rec.device, 1):  # scored as they are iterated; predict_video_frames shares them among the streams
+    # predict_video_frames shares the block's count among its streams at the call (each stream's threads
+    # are taken from it there), and the frames are scored as they are iterated: both inside the block
+    with host_threads(rec.device, 1):
+        try:
+            info = video_info(video)
+            total = math.ceil(info.frame_count / args.every) if info.frame_count else None
+            streams = video_streams(rec, info, total, args.streams)
+            frames = rec.predict_video_frames(video, every=args.every, batch_size=args.batch_size, streams=streams)
+        except ValueError as err:
+            logger.warning("skipped: %s", err)
+            counts["failed"] += 1
+            return
         _write_video_rows(frames, video, rel, info, total, args, write, counts)
 
 

@@ -105,7 +105,8 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
     threads go on working while the caller uses it. Each step runs torch on ``threads`` CPU threads
     (default: the calling thread's count; ``torch.set_num_threads`` sets one thread's count under
     OpenMP, and a kept thread keeps whatever it had). An exception of ``work`` is raised where its
-    result would have come. Then, as when the caller stops early (``close()``, Ctrl-C, SIGTERM),
+    result would have come, and so is one raised taking an item (after the results of the items
+    before it, as with one stream). Then, as when the caller stops early (``close()``, Ctrl-C, SIGTERM),
     nothing more starts and the exception leaves at once: the steps already running end on their
     threads at their next :func:`stop_if_cancelled`, their results dropped (Python's exit waits for
     them: a part of a batch, not the batch).
@@ -124,20 +125,36 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
     pool = _stream_threads(device, streams)
     stop = threading.Event()
     caller_stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
-    run_step = functools.partial(_as_the_caller_set, work, caller_stream, threads or torch.get_num_threads(), stop)
+    caller, callers_threads = threading.get_ident(), torch.get_num_threads()
+    run_step = functools.partial(_as_the_caller_set, work, caller_stream, threads or callers_threads, stop)
     source = iter(items)
     started: deque[Future[R]] = deque()
+    failed: list[Exception] = []  # an error taking an item: raised where that item's result would have come
+
+    def take(count: int) -> None:
+        if not failed:
+            try:
+                started.extend(pool.submit(run_step, item) for item in itertools.islice(source, count))
+            except Exception as err:  # noqa: BLE001 - not an interrupt (BaseException): that one leaves at once
+                failed.append(err)
+
     try:  # the first steps too: an interrupt while the second item is taken cancels the first
-        started.extend(pool.submit(run_step, item) for item in itertools.islice(source, streams))
+        take(streams)
         while started:
             result = started[0].result()
             started.popleft()
-            started.extend(pool.submit(run_step, item) for item in itertools.islice(source, 1))
+            take(1)
             yield result
+        if failed:
+            raise failed[0]
     finally:
         stop.set()  # those running stop at their next stop_if_cancelled()
         for step in started:
             step.cancel()  # those not running yet
+        if threads and threads != callers_threads and threading.get_ident() == caller:
+            # torch.set_num_threads on a kept thread also set the count of threads that first use torch
+            # from now on (torch's process-wide default): the caller's count again, its own unchanged
+            torch.set_num_threads(callers_threads)
 
 
 def _stream_threads(device: torch.device, streams: int) -> ThreadPoolExecutor:
@@ -169,6 +186,8 @@ def _as_the_caller_set(work: Callable[[T], R], caller_stream: torch.cuda.Stream 
     after what the caller's CUDA stream holds now (a model loaded since this thread started has its
     weights copied and folded there, and streams made by torch do not wait for another by
     themselves), and ``stop`` for :func:`stop_if_cancelled`."""
+    if stop.is_set():  # the caller has stopped (and may have put torch's default count back)
+        raise StepCancelled
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     if caller_stream is not None:

@@ -22,6 +22,7 @@ import contextlib
 import copy
 import functools
 import inspect
+import itertools
 import linecache
 import logging
 import math
@@ -909,7 +910,9 @@ class Recognizer:
         With ``streams`` > 1 each step runs on :func:`lrfer.overlap.threads_per_stream` torch threads (the
         calling thread's own count is left alone), and when the file's header gives its number of frames,
         the steps are evened out (:func:`even_steps`: 96 frames on 2 streams as 4 steps of 24, not 32, 32
-        and a last 32 alone)."""
+        and a last 32 alone); frames beyond the announced count (a header that undercounts) come in
+        steps of the usual size, not in the evened ones (a header announcing 2 frames of a long video
+        made them steps of 1 frame, for the whole video)."""
         from lrfer.overlap import auto_streams, check_streams, threads_per_stream
         from lrfer.video import prepend, read_frames, video_info
 
@@ -920,25 +923,39 @@ class Recognizer:
         first = next(frames)  # a missing, unreadable or undecodable file fails here, not at the first result
         height, width = first[2].shape[:2]
         ahead = frames_ahead(self.device, height, width, pyramid_enlargement(self.detector))
-        most = None
-        if streams > 1 and (announced := video_info(video).frame_count):
-            streams, ahead = even_steps(-(-announced // every), streams, ahead)
-            most = ahead
+        most = count = None
+        try:
+            announced = video_info(video).frame_count if streams > 1 else 0
+        except BaseException:
+            frames.close()  # not left open until the traceback is dropped
+            raise
+        if announced:
+            count = -(-announced // every)
+            streams, most = even_steps(count, streams, ahead)
         threads = threads_per_stream(streams) if streams > 1 else None
-        return self._video_steps(prepend(first, frames), batch_size, ahead, streams, most, threads)
+        return self._video_steps(prepend(first, frames), batch_size, ahead, streams, most, threads, count)
 
     def _video_steps(
         self, decoded: Iterator[tuple[int, float, np.ndarray]], batch_size: int, ahead: int, streams: int,
-        most: int | None = None, threads: int | None = None,
+        most: int | None = None, threads: int | None = None, count: int | None = None,
     ) -> Generator[tuple[VideoFrame, np.ndarray], None, None]:
+        """The frames of ``decoded`` scored ``streams`` steps at once, read ``most`` (default ``ahead``)
+        frames ahead; with ``most``, the first ``count`` frames in steps of at most ``most`` and any
+        after them in steps of at most ``ahead``."""
         from lrfer.overlap import overlapped
         from lrfer.video import read_ahead
 
         def score(step: list[tuple[int, float, np.ndarray]]) -> tuple[list[tuple[int, float, np.ndarray]], list[list[Face]]]:
             return step, self._predict_step([pixels for _, _, pixels in step], batch_size)
 
-        frames = read_ahead(decoded, depth=ahead)
-        steps = in_steps(frames, self.device, lambda frame: frame[2], pyramid_enlargement(self.detector), most)
+        def stepped(items: Iterable[tuple[int, float, np.ndarray]], most: int | None) -> Iterator[list[tuple[int, float, np.ndarray]]]:
+            return in_steps(items, self.device, lambda frame: frame[2], pyramid_enlargement(self.detector), most)
+
+        frames = read_ahead(decoded, depth=most or ahead)
+        if most is None or count is None:
+            steps = stepped(frames, most)
+        else:  # islice takes no frame beyond the count: the last even step is not held back
+            steps = itertools.chain(stepped(itertools.islice(frames, count), most), stepped(frames, ahead))
         scored = overlapped(score, steps, streams, self.device, threads)
         try:
             for step, found in scored:

@@ -597,3 +597,134 @@ def test_several_streams_even_out_a_clips_steps_and_share_the_callers_threads(
     finally:
         torch.set_num_threads(before)
     assert two == [pytest.approx(p, abs=1e-6) for p in one]
+
+
+def test_cli_shares_the_threads_it_sets_for_videos_among_the_streams(
+        tiny_path: Path, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``lrfer predict VIDEO --streams 2`` on a machine of 4 cores, called in-process with 2 threads: the
+    block's 4 threads (``host_threads``) are shared, 2 per stream; they were taken from the count the
+    main thread had before the block (on CUDA: torch's default, not ``GPU_HOST_THREADS``)."""
+    import torch
+
+    import lrfer.recognizer as recognizer
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(recognizer, "cpu_threads", lambda: 4)
+    monkeypatch.setattr(recognizer, "IMAGES_PER_STEP", 3)  # 12 frames: 4 steps of 3
+    seen: set[int] = set()
+    predict_step = recognizer.Recognizer._predict_step
+
+    def recorded(self: lrfer.Recognizer, arrays: list[np.ndarray], batch_size: int) -> object:
+        seen.add(torch.get_num_threads())
+        return predict_step(self, arrays, batch_size)
+
+    monkeypatch.setattr(recognizer.Recognizer, "_predict_step", recorded)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(["predict", str(clip), "--model", str(tiny_path), "--detector", "none", "--quiet",
+                     "--streams", "2", "--out", str(tmp_path / "rows.csv")]) == 0
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {2}
+
+
+@pytest.mark.parametrize("announced, steps", [(2, [1, 1, 10]), (7, [4, 3, 5]), (0, [12]), (40, [12])])
+def test_a_header_that_undercounts_the_frames_evens_out_only_the_announced_ones(
+        rec: lrfer.Recognizer, clip: Path, monkeypatch: pytest.MonkeyPatch, announced: int, steps: list[int]) -> None:
+    """12 frames whose header announces ``announced``, on 2 streams (steps of at most 32 on CPU): the
+    announced frames in even steps, the rest in steps of the usual size, not all 12 in steps of 1 (2
+    announced: a frame per step for the whole video, 1.5x slower at 480x270); same frames, same order."""
+    from dataclasses import replace
+
+    one = [(f.index, f.time_s, f.faces[0].probs) for f in rec.predict_video(clip, streams=1)]
+    real_info = video_mod.video_info
+    monkeypatch.setattr(video_mod, "video_info", lambda path: replace(real_info(path), frame_count=announced))
+    sizes: list[int] = []
+    predict_step = rec._predict_step
+
+    def recorded(arrays: list[np.ndarray], batch_size: int) -> object:
+        sizes.append(len(arrays))
+        return predict_step(arrays, batch_size)
+
+    monkeypatch.setattr(rec, "_predict_step", recorded)
+    two = [(f.index, f.time_s, f.faces[0].probs) for f in rec.predict_video(clip, streams=2)]
+    assert sizes == steps
+    assert [(i, t) for i, t, _ in two] == [(i, t) for i, t, _ in one]
+    assert [p for _, _, p in two] == [pytest.approx(p, abs=1e-6) for _, _, p in one]
+
+
+def test_two_streams_leave_new_threads_the_callers_torch_thread_count(rec: lrfer.Recognizer, clip: Path) -> None:
+    """Each stream's ``torch.set_num_threads(1)`` also set the count torch gives any thread that first
+    uses it later (its process-wide default): after ``predict_video`` on 2 streams (the default for a
+    caller with 2 threads), a new thread ran torch on 1 thread for good (a web server's request threads)."""
+    import torch
+
+    def in_a_new_thread() -> int:
+        counts: list[int] = []
+        thread = threading.Thread(target=lambda: counts.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        return counts[0]
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert len(list(rec.predict_video(clip))) == FRAMES  # 2 streams: each step on 1 thread
+        assert torch.get_num_threads() == 2 and in_a_new_thread() == 2
+        frames = rec.predict_video(clip, streams=2)
+        next(frames)
+        frames.close()  # stopped early too
+        assert torch.get_num_threads() == 2 and in_a_new_thread() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_an_error_reading_the_video_comes_after_the_frames_read_before_it(
+        rec: lrfer.Recognizer, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps of 3, the reader failing at frame 9: frames 0-8 come before the error on 2 streams as on one.
+    On 2 streams only 0-2 came: taking the step after the next result (its frames read ahead) raised
+    at once, and the steps of frames 3-5 and 6-8, scored or being scored, were dropped."""
+    import lrfer.recognizer as recognizer
+
+    monkeypatch.setattr(recognizer, "IMAGES_PER_STEP", 3)
+    real_read_frames = video_mod.read_frames
+
+    def failing(path: Path, every: int = 1) -> Iterator[tuple[int, float, np.ndarray]]:
+        for item in real_read_frames(path, every):
+            if item[0] == 9:
+                raise RuntimeError("frame 9 cannot be converted")
+            yield item
+
+    monkeypatch.setattr(video_mod, "read_frames", failing)
+    for streams in (1, 2):
+        got: list[int] = []
+        with pytest.raises(RuntimeError, match="frame 9 cannot be converted"):
+            for frame in rec.predict_video(clip, streams=streams):
+                got.append(frame.index)
+        assert got == list(range(9)), streams
+
+
+def test_a_failing_second_look_at_the_header_closes_the_frames_already_open(
+        rec: lrfer.Recognizer, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On 2 streams the header is read a second time (its frame count) after the first frame was decoded:
+    when that fails, the decoder already open is closed at once, not when the traceback is dropped."""
+    real_read_frames = video_mod.read_frames
+    closed: list[bool] = []
+
+    def tracked(path: Path, every: int = 1) -> Iterator[tuple[int, float, np.ndarray]]:
+        try:
+            yield from real_read_frames(path, every)
+        finally:
+            closed.append(True)
+
+    def unreadable(path: Path) -> object:
+        raise ValueError(f"cannot open {path}")
+
+    monkeypatch.setattr(video_mod, "read_frames", tracked)
+    monkeypatch.setattr(video_mod, "video_info", unreadable)
+    with pytest.raises(ValueError, match="cannot open") as caught:
+        rec.predict_video_frames(clip, streams=2)
+    assert closed == [True] and caught.value is not None

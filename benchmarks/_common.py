@@ -89,8 +89,25 @@ def interleaved_seconds(fns: dict[str, Callable[[], object]], device: torch.devi
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB; monotonic)."""
+    """Peak resident memory of this process so far (MB; monotonic): Linux's ``VmHWM``.
+
+    Not ``ru_maxrss`` where ``VmHWM`` exists: a process started by ``subprocess`` inherits its parent's
+    resident memory at the start as its own ``ru_maxrss`` (Linux keeps the larger of the two across
+    ``exec``), so a child started by a benchmark that holds a model and decoded frames "peaked" at the
+    benchmark's size, whatever it did itself.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+#: For a child's ``python -c`` code: makes :func:`peak_rss_mb` importable there.
+IMPORT_PEAK_RSS = f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); from _common import peak_rss_mb"
 
 
 def reset_gpu_peak(device: torch.device) -> None:

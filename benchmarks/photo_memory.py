@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, machine  # noqa: E402
+from _common import IMPORT_PEAK_RSS, SHARED, machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = """
-import resource, sys, time
+import time
 sys.path.insert(0, {root!r})
 import cv2, numpy as np, torch
 import lrfer
@@ -35,11 +35,11 @@ mosaic = np.concatenate([np.concatenate([tiles[(r * cols + c) % 4] for c in rang
                          for r in range(rows)], axis=0)
 rec = lrfer.load(device="cpu", detector=detector, min_face=min_face)
 rec.predict(np.zeros((64, 64, 3), np.uint8))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = peak_rss_mb()
 start = time.perf_counter()
 faces = rec.predict(mosaic)
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = peak_rss_mb()
 print(f"| {{detector}} | {{min_face}} | {{mosaic.shape[1]}}x{{mosaic.shape[0]}} | {{len(faces)}} | {{seconds:.1f}} | {{peak - base:,.0f}} |")
 """
 
@@ -56,7 +56,7 @@ def main() -> None:
     if not (SHARED / "images").is_dir():
         sys.exit(f"needs the shared photos at {SHARED / 'images'}")
     width, height = (int(v) for v in args.tile.lower().split("x"))
-    child = CHILD.format(root=str(ROOT), images=str(SHARED / "images"))
+    child = IMPORT_PEAK_RSS + CHILD.format(root=str(ROOT), images=str(SHARED / "images"))
     print(f"# machine: {machine()}\n")
     print("| detector | min_face | photo | faces | seconds | peak MB above the loaded model |")
     print("| --- | ---: | --- | ---: | ---: | ---: |")

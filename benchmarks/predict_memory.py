@@ -22,13 +22,15 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import IMPORT_PEAK_RSS, machine  # noqa: E402
 
-CHILD = """
-import resource, sys
+# The workers' peak: ru_maxrss of the waited-for children, which fork (no exec) started from this
+# process, so theirs is their own peak (shared pages included), as VmHWM would give.
+CHILD = IMPORT_PEAK_RSS + """
+import resource
 from lrfer.cli import main
 code = main(sys.argv[1:])
-me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+me = peak_rss_mb()
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(f"PEAK {me:.1f} {kids:.1f}", file=sys.stderr)
 sys.exit(code)

@@ -2,7 +2,7 @@
 predict`` on a short and a 10x longer video (must stay flat).
 
     python benchmarks/video.py [--device cpu] [--width 480] [--frames 96] [--codec MJPG] [--streams 2]
-                               [--memory-frames 2000]
+                               [--memory-frames 2000] [--memory-width 160] [--memory-detector none]
 
 Speed: a video made of the shared group photos (``../shared/images``; synthetic noise frames when
 absent) at ``--width`` px, each photo shifted a little from frame to frame (``--codec``). Side by
@@ -17,7 +17,8 @@ side in one process, every ``--rounds`` round timing each in turn:
   with the calling thread's torch CPU threads shared among them (2 is the default on CPU).
 
 Memory: ``lrfer predict VIDEO --detector none --out x.csv`` in a fresh process on a 160 px video of
-``--memory-frames`` and 10x as many frames; prints each process's peak RSS.
+``--memory-frames`` and 10x as many frames (``--memory-width``, ``--memory-detector``); prints each
+process's own peak RSS (``VmHWM``: a child's ``ru_maxrss`` starts at the benchmark's own size).
 """
 from __future__ import annotations
 
@@ -34,18 +35,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, machine, run_main  # noqa: E402
+from _common import IMPORT_PEAK_RSS, SHARED, machine, run_main  # noqa: E402
 
 import lrfer  # noqa: E402
 from lrfer.recognizer import in_steps  # noqa: E402
 import lrfer.video  # noqa: E402
 from lrfer.video import read_frames  # noqa: E402
 
-CHILD = """
-import resource, sys
+CHILD = IMPORT_PEAK_RSS + """
 from lrfer.cli import main
 code = main(sys.argv[1:])
-print(f"PEAK {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}", file=sys.stderr)
+print(f"PEAK {peak_rss_mb():.1f}", file=sys.stderr)
 sys.exit(code)
 """
 
@@ -128,14 +128,14 @@ def speed(args: argparse.Namespace, folder: Path) -> None:
 
 
 def memory(args: argparse.Namespace, folder: Path) -> None:
-    sources = source_frames(160)
-    print("\nlrfer predict VIDEO --detector none, 160 px frames: peak RSS of the process")
+    sources = source_frames(args.memory_width)
+    print(f"\nlrfer predict VIDEO --detector {args.memory_detector}, {args.memory_width} px frames: peak RSS of the process")
     print(f"{'frames':>8}{'peak MB':>10}{'seconds':>9}{'rows':>8}")
     peaks = []
     for frames in (args.memory_frames, 10 * args.memory_frames):
         video = write_video(folder / f"memory-{frames}.avi", sources, frames)
         out = folder / f"memory-{frames}.csv"
-        cmd = [sys.executable, "-c", CHILD, "predict", str(video), "--detector", "none", "--quiet", "--out", str(out)]
+        cmd = [sys.executable, "-c", CHILD, "predict", str(video), "--detector", args.memory_detector, "--quiet", "--out", str(out)]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
@@ -156,6 +156,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--streams", type=int, default=2, help="steps of frames scored at once in the last row")
     parser.add_argument("--memory-frames", type=int, default=2000, help="0: skip the memory part")
+    parser.add_argument("--memory-width", type=int, default=160, help="frame width of the memory part's videos")
+    parser.add_argument("--memory-detector", default="none", help="the memory part's --detector (auto: the whole pipeline)")
     args = parser.parse_args()
     print(machine())
     with tempfile.TemporaryDirectory() as tmp:

@@ -49,3 +49,25 @@ def test_gpu_busy_counts_each_kernel_once() -> None:
     averages = events.key_averages()
     assert "Self CUDA time total: 1.000ms" in averages.table(sort_by=predict_folder.SELF_DEVICE_TIME)
     assert predict_folder.device_busy_us(averages) == 1000
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM is Linux's (/proc)")
+def test_a_childs_peak_memory_is_its_own_not_its_parents() -> None:
+    """``video.py``, ``predict_memory.py`` and ``photo_memory.py`` print the peak memory of a ``lrfer``
+    process they start: read as ``ru_maxrss``, it began at the benchmark's own resident memory (Linux
+    keeps the larger across ``exec``), so video.py's memory rows were the benchmark's size (a model
+    and decoded frames: 500-970 MB, "flat" at any length), not the command's (about 330 MB)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from _common import IMPORT_PEAK_RSS
+
+    held = np.ones(400 * 2**20 // 8)  # 400 MiB resident here while the child runs
+    held[:: 4096 // 8] = 2.0
+    code = IMPORT_PEAK_RSS + "\nimport resource; print(peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    own, inherited = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                               check=True).stdout.split())
+    assert inherited > 400  # what the benchmarks read before
+    assert own < 400 < inherited, (own, inherited)
+    del held

@@ -10,7 +10,9 @@ of a call:
 3. detect -- ``Detector.detect`` on all images of the step at once (``detector=None``: the image is the face);
 4. align -- :func:`lrfer.faces.align_faces`: 5-point similarity onto FER2013's 48x48 framing, gray;
 5. :func:`lrfer.faces.degrade.to_native` -- area down-sampling, the area draw of training's degradation;
-6. normalise ``(x - mean) / std`` from the spec, model, ``softmax(logits / spec.temperature)``;
+6. normalise ``(x - mean) / std`` from the spec, model, ``softmax(logits / spec.temperature)``; with
+   ``tta=True`` each face's mirror image goes through the model beside it and the two logits are
+   averaged before the temperature (:mod:`lrfer.tta`);
 7. :class:`~lrfer.results.Face` objects.
 
 Stages 3, 4 and 5-6 are also public methods (:meth:`Recognizer.detect`, :meth:`Recognizer.align`,
@@ -48,7 +50,7 @@ from lrfer.io import describe, load_image, to_device_tensors
 from lrfer.overlap import stop_if_cancelled
 from lrfer.results import NO_LANDMARKS, Face, VideoFrame
 from lrfer.shapes import MIN_FACE_ROWS
-from lrfer.tta import mean_over_mirror_images, with_mirror_images
+from lrfer.tta import check_tta, mean_over_mirror_images, with_mirror_images
 from lrfer.video import check_every
 from lrfer.zoo import ModelSpec, default_model, load_model
 
@@ -332,18 +334,6 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(f"precision 'fp16' needs a CUDA device (got {device}); on CPU use 'bf16' or 'fp32'")
-
-
-def check_tta(tta: object) -> bool:
-    """``tta`` as a bool; ValueError for anything but ``True`` or ``False`` (a string such as ``"flip"`` or
-    ``"no"`` would otherwise count as true).
-
-    >>> check_tta(True), check_tta(np.bool_(False))
-    (True, False)
-    """
-    if not isinstance(tta, (bool, np.bool_)):
-        raise ValueError(f"tta must be True or False (mirror-image test-time augmentation); got {tta!r}")
-    return bool(tta)
 
 
 # ------------------------------------------------------------------------------------- crop helpers
@@ -652,7 +642,8 @@ class Recognizer:
     ``model`` is the loaded network (to read, or to copy for fine-tuning); inference runs on a copy
     made here (BatchNorm folded, eval mode), so later changes to ``model`` (weights, ``train()``) do not
     change predictions: save changed weights with :func:`lrfer.zoo.save_weights` and load them, or
-    build a new ``Recognizer(model, spec, device, detector)``.
+    build a new ``Recognizer(model, spec, device, detector, precision=rec.precision, tta=rec.tta)``
+    (``precision`` and ``tta`` default to ``"auto"`` and ``False``, not to the old recognizer's).
 
     >>> rec = lrfer.load(detector="mtcnn")  # doctest: +SKIP
     >>> faces = rec.predict("examples/group1.jpg")  # doctest: +SKIP

@@ -9,7 +9,20 @@ these two functions, so the two compute the same thing.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+
+def check_tta(tta: object) -> bool:
+    """``tta`` as a bool; ValueError for anything but ``True`` or ``False`` (a string such as ``"flip"`` or
+    ``"no"`` would otherwise count as true).
+
+    >>> check_tta(True), check_tta(np.bool_(False))
+    (True, False)
+    """
+    if not isinstance(tta, (bool, np.bool_)):
+        raise ValueError(f"tta must be True or False (mirror-image test-time augmentation); got {tta!r}")
+    return bool(tta)
 
 
 def with_mirror_images(faces: torch.Tensor) -> torch.Tensor:

@@ -193,3 +193,14 @@ def test_cli_eval_tta_reaches_the_calibration_and_every_resolution(model_path: P
     assert main(["eval", "--model", str(model_path), "--data", str(tmp_path / "faces.npz"), "--resolutions", "8,16",
                  "--calibrate-on", str(tmp_path / "faces.npz"), "--tta", "--device", "cpu"]) == 0
     assert calls == [True, True, True]  # the calibration faces, then 8 and 16 px
+
+
+@pytest.mark.parametrize("value", ["no", "false", 1, None])
+def test_evaluation_refuses_a_tta_that_is_not_a_bool(model_path: Path, value: object) -> None:
+    """predict_logits and evaluate check tta as lrfer.load does: tta="no" was truthy, and averaged."""
+    model = load_model(str(model_path)).eval()
+    faces = FaceSet(np.zeros((2, 48, 48), np.uint8), np.arange(2), "zeros")
+    with pytest.raises(ValueError, match="tta must be True or False"):
+        predict_logits(model, faces.images, 16, tta=value)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="tta must be True or False"):
+        evaluate(model, 16, faces, [16], tta=value)  # type: ignore[arg-type]

@@ -125,6 +125,9 @@ def evaluate(model: nn.Module, native: int, faces: FaceSet, resolutions: Sequenc
     not read from the model: pass ``model.pretrained_cfg.temperature`` to score a zoo model as its
     manifest metrics were (``lrfer eval`` does). ``tta``: each face's logits averaged with its mirror
     image's (:mod:`lrfer.tta`), as ``lrfer.load(..., tta=True)`` serves them."""
+    from lrfer.tta import check_tta
+
+    tta = check_tta(tta)
     check_classes(model)
     return [score(predict_logits(model, faces.images, native, device, eval_resolution=r, tta=tta), faces.labels, r,
                   temperature) for r in resolutions]

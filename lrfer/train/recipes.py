@@ -755,8 +755,9 @@ def predict_logits(model: nn.Module, images: np.ndarray, native: int, device: to
     Normalised as :func:`normalizer` says (the model's spec mean/std for a loaded model). ``tta``: each
     face's logits averaged with its mirror image's, as :class:`lrfer.Recognizer` with ``tta=True`` does."""
     from lrfer.faces.degrade import upsample
-    from lrfer.tta import mean_over_mirror_images, with_mirror_images
+    from lrfer.tta import check_tta, mean_over_mirror_images, with_mirror_images
 
+    tta = check_tta(tta)
     norm = normalizer(model)
     was_training = model.training
     model.eval()

@@ -8,7 +8,9 @@ one step's kernels can run while the other's thread does its host work (Python, 
 copies), and the caller writes rows meanwhile. Torch releases the GIL inside its operators and
 while it waits for the device, so the threads interleave there.
 
-The threads are kept for the rest of the process, one set per device and number of streams, and
+The threads are kept for the rest of the process, per device as many as the most streams asked
+(a call with fewer streams uses the first of them; one set per number of streams kept 2 + 3 + 4
+threads, each with its buffers, for lists whose streams were cut to their 2, 3 and 4 steps), and
 reused by every later call: cuDNN keeps its execution plans per thread (PyTorch's plan cache is
 ``thread_local``: plans are not thread-safe across all engines), so a new thread would pay a plan
 for each convolution shape again (64-69 ms each on an H100, stop 33). Idle, they wait on a queue.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import numbers
 import os
 import threading
 from collections import deque
@@ -29,9 +32,11 @@ import torch
 T = TypeVar("T")
 R = TypeVar("R")
 
-_pools: dict[tuple[str, int], ThreadPoolExecutor] = {}
+#: Per device, its kept threads: each an executor of one thread (a lane), the steps of a call with
+#: ``streams`` N taken in turn by lanes 0 .. N-1.
+_pools: dict[str, list[ThreadPoolExecutor]] = {}
 _pools_lock = threading.Lock()
-#: On a kept thread: ``kept_for``, the (device, streams) of its set; ``stop``, the event of the step it runs.
+#: On a kept thread: ``kept_for``, the device of its lanes; ``stop``, the event of the step it runs.
 _this_thread = threading.local()
 
 
@@ -63,10 +68,15 @@ def stop_if_cancelled() -> None:
 
 
 def check_streams(streams: object) -> int:
-    """``streams`` as an int >= 1, else ValueError."""
-    if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
+    """``streams`` as an int >= 1 (a NumPy integer too, as ``batch_size`` takes), else ValueError.
+
+    >>> import numpy as np
+    >>> check_streams(np.int64(2))
+    2
+    """
+    if isinstance(streams, bool) or not isinstance(streams, numbers.Integral) or streams < 1:
         raise ValueError(f"streams must be an integer >= 1 (steps in flight at once); got {streams!r}")
-    return streams
+    return int(streams)
 
 
 def threads_per_stream(streams: int) -> int:
@@ -98,8 +108,9 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
     """``work(item)`` for each of ``items``, the results in the items' order, up to ``streams`` at once.
 
     ``streams`` 1: in the calling thread, one after the other. More: on ``streams`` threads, each
-    with its own CUDA stream when ``device`` is a CUDA device (threads kept for later calls; a step
-    that itself calls this with the same device and streams runs its items in its own thread). Items
+    with its own CUDA stream when ``device`` is a CUDA device (threads kept for later calls, as many
+    as the most streams asked for the device; a step that itself calls this with the same device runs
+    its items in its own thread). Items
     are taken from ``items`` in the calling thread only (an iterator that is not thread-safe, such
     as a DataLoader's, is fine), and the next one is started before a result is handed out, so the
     threads go on working while the caller uses it. Each step runs torch on ``threads`` CPU threads
@@ -118,11 +129,11 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:  # a kept thread's current device is its own, not the caller's
         device = torch.device("cuda", torch.cuda.current_device())
-    key = (str(device), streams)
-    if streams == 1 or getattr(_this_thread, "kept_for", None) == key:  # nested: waiting for the same threads
-        yield from map(work, items)                                       # could leave each waiting for another
-        return
-    pool = _stream_threads(device, streams)
+    if streams == 1 or getattr(_this_thread, "kept_for", None) == str(device):  # nested: waiting for the same
+        yield from map(work, items)                                            # threads could leave each waiting
+        return                                                                 # for another
+    lanes = _stream_threads(device, streams)
+    turns = itertools.cycle(lanes)
     stop = threading.Event()
     caller_stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
     caller, callers_threads = threading.get_ident(), torch.get_num_threads()
@@ -134,7 +145,7 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
     def take(count: int) -> None:
         if not failed:
             try:
-                started.extend(pool.submit(run_step, item) for item in itertools.islice(source, count))
+                started.extend(next(turns).submit(run_step, item) for item in itertools.islice(source, count))
             except Exception as err:  # noqa: BLE001 - not an interrupt (BaseException): that one leaves at once
                 failed.append(err)
 
@@ -157,17 +168,20 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
             torch.set_num_threads(callers_threads)
 
 
-def _stream_threads(device: torch.device, streams: int) -> ThreadPoolExecutor:
-    """This process's ``streams`` threads for ``device``, made on first use (started as work comes)."""
-    key = (str(device), streams)
+def _stream_threads(device: torch.device, streams: int) -> list[ThreadPoolExecutor]:
+    """This process's first ``streams`` lanes for ``device``, each of one kept thread, made on first use
+    (the thread started as work comes). A call in flight takes its next step on the lane its oldest
+    step, just handed out, ran on: that lane is free, unless another caller shares it."""
+    key = str(device)
     with _pools_lock:
-        if key not in _pools:
-            _pools[key] = ThreadPoolExecutor(streams, thread_name_prefix=f"lrfer-stream-{device}",
-                                             initializer=_start_kept_thread, initargs=(device, key))
-        return _pools[key]
+        lanes = _pools.setdefault(key, [])
+        while len(lanes) < streams:
+            lanes.append(ThreadPoolExecutor(1, thread_name_prefix=f"lrfer-stream-{device}-{len(lanes)}",
+                                            initializer=_start_kept_thread, initargs=(device, key)))
+        return lanes[:streams]
 
 
-def _start_kept_thread(device: torch.device, key: tuple[str, int]) -> None:
+def _start_kept_thread(device: torch.device, key: str) -> None:
     _this_thread.kept_for = key
     use_own_stream(device)
 

@@ -850,6 +850,7 @@ class Recognizer:
         """
         from lrfer.overlap import auto_streams, check_streams, overlapped, threads_per_stream
 
+        check_batch_size(batch_size)  # here, not in the first step's model call: an empty list too, and before any decoding
         streams = auto_streams(self.device) if streams is None else check_streams(streams)
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)

@@ -1180,6 +1180,22 @@ def test_changes_to_rec_model_do_not_reach_predictions(tiny_path: Path, monkeypa
     assert torch.equal(rec.predict_tensor(x), before)
 
 
+def test_predict_takes_numpy_integers_and_checks_batch_size_before_any_step(rec: lrfer.Recognizer,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``streams=np.int64(2)`` was refused ("must be an integer >= 1; got np.int64(2)") where ``batch_size``
+    takes NumPy integers; a bad ``batch_size`` came from the first step's model call, after its images were
+    decoded and detected, and not at all for an empty list."""
+    images = [np.zeros((8, 8), dtype=np.uint8)] * 4
+    assert len(rec.predict(images, batch_size=np.int64(8), streams=np.int64(2))) == 4
+    steps: list[int] = []
+    monkeypatch.setattr(rec, "_predict_step", lambda arrays, **_: steps.append(len(arrays)) or [[] for _ in arrays])
+    for batch_size in (0, 2.5):
+        for listed in (images, []):
+            with pytest.raises(ValueError, match="batch_size must be a whole number >= 1"):
+                rec.predict(listed, batch_size=batch_size, streams=2)  # type: ignore[arg-type]
+    assert steps == []
+
+
 def test_predict_on_several_streams_gives_the_results_of_one(rec: lrfer.Recognizer,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A list in steps of 3 images, two steps at a time on kept threads, each with half the caller's torch
@@ -1194,7 +1210,8 @@ def test_predict_on_several_streams_gives_the_results_of_one(rec: lrfer.Recogniz
     predict_step = rec._predict_step
 
     def recorded(arrays: list[np.ndarray], **options: int) -> list[list[Face]]:
-        seen.append((threading.get_ident(), torch.get_num_threads(), len(arrays)))
+        first = next(i for i, image in enumerate(images) if np.array_equal(image, arrays[0]))
+        seen.append((threading.get_ident(), torch.get_num_threads(), len(arrays), first))
         return predict_step(arrays, **options)
 
     monkeypatch.setattr(rec, "_predict_step", recorded)
@@ -1202,14 +1219,14 @@ def test_predict_on_several_streams_gives_the_results_of_one(rec: lrfer.Recogniz
     torch.set_num_threads(2)
     try:
         one = rec.predict(images, streams=1)
-        assert {(ident, threads) for ident, threads, _ in seen} == {(threading.get_ident(), 2)}
+        assert {(ident, threads) for ident, threads, _, _ in seen} == {(threading.get_ident(), 2)}
         seen.clear()
         two = rec.predict(images, streams=2)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-    assert [n for _, _, n in seen] == [3, 3, 3, 2]
-    assert threading.get_ident() not in {ident for ident, _, _ in seen} and {threads for _, threads, _ in seen} == {1}
+    assert [n for _, _, n, _ in sorted(seen, key=lambda step: step[3])] == [3, 3, 3, 2]  # steps start on 2 threads
+    assert threading.get_ident() not in {ident for ident, _, _, _ in seen} and {threads for _, threads, _, _ in seen} == {1}
     assert len(two) == 11 and [[f.probs for f in faces] for faces in two] == \
         [[pytest.approx(f.probs, abs=1e-6) for f in faces] for faces in one]
     assert rec.predict(images[0], streams=2) == two[0]
@@ -1268,11 +1285,11 @@ def test_several_streams_get_steps_of_equal_size(rec: lrfer.Recognizer, monkeypa
     the steps of 32, in the calling thread; never more streams than steps."""
     import threading
 
-    monkeypatch.setattr(rec, "_predict_step", lambda arrays, **_: seen.append((threading.get_ident(), len(arrays)))
-                        or [[] for _ in arrays])
-    seen: list[tuple[int, int]] = []
-    images = [np.zeros((8, 8), dtype=np.uint8)] * count
+    monkeypatch.setattr(rec, "_predict_step", lambda arrays, **_: seen.append(
+        (int(arrays[0].flat[0]), threading.get_ident(), len(arrays))) or [[] for _ in arrays])
+    seen: list[tuple[int, int, int]] = []
+    images = [np.full((8, 8), i, dtype=np.uint8) for i in range(count)]  # the steps in order of their first image
     assert rec.predict(images, streams=streams) == [[]] * count
-    assert [n for _, n in seen] == sizes
-    on_caller = {ident for ident, _ in seen} == {threading.get_ident()}
+    assert [n for _, _, n in sorted(seen)] == sizes
+    on_caller = {ident for _, ident, _ in seen} == {threading.get_ident()}
     assert on_caller == (min(streams, len(sizes)) == 1)  # a single step runs in the calling thread

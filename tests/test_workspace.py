@@ -181,3 +181,27 @@ def test_release_of_every_thread_frees_the_buffers_of_threads_that_live_on() -> 
     done.wait(10)
     thread.join()
     assert held == [0]
+
+
+def test_release_of_every_thread_while_a_thread_starts_using_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread that first asked for a buffer (a kept thread's first step, a server's new worker) while
+    ``release(every_thread=True)`` went over the threads' buffers: RuntimeError "dictionary changed size
+    during iteration" (a few seconds of threads starting beside a loop of release() met it)."""
+    started: list[threading.Thread] = []
+
+    class NewThreadMidway(weakref.WeakValueDictionary):  # type: ignore[type-arg]
+        def values(self):  # type: ignore[no-untyped-def]
+            for n, buffers in enumerate(super().values()):
+                if n == 0:  # a thread takes its first buffer now
+                    thread = threading.Thread(target=workspace.reusable_empty, args=("test-midway", (4,)))
+                    thread.start()
+                    thread.join(0.5)  # with a lock it waits for release(), which would otherwise wait for it
+                    started.append(thread)
+                yield buffers
+
+    workspace.reusable_empty("test-midway", (4,))  # this thread's buffers: one to go over
+    monkeypatch.setattr(workspace, "_every_thread", NewThreadMidway(workspace._every_thread))
+    workspace.release(every_thread=True)
+    for thread in started:
+        thread.join(10)
+    assert started and not any(thread.is_alive() for thread in started)

@@ -16,6 +16,7 @@ thread's (the kept threads of :mod:`lrfer.overlap`, which detect a list's steps,
 from __future__ import annotations
 
 import math
+import os
 import threading
 import weakref
 from collections.abc import Sequence
@@ -34,12 +35,27 @@ class _Buffers(dict):  # type: ignore[type-arg]
 
 #: Every live thread's buffers by their id, for ``release(every_thread=True)``; a thread's go when it ends.
 _every_thread: weakref.WeakValueDictionary[int, _Buffers] = weakref.WeakValueDictionary()
+#: Held to add a thread's buffers to :data:`_every_thread` and to go over them: a thread that starts
+#: using buffers while ``release(every_thread=True)`` went over them made it fail ("dictionary changed
+#: size during iteration"). A thread's buffers leave it when the thread ends, which the iteration defers.
+_every_thread_lock = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    """In a child of ``os.fork``: a lock another thread held at the fork would stay held."""
+    global _every_thread_lock
+    _every_thread_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 class _Slots(threading.local):
     def __init__(self) -> None:
         self.buffers: dict[str, tuple[torch.Tensor, weakref.ref[torch.Tensor] | None, int | None]] = _Buffers()
-        _every_thread[id(self.buffers)] = self.buffers
+        with _every_thread_lock:
+            _every_thread[id(self.buffers)] = self.buffers
 
 
 _slots = _Slots()
@@ -98,5 +114,8 @@ def release(every_thread: bool = False) -> None:
     """Free the calling thread's buffers, or with ``every_thread`` every thread's: also those of the kept
     threads that ``Recognizer.predict`` scores a list's steps on (:mod:`lrfer.overlap`). The tensors still
     using them keep their memory; a thread using a slot meanwhile gets fresh memory for it."""
-    for buffers in list(_every_thread.values()) if every_thread else [_slots.buffers]:
+    if every_thread:
+        with _every_thread_lock:
+            every = list(_every_thread.values())
+    for buffers in every if every_thread else [_slots.buffers]:
         buffers.clear()

@@ -42,6 +42,10 @@ _LAZY: dict[str, str] = {
     "HubDownloadError": "lrfer.zoo:HubDownloadError",
 }
 
+#: Submodules that the README reaches as ``lrfer.<module>`` after a bare ``import lrfer``
+#: (``lrfer.annotate.annotate``, ``lrfer.io.MAX_IMAGE_PIXELS``, ...), imported on first access.
+_LAZY_MODULES = frozenset({"annotate", "faces", "io", "overlap", "train", "zoo"})
+
 # Written out (not built from _LAZY) so that type checkers see what lrfer exports.
 __all__ = [
     "__version__", "load", "Recognizer", "Face", "VideoFrame", "faces_to_pandas", "faces_to_rows",
@@ -69,6 +73,8 @@ if TYPE_CHECKING:  # pragma: no cover
 # Any): they see the names above, the only ones it serves, and flag a misspelt or unexported one.
 if not TYPE_CHECKING:
     def __getattr__(name: str) -> Any:
+        if name in _LAZY_MODULES:
+            return importlib.import_module(f"lrfer.{name}")  # also sets lrfer.<name>
         target = _LAZY.get(name)
         if target is None:
             raise AttributeError(f"module 'lrfer' has no attribute {name!r}")
@@ -79,4 +85,4 @@ if not TYPE_CHECKING:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | _LAZY_MODULES)

@@ -656,6 +656,21 @@ def test_lazy_public_names() -> None:
         lrfer.does_not_exist  # noqa: B018
 
 
+def test_the_submodules_the_readme_names_are_reached_after_a_bare_import() -> None:
+    """The README writes ``lrfer.annotate.annotate(...)``, ``lrfer.io.MAX_IMAGE_PIXELS = None`` and
+    ``lrfer.faces.workspace.release()`` after ``import lrfer``: each was an AttributeError (``lrfer.io``
+    worked only once ``lrfer.load`` had imported it). ``import lrfer`` itself stays light."""
+    code = ("import sys, lrfer; assert 'torch' not in sys.modules and 'lrfer.annotate' not in sys.modules; "
+            "assert 'annotate' in dir(lrfer); "
+            "lrfer.io.MAX_IMAGE_PIXELS = None; import lrfer.io; assert lrfer.io.MAX_IMAGE_PIXELS is None; "
+            "assert callable(lrfer.annotate.annotate) and callable(lrfer.annotate.save_annotated); "
+            "assert callable(lrfer.faces.workspace.release) and callable(lrfer.zoo.save_weights); "
+            "assert callable(lrfer.overlap.overlapped) and lrfer.train.__name__ == 'lrfer.train'; "
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
 def test_predict_runs_in_steps_bounded_by_images_and_pixels(rec: lrfer.Recognizer, monkeypatch: pytest.MonkeyPatch) -> None:
     from lrfer import recognizer as recognizer_mod
 

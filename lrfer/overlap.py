@@ -8,10 +8,11 @@ one step's kernels can run while the other's thread does its host work (Python, 
 copies), and the caller writes rows meanwhile. Torch releases the GIL inside its operators and
 while it waits for the device, so the threads interleave there.
 
-The threads are kept for the rest of the process, per device as many as the most streams asked
-(a call with fewer streams uses the first of them; one set per number of streams kept 2 + 3 + 4
-threads, each with its buffers, for lists whose streams were cut to their 2, 3 and 4 steps), and
-reused by every later call: cuDNN keeps its execution plans per thread (PyTorch's plan cache is
+The threads are kept for the rest of the process, per device one pool of as many as the most
+streams asked (a call keeps at most its own ``streams`` steps in flight, each taken by whichever
+thread is free; one pool per number of streams kept 2 + 3 + 4 threads, each with its buffers, for
+lists whose streams were cut to their 2, 3 and 4 steps; threads pinned to a step in turn made a
+step wait behind another caller's long one while a thread idled), and reused by every later call: cuDNN keeps its execution plans per thread (PyTorch's plan cache is
 ``thread_local``: plans are not thread-safe across all engines), so a new thread would pay a plan
 for each convolution shape again (64-69 ms each on an H100, stop 33). Idle, they wait on a queue.
 """
@@ -32,11 +33,11 @@ import torch
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Per device, its kept threads: each an executor of one thread (a lane), the steps of a call with
-#: ``streams`` N taken in turn by lanes 0 .. N-1.
-_pools: dict[str, list[ThreadPoolExecutor]] = {}
+#: Per device, its pool of kept threads and their number (the most streams asked so far).
+_pools: dict[str, tuple[ThreadPoolExecutor, int]] = {}
 _pools_lock = threading.Lock()
-#: On a kept thread: ``kept_for``, the device of its lanes; ``stop``, the event of the step it runs.
+#: On a kept thread: ``stop``, the event of the step it runs; ``waited_on``, the devices whose kept
+#: threads wait for that step (its own among them).
 _this_thread = threading.local()
 
 
@@ -109,8 +110,8 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
 
     ``streams`` 1: in the calling thread, one after the other. More: on ``streams`` threads, each
     with its own CUDA stream when ``device`` is a CUDA device (threads kept for later calls, as many
-    as the most streams asked for the device; a step that itself calls this with the same device runs
-    its items in its own thread). Items
+    as the most streams asked for the device; a step that itself calls this for a device whose kept
+    threads wait for it, its own or one further up, runs its items in its own thread). Items
     are taken from ``items`` in the calling thread only (an iterator that is not thread-safe, such
     as a DataLoader's, is fine), and the next one is started before a result is handed out, so the
     threads go on working while the caller uses it. Each step runs torch on ``threads`` CPU threads
@@ -129,15 +130,18 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:  # a kept thread's current device is its own, not the caller's
         device = torch.device("cuda", torch.cuda.current_device())
-    if streams == 1 or getattr(_this_thread, "kept_for", None) == str(device):  # nested: waiting for the same
-        yield from map(work, items)                                            # threads could leave each waiting
-        return                                                                 # for another
-    lanes = _stream_threads(device, streams)
-    turns = itertools.cycle(lanes)
+    # The devices whose kept threads wait, through the steps they run, for this thread's work: its own
+    # (a step nested on the same device) and those further up (CPU -> CUDA -> CPU). Their threads
+    # taking these items could leave each waiting for another.
+    waited_on: frozenset[str] = getattr(_this_thread, "waited_on", frozenset())
+    if streams == 1 or str(device) in waited_on:
+        yield from map(work, items)
+        return
     stop = threading.Event()
     caller_stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
     caller, callers_threads = threading.get_ident(), torch.get_num_threads()
-    run_step = functools.partial(_as_the_caller_set, work, caller_stream, threads or callers_threads, stop)
+    run_step = functools.partial(_as_the_caller_set, work, caller_stream, threads or callers_threads, stop,
+                                 waited_on | {str(device)})
     source = iter(items)
     started: deque[Future[R]] = deque()
     failed: list[Exception] = []  # an error taking an item: raised where that item's result would have come
@@ -145,7 +149,7 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
     def take(count: int) -> None:
         if not failed:
             try:
-                started.extend(next(turns).submit(run_step, item) for item in itertools.islice(source, count))
+                started.extend(_submit(device, streams, run_step, item) for item in itertools.islice(source, count))
             except Exception as err:  # noqa: BLE001 - not an interrupt (BaseException): that one leaves at once
                 failed.append(err)
 
@@ -168,22 +172,21 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
             torch.set_num_threads(callers_threads)
 
 
-def _stream_threads(device: torch.device, streams: int) -> list[ThreadPoolExecutor]:
-    """This process's first ``streams`` lanes for ``device``, each of one kept thread, made on first use
-    (the thread started as work comes). A call in flight takes its next step on the lane its oldest
-    step, just handed out, ran on: that lane is free, unless another caller shares it."""
+def _submit(device: torch.device, streams: int, fn: Callable[[T], R], item: T) -> Future[R]:
+    """``fn(item)`` on ``device``'s kept threads, at least ``streams`` of them (threads start as work
+    comes). A pool too small is replaced by one of ``streams`` threads: the old one runs the steps
+    already given to it, then its threads end. Under the lock, so that no caller submits to a pool
+    being replaced."""
     key = str(device)
     with _pools_lock:
-        lanes = _pools.setdefault(key, [])
-        while len(lanes) < streams:
-            lanes.append(ThreadPoolExecutor(1, thread_name_prefix=f"lrfer-stream-{device}-{len(lanes)}",
-                                            initializer=_start_kept_thread, initargs=(device, key)))
-        return lanes[:streams]
-
-
-def _start_kept_thread(device: torch.device, key: str) -> None:
-    _this_thread.kept_for = key
-    use_own_stream(device)
+        pool, size = _pools.get(key, (None, 0))
+        if pool is None or size < streams:
+            if pool is not None:
+                pool.shutdown(wait=False)
+            pool, size = ThreadPoolExecutor(streams, thread_name_prefix=f"lrfer-stream-{device}",
+                                            initializer=use_own_stream, initargs=(device,)), streams
+            _pools[key] = (pool, size)
+        return pool.submit(fn, item)
 
 
 def use_own_stream(device: torch.device) -> None:
@@ -193,21 +196,21 @@ def use_own_stream(device: torch.device) -> None:
 
 
 def _as_the_caller_set(work: Callable[[T], R], caller_stream: torch.cuda.Stream | None, threads: int,
-                       stop: threading.Event, item: T) -> R:
+                       stop: threading.Event, waited_on: frozenset[str], item: T) -> R:
     """``work(item)`` on a kept thread, with ``threads`` torch CPU threads (the caller's count unless it
     said otherwise: ``torch.set_num_threads`` sets the calling thread's count only, and a kept thread
     keeps the one it had), its CUDA work queued
     after what the caller's CUDA stream holds now (a model loaded since this thread started has its
     weights copied and folded there, and streams made by torch do not wait for another by
-    themselves), and ``stop`` for :func:`stop_if_cancelled`."""
+    themselves), ``stop`` for :func:`stop_if_cancelled`, and ``waited_on`` for a nested :func:`overlapped`."""
     if stop.is_set():  # the caller has stopped (and may have put torch's default count back)
         raise StepCancelled
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     if caller_stream is not None:
         torch.cuda.current_stream(caller_stream.device).wait_stream(caller_stream)
-    _this_thread.stop = stop
+    _this_thread.stop, _this_thread.waited_on = stop, waited_on
     try:
         return work(item)
     finally:
-        _this_thread.stop = None
+        _this_thread.stop, _this_thread.waited_on = None, frozenset()

@@ -152,25 +152,30 @@ def test_an_interrupt_taking_the_first_items_stops_the_steps_already_started() -
     assert started == [0] and cancelled == [0]
 
 
-def test_a_step_may_itself_use_the_same_streams() -> None:
-    """Both kept threads ran a step that waited for the other's inner steps: forever. Checked in a
-    process of its own: deadlocked kept threads (not daemons) hung every later test of the same
-    streams and pytest's exit, instead of failing this test."""
+def first_line_printed_without_deadlock(code: str, what: str) -> str:
+    """``code`` run in a process of its own: deadlocked kept threads (not daemons) would hang every later
+    test and pytest's exit, instead of failing the test."""
     import subprocess
     import sys
 
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=6 * WAIT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{what} deadlocked")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("\n")[0]
+
+
+def test_a_step_may_itself_use_the_same_streams() -> None:
+    """Both kept threads ran a step that waited for the other's inner steps: forever."""
     code = (
         "from lrfer.overlap import overlapped\n"
         "def outer(i):\n"
         "    return sum(overlapped(lambda j: i * j, range(3), streams=2, device='cpu'))\n"
         "print(list(overlapped(outer, range(4), streams=2, device='cpu')))\n"
     )
-    try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=6 * WAIT_S)
-    except subprocess.TimeoutExpired:
-        pytest.fail("a step calling overlapped with its own threads deadlocked")
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[0] == str([3 * i for i in range(4)])
+    printed = first_line_printed_without_deadlock(code, "a step calling overlapped with its own threads")
+    assert printed == str([3 * i for i in range(4)])
 
 
 def test_one_stream_runs_in_the_calling_thread() -> None:
@@ -413,11 +418,8 @@ def test_a_second_caller_does_not_wait_behind_a_busy_lane_while_another_is_free(
 
 def test_a_step_may_use_another_device_whose_steps_come_back_to_its_own() -> None:
     """A step on the CPU's kept threads called overlapped for another device, whose steps called it for
-    the CPU again: queued behind the CPU steps that waited for them, forever (with any streams: the
-    lanes are shared by every count). "meta" stands in for a GPU. In a process of its own, as above."""
-    import subprocess
-    import sys
-
+    the CPU again: queued behind the CPU steps that waited for them, forever (with any streams: one
+    pool per device serves every count). "meta" stands in for a GPU."""
     code = (
         "from lrfer.overlap import overlapped\n"
         "def on_other(i):\n"
@@ -426,9 +428,6 @@ def test_a_step_may_use_another_device_whose_steps_come_back_to_its_own() -> Non
         "    return sum(overlapped(on_other, range(2), streams=2, device='meta'))\n"
         "print(list(overlapped(on_cpu, range(4), streams=2, device='cpu')))\n"
     )
-    try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3 * WAIT_S)
-    except subprocess.TimeoutExpired:
-        pytest.fail("a step calling overlapped on another device, whose steps came back to this one, deadlocked")
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[0] == str([3] * 4)
+    printed = first_line_printed_without_deadlock(
+        code, "a step calling overlapped on another device, whose steps came back to this one,")
+    assert printed == str([3] * 4)

@@ -12,9 +12,10 @@ The threads are kept for the rest of the process, per device one pool of as many
 streams asked (a call keeps at most its own ``streams`` steps in flight, each taken by whichever
 thread is free; one pool per number of streams kept 2 + 3 + 4 threads, each with its buffers, for
 lists whose streams were cut to their 2, 3 and 4 steps; threads pinned to a step in turn made a
-step wait behind another caller's long one while a thread idled), and reused by every later call: cuDNN keeps its execution plans per thread (PyTorch's plan cache is
-``thread_local``: plans are not thread-safe across all engines), so a new thread would pay a plan
-for each convolution shape again (64-69 ms each on an H100, stop 33). Idle, they wait on a queue.
+step wait behind another caller's long one while a thread idled), and reused by every later call:
+cuDNN keeps its execution plans per thread (PyTorch's plan cache is ``thread_local``: plans are not
+thread-safe across all engines), so a new thread would pay a plan for each convolution shape again
+(64-69 ms each on an H100, stop 33). Idle, they wait on a queue.
 """
 from __future__ import annotations
 

@@ -105,6 +105,16 @@ def auto_streams(device: torch.device | str) -> int:
     return 2 if torch.get_num_threads() >= 2 else 1
 
 
+def streams_or_auto(streams: object, device: torch.device | str) -> int:
+    """``streams`` as given (:func:`check_streams`), or :func:`auto_streams` for ``None``: the default of
+    :meth:`lrfer.Recognizer.predict` and :meth:`~lrfer.Recognizer.predict_video`.
+
+    >>> streams_or_auto(3, "cpu"), streams_or_auto(None, "cuda")
+    (3, 1)
+    """
+    return auto_streams(device) if streams is None else check_streams(streams)
+
+
 def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device: torch.device | str,
                threads: int | None = None) -> Generator[R, None, None]:
     """``work(item)`` for each of ``items``, the results in the items' order, up to ``streams`` at once.

@@ -848,10 +848,10 @@ class Recognizer:
         >>> faces = rec.predict("examples/group1.jpg")  # doctest: +SKIP
         >>> per_image = rec.predict(["a.jpg", "b.png"], streams=2)  # doctest: +SKIP
         """
-        from lrfer.overlap import auto_streams, check_streams, overlapped, threads_per_stream
+        from lrfer.overlap import overlapped, streams_or_auto, threads_per_stream
 
         check_batch_size(batch_size)  # here, not in the first step's model call: an empty list too, and before any decoding
-        streams = auto_streams(self.device) if streams is None else check_streams(streams)
+        streams = streams_or_auto(streams, self.device)
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         streams, per_step = self._streams_for(len(items), streams)
@@ -905,12 +905,12 @@ class Recognizer:
         and a last 32 alone); frames beyond the announced count (a header that undercounts) come in
         steps of the usual size, not in the evened ones (a header announcing 2 frames of a long video
         made them steps of 1 frame, for the whole video)."""
-        from lrfer.overlap import auto_streams, check_streams, threads_per_stream
+        from lrfer.overlap import streams_or_auto, threads_per_stream
         from lrfer.video import prepend, read_frames, video_info
 
         check_every(every)
         check_batch_size(batch_size)
-        streams = auto_streams(self.device) if streams is None else check_streams(streams)
+        streams = streams_or_auto(streams, self.device)
         frames = read_frames(video, every)
         first = next(frames)  # a missing, unreadable or undecodable file fails here, not at the first result
         height, width = first[2].shape[:2]

@@ -114,8 +114,10 @@ def release(every_thread: bool = False) -> None:
     """Free the calling thread's buffers, or with ``every_thread`` every thread's: also those of the kept
     threads that ``Recognizer.predict`` scores a list's steps on (:mod:`lrfer.overlap`). The tensors still
     using them keep their memory; a thread using a slot meanwhile gets fresh memory for it."""
-    if every_thread:
-        with _every_thread_lock:
-            every = list(_every_thread.values())
-    for buffers in every if every_thread else [_slots.buffers]:
+    if not every_thread:
+        _slots.buffers.clear()
+        return
+    with _every_thread_lock:
+        every = list(_every_thread.values())
+    for buffers in every:
         buffers.clear()

@@ -2,11 +2,13 @@
 
     python benchmarks/predict_folder.py [--width 480] [--vary-width 0] [--count 2000] [--device cpu|cuda|all]
                                         [--image-batch 16,64] [--streams 1,2] [--workers 4] [--rounds 1]
+                                        [--cuda-graphs 0,1]
 
 Writes ``count`` JPEGs (the shared group photos resized to ``width`` px, each file distinct on disk)
 into a temporary folder (``--vary-width PX``: widths spread over PX pixels, a folder of many
 photo sizes), then runs ``lrfer predict FOLDER --out x.csv`` in this process for each
-setting (each ``--image-batch`` with each ``--streams``, ``--rounds`` times in turn): decoding in
+setting (each ``--image-batch`` with each ``--streams`` and each ``--cuda-graphs``, ``--rounds`` times
+in turn; ``--cuda-graphs 0,1``: :mod:`lrfer.graphs` off and on, their recording in the warm-up run): decoding in
 worker processes, detection, alignment and classification in the main one (with ``--streams`` N,
 N image batches at once on threads and CUDA streams of their own), rows written to CSV. A warm-up
 run on a few files comes first (model load, CUDA start-up); the timed run includes loading the
@@ -40,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, machine  # noqa: E402
 from pipeline import timed_calls  # noqa: E402
 
-from lrfer import recognizer  # noqa: E402
+from lrfer import graphs, recognizer  # noqa: E402
 from lrfer.cli import main as lrfer_main  # noqa: E402
 
 #: Stages of ``Recognizer.predict`` for ``--stages``: (label, owner, attribute); none calls another.
@@ -147,6 +149,8 @@ def main() -> None:
     parser.add_argument("--image-batch", default="16,64", help="comma list of --image-batch values")
     parser.add_argument("--streams", default="1", help="comma list of --streams values (image batches scored at once)")
     parser.add_argument("--rounds", type=int, default=1, help="every setting this many times, in turn")
+    parser.add_argument("--cuda-graphs", default=None, help="comma list of 0 (off) and 1 (on): lrfer.graphs for the "
+                        "run (default: as LRFER_CUDA_GRAPHS says)")
     parser.add_argument("--workers", type=int, default=None, help="decoding workers (default: lrfer's default)")
     parser.add_argument("--profile", action="store_true", help="profile the main process in the last timed run")
     parser.add_argument("--stages", action="store_true", help="seconds per stage of predict in every timed run")
@@ -159,17 +163,19 @@ def main() -> None:
     print(f"# machine: {machine()}\n")
     widths = f"{args.width}-{args.width + args.vary_width - 1}" if args.vary_width else f"{args.width}"
     print(f"`lrfer predict` on {args.count:,} photos {widths} px wide (the shared group photos, 3-4 faces each)\n")
-    print("| device | image batch | streams | workers | seconds | photos/s | faces |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| device | image batch | streams | CUDA graphs | workers | seconds | photos/s | faces |")
+    print("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as tmp:
         folder, warm = Path(tmp) / "photos", Path(tmp) / "warm"
         write_photos(folder, args.width, args.count, args.vary_width)
         write_photos(warm, args.width, WARMUP_FILES)
-        settings = [(d, int(b), int(n)) for _ in range(args.rounds) for d in devices for b in args.image_batch.split(",")
-                    for n in args.streams.split(",")]
+        graph_settings = [g == "1" for g in args.cuda_graphs.split(",")] if args.cuda_graphs else [graphs.enabled()]
+        settings = [(d, int(b), int(n), g) for _ in range(args.rounds) for d in devices for b in args.image_batch.split(",")
+                    for n in args.streams.split(",") for g in graph_settings]
         profiler = cProfile.Profile() if args.profile else None
         stage_rows = []
-        for i, (device, image_batch, streams) in enumerate(settings):
+        for i, (device, image_batch, streams, graphed) in enumerate(settings):
+            graphs.enable(graphed)
             run(warm, Path(tmp) / "warm.csv", device, image_batch, args.workers, streams=streams)
             last = i == len(settings) - 1
             staged = (timed_calls(torch.device(device), list(PREDICT_STAGES)) if args.stages and streams == 1
@@ -179,9 +185,10 @@ def main() -> None:
                 seconds, faces = run(folder, Path(tmp) / "out.csv", device, image_batch, args.workers,
                                      profiler if last else None, streams)
             workers = "default" if args.workers is None else args.workers
-            print(f"| {device} | {image_batch} | {streams} | {workers} | {seconds:.2f} | {args.count / seconds:,.0f} "
+            print(f"| {device} | {image_batch} | {streams} | {'on' if graphed else 'off'} | {workers} | {seconds:.2f} "
+                  f"| {args.count / seconds:,.0f} "
                   f"| {faces:,} |", flush=True)
-            stage_rows.append((device, image_batch, streams, dict(spent), seconds))
+            stage_rows.append((f"{device}, graphs" if graphed else device, image_batch, streams, dict(spent), seconds))
     if args.stages:
         print_stages(stage_rows)
     if trace is not None:

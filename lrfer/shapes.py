@@ -16,7 +16,8 @@ step met about 80 new convolution shapes: BlazeFace 46, the expression model 21)
 P-Net also take at most :data:`PHOTO_ROWS` photos per call (larger steps run in several calls), so
 that steps of more photos (``--image-batch 256``) bring no new shapes either: before, each new
 number of photos above the floor met about 50, most of them BlazeFace's.
-The CPU keeps exact shapes (no plans there; padding would only cost time).
+The CPU keeps exact shapes (no plans there; padding would only cost time). With
+:mod:`lrfer.graphs` on, each of these fixed-shape calls off the CPU replays a recorded CUDA graph.
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ from collections.abc import Callable
 from typing import cast
 
 import torch
+from torch import nn
+
+from lrfer import graphs
 
 #: Sizes per octave of :func:`bucket` (batches) and :func:`bucket_side` (image sides).
 BATCH_STEPS = 2
@@ -89,7 +93,10 @@ def run_bucketed(
         if isinstance(parts[0], tuple):
             return tuple(torch.cat(outputs) for outputs in zip(*parts))
         return torch.cat(cast("list[torch.Tensor]", parts))  # net gives every part the first one's kind of output
-    out = net(pad_rows(x, max(bucket(n), min_rows) if n else 0))
+    rows = max(bucket(n), min_rows) if n else 0
+    if n and graphs.wanted(x) and isinstance(net, nn.Module):
+        return graphs.run(net, x, rows)
+    out = net(pad_rows(x, rows))
     if isinstance(out, tuple):
         return tuple(o[:n] for o in out)
     return out[:n]

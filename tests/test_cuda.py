@@ -214,3 +214,76 @@ def test_each_scoring_thread_queues_on_a_stream_of_its_own() -> None:
     assert torch.cuda.current_stream() == before  # the caller's thread keeps its stream
     assert torch.cuda.default_stream().cuda_stream not in used
     assert len(set(used)) == 2
+
+
+@pytest.fixture
+def cuda_graphs():
+    """lrfer.graphs on for the test (recordings dropped before and after), off again after it."""
+    from lrfer import graphs
+
+    graphs.forget()
+    graphs.enable()
+    yield graphs
+    graphs.enable(False)
+    graphs.forget()
+
+
+@needs_photos
+def test_photos_with_cuda_graphs_match_the_eager_calls(cuda_graphs) -> None:
+    """Recorded CUDA graphs (LRFER_CUDA_GRAPHS=1) for BlazeFace, R-Net, O-Net and the expression model:
+    the faces of the eager calls, on one stream and on two, in steps of several sizes."""
+    rec = lrfer.load(device="cuda")
+    photos = [_downscale(IMAGES / n, width) for width in (480, 640) for n in PHOTOS]
+    cuda_graphs.enable(False)
+    eager = rec.predict(photos)
+    cuda_graphs.enable()
+    graphed = rec.predict(photos)
+    assert len(cuda_graphs._recorded) >= 3  # BlazeFace's network, O-Net, the expression model at least
+    for got in (graphed, rec.predict(photos[::-1])[::-1], rec.predict(photos * 3, streams=2)[: len(photos)]):
+        for faces_e, faces_g in zip(eager, got):
+            assert len(faces_e) == len(faces_g)
+            for a, b in zip(sorted(faces_e, key=lambda f: f.box), sorted(faces_g, key=lambda f: f.box)):
+                assert np.abs(np.subtract(a.box, b.box)).max() <= 0.01
+                assert a.label == b.label and a.probs == pytest.approx(b.probs, abs=1e-3)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_crops_with_cuda_graphs_match_the_eager_calls(cuda_graphs, precision: str) -> None:
+    """The expression model under autocast (fp16) and without, replayed: the eager probabilities, and
+    each call its own rows (a second call does not change the first's result)."""
+    crops = np.random.default_rng(3).integers(0, 256, (300, 48, 48), dtype=np.uint8)
+    rec = lrfer.load(device="cuda", detector=None, precision=precision)
+    cuda_graphs.enable(False)
+    eager = rec.predict_crops(crops, batch_size=128)
+    cuda_graphs.enable()
+    first = rec.predict_crops(crops, batch_size=128)
+    rec.predict_crops(crops[::-1].copy(), batch_size=128)
+    np.testing.assert_allclose(first, eager, atol=1e-3)
+    np.testing.assert_allclose(rec.predict_crops(crops[:7]), eager[:7], atol=1e-3)
+
+
+def test_a_network_that_reads_back_runs_eagerly_and_cuda_goes_on(cuda_graphs, caplog) -> None:
+    """A network that reads a value back to the host cannot be recorded: one warning, the eager
+    result, and CUDA is left usable (a later graph records and replays)."""
+    import logging
+
+    from torch import nn
+
+    from lrfer import shapes
+
+    class ReadsBack(nn.Module):
+        def forward(self, x):
+            return x * float(x.abs().sum() > 0)
+
+    class Doubles(nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    x = torch.randn(5, 3, device="cuda")
+    with caplog.at_level(logging.WARNING, logger="lrfer.graphs"):
+        torch.testing.assert_close(shapes.run_bucketed(ReadsBack(), x, min_rows=8), x)
+    assert any(r.name == "lrfer.graphs" for r in caplog.records)
+    net = Doubles()
+    torch.testing.assert_close(shapes.run_bucketed(net, x, min_rows=8), x * 2)
+    torch.testing.assert_close(shapes.run_bucketed(net, x[:2] + 1, min_rows=8), (x[:2] + 1) * 2)
+    assert [r is not None for r in cuda_graphs._recorded[net].values()] == [True]

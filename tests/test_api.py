@@ -285,12 +285,12 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(tiny_path: Path, monkeypatch, c
     from lrfer import recognizer
 
     assert isinstance(recognizer.cpu_has_fast_bf16(), bool)  # oneDNN's answer for this machine
-    monkeypatch.setattr(recognizer, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(recognizer, "cpu_has_fast_bf16", lambda unknown=True: False)
     with caplog.at_level("WARNING", logger="lrfer.recognizer"):
         lrfer.load(tiny_path, device="cpu", detector=None, precision="bf16")
     assert "slower than fp32" in caplog.text
     caplog.clear()
-    monkeypatch.setattr(recognizer, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(recognizer, "cpu_has_fast_bf16", lambda unknown=True: True)
     with caplog.at_level("WARNING", logger="lrfer.recognizer"):
         lrfer.load(tiny_path, device="cpu", detector=None, precision="bf16")
     assert "slower" not in caplog.text
@@ -303,7 +303,40 @@ def test_bf16_also_runs_pnet_in_bf16(tiny_path: Path, detector: str) -> None:
         return mtcnn.pnet.conv1.weight.dtype
 
     assert pnet_dtype(lrfer.load(tiny_path, device="cpu", detector=detector, precision="bf16")) == torch.bfloat16
-    assert pnet_dtype(lrfer.load(tiny_path, device="cpu", detector=detector)) == torch.float32
+    assert pnet_dtype(lrfer.load(tiny_path, device="cpu", detector=detector, precision="fp32")) == torch.float32
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_runs_pnet_in_bf16_for_the_auto_detector_on_a_native_bf16_cpu(tiny_path: Path, monkeypatch,
+                                                                                      native: bool) -> None:
+    """precision="auto" on CPU: P-Net in bf16 for the default detector where the CPU runs bf16 natively
+    (its small-face search; R-/O-Net and the expression model stay float32); fp32 with detector="mtcnn"
+    (every face comes through P-Net) and on CPUs without native bf16."""
+    from lrfer import recognizer
+
+    monkeypatch.setattr(recognizer, "cpu_has_fast_bf16", lambda unknown=True: native)
+    auto = lrfer.load(tiny_path, device="cpu")
+    assert auto.detector.mtcnn.pnet.conv1.weight.dtype == (torch.bfloat16 if native else torch.float32)
+    assert auto.detector.mtcnn.rnet.conv1.weight.dtype == torch.float32 and auto._autocast_dtype() is None
+    assert lrfer.load(tiny_path, device="cpu", detector="mtcnn").detector.pnet.conv1.weight.dtype == torch.float32
+    fp32 = lrfer.load(tiny_path, device="cpu", precision="fp32")
+    assert fp32.detector.mtcnn.pnet.conv1.weight.dtype == torch.float32
+
+
+def test_pnet_precision_needs_a_cpu_known_to_run_bf16(monkeypatch) -> None:
+    from lrfer import recognizer
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert recognizer.pnet_precision_for("auto", cuda, "auto") == "fp32"
+    assert recognizer.pnet_precision_for("bf16", cuda, "mtcnn") == "bf16"
+    assert recognizer.pnet_precision_for("auto", cpu, "auto") == ("bf16" if recognizer.cpu_has_fast_bf16(unknown=False) else "fp32")
+
+    def unknown() -> bool:
+        raise RuntimeError("no oneDNN")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", unknown, raising=False)
+    assert recognizer.cpu_has_fast_bf16() is True and recognizer.cpu_has_fast_bf16(unknown=False) is False
+    assert recognizer.pnet_precision_for("auto", cpu, "auto") == "fp32"
 
 
 def test_crops_to_gray_scales_gray_crops_exactly() -> None:

@@ -15,6 +15,10 @@ Each recorded call owns its input and output buffers: a call copies its rows int
 up to the recorded shape zero, as :func:`lrfer.shapes.pad_rows` makes them), replays, and copies its
 rows of the outputs out, under the recording's lock, so calls from several threads (and CUDA streams)
 take turns and never see another call's rows.
+
+A recording reads the network's weights where they were when it was recorded: after replacing them
+(``net.to(...)``, ``.half()``, ``load_state_dict(..., assign=True)``), call :func:`forget` for that
+network. lrfer changes no network's weights after its first call.
 """
 from __future__ import annotations
 
@@ -90,7 +94,7 @@ def run(net: nn.Module, x: torch.Tensor, rows: int, capture: Capture | None = No
     """``net(x padded with zero rows to rows)``, cut back to ``len(x)`` rows, as a replayed graph
     (recorded on the first call of each shape and setting)."""
     n = x.shape[0]
-    key = _key(x, rows)
+    key = _key(net, x, rows)
     with _table_lock:
         table = _recorded.setdefault(net, {})
     if key not in table:
@@ -115,13 +119,14 @@ def _replay(recorded: _Recorded, x: torch.Tensor) -> Outputs:
         if recorded.dirty_rows > n:
             recorded.inputs[n : recorded.dirty_rows].zero_()
         recorded.dirty_rows = n
-        recorded.graph.replay()
-        out = _rows(recorded.outputs, n, copy=True)
-        if stream is not None:
-            if recorded.done is None:
-                recorded.done = torch.cuda.Event()
-            recorded.done.record(stream)
-        return out
+        try:
+            recorded.graph.replay()
+            return _rows(recorded.outputs, n, copy=True)
+        finally:  # also when the copy out fails (out of memory): the replay is queued all the same
+            if stream is not None:
+                if recorded.done is None:
+                    recorded.done = torch.cuda.Event()
+                recorded.done.record(stream)
 
 
 def _rows(outputs: Outputs, n: int, copy: bool) -> Outputs:
@@ -144,13 +149,14 @@ def _record(net: nn.Module, x: torch.Tensor, rows: int, capture: Capture) -> _Re
     return _Recorded(graph, inputs, outputs, dirty_rows=x.shape[0])
 
 
-def _key(x: torch.Tensor, rows: int) -> tuple[Any, ...]:
+def _key(net: nn.Module, x: torch.Tensor, rows: int) -> tuple[Any, ...]:
     """What a recording depends on besides the network: shape, dtype, layout and device of the input,
-    and the precision settings that pick its kernels (autocast, TF32)."""
+    the network's mode (train or eval: dropout, batch norm) and the precision settings that pick its
+    kernels (autocast, TF32)."""
     from lrfer.shapes import memory_format_of
 
     return (rows, tuple(x.shape[1:]), x.dtype, memory_format_of(x), str(x.device), torch.is_inference_mode_enabled(),
-            torch.is_grad_enabled(), *precision_settings(x.device.type))
+            torch.is_grad_enabled(), net.training, *precision_settings(x.device.type))
 
 
 def precision_settings(device_type: str) -> tuple[Any, ...]:
@@ -175,19 +181,41 @@ def autocast_without_cache(device_type: str) -> Iterator[None]:
         yield
 
 
+def capture_stream(device: torch.device | str) -> Any:
+    """A side stream of ``device`` that no kept scoring thread (:data:`lrfer.overlap.own_streams`) queues
+    on: torch hands out its pooled streams in turn, and a thread's work on the stream being recorded
+    would join the recording (never run eagerly; replayed with every later call)."""
+    from lrfer.overlap import own_streams
+
+    stream = torch.cuda.Stream(device=device)
+    for _ in range(64):  # the pool holds 32 streams per device and priority
+        if stream.cuda_stream not in own_streams:
+            break
+        stream = torch.cuda.Stream(device=device)
+    return stream
+
+
 def capture_cuda(net: nn.Module, inputs: torch.Tensor) -> tuple[Replayable, Outputs]:
     """Record ``net(inputs)`` as a CUDA graph, after :data:`WARMUP_CALLS` eager calls on a side stream."""
     device = inputs.device
-    side = torch.cuda.Stream(device=device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with autocast_without_cache(device.type):
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_CALLS):
-                net(inputs)
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
-            outputs = net(inputs)
+    caller = torch.cuda.current_stream(device)
+    side = capture_stream(device)
+    side.wait_stream(caller)
+    try:
+        with autocast_without_cache(device.type):
+            with torch.cuda.stream(side):
+                for _ in range(WARMUP_CALLS):
+                    net(inputs)
+            caller.wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
+                outputs = net(inputs)
+    finally:
+        # torch.cuda.graph's __exit__ ends the capture before it restores the stream: when ending raises
+        # (a capture that read back to the host), the thread would go on queueing on ``side``.
+        if torch.cuda.current_stream(device) != caller:
+            with torch.cuda.device(device):
+                torch.cuda.set_stream(caller)
     return graph, outputs
 
 

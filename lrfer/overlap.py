@@ -200,10 +200,18 @@ def _submit(device: torch.device, streams: int, fn: Callable[[T], R], item: T) -
         return pool.submit(fn, item)
 
 
+#: The streams (``cuda_stream`` handles) that kept threads queue on: :mod:`lrfer.graphs` records on none
+#: of them (torch hands out its 32 pooled streams per device in turn, so a later ``torch.cuda.Stream()``
+#: can be a kept thread's, and that thread's work would join the recording).
+own_streams: set[int] = set()
+
+
 def use_own_stream(device: torch.device) -> None:
     """Make the calling thread queue its CUDA work on a new stream of ``device`` (nothing elsewhere)."""
     if device.type == "cuda":
-        torch.cuda.set_stream(torch.cuda.Stream(device=device))
+        stream = torch.cuda.Stream(device=device)
+        own_streams.add(stream.cuda_stream)
+        torch.cuda.set_stream(stream)
 
 
 def _as_the_caller_set(work: Callable[[T], R], caller_stream: torch.cuda.Stream | None, threads: int,

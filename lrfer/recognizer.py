@@ -241,11 +241,22 @@ def load(
 
 
 def cpu_has_fast_bf16(unknown: bool = True) -> bool:
-    """Whether this CPU runs bf16 convolutions natively (oneDNN's check; ``unknown`` if torch cannot tell)."""
+    """Whether this CPU runs bf16 convolutions natively (``unknown`` if torch cannot tell).
+
+    oneDNN's check alone says yes on every x86 CPU with AVX-512 (Skylake-SP, Cascade Lake, Ice Lake),
+    where it emulates bf16, slower than fp32: on x86 the CPU must also have AVX-512 BF16 or AMX."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
     except (AttributeError, RuntimeError):
         return unknown
+    avx512 = getattr(torch.cpu, "_is_avx512_supported", None)
+    avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    if avx512 is None or avx512_bf16 is None:  # a torch that cannot tell
+        return unknown
+    if not avx512():  # ARM, or x86 without AVX-512: oneDNN's answer stands
+        return True
+    return bool(avx512_bf16() or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def pnet_precision_for(precision: str, device: torch.device, detector: str | None) -> str:

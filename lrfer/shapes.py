@@ -94,7 +94,10 @@ def run_bucketed(
             return tuple(torch.cat(outputs) for outputs in zip(*parts))
         return torch.cat(cast("list[torch.Tensor]", parts))  # net gives every part the first one's kind of output
     rows = max(bucket(n), min_rows) if n else 0
-    if n and graphs.wanted(x) and isinstance(net, nn.Module):
+    # Only the fixed shapes (a call padded to its floor) are recorded: each recording keeps its own
+    # memory pool for the network's life, and a floor-only bucket (the expression model's) would keep
+    # one per batch size ever seen above it.
+    if n and rows == min_rows and graphs.wanted(x) and isinstance(net, nn.Module):
         return graphs.run(net, x, rows)
     out = net(pad_rows(x, rows))
     if isinstance(out, tuple):

@@ -1341,3 +1341,19 @@ def test_several_streams_get_steps_of_equal_size(rec: lrfer.Recognizer, monkeypa
     assert [n for _, _, n in sorted(seen)] == sizes
     on_caller = {ident for _, ident, _ in seen} == {threading.get_ident()}
     assert on_caller == (min(streams, len(sizes)) == 1)  # a single step runs in the calling thread
+
+
+def test_avx512_without_bf16_instructions_is_not_native_bf16(monkeypatch) -> None:
+    """oneDNN's check says yes on any AVX-512 CPU (Skylake-SP to Ice Lake), which only emulates bf16:
+    precision="auto" must keep P-Net in fp32 there, and precision="bf16" must warn."""
+    from lrfer import recognizer
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert recognizer.cpu_has_fast_bf16() is False
+    assert recognizer.pnet_precision_for("auto", cpu, "auto") == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)  # Sapphire Rapids
+    assert recognizer.pnet_precision_for("auto", cpu, "auto") == "bf16"

@@ -226,3 +226,42 @@ def test_photo_pipeline_with_graphs_gives_the_faces_without_them(recorded, monke
     networks = {type(r.net()).__name__ for r in recorded}
     assert {"ONet"} <= networks and len(networks) >= 3  # BlazeFace's network, O-Net, the expression model
     assert all(r.replays >= 1 for r in recorded)
+
+
+def test_only_calls_padded_to_their_floor_are_recorded(recorded):
+    """Each recording keeps a memory pool for its network's life: calls above the floor (the expression
+    model takes any number of faces, 256 at least) run eagerly rather than keep one per batch size."""
+    net = Doubles()
+    for n in (100, 300, 600, 1200, 2400):
+        x = torch.randn(n, 1, 2, 2)
+        torch.testing.assert_close(shapes.run_bucketed(net, x, min_rows=256), x * 2)
+    assert [r.inputs.shape[0] for r in recorded] == [256]
+
+
+def test_train_and_eval_mode_are_recorded_apart(recorded):
+    net = nn.Sequential(nn.Dropout(0.5))
+    x = torch.ones(4, 8)
+    torch.testing.assert_close(shapes.run_bucketed(net.eval(), x, min_rows=8), x)
+    torch.manual_seed(0)
+    assert (shapes.run_bucketed(net.train(), x, min_rows=8) == 0).any()  # dropout, as the eager call
+    assert len(recorded) == 2
+
+
+def test_recording_never_uses_a_kept_threads_stream(monkeypatch):
+    """torch hands out its 32 pooled streams per device in turn: the 33rd torch.cuda.Stream() is the
+    first one again. A scoring thread's stream taken as the capture stream would put that thread's work
+    into the recording."""
+    import itertools
+
+    from lrfer import overlap
+
+    counter = itertools.count()
+
+    class PooledStream:
+        def __init__(self, device=None):
+            self.cuda_stream = 1000 + next(counter) % 32
+
+    monkeypatch.setattr(torch.cuda, "Stream", PooledStream)
+    monkeypatch.setattr(overlap, "own_streams", {1000 + i for i in range(31)})
+    for _ in range(40):
+        assert graphs.capture_stream("cuda").cuda_stream == 1031

@@ -1,7 +1,7 @@
 """Recorded graphs for the fixed-shape network calls off the CPU (lrfer.graphs, opt-in; issue 4).
 
 CUDA graphs need a GPU (tests/test_cuda.py records real ones). Here the bookkeeping around them runs
-on the CPU with a stand-in recording that behaves as a CUDA graph does: ``replay()`` recomputes the
+on the CPU with a stand-in recording (``lrfer.graphs.EagerReplay``) that behaves as a CUDA graph does: ``replay()`` recomputes the
 network on the recording's own input buffer into the same output tensors every time. So these tests
 check what lrfer adds: one recording per shape and setting, inputs padded with zero rows, outputs
 copied out (never the graph's buffers), turns taken between threads, the eager call when recording
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 
 import numpy as np
 import pytest
@@ -23,37 +22,15 @@ from lrfer import graphs, shapes
 from lrfer.faces import align as align_mod
 
 
-class StandInGraph:
-    """On the CPU, what ``torch.cuda.CUDAGraph`` does for lrfer: replay recomputes ``net(inputs)`` into
-    the outputs recorded first (the same tensors each time)."""
-
-    def __init__(self, net: nn.Module, inputs: torch.Tensor) -> None:
-        self.net, self.inputs = weakref.ref(net), inputs  # a CUDA graph keeps no reference to its network
-        first = net(inputs)
-        self.outputs = tuple(o.clone() for o in first) if isinstance(first, tuple) else first.clone()
-        self.replays = 0
-
-    def replay(self) -> None:
-        self.replays += 1
-        net = self.net()
-        assert net is not None
-        for kept, new in zip(_as_tuple(self.outputs), _as_tuple(net(self.inputs))):
-            kept.copy_(new)
-
-
-def _as_tuple(out):
-    return out if isinstance(out, tuple) else (out,)
-
-
 @pytest.fixture
 def recorded(monkeypatch):
-    """Graphs on, recorded on the CPU with :class:`StandInGraph`; yields the recordings made."""
-    made: list[StandInGraph] = []
+    """Graphs on, recorded on the CPU with :class:`lrfer.graphs.EagerReplay`; yields the recordings made."""
+    made: list[graphs.EagerReplay] = []
 
     def capture(net, inputs):
-        graph = StandInGraph(net, inputs)
+        graph, outputs = graphs.capture_eager(net, inputs)
         made.append(graph)
-        return graph, graph.outputs
+        return graph, outputs
 
     monkeypatch.setattr(graphs, "DEVICE_TYPES", frozenset({"cpu", "cuda"}))
     monkeypatch.setattr(graphs, "capture_cuda", capture)

@@ -80,6 +80,17 @@ def counting_capture(counter: CountedCalls):
     return capture
 
 
+def counting_replays(counter: CountedCalls, replay):
+    """``lrfer.graphs._replay`` counting each replay as one call (a graph's one launch); its copies in and
+    out count as the operators they are."""
+
+    def counted(recorded, x):
+        counter.by_place["graph replay"] += 1
+        return replay(recorded, x)
+
+    return counted
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -94,13 +105,7 @@ def main() -> None:
         align.cpu_tuned = lambda tensor: False  # the GPU's code path
         graphs.DEVICE_TYPES = frozenset({"cpu"})
         graphs.capture_cuda = counting_capture(counter)
-    replay = graphs._replay
-
-    def counted_replay(recorded, x):  # a replay is one launch (counted here), its copies in and out are counted as made
-        counter.by_place["graph replay"] += 1
-        return replay(recorded, x)
-
-    graphs._replay = counted_replay
+    graphs._replay = counting_replays(counter, graphs._replay)
     sources = decode(photos(args.width))
     rec = lrfer.load(device=args.device)
     print(f"# machine: {machine()}\n")

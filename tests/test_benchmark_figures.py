@@ -71,3 +71,36 @@ def test_a_childs_peak_memory_is_its_own_not_its_parents() -> None:
     assert inherited > 400  # what the benchmarks read before
     assert own < 400 < inherited, (own, inherited)
     del held
+
+
+def test_host_calls_count_a_replay_as_one_call_and_its_insides_as_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``host_calls.py``: with graphs on, a recorded network's operators are not counted (a GPU launches
+    the graph once), the replay is, and so are the copies in and out; without graphs every operator is."""
+    import host_calls
+    from torch import nn
+
+    from lrfer import graphs, shapes
+
+    class Three(nn.Module):  # three counted operators per call
+        def forward(self, x):
+            return (x * 2 + 1).relu()
+
+    counter = host_calls.CountedCalls()
+    monkeypatch.setattr(graphs, "DEVICE_TYPES", frozenset({"cpu"}))
+    monkeypatch.setattr(graphs, "capture_cuda", host_calls.counting_capture(counter))
+    monkeypatch.setattr(graphs, "_replay", host_calls.counting_replays(counter, graphs._replay))
+    net, x = Three(), torch.randn(5, 4)
+    graphs.forget()
+    counts = []
+    for on in (False, True, True):
+        monkeypatch.setattr(graphs, "_enabled", on)
+        counter.by_place.clear()
+        with counter:
+            out = shapes.run_bucketed(net, x, min_rows=8)
+        torch.testing.assert_close(out, (x * 2 + 1).relu())
+        counts.append(dict(counter.by_place))
+    graphs.forget()
+    assert sum(counts[0].values()) >= 4  # the padding, then three operators
+    assert "graph replay" not in counts[0] and counts[2]["graph replay"] == 1
+    assert not any("run_bucketed" in place for place in counts[2])
+    assert counts[2].get("graphs.py:_replay", 0) >= 1 and counts[2].get("graphs.py:_rows", 0) == 1

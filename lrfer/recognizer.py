@@ -755,7 +755,7 @@ class Recognizer:
             return torch.float16 if self.device.type == "cuda" else None
         return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         dtype = self._autocast_dtype()
         if dtype is None:  # fp32 (predict_tensor has switched a caller's autocast off)
             return contextlib.nullcontext()

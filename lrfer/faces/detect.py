@@ -326,7 +326,7 @@ class HaarDetector:
         return results
 
 
-def _load_haar_cascade():  # -> cv2.CascadeClassifier
+def _load_haar_cascade() -> Any:  # a cv2.CascadeClassifier (absent from OpenCV 5)
     import cv2
 
     fix = "use detector='mtcnn' (bundled), or install an OpenCV 4.x build: pip install 'opencv-python-headless<5'"
@@ -372,7 +372,7 @@ class FacenetDetector:
         return results
 
 
-def _float_tensor(values) -> torch.Tensor:
+def _float_tensor(values: Any) -> torch.Tensor:
     """facenet-pytorch returns float or object numpy arrays depending on the input; normalise them."""
     return torch.tensor(np.asarray(values).tolist(), dtype=torch.float32)
 

@@ -29,7 +29,7 @@ if [ ! -e ../shared ] && [ -d "$shared" ]; then ln -s "$(cd "$shared" && pwd)" .
 # BASE's benchmarks look for the photos next to BASE, as these look next to the repository.
 if [ -n "${BASE:-}" ] && [ ! -d "$BASE/../shared/images" ] && [ -d "$shared" ]; then ln -sfn "$(cd "$shared" && pwd)" "$BASE/../shared"; fi
 
-STEPS=${STEPS-tests_cuda graphs_ab first_use first_use_v7 first_use_base throughput pipeline loader pipeline_480 pipeline_480_base predict_folder predict_folder_streams predict_list predict_folder_v7 predict_folder_base predict_folder_ab predict_folder_vary video profile_folder tests_cuda_v7}  # a subset to rerun only those
+STEPS=${STEPS-tests_cuda graphs_ab host_calls first_use first_use_v7 first_use_base throughput pipeline loader pipeline_480 pipeline_480_base predict_folder predict_folder_streams predict_list predict_folder_v7 predict_folder_base predict_folder_ab predict_folder_vary video profile_folder tests_cuda_v7}  # a subset to rerun only those
 
 pack_logs() {  # every log so far in $OUT/logs.tar.gz: the device tool returns at most 8 files
     (cd "$LOGS" && tar -czf "$OUT/.logs.tar.gz" -- *.log) && mv "$OUT/.logs.tar.gz" "$OUT/logs.tar.gz"
@@ -85,6 +85,8 @@ step 100 predict_folder "${PREDICT_FOLDER[@]}"
 # CUDA graphs against the eager calls, in turn, twice; each recorded in its warm-up run.
 step 150 graphs_ab python3 benchmarks/predict_folder.py --device cuda --width 480 --count 4000 --image-batch 64,256 \
     --cuda-graphs 0,1 --rounds 2 --workers 8
+# The torch calls per step that the host still makes with real graphs (against the CPU count of stop 37).
+step 60 host_calls python3 benchmarks/host_calls.py --device cuda --width 480 --photos 256,64
 # Image batches scored one, two and three at a time (--streams: threads and CUDA streams of their
 # own), in turn, twice: does one batch's GPU work overlap another's host work (stop 34)? The first
 # round includes the new threads' cuDNN plans (made per thread), the second is the steady state.

@@ -90,10 +90,10 @@ _table_lock = threading.Lock()
 _capture_lock = threading.Lock()
 
 
-def run(net: nn.Module, x: torch.Tensor, rows: int, capture: Capture | None = None) -> Outputs:
+def run(net: nn.Module, x: torch.Tensor, rows: int, capture: Capture | None = None) -> Outputs | None:
     """``net(x padded with zero rows to rows)``, cut back to ``len(x)`` rows, as a replayed graph
-    (recorded on the first call of each shape and setting)."""
-    n = x.shape[0]
+    (recorded on the first call of each shape and setting); None where that call could not be
+    recorded: the caller runs it eagerly (:func:`lrfer.shapes.run_bucketed`)."""
     key = _key(net, x, rows)
     with _table_lock:
         table = _recorded.setdefault(net, {})
@@ -102,11 +102,7 @@ def run(net: nn.Module, x: torch.Tensor, rows: int, capture: Capture | None = No
             if key not in table:  # another thread may have recorded it meanwhile
                 table[key] = _record(net, x, rows, capture or capture_cuda)
     recorded = table[key]
-    if recorded is None:
-        from lrfer.shapes import pad_rows
-
-        return _rows(net(pad_rows(x, rows)), n, copy=False)
-    return _replay(recorded, x)
+    return None if recorded is None else _replay(recorded, x)
 
 
 def _replay(recorded: _Recorded, x: torch.Tensor) -> Outputs:
@@ -121,7 +117,7 @@ def _replay(recorded: _Recorded, x: torch.Tensor) -> Outputs:
         recorded.dirty_rows = n
         try:
             recorded.graph.replay()
-            return _rows(recorded.outputs, n, copy=True)
+            return _rows(recorded.outputs, n)
         finally:  # also when the copy out fails (out of memory): the replay is queued all the same
             if stream is not None:
                 if recorded.done is None:
@@ -129,11 +125,11 @@ def _replay(recorded: _Recorded, x: torch.Tensor) -> Outputs:
                 recorded.done.record(stream)
 
 
-def _rows(outputs: Outputs, n: int, copy: bool) -> Outputs:
+def _rows(outputs: Outputs, n: int) -> Outputs:
     """The first ``n`` rows of a tensor or of each tensor of a tuple, copied out of the graph's buffers."""
     if isinstance(outputs, tuple):
-        return tuple(_rows(o, n, copy) for o in outputs)
-    return outputs[:n].clone() if copy else outputs[:n]
+        return tuple(_rows(o, n) for o in outputs)
+    return outputs[:n].clone()
 
 
 def _record(net: nn.Module, x: torch.Tensor, rows: int, capture: Capture) -> _Recorded | None:

@@ -98,7 +98,9 @@ def run_bucketed(
     # memory pool for the network's life, and a floor-only bucket (the expression model's) would keep
     # one per batch size ever seen above it.
     if n and rows == min_rows and graphs.wanted(x) and isinstance(net, nn.Module):
-        return graphs.run(net, x, rows)
+        replayed = graphs.run(net, x, rows)
+        if replayed is not None:
+            return replayed
     out = net(pad_rows(x, rows))
     if isinstance(out, tuple):
         return tuple(o[:n] for o in out)

@@ -650,6 +650,8 @@ def test_frames_table_keeps_time_float_when_unknown() -> None:
     face = Face((1.0, 2.0, 3.0, 4.0), ((math.nan, math.nan),) * 5, 0.9, 2.0, "happy", {"happy": 0.7, "sad": 0.3})
     table = lrfer.frames_to_pandas([VideoFrame(0, math.nan, [face]), VideoFrame(1, 0.5, [face])])
     assert table["time_s"].dtype == np.float64 and math.isnan(table["time_s"][0]) and table["time_s"][1] == 0.5
+    unknown = lrfer.frames_to_pandas([VideoFrame(0, math.nan, [face]), VideoFrame(1, math.nan, [face])])
+    assert unknown["time_s"].dtype == np.float64 and unknown["time_s"].isna().all()  # a video without a frame rate
 
 
 @pytest.mark.parametrize("min_face", [0, 7, -3, True, float("nan"), "20"])
@@ -799,6 +801,8 @@ def test_annotate_draws_each_box_and_label_bar_in_its_class_colour_on_a_copy() -
     ((140, 40, 158, 80), (50, 12), (160, 120), (110, 35)),  # at the right edge: moved left into the image
     ((10, 5, 50, 60), (30, 12), (200, 200), (10, 69)),  # no room above: below the box
     ((10, -10, 50, 95), (30, 12), (100, 100), (10, 9)),  # cut by the top, no room below: inside its top edge
+    ((10, 12, 50, 60), (30, 12), (200, 200), (10, 7)),  # just room above
+    ((10, 5, 50, 88), (30, 12), (100, 100), (10, 97)),  # no room above, just room below
 ])
 def test_label_position_keeps_the_label_inside_the_image(box: tuple[int, int, int, int], label: tuple[int, int],
                                                          image: tuple[int, int], expected: tuple[int, int]) -> None:
@@ -806,6 +810,14 @@ def test_label_position_keeps_the_label_inside_the_image(box: tuple[int, int, in
     from lrfer.annotate import label_position
 
     assert label_position(box, label, image, 3) == expected
+
+
+def test_annotated_copies_keep_an_upper_case_suffix() -> None:
+    """Cameras name photos IMG_0001.JPG: their annotated copies keep that name, not IMG_0001.png."""
+    from lrfer.annotate import annotated_path
+
+    assert annotated_path("shots/IMG_0001.JPG") == Path("shots/IMG_0001.JPG")
+    assert annotated_path("scan.TIFF") == Path("scan.TIFF")
 
 
 def test_annotate_takes_gray_and_rgba_images_unmirrored(tmp_path: Path) -> None:
@@ -1147,6 +1159,13 @@ def test_results_without_landmarks_or_frame_times_stay_equal_through_pickle_and_
 
     tracked = TrackedFace(*(getattr(face, f.name) for f in dataclasses.fields(lrfer.Face)), track_id=7)
     assert copy.deepcopy(tracked).track_id == 7 and copy.copy(tracked) == tracked
+
+
+def test_a_frame_is_unequal_to_what_is_not_a_frame() -> None:
+    from lrfer.results import VideoFrame
+
+    frame = VideoFrame(3, 0.1, [])
+    assert frame != (frame.index, frame.time_s, frame.faces) and frame != "frame" and frame not in [None, 3]
 
 
 def test_a_graph_another_thread_makes_during_a_load_keeps_its_source(tiny_path: Path,

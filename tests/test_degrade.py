@@ -190,6 +190,33 @@ def test_bicubic_and_bilinear_shrinking_is_anti_aliased(method: str) -> None:
     assert (downsample(board, 16, method) - 0.5).abs().max() < 0.05
 
 
+@pytest.mark.parametrize("method", ["bicubic", "bilinear"])
+def test_bicubic_and_bilinear_shrinking_stays_in_unit_range(method: str) -> None:
+    """Bicubic shrinking rings about 1 % past a sharp edge; faces are served in 0..1, so it is clamped."""
+    edge = torch.zeros(1, 1, 48, 48)
+    edge[..., 24:] = 1.0
+    for size in (12, 16, 20):
+        out = downsample(edge, size, method)
+        assert out.min() >= 0 and out.max() <= 1
+
+
+def test_random_method_draws_every_kernel(faces: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The low-resolution recipes draw the kernel among area, bicubic and bilinear per batch."""
+    import lrfer.faces.degrade as degrade
+
+    drawn: set[str] = set()
+
+    def recording(x: torch.Tensor, size: int, method: str = "area") -> torch.Tensor:
+        drawn.add(method)
+        return downsample(x, size, method)
+
+    monkeypatch.setattr(degrade, "downsample", recording)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        random_degrade(faces[:1], DegradationConfig(resolution=16, random_method=True), g)
+    assert drawn == set(degrade.DOWNSAMPLE_METHODS)
+
+
 def test_upsample_is_opencvs_bicubic() -> None:
     """upsample is OpenCV's INTER_CUBIC resize, clipped to 0..1 (bilinear differs by up to 0.2)."""
     import cv2

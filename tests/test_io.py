@@ -90,6 +90,14 @@ def test_tensor_layouts_agree(rgb: np.ndarray) -> None:
     assert np.array_equal(load_image(chw[:1]), np.repeat(rgb[..., :1], 3, axis=2))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_tensors_of_another_dtype_get_a_torch_hint(dtype: torch.dtype) -> None:
+    """A bfloat16 tensor (a half-precision pipeline's output) raised numpy's TypeError "unsupported
+    ScalarType" when the check was left to the numpy validation; a float one got a numpy hint."""
+    with pytest.raises(ValueError, match=r"image tensors must be uint8.*\.to\(torch\.uint8\)"):
+        load_image(torch.rand(3, 8, 8).to(dtype))
+
+
 def test_pil_modes(rgb: np.ndarray) -> None:
     Image = pytest.importorskip("PIL.Image")
     assert np.array_equal(load_image(Image.fromarray(rgb)), rgb)
@@ -474,7 +482,8 @@ def test_files_are_sorted_folder_by_folder(tmp_path: Path) -> None:
     (np.full((4, 4, 3), 200, np.int64), r"np\.clip\(x, 0, 255\)\.astype", "x * 255"),  # 0..255 ints: no x * 255
     (np.full((4, 4), 200, np.uint16), r"convert 16-bit pixels with \(x >> 8\)\.astype\(np\.uint8\), 0\.\.255 values", "x * 255"),
     (np.zeros((4, 4, 3), np.float64), r"np\.clip\(x \* 255, 0, 255\)", "integers"),
-    (np.array(["a.jpg", "b.jpg"]), "pass a list", "x * 255"),  # paths in an array, e.g. df["file"].values
+    (np.array(["a.jpg", "b.jpg"]), "pass a list", "x * 255"),  # paths in an array
+    (np.array(["a.jpg", "b.jpg"], dtype=object), "pass a list", "x * 255"),  # df["file"].values: dtype object
     (np.zeros((2, 4, 4, 3), np.uint8), r"pass a list \(list\(arr\)\)", "x * 255"),  # stacked video frames
 ])
 def test_validation_hints_fit_the_input(bad: np.ndarray, hint: str, not_hint: str) -> None:

@@ -385,6 +385,7 @@ def test_a_truncated_video_is_scored_as_far_as_it_decodes_with_a_warning(
     decoded = len(list(video_mod.read_frames(cut)))
     assert 0 < decoded < 40
     assert f"decoded {decoded} of the 40 frames its header announces" in caplog.text
+    assert f"the results stop at frame {decoded - 1}" in caplog.text  # frames count from 0
     caplog.clear()
     assert len(list(video_mod.read_frames(clip))) == FRAMES and "announces" not in caplog.text  # a whole video: no warning
     out = tmp_path / "faces.jsonl"

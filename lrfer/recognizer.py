@@ -162,6 +162,14 @@ def cpu_threads() -> int:
     return torch.get_num_threads() if _configured_threads is None else _configured_threads
 
 
+def prepare_cpu_process() -> None:
+    """What a process that runs a recognizer on CPU needs once, whether it loaded the recognizer or
+    unpickled it (a spawn worker): its torch threads, the fork hook of :func:`one_thread_after_fork`
+    and glibc's raised thresholds."""
+    configure_cpu_threads()
+    raise_adaptive_thresholds()
+
+
 def one_thread_after_fork() -> None:
     """In a child of ``os.fork`` (gunicorn's ``--preload``, ``multiprocessing`` with fork): torch on one
     CPU thread, as in torch's DataLoader workers. GNU OpenMP's thread pool does not survive a fork:
@@ -227,8 +235,7 @@ def load(
     dev = resolve_device(device)
     det_name = normalize_detector_name(detector)
     if dev.type == "cpu":
-        configure_cpu_threads()
-        raise_adaptive_thresholds()
+        prepare_cpu_process()
     check_precision(precision, dev)
     check_tta(tta)
     if precision == "bf16" and dev.type == "cpu" and not cpu_has_fast_bf16():
@@ -705,6 +712,8 @@ class Recognizer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("tta", False)  # pickled before tta existed: single view, as it was
         self.__dict__.update(state)
+        if self.device.type == "cpu":  # a spawn worker never called load: a fork from it hung without the hook
+            prepare_cpu_process()
         self._network = self._inference_network()
 
     @property

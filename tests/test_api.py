@@ -1072,6 +1072,28 @@ def test_a_recognizer_used_before_fork_works_in_the_child(tiny_path: Path,
     python_script(script, tiny_path)
 
 
+def test_a_recognizer_unpickled_in_a_spawned_process_works_in_its_forked_child(
+        tiny_path: Path, tmp_path: Path, wait_for_forked_child: Callable[[int], str]) -> None:
+    """A spawn worker gets its recognizer by pickle, without ``lrfer.load``: a child it forked after
+    running the model on two threads waited forever, the fork hook of ``load`` never installed."""
+    pickled = tmp_path / "rec.pkl"
+    python_script("import pickle, sys, lrfer\n"
+                  "pickled = pickle.dumps(lrfer.load(sys.argv[1], device='cpu', detector='mtcnn'))\n"
+                  "open(sys.argv[2], 'wb').write(pickled)\n", tiny_path, pickled)
+    script = ("import os, pickle, sys, time, numpy as np, torch\n"
+              "torch.set_num_threads(2)\n"
+              "rec = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+              "photo = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)\n"
+              "crops = photo[:48, :48, 0][None].repeat(64, axis=0)\n"
+              "expected = rec.predict_crops(crops); rec.predict(photo)\n"
+              "pid = os.fork()\n"
+              "if pid == 0:\n"
+              "    rec.predict(photo)\n"
+              "    os._exit(0 if np.array_equal(rec.predict_crops(crops), expected) else 3)\n"
+              + wait_for_forked_child(60))
+    python_script(script, pickled)
+
+
 def test_crops_over_max_image_pixels_are_refused_in_every_form(rec: lrfer.Recognizer, monkeypatch: pytest.MonkeyPatch) -> None:
     import lrfer.io
 

@@ -416,6 +416,36 @@ def test_bomb_size_is_read_from_the_header_before_decoding(tmp_path: Path, monke
             read_image_file(tmp_path / f"big{suffix}")
 
 
+def test_bomb_size_of_an_opened_pil_image_is_checked_before_decoding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Image.open(io.BytesIO(upload))`` is lazy: its pixels were decoded before a limit lowered below
+    Pillow's own refused them."""
+    Image = pytest.importorskip("PIL.Image")
+    import lrfer.io
+
+    monkeypatch.setattr(lrfer.io, "MAX_IMAGE_PIXELS", 100 * 100)
+    save(np.zeros((101, 100, 3), np.uint8), tmp_path / "big.jpg")
+    with Image.open(tmp_path / "big.jpg") as opened:
+        monkeypatch.setattr(type(opened), "load", lambda *args: pytest.fail("decoded before the size check"))
+        with pytest.raises(ValueError, match="100x101 .*PIL image"):
+            load_image(opened)
+
+
+def test_bomb_size_is_read_behind_large_metadata_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EXIF, XMP and ICC segments of up to 64 KiB each come before the frame header: behind two of
+    them a bomb's size went unread and the whole image was decoded before it was refused."""
+    import lrfer.io
+
+    monkeypatch.setattr(lrfer.io, "MAX_IMAGE_PIXELS", 100 * 100)
+    ok, buf = cv2.imencode(".jpg", np.zeros((101, 100, 3), np.uint8))
+    icc = b"\xff\xe2" + (65_002).to_bytes(2, "big") + bytes(65_000)
+    data = buf.tobytes()
+    (tmp_path / "big.jpg").write_bytes(data[:2] + icc + icc + b"\xff" + data[2:])  # and a fill byte
+    monkeypatch.setattr(cv2, "imdecode", lambda *args: pytest.fail("decoded before the size check"))
+    with pytest.raises(ValueError, match="100x101 .*big.jpg"):
+        read_image_file(tmp_path / "big.jpg")
+
+
 def test_jpeg_size_is_read_from_its_frame_header_whatever_the_segment_order(tmp_path: Path) -> None:
     """Huffman tables (marker C4, inside the C0..CF range of the frame markers) may come before the frame
     header: their bytes are no image size (read as one, a photo is refused as a bomb or a bomb let through)."""

@@ -577,7 +577,7 @@ def _unavailable_message(name: str, parsed: ParsedName, manifest: Manifest) -> s
     # A bundled variant has a recipe of its own name (lrfer.train.recipes.ZOO_RECIPES): --recipe keeps
     # the variant (gmenet-small) that --arch alone would lose.
     how = f"--recipe {fer}" if fer in manifest.models else f"--arch {arch} --resolution {parsed.resolution}"
-    problem = None if fer in manifest.models else _no_recipe(arch, parsed.resolution)
+    problem = None if fer in manifest.models else _no_recipe(parsed.arch, parsed.resolution)
     if problem is not None:
         return (f"no weights for {name!r}: {item['reason']} {alternative} No training recipe makes it either "
                 f"({problem}); see `lrfer train --help`.")
@@ -587,11 +587,17 @@ def _unavailable_message(name: str, parsed: ParsedName, manifest: Manifest) -> s
 
 
 def _no_recipe(arch: str, resolution: int) -> str | None:
-    """Why ``lrfer train --arch ARCH --resolution RES`` would be refused, or None."""
+    """Why ``lrfer train --arch ARCH --resolution RES`` would be refused, or would not train the variant
+    ``arch`` (``gmenet-small``: ``--arch gmenet`` trains the default widths), or None."""
     try:
-        from lrfer.train.recipes import check_recipe, recipe_for
+        from lrfer.train.recipes import ZOO_RECIPES, check_recipe, recipe_for
     except ImportError:  # an install without the training code: nothing to check against
         return None
+    base = arch.split("-")[0]
+    if arch != base:
+        recipes = [name for name in ZOO_RECIPES if parse_name(name).arch == arch]
+        return (f"`--arch {base}` trains {base}'s default widths, not {arch}, "
+                + (f"whose recipes are {', '.join(recipes)}" if recipes else "which has no recipe"))
     try:
         check_recipe(recipe_for(arch, resolution))
     except ValueError as err:

@@ -320,3 +320,20 @@ def test_evaluate_scores_each_resolution_at_the_given_temperature() -> None:
         assert s == score(logits, faces.labels, s.resolution, temperature=0.2)
     assert rows[0].ece != score(predict_logits(model, faces.images, 16), faces.labels, 8, temperature=0.2).ece
     assert rows[1].ece != score(predict_logits(model, faces.images, 16), faces.labels, 16).ece
+
+
+def test_plot_accuracy_draws_each_line_from_small_to_large_faces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lrfer eval --resolutions 48,8,16 --plot` joined 48 -> 8 -> 16: a line doubling back on itself."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    lines: list[tuple[list[int], list[float]]] = []
+    plot = Axes.plot
+
+    def recording(ax: Axes, x: list[int], y: list[float], *args: Any, **kwargs: Any) -> Any:
+        lines.append((list(x), list(y)))
+        return plot(ax, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", recording)
+    plot_accuracy({"a": [_scores(48, 0.7), _scores(8, 0.3), _scores(16, 0.6)]}, tmp_path / "acc.png")
+    assert lines == [([8, 16, 48], [30.0, 60.0, 70.0])]

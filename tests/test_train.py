@@ -151,6 +151,39 @@ def test_class_folders_unknown_name_raises(tmp_path: Path) -> None:
         load_faces(tmp_path)
 
 
+def test_class_folders_read_the_image_files_lrfer_predict_reads(tmp_path: Path) -> None:
+    """JAFFE's faces are .tiff: they were left out without a word (all of them: "no images found")."""
+    import cv2
+
+    (tmp_path / "happy").mkdir()
+    for name in ("a.tiff", "b.TIF", "c.png"):
+        cv2.imwrite(str(tmp_path / "happy" / name), np.full((48, 48), 90, np.uint8))
+    faces = load_faces(tmp_path)
+    assert len(faces) == 3 and (faces.labels == CLASSES.index("happy")).all()
+    assert (faces.images == 90).all()
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("missing", "no such file or folder"),
+    ("missing.npz", "no such file or folder"),
+    ("flat", r"its images are not in class folders; move each to .*flat/<class name>/"),
+    ("raf_parent", r"basic is RAF-DB's 'basic' folder; pass that folder itself"),
+])
+def test_load_faces_says_what_is_wrong_with_the_layout(tmp_path: Path, layout: str, message: str) -> None:
+    """A typo, images not sorted into class folders, and RAF-DB/ for RAF-DB/basic/ were each told "not a .npz
+    file, a RAF-DB basic folder or a folder of class folders", "no images found" or "['basic'] are not class names"."""
+    import cv2
+
+    root = tmp_path / layout
+    if layout == "flat":
+        root.mkdir()
+        cv2.imwrite(str(root / "a.jpg"), np.zeros((48, 48), np.uint8))
+    elif layout == "raf_parent":
+        make_rafdb(root / "basic")
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        load_faces(root)
+
+
 def make_rafdb(root: Path) -> dict[str, list[tuple[int, int]]]:
     """Miniature RAF-DB 'basic' layout; returns per split the (RAF label, grey value) of each image, in order."""
     import cv2

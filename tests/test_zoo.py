@@ -704,7 +704,10 @@ def test_upper_case_suffix_loads(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name, why", [("resnet18-raf-16px", "resnet18 runs at 48 px only"),
                                        ("gmenet-raf-64px", "resolution must be 1..48"),
-                                       ("foo-raf-16px", "no recipe for architecture 'foo'")])
+                                       ("foo-raf-16px", "no recipe for architecture 'foo'"),
+                                       # --arch gmenet would train the default widths into gmenet-small-raf-12px.safetensors
+                                       ("gmenet-small-raf-12px", "not gmenet-small, whose recipes are gmenet-small-fer2013-16px"),
+                                       ("gmenet-foo-raf-16px", "not gmenet-foo, which has no recipe")])
 def test_raf_name_without_a_recipe_suggests_no_failing_command(name: str, why: str) -> None:
     with pytest.raises(zoo.DatasetUnavailableError) as err:
         zoo.get_spec(name)

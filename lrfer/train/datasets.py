@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from lrfer.constants import CLASSES, HR_SIZE, RAF_SPLITS
+from lrfer.io import IMAGE_EXTENSIONS, read_image_file
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+#: The image files of a class folder: those `lrfer predict` reads from a folder (JAFFE's .tiff too).
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 #: RAF-DB basic labels (1 surprise, 2 fear, 3 disgust, 4 happiness, 5 sadness, 6 anger, 7 neutral) -> zoo index.
 RAF_TO_ZOO = {1: 5, 2: 2, 3: 1, 4: 3, 5: 4, 6: 0, 7: 6}
 RAF_LABELS = "1 surprise, 2 fear, 3 disgust, 4 happiness, 5 sadness, 6 anger, 7 neutral"
@@ -51,10 +53,7 @@ def _to_face48(image: np.ndarray) -> np.ndarray:
 def _read_image(path: Path) -> np.ndarray:
     import cv2
 
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot read image {path}")
-    return _to_face48(image)
+    return _to_face48(cv2.cvtColor(read_image_file(path), cv2.COLOR_RGB2GRAY))
 
 
 def load_npz(path: Path) -> FaceSet:
@@ -139,6 +138,9 @@ def load_class_folders(root: Path) -> FaceSet:
     images, labels = [], []
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     unknown = [p.name for p in folders if p.name.lower() not in CLASSES]
+    rafdb = [p for p in folders if is_rafdb(p)]
+    if rafdb:  # RAF-DB/ given for RAF-DB/basic/
+        raise ValueError(f"{root}: {rafdb[0]} is RAF-DB's 'basic' folder; pass that folder itself")
     if unknown:
         raise ValueError(f"{root}: folders {unknown} are not class names; expected some of {list(CLASSES)}")
     by_class = {name: [p.name for p in folders if p.name.lower() == name] for name in CLASSES}
@@ -155,6 +157,9 @@ def load_class_folders(root: Path) -> FaceSet:
                 images.append(_read_image(path))
                 labels.append(index)
     if not images:
+        if any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()):
+            raise ValueError(f"{root}: its images are not in class folders; move each to {root}/<class name>/, "
+                             f"a class name being one of {list(CLASSES)}")
         raise ValueError(f"{root}: no images found in class folders")
     return FaceSet(np.stack(images), np.asarray(labels, dtype=np.int64), root.name)
 
@@ -199,7 +204,10 @@ def load_faces(path: str | Path, split: str = "train") -> FaceSet:
     >>> train = load_faces("../shared/datasets/fer2013/fer2013-train.npz")  # doctest: +SKIP
     """
     path = Path(path)
-    if path.suffix == ".npz":
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder (expected a FER2013 .npz, a RAF-DB basic folder "
+                                "or a folder of class folders)")
+    if path.suffix.lower() == ".npz":
         return load_npz(path)
     if is_rafdb(path):
         return load_rafdb(path, split)

@@ -190,6 +190,7 @@ def plot_accuracy(results: dict[str, list[Scores]], path: Path, data_name: str |
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colors = plt.get_cmap("tab20").colors  # type: ignore[attr-defined]  # a ListedColormap; get_cmap is typed Colormap
     for k, (name, rows) in enumerate(results.items()):  # a style per series: 10 colours repeat from the 11th
+        rows = sorted(rows, key=lambda s: s.resolution)  # --resolutions 48,8,16 drew a zigzag
         ax.plot([s.resolution for s in rows], [100 * s.accuracy for s in rows], label=name,
                 color=colors[(2 * k) % 20 + (k // 10) % 2], marker=PLOT_MARKERS[k % len(PLOT_MARKERS)],
                 linestyle=PLOT_LINESTYLES[(k // len(PLOT_MARKERS)) % len(PLOT_LINESTYLES)])

@@ -4,10 +4,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lrfer.results import Face
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lrfer.io import ImageLike
 
 #: Box colour per class (RGB); unknown classes get :data:`DEFAULT_COLOR`.
 CLASS_COLORS: dict[str, tuple[int, int, int]] = {
@@ -36,9 +40,11 @@ def annotated_path(path: str | os.PathLike[str]) -> Path:
     return target.with_suffix(".png") if suffix else target.with_name(target.name + ".png")
 
 
-def annotate(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-    """An RGB ``uint8 (H, W, 3)`` copy of ``image`` (any array :func:`lrfer.io.validate_array` takes:
-    gray, RGB or RGBA) with each face's box, label and top probability.
+def annotate(image: ImageLike, faces: Sequence[Face]) -> np.ndarray:
+    """An RGB ``uint8 (H, W, 3)`` copy of ``image`` (any image :func:`lrfer.io.load_image` takes, as
+    ``predict`` does: a path, a gray, RGB or RGBA array, a ``PIL.Image``, a ``uint8`` tensor) with each
+    face's box, label and top probability; ValueError for an image ``predict`` refuses, TypeError for
+    an item of ``faces`` that is not a :class:`~lrfer.results.Face` (``predict``'s list of lists).
 
     The label sits above the box, or below it when there is no room above, and is moved inside the
     image where it would leave it (a face filling or cut by the image keeps a readable label).
@@ -49,11 +55,14 @@ def annotate(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
     """
     import cv2
 
-    from lrfer.io import validate_array
+    from lrfer.io import load_image
 
-    out = validate_array(image).copy()
+    out = load_image(image).copy()  # a path too: turned upright by its EXIF orientation, as predict turns it
     h, w = out.shape[:2]
     for face in faces:
+        if not isinstance(face, Face):
+            raise TypeError(f"annotate takes one image's faces, a list of Face; got an item of type "
+                            f"{type(face).__name__} (for predict's list of lists, annotate each image with its own list)")
         color = CLASS_COLORS.get(face.label, DEFAULT_COLOR)
         x1, y1, x2, y2 = (int(round(v)) for v in face.box)
         font_scale, thickness = label_size(x2 - x1, (w, h))
@@ -110,7 +119,7 @@ def label_position(box: tuple[int, int, int, int], label: tuple[int, int], image
     return left, baseline
 
 
-def save_annotated(path: str | os.PathLike[str], image: np.ndarray, faces: Sequence[Face]) -> Path:
+def save_annotated(path: str | os.PathLike[str], image: ImageLike, faces: Sequence[Face]) -> Path:
     """Write :func:`annotate`'s drawing of ``image`` to :func:`annotated_path` of ``path`` (folders
     created; format from the suffix, PNG for a name without one or with one OpenCV cannot write in
     colour); return where.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -191,23 +192,27 @@ def _video_frame(item: Any) -> VideoFrame:
     return item
 
 
-def faces_to_rows(faces: Iterable[Face] | Iterable[Iterable[Face]], files: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def faces_to_rows(faces: Iterable[Face] | Iterable[Iterable[Face]],
+                  files: Sequence[str] | str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     """Flatten faces of one image (``list[Face]``) or of many (``list[list[Face]]``) into rows.
 
-    ``files``: one name per image for the rows' ``file`` column (ValueError when the counts differ);
-    default ``"0"``, ``"1"``, ... for several images and ``""`` for one."""
+    ``files``: one name per image for the rows' ``file`` column (ValueError when the counts differ), or
+    one ``str`` or path for one image; default ``"0"``, ``"1"``, ... for several images and ``""`` for one."""
     items: list[Any] = list(faces)  # one image's faces or many images' groups: told apart by the first item
     if not items or isinstance(items[0], Face):
         groups: list[list[Face]] = [items]
     else:
         groups = [list(g) for g in items]
+    if isinstance(files, (str, os.PathLike)):  # a str is a Sequence[str] too: "ab" named two photos "a" and "b"
+        files = [os.fspath(files)]
     names = list(files) if files is not None else [str(i) if len(groups) > 1 else "" for i in range(len(groups))]
     if len(names) != len(groups):
         raise ValueError(f"got {len(names)} file names for {len(groups)} images")
     return [face.to_row(name, j) for name, group in zip(names, groups) for j, face in enumerate(group)]
 
 
-def faces_to_pandas(faces: Iterable[Face] | Iterable[Iterable[Face]], files: Sequence[str] | None = None,
+def faces_to_pandas(faces: Iterable[Face] | Iterable[Iterable[Face]],
+                    files: Sequence[str] | str | os.PathLike[str] | None = None,
                     classes: Sequence[str] | None = None) -> pd.DataFrame:
     """Faces as a ``pandas.DataFrame``, one row per face (columns of :meth:`Face.to_row`). With no
     face, no rows but the same columns (``classes``: the model's, default :data:`~lrfer.constants.CLASSES`).

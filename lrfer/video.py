@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import queue
+import reprlib
 import threading
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ def open_video(path: str | os.PathLike[str]) -> Any:  # -> cv2.VideoCapture
     import cv2
 
     if not isinstance(path, (str, os.PathLike)):
-        raise ValueError(f"cannot read video: {path!r} is not a file path; predict_video reads video files (for a "
+        raise ValueError(f"cannot read video: {short_repr(path)} is not a file path; predict_video reads video files (for a "
                          "webcam or a stream, read frames with cv2.VideoCapture and pass lists of RGB frames to predict)")
     p = Path(path)
     if not p.is_file():
@@ -91,6 +92,17 @@ def open_video(path: str | os.PathLike[str]) -> Any:  # -> cv2.VideoCapture
         capture.release()
         raise ValueError(f"cannot read video: {str(p)!r} is not a video OpenCV can decode (corrupt or unsupported format)")
     return capture
+
+
+def short_repr(obj: Any) -> str:
+    """``repr`` cut short for an error message: an array's or a tensor's repr was thousands of lines.
+
+    >>> short_repr(0), short_repr(np.zeros((320, 480, 3), np.uint8))
+    ('0', 'numpy.ndarray of shape (320, 480, 3) and dtype uint8')
+    """
+    from lrfer.io import describe  # lrfer.io imports this module
+
+    return describe(obj) if hasattr(obj, "shape") else reprlib.repr(obj)
 
 
 def opencv_path(path: Path, action: str) -> str:

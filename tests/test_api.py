@@ -609,6 +609,16 @@ def test_rows_of_one_photo_have_no_file_name_and_of_several_their_index() -> Non
     assert [(r["file"], r["face"]) for r in faces_to_rows([[face], [face, face]])] == [("0", 0), ("1", 0), ("1", 1)]
 
 
+def test_one_file_name_names_one_photos_rows() -> None:
+    """A str is a sequence of names: files="a.jpg" was 5 names for 1 photo (ValueError) and files="ab"
+    named two photos "a" and "b" in silence."""
+    face = Face((0.0, 1.0, 10.0, 12.0), ((math.nan, math.nan),) * 5, 0.9, 10.0, "happy", {"happy": 1.0})
+    assert [r["file"] for r in faces_to_rows([face, face], files="a.jpg")] == ["a.jpg", "a.jpg"]
+    assert [r["file"] for r in faces_to_rows([face], files=Path("photos/b.png"))] == ["photos/b.png"]
+    with pytest.raises(ValueError, match="got 1 file names for 2 images"):
+        faces_to_rows([[face], [face]], files="ab")
+
+
 def test_video_rows_keep_the_frames_face_order() -> None:
     """Row ``face`` j of a frame is the frame's j-th face (its box and label), after file, frame and time."""
     from lrfer.results import VideoFrame
@@ -833,6 +843,27 @@ def test_annotate_takes_gray_and_rgba_images_unmirrored(tmp_path: Path) -> None:
     rgba[..., 0], rgba[..., 3] = 255, 255  # opaque red
     saved = cv2.imread(str(save_annotated(tmp_path / "rgba.png", rgba, [])))
     assert tuple(saved[0, 0]) == (0, 0, 255)  # red, in OpenCV's BGR
+
+
+def test_annotate_takes_what_predict_takes_and_names_what_it_refuses(tmp_path: Path) -> None:
+    """A path, a PIL image or a tensor (each taken by predict) raised AttributeError ('str' object has no
+    attribute 'ndim'), as did predict's list of lists, item by item ('list' object has no attribute 'label')."""
+    import cv2
+    from PIL import Image
+
+    from lrfer.annotate import annotate
+
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    rgb[:, :20] = (255, 0, 0)  # a red left third
+    cv2.imwrite(str(tmp_path / "a.png"), rgb[..., ::-1])
+    face = _face((25.0, 15.0, 45.0, 35.0))
+    expected = annotate(rgb, [face])
+    for image in (tmp_path / "a.png", str(tmp_path / "a.png"), Image.fromarray(rgb), torch.from_numpy(rgb).permute(2, 0, 1)):
+        assert np.array_equal(annotate(image, [face]), expected), type(image)
+    with pytest.raises(ValueError, match="wrong dtype float64"):
+        annotate(rgb / 255, [face])
+    with pytest.raises(TypeError, match="annotate takes one image's faces.*got an item of type list"):
+        annotate(rgb, [[face]])  # type: ignore[list-item]
 
 
 def test_native_size_crops_go_to_the_network_unchanged(rec: lrfer.Recognizer) -> None:

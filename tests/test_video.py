@@ -574,6 +574,17 @@ def test_predict_video_names_webcams_and_urls(rec: lrfer.Recognizer) -> None:
         rec.predict_video("rtsp://127.0.0.1/stream")
 
 
+def test_predict_video_of_frames_names_them_briefly(rec: lrfer.Recognizer) -> None:
+    """An array (or a list of frames) given as the video was shown whole in the message: thousands of lines."""
+    frame = np.zeros((320, 480, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"numpy\.ndarray of shape \(320, 480, 3\) and dtype uint8 is not a file path") as err:
+        rec.predict_video(frame)  # type: ignore[arg-type]
+    assert len(str(err.value)) < 300
+    with pytest.raises(ValueError, match="is not a file path") as err:
+        rec.predict_video([frame] * 6)  # type: ignore[arg-type]
+    assert len(str(err.value)) < 600 and "\n" not in str(err.value)
+
+
 def test_several_streams_even_out_a_clips_steps_and_share_the_callers_threads(
         rec: lrfer.Recognizer, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """12 frames in steps of at most 8 on 2 streams: 6 and 6, not 8 and a last 4 alone on one thread;

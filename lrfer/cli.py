@@ -154,7 +154,7 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--every", type=_positive_int, default=1, metavar="N",
                    help="videos: score every N-th frame, from the first (default: 1, every frame)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    p.add_argument("--precision", type=str.lower, choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="expression model precision: auto = fp16 on CUDA, fp32 on CPU (with the auto detector's "
                         "small-face search, MTCNN's P-Net, in bf16 on CPUs with native bf16); bf16 is faster on CPUs "
                         "with AVX-512 bf16 (probabilities within about 2e-2 of fp32) and also runs MTCNN's P-Net "

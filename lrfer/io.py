@@ -210,16 +210,32 @@ def validate_array(arr: np.ndarray, what: str | None = None) -> np.ndarray:
     return np.require(arr, requirements=("C", "W"))  # writable: torch.from_numpy warns about read-only arrays
 
 
+def tensor_dtype_hint(t: torch.Tensor) -> str:
+    """:func:`dtype_hint` for a tensor: a 0..1 float hint multiplies integer pixels by 255 into white.
+
+    >>> import torch; tensor_dtype_hint(torch.zeros(2, dtype=torch.int32))
+    'use x.clamp(0, 255).to(torch.uint8) for 0..255 integers'
+    """
+    import torch
+
+    if t.dtype.is_floating_point:
+        return "use (x * 255).round().clamp(0, 255).to(torch.uint8) for 0..1 floats"
+    if t.dtype == torch.bool:
+        return "use x.to(torch.uint8) * 255 for a mask"
+    if t.dtype in (torch.int16, getattr(torch, "uint16", torch.int16)):  # 16-bit first: clamped, they saturate
+        return "use (x.to(torch.int32) >> 8).to(torch.uint8) for 16-bit pixels, x.clamp(0, 255).to(torch.uint8) for 0..255 values"
+    if not t.dtype.is_complex:
+        return "use x.clamp(0, 255).to(torch.uint8) for 0..255 integers"
+    return "convert it to torch.uint8"
+
+
 def tensor_to_array(t: torch.Tensor, what: str | None = None) -> np.ndarray:
     """A ``uint8`` tensor ``(3, H, W)``, ``(H, W, 3)``, ``(1, H, W)`` or ``(H, W)`` -> RGB numpy ``(H, W, 3)``."""
     what = what or describe(t)
     import torch
 
     if t.dtype != torch.uint8:
-        raise ValueError(
-            f"wrong dtype {t.dtype} for {what}: image tensors must be uint8 (0..255); "
-            "use (x * 255).round().clamp(0, 255).to(torch.uint8) for 0..1 floats"
-        )
+        raise ValueError(f"wrong dtype {t.dtype} for {what}: image tensors must be uint8 (0..255); {tensor_dtype_hint(t)}")
     if t.ndim == 3 and t.shape[0] in (1, 3, 4):
         t = t.permute(1, 2, 0)  # channels first, the torch convention (also wins for tiny ambiguous shapes)
     elif t.ndim not in (2, 3):

@@ -236,7 +236,7 @@ def load(
     det_name = normalize_detector_name(detector)
     if dev.type == "cpu":
         prepare_cpu_process()
-    check_precision(precision, dev)
+    precision = check_precision(precision, dev)
     check_tta(tta)
     if precision == "bf16" and dev.type == "cpu" and not cpu_has_fast_bf16():
         logger.warning("precision='bf16' on a CPU without native bf16 instructions (AVX-512 BF16 or AMX): "
@@ -363,12 +363,16 @@ def check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size must be a whole number >= 1; got {batch_size!r}")
 
 
-def check_precision(precision: str, device: torch.device) -> None:
-    """ValueError for a precision that is unknown, or fp16 on CPU (no fast fp16 kernels there)."""
+def check_precision(precision: str, device: torch.device) -> str:
+    """``precision`` in lower case ("FP32" as "CPU" is taken for a device); ValueError for one that is
+    unknown, or fp16 on CPU (no fast fp16 kernels there)."""
+    if isinstance(precision, str):
+        precision = precision.strip().lower()
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(f"precision 'fp16' needs a CUDA device (got {device}); on CPU use 'bf16' or 'fp32'")
+    return precision
 
 
 # ------------------------------------------------------------------------------------- crop helpers
@@ -695,8 +699,7 @@ class Recognizer:
         self.model: nn.Module = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # memory_format: missing from torch's stubs
         self.spec = spec
         self.device: torch.device = torch.device(device)
-        check_precision(precision, self.device)
-        self.precision = precision
+        self.precision = check_precision(precision, self.device)
         self.tta = check_tta(tta)
         self._network = self._inference_network()
         # CUDA takes whole batches; only CPU needs the probe forward that sizes the chunks.

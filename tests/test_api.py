@@ -267,7 +267,8 @@ def test_precision_is_checked(tiny_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown precision 'int4'"):
         lrfer.load(tiny_path, device="cpu", detector=None, precision="int4")
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        lrfer.load(tiny_path, device="cpu", detector=None, precision="fp16")
+        lrfer.load(tiny_path, device="cpu", detector=None, precision="FP16")
+    assert lrfer.load(tiny_path, device="CPU", detector=None, precision=" FP32").precision == "fp32"  # as the device
 
 
 def test_bf16_on_cpu_autocasts_and_stays_close_to_fp32(rec: lrfer.Recognizer, tiny_path: Path) -> None:

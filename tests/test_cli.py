@@ -68,6 +68,7 @@ def test_predict_in_bf16_matches_fp32_rows(photos: Path, tiny_path: Path, tmp_pa
 
     for precision in PRECISIONS:  # the CLI's own (torch-free) choices accept every precision of lrfer.load
         assert build_parser().parse_args(["predict", "x.jpg", "--precision", precision]).precision == precision
+        assert build_parser().parse_args(["predict", "x.jpg", "--precision", precision.upper()]).precision == precision
     with pytest.raises(SystemExit):
         build_parser().parse_args(["predict", "x.jpg", "--precision", "int4"])
     rows = {}

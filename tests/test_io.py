@@ -98,6 +98,18 @@ def test_tensors_of_another_dtype_get_a_torch_hint(dtype: torch.dtype) -> None:
         load_image(torch.rand(3, 8, 8).to(dtype))
 
 
+@pytest.mark.parametrize("dtype, hint, not_hint", [
+    (torch.int32, r"x\.clamp\(0, 255\)\.to\(torch\.uint8\) for 0\.\.255 integers", "x * 255"),
+    (torch.int16, r">> 8\).to\(torch\.uint8\) for 16-bit pixels", "x * 255"),
+    (torch.bool, r"x\.to\(torch\.uint8\) \* 255 for a mask", "round"),
+])
+def test_integer_tensors_get_an_integer_hint(dtype: torch.dtype, hint: str, not_hint: str) -> None:
+    """Integer pixels multiplied by 255, as the 0..1 float hint said, turn white."""
+    with pytest.raises(ValueError, match=hint) as err:
+        load_image(torch.zeros(3, 8, 8, dtype=dtype))
+    assert not_hint not in str(err.value)
+
+
 def test_pil_modes(rgb: np.ndarray) -> None:
     Image = pytest.importorskip("PIL.Image")
     assert np.array_equal(load_image(Image.fromarray(rgb)), rgb)

@@ -1086,22 +1086,28 @@ def python_script(script: str, *args: object, timeout: float = 180) -> str:
     return proc.stdout
 
 
+def fork_after_use_script(get_recognizer: str, wait_for_forked_child: Callable[[int], str]) -> str:
+    """A script that runs the recognizer ``get_recognizer`` makes from ``sys.argv[1]`` on two threads,
+    forks, and exits 0 when the child gets the parent's results."""
+    return ("import os, pickle, sys, time, numpy as np, torch, lrfer\n"
+            "torch.set_num_threads(2)\n"
+            f"rec = {get_recognizer}\n"
+            "photo = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)\n"
+            "crops = photo[:48, :48, 0][None].repeat(64, axis=0)\n"
+            "expected = rec.predict_crops(crops); rec.predict(photo)\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    rec.predict(photo)\n"
+            "    os._exit(0 if np.array_equal(rec.predict_crops(crops), expected) else 3)\n"
+            + wait_for_forked_child(60))
+
+
 def test_a_recognizer_used_before_fork_works_in_the_child(tiny_path: Path,
                                                           wait_for_forked_child: Callable[[int], str]) -> None:
     """GNU OpenMP's thread pool does not survive ``os.fork``: a child of a process that had run the
     model on two threads (gunicorn's ``--preload``) waited forever in its first convolution."""
-    script = ("import os, sys, time, numpy as np, torch, lrfer\n"
-              "torch.set_num_threads(2)\n"
-              "rec = lrfer.load(sys.argv[1], device='cpu', detector='mtcnn')\n"
-              "photo = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)\n"
-              "crops = photo[:48, :48, 0][None].repeat(64, axis=0)\n"
-              "expected = rec.predict_crops(crops); rec.predict(photo)\n"
-              "pid = os.fork()\n"
-              "if pid == 0:\n"
-              "    rec.predict(photo)\n"
-              "    os._exit(0 if np.array_equal(rec.predict_crops(crops), expected) else 3)\n"
-              + wait_for_forked_child(60))
-    python_script(script, tiny_path)
+    loading = "lrfer.load(sys.argv[1], device='cpu', detector='mtcnn')"
+    python_script(fork_after_use_script(loading, wait_for_forked_child), tiny_path)
 
 
 def test_a_recognizer_unpickled_in_a_spawned_process_works_in_its_forked_child(
@@ -1112,18 +1118,9 @@ def test_a_recognizer_unpickled_in_a_spawned_process_works_in_its_forked_child(
     python_script("import pickle, sys, lrfer\n"
                   "pickled = pickle.dumps(lrfer.load(sys.argv[1], device='cpu', detector='mtcnn'))\n"
                   "open(sys.argv[2], 'wb').write(pickled)\n", tiny_path, pickled)
-    script = ("import os, pickle, sys, time, numpy as np, torch\n"
-              "torch.set_num_threads(2)\n"
-              "rec = pickle.loads(open(sys.argv[1], 'rb').read())\n"
-              "photo = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)\n"
-              "crops = photo[:48, :48, 0][None].repeat(64, axis=0)\n"
-              "expected = rec.predict_crops(crops); rec.predict(photo)\n"
-              "pid = os.fork()\n"
-              "if pid == 0:\n"
-              "    rec.predict(photo)\n"
-              "    os._exit(0 if np.array_equal(rec.predict_crops(crops), expected) else 3)\n"
-              + wait_for_forked_child(60))
-    python_script(script, pickled)
+    # lrfer is imported by the script, as a spawn worker imports it to unpickle: not what hung
+    unpickling = "pickle.loads(open(sys.argv[1], 'rb').read())"
+    python_script(fork_after_use_script(unpickling, wait_for_forked_child), pickled)
 
 
 def test_crops_over_max_image_pixels_are_refused_in_every_form(rec: lrfer.Recognizer, monkeypatch: pytest.MonkeyPatch) -> None:

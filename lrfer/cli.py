@@ -292,11 +292,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         if isinstance(value, dict):
             print(f"{key}:")
             for k, v in value.items():
-                print(f"  {k}: {v}")
+                print_text(f"  {k}: {v}")
         elif isinstance(value, list):
-            print(f"{key}: {', '.join(map(str, value))}")
+            print_text(f"{key}: {', '.join(map(str, value))}")
         elif value not in ("", None):
-            print(f"{key}: {value}")
+            print_text(f"{key}: {value}")
     return 0
 
 
@@ -305,8 +305,18 @@ def cmd_download(args: argparse.Namespace) -> int:
     from lrfer.zoo import download
 
     for name in args.name:
-        print(download(name, cache_dir=args.cache_dir))
+        print_text(str(download(name, cache_dir=args.cache_dir)))
     return 0
+
+
+def print_text(text: str) -> None:
+    """``print``, with what stdout's encoding cannot show replaced as :func:`readable` does, rather than an
+    error once the command's work is done (a path with bytes that are not UTF-8 under a strict UTF-8 locale,
+    a Cyrillic home folder on a cp1252 console)."""
+    try:
+        print(text)
+    except UnicodeEncodeError:  # raised before anything of the line was written
+        print(readable(text, getattr(sys.stdout, "encoding", None)))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -504,7 +504,8 @@ def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
 
 def list_models(pattern: str | Iterable[str] | None = None) -> list[str]:
     """Sorted manifest names, optionally filtered with an fnmatch pattern, or several (a name matching
-    any of them), as timm's ``list_models`` filters; case-insensitive (names are lowercase).
+    any of them), as timm's ``list_models`` filters; case-insensitive (names are lowercase). No pattern,
+    ``""`` or an empty list: every name.
 
     >>> list_models("*-8px")  # doctest: +SKIP
     ['gmenet-fer2013-8px']
@@ -512,7 +513,7 @@ def list_models(pattern: str | Iterable[str] | None = None) -> list[str]:
     ['manet-fer2013-48px', 'resnet18-fer2013-48px']
     """
     names = sorted(load_manifest().models)
-    if pattern is None:
+    if pattern is None or pattern == "":  # timm's default filter: `lrfer models "$UNSET"` lists them all
         return names
     several = isinstance(pattern, Iterable) and not isinstance(pattern, (str, bytes, Mapping))
     patterns = [pattern] if isinstance(pattern, str) else list(pattern) if several else None
@@ -554,7 +555,7 @@ def get_spec(name: str) -> ModelSpec:
     except ValueError:
         parsed = None
     if parsed is not None and parsed.dataset in manifest.unavailable:
-        raise DatasetUnavailableError(_unavailable_message(name, parsed, manifest))
+        raise DatasetUnavailableError(_unavailable_message(name.strip(), parsed, manifest))  # --out NAME.safetensors
     known = sorted(manifest.models)
     close = difflib.get_close_matches(name.lower(), known, n=5, cutoff=0.6)
     hint = f"did you mean {', '.join(map(repr, close))}?" if close else (
@@ -987,7 +988,7 @@ def _fetch(spec: ModelSpec, cache_dir: str | None, label: str | None = None,
         _verify(path, spec.sha256, cached=False, what=spec.name)
     elif kind == "hub":
         repo_id, revision = spec.source["repo_id"], spec.source["revision"]
-        path = _hub_download(repo_id, spec.file, revision, cache_dir, label or spec.name)
+        path = _hub_download(repo_id, spec.file, revision, cache_dir, label or _download_label(spec))
         _verify(path, spec.sha256, cached=True, what=f"{spec.name} ({repo_id}@{revision}/{spec.file})")
     else:
         path = Path(spec.source["path"])
@@ -995,6 +996,15 @@ def _fetch(spec: ModelSpec, cache_dir: str | None, label: str | None = None,
         _verify(path, spec.sha256, cached=False, what=spec.name)
     _check_against_header(spec, path, _read_metadata(path), given)  # a sha256 match is no proof that it is safetensors
     return path
+
+
+def _download_label(spec: ModelSpec) -> str:
+    """What ``lrfer download`` takes to fetch a Hub spec's weights: its name when the manifest holds those
+    weights under it, else its Hub id (a spec read from a Hub repo's config has a name no manifest knows)."""
+    known = load_manifest().models.get(spec.name)
+    if known is not None and known.sha256 == spec.sha256:
+        return spec.name
+    return f"{HF_PREFIX}{spec.source['repo_id']}@{spec.source['revision']}"
 
 
 def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> tuple[ModelSpec, Path]:
@@ -1018,8 +1028,7 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -
     if isinstance(spec, str) and not spec.strip():  # Path("") is the working folder (an unset variable)
         get_spec(spec)  # raises UnknownModelError listing the models
     path = Path(spec)
-    # A manifest name stays a name even beside a folder of that name ("./name" is the folder).
-    if isinstance(spec, str) and not _looks_like_path(spec) and (spec in load_manifest().models or not path.exists()):
+    if isinstance(spec, str) and _reads_as_name(spec):
         resolved = get_spec(spec)
         return resolved, _fetch(resolved, cache)
     if path.is_dir():
@@ -1041,7 +1050,20 @@ def _missing_path_message(path: Path) -> str:
         pinned = f"'{HF_PREFIX}{text}'" if match["rev"] else f"'{HF_PREFIX}{repo}@<40-hex commit>'"
         return (f"{text} is not a local file or folder; for the Hugging Face Hub repo {repo!r} use "
                 f"{pinned} (or '{HF_PREFIX}{repo}' for its main branch)")
-    return f"{path} does not exist (a .safetensors file or a folder with {CONFIG_FILENAME} was expected)"
+    hints: list[str] = []
+    zoo_file = next((m.name for m in load_manifest().models.values() if m.file.lower() == text.lower()), None)
+    if zoo_file is not None:  # the file name that `lrfer download` prints
+        hints.append(f"for the zoo model of that file, give its name: {zoo_file!r}")
+    if text.startswith("~"):
+        hints.append(f"'~' is not expanded (write the home folder out: {os.path.expanduser(text)!r})")
+    return (f"{path} does not exist (a .safetensors file or a folder with {CONFIG_FILENAME} was expected)"
+            + "".join(f"; {hint}" for hint in hints))
+
+
+def _reads_as_name(text: str) -> bool:
+    """Whether :func:`resolve` reads ``text`` as a manifest name: a manifest name stays a name even beside a
+    folder of that name (``./name`` is the folder)."""
+    return not _looks_like_path(text) and (text in load_manifest().models or not Path(text).exists())
 
 
 def _looks_like_path(text: str) -> bool:
@@ -1261,8 +1283,8 @@ def info(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> d
     """
     if isinstance(name, ModelSpec):
         spec = name
-    elif isinstance(name, str) and name in load_manifest().models:
-        spec = get_spec(name)
+    elif isinstance(name, str) and _reads_as_name(name) and name.strip().lower() in load_manifest().models:
+        spec = get_spec(name)  # in any case and spacing, as load takes it: a Hub entry is not fetched for it
     else:
         spec, _ = resolve(name, cache_dir)
     return {

@@ -410,6 +410,10 @@ def test_models_lists_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
         assert "no models" in out
     assert main(["models", "no-such-arch-*"]) == 0
     assert "no models match" in capsys.readouterr().out
+    # an unset shell variable ("$PATTERN"): the whole zoo, not "the weights manifest lists no models yet"
+    assert main(["models", ""]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in names)
 
 
 def test_info(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
@@ -424,6 +428,29 @@ def test_info(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixtu
     assert data["name"] == names[0] and set(data["license"]) == {"code", "weights", "data"}
     assert main(["info", names[0]]) == 0
     assert "license" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("folder, encoding", [
+    ("caf\u00e9 \u6a21\u578b", "cp1252"),  # a Chinese folder name on a Windows console
+    pytest.param("caf\udce9", "utf-8", marks=pytest.mark.skipif(sys.platform != "linux", reason="a byte that is not "
+                                                                 "UTF-8 in a file name: Linux file systems only")),
+])
+def test_download_and_info_print_paths_stdout_cannot_encode(folder: str, encoding: str, tiny_path: Path,
+                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A path stdout's encoding cannot show (strict, as under en_US.UTF-8 or cp1252) is shown as predict's table
+    shows names; it made the command fail once its work was done."""
+    import io
+
+    copy = tmp_path / folder / "tiny.safetensors"
+    copy.parent.mkdir()
+    shutil.copy(tiny_path, copy)
+    out = io.TextIOWrapper(io.BytesIO(), encoding=encoding, errors="strict")
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["download", str(copy)]) == 0
+    assert main(["info", str(copy)]) == 0
+    out.flush()
+    printed = out.buffer.getvalue().decode(encoding)  # type: ignore[attr-defined]
+    assert printed.count("tiny.safetensors") == 3 and "license:" in printed  # download's path, info's file and path
 
 
 def test_publictest_accuracy_keys() -> None:

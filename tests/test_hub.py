@@ -331,6 +331,31 @@ def test_offline_without_cache_gives_clear_error(hub: FakeHub, weights: tuple[by
     assert hub.requests == [], "offline mode must not touch the network"
 
 
+def test_offline_spec_from_a_hub_repo_names_its_hub_id_to_download(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spec read from a repo's config (``rec.spec``) loaded again elsewhere: the command offered is one that
+    fetches it (its name is no manifest's model: `lrfer download` of it was an unknown model)."""
+    data, digest, _ = weights
+    publish(hub, data, digest)
+    spec, _ = zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
+    monkeypatch.setenv("LRFER_CACHE", str(tmp_path / "elsewhere"))
+    go_offline(monkeypatch)
+    with pytest.raises(zoo.NotCachedError, match=f"`lrfer download hf://{REPO_ID}@{COMMIT} --cache-dir"):
+        zoo.load_model(spec)
+
+
+def test_info_of_a_hub_entry_in_any_spelling_fetches_nothing(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module], hub_manifest: Callable[[str], None],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names ignore case and surrounding spaces: info of one spelt otherwise fetched the weights (offline: an error)."""
+    publish_in_manifest(hub, weights, hub_manifest)
+    go_offline(monkeypatch)
+    for typed in (NAME, NAME.upper(), f" {NAME} "):
+        assert zoo.info(typed)["name"] == NAME
+    assert hub.requests == []
+
+
 def test_unreachable_hub_without_cache_says_so(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
                                                hub_manifest: Callable[[str], None],
                                                monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -280,16 +281,18 @@ def test_list_models_fnmatch(use_manifest: Callable[..., Path]) -> None:
     assert zoo.list_models(["*-8px", "nothing*"]) == ["baseline-fer2013-8px"]
     assert zoo.list_models(("*-16px", "*-8px")) == ["baseline-fer2013-16px", "baseline-fer2013-8px"]
     assert zoo.list_models([]) == zoo.list_models()  # no filter, as in timm
+    assert zoo.list_models("") == zoo.list_models()  # timm's default filter (an empty string matched nothing)
     for bad in (3, ["*-8px", 3], {"*-8px": 1}, b"*-8px"):
         with pytest.raises(TypeError, match="pattern must be an fnmatch pattern"):
             zoo.list_models(bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", ["gmenet-raf-16px", "gmenet-rafdb-16px", "gmenet-raf-db-16px"])
-def test_rafdb_names_explain_and_point_to_fer2013(name: str, use_manifest: Callable[..., Path]) -> None:
+@pytest.mark.parametrize("spacing", ["{}", " {}\n"])  # surrounding space is no part of a name (nor of --out)
+def test_rafdb_names_explain_and_point_to_fer2013(name: str, spacing: str, use_manifest: Callable[..., Path]) -> None:
     use_manifest([tiny_entry("gmenet-fer2013-16px", arch="gmenet", config={})])
     with pytest.raises(zoo.DatasetUnavailableError) as err:
-        zoo.get_spec(name)
+        zoo.get_spec(spacing.format(name))
     text = str(err.value)
     assert "RAF-DB" in text and "redistribut" in text
     assert "'gmenet-fer2013-16px'" in text
@@ -651,6 +654,22 @@ def test_missing_local_path(tmp_path: Path) -> None:
         zoo.resolve(str(tmp_path / "nope.safetensors"))
     with pytest.raises(FileNotFoundError, match=zoo.CONFIG_FILENAME):
         zoo.resolve(tmp_path)
+
+
+def test_a_missing_zoo_file_name_or_home_path_says_what_was_meant(tmp_path: Path, use_manifest: Callable[..., Path],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bundled file's name (printed by `lrfer download`) given for the model, and a '~' path (not expanded,
+    though a '~' cache_dir is): the error said only that the file does not exist."""
+    use_manifest([tiny_entry(file="baseline-16.safetensors")])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with pytest.raises(FileNotFoundError, match="give its name: 'baseline-fer2013-16px'"):
+        zoo.resolve("Baseline-16.safetensors")
+    with pytest.raises(FileNotFoundError, match="not expanded .*" + re.escape(repr(str(tmp_path / "home" / "mine.safetensors")))):
+        zoo.resolve("~/mine.safetensors")
+    with pytest.raises(FileNotFoundError) as err:
+        zoo.resolve("elsewhere/nope.safetensors")
+    assert ";" not in str(err.value)
 
 
 def test_resolution_errors_name_the_problem(tmp_path: Path, use_manifest: Callable[..., Path]) -> None:

@@ -328,7 +328,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from lrfer.video import is_video_file, iter_video_files
 
     videos = iter_video_files(args.paths)
-    files = iter_image_files([p for p in args.paths if not (is_video_file(p) and Path(p).is_file())])
+    unlisted: list[OSError] = []  # the image walk sees every folder the video walk sees
+    files = iter_image_files([p for p in args.paths if not (is_video_file(p) and Path(p).is_file())], unlisted)
+    for err in unlisted:
+        logger.warning("skipped: cannot list folder %r: %s", os.fsdecode(err.filename), err.strerror or err)
     if not files and not videos:
         logger.error("no image or video files found in %s", " ".join(args.paths))
         return 1
@@ -338,7 +341,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     logger.info("%s on %d image(s) and %d video(s)", rec, len(files), len(videos))
     args.annotated = None if args.annotate is None else AnnotatedPaths(
         args.annotate, args.paths, [path for path, _ in files] + [path for path, _ in videos], args.overwrite)
-    counts = {"images": 0, "frames": 0, "faces": 0, "failed": 0, "partial": 0}
+    counts = {"images": 0, "frames": 0, "faces": 0, "failed": len(unlisted), "partial": 0}
     # warnings go above the progress bar, not into the middle of its line
     with logging_redirect_tqdm(tqdm_class=_stderr_write_tqdm()), open_writer(args.out, rec.classes, video=bool(videos)) as write:
         if files:
@@ -355,7 +358,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:  # with no face, the table on stdout stays empty: say what was scored
         print(f"lrfer: {summary}", file=sys.stderr)
     if counts["failed"]:
-        logger.warning("%d file(s) could not be read (see the warnings above)", counts["failed"])
+        logger.warning("%d file(s) or folder(s) could not be read (see the warnings above)", counts["failed"])
     if counts["partial"]:
         logger.warning("%d video(s) ended before the frames their header announces, truncated or damaged: their "
                        "rows stop early (see the warnings above)", counts["partial"])
@@ -542,6 +545,7 @@ class AnnotatedPaths:
             if folder.resolve() == root.resolve():
                 raise ValueError(f"--annotate {str(root)!r} is the folder of the input {raw!r}: the annotated copies "
                                  "would overwrite the inputs; write them to another folder")
+        make_folder(root, "--annotate")  # now, not after the first rows
         self.root = root
         self.written: set[str] = set()
         # every input file of the run: --annotate inside an input folder must not replace one not read yet
@@ -573,6 +577,16 @@ class AnnotatedPaths:
         if not self.overwrite and os.path.lexists(path):
             return "exists (--overwrite replaces files in the --annotate folder)"
         return ""
+
+
+def make_folder(folder: Path, option: str) -> None:
+    """``folder`` and its parents for ``option``'s files; a ValueError where a file is in the way
+    (mkdir's own "File exists" named neither the option nor the cause)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        raise ValueError(f"{option}: cannot make the folder {str(folder)!r}: {err.strerror} "
+                         "(a file is where a folder is needed)") from None
 
 
 # --------------------------------------------------------------------------------- streaming loader
@@ -738,7 +752,7 @@ class open_writer:  # noqa: N801 - used like open()
         suffix = self.path.suffix.lower()
         if suffix not in (".csv", ".jsonl"):
             raise ValueError(f"--out {str(self.path)!r}: use a .csv or .jsonl file name")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent, "--out")
         # A file name that is not UTF-8: CSV holds the bytes it had on disk (surrogateescape); JSONL its
         # escapes (\udcXX), which Python's json reads back as the same name (os.fsencode: the bytes)
         self.fh = open(self.path, "w", newline="", encoding="utf-8", errors="surrogateescape")

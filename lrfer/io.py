@@ -415,12 +415,13 @@ class ImageFiles(Sequence[tuple[Path, Path]]):
         return os.fsdecode(bytes(self._paths[i]))
 
 
-def iter_image_files(paths: Iterable[str | os.PathLike[str]]) -> ImageFiles:
+def iter_image_files(paths: Iterable[str | os.PathLike[str]], unlisted: list[OSError] | None = None) -> ImageFiles:
     """Expand files and folders (recursively, sorted) into ``(path, relative_name)`` pairs.
 
     Files given explicitly are kept whatever their extension; folders contribute files with an
     extension in :data:`IMAGE_EXTENSIONS`. ``relative_name`` is the path inside its folder argument
-    (the file name for file arguments), used to mirror the layout in ``--annotate`` output.
+    (the file name for file arguments), used to mirror the layout in ``--annotate`` output. The
+    errors of folders that cannot be listed (permissions) are appended to ``unlisted``, if given.
 
     >>> list(iter_image_files(["examples"]))  # doctest: +SKIP
     [(PosixPath('examples/group1.jpg'), PosixPath('group1.jpg'))]
@@ -431,7 +432,7 @@ def iter_image_files(paths: Iterable[str | os.PathLike[str]]) -> ImageFiles:
         p = Path(raw)
         if p.is_dir():
             root = os.fsencode(p) + b"/"
-            names = walk_files(os.fsencode(p), IMAGE_EXTENSIONS)
+            names = walk_files(os.fsencode(p), IMAGE_EXTENSIONS, unlisted)
             found.extend(root + rel for rel in names)
             root_lengths.extend([len(root)] * len(names))
         elif p.is_file():
@@ -442,19 +443,20 @@ def iter_image_files(paths: Iterable[str | os.PathLike[str]]) -> ImageFiles:
     return ImageFiles(found, root_lengths)
 
 
-def walk_files(root: bytes, extensions: Iterable[str]) -> list[bytes]:
+def walk_files(root: bytes, extensions: Iterable[str], unlisted: list[OSError] | None = None) -> list[bytes]:
     """Paths relative to ``root`` (bytes, '/'-separated) of the files below it with one of
     ``extensions`` (lower-case, with the dot; matched case-insensitively), sorted folder by folder.
     A broken link is listed (to be reported unreadable), not left out in silence; FIFOs and the like are.
     Links to folders are followed (``photos/2024 -> /mnt/nas/2024``) after the real folders, in name
-    order, into folders not listed yet: a folder keeps its own name, and a link back up the tree ends."""
+    order, into folders not listed yet: a folder keeps its own name, and a link back up the tree ends.
+    A folder that cannot be listed (no read permission) is skipped, its error appended to ``unlisted``."""
     wanted = {os.fsencode(e) for e in extensions}
     found: list[bytes] = []
     seen: set[tuple[int, int]] = set()
     links: list[tuple[bytes, bytes]] = []  # (relative name, path) of links to folders, followed last
 
     def walk(top: bytes, rel_top: bytes) -> None:
-        for folder, folders, files in os.walk(top):
+        for folder, folders, files in os.walk(top, onerror=None if unlisted is None else unlisted.append):
             identity = _folder_identity(folder)
             if identity in seen:
                 folders[:] = []

@@ -87,7 +87,13 @@ def open_video(path: str | os.PathLike[str]) -> Any:  # -> cv2.VideoCapture
                              "stream, read frames with cv2.VideoCapture and pass lists of RGB frames to predict)")
         what = "a broken symbolic link" if p.is_symlink() else "no such file"
         raise ValueError(f"cannot read video: {what} {str(p)!r}")
-    capture = cv2.VideoCapture(opencv_path(p, "read video"))
+    text = opencv_path(p, "read video")
+    try:  # OpenCV says neither why (permissions) nor quietly: it tries the file as an image sequence too
+        with open(p, "rb"):
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot read video {str(p)!r}: {err.strerror or err}") from None
+    capture = cv2.VideoCapture(text)
     if not capture.isOpened():
         capture.release()
         raise ValueError(f"cannot read video: {str(p)!r} is not a video OpenCV can decode (corrupt or unsupported format)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import math
 import os
@@ -364,6 +365,27 @@ def test_broken_links_in_a_folder_are_reported_not_left_out(photos: Path, tiny_p
         assert len(list(csv.DictReader(fh))) == len(IMAGE_NAMES)
 
 
+def test_folders_that_cannot_be_listed_are_reported(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A folder without read permission was left out without a word, exit status 0 (os.walk drops its error)."""
+    folder = tmp_path / "closed"
+    shutil.copytree(photos, folder)
+    scandir = os.scandir
+
+    def denying_scandir(path: Any = ".") -> Any:  # chmod 000 does not stop root
+        if os.fsdecode(path) == str(folder / "sub"):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denying_scandir)
+    out = tmp_path / "faces.csv"
+    assert main(predict_args(folder, tiny_path, "--out", str(out), "--workers", "0")) == 1
+    assert f"cannot list folder {str(folder / 'sub')!r}: Permission denied" in caplog.text
+    with open(out, newline="") as fh:
+        assert [Path(r["file"]).name for r in csv.DictReader(fh)] == ["a.png", "b.jpg"]
+
+
 def test_file_names_that_are_not_utf8_are_written_and_shown(photos: Path, tiny_path: Path, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "names"
@@ -387,6 +409,17 @@ def test_output_paths_the_system_refuses_are_one_line_errors(option: str, photos
     target = blocker / ("faces.csv" if option == "--out" else "annotated")
     assert main(predict_args(photos, tiny_path, option, str(target), "--workers", "0")) == 1
     assert str(blocker) in caplog.text and "Traceback" not in caplog.text
+
+
+def test_annotate_naming_a_file_stops_before_any_row(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """It failed on the first annotated copy, "File exists", after that batch's rows were written."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file where a folder is needed")
+    out = tmp_path / "faces.csv"
+    assert main(predict_args(photos, tiny_path, "--annotate", str(blocker), "--out", str(out), "--workers", "0")) == 1
+    assert f"--annotate: cannot make the folder {str(blocker)!r}" in caplog.text
+    assert not out.exists()
 
 
 def test_predict_errors(photos: Path, tiny_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -3,11 +3,13 @@ videos. The videos are made in the test with OpenCV's writer (MPEG-4 Part 2, ``m
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
+import os
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -78,6 +80,20 @@ def test_unreadable_videos_raise_value_error(tmp_path: Path) -> None:
     for every in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="every must be an int >= 1"):
             video_mod.check_every(every)  # type: ignore[arg-type]
+
+
+def test_a_video_without_read_permission_says_so(clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenCV called it "not a video OpenCV can decode", after a warning of its own on stderr."""
+    real_open = open
+
+    def denying_open(file: Any, *args: Any, **kwargs: Any) -> Any:  # chmod 000 does not stop root
+        if isinstance(file, (str, os.PathLike)) and Path(file) == clip:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", denying_open)
+    with pytest.raises(ValueError, match=r"cannot read video .*clip\.mp4': Permission denied"):
+        video_mod.video_info(clip)
 
 
 def test_read_ahead_keeps_order_and_a_bounded_lead() -> None:

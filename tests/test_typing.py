@@ -84,6 +84,39 @@ reveal_type(lrfer.load_image)  # R~
 '''
 
 
+def _pep604(revealed: str) -> str:
+    """``A | B`` for ``Union[A, B]``: mypy writes unions so from 1.17 on, as README's comments do (1.15 and 1.16
+    write Union[...])."""
+    import re
+
+    # Greedy: the last Union[ first, so its members hold none left to rewrite.
+    while last := re.search(r".*(?<![\w.])Union\[", revealed):
+        start, begin = last.end() - len("Union["), last.end()
+        depth, members, end = 0, [], begin
+        for end in range(begin, len(revealed)):
+            char = revealed[end]
+            if char in "[(":
+                depth += 1
+            elif char in "])" and depth:
+                depth -= 1
+            elif char == "]":
+                break
+            elif char == "," and not depth:
+                members.append(revealed[begin:end].strip())
+                begin = end + 1
+        members.append(revealed[begin:end].strip())
+        revealed = revealed[:start] + " | ".join(members) + revealed[end + 1:]
+    return revealed
+
+
+def test_pep604_rewrites_old_mypy_unions() -> None:
+    assert _pep604("Union[a.B, a.C]") == "a.B | a.C"
+    assert _pep604("list[Union[dict[str, int], tuple[int, Union[str, None]]]]") == (
+        "list[dict[str, int] | tuple[int, str | None]]")
+    assert _pep604("def (x: Union[int, str]) -> mod.MyUnion[int]") == "def (x: int | str) -> mod.MyUnion[int]"
+    assert _pep604("tuple[float, float]") == "tuple[float, float]"
+
+
 def _pandas_stubs_installed() -> bool:
     from importlib import metadata
 
@@ -116,7 +149,7 @@ def test_users_code_type_checks_as_documented(tmp_path: Path) -> None:
     for line in run.stdout.splitlines():
         m = re.match(r'user\.py:(\d+): note: Revealed type is "(.*)"$', line)
         if m:
-            revealed[int(m[1])] = m[2].replace("builtins.", "")
+            revealed[int(m[1])] = _pep604(m[2].replace("builtins.", ""))
         m = re.match(r"user\.py:(\d+): error: .*\[([\w-]+)\]$", line)
         if m:
             errors.setdefault(int(m[1]), []).append(m[2])

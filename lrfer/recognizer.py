@@ -30,9 +30,11 @@ import logging
 import math
 import numbers
 import os
+import pickle
 import threading
 import weakref
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
+from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, overload
 
 import numpy as np
@@ -573,6 +575,18 @@ def _fuse_traced(traced: Any) -> nn.Module:
 _BUILD_LOCK = threading.Lock()
 
 
+def _new_locks_after_fork() -> None:
+    """In a child of ``os.fork``: a lock another thread held at the fork (a ``lrfer.load`` running
+    meanwhile) would stay held, and the child's own ``lrfer.load`` waited forever."""
+    global _BUILD_LOCK, _TRACE_LOCK
+    _BUILD_LOCK = threading.Lock()
+    _TRACE_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_new_locks_after_fork)
+
+
 def _fx_sources() -> dict[str, str] | None:
     """torch.fx's process-wide cache of the Python source it generates for every ``GraphModule`` (keyed
     by the generated code's file name, read to show that code in tracebacks and by ``inspect.getsource``,
@@ -1057,3 +1071,16 @@ class Recognizer:
         probs = dict(zip(self.classes, p))
         label = self.classes[max(range(len(p)), key=p.__getitem__)]  # the first maximum, as np.argmax
         return Face(box, landmarks, score, box[2] - box[0], label, probs)  # type: ignore[arg-type]
+
+
+def _reduce_for_another_process(rec: Recognizer) -> tuple[Any, ...]:
+    """How ``multiprocessing`` sends a recognizer (pool arguments, queues). Its pickler moved every CPU
+    tensor into shared memory, one file descriptor each: under forkserver a pool of workers failed
+    with 'too many fds', and the parent kept hundreds open. A CPU recognizer travels as plain pickle
+    bytes instead; a CUDA one as torch shares it."""
+    if rec.device.type == "cpu":
+        return pickle.loads, (pickle.dumps(rec, protocol=pickle.HIGHEST_PROTOCOL),)
+    return rec.__reduce_ex__(pickle.DEFAULT_PROTOCOL)
+
+
+ForkingPickler.register(Recognizer, _reduce_for_another_process)

@@ -1067,6 +1067,37 @@ def test_a_recognizer_pickles(tiny_path: Path) -> None:
         torch.set_default_dtype(before)
 
 
+def test_a_cpu_recognizer_goes_to_other_processes_as_plain_bytes(tiny_path: Path) -> None:
+    """multiprocessing's pickler put every CPU tensor in shared memory, one file descriptor each: a
+    forkserver pool failed with 'too many fds' and the parent kept hundreds open."""
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    rec = lrfer.load(tiny_path, device="cpu", detector="mtcnn")
+    fds = Path("/proc/self/fd")
+    before = len(list(fds.iterdir())) if fds.is_dir() else 0
+    sent = bytes(ForkingPickler.dumps(rec))
+    assert b"rebuild_storage" not in sent
+    if fds.is_dir():
+        assert len(list(fds.iterdir())) - before < 5
+    crops = np.random.default_rng(11).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    assert np.array_equal(pickle.loads(sent).predict_crops(crops), rec.predict_crops(crops))
+
+
+def test_a_child_forked_while_another_thread_loads_can_load(tiny_path: Path,
+                                                           wait_for_forked_child: Callable[[int], str]) -> None:
+    """A lock held by another thread at the fork stayed held in the child: its lrfer.load hung."""
+    script = ("import os, sys, time, lrfer\n"
+              "from lrfer import recognizer\n"
+              "recognizer._BUILD_LOCK.acquire(); recognizer._TRACE_LOCK.acquire()  # as a load in another thread\n"
+              "pid = os.fork()\n"
+              "if pid == 0:\n"
+              "    lrfer.load(sys.argv[1], device='cpu', detector=None)\n"
+              "    os._exit(0)\n"
+              + wait_for_forked_child(60))
+    python_script(script, tiny_path)
+
+
 def test_load_starts_no_thread_and_leaves_the_start_method_unset(tiny_path: Path) -> None:
     """torch.fx's ShapeProp made a (disabled) tqdm bar: tqdm's monitor thread started, and the
     multiprocessing start method was fixed, so set_start_method("spawn") failed afterwards."""

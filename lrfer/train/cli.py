@@ -66,7 +66,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--work-dir", type=Path, default=None, help="checkpoints (resumable; default: <out>.run/)")
+    p.add_argument("--work-dir", type=Path, default=None, help="checkpoints (resumable; default: --out with the suffix .run, e.g. models/x.run/ for models/x.safetensors)")
     p.add_argument("--license", dest="weights_license", default=None, type=_licence_text,
                    help="licence of the weights, written to the entry (default: 'research use only (trained on "
                         "<dataset>)'); a teacher trained on other data is appended")
@@ -237,6 +237,12 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
+def default_work_dir(out: Path) -> Path:
+    """Where ``lrfer train`` keeps its checkpoints without ``--work-dir``: ``--out`` with the suffix
+    ``.run``, beside it (``models/x.run`` for ``models/x.safetensors``)."""
+    return out.with_suffix(".run")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from lrfer.constants import CLASSES
     from lrfer.train.datasets import is_rafdb, load_faces
@@ -270,7 +276,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if load_manifest().models.get(name) is not None:
         log.warning("%s is also the name of a zoo model: lrfer.load(%r) loads the zoo's; load yours by its path, "
                     "or give it a name of its own with --dataset-name", name, name)
-    work_dir = args.work_dir or args.out.with_suffix(".run")
+    work_dir = args.work_dir or default_work_dir(args.out)
     log.info("training %s on %s (%d faces), validating on %s", name, args.data, len(train), val_path)
     model = Trainer(recipe, train, val, work_dir, device).fit()
     command = "lrfer " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if "train" in sys.argv[1:] else "lrfer train"

@@ -211,16 +211,21 @@ def train_cli_error() -> str | None:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    return _whole_number(text, at_least=1)
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return _whole_number(text, at_least=0)
+
+
+def _whole_number(text: str, at_least: int) -> int:
+    """argparse's ``type`` for counts: its own message named the function ("invalid _positive_int value")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {at_least}, got {text!r}") from None
+    if value < at_least:
+        raise argparse.ArgumentTypeError(f"must be >= {at_least}, got {value}")
     return value
 
 

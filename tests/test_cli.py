@@ -431,6 +431,18 @@ def test_predict_errors(photos: Path, tiny_path: Path, tmp_path: Path, caplog: p
         main(predict_args(photos, tiny_path, "--batch-size", "0"))
 
 
+def test_a_count_that_is_not_a_number_is_named_as_such(photos: Path, tiny_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse named the parsing function: "invalid _positive_int value: 'abc'"."""
+    for option, text, expected in (("--batch-size", "abc", "expected a whole number >= 1, got 'abc'"),
+                                   ("--workers", "1.5", "expected a whole number >= 0, got '1.5'"),
+                                   ("--min-face", "0", "must be >= 1, got 0")):
+        with pytest.raises(SystemExit):
+            main(predict_args(photos, tiny_path, option, text))
+        err = capsys.readouterr().err
+        assert f"argument {option}: {expected}" in err and "_int" not in err
+
+
 def test_models_lists_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
     from lrfer.zoo import list_models
 

@@ -774,18 +774,55 @@ def _why_not_fetched(err: BaseException) -> tuple[str, str]:
     return "the Hub could not be reached", "connect this machine to the Hub"
 
 
+#: Variables that send Hub requests through a proxy, which resolves the Hub's name itself.
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
+
+
+def _unresolved_hub_host() -> str | None:
+    """The Hub's host name when this machine cannot resolve it (no network, no DNS), else None.
+
+    huggingface_hub retries a failed connection five times with back-off: about 25 s before the
+    not-cached error on a machine without network. A name lookup fails at once; without a name the
+    Hub cannot be reached, so the cache is read as if offline. Behind a proxy the proxy resolves it."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(v) for v in PROXY_VARIABLES):
+        return None
+    host = urlsplit(str(constants.ENDPOINT)).hostname
+    if not host:
+        return None
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        return host
+    except (OSError, UnicodeError):  # anything else: let huggingface_hub try and report
+        return None
+    return None
+
+
 def _hub_download(repo_id: str, filename: str, revision: str, cache_dir: str | None, label: str) -> Path:
     """``hf_hub_download`` with a clear error when offline and not cached."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError  # also there before huggingface_hub 0.25
 
     offline = _offline()
+    unresolved = None if offline else _unresolved_hub_host()
     try:
-        path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=offline)
+        path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
+                               local_files_only=offline or unresolved is not None)
     except LocalEntryNotFoundError as err:
         from huggingface_hub import constants
 
-        cause, remedy = ("HF_HUB_OFFLINE=1 is set", "unset HF_HUB_OFFLINE") if offline else _why_not_fetched(err)
+        if offline:
+            cause, remedy = "HF_HUB_OFFLINE=1 is set", "unset HF_HUB_OFFLINE"
+        elif unresolved is not None:
+            cause, remedy = (f"the Hub's host name {unresolved} could not be resolved (no network or no DNS)",
+                             "connect this machine to the Hub")
+        else:
+            cause, remedy = _why_not_fetched(err)
         if cache_dir:  # the folder asked for (cache_dir, --cache-dir or $LRFER_CACHE): fetch into it, copy it here
             where, fetch = cache_dir, f"`lrfer download {label} --cache-dir {shlex.quote(cache_dir)}`"
             copy = f"copy that folder to {cache_dir} here"

@@ -376,6 +376,63 @@ def test_unreachable_hub_without_cache_says_so(hub: FakeHub, weights: tuple[byte
     assert "connect this machine" in str(err.value) and "HF_HUB_OFFLINE" not in str(err.value)
 
 
+def point_hub_at_a_name_that_does_not_resolve(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The Hub at http://hub.invalid, a name no lookup resolves here; the back-off sleeps it causes."""
+    import socket
+
+    real_lookup = socket.getaddrinfo
+
+    def lookup(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "hub.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real_lookup(host, *args, **kwargs)
+
+    unknown = "http://hub.invalid"
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    monkeypatch.setenv("HF_ENDPOINT", unknown)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", unknown)
+    monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", unknown + "/{repo_id}/resolve/{revision}/{filename}")
+    point_file_download_at(monkeypatch, unknown)
+    for proxy in zoo.PROXY_VARIABLES:
+        monkeypatch.delenv(proxy, raising=False)
+    sleeps: list[float] = []
+    monkeypatch.setattr("time.sleep", sleeps.append)
+    return sleeps
+
+
+def test_a_hub_whose_name_does_not_resolve_is_not_retried(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                                           hub_manifest: Callable[[str], None],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without network huggingface_hub retried five times with back-off: 25 s before the error."""
+    data, digest, _ = weights
+    hub_manifest(digest)
+    sleeps = point_hub_at_a_name_that_does_not_resolve(monkeypatch)
+    with pytest.raises(zoo.NotCachedError, match="host name hub.invalid could not be resolved") as err:
+        zoo.load_model(NAME)
+    assert "connect this machine" in str(err.value) and sleeps == []
+
+
+def test_a_cached_model_loads_when_the_hubs_name_does_not_resolve(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module], hub_manifest: Callable[[str], None],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    data, digest, original = publish_in_manifest(hub, weights, hub_manifest)
+    zoo.download(NAME)
+    zoo.download(f"hf://{REPO_ID}")  # caches the branch -> commit ref too
+    hub.requests.clear()
+    sleeps = point_hub_at_a_name_that_does_not_resolve(monkeypatch)
+    check_model(zoo.load_model(NAME), original)
+    check_model(zoo.load_model(f"hf://{REPO_ID}"), original)
+    assert hub.requests == [] and sleeps == []
+
+
+def test_behind_a_proxy_the_hubs_name_is_not_looked_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy resolves the Hub's name itself: this machine's lookup failing says nothing."""
+    point_hub_at_a_name_that_does_not_resolve(monkeypatch)
+    assert zoo._unresolved_hub_host() == "hub.invalid"
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert zoo._unresolved_hub_host() is None
+
+
 def test_offline_after_download_uses_cache(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
                                            hub_manifest: Callable[[str], None],
                                            monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1080,7 +1080,7 @@ def _reduce_for_another_process(rec: Recognizer) -> tuple[Any, ...]:
     bytes instead; a CUDA one as torch shares it."""
     if rec.device.type == "cpu":
         return pickle.loads, (pickle.dumps(rec, protocol=pickle.HIGHEST_PROTOCOL),)
-    return rec.__reduce_ex__(pickle.DEFAULT_PROTOCOL)
+    return rec.__reduce_ex__(pickle.DEFAULT_PROTOCOL)  # type: ignore[return-value]  # a tuple for every class
 
 
 ForkingPickler.register(Recognizer, _reduce_for_another_process)

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lrfer.results import Face
+from lrfer.results import Face, VideoFrame
 
 if TYPE_CHECKING:  # pragma: no cover
     from lrfer.io import ImageLike
@@ -59,6 +59,9 @@ def annotate(image: ImageLike, faces: Sequence[Face]) -> np.ndarray:
 
     out = load_image(image).copy()  # a path too: turned upright by its EXIF orientation, as predict turns it
     h, w = out.shape[:2]
+    if not isinstance(faces, Iterable):  # one Face, a VideoFrame: "'Face' object is not iterable"
+        hint = {Face: "pass [face]", VideoFrame: "pass frame.faces"}.get(type(faces), "pass predict's list")
+        raise TypeError(f"annotate takes one image's faces, a list of Face; got {type(faces).__name__} ({hint})")
     for face in faces:
         if not isinstance(face, Face):
             raise TypeError(f"annotate takes one image's faces, a list of Face; got an item of type "

@@ -61,6 +61,9 @@ def read_image_file(path: str | os.PathLike[str]) -> np.ndarray:
     if p.is_dir():
         raise ValueError(f"cannot read image: {str(p)!r} is a folder, not an image file")
     if not p.is_file():
+        if isinstance(path, str) and "://" in path:  # Path("https://h/a.jpg") is 'https:/h/a.jpg'
+            raise ValueError(f"cannot read image: {path!r} is a URL; lrfer reads image files, it downloads nothing: "
+                             "save the image first (urllib.request.urlretrieve) and pass its path, or pass its pixels")
         what = "a broken symbolic link" if p.is_symlink() and not p.exists() else "no such file"
         raise ValueError(f"cannot read image: {what} {str(p)!r}")
     if is_video_file(p):
@@ -178,6 +181,20 @@ def dtype_hint(arr: np.ndarray) -> str:
     return "convert it to np.uint8"
 
 
+def shape_hint(shape: tuple[int, ...]) -> str:
+    """What to do with an array of a shape :func:`validate_array` refuses, where it can tell: a batch,
+    or channels first (torch's layout: a channel-first RGB array read as 3 rows of pixels).
+
+    >>> shape_hint((3, 480, 640)).endswith("arr.transpose(1, 2, 0)"), shape_hint((480, 640, 2))
+    (True, '')
+    """
+    if len(shape) == 4:
+        return "; a batch of N images (N, H, W, C) is not one image: pass a list (list(arr))"
+    if len(shape) == 3 and shape[0] in (1, 3, 4):
+        return "; channels first (C, H, W) is torch's layout: pass arr.transpose(1, 2, 0)"
+    return ""
+
+
 def validate_array(arr: np.ndarray, what: str | None = None) -> np.ndarray:
     """Check a numpy image and return it as contiguous, writable RGB ``uint8 (H, W, 3)`` (a copy only
     where the input is none of these).
@@ -195,10 +212,8 @@ def validate_array(arr: np.ndarray, what: str | None = None) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
         pass
     elif arr.ndim != 2:
-        batch = "; a batch of N images (N, H, W, C) is not one image: pass a list (list(arr))" if arr.ndim == 4 else ""
-        raise ValueError(
-            f"wrong shape {tuple(arr.shape)} for {what}: expected (H, W) gray or (H, W, 3) RGB / (H, W, 4) RGBA{batch}"
-        )
+        raise ValueError(f"wrong shape {tuple(arr.shape)} for {what}: expected (H, W) gray or (H, W, 3) RGB / "
+                         f"(H, W, 4) RGBA{shape_hint(arr.shape)}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"empty image (0 size, shape {tuple(arr.shape)}) for {what}")
     if arr.ndim == 2:
@@ -239,7 +254,8 @@ def tensor_to_array(t: torch.Tensor, what: str | None = None) -> np.ndarray:
     if t.ndim == 3 and t.shape[0] in (1, 3, 4):
         t = t.permute(1, 2, 0)  # channels first, the torch convention (also wins for tiny ambiguous shapes)
     elif t.ndim not in (2, 3):
-        raise ValueError(f"wrong shape {tuple(t.shape)} for {what}: expected (3, H, W) or (H, W, 3)")
+        batch = "; a batch (N, 3, H, W) is not one image: pass a list (list(x))" if t.ndim == 4 else ""
+        raise ValueError(f"wrong shape {tuple(t.shape)} for {what}: expected (3, H, W) or (H, W, 3){batch}")
     return validate_array(t.detach().cpu().numpy(), what)
 
 

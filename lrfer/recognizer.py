@@ -413,7 +413,8 @@ def _check_crop_array(crops: np.ndarray, batch: bool = True) -> np.ndarray:
     if crops.ndim == 4 and crops.shape[-1] == 1:
         crops = crops[..., 0]
     if not (crops.ndim == 3 or (crops.ndim == 4 and crops.shape[-1] in (3, 4))):
-        raise ValueError(f"wrong shape {tuple(crops.shape)} for crops: expected (N, H, W) gray or (N, H, W, 3) RGB")
+        one = "; one crop needs its batch axis: pass crops[None] or [crop]" if crops.ndim == 2 else ""
+        raise ValueError(f"wrong shape {tuple(crops.shape)} for crops: expected (N, H, W) gray or (N, H, W, 3) RGB{one}")
     if crops.shape[1] == 0 or crops.shape[2] == 0:
         raise ValueError(f"empty image (0 size) in crops of shape {tuple(crops.shape)}")
     lrfer_io.check_pixel_count((crops.shape[2], crops.shape[1]), f"each of the crops of shape {tuple(crops.shape)}")
@@ -962,7 +963,7 @@ class Recognizer:
         from lrfer.overlap import streams_or_auto, threads_per_stream
         from lrfer.video import prepend, read_frames, video_info
 
-        check_every(every)
+        every = check_every(every)
         check_batch_size(batch_size)
         streams = streams_or_auto(streams, self.device)
         frames = read_frames(video, every)

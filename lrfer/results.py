@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd  # optional: without pandas (or its stubs) type checkers read Any
 
 Box = tuple[float, float, float, float]
 Landmarks = tuple[tuple[float, float], ...]
+#: The ``files`` of :func:`faces_to_rows`: a name or path per image, or one for one image.
+FileNames = Union[Sequence[Union[str, os.PathLike[str]]], str, os.PathLike[str], None]
 
 #: Columns of a flat row before the per-class probability columns (CSV/JSONL/pandas).
 ROW_PREFIX: tuple[str, ...] = ("file", "face", "x1", "y1", "x2", "y2", "face_px", "det_score", "label")
@@ -95,15 +98,30 @@ class Face:
             "probs": {k: float(v) for k, v in self.probs.items()},
         }
 
-    def to_row(self, file: str = "", index: int = 0) -> dict[str, Any]:
-        """Flat row: file, face index, box, face_px, det_score, label, one column per class.
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Face:
+        """The face :meth:`to_dict` gave ``data`` for, also after a JSON round trip (lists back to
+        tuples, ``None`` landmarks back to NaN): equal to it, and hashable as it is.
+
+        >>> f = Face((0.0, 0.0, 8.0, 8.0), NO_LANDMARKS, 1.0, 8.0, "sad", {"sad": 1.0})
+        >>> import json; Face.from_dict(json.loads(json.dumps(f.to_dict()))) == f
+        True
+        """
+        return cls(tuple(float(v) for v in data["box"]),  # type: ignore[arg-type]  # four numbers
+                   tuple((_none_to_nan(x), _none_to_nan(y)) for x, y in data["landmarks"]),
+                   float(data["det_score"]), float(data["face_px"]), str(data["label"]),
+                   {str(k): float(v) for k, v in data["probs"].items()})
+
+    def to_row(self, file: str | os.PathLike[str] = "", index: int = 0) -> dict[str, Any]:
+        """Flat row: file (a path as its ``str``), face index, box, face_px, det_score, label, one
+        column per class.
 
         >>> Face((0, 1, 2, 3), (), 0.9, 2.0, "sad", {"sad": 1.0}).to_row("a.jpg")["y2"]
         3.0
         """
         x1, y1, x2, y2 = (float(v) for v in self.box)
         row: dict[str, Any] = {
-            "file": file, "face": index, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+            "file": file_name(file), "face": index, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
             "face_px": float(self.face_px), "det_score": float(self.det_score), "label": self.label,
         }
         row.update({k: float(v) for k, v in self.probs.items()})
@@ -114,8 +132,22 @@ class Face:
         return faces_to_pandas([self])
 
 
+def file_name(file: Any) -> Any:
+    """A row's ``file``: a path as its ``str`` (a ``Path`` in a row was no JSON, and an object column in
+    pandas), anything else as given.
+
+    >>> from pathlib import Path; file_name(Path("photos/a.jpg")), file_name("b.jpg")
+    ('photos/a.jpg', 'b.jpg')
+    """
+    return os.fspath(file) if isinstance(file, os.PathLike) else file
+
+
 def _nan_to_none(v: float) -> float | None:
     return None if math.isnan(v) else float(v)
+
+
+def _none_to_nan(v: float | None) -> float:
+    return NAN if v is None else float(v)
 
 
 def row_columns(classes: Sequence[str], video: bool = False) -> list[str]:
@@ -158,14 +190,24 @@ class VideoFrame:
         """Plain JSON-serialisable dict: ``index``, ``time_s`` (``None`` if unknown), ``faces`` (:meth:`Face.to_dict` each)."""
         return {"index": self.index, "time_s": _nan_to_none(self.time_s), "faces": [face.to_dict() for face in self.faces]}
 
-    def to_rows(self, file: str = "") -> list[dict[str, Any]]:
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VideoFrame:
+        """The frame :meth:`to_dict` gave ``data`` for, also after a JSON round trip (:meth:`Face.from_dict`
+        for its faces, ``None`` time as NaN): equal to it.
+
+        >>> VideoFrame.from_dict({"index": 3, "time_s": None, "faces": []}) == VideoFrame(3, math.nan, [])
+        True
+        """
+        return cls(int(data["index"]), _none_to_nan(data["time_s"]), [Face.from_dict(f) for f in data["faces"]])
+
+    def to_rows(self, file: str | os.PathLike[str] = "") -> list[dict[str, Any]]:
         """One flat row per face (columns of ``row_columns(classes, video=True)``)."""
         time_s = _nan_to_none(self.time_s)
-        return [{"file": file, "frame": self.index, "time_s": time_s, **face.to_row(file, j)}
+        return [{"file": file_name(file), "frame": self.index, "time_s": time_s, **face.to_row(file, j)}
                 for j, face in enumerate(self.faces)]
 
 
-def frames_to_pandas(frames: Iterable[VideoFrame | tuple[VideoFrame, Any]], file: str = "",
+def frames_to_pandas(frames: Iterable[VideoFrame | tuple[VideoFrame, Any]], file: str | os.PathLike[str] = "",
                      classes: Sequence[str] | None = None) -> pd.DataFrame:
     """The faces of video frames (``predict_video``'s, or ``predict_video_frames``' pairs) as a
     ``pandas.DataFrame``, one row per face (columns of
@@ -193,16 +235,18 @@ def _video_frame(item: Any) -> VideoFrame:
 
 
 def faces_to_rows(faces: Iterable[Face] | Iterable[Iterable[Face]],
-                  files: Sequence[str] | str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+                  files: FileNames = None) -> list[dict[str, Any]]:
     """Flatten faces of one image (``list[Face]``) or of many (``list[list[Face]]``) into rows.
 
-    ``files``: one name per image for the rows' ``file`` column (ValueError when the counts differ), or
-    one ``str`` or path for one image; default ``"0"``, ``"1"``, ... for several images and ``""`` for one."""
-    items: list[Any] = list(faces)  # one image's faces or many images' groups: told apart by the first item
-    if not items or isinstance(items[0], Face):
-        groups: list[list[Face]] = [items]
-    else:
-        groups = [list(g) for g in items]
+    ``files``: one name or path per image for the rows' ``file`` column, paths as their ``str``
+    (ValueError when the counts differ), or one ``str`` or path for one image; default ``"0"``,
+    ``"1"``, ... for several images and ``""`` for one.
+    TypeError for anything but such faces (``predict_video``'s frames: :func:`frames_to_pandas`)."""
+    return _rows("faces_to_rows", faces, files)
+
+
+def _rows(what: str, faces: Any, files: FileNames) -> list[dict[str, Any]]:
+    groups = _face_groups(what, faces)
     if isinstance(files, (str, os.PathLike)):  # a str is a Sequence[str] too: "ab" named two photos "a" and "b"
         files = [os.fspath(files)]
     names = list(files) if files is not None else [str(i) if len(groups) > 1 else "" for i in range(len(groups))]
@@ -211,15 +255,41 @@ def faces_to_rows(faces: Iterable[Face] | Iterable[Iterable[Face]],
     return [face.to_row(name, j) for name, group in zip(names, groups) for j, face in enumerate(group)]
 
 
+def _face_groups(what: str, faces: Any) -> list[list[Face]]:
+    """One image's faces (``list[Face]``) or several images' (``list[list[Face]]``, told apart by the
+    first item) as groups; TypeError naming what was given otherwise: predict_video's frames, one
+    Face or ``to_dict()``'s dicts got "'VideoFrame' object is not iterable" or "'dict' object has no
+    attribute 'to_row'"."""
+    items = list(_iterable(what, faces))
+    groups = [items] if not items or isinstance(items[0], Face) else [list(_iterable(what, g)) for g in items]
+    for face in itertools.chain.from_iterable(groups):
+        if not isinstance(face, Face):
+            raise _not_faces(what, face)
+    return groups
+
+
+def _iterable(what: str, obj: Any) -> Iterable[Any]:
+    if not isinstance(obj, Iterable) or isinstance(obj, (str, bytes, Mapping)):  # a dict: to_dict()'s
+        raise _not_faces(what, obj)
+    return obj
+
+
+def _not_faces(what: str, item: Any) -> TypeError:
+    hint = {VideoFrame: "; for predict_video's frames use frames_to_pandas",
+            Face: "; pass one image's faces as a list ([face])"}.get(type(item), "")
+    return TypeError(f"{what} takes predict's faces: a list of Face (one image) or a list of such lists "
+                     f"(several images); got {type(item).__name__}{hint}")
+
+
 def faces_to_pandas(faces: Iterable[Face] | Iterable[Iterable[Face]],
-                    files: Sequence[str] | str | os.PathLike[str] | None = None,
+                    files: FileNames = None,
                     classes: Sequence[str] | None = None) -> pd.DataFrame:
     """Faces as a ``pandas.DataFrame``, one row per face (columns of :meth:`Face.to_row`). With no
     face, no rows but the same columns (``classes``: the model's, default :data:`~lrfer.constants.CLASSES`).
 
     >>> faces_to_pandas(rec.predict("group.jpg"))  # doctest: +SKIP
     """
-    return _table("faces_to_pandas", faces_to_rows(faces, files), classes, video=False)
+    return _table("faces_to_pandas", _rows("faces_to_pandas", faces, files), classes, video=False)
 
 
 def _table(what: str, rows: list[dict[str, Any]], classes: Sequence[str] | None, video: bool) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import queue
 import reprlib
@@ -140,10 +141,15 @@ def video_info(path: str | os.PathLike[str]) -> VideoInfo:
 
 
 def check_every(every: int) -> int:
-    """``every`` as a frame step (an int >= 1), else ValueError."""
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+    """``every`` as a frame step (an int >= 1; a NumPy integer too, as ``batch_size`` and ``streams``
+    take), else ValueError.
+
+    >>> check_every(np.int64(5))
+    5
+    """
+    if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
         raise ValueError(f"every must be an int >= 1 (1 = every frame, 5 = every fifth frame); got {every!r}")
-    return every
+    return int(every)
 
 
 def read_frames(path: str | os.PathLike[str], every: int = 1) -> Generator[tuple[int, float, np.ndarray], None, None]:
@@ -153,7 +159,7 @@ def read_frames(path: str | os.PathLike[str], every: int = 1) -> Generator[tuple
     """
     import cv2
 
-    check_every(every)
+    every = check_every(every)
     capture = open_video(path)
     fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
     announced = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))

@@ -198,6 +198,16 @@ def test_predict_crops_takes_tensors_and_rejects_the_rest(rec: lrfer.Recognizer)
         faces_to_rows(rec.predict([crops[0], crops[1]]), files=["only-one.png"])
 
 
+def test_one_gray_crop_without_its_batch_axis_is_told_to_add_it(rec: lrfer.Recognizer) -> None:
+    """predict_crops(crop) of one (H, W) crop said only "expected (N, H, W) gray or (N, H, W, 3) RGB",
+    while one (H, W, 3) crop was told to pass crop[None] or [crop]."""
+    crop = np.random.default_rng(5).integers(0, 256, (40, 40), dtype=np.uint8)
+    for one in (crop, torch.from_numpy(crop)):
+        with pytest.raises(ValueError, match=r"wrong shape \(40, 40\) for crops: .*pass crops\[None\] or \[crop\]"):
+            rec.predict_crops(one)
+    assert np.allclose(rec.predict_crops(crop[None]), rec.predict_crops([crop]), atol=1e-5)
+
+
 def test_detect_refuses_an_empty_image_by_name(tiny_path: Path) -> None:
     """BlazeFace's letterbox took log2 of its side: a bare 'math domain error'."""
     detecting = lrfer.load(tiny_path, device="cpu", detector="auto")
@@ -591,6 +601,28 @@ def test_face_to_dict_keeps_each_landmark_as_x_then_y() -> None:
     assert face.to_dict()["landmarks"] == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0], [9.0, None]]
 
 
+def test_faces_and_frames_come_back_from_their_json_equal() -> None:
+    """to_dict() had no inverse: Face(**d) kept JSON's lists (an unhashable face, unequal to the one
+    written) and raised TypeError in __post_init__ on the None landmarks of a face without any."""
+    from lrfer.results import VideoFrame
+
+    marks = ((1.5, 2.0), (3.0, 4.0), (5.0, 6.0), (7.0, 8.0), (9.0, 10.25))
+    faces = [Face((1.0, 2.0, 31.0, 42.0), marks, 0.875, 30.0, "sad", {"happy": 0.25, "sad": 0.75}),
+             Face((0.0, 0.0, 48.0, 48.0), ((math.nan, math.nan),) * 5, 1.0, 48.0, "happy", {"happy": 0.5, "sad": 0.5})]
+    for face in faces:
+        back = Face.from_dict(json.loads(json.dumps(face.to_dict(), allow_nan=False)))
+        assert back == face and hash(back) == hash(face) and list(back.probs) == list(face.probs)
+        assert isinstance(back.box, tuple) and all(isinstance(p, tuple) for p in back.landmarks)
+    for frame in (VideoFrame(4, 0.4, faces), VideoFrame(0, math.nan, [])):
+        back_frame = VideoFrame.from_dict(json.loads(json.dumps(frame.to_dict(), allow_nan=False)))
+        assert back_frame == frame and back_frame.to_rows("a.mp4") == frame.to_rows("a.mp4")
+
+
+def test_predicted_faces_come_back_from_their_json_equal(rec: lrfer.Recognizer, rgb: np.ndarray) -> None:
+    faces = rec.predict([rgb, rgb[:20]])
+    assert [[Face.from_dict(json.loads(json.dumps(f.to_dict()))) for f in group] for group in faces] == faces
+
+
 def test_face_row_and_dict_put_each_value_under_its_own_name() -> None:
     """Every column of a row (and key of the dict) holds its own value: the box corners, the face's width,
     the detector's score and the probabilities in class order."""
@@ -618,6 +650,45 @@ def test_one_file_name_names_one_photos_rows() -> None:
     assert [r["file"] for r in faces_to_rows([face], files=Path("photos/b.png"))] == ["photos/b.png"]
     with pytest.raises(ValueError, match="got 1 file names for 2 images"):
         faces_to_rows([[face], [face]], files="ab")
+
+
+def test_rows_of_anything_but_faces_are_a_type_error_naming_it() -> None:
+    """faces_to_pandas(rec.predict_video(...)) raised "'VideoFrame' object is not iterable", one Face
+    "'Face' object is not iterable" and to_dict()'s dicts "'dict' object has no attribute 'to_row'"."""
+    from lrfer.results import VideoFrame
+
+    face = Face((0.0, 1.0, 10.0, 12.0), ((math.nan, math.nan),) * 5, 0.9, 10.0, "happy", {"happy": 1.0})
+    frame = VideoFrame(0, 0.0, [face])
+    cases = [([frame], "got VideoFrame; for predict_video's frames use frames_to_pandas"),
+             ((f for f in [frame]), "got VideoFrame"), ([[face], frame], "got VideoFrame"),
+             (face, r"got Face; pass one image's faces as a list \(\[face\]\)"),
+             ([face.to_dict()], "got dict"), ([[face.to_dict()]], "got dict"), ([face, [face]], "got list"),
+             (None, "got NoneType"), ("a.jpg", "got str")]
+    for faces, message in cases:
+        with pytest.raises(TypeError, match=f"faces_to_rows takes predict's faces: .*{message}"):
+            faces_to_rows(faces)  # type: ignore[arg-type]
+    pytest.importorskip("pandas")
+    with pytest.raises(TypeError, match="faces_to_pandas takes predict's faces: .*frames_to_pandas"):
+        faces_to_pandas([frame])  # type: ignore[list-item]
+    assert [r["file"] for r in faces_to_rows([[face], [], (face, face)])] == ["0", "2", "2"]  # still taken
+    assert faces_to_rows(iter([face]))[0]["face"] == 0 and faces_to_rows([]) == []
+
+
+def test_rows_name_files_given_as_paths_by_their_str() -> None:
+    """files=[Path, ...] (the paths just given to predict) put Path objects in the rows: json.dumps of
+    them raised "Object of type PosixPath is not JSON serializable" and pandas held an object column;
+    one Path was turned into its str, a list of them was not (VideoFrame.to_rows(Path) neither)."""
+    from lrfer.results import VideoFrame
+
+    face = Face((0.0, 1.0, 10.0, 12.0), ((math.nan, math.nan),) * 5, 0.9, 10.0, "happy", {"happy": 1.0})
+    rows = faces_to_rows([[face], [face]], files=[Path("photos/a.jpg"), "b.jpg"])
+    assert [r["file"] for r in rows] == ["photos/a.jpg", "b.jpg"] and json.loads(json.dumps(rows)) == rows
+    assert face.to_row(Path("c.png"))["file"] == "c.png"
+    frame_rows = VideoFrame(0, 0.0, [face]).to_rows(Path("clips/a.mp4"))
+    assert [type(r["file"]) for r in frame_rows] == [str] and frame_rows[0]["file"] == "clips/a.mp4"
+    pytest.importorskip("pandas")
+    assert lrfer.faces_to_pandas([[face]], files=[Path("d.jpg")])["file"].tolist() == ["d.jpg"]
+    assert lrfer.frames_to_pandas([VideoFrame(0, 0.0, [face])], Path("e.mp4"))["file"].map(type).tolist() == [str]
 
 
 def test_video_rows_keep_the_frames_face_order() -> None:
@@ -865,6 +936,22 @@ def test_annotate_takes_what_predict_takes_and_names_what_it_refuses(tmp_path: P
         annotate(rgb / 255, [face])
     with pytest.raises(TypeError, match="annotate takes one image's faces.*got an item of type list"):
         annotate(rgb, [[face]])  # type: ignore[list-item]
+
+
+def test_annotate_names_one_face_or_a_frame_given_for_the_list() -> None:
+    """annotate(image, face) and annotate(frame_pixels, frame) raised "'Face' object is not iterable"
+    and "'VideoFrame' object is not iterable"."""
+    from lrfer.annotate import annotate
+    from lrfer.results import VideoFrame
+
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    face = _face((25.0, 15.0, 45.0, 35.0))
+    for faces, message in ((face, r"got Face \(pass \[face\]\)"),
+                           (VideoFrame(0, 0.0, [face]), r"got VideoFrame \(pass frame.faces\)"),
+                           (None, r"got NoneType \(pass predict's list\)")):
+        with pytest.raises(TypeError, match=f"annotate takes one image's faces, a list of Face; {message}"):
+            annotate(rgb, faces)  # type: ignore[arg-type]
+    assert np.array_equal(annotate(rgb, (f for f in [face])), annotate(rgb, [face]))
 
 
 def test_native_size_crops_go_to_the_network_unchanged(rec: lrfer.Recognizer) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -188,6 +189,37 @@ def test_validated_arrays_are_writable(rgb: np.ndarray) -> None:
 def test_validation_errors(bad, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         load_image(bad)
+
+
+@pytest.mark.parametrize(("bad", "hint"), [
+    (np.zeros((3, 40, 50), np.uint8), r"channels first \(C, H, W\) is torch's layout: pass arr.transpose\(1, 2, 0\)"),
+    (np.zeros((1, 40, 50), np.uint8), r"arr.transpose\(1, 2, 0\)"),
+    (torch.zeros(1, 3, 40, 50, dtype=torch.uint8),
+     r"a batch \(N, 3, H, W\) is not one image: pass a list \(list\(x\)\)"),
+    (np.zeros((2, 40, 50, 3), np.uint8), r"a batch of N images \(N, H, W, C\) is not one image"),
+])
+def test_wrong_shapes_say_what_to_pass(bad, hint: str) -> None:
+    """A channel-first numpy array (torch's layout) and a torch batch (1, 3, H, W), a torchvision
+    user's habits, got only "expected (H, W) gray or (H, W, 3) RGB" / "expected (3, H, W) or (H, W, 3)"."""
+    with pytest.raises(ValueError, match=f"wrong shape .*{hint}"):
+        load_image(bad)
+
+
+def test_shapes_without_a_likely_cause_get_no_hint() -> None:
+    for bad in (np.zeros((40, 50, 2), np.uint8), np.zeros((40, 50, 5), np.uint8),
+                torch.zeros(2, 40, 50, dtype=torch.uint8)):
+        with pytest.raises(ValueError, match=r"RGBA$"):
+            load_image(bad)
+
+
+def test_a_url_is_named_as_one_not_as_a_mangled_missing_file() -> None:
+    """An image URL, as Hugging Face pipelines take, said "no such file 'https:/example.com/a.jpg'" (one
+    slash: pathlib's reading), neither the string given nor what to do."""
+    for url in ("https://example.com/a.jpg", "http://host:8080/photos/b.png?x=1"):
+        with pytest.raises(ValueError, match=f"cannot read image: '{re.escape(url)}' is a URL; .*pass its path"):
+            load_image(url)
+    with pytest.raises(ValueError, match="no such file 'photos/missing.jpg'"):
+        load_image("photos/missing.jpg")
 
 
 def test_unreadable_files(tmp_path: Path) -> None:

@@ -306,6 +306,16 @@ def test_predict_video_checks_its_arguments_at_the_call(rec: lrfer.Recognizer, c
         rec.predict(str(clip))
 
 
+def test_predict_video_takes_every_as_a_numpy_integer(rec: lrfer.Recognizer, clip: Path) -> None:
+    """``every=np.int64(2)`` (a step worked out with NumPy from the frame rate) was a ValueError saying
+    'every must be an int >= 1; got np.int64(2)', while batch_size and streams take NumPy integers."""
+    results = list(rec.predict_video(clip, every=np.int64(2), streams=np.int64(2)))  # type: ignore[arg-type]
+    assert [r.index for r in results] == list(range(0, FRAMES, 2))
+    frames = video_mod.read_frames(clip, every=np.int64(5))  # type: ignore[arg-type]
+    assert [index for index, _, _ in frames] == [0, 5, 10]
+    assert type(video_mod.check_every(np.int64(5))) is int  # type: ignore[arg-type]
+
+
 def test_predict_video_fails_at_the_call_on_a_video_without_frames(rec: lrfer.Recognizer, tmp_path: Path) -> None:
     """A file OpenCV opens (its header is whole) but decodes no frame from: ValueError at the call too."""
     avi = tmp_path / "whole.avi"

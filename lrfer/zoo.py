@@ -1253,10 +1253,21 @@ def save_weights(state_dict: Mapping[str, "torch.Tensor"], path: str | os.PathLi
         tensors[key] = (tensor.to(torch.float16) if tensor.is_floating_point() else tensor).clone().contiguous()
     target.parent.mkdir(parents=True, exist_ok=True)
     blob = sealed(save(tensors, metadata={SPEC_METADATA_KEY: json.dumps(meta, sort_keys=True), "format": "pt"}))
-    target.write_bytes(blob)
+    _write_atomically(target, blob)
     digest = hashlib.sha256(blob).hexdigest()
     logger.info("wrote %s (sha256 %s)", target, digest)
     return digest
+
+
+def _write_atomically(target: Path, blob: bytes) -> None:
+    """Write ``blob`` to a sibling and rename it over ``target``: a run killed while writing leaves the
+    file it was replacing whole (it was truncated: a model lost for the one being exported)."""
+    pending = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        pending.write_bytes(blob)
+        pending.replace(target)
+    finally:
+        pending.unlink(missing_ok=True)
 
 
 def sealed(blob: bytes) -> bytes:

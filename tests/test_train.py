@@ -1,6 +1,7 @@
 """Training code (lrfer.train): datasets, losses, checkpoints, recipes and the Trainer, on tiny synthetic faces."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import replace
@@ -161,6 +162,22 @@ def test_class_folders_read_the_image_files_lrfer_predict_reads(tmp_path: Path) 
     faces = load_faces(tmp_path)
     assert len(faces) == 3 and (faces.labels == CLASSES.index("happy")).all()
     assert (faces.images == 90).all()
+
+
+def test_class_folders_follow_links_to_folders_as_lrfer_predict_does(tmp_path: Path) -> None:
+    """``happy/more -> /elsewhere/happy`` was left out without a word (Python 3.11's rglob does not follow
+    links), although `lrfer predict happy/` reads the faces there."""
+    import cv2
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cv2.imwrite(str(elsewhere / "b.png"), np.full((48, 48), 90, np.uint8))
+    (tmp_path / "data" / "happy").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "data" / "happy" / "a.png"), np.full((48, 48), 90, np.uint8))
+    (tmp_path / "data" / "happy" / "more").symlink_to(elsewhere, target_is_directory=True)
+    (tmp_path / "data" / "happy" / "not-an-image.jpg").mkdir()  # a folder: no file to read
+    faces = load_faces(tmp_path / "data")
+    assert len(faces) == 2 and (faces.labels == CLASSES.index("happy")).all()
 
 
 @pytest.mark.parametrize("layout, message", [
@@ -706,6 +723,49 @@ def test_predict_logits_at_other_resolutions(train_set: FaceSet) -> None:
     assert model.training  # mode restored
     native = predict_logits(model, train_set.images[:10], 16)
     torch.testing.assert_close(native, predict_logits(model, train_set.images[:10], 16, eval_resolution=16))
+
+
+@pytest.mark.parametrize("value", [float("nan"), 1e6], ids=["nan", "beyond-fp16"])
+def test_export_refuses_weights_that_are_not_finite_in_fp16(tmp_path: Path, val_set: FaceSet, value: float) -> None:
+    """A diverged run (NaN weights), or a weight beyond fp16's range, was exported as if nothing were wrong:
+    chance-level metrics, temperature 100 (the end of the fitted range), and a file that predicts nothing."""
+    from lrfer.train.export import export
+
+    model = build_model("baseline", width=8, input_size=16).eval()
+    with torch.no_grad():
+        model.fc.weight[0, 0] = value
+    out = tmp_path / "baseline-synthetic-16px.safetensors"
+    with pytest.raises(ValueError, match=r"baseline-synthetic-16px: not exported: fc\.weight hold NaN or infinite"):
+        export(model, tiny("baseline", {"width": 8, "input_size": 16}, 16), "baseline-synthetic-16px", "synthetic",
+               val_set, out, "test")
+    assert not out.exists()
+
+
+def test_an_export_killed_while_writing_leaves_the_file_it_replaces_whole(tmp_path: Path, val_set: FaceSet,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lrfer train --out` wrote straight into the file: killed half-way, the model it was replacing was lost
+    (a truncated file, refused by lrfer.load) and the new one not written."""
+    from lrfer.train.export import export
+    from lrfer.zoo import load_model
+
+    recipe = tiny("baseline", {"width": 8, "input_size": 16}, 16)
+    out = tmp_path / "baseline-synthetic-16px.safetensors"
+    _, sha = export(build_model("baseline", width=8, input_size=16).eval(), recipe, "baseline-synthetic-16px",
+                    "synthetic", val_set, out, "test")
+
+    def killed_mid_write(self: Path, data: bytes) -> int:
+        with open(self, "wb") as file:
+            file.write(data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_bytes", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        export(build_model("baseline", width=8, input_size=16).eval(), recipe, "baseline-synthetic-16px",
+               "synthetic", val_set, out, "test")
+    monkeypatch.undo()
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == sha
+    load_model(out)
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
 
 
 def test_export_scores_the_fp16_weights_it_ships(tmp_path: Path, val_set: FaceSet) -> None:

@@ -73,6 +73,24 @@ def test_a_damaged_or_foreign_checkpoint_is_named(tmp_path: Path, content: str, 
         Trainer(tiny_recipe(), faces(20, 0), None, tmp_path).fit(progress=False)
 
 
+@pytest.mark.parametrize("damage, message", [("missing", "is missing"), ("garbage", "cannot be read")])
+def test_a_checkpoint_whose_tensors_are_missing_or_damaged_is_named(finished_run: Path, tmp_path: Path,
+                                                                   damage: str, message: str) -> None:
+    """A damaged tensors file came out as safetensors' bare "SafetensorError: ... header too large" traceback,
+    a missing one as "No such file or directory", neither saying how to go on."""
+    import shutil
+
+    work_dir = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    tensors = work_dir / json.loads((work_dir / "checkpoint.json").read_text())["tensors"]
+    if damage == "missing":
+        tensors.unlink()
+    else:
+        tensors.write_text("garbage")
+    with pytest.raises(ValueError, match=rf"checkpoint-\w+\.safetensors, the tensors of .*checkpoint\.json, "
+                                         rf"{message}.*--work-dir"):
+        Trainer(tiny_recipe(), faces(48, 0), None, work_dir).fit(progress=False)
+
+
 def distilled_from(teacher: Path | str) -> Recipe:
     return Recipe("gmenet", {"width": 8, "input_size": 16}, 16, "distill", epochs=1, batch_size=16, teacher=str(teacher))
 
@@ -208,6 +226,22 @@ def test_checkpoint_of_the_older_layout_loads_and_is_replaced(tmp_path: Path) ->
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in fresh.state_dict().items())
     save_checkpoint(path, {"model": fresh}, {}, {"epoch": 5})
     assert {p.name for p in tmp_path.iterdir()} == {"checkpoint.json", json.loads(path.read_text())["tensors"]}
+
+
+def test_checkpoints_leave_the_other_files_of_the_work_dir_alone(tmp_path: Path) -> None:
+    """`lrfer train --work-dir DIR` deleted DIR's checkpoint.safetensors and checkpoint-*.safetensors files
+    (a user's own weights under a common name) when it saved its first checkpoint there."""
+    from lrfer.train.checkpoint import save_checkpoint
+
+    theirs = {name: tmp_path / name for name in ("checkpoint.safetensors", "checkpoint-best.safetensors",
+                                                 "checkpoint-000010.safetensors")}
+    for name, file in theirs.items():
+        file.write_text(name)
+    model = build_model("baseline", width=8, input_size=8)
+    for epoch in (1, 2):
+        save_checkpoint(tmp_path / "checkpoint.json", {"model": model}, {}, {"epoch": epoch})
+    assert all(file.read_text() == name for name, file in theirs.items())
+    assert len({p.name for p in tmp_path.glob("checkpoint-*.safetensors")} - set(theirs)) == 1  # epoch 2's alone
 
 
 def test_optimizer_state_that_is_not_a_tensor_survives_the_checkpoint(tmp_path: Path) -> None:
@@ -385,4 +419,36 @@ def test_an_npz_with_an_object_array_is_refused_as_such(tmp_path: Path) -> None:
     path = tmp_path / "faces.npz"
     np.savez(path, images=np.zeros((7, 48, 48), np.uint8), labels=np.arange(7), classes=np.array(list(CLASSES), dtype=object))
     with pytest.raises(ValueError, match=r"faces\.npz: holds an object array, which lrfer does not read"):
+        load_faces(path)
+
+
+@pytest.mark.parametrize("images, message", [
+    (np.full((3, 48, 48), "7"), r"'images' holds <U1 values; expected numbers"),
+    (np.zeros((3, 0, 0), np.uint8), r"'images' has shape \(3, 0, 0\): faces of 0 pixels"),
+    (np.zeros((3, 0), np.uint8), ".*faces of 0 pixels"),
+], ids=["text", "0x0", "flat-0"])
+def test_npz_faces_of_text_or_no_pixels_are_a_value_error(tmp_path: Path, images: np.ndarray, message: str) -> None:
+    """Text faces ended in numpy's UFuncTypeError (np.min has no loop for strings), faces of 0 pixels in
+    OpenCV's resize assertion: tracebacks from `lrfer train` and `lrfer eval` instead of the file's name."""
+    path = write_npz(tmp_path / "mine.npz", images, np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match=rf"mine\.npz: {message}"):
+        load_faces(path)
+
+
+@pytest.mark.parametrize("classes", [np.array(CLASSES, dtype="S"), np.array([c.title() for c in CLASSES])],
+                         ids=["bytes", "title-case"])
+def test_npz_class_names_stored_as_bytes_or_in_another_case_are_read(tmp_path: Path, classes: np.ndarray) -> None:
+    """Names saved as bytes (dtype 'S', as h5py and Python 2 tools write them) were compared by str(b'angry'),
+    "b'angry'", and 'Angry' with 'angry' (class folders' names are matched ignoring case), so the zoo's own
+    class order was refused as another order."""
+    path = tmp_path / "faces.npz"
+    np.savez(path, images=np.zeros((7, 48, 48), np.uint8), labels=np.arange(7), classes=classes)
+    np.testing.assert_array_equal(load_faces(path).labels, np.arange(7))
+
+
+def test_npz_classes_that_are_not_a_list_of_names_are_a_value_error(tmp_path: Path) -> None:
+    """A single name (a 0-d array) raised TypeError: iteration over a 0-d array."""
+    path = tmp_path / "faces.npz"
+    np.savez(path, images=np.zeros((7, 48, 48), np.uint8), labels=np.arange(7), classes=np.array("angry"))
+    with pytest.raises(ValueError, match=r"faces\.npz: 'classes' has shape \(\); expected \(7,\) class names"):
         load_faces(path)

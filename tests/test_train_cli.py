@@ -161,6 +161,35 @@ def test_dataset_name_and_default_val(tmp_path: Path) -> None:
     assert _default_val(train) == sibling
 
 
+def write_class_folders(root: Path, per_class: int = 2) -> Path:
+    """``root/<class>/<i>.png``: 48x48 gray faces whose brightness codes the class."""
+    import cv2
+
+    for k, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            cv2.imwrite(str(root / name / f"{i}.png"), np.full((48, 48), 20 + 30 * k + i, np.uint8))
+    return root
+
+
+def test_train_and_eval_on_the_current_folder_name_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`lrfer train --data .` inside a folder of class folders failed: "cannot make a dataset name from ''",
+    and with --dataset-name "PosixPath('.') has an empty name" (the default validation set's sibling);
+    `lrfer eval --data .` printed "Accuracy (%) on , 14 faces"."""
+    monkeypatch.chdir(write_class_folders(tmp_path / "myfaces"))
+    out = tmp_path / "out" / "x.safetensors"
+    assert run_train(["--arch", "baseline", "--config", "width=8", "--data", ".", "--resolution", "16",
+                      "--out", str(out)]) == 0
+    assert load_model(out).pretrained_cfg.name == "baseline-myfaces-16px"
+    assert run_train(["--arch", "baseline", "--config", "width=8", "--data", ".", "--resolution", "16",
+                      "--dataset-name", "mine", "--out", str(tmp_path / "out" / "y.safetensors")]) == 0
+    assert load_faces(".").name == "myfaces"
+    capsys.readouterr()
+    assert main(["eval", "--model", str(out), "--data", ".", "--resolutions", "16"]) == 0
+    assert "Accuracy (%) on myfaces, 14 faces" in capsys.readouterr().out  # was "on , 14 faces"
+
+
 def test_train_rejects_bad_resolution_for_hr_arch(tmp_path: Path, tiny_npz: Path) -> None:
     out = tmp_path / "x.safetensors"
     status = main(["train", "--arch", "resnet18", "--data", str(tiny_npz), "--resolution", "16", "--out", str(out),
@@ -244,8 +273,15 @@ def test_train_with_recipe_keeps_the_variant_in_the_name(tmp_path: Path, capsys:
     (["--arch", "gmenet", "--resolution", "16", "--out-pt"], "the name must end in '.safetensors'"),
     (["--arch", "gmenet", "--resolution", "12", "--config", "width=abc"], "config width='abc': gmenet takes a whole number"),
     (["--arch", "baseline", "--resolution", "12", "--teacher", "resnet18-fer2013-48px"], "would ignore it"),
+    # torch cannot seed with it: "Overflow when unpacking long long", after the data was read
+    (["--arch", "baseline", "--resolution", "12", "--seed", str(2**64)], "seed must be a whole number"),
+    # "Expected more than 1 value per channel when training", at the first step, after the data was read
+    (["--arch", "gmenet", "--resolution", "8", "--config", "stem_stride=2", "--batch-size", "1"],
+     "batch size 1 cannot train gmenet"),
+    # said after the training data was read (minutes for a large folder of class folders)
+    (["--arch", "baseline", "--resolution", "16", "--val", "no-such-val.npz"], "--val no-such-val.npz: no such file"),
 ], ids=["resolution", "arch", "unknown", "no-arch", "batch0", "res0", "res64", "dataset-name", "out-pt", "config",
-        "teacher"])
+        "teacher", "seed-2**64", "batch1-1x1-batchnorm", "val-missing"])
 def test_train_refuses_bad_arguments_before_loading_data(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                                          argv: list[str], message: str) -> None:
     out = tmp_path / ("mine.pt" if "--out-pt" in argv else "mine.safetensors")

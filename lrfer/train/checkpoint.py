@@ -7,12 +7,18 @@ point, so a run killed at any moment leaves the JSON naming a complete tensors f
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+
+#: Random bytes in a tensors file's name (``checkpoint-<8 hex digits>.safetensors``).
+TOKEN_BYTES = 4
+RESTART_ADVICE = "delete it to start the run over, or train in another work dir (lrfer train --work-dir DIR)"
 
 
 def optimizer_to_flat(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -45,7 +51,8 @@ def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers:
                     meta: dict[str, Any]) -> None:
     """Write the checkpoint ``path`` (its ``.json`` and a tensors file next to it) in one atomic commit."""
     json_path = path.with_suffix(".json")
-    tensors_file = json_path.with_name(f"{json_path.stem}-{secrets.token_hex(4)}.safetensors")
+    tensors_file = json_path.with_name(f"{json_path.stem}-{secrets.token_hex(TOKEN_BYTES)}.safetensors")
+    legacy = _legacy_tensors(path)
     tensors: dict[str, torch.Tensor] = {}
     meta = dict(meta, optimizers={}, tensors=tensors_file.name)
     for name, module in modules.items():
@@ -58,14 +65,27 @@ def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers:
     pending = json_path.with_name(json_path.name + ".tmp")
     pending.write_text(json.dumps(meta, indent=1))
     pending.replace(json_path)  # the commit point
-    _remove_uncommitted(json_path, tensors_file)
+    _remove_uncommitted(json_path, tensors_file, legacy)
 
 
-def _remove_uncommitted(json_path: Path, committed: Path) -> None:
-    """Delete the tensors of earlier epochs and of saves cut short (and the pre-commit-point layout's)."""
-    for stale in [*json_path.parent.glob(f"{json_path.stem}-*.safetensors"), json_path.with_suffix(".safetensors")]:
-        if stale != committed:
-            stale.unlink(missing_ok=True)
+def _legacy_tensors(path: Path) -> Path | None:
+    """``checkpoint.safetensors`` when the checkpoint ``path`` now is one of the layout before the
+    commit point (its JSON names no tensors file), else None (that name may be anyone's file)."""
+    try:
+        meta = checkpoint_meta(path)
+    except ValueError:  # damaged or another program's: it has no tensors of ours
+        return None
+    return path.with_suffix(".safetensors") if meta is not None and "tensors" not in meta else None
+
+
+def _remove_uncommitted(json_path: Path, committed: Path, legacy: Path | None) -> None:
+    """Delete the tensors of earlier epochs and of saves cut short, and the replaced ``legacy`` file: only
+    files of this module's names (``<stem>-<token>.safetensors``); any other file of the work dir stays."""
+    own = re.compile(rf"{re.escape(json_path.stem)}-[0-9a-f]{{{2 * TOKEN_BYTES}}}\.safetensors")
+    stale = [p for p in json_path.parent.glob(f"{json_path.stem}-*.safetensors") if own.fullmatch(p.name)]
+    for file in [*stale, *([legacy] if legacy is not None else [])]:
+        if file != committed:
+            file.unlink(missing_ok=True)
 
 
 def checkpoint_meta(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any] | None:
@@ -74,7 +94,7 @@ def checkpoint_meta(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any
     json_path = path.with_suffix(".json")
     if not json_path.exists():
         return None
-    advice = "delete it to start the run over, or train in another work dir (lrfer train --work-dir DIR)"
+    advice = RESTART_ADVICE
     try:
         meta = json.loads(json_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -92,10 +112,23 @@ def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers:
     if meta is None:
         raise FileNotFoundError(f"no checkpoint {path.with_suffix('.json')}")
     # Checkpoints written before the JSON named its tensors file kept them in checkpoint.safetensors.
-    tensors = load_file(str(path.parent / meta.get("tensors", path.with_suffix(".safetensors").name)))
+    tensors = _read_tensors(path.parent / meta.get("tensors", path.with_suffix(".safetensors").name), path)
     for name, module in modules.items():
         prefix = name + "."
         module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
     for name, optimizer in optimizers.items():
         optimizer_from_flat(f"optim_{name}", optimizer, tensors, meta["optimizers"][name])
     return meta
+
+
+def _read_tensors(tensors_file: Path, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of the checkpoint ``path``; ValueError naming the file when it is missing or damaged
+    (a work dir copied without it, a disk that filled up), instead of safetensors' bare error."""
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(tensors_file))
+    except (OSError, SafetensorError) as err:
+        problem = "is missing" if isinstance(err, FileNotFoundError) else f"cannot be read ({err})"
+        raise ValueError(f"{tensors_file}, the tensors of {path.with_suffix('.json')}, {problem}; the checkpoint "
+                         f"cannot be resumed: {RESTART_ADVICE}") from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import shlex
 import sys
@@ -134,6 +135,7 @@ def _dataset_name(data: Path) -> str:
 
     if is_rafdb(data):
         return "raf"
+    data = Path(os.path.abspath(data))  # `--data .` or `--data ..`: the folder's own name
     stem = data.stem.lower().replace("+", "plus")  # ck+ -> ckplus
     name = re.sub(r"[^a-z0-9]", "", stem.split("-")[0] if stem.startswith("fer2013") else stem)
     if not DATASET_NAME_RE.fullmatch(name):
@@ -229,8 +231,10 @@ def _default_val(data: Path) -> Path | None:
 
     if is_rafdb(data):
         return data
+    if data.suffix != ".npz":  # a folder of class folders, `--data .` among them (a name with_name cannot take)
+        return None
     sibling = data.with_name(data.name.replace("train", "publictest"))
-    return sibling if data.suffix == ".npz" and sibling != data and sibling.exists() else None
+    return sibling if sibling != data and sibling.exists() else None
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -256,6 +260,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_teacher_files(recipe)
     dataset = _checked_dataset_name(args.dataset_name) if args.dataset_name else _dataset_name(args.data)
     name = _variant_name(args.recipe, recipe.arch, dataset, recipe.resolution)
+    if args.val is not None and not args.val.exists():  # said before the training data is read, not after
+        raise FileNotFoundError(f"--val {args.val}: no such file or folder")
     train = load_faces(args.data, "train")
     val_path: Path | None = args.val or _default_val(args.data)
     val = load_faces(val_path, "test") if val_path else None
@@ -328,7 +334,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         evaluated.append((cfg.name, spec, evaluate(model, cfg.resolution, faces, resolutions, temperature, device, tta=args.tta)))
     labels = _row_labels([(name, spec) for name, spec, _ in evaluated])
     results = {label: rows for label, (_, _, rows) in zip(labels, evaluated)}
-    print(f"Accuracy (%) on {args.data.name}, {len(faces)} faces{', each with its mirror image (--tta)' if args.tta else ''}\n")
+    print(f"Accuracy (%) on {Path(os.path.abspath(args.data)).name}, {len(faces)} faces{', each with its mirror image (--tta)' if args.tta else ''}\n")
     print(markdown_table(results))
     if args.details:
         for name, rows in results.items():

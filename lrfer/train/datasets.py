@@ -13,13 +13,14 @@ Three layouts are understood (see :func:`load_faces`):
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lrfer.constants import CLASSES, HR_SIZE, RAF_SPLITS
-from lrfer.io import IMAGE_EXTENSIONS, read_image_file
+from lrfer.io import IMAGE_EXTENSIONS, read_image_file, walk_files
 
 #: The image files of a class folder: those `lrfer predict` reads from a folder (JAFFE's .tiff too).
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS
@@ -62,10 +63,20 @@ def load_npz(path: Path) -> FaceSet:
     if missing:
         raise ValueError(f"{path}: no {' or '.join(repr(k) for k in missing)} array (it has {sorted(arrays)}); "
                          "a face .npz holds 'images' (N, 48, 48) uint8 and 'labels' (N,) 0..6")
-    if "classes" in arrays and tuple(str(c) for c in arrays["classes"]) != CLASSES:
-        raise ValueError(f"{path}: class order {list(arrays['classes'])} differs from the zoo's {list(CLASSES)}")
+    if "classes" in arrays:
+        _check_npz_classes(path, arrays["classes"])
     images = _npz_images(path, arrays["images"])
     return FaceSet(images, _npz_labels(path, arrays["labels"], len(images)), path.stem)
+
+
+def _check_npz_classes(path: Path, classes: np.ndarray) -> None:
+    """ValueError unless ``classes`` names :data:`CLASSES` in order (as text or as bytes, ``dtype='S'``;
+    ignoring case, as the names of class folders are matched)."""
+    if classes.ndim != 1:
+        raise ValueError(f"{path}: 'classes' has shape {classes.shape}; expected ({len(CLASSES)},) class names")
+    names = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in classes.tolist()]
+    if tuple(name.lower() for name in names) != CLASSES:
+        raise ValueError(f"{path}: class order {names} differs from the zoo's {list(CLASSES)}")
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -106,6 +117,8 @@ def _npz_images(path: Path, images: np.ndarray) -> np.ndarray:
                          "(N, H, W, 3) BGR or (N, H*W) flat faces")
     if len(images) == 0:
         raise ValueError(f"{path}: no faces in 'images'")
+    if 0 in images.shape[1:3]:
+        raise ValueError(f"{path}: 'images' has shape {images.shape}: faces of 0 pixels")
     images = _gray_levels(path, images)
     if images.ndim == 4 or images.shape[1:] != (HR_SIZE, HR_SIZE):
         images = np.stack([_to_face48(im) for im in images])
@@ -115,6 +128,9 @@ def _npz_images(path: Path, images: np.ndarray) -> np.ndarray:
 def _gray_levels(path: Path, images: np.ndarray) -> np.ndarray:
     if images.dtype == np.uint8:
         return images
+    if images.dtype.kind not in "biufc":  # text, dates, records: np.min has no loop for some of them
+        raise ValueError(f"{path}: 'images' holds {images.dtype} values; expected numbers, whole gray levels "
+                         "0..255 (uint8)")
     whole = images.dtype.kind in "iu" or (images.dtype.kind == "f" and bool(np.all(images == np.round(images))))
     if not whole or images.min() < 0 or images.max() > 255:
         raise ValueError(f"{path}: 'images' ({images.dtype}, values {images.min():g}..{images.max():g}) must hold "
@@ -151,17 +167,21 @@ def load_class_folders(root: Path) -> FaceSet:
     for index, name in enumerate(CLASSES):
         if not by_class[name]:
             continue
-        folder = root / by_class[name][0]
-        for path in sorted(folder.rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                images.append(_read_image(path))
-                labels.append(index)
+        for path in _image_files(root / by_class[name][0]):
+            images.append(_read_image(path))
+            labels.append(index)
     if not images:
         if any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()):
             raise ValueError(f"{root}: its images are not in class folders; move each to {root}/<class name>/, "
                              f"a class name being one of {list(CLASSES)}")
         raise ValueError(f"{root}: no images found in class folders")
-    return FaceSet(np.stack(images), np.asarray(labels, dtype=np.int64), root.name)
+    return FaceSet(np.stack(images), np.asarray(labels, dtype=np.int64), Path(os.path.abspath(root)).name)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """The image files below ``folder`` that ``lrfer predict`` reads from it, in its order: links to
+    folders followed, as ``lrfer predict`` follows them (``Path.rglob`` left them out without a word)."""
+    return [folder / os.fsdecode(name) for name in walk_files(os.fsencode(folder), IMAGE_SUFFIXES)]
 
 
 def is_rafdb(path: Path) -> bool:

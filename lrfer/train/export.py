@@ -117,6 +117,18 @@ def round_to_fp16_(model: nn.Module) -> nn.Module:
     return model
 
 
+def check_finite(model: nn.Module, name: str) -> None:
+    """ValueError naming the tensors of ``model`` that hold NaN or infinite values: a diverged run, or
+    values beyond fp16's range (65504) that :func:`round_to_fp16_` made infinite. Such weights were
+    shipped with chance-level metrics and the widest temperature, as if nothing were wrong."""
+    bad = [key for key, tensor in model.state_dict().items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise ValueError(f"{name}: not exported: {listed} hold NaN or infinite values in fp16 (training diverged, "
+                         "or values beyond fp16's 65504); the run's checkpoint is kept in its work dir")
+
+
 def calibrate_and_score(model: nn.Module, recipe: Recipe, val: FaceSet, device: str = "cpu") -> tuple[float, Scores]:
     """Temperature fitted on ``val`` at the native resolution, and the calibrated scores there."""
     logits = predict_logits(model, val.images, recipe.resolution, device)
@@ -140,6 +152,7 @@ def export(model: nn.Module, recipe: Recipe, name: str, dataset: str, val: FaceS
     from lrfer.zoo import save_weights
 
     round_to_fp16_(model)
+    check_finite(model, name)
     temperature, metrics = 1.0, {}
     if val is not None:
         temperature, scores = calibrate_and_score(model, recipe, val)

@@ -194,6 +194,9 @@ def check_recipe(recipe: Recipe) -> None:
         value = getattr(recipe, key)
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{key.replace('_', ' ')} must be a positive whole number, got {value!r}")
+    if not isinstance(recipe.seed, int) or not SEED_RANGE[0] <= recipe.seed <= SEED_RANGE[1]:
+        raise ValueError(f"seed must be a whole number {SEED_RANGE[0]}..{SEED_RANGE[1]} (what torch seeds with), "
+                         f"got {recipe.seed!r}")
     if not 1 <= recipe.resolution <= HR_SIZE:
         raise ValueError(f"resolution must be 1..{HR_SIZE} px (the training faces are {HR_SIZE}x{HR_SIZE}), "
                          f"got {recipe.resolution}")
@@ -233,6 +236,8 @@ def check_teacher_files(recipe: Recipe) -> None:
             get_spec(str(teacher))
 
 
+#: The seeds torch's generators take (a larger one failed after the data was loaded: "Overflow when unpacking long long").
+SEED_RANGE = (-(2**63), 2**64 - 1)
 #: Config keys that training sets itself: the classes and the gray input.
 TRAINING_OWN_CONFIG_KEYS = ("num_classes", "in_chans")
 
@@ -254,6 +259,22 @@ def check_config_builds(recipe: Recipe) -> None:
             model(torch.zeros(1, 1, recipe.resolution, recipe.resolution))
     except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as err:
         raise ValueError(f"{recipe.arch} cannot be trained with config {recipe.config}: {err}") from None
+    if recipe.batch_size == 1 and recipe.method != "fsr":  # FSR-FER trains its generator, not this forward
+        _check_trains_on_one_face(recipe)
+
+
+def _check_trains_on_one_face(recipe: Recipe) -> None:
+    """ValueError when a batch of one face cannot train the recipe's network: BatchNorm over 1x1 maps in
+    training mode has one value per channel (GME-Net at 8 px with a stride-2 stem, at 4 px); the run
+    failed at its first step, after its data and teachers were loaded."""
+    try:
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = build_model(recipe.arch, num_classes=len(CLASSES), **recipe.config).train()
+            model(torch.zeros(1, 1, recipe.resolution, recipe.resolution))
+    except ValueError as err:
+        raise ValueError(f"batch size 1 cannot train {recipe.arch} with config {recipe.config} at {recipe.resolution} "
+                         f"px ({err}: its BatchNorm needs 2 faces or more); use a batch size of 2 or more") from None
 
 
 def weights_digest(model: nn.Module | None) -> str | None:

@@ -919,6 +919,9 @@ class Recognizer:
             scored.close()  # an error or an interrupt: the other steps in flight stop
         return results[0] if single else results
 
+    #: ``rec(images)`` is ``rec.predict(images)``, as a Hugging Face pipeline or facenet-pytorch's MTCNN is called.
+    __call__ = predict
+
     def _streams_for(self, count: int, streams: int) -> tuple[int, int]:
         """:func:`even_steps` for a list of ``count`` images on this device (on CPU, 40 images on 2 streams:
         steps of 20 and 20, not 32 and 8)."""

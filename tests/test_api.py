@@ -116,6 +116,12 @@ def test_predict_list_returns_list_of_lists(rec: lrfer.Recognizer, rgb: np.ndarr
     assert rec.predict((rgb,))[0][0].probs == pytest.approx(out[0][0].probs, abs=1e-6)
 
 
+def test_a_recognizer_is_called_as_a_pipeline_is(rec: lrfer.Recognizer, rgb: np.ndarray) -> None:
+    """``rec(images)``, as a Hugging Face pipeline or facenet-pytorch's MTCNN: it raised 'not callable'."""
+    assert rec(rgb) == rec.predict(rgb)
+    assert rec([rgb, rgb[:20]], batch_size=1) == rec.predict([rgb, rgb[:20]])
+
+
 def test_predict_is_deterministic_and_batch_independent(rec: lrfer.Recognizer, rgb: np.ndarray) -> None:
     images = [rgb, rgb[::-1], rgb[:, ::-1]]
     a = rec.predict(images, batch_size=1)

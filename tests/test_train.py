@@ -237,6 +237,27 @@ def test_load_rafdb_basic_layout(tmp_path: Path) -> None:
             assert abs(float(image.mean()) - value) < 3
 
 
+def test_a_rafdb_label_list_saved_with_a_byte_order_mark_keeps_its_first_face(tmp_path: Path) -> None:
+    """A Windows editor's byte-order mark made the first name '\\ufefftrain_00001.jpg': that face was
+    left out of training without a word."""
+    made = make_rafdb(tmp_path / "basic")
+    labels = tmp_path / "basic" / "EmoLabel" / "list_patition_label.txt"
+    labels.write_bytes(b"\xef\xbb\xbf" + labels.read_bytes())
+    assert len(load_faces(tmp_path / "basic", "train")) == len(made["train"])
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")  # the stand-in step has no optimizer step
+def test_a_diverged_run_stops_before_writing_its_checkpoint(tmp_path: Path, train_set: FaceSet,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN loss left NaN weights for good, and the run went on for every epoch left."""
+    recipe = tiny("baseline", {"width": 8, "input_size": 16}, 16)
+    trainer = Trainer(recipe, train_set, None, tmp_path)
+    monkeypatch.setattr(trainer, "step_fn", lambda x, y: {"loss": float("nan")})
+    with pytest.raises(RuntimeError, match=r"training diverged in epoch 1 \(mean loss nan\)"):
+        trainer.fit(progress=False)
+    assert not (tmp_path / "checkpoint.json").exists()
+
+
 def test_load_faces_rejects_unknown_path(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_text("a,b")
     with pytest.raises(ValueError):

@@ -234,6 +234,23 @@ def test_eval_refuses_bad_resolutions(tmp_path: Path, caplog: pytest.LogCaptureF
     assert message in caplog.text
 
 
+def test_eval_names_a_missing_path_or_model_before_reading_the_data(tiny_npz: Path, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A misspelt model or --calibrate-on path was reported after --data was read (minutes for class folders)."""
+    from lrfer.train import datasets
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr(datasets, "load_faces", no_reading)
+    assert main(["eval", "--model", "gmenet-fer2013-16pxx", "--data", str(tiny_npz)]) == 1
+    assert "gmenet-fer2013-16px" in caplog.text
+    assert main(["eval", "--model", "gmenet-fer2013-16px", "--data", str(tiny_npz),
+                 "--calibrate-on", str(tmp_path / "missing.npz")]) == 1
+    assert "--calibrate-on" in caplog.text and "missing.npz: no such file or folder" in caplog.text
+
+
 def test_train_refuses_to_resume_another_run(trained: tuple[Path, str], tiny_npz: Path, tmp_path: Path,
                                              caplog: pytest.LogCaptureFixture) -> None:
     """Same --out (so the same default work dir <out>.run) but another seed or other data."""

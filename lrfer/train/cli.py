@@ -308,7 +308,7 @@ def _load_eval_models(specs: list[str], device: str, cache_dir: Path | None = No
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lrfer.train.datasets import is_rafdb, load_faces
+    from lrfer.train.datasets import check_faces_path, is_rafdb, load_faces
     from lrfer.train.evaluate import detail_table, evaluate, fit_temperature, markdown_table, plot_accuracy, plot_path
     from lrfer.train.recipes import predict_logits
 
@@ -317,13 +317,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.plot:  # checked before the evaluation, not after it
         args.plot = plot_path(args.plot)
         args.plot.parent.mkdir(parents=True, exist_ok=True)
+    check_faces_path(args.data)  # the paths, then the models (a misspelt name), before any data is read
+    if args.calibrate_on is not None and not args.calibrate_on.exists():
+        raise FileNotFoundError(f"--calibrate-on {args.calibrate_on}: no such file or folder")
+    models = _load_eval_models(args.model, device, args.cache_dir)
     faces = load_faces(args.data, args.split)
     calibration = load_faces(args.calibrate_on, args.calibrate_split) if args.calibrate_on else None
     if (args.calibrate_on and _same_file(args.calibrate_on, args.data)
             and (args.calibrate_split == args.split or not is_rafdb(args.data))):
         log.warning("calibrating on the faces it evaluates (--calibrate-on is --data, split %r): the temperature "
                     "and the calibration error are in-sample", args.split)
-    models = _load_eval_models(args.model, device, args.cache_dir)
     evaluated = []
     for spec, model in zip(args.model, models):
         cfg = model.pretrained_cfg

@@ -194,8 +194,8 @@ def load_rafdb(root: Path, split: str = "train") -> FaceSet:
     if split not in RAF_SPLITS:
         raise ValueError(f"RAF-DB split {split!r}: use one of {list(RAF_SPLITS)}")
     images, labels = [], []
-    label_file = root / RAF_LABEL_FILE
-    for number, line in enumerate(label_file.read_text().split("\n"), 1):
+    label_file = root / RAF_LABEL_FILE  # utf-8-sig: a byte-order mark (Windows editors) made the first name unmatched
+    for number, line in enumerate(label_file.read_text(encoding="utf-8-sig", errors="replace").split("\n"), 1):
         if not line.strip():
             continue
         name, label = _raf_entry(label_file, number, line)
@@ -218,15 +218,21 @@ def _raf_entry(label_file: Path, number: int, line: str) -> tuple[str, int]:
                      f"RAF-DB basic label 1..7 ({RAF_LABELS})")
 
 
+def check_faces_path(path: str | Path) -> Path:
+    """``path`` as a Path; FileNotFoundError naming what :func:`load_faces` reads when nothing is there."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder (expected a FER2013 .npz, a RAF-DB basic folder "
+                                "or a folder of class folders)")
+    return path
+
+
 def load_faces(path: str | Path, split: str = "train") -> FaceSet:
     """Load any supported layout; ``split`` only matters for RAF-DB.
 
     >>> train = load_faces("../shared/datasets/fer2013/fer2013-train.npz")  # doctest: +SKIP
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder (expected a FER2013 .npz, a RAF-DB basic folder "
-                                "or a folder of class folders)")
+    path = check_faces_path(path)
     if path.suffix.lower() == ".npz":
         return load_npz(path)
     if is_rafdb(path):

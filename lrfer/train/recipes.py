@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import json
 import logging
+import math
 import time
 import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
@@ -759,6 +760,7 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v
                 bar.set_postfix(loss=f"{stats['loss']:.3f}")
             record = {k: v / self.steps_per_epoch for k, v in sums.items()}
+            check_converging(record["loss"], epoch + 1, self.work_dir)
             record.update(epoch=epoch + 1, seconds=round(time.time() - t0, 1))
             if self.val_set is not None:
                 record["val_acc"] = accuracy(self.model, self.val_set, self.recipe.resolution, self.device)
@@ -766,6 +768,16 @@ class Trainer:
             log.info("%s %s", self.work_dir.name, json.dumps(record))
             self._save(epoch + 1)
         return self.model.eval()
+
+
+def check_converging(mean_loss: float, epoch: int, work_dir: Path) -> None:
+    """RuntimeError when an epoch's mean loss is NaN or infinite: the weights are then NaN for good (fp32,
+    no loss scaling), and the run went on for every epoch left before export refused them. Raised
+    before the epoch's checkpoint is written, so the work dir keeps the last finite one."""
+    if not math.isfinite(mean_loss):
+        raise RuntimeError(f"training diverged in epoch {epoch} (mean loss {mean_loss}); stopped, the checkpoint of "
+                           f"the epoch before is kept in {work_dir}. Train with another --seed or a larger "
+                           "--batch-size, in another --work-dir")
 
 
 @torch.inference_mode()

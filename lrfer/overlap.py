@@ -151,8 +151,8 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
     stop = threading.Event()
     caller_stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
     caller, callers_threads = threading.get_ident(), torch.get_num_threads()
-    run_step = functools.partial(_as_the_caller_set, work, caller_stream, threads or callers_threads, stop,
-                                 waited_on | {str(device)})
+    run_step = functools.partial(_as_the_caller_set, work, caller_stream, (threads or callers_threads, callers_threads),
+                                 stop, waited_on | {str(device)})
     source = iter(items)
     started: deque[Future[R]] = deque()
     failed: list[Exception] = []  # an error taking an item: raised where that item's result would have come
@@ -181,6 +181,17 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
             # torch.set_num_threads on a kept thread also set the count of threads that first use torch
             # from now on (torch's process-wide default): the caller's count again, its own unchanged
             torch.set_num_threads(callers_threads)
+
+
+def _default_for_new_threads(count: int) -> None:
+    """Put back ``count`` as the torch thread count of threads that first use torch from now on.
+
+    ``torch.set_num_threads`` also sets that process-wide default: set on a kept thread, a thread the
+    user started meanwhile ran torch on one thread for good. Set again from a thread that ends at once,
+    the default is back and the kept thread's own count stays."""
+    setter = threading.Thread(target=torch.set_num_threads, args=(count,), name="lrfer-torch-threads-default")
+    setter.start()
+    setter.join()
 
 
 def _submit(device: torch.device, streams: int, fn: Callable[[T], R], item: T) -> Future[R]:
@@ -214,18 +225,20 @@ def use_own_stream(device: torch.device) -> None:
         torch.cuda.set_stream(stream)
 
 
-def _as_the_caller_set(work: Callable[[T], R], caller_stream: torch.cuda.Stream | None, threads: int,
+def _as_the_caller_set(work: Callable[[T], R], caller_stream: torch.cuda.Stream | None, threads: tuple[int, int],
                        stop: threading.Event, waited_on: frozenset[str], item: T) -> R:
-    """``work(item)`` on a kept thread, with ``threads`` torch CPU threads (the caller's count unless it
-    said otherwise: ``torch.set_num_threads`` sets the calling thread's count only, and a kept thread
+    """``work(item)`` on a kept thread, with ``threads[0]`` torch CPU threads (the caller's count, ``threads[1]``,
+    unless it said otherwise: ``torch.set_num_threads`` sets the calling thread's count only, and a kept thread
     keeps the one it had), its CUDA work queued
     after what the caller's CUDA stream holds now (a model loaded since this thread started has its
     weights copied and folded there, and streams made by torch do not wait for another by
     themselves), ``stop`` for :func:`stop_if_cancelled`, and ``waited_on`` for a nested :func:`overlapped`."""
     if stop.is_set():  # the caller has stopped (and may have put torch's default count back)
         raise StepCancelled
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    step_threads, callers_threads = threads
+    if torch.get_num_threads() != step_threads:
+        torch.set_num_threads(step_threads)
+        _default_for_new_threads(callers_threads)
     if caller_stream is not None:
         torch.cuda.current_stream(caller_stream.device).wait_stream(caller_stream)
     _this_thread.stop, _this_thread.waited_on = stop, waited_on

@@ -340,6 +340,29 @@ def test_a_child_forked_after_the_threads_started_makes_its_own(wait_for_forked_
     assert proc.returncode == 0, proc.stderr
 
 
+def test_a_thread_started_during_the_steps_gets_the_callers_torch_threads() -> None:
+    """torch.set_num_threads on a kept thread also set torch's default for threads that first use torch:
+    a thread started while a first list predict ran (a web server's next request) kept one thread."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import threading, torch\n"
+              "from lrfer.overlap import overlapped\n"
+              "torch.set_num_threads(2)\n"
+              "seen, both_started = [], threading.Barrier(2, timeout=30)\n"
+              "def step(i):\n"
+              "    both_started.wait()  # each kept thread has set its count (and put the default back)\n"
+              "    newcomer = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))\n"
+              "    newcomer.start(); newcomer.join()\n"
+              "    return torch.get_num_threads()\n"
+              "print(list(overlapped(step, range(2), 2, 'cpu', threads=1)), sorted(seen))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["[1,", "1]", "[2,", "2]"]
+
+
 def test_steps_run_on_the_threads_asked_for_and_the_caller_keeps_its_own() -> None:
     before = torch.get_num_threads()
     torch.set_num_threads(2)

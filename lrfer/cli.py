@@ -180,8 +180,8 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--streams", type=_positive_int, default=None, metavar="N",
                    help="image batches (or steps of video frames) scored at once, each on a thread and (on CUDA) "
                         "a CUDA stream of its own; on CPU they share the cores' torch threads (default for images: "
-                        f"{DEFAULT_CPU_STREAMS} on CPU with 2 cores or more, {DEFAULT_GPU_STREAMS} on CUDA; for videos too, "
-                        "at most one per step of frames)")
+                        f"{DEFAULT_CPU_STREAMS} on CPU with 2 cores or more, else 1, and 1 where OMP_NUM_THREADS or the like "
+                        f"is set; {DEFAULT_GPU_STREAMS} on CUDA; for videos too, at most one per step of frames)")
     add_cache_dir_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar and no closing summary on stderr")
     p.set_defaults(func=cmd_predict)

@@ -20,12 +20,14 @@ import os
 import signal
 import sys
 import threading
+import unicodedata
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from lrfer import __version__
+from lrfer.constants import MIN_FACE_PX
 
 if TYPE_CHECKING:
     from lrfer.io import DecodeSlots, ImageFileDataset, ImageFiles, PackedImages
@@ -85,7 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download(sub)
     _add_predict(sub)
     _add_train_eval(sub)
+    for command in sub.choices.values():
+        add_verbose_after_command(command)
     return parser
+
+
+def add_verbose_after_command(p: argparse.ArgumentParser) -> None:
+    """``-v`` after the command too (``lrfer predict photos/ -v``): argparse took it for the command's own
+    and stopped with "unrecognized arguments: -v". SUPPRESS keeps an absent one from resetting the
+    main parser's; ``main`` reads the level from the whole command line. Placeholders skipped."""
+    if any(a.nargs == argparse.REMAINDER for a in p._actions):
+        return
+    try:
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="log progress details (INFO level)")
+    except argparse.ArgumentError:  # the command has a -v of its own
+        pass
 
 
 def _first_command(argv: Sequence[str] | None) -> str | None:
@@ -166,8 +183,8 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--image-batch", type=_positive_int, default=None,
                    help=f"images detected together (default: {DEFAULT_IMAGE_BATCH} on CPU, "
                         f"{DEFAULT_GPU_IMAGE_BATCH} on CUDA)")
-    p.add_argument("--min-face", type=_positive_int, default=20, metavar="PX",
-                   help="smallest face width searched, >= 8 (default: 20; below 12 MTCNN searches an enlarged "
+    p.add_argument("--min-face", type=_min_face, default=20, metavar="PX",
+                   help=f"smallest face width searched, >= {MIN_FACE_PX} (default: 20; below 12 MTCNN searches an enlarged "
                         "photo); MTCNN's boxes can come out narrower (down to about 0.4x for faces below it)")
     p.add_argument("--detector", type=str.lower, choices=DETECTOR_CHOICES, default="auto",
                    help="face detector: auto = BlazeFace plus MTCNN for faces too small for it; "
@@ -212,6 +229,11 @@ def train_cli_error() -> str | None:
 
 def _positive_int(text: str) -> int:
     return _whole_number(text, at_least=1)
+
+
+def _min_face(text: str) -> int:
+    """``--min-face``: refused when parsed, not after the files are listed and the model loaded."""
+    return _whole_number(text, at_least=MIN_FACE_PX)
 
 
 def _non_negative_int(text: str) -> int:
@@ -550,7 +572,10 @@ class AnnotatedPaths:
             if folder.resolve() == root.resolve():
                 raise ValueError(f"--annotate {str(root)!r} is the folder of the input {raw!r}: the annotated copies "
                                  "would overwrite the inputs; write them to another folder")
+        made = not os.path.lexists(root)
         make_folder(root, "--annotate")  # now, not after the first rows
+        if made:  # a folder of the user's, with photos, stays an input folder
+            mark_annotated(root)
         self.root = root
         self.written: set[str] = set()
         # every input file of the run: --annotate inside an input folder must not replace one not read yet
@@ -582,6 +607,16 @@ class AnnotatedPaths:
         if not self.overwrite and os.path.lexists(path):
             return "exists (--overwrite replaces files in the --annotate folder)"
         return ""
+
+
+def mark_annotated(folder: Path) -> None:
+    """Leave :data:`~lrfer.io.ANNOTATED_MARKER` in ``folder``, which ``--annotate`` made: folder searches
+    then leave it out, also where it is inside an input folder (``lrfer predict . --annotate annotated``
+    run again scored the annotated copies as photos, and wrote copies of copies)."""
+    from lrfer.io import ANNOTATED_MARKER
+
+    (folder / os.fsdecode(ANNOTATED_MARKER)).write_text("annotated copies written by lrfer predict --annotate; "
+                                                         "lrfer predict leaves this folder out of folder searches\n")
 
 
 def make_folder(folder: Path, option: str) -> None:
@@ -797,7 +832,7 @@ class TableWriter:
         for c in self.columns:
             v = row.get(c, "")
             if c == "file":  # a name the terminal cannot show stopped the run (Windows consoles, LANG=C)
-                v = readable(str(v), getattr(self.stream, "encoding", None))
+                v = one_line(readable(str(v), getattr(self.stream, "encoding", None)))
                 cells.append(f"{v:<24}" if len(v) <= 24 else "..." + v[-21:])
             elif c in ("x1", "y1", "x2", "y2", "face_px"):
                 cells.append(f"{v:>7.1f}" if isinstance(v, float) else f"{v:>7}")
@@ -821,6 +856,16 @@ def readable(name: str, encoding: str | None = None) -> str:
     """
     text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return text if encoding is None else text.encode(encoding, "replace").decode(encoding)
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters (a newline or a tab in a file name) shown as ``?``: a
+    newline split a table row in two, the rest of the row under the next one's file column.
+
+    >>> one_line("new\\nline\\t.jpg")
+    'new?line?.jpg'
+    """
+    return "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in text)
 
 
 def _print_table(header: list[str], rows: list[list[str]]) -> None:

@@ -26,3 +26,8 @@ RAF_SPLITS: tuple[str, ...] = ("train", "test")
 #: How a GME-Net student learns the 48 px teacher's attention (``Recipe.attention_distillation``,
 #: ``lrfer train --attention-distillation``): attention transfer of stage outputs, or ASKD.
 ATTENTION_DISTILLATIONS: tuple[str, ...] = ("activation", "askd")
+
+#: The smallest ``min_face`` of every detector (``lrfer predict --min-face``): the zoo's smallest native
+#: resolution. Below P-Net's 12 px window (``mtcnn.PNET_WINDOW``) MTCNN's pyramid adds one level above
+#: scale 1, the photo enlarged (bilinear) 12 / min_face times: 1.5 at the most.
+MIN_FACE_PX = 8

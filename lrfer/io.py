@@ -438,12 +438,15 @@ def iter_image_files(paths: Iterable[str | os.PathLike[str]], unlisted: list[OSE
     extension in :data:`IMAGE_EXTENSIONS`. ``relative_name`` is the path inside its folder argument
     (the file name for file arguments), used to mirror the layout in ``--annotate`` output. The
     errors of folders that cannot be listed (permissions) are appended to ``unlisted``, if given.
+    A file reached again through another argument (a folder given twice, a file or a sub-folder of
+    a folder given too) is listed once, where it came first.
 
     >>> list(iter_image_files(["examples"]))  # doctest: +SKIP
     [(PosixPath('examples/group1.jpg'), PosixPath('group1.jpg'))]
     """
     found: list[bytes] = []
     root_lengths: list[int] = []
+    paths = list(paths)
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
@@ -454,9 +457,41 @@ def iter_image_files(paths: Iterable[str | os.PathLike[str]], unlisted: list[OSE
         elif p.is_file():
             found.append(os.fsencode(p))
             root_lengths.append(len(os.fsencode(p)) - len(os.fsencode(p.name)))
+        elif os.path.exists(p):  # "no such file" sent the user looking for a typo
+            raise ValueError(f"{str(p)!r} is not a file or folder (a pipe or a device): save the images to files")
         else:
             raise ValueError(f"no such file or folder: {str(p)!r}")
+    if len(paths) > 1:
+        keep = first_of_each(found)
+        found, root_lengths = [found[i] for i in keep], [root_lengths[i] for i in keep]
     return ImageFiles(found, root_lengths)
+
+
+def first_of_each(paths: Sequence[bytes]) -> list[int]:
+    """Indices of ``paths`` that name a file not named before: the same name in the same real folder
+    (``photos`` and ``./photos/``, a folder and a link to it), however it is spelt. A link to a file
+    beside it is a name of its own, kept. Each folder is resolved once (a walk's files share few).
+
+    >>> first_of_each([b"a/x.jpg", b"a/./x.jpg", b"a/y.jpg", b"a//x.jpg"])
+    [0, 2]
+    """
+    real_folders: dict[bytes, bytes] = {}
+    seen: set[tuple[bytes, bytes]] = set()
+    keep = []
+    for i, path in enumerate(paths):
+        folder, name = os.path.split(path)
+        if folder not in real_folders:
+            real_folders[folder] = os.path.realpath(folder or b".")
+        key = (real_folders[folder], name)
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return keep
+
+
+#: The file ``lrfer predict --annotate DIR`` leaves in a folder DIR it made: folder searches below a
+#: folder given leave such a folder out (hidden, it is not itself a photo).
+ANNOTATED_MARKER = b".lrfer-annotated"
 
 
 def walk_files(root: bytes, extensions: Iterable[str], unlisted: list[OSError] | None = None) -> list[bytes]:
@@ -465,7 +500,12 @@ def walk_files(root: bytes, extensions: Iterable[str], unlisted: list[OSError] |
     A broken link is listed (to be reported unreadable), not left out in silence; FIFOs and the like are.
     Links to folders are followed (``photos/2024 -> /mnt/nas/2024``) after the real folders, in name
     order, into folders not listed yet: a folder keeps its own name, and a link back up the tree ends.
-    A folder that cannot be listed (no read permission) is skipped, its error appended to ``unlisted``."""
+    A folder that cannot be listed (no read permission) is skipped, its error appended to ``unlisted``;
+    so are the folders below ``root`` that hold :data:`ANNOTATED_MARKER` (``lrfer predict --annotate``'s
+    copies, not photos: ``lrfer predict . --annotate annotated`` run again scored them). Hidden files and
+    folders (names from ``.``, as ``glob`` leaves them out) are not searched: macOS's ``._IMG_1.jpg``
+    resource forks on shared drives and in zip files, ``.Trash-1000/`` and ``.thumbnails/`` held files
+    that were not the user's photos, unreadable or deleted ones, or smaller copies."""
     wanted = {os.fsencode(e) for e in extensions}
     found: list[bytes] = []
     seen: set[tuple[int, int]] = set()
@@ -478,13 +518,17 @@ def walk_files(root: bytes, extensions: Iterable[str], unlisted: list[OSError] |
                 folders[:] = []
                 continue
             seen.add(identity)
+            if folder != top and ANNOTATED_MARKER in files:
+                folders[:] = []
+                continue
+            folders[:] = [name for name in folders if not name.startswith(b".")]
             rel_folder = os.path.relpath(folder, top)
             prefix = rel_top + (b"" if rel_folder == b"." else rel_folder + b"/")
             links.extend((prefix + name, os.path.join(folder, name)) for name in folders
                          if os.path.islink(os.path.join(folder, name)))
             for name in files:
                 path = os.path.join(folder, name)
-                if os.path.splitext(name)[1].lower() in wanted and (os.path.isfile(path) or os.path.islink(path)):
+                if not name.startswith(b".") and os.path.splitext(name)[1].lower() in wanted and (os.path.isfile(path) or os.path.islink(path)):
                     found.append(prefix + name)
 
     walk(root, b"")

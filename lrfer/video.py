@@ -45,14 +45,15 @@ def is_video_file(path: str | os.PathLike[str]) -> bool:
 def iter_video_files(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
     """The video files among ``paths`` and in their folders (recursively, sorted), as ``(path,
     relative_name)`` pairs like :func:`~lrfer.io.iter_image_files` (``relative_name``: the path
-    inside its folder argument, the file name for file arguments).
+    inside its folder argument, the file name for file arguments), each file once as there.
 
     >>> iter_video_files(["examples"])
     []
     """
-    from lrfer.io import walk_files  # lrfer.io imports this module
+    from lrfer.io import first_of_each, walk_files  # lrfer.io imports this module
 
     found: list[tuple[Path, Path]] = []
+    paths = list(paths)
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
@@ -61,6 +62,8 @@ def iter_video_files(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path
                 found.append((p / rel, rel))
         elif p.is_file() and is_video_file(p):
             found.append((p, Path(p.name)))
+    if len(paths) > 1:
+        found = [found[i] for i in first_of_each([os.fsencode(path) for path, _ in found])]
     return found
 
 

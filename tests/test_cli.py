@@ -45,6 +45,11 @@ def predict_args(photos: Path, tiny_path: Path, *extra: str) -> list[str]:
     return ["predict", str(photos), "--model", str(tiny_path), "--detector", "none", "--quiet", *extra]
 
 
+def copies(folder: Path) -> list[Path]:
+    """The files in an ``--annotate`` folder but its marker (``.lrfer-annotated``, where lrfer made it)."""
+    return [p for p in folder.rglob("*") if p.is_file() and p.name != ".lrfer-annotated"]
+
+
 def check_rows(rows: list[dict], photos: Path) -> None:
     assert [Path(r["file"]).relative_to(photos).as_posix() for r in rows] == sorted(IMAGE_NAMES)
     for r in rows:
@@ -90,7 +95,7 @@ def test_predict_jsonl_and_annotate(photos: Path, tiny_path: Path, tmp_path: Pat
     assert main(predict_args(photos, tiny_path, "--out", str(out), "--annotate", str(ann), *extra)) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     check_rows(rows, photos)
-    written = sorted(p.relative_to(ann).as_posix() for p in ann.rglob("*") if p.is_file())
+    written = sorted(p.relative_to(ann).as_posix() for p in copies(ann))
     assert written == sorted(IMAGE_NAMES)
     for i, rel in enumerate(IMAGE_NAMES):  # each drawn on its own photo (their heights differ)
         assert cv2.imread(str(ann / rel)).shape == (30 + i, 40, 3)
@@ -308,8 +313,8 @@ def test_annotating_a_file_whose_suffix_opencv_cannot_write_falls_back_to_png(
     args = ["predict", str(odd), str(bare), str(photos / "a.png"), "--model", str(tiny_path), "--detector", "none",
             "--quiet", "--annotate", str(ann)]
     assert main(args) == 0
-    assert sorted(p.name for p in ann.iterdir()) == ["a.png", "nosuffix.png", "photo.png"]
-    assert all(cv2.imread(str(p)) is not None for p in ann.iterdir())
+    assert sorted(p.name for p in copies(ann)) == ["a.png", "nosuffix.png", "photo.png"]
+    assert all(cv2.imread(str(p)) is not None for p in copies(ann))
 
 
 def test_an_annotated_copy_renamed_to_png_does_not_replace_another(photos: Path, tiny_path: Path, tmp_path: Path,
@@ -321,8 +326,8 @@ def test_an_annotated_copy_renamed_to_png_does_not_replace_another(photos: Path,
     cv2.imwrite(str(folder / "photo.pgm"), np.full((26, 26), 90, np.uint8))
     ann = tmp_path / "annotated"
     assert main(predict_args(folder, tiny_path, "--annotate", str(ann), "--workers", "0")) == 0
-    assert sorted(p.name for p in ann.iterdir()) == ["photo-2.png", "photo.png"]
-    assert sorted(cv2.imread(str(p)).shape[0] for p in ann.iterdir()) == [20, 26]
+    assert sorted(p.name for p in copies(ann)) == ["photo-2.png", "photo.png"]
+    assert sorted(cv2.imread(str(p)).shape[0] for p in copies(ann)) == [20, 26]
     assert "was written earlier in this run" in caplog.text
 
 
@@ -436,11 +441,128 @@ def test_a_count_that_is_not_a_number_is_named_as_such(photos: Path, tiny_path: 
     """argparse named the parsing function: "invalid _positive_int value: 'abc'"."""
     for option, text, expected in (("--batch-size", "abc", "expected a whole number >= 1, got 'abc'"),
                                    ("--workers", "1.5", "expected a whole number >= 0, got '1.5'"),
-                                   ("--min-face", "0", "must be >= 1, got 0")):
+                                   ("--min-face", "0", "must be >= 8, got 0")):
         with pytest.raises(SystemExit):
             main(predict_args(photos, tiny_path, option, text))
         err = capsys.readouterr().err
         assert f"argument {option}: {expected}" in err and "_int" not in err
+
+
+def test_a_min_face_below_the_smallest_is_refused_by_the_parser(photos: Path, tiny_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``--help`` says >= 8, but 1-7 were accepted, the files listed and the model loaded, and the run
+    then stopped with the library's "min_face must be ..." (a keyword, not the option)."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["predict", str(photos), "--model", str(tiny_path), "--min-face", "7"])
+    assert stopped.value.code == 2
+    assert "argument --min-face: must be >= 8, got 7" in capsys.readouterr().err
+    assert build_parser().parse_args(["predict", "x.jpg", "--min-face", "8"]).min_face == 8
+
+
+def test_a_file_reached_through_several_arguments_is_scored_once(photos: Path, tiny_path: Path, tmp_path: Path) -> None:
+    """A folder given twice (``photos photos/``), a file or sub-folder of a folder given too
+    (``photos photos/a.png``, a shell glob beside its folder) gave each such file's rows twice, and
+    with ``--annotate`` a second copy ``-2``: counts of faces and labels came out wrong in silence."""
+    out = tmp_path / "faces.csv"
+    paths = [str(photos), f"{photos}/", str(photos / "sub"), str(photos / "a.png"), str(photos / "sub" / ".." / "b.jpg")]
+    assert main(["predict", *paths, *predict_args(photos, tiny_path)[2:], "--out", str(out), "--workers", "0"]) == 0
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    check_rows(rows, photos)
+    out2 = tmp_path / "two.csv"  # the first name a file is reached by is kept, a file first
+    assert main(["predict", str(photos / "a.png"), *predict_args(photos, tiny_path, "--out", str(out2))[1:]]) == 0
+    with open(out2, newline="") as fh:
+        assert [r["file"] for r in csv.DictReader(fh)] == [str(photos / "a.png")] + [
+            str(photos / n) for n in sorted(IMAGE_NAMES) if n != "a.png"]
+
+
+def test_a_video_reached_through_several_arguments_is_scored_once(tiny_path: Path, tmp_path: Path) -> None:
+    """As for images: ``clips clips/v.avi`` scored the video twice."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    write_video(folder / "v.avi", frames=2)
+    out = tmp_path / "faces.csv"
+    assert main(["predict", str(folder), str(folder / "v.avi"), "--model", str(tiny_path), "--detector", "none",
+                 "--quiet", "--out", str(out)]) == 0
+    with open(out, newline="") as fh:
+        assert [r["frame"] for r in csv.DictReader(fh)] == ["0", "1"]
+
+
+def write_video(path: Path, frames: int, size: tuple[int, int] = (32, 24)) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    writer.release()
+
+
+def test_annotated_copies_inside_an_input_folder_are_not_read_as_inputs(tiny_path: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """``lrfer predict . --annotate annotated`` run twice scored the first run's annotated copies (and
+    videos) as photos of the user: rows for ``annotated/a.png``, and copies of copies in
+    ``annotated/annotated/``."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.full((30, 40, 3), 128, np.uint8))
+    write_video(folder / "v.avi", frames=1)
+    monkeypatch.chdir(folder)
+    args = ["predict", ".", "--model", str(tiny_path), "--detector", "none", "--quiet", "--annotate", "annotated",
+            "--workers", "0", "--overwrite"]
+    for run in ("1", "2"):
+        assert main([*args, "--out", f"../run{run}.csv"]) == 0
+        with open(tmp_path / f"run{run}.csv", newline="") as fh:
+            assert [r["file"] for r in csv.DictReader(fh)] == ["a.png", "v.avi"]
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [
+        "a.png", "annotated", "annotated/.lrfer-annotated", "annotated/a.png", "annotated/v.mp4", "v.avi"]
+    assert main(["predict", "annotated", "--model", str(tiny_path), "--detector", "none", "--quiet",
+                 "--out", "../copies.csv", "--workers", "0"]) == 0  # read as inputs when given
+    assert main(["predict", "annotated", *args[2:]]) == 1  # and --annotate into them is still refused
+    assert "is the folder of the input 'annotated'" in caplog.text
+
+
+def test_hidden_files_and_folders_are_not_searched_but_read_when_given(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A folder from a Mac (a shared drive, a zip) holds a ``._name.jpg`` resource fork beside each photo:
+    every one was reported unreadable and the run ended with status 1; ``.Trash-1000/`` (deleted photos)
+    and ``.thumbnails/`` (small copies) were scored as photos."""
+    folder = tmp_path / "from_a_mac"
+    shutil.copytree(photos, folder)
+    (folder / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+    (folder / ".Trash-1000" / "files").mkdir(parents=True)
+    shutil.copy(folder / "a.png", folder / ".Trash-1000" / "files" / "deleted.png")
+    shutil.copy(folder / "a.png", folder / "sub" / ".hidden.png")
+    out = tmp_path / "faces.csv"
+    assert main(["predict", str(folder), str(folder / "sub" / ".hidden.png"),
+                 *predict_args(folder, tiny_path, "--out", str(out), "--workers", "0")[2:]]) == 0
+    assert "skipped" not in caplog.text
+    with open(out, newline="") as fh:
+        names = [Path(r["file"]).relative_to(folder).as_posix() for r in csv.DictReader(fh)]
+    assert names == sorted(IMAGE_NAMES) + ["sub/.hidden.png"]
+
+
+def test_verbose_after_the_command_is_accepted(photos: Path, tiny_path: Path, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """``lrfer predict photos/ -v`` stopped with "unrecognized arguments: -v": only ``lrfer -v predict``
+    was accepted."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="lrfer")
+    assert main(predict_args(photos, tiny_path, "--out", str(tmp_path / "f.csv"), "-v", "--workers", "0")) == 0
+    assert "4 image(s), 0 video frame(s): 4 face(s)" in caplog.text
+    assert main(["models", "gmenet-*", "--verbose"]) == 0
+    assert build_parser().parse_args(["-v", "models"]).verbose  # the option before the command still counts
+
+
+def test_a_pipe_given_as_input_is_named_as_such(tiny_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``lrfer predict /dev/stdin < photo.jpg`` said "no such file or folder: '/dev/stdin'"."""
+    read_end, write_end = os.pipe()
+    try:
+        assert main(["predict", f"/dev/fd/{read_end}", "--model", str(tiny_path), "--quiet"]) == 1
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert f"'/dev/fd/{read_end}' is not a file or folder (a pipe or a device)" in caplog.text
 
 
 def test_models_lists_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
@@ -1147,6 +1269,19 @@ def test_the_table_rounds_numbers_and_prints_its_header_once() -> None:
     assert lines[0].split() == row_columns(["happy"]) and len(lines) == 3
     assert lines[1].split() == ["a.jpg", "0", "12.3", "0.0", "40.0", "30.1", "40.0", "0.988", "happy", "0.123"]
     assert lines[2].split()[1] == "1"
+
+
+def test_a_newline_in_a_file_name_keeps_a_table_row_on_one_line() -> None:
+    """A file name with a newline (or a tab) split its row of the stdout table: the rest of the row
+    started a line of its own, under the next row's file column."""
+    import io
+
+    from lrfer.cli import TableWriter
+
+    stream = io.StringIO()
+    TableWriter(row_columns(["happy"]), stream)({"file": "new\nline\t.jpg", "face": 0, "label": "happy", "happy": 0.5})
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and lines[1].split()[:2] == ["new?line?.jpg", "0"]
 
 
 def test_an_annotated_copy_never_replaces_an_input_not_read_yet(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from lrfer.constants import MIN_FACE_PX
 from lrfer.overlap import stop_if_cancelled
 from lrfer.shapes import to_device
 from lrfer.zoo import ChecksumError
@@ -459,12 +460,6 @@ def concat_per_image(detections: list[Detections]) -> tuple[Detections, torch.Te
     image = torch.repeat_interleave(torch.arange(len(counts), device=device), to_device(counts, device),
                                     output_size=sum(counts))
     return faces, image
-
-
-#: The smallest ``min_face`` of every detector: the zoo's smallest native resolution. Below P-Net's
-#: 12 px window (``mtcnn.PNET_WINDOW``) MTCNN's pyramid adds one level above scale 1, the photo
-#: enlarged (bilinear) 12 / min_face times: 1.5 at the most.
-MIN_FACE_PX = 8
 
 
 def check_min_face(min_face: object) -> None:

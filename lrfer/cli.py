@@ -942,8 +942,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
             return
         if hasattr(signal, "SIGCHLD") and not on_child_exit:
             # `timeout` and systemd signal the whole group: the decoding workers die of the same SIGTERM,
-            # which torch's handler reported as an error while the run was shutting them down
-            on_child_exit.append(signal.signal(signal.SIGCHLD, signal.SIG_DFL))
+            # which torch's handler reported as an error while the run was shutting them down. A handler
+            # that does nothing, not SIG_DFL: a SIGCHLD that had arrived but was not yet handled in Python
+            # raised "OSError: Signal 17 ignored due to race condition" wherever the run then was.
+            on_child_exit.append(signal.signal(signal.SIGCHLD, _child_exited))
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, stop)
@@ -953,6 +955,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         if on_child_exit and on_child_exit[0] is not None:
             signal.signal(signal.SIGCHLD, on_child_exit[0])
+
+
+def _child_exited(signum: int, frame: object) -> None:
+    """SIGCHLD while a SIGTERM stops the run: its decoding workers end, as they were told to."""
 
 
 def _reader_went_away() -> int:

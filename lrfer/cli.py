@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -24,7 +25,7 @@ import unicodedata
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO, cast
 
 from lrfer import __version__
 from lrfer.constants import MIN_FACE_PX
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("lrfer")
 
 TRAIN_COMMANDS = ("train", "eval")
+#: ``--out -``: the rows go to stdout, as CSV or (``--format jsonl``) JSONL.
+STDOUT = "-"
+OUT_FORMATS = ("csv", "jsonl")
 DETECTOR_CHOICES = ("auto", "blazeface", "mtcnn", "haar", "facenet", "none")
 #: Images passed to one ``Recognizer.predict`` call (an "image batch"); on a GPU larger batches
 #: amortise each detection call's fixed cost (kernel launches, host syncs).
@@ -162,7 +166,12 @@ def _add_predict(sub: Any) -> None:
                         "'time_s' columns")
     p.add_argument("--model", default=None, help="model name, .safetensors file, folder or hf://org/repo[@rev] "
                    "(default: the manifest's default model)")
-    p.add_argument("--out", type=Path, default=None, help="write rows to this .csv or .jsonl file (default: table on stdout)")
+    p.add_argument("--out", type=_out_path, default=None, metavar="FILE",
+                   help="write rows to this .csv or .jsonl file, or with '-' to stdout as CSV (--format jsonl: JSONL), "
+                        "for a pipe (default: a table on stdout)")
+    p.add_argument("--format", type=str.lower, choices=OUT_FORMATS, default=None,
+                   help="format of --out: csv or jsonl (default: --out FILE's suffix; csv for --out -); a file name "
+                        "with another suffix needs it")
     p.add_argument("--annotate", type=Path, default=None, metavar="DIR",
                    help="write annotated copies of the images and videos here (a video as .mp4), mirroring the "
                         "folders' layout")
@@ -225,6 +234,15 @@ def train_cli_error() -> str | None:
             raise  # a missing third-party dependency: let its own message through
         return str(err)
     return None
+
+
+def _out_path(text: str) -> Path | str:
+    """``--out``: :data:`STDOUT` for ``-`` (a file named ``-`` is ``./-``), else a :class:`Path`."""
+    if text == STDOUT:
+        return STDOUT
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty file name (use - for stdout)")
+    return Path(text)
 
 
 def _positive_int(text: str) -> int:
@@ -315,16 +333,38 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
+    for line in info_lines(data):
+        print_text(line)
+    return 0
+
+
+def info_lines(data: dict[str, Any], depth: int = 0) -> Iterator[str]:
+    """``lrfer info``'s text: ``key: value`` lines, a dict's items below its key one per line, indented
+    (at any depth: a nested dict such as ``publictest_accuracy_by_px`` came out as a Python repr), the
+    keys of a ``*_by_px`` dict in px; a list's items joined with commas. Empty top-level values are left out.
+
+    >>> print("\\n".join(info_lines({"metrics": {"acc": 0.59, "acc_by_px": {"8": 0.35}}, "mean": [0.5], "paper": ""})))
+    metrics:
+      acc: 0.59
+      acc_by_px:
+        8 px: 0.35
+    mean: 0.5
+    """
+    pad = "  " * depth
     for key, value in data.items():
         if isinstance(value, dict):
-            print(f"{key}:")
-            for k, v in value.items():
-                print_text(f"  {k}: {v}")
+            yield f"{pad}{key}:"
+            items = {f"{k} px": v for k, v in value.items()} if str(key).endswith("_by_px") else value
+            yield from info_lines(items, depth + 1)
         elif isinstance(value, list):
-            print_text(f"{key}: {', '.join(map(str, value))}")
-        elif value not in ("", None):
-            print_text(f"{key}: {value}")
-    return 0
+            yield f"{pad}{key}: {', '.join(_info_item(v) for v in value)}"
+        elif depth or value not in ("", None):
+            yield f"{pad}{key}: {value}"
+
+
+def _info_item(value: Any) -> str:
+    """One item of a list in ``lrfer info``'s text: a dict or list as compact JSON, not a Python repr."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
 
 
 def cmd_download(args: argparse.Namespace) -> int:
@@ -350,10 +390,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """``lrfer predict PATH...``: stream one row per face to CSV/JSONL or a stdout table."""
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    import lrfer
     from lrfer.io import iter_image_files
     from lrfer.video import is_video_file, iter_video_files
 
+    out_format(args.out, args.format)  # a mistake there is told now, not after the files are listed and the model loaded
     videos = iter_video_files(args.paths)
     unlisted: list[OSError] = []  # the image walk sees every folder the video walk sees
     files = iter_image_files([p for p in args.paths if not (is_video_file(p) and Path(p).is_file())], unlisted)
@@ -362,15 +402,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not files and not videos:
         logger.error("no image or video files found in %s", " ".join(args.paths))
         return 1
-    detector = None if args.detector == "none" else args.detector
-    rec = lrfer.load(args.model, device=args.device, detector=detector, min_face=args.min_face, precision=args.precision,
-                     close_ups=args.close_ups, cache_dir=args.cache_dir, tta=args.tta)
+    rec = load_recognizer(args)
     logger.info("%s on %d image(s) and %d video(s)", rec, len(files), len(videos))
     args.annotated = None if args.annotate is None else AnnotatedPaths(
         args.annotate, args.paths, [path for path, _ in files] + [path for path, _ in videos], args.overwrite)
     counts = {"images": 0, "frames": 0, "faces": 0, "failed": len(unlisted), "partial": 0}
     # warnings go above the progress bar, not into the middle of its line
-    with logging_redirect_tqdm(tqdm_class=_stderr_write_tqdm()), open_writer(args.out, rec.classes, video=bool(videos)) as write:
+    writer = open_writer(args.out, rec.classes, video=bool(videos), fmt=args.format)
+    with logging_redirect_tqdm(tqdm_class=_stderr_write_tqdm()), writer as write:
         if files:
             image_batch = args.image_batch or (DEFAULT_GPU_IMAGE_BATCH if rec.device.type == "cuda" else DEFAULT_IMAGE_BATCH)
             # no more streams than image batches: a photo or a few, one batch, keeps every core
@@ -390,6 +429,85 @@ def cmd_predict(args: argparse.Namespace) -> int:
         logger.warning("%d video(s) ended before the frames their header announces, truncated or damaged: their "
                        "rows stop early (see the warnings above)", counts["partial"])
     return 1 if counts["failed"] or counts["partial"] else 0
+
+
+def load_recognizer(args: argparse.Namespace) -> Any:
+    """``lrfer.load`` with ``predict``'s options, its errors and warnings in the options' terms
+    (:func:`options_in_errors`): ``--device`` and ``--precision`` are checked first, each on its own,
+    so that an error about one names it."""
+    import lrfer
+    from lrfer.recognizer import check_precision, resolve_device
+
+    given = {"--device": args.device, "--precision": args.precision, "--detector": args.detector}
+    with options_in_errors(given, "--device"):
+        device = resolve_device(args.device)
+    with options_in_errors(given, "--precision"):
+        check_precision(args.precision, device)
+    detector = None if args.detector == "none" else args.detector
+    with options_in_errors(given):
+        return lrfer.load(args.model, device=args.device, detector=detector, min_face=args.min_face,
+                          precision=args.precision, close_ups=args.close_ups, cache_dir=args.cache_dir, tta=args.tta)
+
+
+#: ``lrfer.load``'s arguments as its messages name them (``device='cpu'``, ``detector=None``, with
+#: further values: ``device='cpu' or 'auto'``): :func:`as_options` writes them as ``predict``'s options.
+PYTHON_ARGUMENT = re.compile(r"\b(device|precision|detector)=('[^']*'|None)((?: or '[^']*')*)")
+#: Loggers whose warnings :func:`options_in_errors` puts in the options' terms while the block runs.
+LOAD_LOGGERS = ("lrfer.recognizer", "lrfer.faces.detect")
+
+
+def as_options(message: str) -> str:
+    """A message of lrfer's for Python users, its arguments written as ``lrfer predict``'s options.
+
+    >>> as_options("device 'cuda' requested but CUDA is not available; use device='cpu' or 'auto'")
+    "device 'cuda' requested but CUDA is not available; use --device cpu or auto"
+    >>> as_options("detector='facenet' needs facenet-pytorch (or use detector='mtcnn')")
+    '--detector facenet needs facenet-pytorch (or use --detector mtcnn)'
+    """
+    def option(match: re.Match[str]) -> str:
+        values = [match.group(2), *re.findall(r"'[^']*'", match.group(3))]
+        return f"--{match.group(1)} " + " or ".join(v.strip("'").lower() if v == "None" else v.strip("'") for v in values)
+
+    return PYTHON_ARGUMENT.sub(option, message)
+
+
+class _OptionTerms(logging.Filter):
+    """A logger's records with :func:`as_options` applied to their message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if PYTHON_ARGUMENT.search(message):
+            record.msg, record.args = as_options(message), None
+        return True
+
+
+@contextmanager
+def options_in_errors(given: dict[str, str], option: str | None = None) -> Iterator[None]:
+    """The block's ValueError, ImportError or RuntimeError (an error of lrfer's, whose messages name
+    Python's arguments, ``device='cpu'``, for Python users) raised again naming ``option`` and its
+    value in ``given`` first (``--device cuda: ...``), the arguments in its message written as options
+    (:func:`as_options`). Without ``option``, the first option the message names then, if any;
+    otherwise the error goes on as it was. Warnings of :data:`LOAD_LOGGERS` are written as options too."""
+    terms = _OptionTerms()
+    loggers = [logging.getLogger(name) for name in LOAD_LOGGERS]
+    for log in loggers:
+        log.addFilter(terms)
+    try:
+        yield
+    except (ValueError, ImportError, RuntimeError) as err:
+        message = as_options(str(err))
+        named = [o for o in given if re.search(rf"(?<!\S){o} ", message)]
+        named.sort(key=lambda o: message.index(f"{o} "))
+        option = option or (named[0] if named else None)
+        if option is None:
+            raise
+        if not message.startswith(f"{option} "):
+            message = f"{option} {given[option]}: {message}"
+        kind = next(k for k in (ValueError, ImportError, RuntimeError) if isinstance(err, k))
+        raise kind(message) from err
+    finally:
+        for log in loggers:
+            log.removeFilter(terms)
 
 
 def _predict_images(rec: Any, files: ImageFiles, image_batch: int, streams: int, args: argparse.Namespace,
@@ -777,35 +895,89 @@ def regroup(batches: Iterable[list[Any]], size: int) -> Iterator[list[Any]]:
 
 # ----------------------------------------------------------------------------------------- writers
 class open_writer:  # noqa: N801 - used like open()
-    """Context manager giving ``write(row)``: CSV / JSONL by ``path``'s suffix, or a stdout table."""
+    """Context manager giving ``write(row)``: CSV / JSONL (``fmt``, else by ``path``'s suffix, see
+    :func:`out_format`) to a file or to stdout (``path`` :data:`STDOUT`), or a stdout table (``path`` None)."""
 
-    def __init__(self, path: Path | None, classes: Sequence[str], video: bool = False) -> None:
+    def __init__(self, path: Path | str | None, classes: Sequence[str], video: bool = False,
+                 fmt: str | None = None) -> None:
         from lrfer.results import row_columns
 
         self.path = path
+        self.fmt = fmt
         self.columns = row_columns(classes, video=video)  # with video: image rows leave frame/time_s empty
         self.fh: TextIO | None = None
 
     def __enter__(self) -> Callable[[dict[str, Any]], object]:
-        if self.path is None:
+        fmt = out_format(self.path, self.fmt)
+        if self.path is None or fmt is None:
             return TableWriter(self.columns, sys.stdout)
-        suffix = self.path.suffix.lower()
-        if suffix not in (".csv", ".jsonl"):
-            raise ValueError(f"--out {str(self.path)!r}: use a .csv or .jsonl file name")
-        make_folder(self.path.parent, "--out")
+        if self.path == STDOUT:
+            # lines end in "\n" for the tools of a pipe (cut, awk); the file's CSV keeps csv's "\r\n"
+            return _row_writer(fmt, self.columns, StdoutLines(), lineterminator="\n")
+        path = Path(self.path)
+        make_folder(path.parent, "--out")
         # A file name that is not UTF-8: CSV holds the bytes it had on disk (surrogateescape); JSONL its
         # escapes (\udcXX), which Python's json reads back as the same name (os.fsencode: the bytes)
-        self.fh = open(self.path, "w", newline="", encoding="utf-8", errors="surrogateescape")
-        if suffix == ".csv":
-            writer = csv.DictWriter(self.fh, fieldnames=self.columns)
-            writer.writeheader()
-            return writer.writerow
-        fh, columns = self.fh, self.columns
-        return lambda row: fh.write(json.dumps(_json_safe({c: row.get(c) for c in columns})) + "\n")
+        self.fh = open(path, "w", newline="", encoding="utf-8", errors="surrogateescape")
+        return _row_writer(fmt, self.columns, self.fh)
 
     def __exit__(self, *exc: Any) -> None:
         if self.fh is not None:
             self.fh.close()
+
+
+def out_format(out: Path | str | None, fmt: str | None) -> str | None:
+    """The format of ``--out`` (``csv``/``jsonl``; None: the stdout table), ``--format`` checked against
+    the file's suffix; a ValueError naming the options for a pair that disagrees, a file name with
+    another suffix and no ``--format``, or ``--format`` without ``--out``.
+
+    >>> out_format(Path("faces.JSONL"), None), out_format("-", None), out_format("-", "jsonl")
+    ('jsonl', 'csv', 'jsonl')
+    """
+    if out is None:
+        if fmt is not None:
+            raise ValueError(f"--format {fmt}: it is the format of --out; give --out - for rows on stdout, or --out FILE")
+        return None
+    if out == STDOUT:
+        return fmt or "csv"
+    suffix = Path(out).suffix.lower()
+    by_suffix = suffix[1:] if suffix[1:] in OUT_FORMATS else None
+    if fmt is None:
+        if by_suffix is None:
+            raise ValueError(f"--out {str(out)!r}: use a .csv or .jsonl file name (or say which with --format csv|jsonl)")
+        return by_suffix
+    if by_suffix is not None and by_suffix != fmt:
+        raise ValueError(f"--format {fmt} and --out {str(out)!r} disagree: name a .{fmt} file, or leave --format out")
+    return fmt
+
+
+def _row_writer(fmt: str, columns: list[str], fh: TextIO | StdoutLines,
+                lineterminator: str = "\r\n") -> Callable[[dict[str, Any]], object]:
+    """``write(row)`` of CSV (its header written now) or JSONL lines on ``fh``, one ``fh.write`` per line."""
+    if fmt == "csv":
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator=lineterminator)
+        writer.writeheader()
+        return writer.writerow
+    return lambda row: fh.write(json.dumps(_json_safe({c: row.get(c) for c in columns})) + "\n")
+
+
+class StdoutLines:
+    """``write(text)`` of ``--out -``: each line to stdout at once, for a reader at the other end of a
+    pipe, as UTF-8 bytes (a file name that is not UTF-8 keeps its bytes, as in the ``--out`` file)
+    where stdout has a binary buffer; a reader that closes the pipe raises BrokenPipeError (``main``
+    stops quietly)."""
+
+    def __init__(self) -> None:
+        sys.stdout.flush()  # text written there before (a caller's) stays before the rows
+        self.buffer: BinaryIO | None = getattr(sys.stdout, "buffer", None)
+
+    def write(self, text: str) -> None:
+        if self.buffer is None:  # stdout replaced by a text stream (a caller's io.StringIO)
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        self.buffer.write(text.encode("utf-8", "surrogateescape"))
+        self.buffer.flush()
 
 
 def _json_safe(row: dict[str, Any]) -> dict[str, Any]:

@@ -179,21 +179,67 @@ def test_predict_subprocess_with_workers(photos: Path, tiny_path: Path, tmp_path
     check_rows([json.loads(line) for line in out.read_text().splitlines()], photos)
 
 
-def test_reader_closing_stdout_stops_quietly(tiny_path: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("out", [[], ["--out", "-"], ["--out", "-", "--format", "jsonl"]], ids=["table", "csv", "jsonl"])
+def test_reader_closing_stdout_stops_quietly(tiny_path: Path, tmp_path: Path, out: list[str]) -> None:
     """``lrfer predict ... | head``: when the reader closes the pipe, the command stops with the
-    status a shell reports for a closed pipe (141), without a traceback."""
+    status a shell reports for a closed pipe (141), without a traceback; also with ``--out -``, which
+    was refused ("use a .csv or .jsonl file name")."""
     crops = tmp_path / "crops"
     crops.mkdir()
     for i in range(600):  # about 100 kB of table rows: more than a pipe holds
         cv2.imwrite(str(crops / f"{i:04d}.png"), np.full((16, 16), i % 256, np.uint8))
     cmd = [sys.executable, "-m", "lrfer.cli", "predict", str(crops), "--model", str(tiny_path), "--detector", "none",
-           "--quiet", "--workers", "0"]
+           "--quiet", "--workers", "0", *out]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stdout.readline().split()[:2] == [b"file", b"face"]
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    if "jsonl" in out:
+        assert json.loads(first)["face"] == 0
+    else:
+        assert first.replace(b",", b" ").split()[:2] == [b"file", b"face"]
     proc.stdout.close()  # as head does after its lines
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 141, stderr.decode()
     assert b"Traceback" not in stderr and b"BrokenPipeError" not in stderr
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_out_dash_writes_the_rows_alone_to_stdout(fmt: str, photos: Path, tiny_path: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out -`` was refused ("use a .csv or .jsonl file name"): now the rows go to stdout as CSV, or
+    JSONL with ``--format jsonl``, the bytes of the ``--out`` file's rows but lines ending in "\\n", and
+    no table, progress bar or summary among them (those stay on stderr)."""
+    args = ["predict", str(photos), "--model", str(tiny_path), "--detector", "none", "--workers", "0", "--out"]
+    assert main([*args, "-", *(["--format", "jsonl"] if fmt == "jsonl" else [])]) == 0
+    out, err = capsys.readouterr()
+    assert "lrfer: 4 image(s), 0 video frame(s): 4 face(s)" in err and "face(s)" not in out
+    assert "\r" not in out
+    if fmt == "csv":
+        rows = list(csv.DictReader(out.splitlines()))
+    else:
+        rows = [json.loads(line) for line in out.splitlines()]
+    check_rows(rows, photos)
+    file = tmp_path / f"rows.{fmt}"
+    assert main([*args, str(file), "--quiet"]) == 0
+    assert file.read_text().replace("\r\n", "\n") == out
+
+
+def test_format_is_checked_against_the_out_file_name(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """--format says which of CSV and JSONL; a file's suffix that says otherwise, or --format without
+    --out (the table), is refused before any work; a name with another suffix is written as --format says."""
+    for extra, problem in [(["--out", str(tmp_path / "x.csv"), "--format", "jsonl"], "--format jsonl and --out"),
+                           (["--format", "csv"], "--format csv: it is the format of --out"),
+                           (["--out", str(tmp_path / "x.txt")], "or say which with --format csv|jsonl")]:
+        caplog.clear()
+        assert main(predict_args(photos, tiny_path, "--workers", "0", *extra)) == 1
+        assert problem in caplog.text
+    assert not (tmp_path / "x.csv").exists()
+    assert main(predict_args(photos, tiny_path, "--workers", "0", "--out", str(tmp_path / "x.txt"), "--format", "CSV")) == 0
+    check_rows(list(csv.DictReader((tmp_path / "x.txt").read_text().splitlines())), photos)
+    assert main(predict_args(photos, tiny_path, "--workers", "0", "--out", str(tmp_path / "y.JSONL"),
+                             "--format", "jsonl")) == 0
+    assert build_parser().parse_args(["predict", "x.jpg", "--out", "./-"]).out == Path("-")  # a file named -
 
 
 def test_broken_pipe_without_a_file_descriptor(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -436,6 +482,41 @@ def test_predict_errors(photos: Path, tiny_path: Path, tmp_path: Path, caplog: p
         main(predict_args(photos, tiny_path, "--batch-size", "0"))
 
 
+def test_errors_of_the_library_name_the_options_not_python_arguments(photos: Path, tiny_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """``--device cuda`` without a GPU said "use device='cpu' or 'auto'", ``--precision fp16`` on CPU and
+    ``--detector facenet`` without facenet-pytorch spoke of Python's arguments too; the CLI now names the
+    option first, while ``lrfer.load``'s messages stay in Python's terms for Python users."""
+    import lrfer
+    import lrfer.recognizer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # import fails: not installed
+    cases = [(["--device", "cuda"], "--device cuda: ", "use --device cpu or auto"),
+             (["--device", "cpu", "--precision", "fp16"], "--precision fp16: ", "needs a CUDA device"),
+             (["--device", "cpu", "--detector", "facenet"], "--detector facenet needs facenet-pytorch",
+              "or use --detector mtcnn")]
+    for extra, start, fix in cases:
+        caplog.clear()
+        args = ["predict", str(photos), "--model", str(tiny_path), "--workers", "0", "--quiet", *extra]
+        assert main(args) == 1
+        (message,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert message.startswith(start) and fix in message and "='" not in message, message
+    for options, python in [({"device": "cuda"}, "device='cpu'"), ({"precision": "fp16"}, "precision 'fp16'"),
+                            ({"detector": "facenet"}, "detector='facenet'")]:
+        with pytest.raises((ValueError, ImportError), match=python):
+            lrfer.load(tiny_path, **{"device": "cpu", **options})
+    monkeypatch.setattr(lrfer.recognizer, "cpu_has_fast_bf16", lambda unknown=True: False)
+    caplog.clear()
+    assert main(predict_args(photos, tiny_path, "--workers", "0", "--device", "cpu", "--precision", "bf16",
+                             "--out", str(photos.parent / "bf16.csv"))) == 0
+    assert "--precision bf16 on a CPU without native bf16" in caplog.text and "precision='bf16'" not in caplog.text
+    caplog.clear()
+    lrfer.load(tiny_path, device="cpu", detector=None, precision="bf16")
+    assert "precision='bf16' on a CPU" in caplog.text
+
+
 def test_a_count_that_is_not_a_number_is_named_as_such(photos: Path, tiny_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """argparse named the parsing function: "invalid _positive_int value: 'abc'"."""
@@ -595,6 +676,28 @@ def test_info(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixtu
     assert data["name"] == names[0] and set(data["license"]) == {"code", "weights", "data"}
     assert main(["info", names[0]]) == 0
     assert "license" in capsys.readouterr().out
+
+
+def test_info_prints_nested_values_one_per_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """``publictest_accuracy_by_px`` came out as a Python dict repr ({'8': 0.3547, ...}); ``--config``
+    stays JSON."""
+    from lrfer.cli import info_lines
+    from lrfer.zoo import config_entry, info, load_manifest
+
+    data = {"metrics": {"acc": 0.6, "acc_by_px": {"8": 0.35, "12": 0.52}}, "tags": ["a", {"b": 1}], "paper": ""}
+    assert list(info_lines(data)) == ["metrics:", "  acc: 0.6", "  acc_by_px:", "    8 px: 0.35", "    12 px: 0.52",
+                                      'tags: a, {"b": 1}']
+    name = load_manifest().default
+    if name is None:
+        pytest.skip("the manifest has no default model")
+    assert main(["info", name]) == 0
+    printed = capsys.readouterr().out
+    assert "{" not in printed
+    by_px = info(name)["metrics"].get("publictest_accuracy_by_px")
+    if by_px:
+        assert "\n".join(f"    {px} px: {acc}" for px, acc in by_px.items()) in printed
+    assert main(["info", name, "--config"]) == 0
+    assert json.loads(capsys.readouterr().out) == config_entry(name)
 
 
 @pytest.mark.parametrize("folder, encoding", [

@@ -251,6 +251,21 @@ def test_eval_names_a_missing_path_or_model_before_reading_the_data(tiny_npz: Pa
     assert "--calibrate-on" in caplog.text and "missing.npz: no such file or folder" in caplog.text
 
 
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_train_and_eval_name_the_device_option_without_a_gpu(command: str, tiny_npz: Path, tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """They said "use device='cpu' or 'auto'", Python's argument, as lrfer predict did."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = (["train", "--arch", "baseline", "--resolution", "16", "--out", str(tmp_path / "m.safetensors")]
+            if command == "train" else ["eval", "--model", "gmenet-fer2013-16px"])
+    assert main([*argv, "--data", str(tiny_npz), "--device", "cuda"]) == 1
+    assert "--device cuda: " in caplog.text and "use --device cpu or auto" in caplog.text
+    assert "device='cpu'" not in caplog.text
+
+
 def test_train_refuses_to_resume_another_run(trained: tuple[Path, str], tiny_npz: Path, tmp_path: Path,
                                              caplog: pytest.LogCaptureFixture) -> None:
     """Same --out (so the same default work dir <out>.run) but another seed or other data."""

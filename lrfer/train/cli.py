@@ -124,9 +124,11 @@ def _add_eval(sub: Any) -> None:
 def _device(name: str) -> str:
     """``--device``, checked as ``lrfer predict`` checks it: "auto" picks CUDA when there is one, and
     "cuda" on a machine without CUDA is a ValueError rather than a failure inside torch."""
+    from lrfer.cli import options_in_errors
     from lrfer.recognizer import resolve_device
 
-    return str(resolve_device(name))
+    with options_in_errors({"--device": name}, "--device"):  # "--device cuda: ...", not "device='cpu'"
+        return str(resolve_device(name))
 
 
 def _dataset_name(data: Path) -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -110,6 +112,61 @@ def test_load_npz_resizes_other_sizes(tmp_path: Path) -> None:
     loaded = load_faces(path)
     assert loaded.images.shape == (3, 48, 48)
     assert (loaded.images == 77).all()
+
+
+def test_load_npz_centre_crops_faces_that_are_not_square(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """(N, 48, 40) faces were stretched to 48x48 without a word, distorting the expressions."""
+    path = tmp_path / "narrow.npz"
+    faces = np.zeros((3, 48, 40), np.uint8)
+    faces[:, :4] = 255  # rows that a centre crop to 40x40 leaves out
+    np.savez(path, images=faces, labels=np.array([0, 3, 6]))
+    with caplog.at_level("WARNING"):
+        loaded = load_faces(path)
+    assert loaded.images.shape == (3, 48, 48) and loaded.images.max() == 0
+    assert "3 of 3 faces are not square (40x48 pixels)" in caplog.text and "centre-cropped" in caplog.text
+
+
+def test_class_folders_centre_crop_images_that_are_not_square(tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A 40x48 image in a class folder was stretched to 48x48 without a word, distorting the expression."""
+    import cv2
+
+    (tmp_path / "happy").mkdir()
+    cv2.imwrite(str(tmp_path / "happy" / "a.png"), np.full((48, 48), 90, np.uint8))
+    tall = np.full((48, 40), 90, np.uint8)
+    tall[:4], tall[-4:] = 255, 0  # rows that a centre crop to 40x40 leaves out
+    cv2.imwrite(str(tmp_path / "happy" / "b.png"), tall)
+    with caplog.at_level("WARNING"):
+        loaded = load_faces(tmp_path)
+    assert loaded.images.shape == (2, 48, 48) and (loaded.images[1] == 90).all()
+    assert "1 of 2 faces are not square" in caplog.text and "happy/b.png among them" in caplog.text
+
+
+def test_class_folders_with_a_folder_that_cannot_be_listed_are_refused(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A class subfolder without read permission was skipped without a word: the model was trained on
+    fewer faces than the folder holds (`lrfer predict` reports such folders)."""
+    import errno
+    import os
+
+    import cv2
+
+    for name in ("happy", "sad"):
+        (tmp_path / name / "more").mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / name / "a.png"), np.full((48, 48), 90, np.uint8))
+        cv2.imwrite(str(tmp_path / name / "more" / "b.png"), np.full((48, 48), 90, np.uint8))
+    closed = tmp_path / "sad" / "more"
+    scandir = os.scandir
+
+    def denying_scandir(path: Any = ".") -> Any:  # chmod 000 does not stop root
+        if os.fsdecode(path) == str(closed):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return scandir(path)
+
+    assert len(load_faces(tmp_path)) == 4
+    monkeypatch.setattr(os, "scandir", denying_scandir)
+    with pytest.raises(PermissionError, match=f"cannot list folder {re.escape(repr(str(closed)))}: Permission denied"):
+        load_faces(tmp_path)
 
 
 def test_load_class_folders(tmp_path: Path) -> None:

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 DEFAULT_RESOLUTIONS = "8,12,16,24,48"
 #: The dataset part of a model name (see lrfer.zoo's name grammar).
 DATASET_NAME_RE = re.compile(r"[a-z0-9_]+")
+#: A file or folder name ending in a split word (``raf-train``, ``faces_publictest``): the dataset's name, the
+#: separator and the split. The split is not part of the dataset part of a model's name.
+SPLIT_SUFFIX_RE = re.compile(r"(?P<name>.*?[a-z0-9+].*?)(?P<sep>[-_. ]+)"
+                             r"(?P<split>train|val|valid|validation|test|publictest|privatetest)", re.IGNORECASE)
 
 
 def register(sub: Any) -> None:
@@ -46,7 +50,8 @@ def _add_train(sub: Any) -> None:
                    help="native input size in px (48 for resnet18/manet; or give --recipe)")
     p.add_argument("--out", required=True, type=Path, help="output .safetensors")
     p.add_argument("--val", type=Path, default=None,
-                   help="validation data (default: RAF-DB's test split, FER2013's publictest next to a train .npz)")
+                   help="validation data (default: RAF-DB's test split, <name>-publictest.npz next to a "
+                        "<name>-train.npz, as FER2013's)")
     p.add_argument("--recipe", default=None,
                    help="train a zoo variant's recipe instead of --arch/--resolution, e.g. gmenet-small-fer2013-16px; "
                         "the model is named after it with the dataset part replaced")
@@ -132,13 +137,16 @@ def _device(name: str) -> str:
 
 
 def _dataset_name(data: Path) -> str:
-    """The dataset part of the model name, from the data's file or folder name (letters and digits only)."""
+    """The dataset part of the model name, from the data's file or folder name (letters and digits only),
+    without a trailing split word: ``raf-train.npz`` and ``fer2013-train.npz`` give ``raf`` and ``fer2013``."""
     from lrfer.train.datasets import is_rafdb
 
     if is_rafdb(data):
         return "raf"
     data = Path(os.path.abspath(data))  # `--data .` or `--data ..`: the folder's own name
-    stem = data.stem.lower().replace("+", "plus")  # ck+ -> ckplus
+    stem = data.stem.lower()
+    split = SPLIT_SUFFIX_RE.fullmatch(stem)
+    stem = (split.group("name") if split else stem).replace("+", "plus")  # ck+ -> ckplus
     name = re.sub(r"[^a-z0-9]", "", stem.split("-")[0] if stem.startswith("fer2013") else stem)
     if not DATASET_NAME_RE.fullmatch(name):
         raise ValueError(f"cannot make a dataset name from {data.name!r}; give one with --dataset-name "
@@ -235,8 +243,11 @@ def _default_val(data: Path) -> Path | None:
         return data
     if data.suffix != ".npz":  # a folder of class folders, `--data .` among them (a name with_name cannot take)
         return None
-    sibling = data.with_name(data.name.replace("train", "publictest"))
-    return sibling if sibling != data and sibling.exists() else None
+    split = SPLIT_SUFFIX_RE.fullmatch(data.stem)
+    if split is None or split.group("split").lower() != "train":
+        return None
+    sibling = data.with_name(split.group("name") + split.group("sep") + "publictest" + data.suffix)
+    return sibling if sibling.exists() else None
 
 
 def _same_file(a: Path, b: Path) -> bool:

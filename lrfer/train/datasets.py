@@ -7,11 +7,18 @@ Three layouts are understood (see :func:`load_faces`):
   48x48 when another size; uint8, or any numbers that are whole 0..255 gray levels (float faces scaled
   to 0..1 are refused rather than guessed);
 * a folder of class folders (``<root>/<class name>/*.jpg``, names from :data:`lrfer.constants.CLASSES`);
+  a folder below them that cannot be listed (permissions) is an error naming it, as an unreadable image is;
 * RAF-DB "basic" (``EmoLabel/list_patition_label.txt`` + ``Image/aligned/*_aligned.jpg``), its
   labels mapped onto the zoo's class order.
+
+Faces are square in every layout, as the detector's crops are at inference: a non-square face (an
+``.npz`` of (N, 48, 40) images, a 640x490 file in a class folder) is centre-cropped to the square of its
+shorter side, as timm's and torchvision's evaluation transforms crop, with one warning per dataset; it
+was stretched to 48x48, which distorts the expression.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -21,6 +28,8 @@ import numpy as np
 
 from lrfer.constants import CLASSES, HR_SIZE, RAF_SPLITS
 from lrfer.io import IMAGE_EXTENSIONS, read_image_file, walk_files
+
+log = logging.getLogger(__name__)
 
 #: The image files of a class folder: those `lrfer predict` reads from a folder (JAFFE's .tiff too).
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS
@@ -51,10 +60,36 @@ def _to_face48(image: np.ndarray) -> np.ndarray:
     return cv2.resize(image, (HR_SIZE, HR_SIZE), interpolation=interp)
 
 
-def _read_image(path: Path) -> np.ndarray:
+def _read_image(path: Path, cropped: list[Path] | None = None) -> np.ndarray:
     import cv2
 
-    return _to_face48(cv2.cvtColor(read_image_file(path), cv2.COLOR_RGB2GRAY))
+    image = read_image_file(path)
+    if cropped is not None and image.shape[0] != image.shape[1]:
+        cropped.append(path)
+    return _to_face48(cv2.cvtColor(centre_square(image), cv2.COLOR_RGB2GRAY))
+
+
+def centre_square(images: np.ndarray, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """The centred square of the shorter side of an image (its ``axes``: rows, columns), or of each of
+    a batch's (``axes=(1, 2)``); a square image as it is.
+
+    >>> centre_square(np.arange(12).reshape(3, 4)).tolist()
+    [[0, 1, 2], [4, 5, 6], [8, 9, 10]]
+    """
+    rows, cols = images.shape[axes[0]], images.shape[axes[1]]
+    side = min(rows, cols)
+    index = [slice(None)] * images.ndim
+    index[axes[0]] = slice((rows - side) // 2, (rows - side) // 2 + side)
+    index[axes[1]] = slice((cols - side) // 2, (cols - side) // 2 + side)
+    return images[tuple(index)]
+
+
+def warn_cropped(where: Path, count: int, total: int, example: object) -> None:
+    """One warning for the ``count`` non-square faces of ``total`` that were centre-cropped."""
+    if count:
+        log.warning("%s: %d of %d faces are not square (%s): each was centre-cropped to the square of its shorter "
+                    "side, as the detector's crops are square at inference (crop them yourself to choose the square)",
+                    where, count, total, example)
 
 
 def load_npz(path: Path) -> FaceSet:
@@ -119,6 +154,9 @@ def _npz_images(path: Path, images: np.ndarray) -> np.ndarray:
         raise ValueError(f"{path}: no faces in 'images'")
     if 0 in images.shape[1:3]:
         raise ValueError(f"{path}: 'images' has shape {images.shape}: faces of 0 pixels")
+    if images.shape[1] != images.shape[2]:
+        warn_cropped(path, len(images), len(images), f"{images.shape[2]}x{images.shape[1]} pixels")
+        images = centre_square(images, axes=(1, 2))
     images = _gray_levels(path, images)
     if images.ndim == 4 or images.shape[1:] != (HR_SIZE, HR_SIZE):
         images = np.stack([_to_face48(im) for im in images])
@@ -152,6 +190,7 @@ def _npz_labels(path: Path, labels: np.ndarray, count: int) -> np.ndarray:
 
 def load_class_folders(root: Path) -> FaceSet:
     images, labels = [], []
+    cropped: list[Path] = []
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     unknown = [p.name for p in folders if p.name.lower() not in CLASSES]
     rafdb = [p for p in folders if is_rafdb(p)]
@@ -168,8 +207,9 @@ def load_class_folders(root: Path) -> FaceSet:
         if not by_class[name]:
             continue
         for path in _image_files(root / by_class[name][0]):
-            images.append(_read_image(path))
+            images.append(_read_image(path, cropped))
             labels.append(index)
+    warn_cropped(root, len(cropped), len(images), f"{cropped[0]} among them" if cropped else "")
     if not images:
         if any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()):
             raise ValueError(f"{root}: its images are not in class folders; move each to {root}/<class name>/, "
@@ -180,8 +220,25 @@ def load_class_folders(root: Path) -> FaceSet:
 
 def _image_files(folder: Path) -> list[Path]:
     """The image files below ``folder`` that ``lrfer predict`` reads from it, in its order: links to
-    folders followed, as ``lrfer predict`` follows them (``Path.rglob`` left them out without a word)."""
-    return [folder / os.fsdecode(name) for name in walk_files(os.fsencode(folder), IMAGE_SUFFIXES)]
+    folders followed, as ``lrfer predict`` follows them (``Path.rglob`` left them out without a word).
+    A folder that cannot be listed (permissions) is a PermissionError (an OSError) naming it: ``lrfer
+    predict`` warns and goes on, but a model trained without that folder's faces would be trained on other
+    data than the folder holds, as silently as before; an unreadable image stops the loading too."""
+    unlisted: list[OSError] = []
+    names = walk_files(os.fsencode(folder), IMAGE_SUFFIXES, unlisted)
+    if unlisted:
+        raise _unlisted_error(unlisted)
+    return [folder / os.fsdecode(name) for name in names]
+
+
+def _unlisted_error(unlisted: list[OSError]) -> OSError:
+    """One error naming the folders of ``unlisted`` (the first few), as ``lrfer predict`` names them."""
+    first = unlisted[0]
+    names = [os.fsdecode(err.filename) if err.filename is not None else str(err) for err in unlisted]
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    error = PermissionError if isinstance(first, PermissionError) else OSError
+    return error(f"cannot list folder {', '.join(repr(n) for n in names[:3])}{more}: {first.strerror or first} "
+                 "(its faces would be left out of the data: make it readable or move it out)")
 
 
 def is_rafdb(path: Path) -> bool:

@@ -24,7 +24,7 @@ import itertools
 import numbers
 import os
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
@@ -34,11 +34,26 @@ import torch
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Per device, its pool of kept threads and their number (the most streams asked so far).
-_pools: dict[str, tuple[ThreadPoolExecutor, int]] = {}
+
+class _KeptThreads(ThreadPoolExecutor):
+    """A device's kept threads, started as work comes, whose number can grow."""
+
+    def grow(self, size: int) -> None:
+        """Start threads as work comes up to ``size`` in all. The pool used to be replaced by a larger one
+        instead: steps queued on the old one waited there behind other callers' long steps while the new
+        one's threads idled, and its threads ended with their cuDNN plans."""
+        self._max_workers = max(self._max_workers, size)
+
+
+#: Per device, its pool of kept threads (as many as the most streams asked so far).
+_pools: dict[str, _KeptThreads] = {}
 _pools_lock = threading.Lock()
-#: On a kept thread: ``stop``, the event of the step it runs; ``waited_on``, the devices whose kept
-#: threads wait for that step (its own among them).
+#: (waiter, device): how many nested :func:`overlapped` calls on ``waiter``'s kept threads wait now for
+#: steps on ``device``'s. Kept acyclic (a call that would close a cycle runs its steps itself), so that
+#: no device's threads wait, through others', for their own.
+_waits: Counter[tuple[str, str]] = Counter()
+_waits_lock = threading.RLock()  # reentrant: the cyclic GC may close a nested call's generator while it is held
+#: On a kept thread: ``stop``, the event of the step it runs; ``device``, the device whose pool it is in.
 _this_thread = threading.local()
 
 
@@ -46,9 +61,11 @@ def _forget_threads_after_fork() -> None:
     """In a child of ``os.fork``: the kept threads were not copied, but their executors were, and such an
     executor counts its idle threads as there; work given to it would wait forever (seen: a child
     that overlapped steps after its parent had). The child makes threads of its own when it needs them."""
-    global _pools_lock
+    global _pools_lock, _waits_lock
     _pools.clear()
     _pools_lock = threading.Lock()
+    _waits.clear()
+    _waits_lock = threading.RLock()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
@@ -122,7 +139,8 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
     ``streams`` 1: in the calling thread, one after the other. More: on ``streams`` threads, each
     with its own CUDA stream when ``device`` is a CUDA device (threads kept for later calls, as many
     as the most streams asked for the device; a step that itself calls this for a device whose kept
-    threads wait for it, its own or one further up, runs its items in its own thread). Items
+    threads wait, directly or through another device's and for whichever caller, for those of the
+    step's own device, its own among them, runs its items in its own thread). Items
     are taken from ``items`` in the calling thread only (an iterator that is not thread-safe, such
     as a DataLoader's, is fine), and the next one is started before a result is handed out, so the
     threads go on working while the caller uses it. Each step runs torch on ``threads`` CPU threads
@@ -141,18 +159,60 @@ def overlapped(work: Callable[[T], R], items: Iterable[T], streams: int, device:
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:  # a kept thread's current device is its own, not the caller's
         device = torch.device("cuda", torch.cuda.current_device())
-    # The devices whose kept threads wait, through the steps they run, for this thread's work: its own
-    # (a step nested on the same device) and those further up (CPU -> CUDA -> CPU). Their threads
-    # taking these items could leave each waiting for another.
-    waited_on: frozenset[str] = getattr(_this_thread, "waited_on", frozenset())
-    if streams == 1 or str(device) in waited_on:
+    waiter: str | None = getattr(_this_thread, "device", None)  # on a kept thread, the device of its pool
+    if streams == 1 or (waiter is not None and not _start_waiting(waiter, str(device))):
         yield from map(work, items)
         return
+    try:
+        yield from _on_kept_threads(work, items, streams, device, threads)
+    finally:
+        if waiter is not None:
+            _stop_waiting(waiter, str(device))
+
+
+def _start_waiting(waiter: str, device: str) -> bool:
+    """Note that a kept thread of ``waiter`` is to wait for steps on ``device``'s kept threads, unless those
+    wait, directly or through other devices' (for any caller), for ``waiter``'s (its own device among
+    them): then False, and the nested call runs its steps itself. Two callers nesting in opposite
+    directions (a CPU step calling for CUDA, a CUDA step calling for the CPU) left every thread of both
+    pools waiting for a step queued behind the other pool's."""
+    with _waits_lock:
+        if _reaches(device, waiter):
+            return False
+        _waits[waiter, device] += 1
+        return True
+
+
+def _stop_waiting(waiter: str, device: str) -> None:
+    """Undo one :func:`_start_waiting` that returned True."""
+    with _waits_lock:
+        _waits[waiter, device] -= 1
+        if _waits[waiter, device] <= 0:
+            del _waits[waiter, device]
+
+
+def _reaches(start: str, goal: str) -> bool:
+    """Whether ``start`` is ``goal`` or its kept threads wait, through :data:`_waits`, for ``goal``'s."""
+    seen, todo = {start}, [start]
+    while todo:
+        here = todo.pop()
+        if here == goal:
+            return True
+        for waiter, device in list(_waits):  # a copy: a generator closed by the GC meanwhile changes it
+            if waiter == here and device not in seen:
+                seen.add(device)
+                todo.append(device)
+    return False
+
+
+def _on_kept_threads(work: Callable[[T], R], items: Iterable[T], streams: int, device: torch.device,
+                     threads: int | None) -> Generator[R, None, None]:
+    """:func:`overlapped` on ``device``'s kept threads."""
     stop = threading.Event()
     caller_stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
     caller, callers_threads = threading.get_ident(), torch.get_num_threads()
     run_step = functools.partial(_as_the_caller_set, work, caller_stream, (threads or callers_threads, callers_threads),
-                                 stop, waited_on | {str(device)})
+                                 stop, str(device))
     source = iter(items)
     started: deque[Future[R]] = deque()
     failed: list[Exception] = []  # an error taking an item: raised where that item's result would have come
@@ -196,18 +256,15 @@ def _default_for_new_threads(count: int) -> None:
 
 def _submit(device: torch.device, streams: int, fn: Callable[[T], R], item: T) -> Future[R]:
     """``fn(item)`` on ``device``'s kept threads, at least ``streams`` of them (threads start as work
-    comes). A pool too small is replaced by one of ``streams`` threads: the old one runs the steps
-    already given to it, then its threads end. Under the lock, so that no caller submits to a pool
-    being replaced."""
+    comes, and take the steps queued in the order given). A pool too small grows: the threads it adds
+    take the steps already queued too."""
     key = str(device)
     with _pools_lock:
-        pool, size = _pools.get(key, (None, 0))
-        if pool is None or size < streams:
-            if pool is not None:
-                pool.shutdown(wait=False)
-            pool, size = ThreadPoolExecutor(streams, thread_name_prefix=f"lrfer-stream-{device}",
-                                            initializer=use_own_stream, initargs=(device,)), streams
-            _pools[key] = (pool, size)
+        pool = _pools.get(key)
+        if pool is None:
+            pool = _pools[key] = _KeptThreads(streams, thread_name_prefix=f"lrfer-stream-{device}",
+                                              initializer=use_own_stream, initargs=(device,))
+        pool.grow(streams)
         return pool.submit(fn, item)
 
 
@@ -226,13 +283,13 @@ def use_own_stream(device: torch.device) -> None:
 
 
 def _as_the_caller_set(work: Callable[[T], R], caller_stream: torch.cuda.Stream | None, threads: tuple[int, int],
-                       stop: threading.Event, waited_on: frozenset[str], item: T) -> R:
+                       stop: threading.Event, device: str, item: T) -> R:
     """``work(item)`` on a kept thread, with ``threads[0]`` torch CPU threads (the caller's count, ``threads[1]``,
     unless it said otherwise: ``torch.set_num_threads`` sets the calling thread's count only, and a kept thread
     keeps the one it had), its CUDA work queued
     after what the caller's CUDA stream holds now (a model loaded since this thread started has its
     weights copied and folded there, and streams made by torch do not wait for another by
-    themselves), ``stop`` for :func:`stop_if_cancelled`, and ``waited_on`` for a nested :func:`overlapped`."""
+    themselves), ``stop`` for :func:`stop_if_cancelled`, and ``device`` (the pool's) for a nested :func:`overlapped`."""
     if stop.is_set():  # the caller has stopped (and may have put torch's default count back)
         raise StepCancelled
     step_threads, callers_threads = threads
@@ -241,8 +298,8 @@ def _as_the_caller_set(work: Callable[[T], R], caller_stream: torch.cuda.Stream 
         _default_for_new_threads(callers_threads)
     if caller_stream is not None:
         torch.cuda.current_stream(caller_stream.device).wait_stream(caller_stream)
-    _this_thread.stop, _this_thread.waited_on = stop, waited_on
+    _this_thread.stop, _this_thread.device = stop, device
     try:
         return work(item)
     finally:
-        _this_thread.stop, _this_thread.waited_on = None, frozenset()
+        _this_thread.stop, _this_thread.device = None, None

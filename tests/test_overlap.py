@@ -378,7 +378,7 @@ def test_the_threads_kept_are_as_many_as_the_most_streams_asked() -> None:
     """A set of threads per number of streams: ``predict(..., streams=4)`` on lists of 2, 3 and 4
     photos (their streams cut to their steps) kept 2 + 3 + 4 threads, each with its detection buffers
     (682 MiB for 1920 px photos against the 4 threads' 303). One pool per device now, replaced by a
-    larger one when more streams are asked; a call still has at most its streams steps running.
+    larger one when more streams are asked (grown now); a call still has at most its streams steps running.
     Checked in a process of its own: other tests' threads are kept too."""
     import subprocess
     import sys
@@ -454,3 +454,68 @@ def test_a_step_may_use_another_device_whose_steps_come_back_to_its_own() -> Non
     printed = first_line_printed_without_deadlock(
         code, "a step calling overlapped on another device, whose steps came back to this one,")
     assert printed == str([3] * 4)
+
+
+def test_steps_nesting_calls_for_two_devices_in_opposite_directions_do_not_wait_for_each_other() -> None:
+    """One caller's steps on the CPU's kept threads called overlapped for another device while another
+    caller's steps on that device's kept threads called it for the CPU: every thread of both pools
+    waited for a step queued behind the other pool's, forever (each chain alone was run inline, the two
+    together were not). "meta" stands in for a GPU."""
+    code = (
+        "import threading\n"
+        "from lrfer.overlap import overlapped\n"
+        "all_running = threading.Barrier(4, timeout=30)  # both pools' threads busy with outer steps\n"
+        "def nesting(there):\n"
+        "    def outer(i):\n"
+        "        if i < 2:  # the first two steps of each caller: all the threads of both pools\n"
+        "            all_running.wait()\n"
+        "        return sum(overlapped(lambda j: i * j, range(3), streams=2, device=there))\n"
+        "    return outer\n"
+        "results = {}\n"
+        "def call(here, there):\n"
+        "    results[here] = list(overlapped(nesting(there), range(4), streams=2, device=here))\n"
+        "callers = [threading.Thread(target=call, args=pair) for pair in (('cpu', 'meta'), ('meta', 'cpu'))]\n"
+        "for caller in callers:\n"
+        "    caller.start()\n"
+        "for caller in callers:\n"
+        "    caller.join()\n"
+        "print(results['cpu'] == results['meta'] == [3 * i for i in range(4)])\n"
+    )
+    printed = first_line_printed_without_deadlock(code, "steps nesting overlapped for two devices both ways")
+    assert printed == "True"
+
+
+def test_steps_queued_when_more_streams_are_asked_run_on_the_threads_added() -> None:
+    """A pool too small was replaced by a larger one: the steps already queued on the old pool stayed
+    there, behind another caller's long steps, while the new pool's threads had nothing to do."""
+    code = (
+        "import threading, time\n"
+        "from lrfer.overlap import overlapped\n"
+        "release, both_busy = threading.Event(), threading.Barrier(3, timeout=30)\n"
+        "def long_step(i):\n"
+        "    both_busy.wait()\n"
+        "    release.wait(60)\n"
+        "    return i\n"
+        "def queued_items():\n"
+        "    yield 0\n"
+        "    queued.set()  # item 0 is queued behind the long steps, item 1 is about to be\n"
+        "    yield from range(1, 4)\n"
+        "queued, done = threading.Event(), []\n"
+        "long_caller = threading.Thread(target=lambda: list(overlapped(long_step, range(2), 2, 'cpu')))\n"
+        "def queued_call():\n"
+        "    done.extend(overlapped(lambda i: i, queued_items(), 2, 'cpu'))\n"
+        "queued_caller = threading.Thread(target=queued_call)\n"
+        "long_caller.start()\n"
+        "both_busy.wait()  # the 2 kept threads run the long steps\n"
+        "queued_caller.start()\n"
+        "queued.wait(30)\n"
+        "time.sleep(0.2)\n"
+        "assert list(overlapped(lambda i: i, range(3), 3, 'cpu')) == [0, 1, 2]  # asks for a third thread\n"
+        "queued_caller.join(10)\n"
+        "print(done == [0, 1, 2, 3])\n"
+        "release.set()\n"
+        "long_caller.join()\n"
+        "queued_caller.join()\n"
+    )
+    printed = first_line_printed_without_deadlock(code, "steps queued before more streams were asked")
+    assert printed == "True", "the queued steps waited for the long steps while new threads were free"

@@ -41,6 +41,7 @@ import math
 import os
 import re
 import shlex
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -193,6 +194,12 @@ def parse_name(name: str) -> ParsedName:
 
 
 # ------------------------------------------------------------------------------------------- ModelSpec
+def _lrfer_version() -> str:
+    from lrfer import __version__
+
+    return __version__
+
+
 def _frozen(value: Mapping[str, Any]) -> Mapping[str, Any]:
     """A read-only copy, all the way down (nested dicts as read-only mappings, lists as tuples): a
     spec's nested values were the cached manifest's own dicts, and editing one changed what
@@ -267,7 +274,8 @@ class ModelSpec:
         if unknown:
             raise ManifestError(
                 f"{label}: unknown key(s) {unknown}; allowed keys are {sorted(fields)}"
-                " (fix the spelling or remove them)"
+                " (fix the spelling or remove them; one written by a newer lrfer needs that version: "
+                f"this is lrfer {_lrfer_version()}, `pip install -U lrfer`)"
             )
         required = [n for n, f in fields.items() if f.default is dataclasses.MISSING
                     and f.default_factory is dataclasses.MISSING]
@@ -555,7 +563,12 @@ def get_spec(name: str) -> ModelSpec:
     except ValueError:
         parsed = None
     if parsed is not None and parsed.dataset in manifest.unavailable:
-        raise DatasetUnavailableError(_unavailable_message(name.strip(), parsed, manifest))  # --out NAME.safetensors
+        message = _unavailable_message(name.strip(), parsed, manifest)  # --out NAME.safetensors
+        trained = Path(f"{name.strip()}{WEIGHTS_SUFFIX}")
+        if trained.is_file():  # the file that command writes is here: the name alone read as the zoo's
+            message = (f"no weights for {name.strip()!r} in the zoo, but {str(trained)!r} is here: load it by its "
+                       f"path, lrfer.load({str(trained)!r}) (a name is looked up in the zoo).\n{message}")
+        raise DatasetUnavailableError(message)
     known = sorted(manifest.models)
     close = difflib.get_close_matches(name.lower(), known, n=5, cutoff=0.6)
     hint = f"did you mean {', '.join(map(repr, close))}?" if close else (
@@ -709,6 +722,15 @@ def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> str | None:
     return os.environ.get(CACHE_ENV) or None
 
 
+def _check_cache_folder(cache_dir: str | None) -> None:
+    """ValueError when the cache folder asked for is a file: huggingface_hub then failed with a bare "File
+    exists" online, and offline the not-cached error said to copy the cache to that file. (Checked when the
+    Hub is used: bundled weights ignore the cache.)"""
+    if cache_dir is not None and Path(cache_dir).expanduser().is_file():  # expanded as huggingface_hub does
+        raise ValueError(f"the Hub cache folder {cache_dir!r} (cache_dir, --cache-dir or ${CACHE_ENV}) is a file, "
+                         "not a folder; point it at a folder, or leave it unset for huggingface_hub's cache")
+
+
 def _offline() -> bool:
     """``HF_HUB_OFFLINE`` read now (huggingface_hub reads it only at import)."""
     from huggingface_hub import constants
@@ -808,6 +830,7 @@ def _hub_download(repo_id: str, filename: str, revision: str, cache_dir: str | N
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError  # also there before huggingface_hub 0.25
 
+    _check_cache_folder(cache_dir)
     offline = _offline()
     unresolved = None if offline else _unresolved_hub_host()
     try:
@@ -888,7 +911,7 @@ def _check_against_header(spec: ModelSpec, path: Path, metadata: dict[str, str],
         wrong.append(f"no temperature, so 1.0 (the file: {embedded.temperature!r})")
     if wrong:
         raise ManifestError(f"the entry of {spec.name!r} contradicts the header of {path}: " + "; ".join(wrong)
-                            + f". Write the entry from the file: lrfer info {path} --config")
+                            + f". Write the entry from the file: lrfer info {shlex.quote(str(path))} --config")
 
 
 def _checked(spec: ModelSpec, field: str) -> Any:
@@ -918,8 +941,12 @@ def _read_embedded_entry(path: Path, metadata: dict[str, str]) -> dict[str, Any]
 
 
 def _read_config(path: Path) -> dict[str, Any]:
+    """A ``lrfer_config.json`` in UTF-8, with or without a byte-order mark, or in UTF-16/32 (as ``json.loads``
+    reads bytes): Windows PowerShell 5 writes ``lrfer info F --config > lrfer_config.json`` as UTF-16 with a
+    BOM, and ``Out-File -Encoding utf8`` UTF-8 with one; both were "not valid JSON" / "not UTF-8 text"."""
+    data = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode(json.detect_encoding(data))
     except UnicodeDecodeError as err:  # a ValueError that would name neither the file nor what is wrong
         raise ManifestError(f"{path} is not UTF-8 text ({err})") from None
     return _manifest_entry(text, str(path))
@@ -983,6 +1010,8 @@ def _resolve_local_dir(folder: Path) -> tuple[ModelSpec, Path]:
 
 
 def _resolve_hf_uri(uri: str, cache_dir: str | None) -> tuple[ModelSpec, Path]:
+    # "hf://org/repo/" (a folder's spelling, as HfFileSystem's paths end): the same repo
+    uri = uri.rstrip("/")
     match = _HF_RE.match(uri)
     if match is None:
         raise ValueError(f"{uri!r} is not 'hf://org/repo' or 'hf://org/repo@revision'")
@@ -1058,6 +1087,8 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -
     cache = _cache_dir(cache_dir)
     if isinstance(spec, ModelSpec):
         return spec, _fetch(spec, cache)
+    if isinstance(spec, str) and spec.strip().startswith(TIMM_HF_PREFIXES + (HF_PREFIX,)):
+        spec = spec.strip()  # as a name's surrounding space is no part of it (a line read from a file)
     if isinstance(spec, str) and spec.startswith(TIMM_HF_PREFIXES):
         spec = HF_PREFIX + spec.split(":", 1)[1].removeprefix("//")  # hf-hub://org/repo: a common slip
     if isinstance(spec, str) and spec.startswith(HF_PREFIX):
@@ -1080,6 +1111,9 @@ def _missing_path_message(path: Path) -> str:
     """What a weight spec that is not on disk may have meant (``org/repo`` is a Hub id written as a path)."""
     if path.exists():  # a FIFO, a device, a socket (or a link to one): not a file to read weights from
         return f"{path} is not a regular file (a .safetensors file or a folder with {CONFIG_FILENAME} was expected)"
+    if path.is_symlink():  # "does not exist" of a file that `ls` lists
+        return (f"{path} is a symbolic link to {os.readlink(path)!r}, which does not exist (moved or deleted?); "
+                "point the link at the weights file, or give that file's path")
     text = path.as_posix()
     match = _HF_RE.match(HF_PREFIX + text)
     if match and not path.suffix and not path.is_absolute():
@@ -1091,6 +1125,8 @@ def _missing_path_message(path: Path) -> str:
     zoo_file = next((m.name for m in load_manifest().models.values() if m.file.lower() == text.lower()), None)
     if zoo_file is not None:  # the file name that `lrfer download` prints
         hints.append(f"for the zoo model of that file, give its name: {zoo_file!r}")
+    if text.strip().lower() in load_manifest().models:  # Path("<name>"): a path-like is never read as a name
+        hints.append(f"for the zoo model of that name, give the name as a str: {text.strip().lower()!r}")
     if text.startswith("~"):
         hints.append(f"'~' is not expanded (write the home folder out: {os.path.expanduser(text)!r})")
     return (f"{path} does not exist (a .safetensors file or a folder with {CONFIG_FILENAME} was expected)"
@@ -1262,7 +1298,8 @@ def save_weights(state_dict: Mapping[str, "torch.Tensor"], path: str | os.PathLi
 def _write_atomically(target: Path, blob: bytes) -> None:
     """Write ``blob`` to a sibling and rename it over ``target``: a run killed while writing leaves the
     file it was replacing whole (it was truncated: a model lost for the one being exported)."""
-    pending = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    # the thread too: two threads saving one path shared the sibling, and the second rename found it gone
+    pending = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         pending.write_bytes(blob)
         pending.replace(target)

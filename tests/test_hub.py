@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -253,6 +254,35 @@ def test_timm_style_hub_id_is_the_same_spec(hub: FakeHub, weights: tuple[bytes, 
     spec, path = zoo.resolve(f"hf-hub:{REPO_ID}@{COMMIT}")
     assert (spec, path) == zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
     check_model(zoo.load_model(f"hf-hub:{REPO_ID}@{COMMIT}"), original)
+
+
+def test_a_hub_id_with_a_trailing_slash_or_surrounding_space_is_the_same_repo(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module]) -> None:
+    """``hf://org/repo/`` (a folder's spelling, as HfFileSystem writes its paths) was refused as "not
+    'hf://org/repo'", and `` hf://org/repo\\n`` was read as a path; both are the same repo and revision."""
+    data, digest, original = weights
+    publish(hub, data, digest)
+    spec, path = zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
+    assert zoo.resolve(f"hf://{REPO_ID}@{COMMIT}/") == (spec, path)
+    assert zoo.resolve(f"hf-hub:{REPO_ID}@{COMMIT}/") == (spec, path)
+    # surrounding space is no part of it, as of a name (a line read from a file; it was read as a path)
+    assert zoo.resolve(f" hf://{REPO_ID}@{COMMIT}\n") == (spec, path)
+    check_model(zoo.load_model(f"hf://{REPO_ID}@{COMMIT}/"), original)
+
+
+@pytest.mark.parametrize("given_as", ["argument", "variable"])
+def test_a_cache_dir_that_is_a_file_is_named_so(given_as: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``$LRFER_CACHE`` (or ``cache_dir``) naming a file: offline, the not-cached error told the user to copy
+    the cache to that file; online, huggingface_hub failed with a bare "File exists"."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    a_file = tmp_path / "lrfer-cache"
+    a_file.write_text("not a folder")
+    monkeypatch.setenv(zoo.CACHE_ENV, str(a_file) if given_as == "variable" else str(tmp_path / "cache"))
+    cache_dir = str(a_file) if given_as == "argument" else None
+    with pytest.raises(ValueError, match="cache folder .*lrfer-cache' .* is a file, not a folder"):
+        zoo.download(f"hf://{REPO_ID}@{COMMIT}", cache_dir=cache_dir)
+    assert zoo.download("gmenet-fer2013-16px", cache_dir=cache_dir).is_file()  # bundled: no cache used
 
 
 def test_hub_id_without_prefix_points_to_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -655,10 +685,14 @@ def test_local_errors_during_a_download_are_not_called_connection_errors(
 
 def test_cached_config_this_lrfer_refuses_is_kept(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
                                                   tmp_path: Path) -> None:
-    """A config that parses but has a key this lrfer does not know (written for a newer one) stays cached."""
+    """A config that parses but has a key this lrfer does not know (written for a newer one) stays cached, and the
+    error says an upgrade reads it (it said only to fix the spelling, of a repo the user may not own)."""
+    import lrfer
+
     data, digest, _ = weights
     hub.files[REPO_ID] = {WEIGHTS: data, zoo.CONFIG_FILENAME: json.dumps(entry(sha256=digest, novel=1)).encode()}
-    with pytest.raises(zoo.ManifestError, match="novel"):
+    upgrade = f"newer lrfer.*this is lrfer {re.escape(lrfer.__version__)}, `pip install -U lrfer`"
+    with pytest.raises(zoo.ManifestError, match=f"novel.*{upgrade}"):
         zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
     assert list((tmp_path / "cache").rglob(f"snapshots/*/{zoo.CONFIG_FILENAME}"))
 

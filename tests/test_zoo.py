@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -301,6 +303,19 @@ def test_rafdb_names_explain_and_point_to_fer2013(name: str, spacing: str, use_m
     assert isinstance(err.value, zoo.UnknownModelError)
 
 
+def test_a_raf_name_whose_trained_file_is_here_says_to_load_it_by_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, use_manifest: Callable[..., Path]) -> None:
+    """After ``lrfer train ... --out gmenet-raf-16px.safetensors``, ``lrfer.load("gmenet-raf-16px")`` said
+    again to train it, without a word about the file just written beside it."""
+    use_manifest([tiny_entry("gmenet-fer2013-16px", arch="gmenet", config={})])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gmenet-raf-16px.safetensors").write_bytes(b"trained")
+    with pytest.raises(zoo.DatasetUnavailableError,
+                       match=re.escape("'gmenet-raf-16px.safetensors' is here: load it by its path, "
+                                       "lrfer.load('gmenet-raf-16px.safetensors')")):
+        zoo.get_spec("gmenet-raf-16px")
+
+
 def test_rafdb_error_without_fer2013_equivalent_names_arch_and_resolution(use_manifest: Callable[..., Path]) -> None:
     use_manifest([tiny_entry("gmenet-fer2013-16px", arch="gmenet", config={})])
     with pytest.raises(zoo.DatasetUnavailableError) as err:
@@ -357,6 +372,29 @@ def test_fp16_round_trip(tmp_path: Path) -> None:
         out = loaded(x)
         assert out.shape == (2, 7)
         assert torch.allclose(out, model(x), atol=2e-2)
+
+
+def test_threads_saving_one_path_all_succeed(tmp_path: Path) -> None:
+    """Threads of one process wrote the same temporary sibling (named by the process id alone): the first
+    rename took it, and the others failed with FileNotFoundError."""
+    model = tiny_model()
+    path = tmp_path / "tiny.safetensors"
+    errors: list[BaseException] = []
+
+    def save() -> None:
+        try:
+            zoo.save_weights(model.state_dict(), path, tiny_entry())
+        except BaseException as err:  # noqa: BLE001 - collected for the assert
+            errors.append(err)
+
+    threads = [threading.Thread(target=save) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert zoo.load_model(path).pretrained_cfg.name == tiny_entry()["name"]
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.safetensors"]  # no temporary file left
 
 
 def test_spec_survives_deepcopy_and_pickle(tmp_path: Path) -> None:
@@ -672,6 +710,16 @@ def test_a_missing_zoo_file_name_or_home_path_says_what_was_meant(tmp_path: Path
     assert ";" not in str(err.value)
 
 
+def test_a_model_name_given_as_a_path_object_says_to_give_it_as_a_str(
+        tmp_path: Path, use_manifest: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``lrfer.load(Path("baseline-fer2013-16px"))`` (a name built with pathlib) is read as a path, rightly, but
+    the error said only that no such file exists."""
+    use_manifest([tiny_entry()])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="give the name as a str: 'baseline-fer2013-16px'"):
+        zoo.resolve(Path("baseline-fer2013-16px"))
+
+
 def test_resolution_errors_name_the_problem(tmp_path: Path, use_manifest: Callable[..., Path]) -> None:
     """Each way a weight spec can fail to resolve says what is wrong and what to do."""
     use_manifest([tiny_entry("gmenet-fer2013-16px", arch="gmenet", config={})])
@@ -781,6 +829,20 @@ def test_a_config_that_contradicts_its_weights_header_is_refused(tmp_path: Path,
         zoo.resolve(folder)
 
 
+def test_the_command_that_rewrites_a_contradicting_config_quotes_its_path(tmp_path: Path) -> None:
+    """The suggested ``lrfer info PATH --config`` left a path with spaces unquoted: pasted into a shell it
+    named two files that do not exist."""
+    folder, _ = make_dir(tmp_path / "my models")
+    config = json.loads((folder / zoo.CONFIG_FILENAME).read_text())
+    config["mean"] = [0.3]
+    (folder / zoo.CONFIG_FILENAME).write_text(json.dumps(config))
+    with pytest.raises(zoo.ManifestError) as caught:
+        zoo.resolve(folder)
+    command = str(caught.value).split("Write the entry from the file: ", 1)[1]
+    assert shlex.split(command)[:2] == ["lrfer", "info"]
+    assert Path(shlex.split(command)[2]).is_file() and shlex.split(command)[3:] == ["--config"]
+
+
 def test_info_config_writes_a_config_that_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from lrfer.cli import main
 
@@ -793,6 +855,17 @@ def test_info_config_writes_a_config_that_loads(tmp_path: Path, capsys: pytest.C
     spec, path = zoo.resolve(folder)
     assert path == weights and spec.name == "baseline-mine-16px" and spec.temperature == 1.3
     assert spec.sha256 == zoo.sha256_file(weights)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_a_config_written_by_windows_powershell_loads(encoding: str, tmp_path: Path) -> None:
+    """``lrfer info F --config > lrfer_config.json`` in Windows PowerShell 5 writes UTF-16 with a byte-order
+    mark (and ``Out-File -Encoding utf8`` UTF-8 with one): the config was "not UTF-8 text" / "not valid JSON"."""
+    folder, _ = make_dir(tmp_path / "repo")
+    config = folder / zoo.CONFIG_FILENAME
+    expected, _ = zoo.resolve(folder)
+    config.write_bytes(config.read_text(encoding="utf-8").encode(encoding))
+    assert zoo.resolve(folder)[0] == expected
 
 
 def test_a_manifest_with_a_model_twice_is_refused(tmp_path: Path) -> None:

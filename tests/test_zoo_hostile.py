@@ -243,3 +243,12 @@ def test_a_path_that_is_no_regular_file_is_named_so(tmp_path: Path) -> None:
     (tmp_path / "zero.safetensors").symlink_to("/dev/zero")
     with pytest.raises(FileNotFoundError, match="is not a regular file"):
         zoo.resolve(tmp_path / "zero.safetensors")
+
+
+def test_a_broken_symlink_to_weights_names_its_missing_target(tmp_path: Path) -> None:
+    """A link whose weights file was moved or deleted was reported as "does not exist", though ``ls`` lists it."""
+    link = tmp_path / "model.safetensors"
+    link.symlink_to(tmp_path / "moved" / "model.safetensors")
+    for spec in (link, str(link)):
+        with pytest.raises(FileNotFoundError, match=r"symbolic link to '.*moved/model\.safetensors', which does not"):
+            zoo.resolve(spec)

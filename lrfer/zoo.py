@@ -1016,6 +1016,8 @@ def _resolve_hf_uri(uri: str, cache_dir: str | None) -> tuple[ModelSpec, Path]:
     if match is None:
         raise ValueError(f"{uri!r} is not 'hf://org/repo' or 'hf://org/repo@revision'")
     repo_id, revision = match["repo"], match["rev"] or "main"
+    if _COMMIT_RE.match(revision.lower()):  # a commit as some tools print it (upper case): git reads it the same
+        revision = revision.lower()
     # git refuses ".." in a ref name and empty components; huggingface_hub writes refs/<revision> in its cache,
     # so "@../../x" would write (and, offline, read) a file outside the cache.
     if ".." in revision or "" in revision.split("/"):

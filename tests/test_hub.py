@@ -247,6 +247,17 @@ def test_hf_uri_download_and_load(hub: FakeHub, weights: tuple[bytes, str, torch
     assert len(cached) == 1
 
 
+def test_a_commit_written_in_upper_case_is_the_same_pinned_commit(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """It was taken for a branch name: "not pinned" warned, and offline the cache lookup missed."""
+    data, digest, original = weights
+    publish(hub, data, digest)
+    with caplog.at_level("WARNING"):
+        model = zoo.load_model(f"hf://{REPO_ID}@{COMMIT.upper()}")
+    check_model(model, original)
+    assert "not pinned" not in caplog.text and model.pretrained_cfg.source["revision"] == COMMIT
+
+
 def test_timm_style_hub_id_is_the_same_spec(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module]) -> None:
     """``hf-hub:org/repo@commit`` (timm's spelling) loads what ``hf://org/repo@commit`` loads."""
     data, digest, original = weights

@@ -142,6 +142,19 @@ def test_class_folders_centre_crop_images_that_are_not_square(tmp_path: Path,
     assert "1 of 2 faces are not square" in caplog.text and "happy/b.png among them" in caplog.text
 
 
+def test_class_folders_beside_macos_and_hidden_folders_load(tmp_path: Path) -> None:
+    """An archive unzipped from a Mac holds __MACOSX/ beside the class folders: refused as "not class names"."""
+    import cv2
+
+    for folder in ("happy", "sad", "__MACOSX/happy", ".git"):
+        (tmp_path / folder).mkdir(parents=True)
+    for name in ("happy/a.png", "sad/b.png"):
+        cv2.imwrite(str(tmp_path / name), np.full((48, 48), 90, np.uint8))
+    (tmp_path / "__MACOSX" / "happy" / "._a.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    loaded = load_faces(tmp_path)
+    assert len(loaded) == 2 and sorted(loaded.labels.tolist()) == [CLASSES.index("happy"), CLASSES.index("sad")]
+
+
 def test_class_folders_with_a_folder_that_cannot_be_listed_are_refused(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A class subfolder without read permission was skipped without a word: the model was trained on

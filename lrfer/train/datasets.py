@@ -191,7 +191,7 @@ def _npz_labels(path: Path, labels: np.ndarray, count: int) -> np.ndarray:
 def load_class_folders(root: Path) -> FaceSet:
     images, labels = [], []
     cropped: list[Path] = []
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not _not_a_class_folder(p.name))
     unknown = [p.name for p in folders if p.name.lower() not in CLASSES]
     rafdb = [p for p in folders if is_rafdb(p)]
     if rafdb:  # RAF-DB/ given for RAF-DB/basic/
@@ -216,6 +216,17 @@ def load_class_folders(root: Path) -> FaceSet:
                              f"a class name being one of {list(CLASSES)}")
         raise ValueError(f"{root}: no images found in class folders")
     return FaceSet(np.stack(images), np.asarray(labels, dtype=np.int64), Path(os.path.abspath(root)).name)
+
+
+#: macOS's zip archiver puts the resource forks of a zipped folder's files in this folder beside it.
+MACOS_ZIP_FOLDER = "__MACOSX"
+
+
+def _not_a_class_folder(name: str) -> bool:
+    """Folders beside the class folders that hold no faces: hidden ones (``.git``, ``.ipynb_checkpoints``,
+    left out as ``lrfer predict``'s searches leave them) and macOS's ``__MACOSX`` of an unzipped archive
+    (it was refused as "not class names")."""
+    return name.startswith(".") or name == MACOS_ZIP_FOLDER
 
 
 def _image_files(folder: Path) -> list[Path]:

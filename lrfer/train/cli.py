@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import shlex
 import sys
@@ -139,12 +138,11 @@ def _device(name: str) -> str:
 def _dataset_name(data: Path) -> str:
     """The dataset part of the model name, from the data's file or folder name (letters and digits only),
     without a trailing split word: ``raf-train.npz`` and ``fer2013-train.npz`` give ``raf`` and ``fer2013``."""
-    from lrfer.train.datasets import is_rafdb
+    from lrfer.train.datasets import is_rafdb, own_name
 
     if is_rafdb(data):
         return "raf"
-    data = Path(os.path.abspath(data))  # `--data .` or `--data ..`: the folder's own name
-    stem = data.stem.lower()
+    stem = Path(own_name(data)).stem.lower()  # `--data .` or `--data ..`: the folder's own name
     split = SPLIT_SUFFIX_RE.fullmatch(stem)
     stem = (split.group("name") if split else stem).replace("+", "plus")  # ck+ -> ckplus
     name = re.sub(r"[^a-z0-9]", "", stem.split("-")[0] if stem.startswith("fer2013") else stem)
@@ -262,7 +260,7 @@ def default_work_dir(out: Path) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from lrfer.constants import CLASSES
-    from lrfer.train.datasets import is_rafdb, load_faces
+    from lrfer.train.datasets import check_faces_path, is_rafdb, load_faces
     from lrfer.train.export import export
     from lrfer.train.recipes import Trainer, check_teacher_files
     from lrfer.zoo import load_manifest
@@ -273,8 +271,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_teacher_files(recipe)
     dataset = _checked_dataset_name(args.dataset_name) if args.dataset_name else _dataset_name(args.data)
     name = _variant_name(args.recipe, recipe.arch, dataset, recipe.resolution)
-    if args.val is not None and not args.val.exists():  # said before the training data is read, not after
-        raise FileNotFoundError(f"--val {args.val}: no such file or folder")
+    if args.val is not None:  # said before the training data is read, not after
+        check_faces_path(args.val, "--val")
     train = load_faces(args.data, "train")
     val_path: Path | None = args.val or _default_val(args.data)
     val = load_faces(val_path, "test") if val_path else None
@@ -321,7 +319,7 @@ def _load_eval_models(specs: list[str], device: str, cache_dir: Path | None = No
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lrfer.train.datasets import check_faces_path, is_rafdb, load_faces
+    from lrfer.train.datasets import check_faces_path, is_rafdb, load_faces, own_name
     from lrfer.train.evaluate import detail_table, evaluate, fit_temperature, markdown_table, plot_accuracy, plot_path
     from lrfer.train.recipes import predict_logits
 
@@ -331,8 +329,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.plot = plot_path(args.plot)
         args.plot.parent.mkdir(parents=True, exist_ok=True)
     check_faces_path(args.data)  # the paths, then the models (a misspelt name), before any data is read
-    if args.calibrate_on is not None and not args.calibrate_on.exists():
-        raise FileNotFoundError(f"--calibrate-on {args.calibrate_on}: no such file or folder")
+    if args.calibrate_on is not None:
+        check_faces_path(args.calibrate_on, "--calibrate-on")
     models = _load_eval_models(args.model, device, args.cache_dir)
     faces = load_faces(args.data, args.split)
     calibration = load_faces(args.calibrate_on, args.calibrate_split) if args.calibrate_on else None
@@ -350,7 +348,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         evaluated.append((cfg.name, spec, evaluate(model, cfg.resolution, faces, resolutions, temperature, device, tta=args.tta)))
     labels = _row_labels([(name, spec) for name, spec, _ in evaluated])
     results = {label: rows for label, (_, _, rows) in zip(labels, evaluated)}
-    print(f"Accuracy (%) on {Path(os.path.abspath(args.data)).name}, {len(faces)} faces{', each with its mirror image (--tta)' if args.tta else ''}\n")
+    print(f"Accuracy (%) on {own_name(args.data)}, {len(faces)} faces{', each with its mirror image (--tta)' if args.tta else ''}\n")
     print(markdown_table(results))
     if args.details:
         for name, rows in results.items():

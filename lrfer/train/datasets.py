@@ -215,7 +215,7 @@ def load_class_folders(root: Path) -> FaceSet:
             raise ValueError(f"{root}: its images are not in class folders; move each to {root}/<class name>/, "
                              f"a class name being one of {list(CLASSES)}")
         raise ValueError(f"{root}: no images found in class folders")
-    return FaceSet(np.stack(images), np.asarray(labels, dtype=np.int64), Path(os.path.abspath(root)).name)
+    return FaceSet(np.stack(images), np.asarray(labels, dtype=np.int64), own_name(root))
 
 
 #: macOS's zip archiver puts the resource forks of a zipped folder's files in this folder beside it.
@@ -286,13 +286,20 @@ def _raf_entry(label_file: Path, number: int, line: str) -> tuple[str, int]:
                      f"RAF-DB basic label 1..7 ({RAF_LABELS})")
 
 
-def check_faces_path(path: str | Path) -> Path:
-    """``path`` as a Path; FileNotFoundError naming what :func:`load_faces` reads when nothing is there."""
+def check_faces_path(path: str | Path, option: str | None = None) -> Path:
+    """``path`` as a Path; FileNotFoundError naming what :func:`load_faces` reads when nothing is there
+    (and the command's ``option`` that gave the path, if any)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder (expected a FER2013 .npz, a RAF-DB basic folder "
+        given = f"{option} {path}" if option else str(path)
+        raise FileNotFoundError(f"{given}: no such file or folder (expected a FER2013 .npz, a RAF-DB basic folder "
                                 "or a folder of class folders)")
     return path
+
+
+def own_name(path: str | Path) -> str:
+    """The name of the file or folder ``path`` is, ``.`` and ``..`` too (``Path('.').name`` is empty)."""
+    return Path(os.path.abspath(path)).name
 
 
 def load_faces(path: str | Path, split: str = "train") -> FaceSet:

@@ -42,6 +42,7 @@ import os
 import re
 import shlex
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -800,12 +801,19 @@ def _why_not_fetched(err: BaseException) -> tuple[str, str]:
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
 
 
+#: How long a failed lookup of the Hub's name is believed (seconds): one load asks for a config and
+#: then the weights, and a resolver without network can take seconds to say no each time.
+UNRESOLVED_HOST_MEMORY_S = 30.0
+_unresolved_until: dict[str, float] = {}
+
+
 def _unresolved_hub_host() -> str | None:
     """The Hub's host name when this machine cannot resolve it (no network, no DNS), else None.
 
     huggingface_hub retries a failed connection five times with back-off: about 25 s before the
     not-cached error on a machine without network. A name lookup fails at once; without a name the
-    Hub cannot be reached, so the cache is read as if offline. Behind a proxy the proxy resolves it."""
+    Hub cannot be reached, so the cache is read as if offline. Behind a proxy the proxy resolves it.
+    A failed lookup is remembered for ``UNRESOLVED_HOST_MEMORY_S``; a successful one is not."""
     import socket
     from urllib.parse import urlsplit
 
@@ -816,12 +824,16 @@ def _unresolved_hub_host() -> str | None:
     host = urlsplit(str(constants.ENDPOINT)).hostname
     if not host:
         return None
+    if time.monotonic() < _unresolved_until.get(host, -math.inf):
+        return host
     try:
         socket.getaddrinfo(host, None)
     except socket.gaierror:
+        _unresolved_until[host] = time.monotonic() + UNRESOLVED_HOST_MEMORY_S
         return host
     except (OSError, UnicodeError):  # anything else: let huggingface_hub try and report
         return None
+    _unresolved_until.pop(host, None)
     return None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -859,3 +860,45 @@ def test_offline_error_names_the_cache_that_was_searched(monkeypatch: pytest.Mon
     with pytest.raises(zoo.NotCachedError) as err:
         zoo.download(f"hf://{REPO_ID}@{COMMIT}")
     assert f"the huggingface_hub cache ({tmp_path / 'hf-home' / 'hub'})" in str(err.value)
+
+
+def test_a_failed_lookup_of_the_hubs_name_is_asked_once_per_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load asks for the config, then the weights: each asked the resolver again, and a resolver
+    without network can take seconds to say no. A failure is now believed for a while; a success never."""
+    import socket
+
+    point_hub_at_a_name_that_does_not_resolve(monkeypatch)
+    monkeypatch.setattr(zoo, "_unresolved_until", {})
+    failing_lookup = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def counted(host: Any, *args: Any, **kwargs: Any) -> Any:
+        lookups.append(host)
+        return failing_lookup(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", counted)
+    now = [1000.0]
+    monkeypatch.setattr(zoo.time, "monotonic", lambda: now[0])
+    assert zoo._unresolved_hub_host() == "hub.invalid"
+    assert zoo._unresolved_hub_host() == "hub.invalid"
+    assert lookups == ["hub.invalid"]
+    now[0] += zoo.UNRESOLVED_HOST_MEMORY_S + 1
+    assert zoo._unresolved_hub_host() == "hub.invalid"
+    assert lookups == ["hub.invalid"] * 2
+
+
+def test_a_resolved_hub_name_is_looked_up_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The network may go away: a success is not remembered, and it forgets an earlier failure."""
+    import socket
+
+    monkeypatch.setattr(zoo, "_unresolved_until", {"hub.example": math.inf})
+    monkeypatch.setattr(hf_constants, "ENDPOINT", "http://hub.example")
+    for proxy in zoo.PROXY_VARIABLES:
+        monkeypatch.delenv(proxy, raising=False)
+    assert zoo._unresolved_hub_host() == "hub.example"
+    expired = {"hub.example": zoo.time.monotonic() - 1}
+    monkeypatch.setattr(zoo, "_unresolved_until", expired)
+    lookups: list[str] = []
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: lookups.append(host) or [])
+    assert zoo._unresolved_hub_host() is None and zoo._unresolved_hub_host() is None
+    assert lookups == ["hub.example", "hub.example"] and expired == {}

@@ -121,9 +121,10 @@ def _add_models(sub: Any) -> None:
 
 
 def _add_info(sub: Any) -> None:
-    p = sub.add_parser("info", help="show one model's details, metrics and licences (code, weights, data)")
+    p = sub.add_parser("info", help="show one model's details, architecture config, alignment, metrics and "
+                                    "licences (code, weights, data)")
     p.add_argument("name", help="model name from `lrfer models`, a .safetensors file, a folder with "
-                                "lrfer_config.json or hf://org/repo@commit")
+                                "lrfer_config.json (or with one .safetensors file lrfer wrote) or hf://org/repo@commit")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--config", action="store_true",
                    help="print the model's lrfer_config.json (its manifest entry, without source), e.g. to publish "
@@ -323,7 +324,7 @@ def describe_source(source: Any) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """``lrfer info NAME``: details, metrics and licences."""
+    """``lrfer info NAME``: details, architecture config, alignment, metrics and licences."""
     from lrfer.zoo import config_entry, info
 
     if args.config:

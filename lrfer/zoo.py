@@ -17,7 +17,8 @@ Weight specs accepted by :func:`resolve` / :func:`load_model`:
 * a manifest name, ``<arch>-<dataset>-<res>px`` (e.g. ``"gmenet-fer2013-16px"``);
 * a :class:`ModelSpec`;
 * a local ``.safetensors`` file written by :func:`save_weights` (spec in its metadata);
-* a local directory holding ``lrfer_config.json`` (a manifest entry) and the weights file it names;
+* a local directory holding ``lrfer_config.json`` (a manifest entry) and the weights file it names, or
+  no ``lrfer_config.json`` and a single ``.safetensors`` file written by :func:`save_weights`;
 * ``hf://org/repo[@revision]``: a Hub repo laid out like such a directory (timm's spelling,
   ``hf-hub:org/repo[@revision]``, works too).
 
@@ -48,7 +49,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Collection, Iterable, Mapping, NamedTuple, Union
 
-from lrfer.constants import ALIGNMENTS, HR_SIZE
+from lrfer.constants import (ALIGNMENTS, FER2013_BOX, FER2013_LANDMARKS, HR_SIZE, LANDMARK_NAMES,
+                             NATIVE_DOWNSAMPLING)
 from lrfer.results import ROW_PREFIX, VIDEO_COLUMNS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,7 +126,11 @@ _NAME_RE = re.compile(r"^(?P<arch>[a-z0-9_]+(?:-[a-z0-9_]+)*?)-(?P<dataset>[a-z0
 # \Z, not $: "$" also matches before a trailing newline ("<64 hex>\\n" passed, then never matched a file's hash)
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
-_HF_RE = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+))?\Z")
+# The revision is any text here; _check_revision holds it to git's rules for a ref name.
+_HF_RE = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\s\S]+))?\Z")
+#: What git refuses anywhere in a ref name (``git check-ref-format``): control characters, DEL, space, ``~^:?*[\``,
+#: ``..`` and ``@{``.
+_REF_FORBIDDEN_RE = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{")
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -997,7 +1003,7 @@ def _resolve_local_file(path: Path) -> tuple[ModelSpec, Path]:
                             "lrfer.zoo.save_weights (which records its sha256) under a name of its own.")
     for key in ("file", "sha256"):
         entry.pop(key, None)
-    entry.update(file=path.name, sha256=hashes.whole, source={"kind": "local", "path": str(path)})
+    entry.update(file=path.name, sha256=hashes.whole, source=_local_source(path))
     spec = ModelSpec.from_dict(entry, where=f"{path} metadata")
     # after the entry is accepted: a file refused anyway (a run's final weights, arch and config only)
     # gets its error alone, not a warning about loading it first
@@ -1007,18 +1013,50 @@ def _resolve_local_file(path: Path) -> tuple[ModelSpec, Path]:
     return spec, path
 
 
+def _local_source(path: Path) -> dict[str, str]:
+    """A local spec's ``source``: its path made absolute (not resolved: a link stays the link), so that the spec
+    still finds its weights once the working folder has changed (a relative path then named another file)."""
+    return {"kind": "local", "path": str(path.absolute())}
+
+
 def _resolve_local_dir(folder: Path) -> tuple[ModelSpec, Path]:
     config = folder / CONFIG_FILENAME
     if not config.is_file():
-        raise FileNotFoundError(f"{folder} has no {CONFIG_FILENAME}; a weights folder holds that manifest entry "
-                                "and the .safetensors file it names")
+        return _resolve_lone_weights_file(folder)
     entry = _read_config(config)
-    entry["source"] = {"kind": "local", "path": str(folder)}
+    entry["source"] = _local_source(folder)
     spec = ModelSpec.from_dict(entry, where=str(config))
     weights = folder / spec.file
     if not weights.is_file():
         raise FileNotFoundError(f"{config} names {spec.file!r} but {weights} does not exist")
     return spec, _fetch(spec, None, given=entry.keys())
+
+
+def _resolve_lone_weights_file(folder: Path) -> tuple[ModelSpec, Path]:
+    """A folder without ``lrfer_config.json``: its one ``.safetensors`` file, loaded as by its path when its header
+    holds the entry :func:`save_weights` writes; otherwise a FileNotFoundError saying what the folder needs."""
+    files = sorted(p.name for p in folder.iterdir()
+                   if p.suffix.lower() == WEIGHTS_SUFFIX and not p.name.startswith(".") and p.is_file())
+    config = folder / CONFIG_FILENAME
+    if not files:
+        raise FileNotFoundError(f"{folder} has no {CONFIG_FILENAME} and no {WEIGHTS_SUFFIX} file; a weights folder "
+                                f"holds {CONFIG_FILENAME} (a manifest entry) and the {WEIGHTS_SUFFIX} file it names, "
+                                f"or a single {WEIGHTS_SUFFIX} file written by lrfer.zoo.save_weights (or lrfer train)")
+    if len(files) > 1:
+        shown = ", ".join(files[:5]) + (f", ... (+{len(files) - 5})" if len(files) > 5 else "")
+        first = shlex.quote(str(folder / files[0]))
+        raise FileNotFoundError(
+            f"{folder} has no {CONFIG_FILENAME} and {len(files)} {WEIGHTS_SUFFIX} files ({shown}), so which to load "
+            f"is not clear: give the file's path, or add a {CONFIG_FILENAME} naming the one to load (for a file "
+            f"written by lrfer: lrfer info {first} --config > {shlex.quote(str(config))})")
+    path = folder / files[0]
+    if SPEC_METADATA_KEY not in _read_metadata(path):
+        raise FileNotFoundError(
+            f"{folder} has no {CONFIG_FILENAME}, and its one weights file {files[0]} has no {SPEC_METADATA_KEY!r} "
+            f"metadata (written by other means than lrfer.zoo.save_weights), so its architecture and labels are "
+            f"unknown: add a {CONFIG_FILENAME}, a manifest entry (name, arch, config, classes, mean, std, ...) whose "
+            f"'file' is {files[0]!r} and 'sha256' that file's sha256")
+    return _resolve_local_file(path)
 
 
 def _resolve_hf_uri(uri: str, cache_dir: str | None) -> tuple[ModelSpec, Path]:
@@ -1030,11 +1068,7 @@ def _resolve_hf_uri(uri: str, cache_dir: str | None) -> tuple[ModelSpec, Path]:
     repo_id, revision = match["repo"], match["rev"] or "main"
     if _COMMIT_RE.match(revision.lower()):  # a commit as some tools print it (upper case): git reads it the same
         revision = revision.lower()
-    # git refuses ".." in a ref name and empty components; huggingface_hub writes refs/<revision> in its cache,
-    # so "@../../x" would write (and, offline, read) a file outside the cache.
-    if ".." in revision or "" in revision.split("/"):
-        raise ValueError(f"{uri!r}: {revision!r} is not a revision (a commit hash, branch or tag: no '..', "
-                         "no empty part between slashes)")
+    _check_revision(uri, revision)
     if not _COMMIT_RE.match(revision):
         logger.warning("%s is not pinned to a commit; pin it (hf://%s@<40-hex commit>) for reproducible weights",
                        uri, repo_id)
@@ -1054,6 +1088,19 @@ def _resolve_hf_uri(uri: str, cache_dir: str | None) -> tuple[ModelSpec, Path]:
     except ChecksumError:
         _remove_cached(config)
         raise
+
+
+def _check_revision(uri: str, revision: str) -> None:
+    """ValueError unless ``revision`` is a name git accepts for a branch or tag (``git check-ref-format
+    --allow-onelevel``; ``v1.0+cpu`` is one) or a commit. huggingface_hub writes refs/<revision> in its cache,
+    so "@../../x" would write (and, offline, read) a file outside the cache: git's rules refuse it."""
+    parts = revision.split("/")
+    if (_REF_FORBIDDEN_RE.search(revision) or revision == "@" or revision.endswith(".") or "" in parts
+            or any(part.startswith(".") or part.endswith(".lock") for part in parts)):
+        raise ValueError(f"{uri!r}: {revision!r} is not a revision (a commit hash, branch or tag, named as git "
+                         "allows: no '..', '@{', space, control character or any of ~^:?*[\\, no empty part "
+                         "between slashes, no part starting with '.' or ending in '.lock', not ending in '.', "
+                         "not '@')")
 
 
 def _fetch(spec: ModelSpec, cache_dir: str | None, label: str | None = None,
@@ -1091,7 +1138,9 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -
     """Turn any weight spec into ``(ModelSpec, verified local .safetensors path)``.
 
     ``spec`` is a manifest name, a :class:`ModelSpec`, a local ``.safetensors`` file, a folder with
-    ``lrfer_config.json``, or ``hf://org/repo[@revision]`` (or timm's ``hf-hub:org/repo[@revision]``).
+    ``lrfer_config.json`` (or with one ``.safetensors`` file written by :func:`save_weights`), or
+    ``hf://org/repo[@revision]`` (or timm's ``hf-hub:org/repo[@revision]``). A local spec's ``source`` holds
+    its absolute path.
     Hub files go to ``cache_dir`` > ``$LRFER_CACHE`` > the huggingface_hub default cache; the sha256
     is always checked.
 
@@ -1283,7 +1332,8 @@ def save_weights(state_dict: Mapping[str, "torch.Tensor"], path: str | os.PathLi
     """Write fp16 safetensors with ``entry`` (minus file/sha256) in metadata; return the sha256.
 
     Floating tensors are stored as fp16, integer buffers are kept. The entry is validated first;
-    ``file``, ``sha256`` and ``source`` may be left out (a loaded file's source is its own path).
+    ``file``, ``sha256`` and ``source`` may be left out (a loaded file's source is its own path). A ``path``
+    that is a symbolic link is written through: the file it points to gets the weights, the link stays.
 
     >>> sha = save_weights(model.state_dict(), "gmenet-raf-16px.safetensors", entry)  # doctest: +SKIP
     """
@@ -1297,13 +1347,18 @@ def save_weights(state_dict: Mapping[str, "torch.Tensor"], path: str | os.PathLi
     placeholder = {"file": target.name, "sha256": "0" * 64, "source": {"kind": "bundled"}}
     spec = ModelSpec.from_dict({**placeholder, **meta, "file": target.name}, where="save_weights entry")
     _check_buildable(spec, "save_weights entry")
+    if spec.source["kind"] == "local" and isinstance(spec.source["path"], str):
+        meta["source"] = _local_source(Path(spec.source["path"]))  # a relative one names another file elsewhere
     tensors: dict[str, torch.Tensor] = {}
     for key, tensor in state_dict.items():
         tensor = tensor.detach().to("cpu")
         tensors[key] = (tensor.to(torch.float16) if tensor.is_floating_point() else tensor).clone().contiguous()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    # written through a symbolic link, to the file it points to (which may not exist yet): renamed over the link,
+    # the new file replaced the link and the file it pointed to kept the old weights
+    destination = Path(os.path.realpath(target))
+    destination.parent.mkdir(parents=True, exist_ok=True)
     blob = sealed(save(tensors, metadata={SPEC_METADATA_KEY: json.dumps(meta, sort_keys=True), "format": "pt"}))
-    _write_atomically(target, blob)
+    _write_atomically(destination, blob)
     digest = hashlib.sha256(blob).hexdigest()
     logger.info("wrote %s (sha256 %s)", target, digest)
     return digest
@@ -1373,9 +1428,10 @@ DETECTOR_LICENSES = {
 
 
 def info(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """A JSON-able summary of a model, including the three licences: a manifest name, or any other
-    weight spec :func:`resolve` takes (a local file or folder, a Hub id; its weights are fetched to
-    ``cache_dir``, as :func:`download` does, and checked first).
+    """A JSON-able summary of a model, including its architecture config, the alignment its faces get
+    (template, crop and degradation) and the three licences: a manifest name, or any other weight spec
+    :func:`resolve` takes (a local file or folder, a Hub id; its weights are fetched to ``cache_dir``,
+    as :func:`download` does, and checked first).
 
     >>> info("gmenet-fer2013-16px")["license"]  # doctest: +SKIP
     {'code': 'MIT', 'weights': '...', 'data': '...'}
@@ -1389,6 +1445,7 @@ def info(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> d
     return {
         "name": spec.name,
         "arch": spec.arch,
+        "config": _plain(spec.config),
         "dataset": spec.dataset,
         "resolution": spec.resolution,
         "in_chans": spec.in_chans,
@@ -1396,6 +1453,7 @@ def info(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> d
         "mean": list(spec.mean),
         "std": list(spec.std),
         "temperature": spec.temperature,
+        "alignment": _alignment_steps(spec.alignment, spec.resolution),
         "metrics": _plain(spec.metrics),
         "source": _plain(spec.source),
         "file": spec.file,
@@ -1404,6 +1462,29 @@ def info(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> d
         "detector_licenses": dict(DETECTOR_LICENSES),
         "paper": spec.paper,
         "description": spec.description,
+    }
+
+
+def _alignment_steps(alignment: str, resolution: int) -> dict[str, Any]:
+    """How the pipeline makes the faces a model with this ``alignment`` and native ``resolution`` is fed
+    (:func:`lrfer.faces.align_faces`, then :func:`lrfer.faces.degrade.to_native`): the framing's template and
+    crop, then the degradation. Coordinates are in pixels of the aligned frame.
+
+    >>> _alignment_steps("fer2013", 16)["degradation"]
+    'area down-sampling of the 48x48 face to 16x16 px'
+    """
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"unknown alignment {alignment!r}; the pipeline makes {list(ALIGNMENTS)}")
+    degradation = (f"{NATIVE_DOWNSAMPLING} down-sampling of the {HR_SIZE}x{HR_SIZE} face to {resolution}x{resolution} px"
+                   if resolution != HR_SIZE else f"none (the model reads the {HR_SIZE}x{HR_SIZE} face)")
+    return {
+        "name": alignment,
+        "crop": f"{HR_SIZE}x{HR_SIZE} px, gray (ITU-R BT.601 luma)",
+        "mapping": "5 landmarks mapped onto template_px by a similarity transform (rotation, uniform scale, "
+                   "shift); a face without landmarks: its box's centre and mean side onto face_box_px",
+        "template_px": {part: list(point) for part, point in zip(LANDMARK_NAMES, FER2013_LANDMARKS)},
+        "face_box_px": list(FER2013_BOX),
+        "degradation": degradation,
     }
 
 

@@ -1,4 +1,4 @@
-"""Derive ``FER2013_TEMPLATE`` / ``FER2013_FACE_BOX`` (lrfer/faces/align.py) from FER2013 itself.
+"""Derive ``FER2013_LANDMARKS`` / ``FER2013_BOX`` (lrfer/constants.py) from FER2013 itself.
 
 FER2013's faces are already cropped to 48x48; lrfer aligns detected faces to the same framing by
 mapping their MTCNN landmarks onto the typical MTCNN landmarks of a FER2013 face. This script measures
@@ -8,7 +8,7 @@ of the five landmarks and of the box, scaled back to 48x48 pixel coordinates::
 
     PYTHONPATH=. python scripts/derive_fer2013_template.py --count 2000
 
-The printed constants are pasted into align.py with the face count and date.
+The printed constants are pasted into lrfer/constants.py with the face count and date.
 """
 from __future__ import annotations
 
@@ -72,11 +72,11 @@ def main() -> None:
     spread = (points - template).norm(dim=-1).median(dim=0).values
 
     print(f"# {len(points)} of {len(faces)} faces kept (score >= {MIN_SCORE}), {datetime.date.today()}")
-    print("FER2013_TEMPLATE = torch.tensor(\n    [")
+    print("FER2013_LANDMARKS: tuple[tuple[float, float], ...] = (")
     for x, y in template.tolist():
-        print(f"        [{x:.2f}, {y:.2f}],")
-    print("    ]\n)")
-    print(f"FER2013_FACE_BOX = torch.tensor([{', '.join(f'{v:.2f}' for v in box.tolist())}])")
+        print(f"    ({x:.2f}, {y:.2f}),")
+    print(")")
+    print(f"FER2013_BOX: tuple[float, float, float, float] = ({', '.join(f'{v:.2f}' for v in box.tolist())})")
     print("# median distance of each landmark to the template (48-px units):", [round(v, 2) for v in spread.tolist()])
     size = box[2:] - box[:2]
     print(f"# median box: centre ({(box[0] + box[2]) / 2:.2f}, {(box[1] + box[3]) / 2:.2f}), size {size[0]:.2f} x {size[1]:.2f}")

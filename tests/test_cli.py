@@ -678,6 +678,28 @@ def test_info(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixtu
     assert "license" in capsys.readouterr().out
 
 
+def test_info_prints_the_config_and_the_alignment(capsys: pytest.CaptureFixture[str]) -> None:
+    """``lrfer info NAME`` showed neither the architecture's config nor the framing, crop and degradation the
+    model's faces get."""
+    from lrfer.zoo import info, list_models
+
+    name = list_models()[0]
+    assert main(["info", name]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    data = info(name)
+    config = printed.index("config:")
+    assert printed[config + 1:config + 1 + len(data["config"])] == [f"  {k}: {v}" for k, v in data["config"].items()]
+    alignment = printed.index("alignment:")
+    assert printed[alignment + 1] == "  name: fer2013"
+    assert "  template_px:" in printed and "    left_eye: 15.26, 18.52" in printed
+    assert "  face_box_px: 4.22, -0.5, 42.66, 48.25" in printed
+    res = data["resolution"]
+    degradation = f"area down-sampling of the 48x48 face to {res}x{res} px" if res != 48 else "none"
+    assert any(line.startswith(f"  degradation: {degradation}") for line in printed)
+    assert main(["info", name, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["alignment"] == data["alignment"]
+
+
 def test_info_prints_nested_values_one_per_line(capsys: pytest.CaptureFixture[str]) -> None:
     """``publictest_accuracy_by_px`` came out as a Python dict repr ({'8': 0.3547, ...}); ``--config``
     stays JSON."""

@@ -259,6 +259,16 @@ def test_a_commit_written_in_upper_case_is_the_same_pinned_commit(hub: FakeHub, 
     assert "not pinned" not in caplog.text and model.pretrained_cfg.source["revision"] == COMMIT
 
 
+def test_a_tag_with_a_plus_loads_pinned_to_its_commit(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module]) -> None:
+    """``hf://org/repo@v1.0+cpu``, a valid git tag, was refused as "not 'hf://org/repo@revision'"."""
+    data, digest, original = weights
+    publish(hub, data, digest)
+    hub.revisions["v1.0+cpu"] = COMMIT
+    model = zoo.load_model(f"hf://{REPO_ID}@v1.0+cpu")
+    check_model(model, original)
+    assert model.pretrained_cfg.source["revision"] == COMMIT
+
+
 def test_timm_style_hub_id_is_the_same_spec(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module]) -> None:
     """``hf-hub:org/repo@commit`` (timm's spelling) loads what ``hf://org/repo@commit`` loads."""
     data, digest, original = weights

@@ -344,6 +344,25 @@ def test_info(use_manifest: Callable[..., Path]) -> None:
     json.dumps(summary)  # JSON-able
 
 
+def test_info_gives_the_architecture_config_and_the_alignment(use_manifest: Callable[..., Path]) -> None:
+    """info left out the architecture's config and the faces the model expects (framing template, crop and
+    the degradation to its resolution): neither could be read without opening the manifest and the code."""
+    from lrfer.constants import NATIVE_DOWNSAMPLING
+    from lrfer.faces.align import FER2013_FACE_BOX, FER2013_TEMPLATE
+
+    use_manifest([tiny_entry(), tiny_entry("baseline-fer2013-48px", resolution=48, config={"width": 8})])
+    summary = zoo.info("baseline-fer2013-16px")
+    assert summary["config"] == TINY_CONFIG
+    alignment = summary["alignment"]
+    assert alignment["name"] == "fer2013" and alignment["crop"].startswith("48x48 px, gray")
+    assert torch.equal(torch.tensor(list(alignment["template_px"].values())), FER2013_TEMPLATE)
+    assert list(alignment["template_px"]) == ["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"]
+    assert torch.equal(torch.tensor(alignment["face_box_px"]), FER2013_FACE_BOX)
+    assert NATIVE_DOWNSAMPLING == "area" and alignment["degradation"] == "area down-sampling of the 48x48 face to 16x16 px"
+    assert zoo.info("baseline-fer2013-48px")["alignment"]["degradation"].startswith("none")
+    json.dumps(summary)  # JSON-able
+
+
 # ------------------------------------------------------------------------------------ save / load
 def test_fp16_round_trip(tmp_path: Path) -> None:
     model = tiny_model()
@@ -496,6 +515,86 @@ def test_local_dir_spec(tmp_path: Path) -> None:
     model = zoo.load_model(str(folder))
     assert model.pretrained_cfg.name == "baseline-fer2013-16px"
     assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 7)
+
+
+def test_a_folder_holding_only_a_saved_weights_file_loads_it(tmp_path: Path) -> None:
+    """A folder with no lrfer_config.json was refused even when its one file, written by save_weights,
+    carries the whole entry in its header."""
+    folder = tmp_path / "mine"
+    path = folder / "mine.safetensors"
+    folder.mkdir()
+    digest = zoo.save_weights(tiny_model().state_dict(), path, tiny_entry(name="baseline-mine-16px", dataset="mine"))
+    (folder / ".mine.safetensors.part").write_bytes(b"")  # hidden and temporary files are not candidates
+    (folder / "notes.txt").write_text("trained on my data")
+    spec, resolved = zoo.resolve(folder)
+    assert resolved == path and spec.sha256 == digest and spec.name == "baseline-mine-16px"
+    model = zoo.load_model(str(folder))
+    assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 7)
+    assert zoo.info(folder)["name"] == "baseline-mine-16px"
+
+
+def test_a_folder_without_config_says_what_it_needs(tmp_path: Path) -> None:
+    """Without lrfer_config.json: no weights file, several, or one without lrfer's header each get an error
+    naming what the folder needs."""
+    with pytest.raises(FileNotFoundError, match=f"has no {zoo.CONFIG_FILENAME} and no .safetensors file.*"
+                                                "single .safetensors file written by lrfer.zoo.save_weights"):
+        zoo.resolve(tmp_path)
+    for name in ("a.safetensors", "b.safetensors"):
+        zoo.save_weights(tiny_model().state_dict(), tmp_path / name, tiny_entry())
+    with pytest.raises(FileNotFoundError, match=r"2 .safetensors files \(a.safetensors, b.safetensors\), so which "
+                                                f"to load is not clear: give the file's path, or add a "
+                                                f"{zoo.CONFIG_FILENAME} naming the one to load .*lrfer info .*--config"):
+        zoo.resolve(tmp_path)
+    (tmp_path / "a.safetensors").unlink()
+    (tmp_path / "b.safetensors").unlink()
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(FileNotFoundError, match=f"its one weights file other.safetensors has no "
+                                                f"'{zoo.SPEC_METADATA_KEY}' metadata.*add a {zoo.CONFIG_FILENAME}.*"
+                                                "'file' is 'other.safetensors'"):
+        zoo.resolve(tmp_path)
+
+
+def test_a_local_source_is_absolute_so_the_spec_survives_a_change_of_folder(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file or folder given by a relative path kept that path as its source: from another working folder the
+    spec (model.pretrained_cfg, info's source, a save_weights header) named a file that is not there."""
+    folder, digest = make_dir(tmp_path / "mymodel")
+    zoo.save_weights(tiny_model().state_dict(), tmp_path / "m.safetensors", tiny_entry())
+    monkeypatch.chdir(tmp_path)
+    by_file = zoo.load_model("m.safetensors").pretrained_cfg
+    by_folder = zoo.load_model("mymodel").pretrained_cfg
+    assert by_file.source["path"] == str(tmp_path / "m.safetensors")
+    assert by_folder.source["path"] == str(folder)
+    assert zoo.info("./m.safetensors")["source"]["path"] == str(tmp_path / "m.safetensors")
+    zoo.save_weights(tiny_model().state_dict(), "copy.safetensors", by_file.to_dict() | {
+        "source": {"kind": "local", "path": "m.safetensors"}})
+    with safe_open("copy.safetensors", framework="pt") as handle:
+        header = json.loads(handle.metadata()[zoo.SPEC_METADATA_KEY])
+    assert header["source"] == {"kind": "local", "path": str(tmp_path / "m.safetensors")}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert zoo.resolve(by_file) == (by_file, tmp_path / "m.safetensors")
+    assert zoo.resolve(by_folder)[1] == folder / "weights.safetensors"
+    assert zoo.load_model(by_folder).pretrained_cfg.sha256 == digest
+
+
+def test_save_weights_writes_through_a_symbolic_link(tmp_path: Path) -> None:
+    """The atomic rename replaced a link given as the path with a regular file: the file it pointed to (a
+    shared models folder, a release's current.safetensors) kept its old weights."""
+    real = tmp_path / "store" / "v1.safetensors"
+    zoo.save_weights(tiny_model().state_dict(), real, tiny_entry(temperature=1.0))
+    link = tmp_path / "current.safetensors"
+    link.symlink_to(real)
+    digest = zoo.save_weights(tiny_model().state_dict(), link, tiny_entry(temperature=2.0))
+    assert link.is_symlink() and link.resolve() == real
+    assert zoo.sha256_file(real) == digest and zoo.load_model(link).pretrained_cfg.temperature == 2.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current.safetensors", "store"]
+    assert [p.name for p in real.parent.iterdir()] == ["v1.safetensors"]  # no temporary file left
+    dangling = tmp_path / "next.safetensors"
+    dangling.symlink_to(tmp_path / "store" / "v2.safetensors")  # a link to a file still to be written
+    zoo.save_weights(tiny_model().state_dict(), dangling, tiny_entry())
+    assert dangling.is_symlink() and (tmp_path / "store" / "v2.safetensors").is_file()
 
 
 def test_local_file_spec_reports_sha(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,49 @@ def test_a_revision_that_climbs_out_of_the_cache_is_refused(revision: str, monke
 
     monkeypatch.setattr(zoo, "_hub_download", no_download)
     with pytest.raises(ValueError, match="is not a revision"):
+        zoo.resolve(f"hf://org/repo@{revision}")
+
+
+#: Branch and tag names git accepts (``git check-ref-format --allow-onelevel``), and names it refuses.
+GIT_REF_NAMES = ["v1.0+cpu", "release/2.1", "v1@2", "x#1", "ünïcode", "a.lock.b", "a{b}", "100%", "@x", "a./b", "lock"]
+NOT_GIT_REF_NAMES = ["a..b", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[b", "a\\b", "x.lock", "x/y.lock", "x//y", "@",
+                     "a@{1}", ".hidden", "a/.b", "a.", "a/b.", "a\x7fb", "a\x01b", "a\tb"]
+
+
+def _git_accepts(name: str) -> bool | None:
+    """``git check-ref-format --allow-onelevel NAME``, or None without git."""
+    if shutil.which("git") is None:
+        return None
+    return subprocess.run(["git", "check-ref-format", "--allow-onelevel", name], capture_output=True).returncode == 0
+
+
+class _Fetched(Exception):
+    pass
+
+
+@pytest.mark.parametrize("revision", GIT_REF_NAMES)
+def test_every_ref_name_git_accepts_is_a_revision(revision: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tag such as 'v1.0+cpu' (PyTorch's local-version style, a valid git tag) was refused: the check allowed
+    only letters, digits and '_.-/'."""
+    def fetch(repo_id: str, filename: str, rev: str, *args: Any) -> None:
+        raise _Fetched(rev)
+
+    assert _git_accepts(revision) in (True, None)
+    monkeypatch.setattr(zoo, "_hub_download", fetch)
+    with pytest.raises(_Fetched) as fetched:
+        zoo.resolve(f"hf://org/repo@{revision}")
+    assert fetched.value.args == (revision,)
+
+
+@pytest.mark.parametrize("revision", NOT_GIT_REF_NAMES)
+def test_a_name_git_refuses_is_not_a_revision(revision: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What git refuses in a ref name is refused before anything is fetched, with the same message."""
+    def no_download(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("nothing may be fetched for this revision")
+
+    assert _git_accepts(revision) in (False, None)
+    monkeypatch.setattr(zoo, "_hub_download", no_download)
+    with pytest.raises(ValueError, match="is not a revision .*branch or tag"):
         zoo.resolve(f"hf://org/repo@{revision}")
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lrfer.constants import HR_SIZE
+from lrfer.constants import FER2013_BOX, FER2013_LANDMARKS, HR_SIZE
 from lrfer.faces.detect import Detections, check_images, concat_per_image
 from lrfer.faces.workspace import reusable_empty
 from lrfer.shapes import bucket, run_bucketed, to_device
@@ -41,25 +41,13 @@ INTEGRAL_BAND_BYTES = 1 << 20
 #: Landmark spreads below this (pixels, RMS distance to their centroid) are treated as missing.
 MIN_LANDMARK_SPREAD = 1e-3
 
-# Derived by scripts/derive_fer2013_template.py on 2026-11-25: lrfer's MTCNN (min_face=48, thresholds
-# 0.6/0.7/0.7) on the first 2,000 FER2013 training faces, upscaled x4 (bicubic) to 192x192 and
-# gray -> RGB; the most confident detection of each face kept when its score >= 0.95 (1,532 faces);
-# per-coordinate medians divided by 4. Median distance of a face's landmark to its template point:
-# 2.7 px (eyes) to 3.4 px (nose). Re-run the script to re-derive.
 #: Five landmarks (left eye, right eye, nose, mouth left, mouth right) of a typical FER2013 face, in
-#: 48x48 pixel coordinates.
-FER2013_TEMPLATE = torch.tensor(
-    [
-        [15.26, 18.52],
-        [33.07, 18.20],
-        [24.01, 28.51],
-        [17.25, 37.40],
-        [31.47, 37.25],
-    ]
-)
-#: Median MTCNN box ``x1, y1, x2, y2`` of a FER2013 face in the 48x48 frame (same derivation: centre
-#: (23.4, 23.9), 38.4 x 48.8 px); the framing of faces without landmarks (its centre and mean side).
-FER2013_FACE_BOX = torch.tensor([4.22, -0.50, 42.66, 48.25])
+#: 48x48 pixel coordinates (derived by scripts/derive_fer2013_template.py; the numbers and their
+#: derivation are in :data:`lrfer.constants.FER2013_LANDMARKS`).
+FER2013_TEMPLATE = torch.tensor(FER2013_LANDMARKS)
+#: Median MTCNN box ``x1, y1, x2, y2`` of a FER2013 face in the 48x48 frame; the framing of faces
+#: without landmarks (its centre and mean side; :data:`lrfer.constants.FER2013_BOX`).
+FER2013_FACE_BOX = torch.tensor(FER2013_BOX)
 
 
 def rgb_to_gray(images: torch.Tensor) -> torch.Tensor:

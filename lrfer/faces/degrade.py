@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lrfer.constants import NATIVE_DOWNSAMPLING
+
 DOWNSAMPLE_METHODS = ("area", "bicubic", "bilinear")
 
 
@@ -83,7 +85,7 @@ def to_native(x: torch.Tensor, resolution: int) -> torch.Tensor:
     """The deterministic operator every variant is served and evaluated with: area down-sampling of
     a 48x48 aligned face (float, 0..1) to the variant's native ``resolution`` (training draws from a
     family that contains it, see :func:`random_degrade`)."""
-    return downsample(x, resolution, "area")
+    return downsample(x, resolution, NATIVE_DOWNSAMPLING)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -394,7 +394,7 @@ def _check_source(source: Mapping[str, Any], label: str) -> None:
     kind = source.get("kind")
     allowed = {"bundled": {"kind"}, "hub": {"kind", "repo_id", "revision"}, "local": {"kind", "path"}}
     if kind not in allowed:
-        raise ManifestError(f"{label}: source.kind must be 'bundled' or 'hub', got {kind!r}")
+        raise ManifestError(f"{label}: source.kind must be 'bundled', 'hub' or 'local', got {kind!r}")
     if set(source) != allowed[kind]:
         raise ManifestError(f"{label}: a {kind!r} source has exactly the keys {sorted(allowed[kind])}, "
                             f"got {sorted(source)}")

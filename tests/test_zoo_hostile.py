@@ -89,6 +89,15 @@ def test_a_resolution_no_face_has_is_refused() -> None:
         zoo.ModelSpec.from_dict(spec)
 
 
+def test_an_unknown_source_kind_names_every_kind_there_is() -> None:
+    """The message listed 'bundled' and 'hub' only, while 'local' (a file or folder lrfer resolved) is taken."""
+    spec = {**entry(), "file": "x.safetensors", "sha256": "0" * 64, "source": {"kind": "s3"}}
+    with pytest.raises(zoo.ManifestError, match="source.kind must be 'bundled', 'hub' or 'local', got 's3'"):
+        zoo.ModelSpec.from_dict(spec)
+    local = {**spec, "source": {"kind": "local", "path": "/weights/x.safetensors"}}
+    assert zoo.ModelSpec.from_dict(local).source["kind"] == "local"
+
+
 def test_the_tensors_loaded_are_the_bytes_whose_sha256_was_checked(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A file replaced after its sha256 was checked (another process writing a shared cache or folder) was

@@ -1,6 +1,7 @@
 """Draw results on images: a box per face with its label and top probability (OpenCV)."""
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -47,7 +48,8 @@ def annotate(image: ImageLike, faces: Sequence[Face]) -> np.ndarray:
     an item of ``faces`` that is not a :class:`~lrfer.results.Face` (``predict``'s list of lists).
 
     The label sits above the box, or below it when there is no room above, and is moved inside the
-    image where it would leave it (a face filling or cut by the image keeps a readable label).
+    image where it would leave it (a face filling or cut by the image keeps a readable label). A box
+    wholly outside the image is not drawn; one with NaN or infinity is a ValueError naming the face.
 
     >>> out = annotate(np.zeros((64, 64), np.uint8), [])
     >>> out.shape
@@ -62,12 +64,15 @@ def annotate(image: ImageLike, faces: Sequence[Face]) -> np.ndarray:
     if not isinstance(faces, Iterable):  # one Face, a VideoFrame: "'Face' object is not iterable"
         hint = {Face: "pass [face]", VideoFrame: "pass frame.faces"}.get(type(faces), "pass predict's list")
         raise TypeError(f"annotate takes one image's faces, a list of Face; got {type(faces).__name__} ({hint})")
-    for face in faces:
+    for index, face in enumerate(faces):
         if not isinstance(face, Face):
             raise TypeError(f"annotate takes one image's faces, a list of Face; got an item of type "
                             f"{type(face).__name__} (for predict's list of lists, annotate each image with its own list)")
+        box = drawn_box(face.box, index, (w, h))
+        if box is None:
+            continue
+        x1, y1, x2, y2 = box
         color = CLASS_COLORS.get(face.label, DEFAULT_COLOR)
-        x1, y1, x2, y2 = (int(round(v)) for v in face.box)
         font_scale, thickness = label_size(x2 - x1, (w, h))
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
         text = f"{face.label} {face.score:.0%}"
@@ -77,6 +82,28 @@ def annotate(image: ImageLike, faces: Sequence[Face]) -> np.ndarray:
         cv2.putText(out, text, (left + 1, baseline), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness,
                     cv2.LINE_AA)
     return out
+
+
+def drawn_box(box: Sequence[float], index: int, image: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """``box`` (x1, y1, x2, y2) in whole pixels for drawing on an ``image`` (width, height): a side far
+    past an edge brought to the image's width or height beyond it (OpenCV takes 32-bit coordinates
+    only: a box of 1e12 raised its "Can't parse 'pt1'"), None for a box wholly outside the image (not
+    drawn); ValueError naming ``faces[index]`` for NaN or infinity, which raised "cannot convert
+    float NaN to integer".
+
+    >>> drawn_box((-1e12, 5.4, 30.0, 1e12), 0, (64, 48)), drawn_box((70.0, 5.0, 90.0, 20.0), 0, (64, 48))
+    ((-64, 5, 30, 96), None)
+    """
+    width, height = image
+    if not all(math.isfinite(v) for v in box):
+        raise ValueError(f"annotate: faces[{index}] has a box that is not finite, {tuple(box)}; "
+                         "a box is (x1, y1, x2, y2) in image pixels")
+    x1, y1, x2, y2 = box
+    if x2 < 0 or y2 < 0 or x1 > width or y1 > height:
+        return None
+    left, right = (int(round(min(max(v, -width), 2 * width))) for v in (x1, x2))
+    top, bottom = (int(round(min(max(v, -height), 2 * height))) for v in (y1, y2))
+    return left, top, right, bottom
 
 
 #: Smallest label font scale (text about 8 px high): the size for small faces.

@@ -542,30 +542,17 @@ def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
     # are taken from it there), and the frames are scored as they are iterated: both inside the block
     with host_threads(rec.device, 1):
         try:
-            info = video_info(video)
+            info = video_info(video)  # its header, read once: predict_video_frames takes it too
             total = math.ceil(info.frame_count / args.every) if info.frame_count else None
-            streams = video_streams(rec, info, total, args.streams)
-            frames = rec.predict_video_frames(video, every=args.every, batch_size=args.batch_size, streams=streams)
+            # no more streams than steps of frames: predict_video_frames decides that (even_steps)
+            streams = args.streams or default_streams(rec.device)
+            frames = rec.predict_video_frames(video, every=args.every, batch_size=args.batch_size, streams=streams,
+                                              info=info)
         except ValueError as err:
             logger.warning("skipped: %s", err)
             counts["failed"] += 1
             return
         _write_video_rows(frames, video, rel, info, total, args, write, counts)
-
-
-def video_streams(rec: Any, info: Any, total: int | None, streams: int | None) -> int:
-    """``--streams`` (default :func:`default_streams`, as for images) for a video of ``total`` frames to
-    score (None: not known), at most one per step of frames: a short clip keeps every core. On 2 CPU
-    cores two streams took 14.1 against 15.8 ms per 480x270 frame on a 3-step clip and 11.0-11.3
-    against 14.5-15.6 over 15 steps (``benchmarks/video.py``, stop 35), since their steps are evened
-    out (before that, a 3-step clip's last step ran alone on one of the two threads and lost)."""
-    from lrfer.recognizer import frames_ahead, pyramid_enlargement
-
-    streams = streams or default_streams(rec.device)
-    if total is None:
-        return streams
-    per_step = frames_ahead(rec.device, info.height, info.width, pyramid_enlargement(rec.detector))
-    return min(streams, math.ceil(total / per_step))
 
 
 def _write_video_rows(frames: Generator[Any, None, None], video: Path, rel: Path, info: Any, total: int | None,

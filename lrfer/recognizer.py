@@ -53,7 +53,7 @@ from lrfer.overlap import stop_if_cancelled
 from lrfer.results import NO_LANDMARKS, Face, VideoFrame
 from lrfer.shapes import MIN_FACE_ROWS
 from lrfer.tta import check_tta, mean_over_mirror_images, with_mirror_images
-from lrfer.video import check_every
+from lrfer.video import VideoInfo, check_every
 from lrfer.zoo import ModelSpec, default_model, load_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -953,9 +953,12 @@ class Recognizer:
         return (frame for frame, _ in self.predict_video_frames(video, every, batch_size, streams))
 
     def predict_video_frames(
-        self, video: str | os.PathLike[str], every: int = 1, batch_size: int = 256, streams: int | None = None
+        self, video: str | os.PathLike[str], every: int = 1, batch_size: int = 256, streams: int | None = None,
+        *, info: VideoInfo | None = None,
     ) -> Generator[tuple[VideoFrame, np.ndarray], None, None]:
         """:meth:`predict_video`, each result with its frame's RGB ``uint8 (H, W, 3)`` pixels (to draw on).
+        ``info``: the file's :func:`lrfer.video.video_info` when the caller has read it already (``lrfer
+        predict``, for its progress bar), so that its header is not opened again.
 
         With ``streams`` > 1 each step runs on :func:`lrfer.overlap.threads_per_stream` torch threads (the
         calling thread's own count is left alone), and when the file's header gives its number of frames,
@@ -975,7 +978,7 @@ class Recognizer:
         ahead = frames_ahead(self.device, height, width, pyramid_enlargement(self.detector))
         most = count = None
         try:
-            announced = video_info(video).frame_count if streams > 1 else 0
+            announced = 0 if streams == 1 else (info or video_info(video)).frame_count
         except BaseException:
             frames.close()  # not left open until the traceback is dropped
             raise

@@ -78,7 +78,9 @@ class VideoInfo:
 
 
 def open_video(path: str | os.PathLike[str]) -> Any:  # -> cv2.VideoCapture
-    """An opened ``cv2.VideoCapture``; ValueError naming the file when it is missing or unreadable."""
+    """An opened ``cv2.VideoCapture``; ValueError naming the file when it is missing or unreadable, or
+    when it is a still image (by its content, whatever its suffix: OpenCV opens a photo as a video of
+    one frame)."""
     import cv2
 
     if not isinstance(path, (str, os.PathLike)):
@@ -101,7 +103,27 @@ def open_video(path: str | os.PathLike[str]) -> Any:  # -> cv2.VideoCapture
     if not capture.isOpened():
         capture.release()
         raise ValueError(f"cannot read video: {str(p)!r} is not a video OpenCV can decode (corrupt or unsupported format)")
+    if cv2.haveImageReader(text):  # an image's signature: a photo (which FFmpeg opens as 1 frame), or JPEGs one after another (MJPEG)
+        still = not (capture.grab() and capture.grab())
+        capture.release()
+        if still:
+            raise ValueError(still_image_message(p))
+        capture = cv2.VideoCapture(text)  # from its first frame again
     return capture
+
+
+def still_image_message(path: Path) -> str:
+    """The error for a still image given as a video, with what scores it.
+
+    >>> still_image_message(Path("a.png"))
+    "cannot read video: 'a.png' is a still image, not a video; score it with Recognizer.predict(path) or `lrfer predict`"
+    """
+    if is_video_file(path):  # predict and `lrfer predict` take a file with a video suffix for a video
+        how = ("rename it with its image suffix (.jpg, .png) and score it with Recognizer.predict(path) or "
+               "`lrfer predict`, or pass its pixels to Recognizer.predict")
+    else:
+        how = "score it with Recognizer.predict(path) or `lrfer predict`"
+    return f"cannot read video: {str(path)!r} is a still image, not a video; {how}"
 
 
 def short_repr(obj: Any) -> str:
@@ -129,18 +151,23 @@ def opencv_path(path: Path, action: str) -> str:
 
 def video_info(path: str | os.PathLike[str]) -> VideoInfo:
     """:class:`VideoInfo` of a video file (ValueError if it cannot be opened)."""
-    import cv2
-
     capture = open_video(path)
     try:
-        return VideoInfo(
-            fps=float(capture.get(cv2.CAP_PROP_FPS) or 0.0),
-            frame_count=max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)),
-            width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-            height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-        )
+        return capture_info(capture)
     finally:
         capture.release()
+
+
+def capture_info(capture: Any) -> VideoInfo:
+    """:class:`VideoInfo` of an opened ``cv2.VideoCapture``."""
+    import cv2
+
+    return VideoInfo(
+        fps=float(capture.get(cv2.CAP_PROP_FPS) or 0.0),
+        frame_count=max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)),
+        width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+    )
 
 
 def check_every(every: int) -> int:
@@ -164,8 +191,8 @@ def read_frames(path: str | os.PathLike[str], every: int = 1) -> Generator[tuple
 
     every = check_every(every)
     capture = open_video(path)
-    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-    announced = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+    info = capture_info(capture)
+    fps, announced = info.fps, info.frame_count
     index = 0
     try:
         while True:

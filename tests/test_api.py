@@ -944,6 +944,31 @@ def test_annotate_takes_what_predict_takes_and_names_what_it_refuses(tmp_path: P
         annotate(rgb, [[face]])  # type: ignore[list-item]
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_annotate_names_the_face_whose_box_is_not_finite(bad: float) -> None:
+    """A hand-built Face with NaN or infinity in its box raised "cannot convert float NaN to integer"
+    (OverflowError for infinity), naming neither the face nor its box."""
+    from lrfer.annotate import annotate
+
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    faces = [_face((5.0, 5.0, 20.0, 20.0)), _face((25.0, bad, 45.0, 35.0))]
+    with pytest.raises(ValueError, match=r"faces\[1\] has a box that is not finite, \(25.0, (nan|-?inf), 45.0, 35.0\)"):
+        annotate(rgb, faces)
+
+
+def test_annotate_clips_boxes_reaching_far_past_the_image_and_skips_those_outside_it() -> None:
+    """A box of 1e12 or -3e9 pixels raised OpenCV's "Can't parse 'pt1'" (its coordinates are 32-bit);
+    a box wholly outside the image had its label drawn at the image's edge."""
+    from lrfer.annotate import DEFAULT_COLOR, annotate
+
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    huge = annotate(rgb, [_face((-1e12, 10.0, 1e12, 30.0), "bored")])
+    assert (huge[10] == DEFAULT_COLOR).all(axis=1).all() and (huge[30] == DEFAULT_COLOR).all(axis=1).all()  # top and bottom sides
+    assert np.array_equal(annotate(rgb, [_face((-3e9, -3e9, 3e9, 3e9))]), annotate(rgb, [_face((-60.0, -40.0, 120.0, 80.0))]))
+    for box in [(-50.0, -50.0, -10.0, -10.0), (1e12, 1e12, 2e12, 2e12), (70.0, 5.0, 90.0, 20.0), (5.0, 45.0, 20.0, 60.0)]:
+        assert not annotate(rgb, [_face(box)]).any(), box
+
+
 def test_annotate_names_one_face_or_a_frame_given_for_the_list() -> None:
     """annotate(image, face) and annotate(frame_pixels, frame) raised "'Face' object is not iterable"
     and "'VideoFrame' object is not iterable"."""

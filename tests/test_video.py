@@ -96,6 +96,40 @@ def test_a_video_without_read_permission_says_so(clip: Path, monkeypatch: pytest
         video_mod.video_info(clip)
 
 
+def test_predict_video_refuses_a_still_image_whatever_its_suffix(rec: lrfer.Recognizer, tmp_path: Path) -> None:
+    """OpenCV opens a photo as a video of one frame: predict_video("photo.jpg"), or a JPEG named
+    .mp4, gave one frame's results instead of saying that the file is a still image."""
+    photo = tmp_path / "photo.jpg"
+    assert cv2.imwrite(str(photo), np.full((*SIZE, 3), 128, np.uint8))
+    renamed = tmp_path / "photo.mp4"
+    renamed.write_bytes(photo.read_bytes())
+    for path, how in [(photo, r"score it with Recognizer.predict\(path\) or `lrfer predict`"),
+                      (renamed, r"rename it with its image suffix \(.jpg, .png\) and score it with Recognizer.predict")]:
+        with pytest.raises(ValueError, match=rf"'{path}' is a still image, not a video; {how}"):
+            rec.predict_video(path)  # at the call
+        with pytest.raises(ValueError, match="is a still image"):
+            video_mod.video_info(path)
+
+
+def test_a_stream_of_jpegs_is_still_read_as_a_video(tmp_path: Path) -> None:
+    """Guards the still-image check: a raw MJPEG stream starts as a JPEG does, and has 3 frames."""
+    stream = tmp_path / "camera.mjpeg"
+    stream.write_bytes(b"".join(cv2.imencode(".jpg", np.full((*SIZE, 3), 40 * i, np.uint8))[1].tobytes() for i in range(3)))
+    assert [index for index, _, _ in video_mod.read_frames(stream)] == [0, 1, 2]
+
+
+def test_cli_skips_a_still_image_named_as_a_video_and_says_how_to_score_it(
+        tiny_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`lrfer predict photo.mp4` (a JPEG) wrote a row for "frame 0" of it, with exit status 0."""
+    renamed = tmp_path / "photo.mp4"
+    assert cv2.imwrite(str(tmp_path / "photo.jpg"), np.full((*SIZE, 3), 128, np.uint8))
+    renamed.write_bytes((tmp_path / "photo.jpg").read_bytes())
+    out = tmp_path / "faces.csv"
+    assert main(["predict", str(renamed), "--model", str(tiny_path), "--detector", "none", "--quiet", "--out", str(out)]) == 1
+    assert "skipped: cannot read video" in caplog.text and "is a still image, not a video; rename it" in caplog.text
+    assert len(out.read_text().splitlines()) == 1  # the header alone
+
+
 def test_read_ahead_keeps_order_and_a_bounded_lead() -> None:
     produced: list[int] = []
     consumed = 0
@@ -269,13 +303,47 @@ def test_cli_scores_a_video_on_several_streams_as_on_one(tiny_path: Path, clip: 
     assert texts["2"] == texts["1"] and len(texts["1"].splitlines()) == 1 + FRAMES
 
 
-def test_a_clip_shorter_than_a_step_per_stream_gets_fewer_streams(rec: lrfer.Recognizer, clip: Path) -> None:
-    from lrfer.cli import default_streams, video_streams
+def test_cli_and_predict_video_give_a_short_clip_the_same_steps(tiny_path: Path, clip: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The number of streams was capped in two places: `lrfer predict --streams 2` cut a 12-frame clip
+    to 1 stream (a step of 12) before predict_video_frames evened it out into 2 steps of 6."""
+    sizes: list[int] = []
+    predict_step = lrfer.Recognizer._predict_step
 
-    info = video_mod.video_info(clip)  # 64x48 frames: steps of 32 on CPU
-    assert video_streams(rec, info, 12, 2) == 1 and video_streams(rec, info, 33, 2) == 2
-    assert video_streams(rec, info, None, 3) == 3  # frames not announced: as asked
-    assert video_streams(rec, info, 1000, None) == default_streams(rec.device)  # not asked: as for images
+    def recorded(self: lrfer.Recognizer, arrays: list[np.ndarray], batch_size: int) -> object:
+        sizes.append(len(arrays))
+        return predict_step(self, arrays, batch_size)
+
+    monkeypatch.setattr(lrfer.Recognizer, "_predict_step", recorded)
+    rec = lrfer.load(tiny_path, device="cpu", detector=None)
+    assert len(list(rec.predict_video(clip, streams=2))) == FRAMES
+    assert sizes == [6, 6]
+    sizes.clear()
+    assert main(["predict", str(clip), "--model", str(tiny_path), "--detector", "none", "--quiet", "--streams", "2",
+                 "--out", str(tmp_path / "faces.csv")]) == 0
+    assert sizes == [6, 6]
+
+
+def test_cli_opens_a_video_once_for_its_header(tiny_path: Path, clip: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lrfer predict clip.mp4` on 2 streams opened the file three times: for the progress bar's frame
+    count, to decode it, and again in predict_video_frames for the frame count of its even steps."""
+    import lrfer.recognizer as recognizer
+
+    monkeypatch.setattr(recognizer, "IMAGES_PER_STEP", 3)  # 12 frames: 4 steps, 2 streams kept
+    opened: list[str] = []
+    real_capture = cv2.VideoCapture
+
+    def counting(*args: Any) -> Any:
+        opened.append(args[0])
+        return real_capture(*args)
+
+    monkeypatch.setattr(cv2, "VideoCapture", counting)
+    out = tmp_path / "faces.csv"
+    assert main(["predict", str(clip), "--model", str(tiny_path), "--detector", "none", "--quiet", "--streams", "2",
+                 "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 1 + FRAMES
+    assert opened == [str(clip)] * 2  # its header, then its frames
 
 
 def test_stopping_predict_video_early_releases_the_video(rec: lrfer.Recognizer, tmp_path: Path,

@@ -10,11 +10,13 @@ This module imports neither torch nor OpenCV at import time, so ``lrfer --help``
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import os
+import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set as AbstractSet
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
@@ -45,9 +47,23 @@ def describe(obj: Any) -> str:
     return f"object of type {type(obj).__name__}"
 
 
+#: Iterables that are one input, not several images: a path is a string of characters, an array or a
+#: tensor iterates over its rows, and bytes over their values.
+ONE_INPUT_TYPES = (str, bytes, bytearray, memoryview, os.PathLike, np.ndarray)
+
+
 def is_image_like(obj: Any) -> bool:
-    """True for one image (path, array, PIL image, tensor); False for a list/tuple of images."""
-    return not isinstance(obj, (list, tuple))
+    """True for one image (path, array, PIL image, tensor, or anything that is not iterable, which
+    :func:`load_image` then names); False for a list, tuple or any other iterable of images (a
+    generator, ``map(...)``); a dict or a set is one (unsupported) input, not images in an order.
+
+    >>> is_image_like("a.jpg"), is_image_like(np.zeros((2, 2), np.uint8)), is_image_like(p for p in ["a.jpg"])
+    (True, True, False)
+    """
+    if isinstance(obj, ONE_INPUT_TYPES) or _is_torch_tensor(obj) or _is_pil_image(obj):
+        return True
+    # a mapping iterates over its keys and a set in no order: neither is taken for images (load_image names it)
+    return isinstance(obj, (Mapping, AbstractSet)) or not isinstance(obj, Iterable)
 
 
 def read_image_file(path: str | os.PathLike[str]) -> np.ndarray:
@@ -94,12 +110,87 @@ def _decode_cv2(data: np.ndarray) -> np.ndarray | None:
     # flip copy took 9 ms for a 1920 px photo, as long as the decoding). Both apply EXIF orientation.
     rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)
     try:
-        img = cv2.imdecode(data, cv2.IMREAD_COLOR if rgb_flag is None else rgb_flag)
+        with opencv_errors_only(cv2):  # lrfer reports a file it cannot decode itself, naming it
+            img = cv2.imdecode(data, cv2.IMREAD_COLOR if rgb_flag is None else rgb_flag)
     except cv2.error as err:  # e.g. a header claiming more pixels than OpenCV's limit (2**30)
         raise ValueError(f"OpenCV refused to decode it ({err.err or err})") from None
     if img is None or img.size == 0:
         return None
     return img if rgb_flag is not None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class _QuietOpenCV:
+    """The state of :func:`opencv_errors_only`, shared by the threads that decode at once: how many are
+    inside, and OpenCV's log level before the first of them lowered it (None: left as it was)."""
+
+    lock = threading.Lock()
+    inside = 0
+    level_before: int | None = None
+
+
+def _opencv_log_functions(cv2: Any) -> tuple[Any, Any, int] | None:
+    """OpenCV's ``(getLogLevel, setLogLevel, LOG_LEVEL_ERROR)``: ``cv2.utils.logging``'s (OpenCV 4.5 and
+    later, 5), else the older ``cv2.getLogLevel``/``cv2.setLogLevel`` (the same numbers); None where this
+    build has neither."""
+    api = getattr(getattr(cv2, "utils", None), "logging", None)
+    for where in (api, cv2):
+        get, set_ = getattr(where, "getLogLevel", None), getattr(where, "setLogLevel", None)
+        if callable(get) and callable(set_):
+            return get, set_, int(getattr(api, "LOG_LEVEL_ERROR", OPENCV_LOG_LEVEL_ERROR))
+    return None
+
+
+#: ``cv::utils::logging::LOG_LEVEL_ERROR`` (SILENT 0, FATAL 1, ERROR 2, WARNING 3, INFO 4, ...).
+OPENCV_LOG_LEVEL_ERROR = 2
+
+
+@contextlib.contextmanager
+def opencv_errors_only(cv2: Any) -> Iterator[None]:
+    """OpenCV's own log (``[ WARN:0@0.1] global grfmt_png.cpp ... PNG input buffer is incomplete``, printed
+    on stderr by its C++ code) set to errors only while lrfer decodes: lrfer reports an undecodable
+    file itself, and a slightly broken one that decodes needs no word. OpenCV's level is process-wide,
+    so it is lowered from the first thread in to the last one out, then put back, unless someone set
+    another level meanwhile; a level already at errors or quieter is left alone. Messages of the
+    codec libraries themselves (libpng's ``libpng warning: iCCP: known incorrect sRGB profile``,
+    libjpeg's ``Corrupt JPEG data: premature end of data segment``) do not go through OpenCV's log and
+    still reach stderr."""
+    functions = _opencv_log_functions(cv2)
+    if functions is None:
+        yield
+        return
+    get, set_, errors_only = functions
+    with _QuietOpenCV.lock:
+        if _QuietOpenCV.inside == 0:
+            level = int(get())
+            _QuietOpenCV.level_before = level if level > errors_only else None
+            if _QuietOpenCV.level_before is not None:
+                set_(errors_only)
+        _QuietOpenCV.inside += 1
+    try:
+        yield
+    finally:
+        with _QuietOpenCV.lock:
+            _QuietOpenCV.inside -= 1
+            if _QuietOpenCV.inside == 0 and _QuietOpenCV.level_before is not None:
+                if int(get()) == errors_only:  # not changed by someone else meanwhile
+                    set_(_QuietOpenCV.level_before)
+                _QuietOpenCV.level_before = None
+
+
+def _quiet_opencv_after_fork() -> None:
+    """In a child of ``os.fork``: a fresh lock (another thread may have held the parent's), and OpenCV's
+    level as it was if the fork came while a thread of the parent decoded (that thread is not in the child)."""
+    _QuietOpenCV.lock = threading.Lock()
+    if _QuietOpenCV.inside and _QuietOpenCV.level_before is not None:
+        cv2 = _loaded_module("cv2")
+        functions = None if cv2 is None else _opencv_log_functions(cv2)
+        if functions is not None:
+            functions[1](_QuietOpenCV.level_before)
+    _QuietOpenCV.inside, _QuietOpenCV.level_before = 0, None
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_quiet_opencv_after_fork)
 
 
 def _decode_pil(path: Path) -> np.ndarray | None:

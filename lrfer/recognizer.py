@@ -20,6 +20,7 @@ Stages 3, 4 and 5-6 are also public methods (:meth:`Recognizer.detect`, :meth:`R
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import functools
@@ -48,7 +49,7 @@ from lrfer.faces import align as alignment
 from lrfer.faces.degrade import downsample, to_native
 from lrfer.faces.detect import detector_name, no_autocast
 from lrfer import io as lrfer_io
-from lrfer.io import describe, load_image, to_device_tensors
+from lrfer.io import describe, is_image_like, load_image, to_device_tensors
 from lrfer.overlap import stop_if_cancelled
 from lrfer.results import NO_LANDMARKS, Face, VideoFrame
 from lrfer.shapes import MIN_FACE_ROWS
@@ -359,6 +360,16 @@ def even_steps(count: int, streams: int, most: int) -> tuple[int, int]:
     return max(1, min(streams, -(-count // per_step))), per_step
 
 
+def drain(queue: collections.deque[T]) -> Iterator[T]:
+    """The items of ``queue``, each let go as it is handed out (a list iterator holds them all to its end).
+
+    >>> list(drain(collections.deque([1, 2])))
+    [1, 2]
+    """
+    while queue:
+        yield queue.popleft()
+
+
 def check_batch_size(batch_size: int) -> None:
     """ValueError unless ``batch_size`` (faces per model call) is a whole number, at least 1."""
     if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
@@ -421,6 +432,28 @@ def _check_crop_array(crops: np.ndarray, batch: bool = True) -> np.ndarray:
     return crops
 
 
+#: The smallest height and width of a ``(3, H, W)`` crops array that :func:`warn_if_channel_first` warns about.
+CHANNEL_FIRST_MIN_SIDE = 8
+#: Whether :func:`warn_if_channel_first` has warned in this process (once: a loop over crops would repeat it).
+_warned_channel_first = False
+
+
+def warn_if_channel_first(shape: tuple[int, ...], tensor: bool = False) -> None:
+    """Log a warning, once per process, for crops of shape ``(3, H, W)`` (``W`` not 3, ``H`` and ``W`` at
+    least :data:`CHANNEL_FIRST_MIN_SIDE`): they are three gray crops, as the first axis is always the
+    crops', which is right for gray faces, but such an array is more often one colour crop with its
+    channels first (torch's layout), read wrong without a word."""
+    global _warned_channel_first
+    if (_warned_channel_first or len(shape) != 3 or shape[0] != 3 or shape[2] == 3
+            or min(shape[1:]) < CHANNEL_FIRST_MIN_SIDE):
+        return
+    _warned_channel_first = True
+    one = "[x] (a tensor in a list is read channels first)" if tensor else "[np.moveaxis(x, 0, -1)]"
+    logger.warning("crops of shape %s are read as 3 gray crops of %dx%d px (the first axis is the crops'); if it "
+                   "is one RGB crop with its channels first, pass %s (this warning is logged once)",
+                   tuple(shape), shape[1], shape[2], one)
+
+
 def _crop_to_gray(crop: Any, index: int, size: int) -> np.ndarray:
     """One crop (array / PIL / tensor / path) -> float32 ``(size, size)`` gray, resized with OpenCV."""
     import cv2
@@ -454,6 +487,7 @@ def crops_to_gray(crops: np.ndarray | torch.Tensor | Sequence[Any], size: int = 
     >>> crops_to_gray(np.zeros((2, 24, 24), np.uint8), 16).shape
     torch.Size([2, 1, 16, 16])
     """
+    tensor = _is_tensor(crops)
     if _is_tensor(crops):
         # checked here, naming the tensor: numpy has no bf16 (.numpy() would raise a bare TypeError)
         if crops.dtype != torch.uint8:
@@ -461,6 +495,7 @@ def crops_to_gray(crops: np.ndarray | torch.Tensor | Sequence[Any], size: int = 
         crops = crops.detach().cpu().numpy()
     if isinstance(crops, np.ndarray):
         arr = _check_crop_array(crops)
+        warn_if_channel_first(arr.shape, tensor)
         if arr.shape[0] == 0:
             return torch.zeros(0, 1, size, size)
         with no_autocast():  # the resizing's matrix products, under a caller's autocast, would run in bf16
@@ -858,11 +893,16 @@ class Recognizer:
         """Probabilities ``(N, len(classes))`` for already-cropped faces (FER2013-like tight framing).
 
         ``crops``: ``uint8`` array (or tensor) ``(N, H, W)`` gray or ``(N, H, W, 3)`` RGB, or a list of
-        crops of any sizes. Each is converted to gray (ITU-R 601) and resized once, straight to the model's
+        crops of any sizes (each as :meth:`predict` reads one image). Each is converted to gray (ITU-R 601:
+        ``0.299 R + 0.587 G + 0.114 B``) and resized once, straight to the model's
         native size (exact area averaging when shrinking, as training degrades its 48 px faces; bicubic
         when enlarging): a crop already at the native size goes to the network unchanged.
-        The first axis is always the crops': a tensor ``(3, H, W)`` is three gray crops, not one
-        channel-first RGB crop as :meth:`predict` reads it; pass such a crop in a list, ``[crop]``.
+        Colour crops are read as RGB, as everywhere in lrfer: OpenCV's BGR arrays (``cv2.imread``)
+        must be converted first (``cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)``), or red and blue swap weights.
+        The first axis is always the crops': one ``(H, W, 3)`` crop is refused (pass ``crop[None]`` or
+        ``[crop]``), and an array or tensor ``(3, H, W)`` is three gray crops, not one channel-first RGB
+        crop as :meth:`predict` reads it (a warning is logged once, for ``H`` and ``W`` of 8 px or more):
+        pass such a crop as ``[np.moveaxis(crop, 0, -1)]``, or a tensor as ``[crop]``.
 
         >>> rec.predict_crops(np.zeros((5, 48, 48), np.uint8)).shape  # doctest: +SKIP
         (5, 7)
@@ -881,17 +921,23 @@ class Recognizer:
     def predict(self, images: list[Any] | tuple[Any, ...], batch_size: int = 256, streams: int | None = None
                 ) -> list[list[Face]]: ...
 
-    @overload
-    def predict(self, images: str | os.PathLike[str] | np.ndarray | PILImage, batch_size: int = 256,
+    @overload  # a str or an array is iterable too, but one image: this overload, before the iterables', fits it
+    def predict(self, images: str | os.PathLike[str] | np.ndarray | PILImage, batch_size: int = 256,  # type: ignore[overload-overlap, unused-ignore]
                 streams: int | None = None) -> list[Face]: ...
+
+    @overload  # any other iterable of images: a generator, map(...)
+    def predict(self, images: Iterable[Any], batch_size: int = 256, streams: int | None = None
+                ) -> list[list[Face]]: ...
 
     def predict(self, images: Any, batch_size: int = 256, streams: int | None = None) -> list[Face] | list[list[Face]]:
         """Detect faces and read their expressions.
 
         One image (path, numpy ``uint8`` HxW / HxWx3 RGB / HxWx4, ``PIL.Image``, ``uint8`` tensor
-        ``(3, H, W)`` or ``(H, W, 3)``) -> ``list[Face]``; a list of images -> ``list[list[Face]]``.
-        Colour arrays are RGB: convert OpenCV's BGR (``cv2.imread``) with ``cv2.cvtColor(img,
-        cv2.COLOR_BGR2RGB)``. No face -> an empty list. ``batch_size``: faces per model call.
+        ``(3, H, W)`` or ``(H, W, 3)``) -> ``list[Face]``; a list of images, or any other iterable of
+        them (a generator, ``map(...)``: taken a step at a time, so memory stays flat however long it is)
+        -> ``list[list[Face]]``, in the iterable's order (an empty one: ``[]``). Colour arrays are RGB:
+        convert OpenCV's BGR (``cv2.imread``) with ``cv2.cvtColor(img, cv2.COLOR_BGR2RGB)``. No face -> an
+        empty list. ``batch_size``: faces per model call.
         ``streams``: steps of a long list (at most :func:`step_limits`: 32 images on CPU, evened out so
         that the streams end together) scored at once, each on a thread and, on CUDA, a CUDA stream of
         its own (:func:`lrfer.overlap.overlapped`), the calling thread's torch CPU threads shared among
@@ -902,14 +948,19 @@ class Recognizer:
 
         >>> faces = rec.predict("examples/group1.jpg")  # doctest: +SKIP
         >>> per_image = rec.predict(["a.jpg", "b.png"], streams=2)  # doctest: +SKIP
+        >>> per_image = rec.predict(p for p in Path("photos").glob("*.jpg"))  # doctest: +SKIP
         """
         from lrfer.overlap import overlapped, streams_or_auto, threads_per_stream
 
         check_batch_size(batch_size)  # here, not in the first step's model call: an empty list too, and before any decoding
         streams = streams_or_auto(streams, self.device)
-        single = not isinstance(images, (list, tuple))
-        items = [images] if single else list(images)
-        streams, per_step = self._streams_for(len(items), streams)
+        single = is_image_like(images)
+        if single or isinstance(images, (list, tuple)):
+            listed = [images] if single else images
+            streams, per_step = self._streams_for(len(listed), streams)
+            items: Iterable[Any] = listed
+        else:  # a generator, map(...), ...: taken a step at a time, never all at once
+            items, streams, per_step = self._stepped_iterable(images, streams)
         steps = self._steps(items, single, per_step)
         scored = overlapped(functools.partial(self._predict_step, batch_size=batch_size), steps, streams, self.device,
                             threads_per_stream(streams))
@@ -927,7 +978,20 @@ class Recognizer:
         steps of 20 and 20, not 32 and 8)."""
         return even_steps(count, streams, step_limits(self.device, pyramid_enlargement(self.detector))[0])
 
-    def _steps(self, items: list[Any], single: bool, most: int | None = None) -> Iterator[list[np.ndarray]]:
+    def _stepped_iterable(self, images: Iterable[Any], streams: int) -> tuple[Iterator[Any], int, int]:
+        """(items, streams, images per step) for an iterable of images that is not a list: its first
+        ``streams`` steps' items are taken ahead (not decoded); if it ends within them, they are evened
+        out as a list of that length, else the steps are of :func:`step_limits` as its length is unknown.
+        Memory stays flat however long a generator is: items leave the look-ahead as they are taken."""
+        most = step_limits(self.device, pyramid_enlargement(self.detector))[0]
+        source = iter(images)
+        ahead = collections.deque(itertools.islice(source, streams * most + 1))
+        if len(ahead) <= streams * most:
+            streams, per_step = self._streams_for(len(ahead), streams)
+            return drain(ahead), streams, per_step
+        return itertools.chain(drain(ahead), source), streams, most
+
+    def _steps(self, items: Iterable[Any], single: bool, most: int | None = None) -> Iterator[list[np.ndarray]]:
         """The images loaded, in steps of :func:`step_limits` (and at most ``most`` images)."""
         loaded = (self._load(item, index, single) for index, item in enumerate(items))
         yield from in_steps(loaded, self.device, lambda array: array, pyramid_enlargement(self.detector), most)

@@ -116,6 +116,58 @@ def test_predict_list_returns_list_of_lists(rec: lrfer.Recognizer, rgb: np.ndarr
     assert rec.predict((rgb,))[0][0].probs == pytest.approx(out[0][0].probs, abs=1e-6)
 
 
+def test_predict_takes_a_generator_or_map_of_images_in_their_order(rec: lrfer.Recognizer, rgb: np.ndarray) -> None:
+    """``rec.predict(p for p in paths)`` and ``rec.predict(map(...))`` raised 'unsupported image input:
+    object of type generator'. Now they give a list per image, in order, as a list does (with
+    ``detector=None`` each image is its face: the box's width says which image a result is)."""
+    widths = [30, 12, 25, 8, 19]
+    images = [rgb[:, :w] for w in widths]
+    listed = rec.predict(images)
+    for got in (rec.predict(image for image in images), rec.predict(map(np.ascontiguousarray, images)),
+                rec.predict(iter(images), streams=1)):
+        assert isinstance(got, list) and [f[0].box[2] for f in got] == widths
+        assert [f[0].probs for f in got] == [f[0].probs for f in listed]
+    assert rec.predict(image for image in []) == [] and rec.predict(iter(())) == []
+    with pytest.raises(ValueError, match=r"images\[2\]: wrong dtype float32"):
+        rec.predict(image for image in [rgb, rgb, rgb.astype(np.float32)])
+
+
+@pytest.mark.parametrize("images", [{"a.jpg": 0, "b.jpg": 1}, {"a.jpg", "b.jpg"}, frozenset({"a.jpg"})])
+def test_a_dict_or_a_set_is_not_taken_for_images_in_an_order(rec: lrfer.Recognizer, images: object) -> None:
+    """Once any iterable was taken for several images, a dict was scored as its keys and a set in an
+    order of its own: both are refused, named, as before."""
+    with pytest.raises(ValueError, match=f"unsupported image input: object of type {type(images).__name__}"):
+        rec.predict(images)
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_a_long_generator_is_taken_a_step_at_a_time(rec: lrfer.Recognizer, streams: int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A generator is not made into a list first: when the first step is scored, only the steps in
+    flight (and the look-ahead that tells a short generator from a long one) have been taken from it."""
+    from lrfer.recognizer import IMAGES_PER_STEP
+
+    count = 8 * IMAGES_PER_STEP + 3
+    taken: list[int] = []
+    taken_when_scored: list[int] = []
+    scored = rec._predict_step
+
+    def images():
+        for i in range(count):
+            taken.append(i)
+            yield np.full((8, 8 + i % 5), i % 256, np.uint8)
+
+    def step(arrays, batch_size):
+        taken_when_scored.append(len(taken))
+        return scored(arrays, batch_size)
+
+    monkeypatch.setattr(rec, "_predict_step", step)
+    out = rec.predict(images(), streams=streams)
+    assert [f[0].box[2] for f in out] == [8 + i % 5 for i in range(count)]
+    assert len(taken_when_scored) >= count // IMAGES_PER_STEP
+    assert taken_when_scored[0] <= (2 * streams + 1) * IMAGES_PER_STEP + 1 < count
+
+
 def test_a_recognizer_is_called_as_a_pipeline_is(rec: lrfer.Recognizer, rgb: np.ndarray) -> None:
     """``rec(images)``, as a Hugging Face pipeline or facenet-pytorch's MTCNN: it raised 'not callable'."""
     assert rec(rgb) == rec.predict(rgb)
@@ -202,6 +254,33 @@ def test_predict_crops_takes_tensors_and_rejects_the_rest(rec: lrfer.Recognizer)
     assert rec.predict_crops(crops, batch_size=np.int64(2)).shape == (3, 7)
     with pytest.raises(ValueError, match="got 1 file names for 2 images"):
         faces_to_rows(rec.predict([crops[0], crops[1]]), files=["only-one.png"])
+
+
+def test_a_channel_first_colour_crop_given_as_three_gray_crops_is_warned_about_once(
+        rec: lrfer.Recognizer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """predict_crops of one RGB crop with its channels first, ``(3, H, W)``, read it as three gray crops
+    without a word (right for gray crops, so it still does): now a warning says how to pass one colour
+    crop, once per process, and not for shapes that cannot be such a crop."""
+    from lrfer import recognizer
+
+    monkeypatch.setattr(recognizer, "_warned_channel_first", False, raising=False)
+    chw = np.random.default_rng(6).integers(0, 256, (3, 40, 30), dtype=np.uint8)
+    with caplog.at_level("WARNING", logger="lrfer.recognizer"):
+        for quiet in (np.zeros((2, 40, 30), np.uint8), np.zeros((4, 40, 30), np.uint8), np.zeros((3, 6, 30), np.uint8),
+                      [chw[0], chw[1], chw[2]]):
+            rec.predict_crops(quiet)
+        assert caplog.records == []
+        assert rec.predict_crops(chw).shape == (3, 7)  # still three gray crops
+        assert rec.predict_crops(torch.from_numpy(chw)).shape == (3, 7)
+    assert len(caplog.records) == 1
+    assert "read as 3 gray crops of 40x30 px" in caplog.text and "[np.moveaxis(x, 0, -1)]" in caplog.text
+    hwc = np.moveaxis(chw, 0, -1)  # as advised: one colour crop, the same as the tensor read channels first
+    assert np.allclose(rec.predict_crops([hwc]), rec.predict_crops([torch.from_numpy(chw)]), atol=1e-6)
+    monkeypatch.setattr(recognizer, "_warned_channel_first", False, raising=False)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lrfer.recognizer"):
+        rec.predict_crops(torch.from_numpy(chw))
+    assert "pass [x] (a tensor in a list is read channels first)" in caplog.text
 
 
 def test_one_gray_crop_without_its_batch_axis_is_told_to_add_it(rec: lrfer.Recognizer) -> None:
@@ -1302,8 +1381,10 @@ def test_predict_is_typed_per_kind_of_input() -> None:
     hints = [typing.get_type_hints(o, globalns=vars(__import__("lrfer.recognizer", fromlist=["x"])) | {
         "PILImage": object}) for o in overloads]
     # A tensor first (torch 2.1's Tensor has an Any base under mypy --strict and would fit the list
-    # overload); lists before the other images (without Pillow PILImage is Any and would fit a list).
-    assert [h["return"] for h in hints] == [list[lrfer.Face], list[list[lrfer.Face]], list[lrfer.Face]]
+    # overload); lists before the other images (without Pillow PILImage is Any and would fit a list);
+    # any other iterable (a generator) last: a path or an array, iterable too, is one image.
+    assert [h["return"] for h in hints] == [list[lrfer.Face], list[list[lrfer.Face]], list[lrfer.Face],
+                                            list[list[lrfer.Face]]]
     assert hints[0]["images"] is torch.Tensor
 
 

@@ -452,6 +452,28 @@ def test_file_names_that_are_not_utf8_are_written_and_shown(photos: Path, tiny_p
     assert "caf\ufffd.png" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_file_name_that_is_not_utf8_reads_back_as_its_bytes(suffix: str, photos: Path, tiny_path: Path,
+                                                                tmp_path: Path) -> None:
+    """Such a name (``caf\\xe9.png`` made by a Latin-1 system) can stop writing rows with UnicodeEncodeError
+    ('surrogates not allowed'; open_writer writes with errors="surrogateescape" since 33f50c6, and only the
+    CSV's bytes were tested). Read back in Python with the same error handler (CSV) or by ``json`` (JSONL:
+    ``\\udce9``), ``os.fsencode`` of the name gives the file's bytes, and opens the file."""
+    folder = tmp_path / "names"
+    folder.mkdir()
+    odd = os.fsencode(folder) + b"/caf\xe9.png"
+    try:
+        shutil.copy(photos / "a.png", odd)
+    except OSError as err:  # a file system that takes UTF-8 names only
+        pytest.skip(f"this file system refuses a name that is not UTF-8: {err}")
+    out = tmp_path / f"faces{suffix}"
+    assert main(predict_args(folder, tiny_path, "--out", str(out), "--workers", "0")) == 0
+    with open(out, newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        rows = list(csv.DictReader(fh)) if suffix == ".csv" else [json.loads(line) for line in fh]
+    assert [os.fsencode(row["file"]) for row in rows] == [odd]
+    assert os.path.isfile(rows[0]["file"])
+
+
 @pytest.mark.parametrize("option", ["--out", "--annotate"])
 def test_output_paths_the_system_refuses_are_one_line_errors(option: str, photos: Path, tiny_path: Path,
                                                              tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

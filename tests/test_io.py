@@ -267,9 +267,80 @@ def test_upload_together_keeps_each_photos_pixels_in_order() -> None:
     assert upload_together([], "cpu", pin=False) == []
 
 
+def test_opencvs_warning_about_a_file_lrfer_reports_itself_is_not_printed(
+        rgb: np.ndarray, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A truncated PNG printed OpenCV's '[ WARN:0@0.02] global grfmt_png.cpp:793 readFromStreamOrBuffer
+    PNG input buffer is incomplete' on stderr (from C++, past Python's logging), besides lrfer's own
+    error naming the file. OpenCV's log is errors only while lrfer decodes, and as it was afterwards."""
+    logging_api = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging_api is None:
+        pytest.skip("this OpenCV has no cv2.utils.logging")
+    data = save(rgb, tmp_path / "whole.png").read_bytes()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[: len(data) // 2])
+    before = logging_api.getLogLevel()
+    logging_api.setLogLevel(logging_api.LOG_LEVEL_WARNING)
+    try:
+        capfd.readouterr()
+        assert cv2.imdecode(np.frombuffer(cut.read_bytes(), np.uint8), cv2.IMREAD_COLOR) is None
+        if "WARN" not in capfd.readouterr().err:
+            pytest.skip("this OpenCV says nothing about a truncated PNG")
+        with pytest.raises(ValueError, match="cut.png"):  # lrfer's own word on it
+            read_image_file(cut)
+        assert "WARN" not in capfd.readouterr().err
+        assert logging_api.getLogLevel() == logging_api.LOG_LEVEL_WARNING
+    finally:
+        logging_api.setLogLevel(before)
+
+
+class FakeOpenCVLog:
+    """``cv2.utils.logging``'s two functions, for :func:`opencv_errors_only` without touching OpenCV's."""
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+
+    def getLogLevel(self) -> int:  # noqa: N802 - OpenCV's names
+        return self.level
+
+    def setLogLevel(self, level: int) -> None:  # noqa: N802
+        self.level = level
+
+
+def test_opencv_errors_only_puts_the_level_back_after_the_last_decoder_and_leaves_quieter_ones() -> None:
+    from types import SimpleNamespace
+
+    from lrfer.io import opencv_errors_only
+
+    log = FakeOpenCVLog(4)  # INFO
+    fake = SimpleNamespace(utils=SimpleNamespace(logging=log))
+    with opencv_errors_only(fake):
+        assert log.level == 2
+        with opencv_errors_only(fake):  # a second thread decoding meanwhile
+            pass
+        assert log.level == 2
+    assert log.level == 4
+    with opencv_errors_only(fake):
+        log.setLogLevel(5)  # the user's own choice meanwhile: kept
+    assert log.level == 5
+    log.level = 0  # SILENT: left alone
+    with opencv_errors_only(fake):
+        assert log.level == 0
+    assert log.level == 0
+    old = FakeOpenCVLog(3)  # an OpenCV with cv2.setLogLevel only
+    with opencv_errors_only(SimpleNamespace(getLogLevel=old.getLogLevel, setLogLevel=old.setLogLevel)):
+        assert old.level == 2
+    assert old.level == 3
+    with opencv_errors_only(SimpleNamespace()):  # neither: decoding goes on as it was
+        pass
+
+
 def test_is_image_like(rgb: np.ndarray) -> None:
-    assert is_image_like(rgb) and is_image_like("a.jpg")
+    """A generator or ``map(...)`` of images counted as one image, and predict refused it as an
+    'unsupported image input'; a path, bytes, an array or a tensor, iterable too, are each one input."""
+    assert is_image_like(rgb) and is_image_like("a.jpg") and is_image_like(Path("a.jpg"))
+    assert is_image_like(b"a.jpg") and is_image_like(torch.from_numpy(rgb)) and is_image_like(3)
     assert not is_image_like([rgb]) and not is_image_like((rgb,))
+    assert not is_image_like(a for a in [rgb]) and not is_image_like(map(np.asarray, [rgb])) and not is_image_like(iter([]))
 
 
 def _tree(tmp_path: Path, rgb: np.ndarray) -> Path:

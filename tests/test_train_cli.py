@@ -180,6 +180,38 @@ def test_dataset_name_leaves_out_a_trailing_split_word(tmp_path: Path) -> None:
     assert _default_val(tmp_path / "strain.npz") is None  # "train" inside a word is not the split
 
 
+def test_the_default_validation_file_is_found_in_any_case(tmp_path: Path) -> None:
+    """``--data FER2013-Train.npz`` looked for ``FER2013-publictest.npz`` only: ``FER2013-PublicTest.npz``
+    beside it (the split word in the case of the dataset's own files) was not found, and the model was
+    exported uncalibrated. The file is taken from the folder's listing, in the case of ``train`` first."""
+    for train_name, val_name in (("FER2013-Train.npz", "FER2013-PublicTest.npz"), ("FER2013-Train.npz", "FER2013-PUBLICTEST.npz"),
+                                 ("faces_TRAIN.npz", "faces_PublicTest.npz"), ("faces-train.npz", "faces-PublicTest.npz")):
+        folder = tmp_path / f"{train_name}-{val_name}"
+        folder.mkdir()
+        train = write_npz(folder / train_name, 7, 0)
+        assert _default_val(train) is None
+        sibling = write_npz(folder / val_name, 7, 1)
+        assert _default_val(train) == sibling, (train_name, val_name)
+    folder = tmp_path / "several"
+    folder.mkdir()
+    train = write_npz(folder / "FER2013-Train.npz", 7, 0)
+    for name in ("FER2013-publictest.npz", "FER2013-PUBLICTEST.npz", "FER2013-PublicTest.npz", "fer2013-PublicTest.npz"):
+        write_npz(folder / name, 7, 1)
+    assert _default_val(train) == folder / "FER2013-PublicTest.npz"  # the case of --data's "Train" first
+    (folder / "FER2013-PublicTest.npz").unlink()
+    assert _default_val(train) == folder / "FER2013-publictest.npz"  # then lower case
+    (folder / "FER2013-publictest.npz").unlink()
+    assert _default_val(train) == folder / "FER2013-PUBLICTEST.npz"  # then any other; the name's own case is kept
+    (folder / "FER2013-PUBLICTEST.npz").unlink()
+    (folder / "FER2013-PublicTest.npz").mkdir()  # a folder of that name is not the file
+    assert _default_val(train) is None
+    from lrfer.train.cli import expected_val
+
+    assert expected_val(tmp_path / "FER2013-Train.npz") == tmp_path / "FER2013-PublicTest.npz"
+    assert expected_val(tmp_path / "fer2013_TRAIN.npz") == tmp_path / "fer2013_PUBLICTEST.npz"
+    assert expected_val(tmp_path / "myfaces") is None and expected_val(tmp_path / "fer2013-test.npz") is None
+
+
 def write_class_folders(root: Path, per_class: int = 2) -> Path:
     """``root/<class>/<i>.png``: 48x48 gray faces whose brightness codes the class."""
     import cv2
@@ -421,6 +453,11 @@ def test_train_without_validation_data_warns_that_it_is_uncalibrated(tmp_path: P
                  "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--dataset-name", "mine"]) == 0
     assert "no validation data" in caplog.text and "uncalibrated" in caplog.text
     assert load_model(out).pretrained_cfg.temperature == 1.0
+    caplog.clear()  # a <name>-train.npz without its sibling: the warning names the file looked for
+    data = write_npz(tmp_path / "Faces-Train.npz", 32, seed=1)
+    assert main(["train", "--data", str(data), "--arch", "baseline", "--resolution", "16", "--out", str(out),
+                 "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--dataset-name", "mine"]) == 0
+    assert "no validation data (pass --val, or put Faces-PublicTest.npz beside Faces-Train.npz)" in caplog.text
 
 
 def test_train_warns_about_missing_classes_a_zoo_name_and_validating_on_its_own_data(

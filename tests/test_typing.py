@@ -47,6 +47,8 @@ reveal_type(rec.predict(np.zeros((8, 8, 3), np.uint8)))  # R: list[lrfer.results
 reveal_type(rec.predict(torch.zeros(3, 8, 8, dtype=torch.uint8)))  # R: list[lrfer.results.Face]
 reveal_type(rec.predict(["a.jpg", "b.png"]))  # R: list[list[lrfer.results.Face]]
 reveal_type(rec.predict(("a.jpg", Path("b.png"))))  # R: list[list[lrfer.results.Face]]
+reveal_type(rec.predict(p for p in ["a.jpg", "b.png"]))  # R: list[list[lrfer.results.Face]]
+reveal_type(rec.predict(map(Path, ["a.jpg"])))  # R: list[list[lrfer.results.Face]]
 reveal_type(rec.classes)  # R: tuple[str, ...]
 reveal_type(rec.resolution)  # R: int
 reveal_type(rec.spec)  # R: lrfer.zoo.ModelSpec

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import shlex
 import sys
@@ -50,7 +51,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--out", required=True, type=Path, help="output .safetensors")
     p.add_argument("--val", type=Path, default=None,
                    help="validation data (default: RAF-DB's test split, <name>-publictest.npz next to a "
-                        "<name>-train.npz, as FER2013's)")
+                        "<name>-train.npz, as FER2013's; the split words in any case)")
     p.add_argument("--recipe", default=None,
                    help="train a zoo variant's recipe instead of --arch/--resolution, e.g. gmenet-small-fer2013-16px; "
                         "the model is named after it with the dataset part replaced")
@@ -235,17 +236,50 @@ def _row_labels(models: list[tuple[str, str]]) -> list[str]:
 
 
 def _default_val(data: Path) -> Path | None:
+    """The validation data ``lrfer train`` takes without ``--val``: RAF-DB's test split, or the file of
+    :func:`expected_val` beside a ``<name>-train.npz`` with its split word in any case (the folder's
+    listing says which exists: ``FER2013-PublicTest.npz`` beside ``FER2013-Train.npz`` was not found,
+    only ``FER2013-publictest.npz`` was looked for); None if there is none."""
     from lrfer.train.datasets import is_rafdb
 
     if is_rafdb(data):
         return data
+    expected = expected_val(data)
+    if expected is None:
+        return None
+    prefix, suffix = expected.name[: -len(VAL_SPLIT) - len(data.suffix)], data.suffix
+    try:
+        names = os.listdir(data.parent)
+    except OSError:  # a folder that cannot be listed: the names tried one by one
+        names = [expected.name, prefix + VAL_SPLIT + suffix]
+    # Any case of the split word (FER2013-PublicTest.npz beside FER2013-Train.npz): first the case of
+    # --data's split word, then lower case, then the others in name order.
+    matches = sorted((name for name in names if len(name) == len(expected.name) and name.startswith(prefix)
+                      and name.endswith(suffix) and name[len(prefix):-len(suffix)].lower() == VAL_SPLIT),
+                     key=lambda name: (name != expected.name, name != prefix + VAL_SPLIT + suffix, name))
+    return next((data.with_name(name) for name in matches if data.with_name(name).is_file()), None)
+
+
+#: The split word of the validation file looked for beside a ``<name>-train.npz``: FER2013's PublicTest.
+VAL_SPLIT = "publictest"
+
+
+def expected_val(data: Path) -> Path | None:
+    """The validation file :func:`_default_val` looks for beside an ``.npz`` of training faces whose name
+    ends in the split word ``train``: the same name with ``publictest`` for it, written in the case of
+    ``train`` there (any case is found); None for other data.
+
+    >>> expected_val(Path("FER2013-Train.npz")).name, expected_val(Path("fer2013_TRAIN.npz")).name, expected_val(Path("x.npz"))
+    ('FER2013-PublicTest.npz', 'fer2013_PUBLICTEST.npz', None)
+    """
     if data.suffix != ".npz":  # a folder of class folders, `--data .` among them (a name with_name cannot take)
         return None
     split = SPLIT_SUFFIX_RE.fullmatch(data.stem)
     if split is None or split.group("split").lower() != "train":
         return None
-    sibling = data.with_name(split.group("name") + split.group("sep") + "publictest" + data.suffix)
-    return sibling if sibling.exists() else None
+    word = split.group("split")
+    val = VAL_SPLIT.upper() if word.isupper() else "PublicTest" if word[0].isupper() else VAL_SPLIT
+    return data.with_name(split.group("name") + split.group("sep") + val + data.suffix)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -277,8 +311,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     val_path: Path | None = args.val or _default_val(args.data)
     val = load_faces(val_path, "test") if val_path else None
     if val_path is None:
-        log.warning("no validation data (pass --val): %s will be exported uncalibrated (temperature 1.0) and "
-                    "without metrics", name)
+        expected = expected_val(args.data)
+        beside = "" if expected is None else f", or put {expected.name} beside {args.data.name}"
+        log.warning("no validation data (pass --val%s): %s will be exported uncalibrated (temperature 1.0) and "
+                    "without metrics", beside, name)
     elif _same_file(val_path, args.data) and is_rafdb(args.data):
         log.warning("validating on %s's test split (RAF-DB has no validation split): the temperature is fitted "
                     "and the metrics measured on the faces `lrfer eval` will score; pass --val for held-out ones",

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import math
 import os
+import reprlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,7 +50,9 @@ def annotate(image: ImageLike, faces: Sequence[Face]) -> np.ndarray:
 
     The label sits above the box, or below it when there is no room above, and is moved inside the
     image where it would leave it (a face filling or cut by the image keeps a readable label). A box
-    wholly outside the image is not drawn; one with NaN or infinity is a ValueError naming the face.
+    wholly outside the image is not drawn. A box that is not four numbers, has NaN or infinity, or is
+    reversed (``x2 < x1`` or ``y2 < y1``: as PIL's ``rectangle``, it is not swapped silently, since it
+    is most often an ``(x, y, width, height)`` box) is a ValueError naming the face.
 
     >>> out = annotate(np.zeros((64, 64), np.uint8), [])
     >>> out.shape
@@ -88,22 +91,47 @@ def drawn_box(box: Sequence[float], index: int, image: tuple[int, int]) -> tuple
     """``box`` (x1, y1, x2, y2) in whole pixels for drawing on an ``image`` (width, height): a side far
     past an edge brought to the image's width or height beyond it (OpenCV takes 32-bit coordinates
     only: a box of 1e12 raised its "Can't parse 'pt1'"), None for a box wholly outside the image (not
-    drawn); ValueError naming ``faces[index]`` for NaN or infinity, which raised "cannot convert
-    float NaN to integer".
+    drawn); ValueError naming ``faces[index]`` for a box that is not four numbers, for NaN or infinity
+    (which raised "cannot convert float NaN to integer") and for a reversed box.
 
     >>> drawn_box((-1e12, 5.4, 30.0, 1e12), 0, (64, 48)), drawn_box((70.0, 5.0, 90.0, 20.0), 0, (64, 48))
     ((-64, 5, 30, 96), None)
     """
     width, height = image
-    if not all(math.isfinite(v) for v in box):
+    x1, y1, x2, y2 = box_numbers(box, index)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
         raise ValueError(f"annotate: faces[{index}] has a box that is not finite, {tuple(box)}; "
                          "a box is (x1, y1, x2, y2) in image pixels")
-    x1, y1, x2, y2 = box
+    if x2 < x1 or y2 < y1:
+        raise ValueError(f"annotate: faces[{index}] has a reversed box, {tuple(box)} (x2 < x1 or y2 < y1); a box is "
+                         "(x1, y1, x2, y2) in image pixels, top-left corner first (for (x, y, width, height), "
+                         "pass (x, y, x + width, y + height))")
     if x2 < 0 or y2 < 0 or x1 > width or y1 > height:
         return None
     left, right = (int(round(min(max(v, -width), 2 * width))) for v in (x1, x2))
     top, bottom = (int(round(min(max(v, -height), 2 * height))) for v in (y1, y2))
     return left, top, right, bottom
+
+
+def box_numbers(box: Any, index: int) -> tuple[float, float, float, float]:
+    """``box`` as four floats; ValueError naming ``faces[index]`` for anything else (3 values, a string,
+    None), which raised "not enough values to unpack" or "must be real number, not str".
+
+    >>> box_numbers([1, 2.5, 3, 4], 0)
+    (1.0, 2.5, 3.0, 4.0)
+    """
+    values: tuple[float, ...] = ()
+    if not isinstance(box, (str, bytes)):
+        try:
+            items = tuple(box)
+            if not any(isinstance(v, (str, bytes)) for v in items):
+                values = tuple(float(v) for v in items)
+        except (TypeError, ValueError):  # not iterable, or an item that is not a number
+            pass
+    if len(values) != 4:
+        raise ValueError(f"annotate: faces[{index}] has a box that is not four numbers, {reprlib.repr(box)}; "
+                         "a box is (x1, y1, x2, y2) in image pixels")
+    return values  # type: ignore[return-value]  # four, checked above
 
 
 #: Smallest label font scale (text about 8 px high): the size for small faces.

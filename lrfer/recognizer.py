@@ -1022,7 +1022,8 @@ class Recognizer:
     ) -> Generator[tuple[VideoFrame, np.ndarray], None, None]:
         """:meth:`predict_video`, each result with its frame's RGB ``uint8 (H, W, 3)`` pixels (to draw on).
         ``info``: the file's :func:`lrfer.video.video_info` when the caller has read it already (``lrfer
-        predict``, for its progress bar), so that its header is not opened again.
+        predict``, for its progress bar); otherwise the header the decoder reads when it opens the
+        file (it is opened once).
 
         With ``streams`` > 1 each step runs on :func:`lrfer.overlap.threads_per_stream` torch threads (the
         calling thread's own count is left alone), and when the file's header gives its number of frames,
@@ -1031,21 +1032,18 @@ class Recognizer:
         steps of the usual size, not in the evened ones (a header announcing 2 frames of a long video
         made them steps of 1 frame, for the whole video)."""
         from lrfer.overlap import streams_or_auto, threads_per_stream
-        from lrfer.video import prepend, read_frames, video_info
+        from lrfer.video import prepend, read_frames
 
         every = check_every(every)
         check_batch_size(batch_size)
         streams = streams_or_auto(streams, self.device)
-        frames = read_frames(video, every)
+        opened: list[VideoInfo] = []
+        frames = read_frames(video, every, opened.append)
         first = next(frames)  # a missing, unreadable or undecodable file fails here, not at the first result
         height, width = first[2].shape[:2]
         ahead = frames_ahead(self.device, height, width, pyramid_enlargement(self.detector))
         most = count = None
-        try:
-            announced = 0 if streams == 1 else (info or video_info(video)).frame_count
-        except BaseException:
-            frames.close()  # not left open until the traceback is dropped
-            raise
+        announced = 0 if streams == 1 else (info or opened[0]).frame_count
         if announced:
             count = -(-announced // every)
             streams, most = even_steps(count, streams, ahead)

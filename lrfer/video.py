@@ -17,7 +17,7 @@ import os
 import queue
 import reprlib
 import threading
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -182,19 +182,24 @@ def check_every(every: int) -> int:
     return int(every)
 
 
-def read_frames(path: str | os.PathLike[str], every: int = 1) -> Generator[tuple[int, float, np.ndarray], None, None]:
+def read_frames(path: str | os.PathLike[str], every: int = 1,
+                on_info: Callable[[VideoInfo], object] | None = None) -> Generator[tuple[int, float, np.ndarray], None, None]:
     """``(frame index, time in seconds, RGB uint8 (H, W, 3))`` for every ``every``-th frame from the
     first, decoded one by one. Skipped frames are only grabbed (no colour conversion). ValueError
-    when the file cannot be opened or yields no frame at all.
+    when the file cannot be opened or yields no frame at all. ``on_info``: called with the file's
+    :class:`VideoInfo` once it is opened, before the first frame (so the file is not opened a second
+    time for its header).
     """
     import cv2
 
     every = check_every(every)
     capture = open_video(path)
-    info = capture_info(capture)
-    fps, announced = info.fps, info.frame_count
     index = 0
     try:
+        info = capture_info(capture)
+        fps, announced = info.fps, info.frame_count
+        if on_info is not None:
+            on_info(info)
         while True:
             if index % every:
                 if not capture.grab():

@@ -9,6 +9,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -1033,6 +1034,30 @@ def test_annotate_names_the_face_whose_box_is_not_finite(bad: float) -> None:
     faces = [_face((5.0, 5.0, 20.0, 20.0)), _face((25.0, bad, 45.0, 35.0))]
     with pytest.raises(ValueError, match=r"faces\[1\] has a box that is not finite, \(25.0, (nan|-?inf), 45.0, 35.0\)"):
         annotate(rgb, faces)
+
+
+@pytest.mark.parametrize("box", [(5.0, 5.0, 20.0), (5.0, 5.0, 20.0, 20.0, 1.0), None, "5,5,20,20", ("5", "5", "20", "20")])
+def test_annotate_names_the_face_whose_box_is_not_four_numbers(box: Any) -> None:
+    """A hand-built Face whose box was not four numbers raised "not enough values to unpack" or "must be
+    real number, not str", naming neither the face nor its box."""
+    from lrfer.annotate import annotate
+
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    faces = [_face((5.0, 5.0, 20.0, 20.0)), dataclasses.replace(_face((5.0, 5.0, 20.0, 20.0)), box=box)]
+    with pytest.raises(ValueError, match=r"faces\[1\] has a box that is not four numbers"):
+        annotate(rgb, faces)
+
+
+@pytest.mark.parametrize("box", [(45.0, 15.0, 25.0, 35.0), (25.0, 35.0, 45.0, 15.0), (25.0, 15.0, 20.0, 20.0)])
+def test_annotate_refuses_a_reversed_box_naming_the_face(box: tuple[float, float, float, float]) -> None:
+    """A hand-built Face with x2 < x1 or y2 < y1 (most often an (x, y, width, height) box) was drawn
+    without a word, its label placed by the wrong corner; PIL's rectangle refuses such a box too."""
+    from lrfer.annotate import annotate
+
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"faces\[1\] has a reversed box, .*x \+ width, y \+ height"):
+        annotate(rgb, [_face((5.0, 5.0, 20.0, 20.0)), _face(box)])
+    assert annotate(rgb, [_face((25.0, 15.0, 25.0, 35.0))]).any()  # an empty box (x1 == x2) is still drawn
 
 
 def test_annotate_clips_boxes_reaching_far_past_the_image_and_skips_those_outside_it() -> None:

@@ -98,6 +98,16 @@ def test_faces_keep_confident_wide_enough_anchors_in_image_pixels_with_eyes_nose
 
 
 
+def test_a_box_regressed_to_a_negative_height_is_not_a_face():
+    """Only the width was checked: a regression with a negative height gave a face with y2 < y1."""
+    detector = bf.BlazeFace(threshold=0.7, min_face=10)
+    scores = torch.tensor([[0.9, 0.95]])
+    boxes = torch.tensor([[[60.0, 50.0, 100.0, 110.0], [0.0, 80.0, 40.0, 40.0]]])
+    keypoints = torch.zeros(1, 2, bf.NUM_KEYPOINTS, 2)
+    (faces,) = detector._faces(scores, boxes, keypoints, torch.tensor([[1.0, 1.0, 0.0, 0.0]]))
+    assert faces.boxes.tolist() == [[60.0, 50.0, 100.0, 110.0]]
+
+
 def test_second_look_at_a_photo_without_faces_is_zoomed_out_and_keeps_only_large_faces(monkeypatch):
     """Guards the close-up pass: only photos where the first look found nothing get a second one, at
     ZOOM_OUT_FILL of the frame, keeping faces of at least ZOOM_OUT_MIN_FRACTION of the long side."""

@@ -345,6 +345,18 @@ def test_o_net_places_landmarks_in_its_input_box_and_suppresses_nested_faces(mon
 
 
 
+def test_o_net_offsets_that_turn_a_box_inside_out_drop_it(monkeypatch):
+    """O-Net's regression was applied without a check: an offset past the opposite side gave a face
+    with x2 < x1 (a negative size), which annotate refuses. Such a box is not a face."""
+    boxes = torch.tensor([[0.0, 0.0, 40.0, 40.0], [100.0, 0.0, 140.0, 40.0], [200.0, 0.0, 240.0, 40.0]])
+    probs = torch.tensor([[0.05, 0.95], [0.1, 0.9], [0.2, 0.8]])
+    offsets = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.8, 0.0, -0.5, 0.0], [0.0, 0.6, 0.0, -0.6]])
+    _scripted_crops(monkeypatch, offsets, torch.full((3, 10), 0.5), probs)
+    out_boxes, scores, landmarks, image = mtcnn_mod.output(None, None, boxes, torch.tensor([0, 0, 1]), threshold=0.7)
+    assert out_boxes.tolist() == [[0.0, 0.0, 40.0, 40.0]]
+    assert scores.tolist() == pytest.approx([0.95]) and image.tolist() == [0] and landmarks.shape == (1, 5, 2)
+
+
 def test_o_net_landmarks_for_another_detectors_box_are_read_in_its_square(monkeypatch):
     """Guards place_landmarks' O-Net pass: a (BlazeFace) box is squared around its centre, as O-Net was
     trained, before its 48 px crop is taken and its landmark fractions are read in it."""

@@ -236,8 +236,8 @@ def test_predict_video_in_several_steps_reads_lazily(rec: lrfer.Recognizer, clip
     read: list[int] = []
     real_read_frames = video_mod.read_frames
 
-    def counting(path: Path, every: int = 1) -> Iterator[tuple[int, float, np.ndarray]]:
-        for item in real_read_frames(path, every):
+    def counting(path: Path, every: int = 1, on_info: Any = None) -> Iterator[tuple[int, float, np.ndarray]]:
+        for item in real_read_frames(path, every, on_info):
             read.append(item[0])
             yield item
 
@@ -352,8 +352,8 @@ def test_stopping_predict_video_early_releases_the_video(rec: lrfer.Recognizer, 
     readers: list[Iterator[tuple[int, float, np.ndarray]]] = []
     real_read_frames = video_mod.read_frames
 
-    def recorded(path: Path, every: int = 1) -> Iterator[tuple[int, float, np.ndarray]]:
-        readers.append(real_read_frames(path, every))
+    def recorded(path: Path, every: int = 1, on_info: Any = None) -> Iterator[tuple[int, float, np.ndarray]]:
+        readers.append(real_read_frames(path, every, on_info))
         return readers[-1]
 
     monkeypatch.setattr(video_mod, "read_frames", recorded)
@@ -755,8 +755,8 @@ def test_a_header_that_undercounts_the_frames_evens_out_only_the_announced_ones(
     from dataclasses import replace
 
     one = [(f.index, f.time_s, f.faces[0].probs) for f in rec.predict_video(clip, streams=1)]
-    real_info = video_mod.video_info
-    monkeypatch.setattr(video_mod, "video_info", lambda path: replace(real_info(path), frame_count=announced))
+    real_info = video_mod.capture_info  # the header predict_video's decoder reads
+    monkeypatch.setattr(video_mod, "capture_info", lambda capture: replace(real_info(capture), frame_count=announced))
     sizes: list[int] = []
     predict_step = rec._predict_step
 
@@ -807,8 +807,8 @@ def test_an_error_reading_the_video_comes_after_the_frames_read_before_it(
     monkeypatch.setattr(recognizer, "IMAGES_PER_STEP", 3)
     real_read_frames = video_mod.read_frames
 
-    def failing(path: Path, every: int = 1) -> Iterator[tuple[int, float, np.ndarray]]:
-        for item in real_read_frames(path, every):
+    def failing(path: Path, every: int = 1, on_info: Any = None) -> Iterator[tuple[int, float, np.ndarray]]:
+        for item in real_read_frames(path, every, on_info):
             if item[0] == 9:
                 raise RuntimeError("frame 9 cannot be converted")
             yield item
@@ -822,24 +822,55 @@ def test_an_error_reading_the_video_comes_after_the_frames_read_before_it(
         assert got == list(range(9)), streams
 
 
-def test_a_failing_second_look_at_the_header_closes_the_frames_already_open(
+def test_predict_video_on_two_streams_opens_the_video_once(rec: lrfer.Recognizer, clip: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``predict_video(clip, streams=2)`` opened the file twice: once to decode it, and once more for
+    the frame count in its header (the even steps). The decoder now reports the header it read."""
+    opened: list[str] = []
+    real_capture = cv2.VideoCapture
+
+    def counting(*args: Any) -> Any:
+        opened.append(args[0])
+        return real_capture(*args)
+
+    sizes: list[int] = []
+    predict_step = rec._predict_step
+
+    def recorded(arrays: list[np.ndarray], batch_size: int) -> object:
+        sizes.append(len(arrays))
+        return predict_step(arrays, batch_size)
+
+    monkeypatch.setattr(cv2, "VideoCapture", counting)
+    monkeypatch.setattr(rec, "_predict_step", recorded)
+    assert [f.index for f in rec.predict_video(clip, streams=2)] == list(range(FRAMES))
+    assert opened == [str(clip)]
+    assert sizes == [6, 6]  # the 12 frames of the header read there, evened out over the 2 streams
+
+
+def test_a_header_that_cannot_be_read_releases_the_video_at_once(
         rec: lrfer.Recognizer, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On 2 streams the header is read a second time (its frame count) after the first frame was decoded:
-    when that fails, the decoder already open is closed at once, not when the traceback is dropped."""
-    real_read_frames = video_mod.read_frames
-    closed: list[bool] = []
+    """The decoder read the header before its ``try``: when that failed, the file already open was
+    released only when the capture was collected (it was read a second time, after the first frame,
+    and that failure left the decoder open until the traceback was dropped)."""
+    released: list[bool] = []
+    real_capture = cv2.VideoCapture
 
-    def tracked(path: Path, every: int = 1) -> Iterator[tuple[int, float, np.ndarray]]:
-        try:
-            yield from real_read_frames(path, every)
-        finally:
-            closed.append(True)
+    class Tracked:
+        def __init__(self, *args: Any) -> None:
+            self._capture = real_capture(*args)
 
-    def unreadable(path: Path) -> object:
-        raise ValueError(f"cannot open {path}")
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._capture, name)
 
-    monkeypatch.setattr(video_mod, "read_frames", tracked)
-    monkeypatch.setattr(video_mod, "video_info", unreadable)
-    with pytest.raises(ValueError, match="cannot open") as caught:
+        def release(self) -> None:
+            released.append(True)
+            self._capture.release()
+
+    def unreadable(capture: Any) -> object:
+        raise ValueError("cannot read the header")
+
+    monkeypatch.setattr(cv2, "VideoCapture", Tracked)
+    monkeypatch.setattr(video_mod, "capture_info", unreadable)
+    with pytest.raises(ValueError, match="cannot read the header"):
         rec.predict_video_frames(clip, streams=2)
-    assert closed == [True] and caught.value is not None
+    assert released == [True]

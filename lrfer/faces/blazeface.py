@@ -339,7 +339,7 @@ class BlazeFace(NetworkDetector):
     def _faces(self, scores: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Tensor, params: torch.Tensor,
                min_widths: torch.Tensor | None = None) -> list[Detections]:
         """Per-anchor outputs (N, A, ...) of N letterboxed images -> one :class:`Detections` per image,
-        in image pixels, without faces narrower than ``min_face`` or than the image's ``min_widths``;
+        in image pixels, without faces narrower than ``min_face`` or than the image's ``min_widths``, or upside down;
         the whole batch at once (no operations per image)."""
         image, anchor = (scores >= self.threshold).nonzero(as_tuple=True)
         boxes, scores, keypoints, image = batched_weighted_nms(
@@ -349,5 +349,6 @@ class BlazeFace(NetworkDetector):
         boxes = (boxes - pad.repeat(1, 2)) / scale.repeat(1, 2)
         keypoints = (keypoints - pad[:, None]) / scale[:, None]
         keep = (boxes[:, 2] - boxes[:, 0]) >= (self.min_face if min_widths is None else min_widths[image].clamp(min=self.min_face))
+        keep &= boxes[:, 3] > boxes[:, 1]  # a negative height regressed: not a face (annotate refuses such a box)
         return split_by_image(Detections(boxes[keep], scores[keep], keypoints[keep][:, list(ALIGNMENT_KEYPOINTS)]),
                               image[keep], params.shape[0])

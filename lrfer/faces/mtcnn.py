@@ -885,6 +885,10 @@ def output(
     boxes, scores, offsets, points, image = boxes[passed], probs[passed, 1], offsets[passed], points[passed], image[passed]
     landmarks = points_in_image(points, boxes)
     boxes = regress_boxes(boxes, offsets)
+    # offsets past the opposite side turn a box inside out: not a face (and annotate refuses such boxes)
+    proper = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    if not bool(proper.all()):
+        boxes, scores, landmarks, image = boxes[proper], scores[proper], landmarks[proper], image[proper]
     keep = batched_nms(boxes, scores, image, NMS_OUTPUT, mode="min")
     return boxes[keep], scores[keep], landmarks[keep], image[keep]
 

@@ -129,9 +129,9 @@ class _QuietOpenCV:
 
 
 def _opencv_log_functions(cv2: Any) -> tuple[Any, Any, int] | None:
-    """OpenCV's ``(getLogLevel, setLogLevel, LOG_LEVEL_ERROR)``: ``cv2.utils.logging``'s (OpenCV 4.5 and
-    later, 5), else the older ``cv2.getLogLevel``/``cv2.setLogLevel`` (the same numbers); None where this
-    build has neither."""
+    """OpenCV's ``(getLogLevel, setLogLevel, LOG_LEVEL_ERROR)``: ``cv2.utils.logging``'s (opencv-python-headless
+    5.0.0 has them), else ``cv2.getLogLevel``/``cv2.setLogLevel`` (the same numbers; 4.10.0.84, setup.cfg's
+    lower bound, has only these); None where this build has neither."""
     api = getattr(getattr(cv2, "utils", None), "logging", None)
     for where in (api, cv2):
         get, set_ = getattr(where, "getLogLevel", None), getattr(where, "setLogLevel", None)

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -803,11 +804,21 @@ def test_parser_defaults() -> None:
     assert args.model is None and args.out is None and args.precision == "auto"
 
 
-@pytest.mark.skipif(shutil.which("lrfer") is None, reason="lrfer is not pip-installed here (no console script)")
+def console_script() -> str | None:
+    """The ``lrfer`` command pip installed for this interpreter (beside it, as in a virtual environment run
+    as ``venv/bin/python -m pytest`` without activating it), else the one on PATH; None without either."""
+    return shutil.which("lrfer", path=sysconfig.get_path("scripts")) or shutil.which("lrfer")
+
+
+@pytest.mark.skipif(console_script() is None, reason="lrfer is not pip-installed here (no console script)")
 def test_console_script_installed() -> None:
+    """Skipped in a virtual environment run without activating it (its bin/ is not on PATH), although pip
+    had installed the command there."""
     from lrfer import __version__
 
-    proc = subprocess.run(["lrfer", "--version"], capture_output=True, text=True, timeout=60)
+    script = console_script()
+    assert script is not None
+    proc = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == f"lrfer {__version__}"
 
 

@@ -5,6 +5,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -271,15 +272,17 @@ def test_opencvs_warning_about_a_file_lrfer_reports_itself_is_not_printed(
         rgb: np.ndarray, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """A truncated PNG printed OpenCV's '[ WARN:0@0.02] global grfmt_png.cpp:793 readFromStreamOrBuffer
     PNG input buffer is incomplete' on stderr (from C++, past Python's logging), besides lrfer's own
-    error naming the file. OpenCV's log is errors only while lrfer decodes, and as it was afterwards."""
-    logging_api = getattr(getattr(cv2, "utils", None), "logging", None)
+    error naming the file. OpenCV's log is errors only while lrfer decodes, and as it was afterwards.
+    It used to skip on opencv-python-headless 4.10.0.84 (setup.cfg's lower bound), which has only
+    ``cv2.getLogLevel``/``cv2.setLogLevel``, not ``cv2.utils.logging``: lrfer's fallback went untested."""
+    logging_api = real_opencv_log()
     if logging_api is None:
-        pytest.skip("this OpenCV has no cv2.utils.logging")
+        pytest.skip("this OpenCV has neither cv2.utils.logging nor cv2.getLogLevel/setLogLevel")
     data = save(rgb, tmp_path / "whole.png").read_bytes()
     cut = tmp_path / "cut.png"
     cut.write_bytes(data[: len(data) // 2])
     before = logging_api.getLogLevel()
-    logging_api.setLogLevel(logging_api.LOG_LEVEL_WARNING)
+    logging_api.setLogLevel(OPENCV_LOG_LEVEL_WARNING)
     try:
         capfd.readouterr()
         assert cv2.imdecode(np.frombuffer(cut.read_bytes(), np.uint8), cv2.IMREAD_COLOR) is None
@@ -288,9 +291,52 @@ def test_opencvs_warning_about_a_file_lrfer_reports_itself_is_not_printed(
         with pytest.raises(ValueError, match="cut.png"):  # lrfer's own word on it
             read_image_file(cut)
         assert "WARN" not in capfd.readouterr().err
-        assert logging_api.getLogLevel() == logging_api.LOG_LEVEL_WARNING
+        assert logging_api.getLogLevel() == OPENCV_LOG_LEVEL_WARNING
     finally:
         logging_api.setLogLevel(before)
+
+
+def test_the_real_opencv_log_is_errors_only_while_lrfer_decodes_and_put_back_after(
+        rgb: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OpenCV test above skips on opencv-python-headless 4.10.0.84 (setup.cfg's lower bound): it has no
+    cv2.utils.logging, and a truncated PNG there gives libpng's own message, not an OpenCV WARN. So
+    nothing showed that lrfer's fallback, ``cv2.getLogLevel``/``cv2.setLogLevel``, quiets a real
+    OpenCV of that kind: the level seen by ``cv2.imdecode`` itself is errors only, and restored."""
+    logging_api = real_opencv_log()
+    if logging_api is None:
+        pytest.skip("this OpenCV has neither cv2.utils.logging nor cv2.getLogLevel/setLogLevel")
+    seen: list[int] = []
+    decode = cv2.imdecode
+
+    def recording_decode(*args: Any) -> Any:
+        seen.append(int(logging_api.getLogLevel()))
+        return decode(*args)
+
+    path = save(rgb, tmp_path / "whole.png")
+    before = logging_api.getLogLevel()
+    logging_api.setLogLevel(OPENCV_LOG_LEVEL_WARNING)
+    try:
+        monkeypatch.setattr(cv2, "imdecode", recording_decode)
+        assert read_image_file(path).shape == rgb.shape
+        assert seen == [OPENCV_LOG_LEVEL_ERROR]
+        assert logging_api.getLogLevel() == OPENCV_LOG_LEVEL_WARNING
+    finally:
+        logging_api.setLogLevel(before)
+
+
+#: ``cv::utils::logging::LOG_LEVEL_WARNING``/``LOG_LEVEL_ERROR``, the same numbers in both of OpenCV's
+#: Python spellings.
+OPENCV_LOG_LEVEL_WARNING = 3
+OPENCV_LOG_LEVEL_ERROR = 2
+
+
+def real_opencv_log() -> Any:
+    """Where this OpenCV keeps getLogLevel/setLogLevel: ``cv2.utils.logging`` (opencv-python-headless 5.0.0
+    has it), else ``cv2`` itself (4.10.0.84 has only that); None where it has neither."""
+    for where in (getattr(getattr(cv2, "utils", None), "logging", None), cv2):
+        if callable(getattr(where, "getLogLevel", None)) and callable(getattr(where, "setLogLevel", None)):
+            return where
+    return None
 
 
 class FakeOpenCVLog:

@@ -3,15 +3,38 @@ repository's settings (pyproject.toml's ``[tool.mypy]``, what a plain ``mypy`` r
 from __future__ import annotations
 
 import os
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: The first safetensors whose stubs (``__init__.pyi``) type-check lrfer's use of it: before 0.5.1 they
+#: lack ``SafetensorError`` and ``safe_open.__enter__``, and 0.5.1's ``safe_open.__init__`` has no
+#: ``self``. Older releases work at run time (``setup.cfg``: ``safetensors>=0.4``); the ``test`` extra
+#: asks for this one.
+SAFETENSORS_TYPED = Version("0.5.2")
+
+
+def safetensors_stubs_too_old() -> str | None:
+    """Why mypy cannot pass on lrfer with the installed safetensors' stubs, or None when it can."""
+    installed = Version(metadata.version("safetensors"))
+    if installed < SAFETENSORS_TYPED:
+        return (f"safetensors {installed}'s stubs cannot type-check lrfer (run time is fine); "
+                f"the 'test' extra asks for safetensors>={SAFETENSORS_TYPED}")
+    return None
+
 
 def test_mypy_finds_no_error_in_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With safetensors 0.4.0 (setup.cfg's lower bound, installed to test the lower bounds) this failed on
+    four errors in safetensors' own stubs ("Module "safetensors" has no attribute "SafetensorError"",
+    ""safe_open" has no attribute "__enter__""), not in lrfer: it skips, saying so, below 0.5.2."""
     api = pytest.importorskip("mypy.api", reason="mypy not installed (pip install -e '.[test]')")
+    too_old = safetensors_stubs_too_old()
+    if too_old is not None:
+        pytest.skip(too_old)
     monkeypatch.chdir(ROOT)  # the files to check are the config's
     # No cache (os.devnull: mypy writes none): a run checks the package and the installed stubs as they are now.
     report, errors, status = api.run(["--config-file", "pyproject.toml", "--cache-dir", os.devnull])

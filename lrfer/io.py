@@ -27,9 +27,10 @@ from lrfer.video import is_video_file
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-#: File extensions the CLI picks up when given a folder (lower case).
+#: File extensions the CLI picks up when given a folder (lower case); ``.jpe`` and ``.jfif`` are JPEG's
+#: other names (browsers on Windows save photos as ``.jfif``).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".gif"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".gif"}
 )
 
 #: Everything :func:`load_image` accepts.

@@ -194,6 +194,19 @@ def test_the_predict_options_paragraph_names_every_option_of_lrfer_predict() -> 
     assert not missing
 
 
+def test_lrfer_predict_usage_names_each_options_value_as_the_options_paragraph_does() -> None:
+    """The paragraph gives ``--batch-size N``, ``--image-batch N`` and ``--workers N``; ``lrfer predict
+    --help`` showed ``BATCH_SIZE``, ``IMAGE_BATCH`` and ``WORKERS``, as if they were other options."""
+    from lrfer.cli import build_parser
+
+    predict = build_parser()._subparsers._group_actions[0].choices["predict"]  # type: ignore[union-attr]
+    usage = " ".join(predict.format_usage().split())
+    start = README.index("`predict` options:")
+    paragraph = README[start:README.index("\n", start + 600)]
+    for option, value in re.findall(r"`(--[a-z][a-z0-9-]*) ([A-Z]+)\b", paragraph):
+        assert f"[{option} {value}]" in usage, (option, value, usage)
+
+
 def script_commands() -> list[tuple[str, str]]:
     return re.findall(r"python ((?:benchmarks|scripts)/\w+\.py)([^`\n;]*)", README)
 
@@ -237,6 +250,15 @@ def test_the_video_suffixes_the_readme_lists_are_those_lrfer_predict_finds() -> 
     start = README.index("Video files (`lrfer predict lecture.mp4")
     listed = set(re.findall(r"`(\.\w+)`", README[start:README.index("are scored", start)]))
     assert listed == set(VIDEO_EXTENSIONS)
+
+
+def test_the_image_suffixes_the_readme_lists_are_those_a_folder_search_finds() -> None:
+    """The README named no image suffixes, and the search left out ``.jfif`` and ``.jpe`` JPEGs."""
+    from lrfer.io import IMAGE_EXTENSIONS
+
+    start = FLAT.index("Folders are searched recursively for images (")
+    listed = set(re.findall(r"`(\.\w+)`", FLAT[start:FLAT.index(")", start)]))
+    assert listed == set(IMAGE_EXTENSIONS)
 
 
 def test_the_face_table_and_the_row_columns_are_the_results() -> None:
@@ -285,6 +307,18 @@ def test_lrfer_predict_help_and_the_readme_give_the_cpu_default_of_streams() -> 
     assert "2 on CPU with 2 cores or more, else 1, and 1 where OMP_NUM_THREADS or the like is set" in help_text
     assert "2 on CPU with 2 cores or more, else 1, and 1 on CUDA" in FLAT
     assert "on one core, or with `OMP_NUM_THREADS` (or `MKL_NUM_THREADS`, `TORCH_NUM_THREADS`) set, 1." in FLAT
+
+
+def test_lrfer_predict_help_gives_the_readmes_bound_on_bf16_probabilities() -> None:
+    """``--precision``'s help said bf16's probabilities were "within about 2e-2 of fp32"; the README's
+    measurement on FER2013 PublicTest is "at most 0.026", past that bound."""
+    from lrfer.cli import build_parser
+
+    predict = build_parser()._subparsers._group_actions[0].choices["predict"]  # type: ignore[union-attr]
+    help_text = " ".join(predict.format_help().split())
+    readme = re.search(r"probabilities moved by at most ([\d.]+) and", FLAT)
+    assert readme, "the README's bf16 sentence"
+    assert f"probabilities within {readme.group(1)} of fp32" in help_text, help_text
 
 
 def test_the_figures_the_readme_gives_for_the_codes_constants_are_theirs() -> None:

@@ -414,6 +414,17 @@ def test_iter_image_files(rgb: np.ndarray, tmp_path: Path) -> None:
     assert len(iter_image_files([tmp_path / "empty"] if (tmp_path / "empty").mkdir() is None else [])) == 0
 
 
+def test_a_folder_search_finds_jpegs_named_jfif_or_jpe(tmp_path: Path) -> None:
+    """A folder's ``.jfif`` and ``.jpe`` photos (JPEG's other names) were left out without a word, though
+    the same files given by name are read and ``--annotate`` names their copies."""
+    photo = np.zeros((8, 8, 3), np.uint8)
+    for name in ("a.jfif", "b.JPE", "c.jpg"):
+        ok, encoded = cv2.imencode(".jpg", photo)
+        assert ok
+        (tmp_path / name).write_bytes(encoded.tobytes())
+    assert [str(rel) for _, rel in iter_image_files([tmp_path])] == ["a.jfif", "b.JPE", "c.jpg"]
+
+
 def test_image_files_are_stored_compactly(tmp_path: Path) -> None:
     for i in range(300):
         (tmp_path / f"{i:04d}.jpg").write_bytes(b"")

@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lrfer.allocator import raise_adaptive_thresholds
+from lrfer.allocator import raise_adaptive_thresholds, trim_if_grown
 from lrfer.constants import CPU_ACTIVATION_BUDGET, HR_SIZE
 from lrfer.faces import align as alignment
 from lrfer.faces.degrade import downsample, to_native
@@ -1081,6 +1081,11 @@ class Recognizer:
             frames.close()
 
     def _predict_step(self, arrays: list[np.ndarray], batch_size: int) -> list[list[Face]]:
+        faces = self._score_step(arrays, batch_size)
+        trim_if_grown()  # the step's memory is freed: photos of many sizes leave it in glibc's heap
+        return faces
+
+    def _score_step(self, arrays: list[np.ndarray], batch_size: int) -> list[list[Face]]:
         if self.detector is None:
             return self._faces_from_crops(arrays, batch_size)
         tensors = to_device_tensors(arrays, self.device)

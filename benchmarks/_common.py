@@ -5,6 +5,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,15 @@ def run_main(main: Callable[[], None]) -> None:
         main()
     except (ValueError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
+
+
+def print_child_row(command: list[str], label: str) -> None:
+    """Run one configuration's child process (each in a fresh process, for its own peak memory) and print
+    the table row it writes; end the benchmark with its error output if it fails."""
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"{label} failed:\n{result.stderr}")
+    print(result.stdout.strip(), flush=True)
 
 
 def machine() -> str:

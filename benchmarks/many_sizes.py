@@ -11,12 +11,11 @@ replaces :func:`lrfer.allocator.trim_if_grown` with a no-op (as before it existe
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, machine  # noqa: E402
+from _common import SHARED, machine, print_child_row  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,10 +84,7 @@ def main() -> None:
         for trim in args.trim.split(","):
             command = [sys.executable, "-c", child, mode, trim, str(args.photos), str(args.every), low, high,
                        fixed_w, fixed_h, str(args.threads)]
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode:
-                sys.exit(f"{mode} (trim {trim}) failed:\n{result.stderr}")
-            print(result.stdout.strip(), flush=True)
+            print_child_row(command, f"{mode} (trim {trim})")
 
 
 if __name__ == "__main__":

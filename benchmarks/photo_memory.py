@@ -11,12 +11,11 @@ faces found. ``--threads`` sets torch's threads in those processes; ``--min-face
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import IMPORT_PEAK_RSS, SHARED, machine  # noqa: E402
+from _common import IMPORT_PEAK_RSS, SHARED, machine, print_child_row  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,10 +63,7 @@ def main() -> None:
         for min_face in args.min_face.split(","):
             command = [sys.executable, "-c", child, detector, str(args.rows), str(args.cols), str(width), str(height),
                        str(args.threads), min_face]
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode:
-                sys.exit(f"{detector} (min_face {min_face}) failed:\n{result.stderr}")
-            print(result.stdout.strip(), flush=True)
+            print_child_row(command, f"{detector} (min_face {min_face})")
 
 
 if __name__ == "__main__":

@@ -537,22 +537,21 @@ def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
                    write: Callable[[dict[str, Any]], object], counts: dict[str, int]) -> None:
     """Every ``--every``-th frame of one video, ``--streams`` steps of frames at once: rows with
     ``frame`` and ``time_s``, and with ``--annotate DIR`` an annotated copy ``DIR/<rel>`` with suffix ``.mp4``."""
-    from lrfer.video import video_info
-
     # predict_video_frames shares the block's count among its streams at the call (each stream's threads
     # are taken from it there), and the frames are scored as they are iterated: both inside the block
     with host_threads(rec.device, 1):
+        headers: list[Any] = []  # the header its decoder reads on opening the file: it is opened once
         try:
-            info = video_info(video)  # its header, read once: predict_video_frames takes it too
-            total = math.ceil(info.frame_count / args.every) if info.frame_count else None
             # no more streams than steps of frames: predict_video_frames decides that (even_steps)
             streams = args.streams or default_streams(rec.device)
             frames = rec.predict_video_frames(video, every=args.every, batch_size=args.batch_size, streams=streams,
-                                              info=info)
-        except ValueError as err:
+                                              on_info=headers.append)
+        except ValueError as err:  # missing, unreadable, a still image, or no frame decoded
             logger.warning("skipped: %s", err)
             counts["failed"] += 1
             return
+        info = headers[0]  # given before predict_video_frames returned
+        total = math.ceil(info.frame_count / args.every) if info.frame_count else None
         _write_video_rows(frames, video, rel, info, total, args, write, counts)
 
 

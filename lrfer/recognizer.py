@@ -1018,12 +1018,13 @@ class Recognizer:
 
     def predict_video_frames(
         self, video: str | os.PathLike[str], every: int = 1, batch_size: int = 256, streams: int | None = None,
-        *, info: VideoInfo | None = None,
+        *, info: VideoInfo | None = None, on_info: Callable[[VideoInfo], object] | None = None,
     ) -> Generator[tuple[VideoFrame, np.ndarray], None, None]:
         """:meth:`predict_video`, each result with its frame's RGB ``uint8 (H, W, 3)`` pixels (to draw on).
-        ``info``: the file's :func:`lrfer.video.video_info` when the caller has read it already (``lrfer
-        predict``, for its progress bar); otherwise the header the decoder reads when it opens the
-        file (it is opened once).
+        ``on_info``: called with the file's :class:`~lrfer.video.VideoInfo` (its header, read when the
+        decoder opens the file) before this method returns, so a caller needing the frame count or
+        frame rate (``lrfer predict``, for its progress bar and annotated copy) does not open the file
+        a second time. ``info``: a header the caller has read already, used instead of the decoder's.
 
         With ``streams`` > 1 each step runs on :func:`lrfer.overlap.threads_per_stream` torch threads (the
         calling thread's own count is left alone), and when the file's header gives its number of frames,
@@ -1038,7 +1039,13 @@ class Recognizer:
         check_batch_size(batch_size)
         streams = streams_or_auto(streams, self.device)
         opened: list[VideoInfo] = []
-        frames = read_frames(video, every, opened.append)
+
+        def header(read: VideoInfo) -> None:
+            opened.append(read)
+            if on_info is not None:
+                on_info(read)
+
+        frames = read_frames(video, every, header)
         first = next(frames)  # a missing, unreadable or undecodable file fails here, not at the first result
         height, width = first[2].shape[:2]
         ahead = frames_ahead(self.device, height, width, pyramid_enlargement(self.detector))

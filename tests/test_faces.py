@@ -802,6 +802,31 @@ def test_facenet_adapter_converts_its_outputs(monkeypatch):
     assert first.landmarks.shape == (1, 5, 2) and first.landmarks[0, 4].tolist() == [8.0, 9.0]
     assert len(second) == 0
 
+
+def test_facenet_adapter_drops_boxes_without_width_or_height(monkeypatch):
+    """facenet-pytorch's boxes were passed through unchecked: one inside out (x2 <= x1 or y2 <= y1,
+    regressed past its opposite side) became a face, which annotate then refused. lrfer's own MTCNN
+    and BlazeFace drop such boxes; the facenet backend now does too."""
+    import sys
+    import types
+
+    class StandInMTCNN:
+        def __init__(self, **kwargs) -> None:
+            pass
+
+        def detect(self, img, landmarks=False):
+            boxes = np.array([[1.0, 2.0, 11.0, 12.0], [9.0, 2.0, 4.0, 12.0], [1.0, 8.0, 11.0, 3.0],
+                              [5.0, 5.0, 5.0, 9.0], [2.0, 3.0, 8.0, 9.0]], dtype=np.float32)
+            points = np.arange(50, dtype=np.float32).reshape(5, 5, 2)
+            return boxes, np.array([0.9, 0.8, 0.7, 0.6, 0.5]), points
+
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", types.SimpleNamespace(MTCNN=StandInMTCNN))
+    det = make_detector("facenet", "cpu")
+    (found,) = det.detect([torch.zeros(3, 20, 30, dtype=torch.uint8)])
+    assert found.boxes.tolist() == [[1.0, 2.0, 11.0, 12.0], [2.0, 3.0, 8.0, 9.0]]
+    assert found.scores.tolist() == pytest.approx([0.9, 0.5])
+    assert found.landmarks[1, 0].tolist() == [40.0, 41.0]  # the last face's own landmarks, kept with it
+
 # ------------------------------------------------------------------------------------------ alignment
 def test_estimate_similarity_recovers_known_transforms():
     src = torch.tensor([[30.0, 40], [70, 42], [50, 60], [35, 80], [66, 81]])

@@ -327,7 +327,8 @@ def test_cli_and_predict_video_give_a_short_clip_the_same_steps(tiny_path: Path,
 def test_cli_opens_a_video_once_for_its_header(tiny_path: Path, clip: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """`lrfer predict clip.mp4` on 2 streams opened the file three times: for the progress bar's frame
-    count, to decode it, and again in predict_video_frames for the frame count of its even steps."""
+    count, to decode it, and again in predict_video_frames for the frame count of its even steps; then
+    twice (video_info for the progress bar, then the decoder). The decoder's header serves them all."""
     import lrfer.recognizer as recognizer
 
     monkeypatch.setattr(recognizer, "IMAGES_PER_STEP", 3)  # 12 frames: 4 steps, 2 streams kept
@@ -343,7 +344,19 @@ def test_cli_opens_a_video_once_for_its_header(tiny_path: Path, clip: Path, tmp_
     assert main(["predict", str(clip), "--model", str(tiny_path), "--detector", "none", "--quiet", "--streams", "2",
                  "--out", str(out)]) == 0
     assert len(out.read_text().splitlines()) == 1 + FRAMES
-    assert opened == [str(clip)] * 2  # its header, then its frames
+    assert opened == [str(clip)]  # its header and its frames, from one capture
+
+
+def test_predict_video_frames_gives_its_header_before_it_returns(rec: lrfer.Recognizer, clip: Path) -> None:
+    """The header of the decoder's one opening of the file, for a caller's progress bar or annotated copy
+    (`lrfer predict` opened the file a second time with video_info for it)."""
+    headers: list[video_mod.VideoInfo] = []
+    frames = rec.predict_video_frames(clip, every=2, on_info=headers.append)
+    try:
+        assert headers == [video_mod.video_info(clip)]
+        assert headers[0].frame_count == FRAMES
+    finally:
+        frames.close()
 
 
 def test_stopping_predict_video_early_releases_the_video(rec: lrfer.Recognizer, tmp_path: Path,

@@ -369,8 +369,19 @@ class FacenetDetector:
                 results.append(Detections.empty(self.device))
                 continue
             boxes, probs, points = (_float_tensor(v) for v in (boxes, probs, points))
-            results.append(Detections.from_boxes(boxes, probs, points.reshape(-1, NUM_LANDMARKS, 2), device=self.device))
+            found = Detections.from_boxes(boxes, probs, points.reshape(-1, NUM_LANDMARKS, 2), device=self.device)
+            results.append(found.select(has_area(found.boxes)))
         return results
+
+
+def has_area(boxes: torch.Tensor) -> torch.Tensor:
+    """(K,) bool: which ``x1, y1, x2, y2`` boxes have a positive width and height. A box turned inside
+    out (by a regression past its opposite side) is not a face, and annotate refuses it; NaN is dropped too.
+
+    >>> has_area(torch.tensor([[0., 0., 4., 4.], [4., 0., 2., 4.], [0., 3., 4., 3.]])).tolist()
+    [True, False, False]
+    """
+    return (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
 
 
 def _float_tensor(values: Any) -> torch.Tensor:

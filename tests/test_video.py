@@ -225,6 +225,32 @@ def test_predict_video_matches_predict_on_the_frames(rec: lrfer.Recognizer, clip
         assert result.faces[0].probs == pytest.approx(faces[0].probs, abs=1e-6)
 
 
+def record_captures(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The path of each ``cv2.VideoCapture`` opened from now on."""
+    opened: list[str] = []
+    real_capture = cv2.VideoCapture
+
+    def counting(*args: Any) -> Any:
+        opened.append(args[0])
+        return real_capture(*args)
+
+    monkeypatch.setattr(cv2, "VideoCapture", counting)
+    return opened
+
+
+def record_step_sizes(rec: lrfer.Recognizer, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of frames of each step ``rec`` scores from now on, in the order the steps start."""
+    sizes: list[int] = []
+    predict_step = rec._predict_step
+
+    def recorded(arrays: list[np.ndarray], batch_size: int) -> object:
+        sizes.append(len(arrays))
+        return predict_step(arrays, batch_size)
+
+    monkeypatch.setattr(rec, "_predict_step", recorded)
+    return sizes
+
+
 def test_predict_video_in_several_steps_reads_lazily(rec: lrfer.Recognizer, clip: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Steps of a few frames: the same results as one step, and the first result comes before the
@@ -337,14 +363,7 @@ def test_cli_opens_a_video_once_for_its_header(tiny_path: Path, clip: Path, tmp_
     import lrfer.recognizer as recognizer
 
     monkeypatch.setattr(recognizer, "IMAGES_PER_STEP", 3)  # 12 frames: 4 steps, 2 streams kept
-    opened: list[str] = []
-    real_capture = cv2.VideoCapture
-
-    def counting(*args: Any) -> Any:
-        opened.append(args[0])
-        return real_capture(*args)
-
-    monkeypatch.setattr(cv2, "VideoCapture", counting)
+    opened = record_captures(monkeypatch)
     out = tmp_path / "faces.csv"
     assert main(["predict", str(clip), "--model", str(tiny_path), "--detector", "none", "--quiet", "--streams", "2",
                  "--out", str(out)]) == 0
@@ -775,14 +794,7 @@ def test_a_header_that_undercounts_the_frames_evens_out_only_the_announced_ones(
     one = [(f.index, f.time_s, f.faces[0].probs) for f in rec.predict_video(clip, streams=1)]
     real_info = video_mod.capture_info  # the header predict_video's decoder reads
     monkeypatch.setattr(video_mod, "capture_info", lambda capture: replace(real_info(capture), frame_count=announced))
-    sizes: list[int] = []
-    predict_step = rec._predict_step
-
-    def recorded(arrays: list[np.ndarray], batch_size: int) -> object:
-        sizes.append(len(arrays))
-        return predict_step(arrays, batch_size)
-
-    monkeypatch.setattr(rec, "_predict_step", recorded)
+    sizes = record_step_sizes(rec, monkeypatch)
     two = [(f.index, f.time_s, f.faces[0].probs) for f in rec.predict_video(clip, streams=2)]
     assert sizes == steps
     assert [(i, t) for i, t, _ in two] == [(i, t) for i, t, _ in one]
@@ -844,22 +856,8 @@ def test_predict_video_on_two_streams_opens_the_video_once(rec: lrfer.Recognizer
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """``predict_video(clip, streams=2)`` opened the file twice: once to decode it, and once more for
     the frame count in its header (the even steps). The decoder now reports the header it read."""
-    opened: list[str] = []
-    real_capture = cv2.VideoCapture
-
-    def counting(*args: Any) -> Any:
-        opened.append(args[0])
-        return real_capture(*args)
-
-    sizes: list[int] = []
-    predict_step = rec._predict_step
-
-    def recorded(arrays: list[np.ndarray], batch_size: int) -> object:
-        sizes.append(len(arrays))
-        return predict_step(arrays, batch_size)
-
-    monkeypatch.setattr(cv2, "VideoCapture", counting)
-    monkeypatch.setattr(rec, "_predict_step", recorded)
+    opened = record_captures(monkeypatch)
+    sizes = record_step_sizes(rec, monkeypatch)
     assert [f.index for f in rec.predict_video(clip, streams=2)] == list(range(FRAMES))
     assert opened == [str(clip)]
     assert sizes == [6, 6]  # the 12 frames of the header read there, evened out over the 2 streams

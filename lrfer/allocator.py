@@ -147,7 +147,7 @@ def trim_if_grown(growth: int = TRIM_AFTER_GROWTH) -> bool:
     """
     global _rss_after_trim
     trim = _malloc_trim()
-    if trim is None or _keeping_freed or any(os.environ.get(name) for name in ALLOCATOR_ENVIRONMENT):
+    if trim is None or _keeping_freed or _allocator_configured():
         return False
     rss = resident_bytes()
     if rss is None:

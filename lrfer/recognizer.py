@@ -1018,13 +1018,13 @@ class Recognizer:
 
     def predict_video_frames(
         self, video: str | os.PathLike[str], every: int = 1, batch_size: int = 256, streams: int | None = None,
-        *, info: VideoInfo | None = None, on_info: Callable[[VideoInfo], object] | None = None,
+        *, on_info: Callable[[VideoInfo], object] | None = None,
     ) -> Generator[tuple[VideoFrame, np.ndarray], None, None]:
         """:meth:`predict_video`, each result with its frame's RGB ``uint8 (H, W, 3)`` pixels (to draw on).
         ``on_info``: called with the file's :class:`~lrfer.video.VideoInfo` (its header, read when the
         decoder opens the file) before this method returns, so a caller needing the frame count or
         frame rate (``lrfer predict``, for its progress bar and annotated copy) does not open the file
-        a second time. ``info``: a header the caller has read already, used instead of the decoder's.
+        a second time.
 
         With ``streams`` > 1 each step runs on :func:`lrfer.overlap.threads_per_stream` torch threads (the
         calling thread's own count is left alone), and when the file's header gives its number of frames,
@@ -1050,7 +1050,7 @@ class Recognizer:
         height, width = first[2].shape[:2]
         ahead = frames_ahead(self.device, height, width, pyramid_enlargement(self.detector))
         most = count = None
-        announced = 0 if streams == 1 else (info or opened[0]).frame_count
+        announced = 0 if streams == 1 else opened[0].frame_count
         if announced:
             count = -(-announced // every)
             streams, most = even_steps(count, streams, ahead)

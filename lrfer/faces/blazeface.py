@@ -42,7 +42,8 @@ from torch import nn
 
 from lrfer.faces import align
 from lrfer.faces.align import images_by_size
-from lrfer.faces.detect import Detections, NetworkDetector, check_images, detection_mode, read_bundled_weights, split_by_image
+from lrfer.faces.detect import (Detections, NetworkDetector, check_images, detection_mode, has_area, read_bundled_weights,
+                                split_by_image)
 from lrfer.faces.mtcnn import MAX_MIP_LEVEL, MipVolume
 from lrfer.shapes import PHOTO_ROWS, to_device
 
@@ -349,6 +350,6 @@ class BlazeFace(NetworkDetector):
         boxes = (boxes - pad.repeat(1, 2)) / scale.repeat(1, 2)
         keypoints = (keypoints - pad[:, None]) / scale[:, None]
         keep = (boxes[:, 2] - boxes[:, 0]) >= (self.min_face if min_widths is None else min_widths[image].clamp(min=self.min_face))
-        keep &= boxes[:, 3] > boxes[:, 1]  # a negative height regressed: not a face (annotate refuses such a box)
+        keep &= has_area(boxes)  # a negative height regressed: not a face (annotate refuses such a box)
         return split_by_image(Detections(boxes[keep], scores[keep], keypoints[keep][:, list(ALIGNMENT_KEYPOINTS)]),
                               image[keep], params.shape[0])

@@ -57,6 +57,7 @@ from lrfer.faces.detect import (
     check_min_face,
     concat_per_image,
     detection_mode,
+    has_area,
     read_bundled_weights,
     split_by_image,
 )
@@ -886,7 +887,7 @@ def output(
     landmarks = points_in_image(points, boxes)
     boxes = regress_boxes(boxes, offsets)
     # offsets past the opposite side turn a box inside out: not a face (and annotate refuses such boxes)
-    proper = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    proper = has_area(boxes)
     if not bool(proper.all()):
         boxes, scores, landmarks, image = boxes[proper], scores[proper], landmarks[proper], image[proper]
     keep = batched_nms(boxes, scores, image, NMS_OUTPUT, mode="min")

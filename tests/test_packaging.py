@@ -1,6 +1,7 @@
 """The source distribution carries what the test suite reads (MANIFEST.in), so its tests run."""
 from __future__ import annotations
 
+import configparser
 import re
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Build outputs and caches, never part of a source tree.
@@ -42,3 +44,21 @@ def test_sdist_carries_the_folders_the_tests_read(tmp_path: Path) -> None:
         assert wanted, folder
         assert not wanted - members, f"the sdist lacks {sorted(wanted - members)}"
     assert {f"tests/{path.name}" for path in (ROOT / "tests").glob("test_*.py")} <= members
+
+
+def requirements(value: str) -> dict[str, Requirement]:
+    """A setup.cfg list of requirements (one a line), by project name."""
+    return {req.name: req for req in map(Requirement, filter(None, map(str.strip, value.splitlines())))}
+
+
+def test_the_test_extra_installs_with_the_lower_bounds_as_constraints() -> None:
+    """The test extra asked for safetensors>=0.5.2 (whose stubs tests/test_typing.py's mypy run reads)
+    over install_requires' safetensors>=0.4, so pip refused `.[test]` under a constraints file of the lower
+    bounds (safetensors==0.4.0), though that mypy run skips, saying why, below 0.5.2."""
+    setup = configparser.ConfigParser(interpolation=None)
+    setup.read(ROOT / "setup.cfg", encoding="utf-8")
+    needed = requirements(setup["options"]["install_requires"])
+    for name, req in requirements(setup["options.extras_require"]["test"]).items():
+        specifier = needed[name].specifier if name in needed else []
+        for lower in [spec.version for spec in specifier if spec.operator == ">="]:
+            assert req.specifier.contains(lower), f"the test extra's {req} refuses {name} {lower}, lrfer's lower bound"

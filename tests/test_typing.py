@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: The first safetensors whose stubs (``__init__.pyi``) type-check lrfer's use of it: before 0.5.1 they
 #: lack ``SafetensorError`` and ``safe_open.__enter__``, and 0.5.1's ``safe_open.__init__`` has no
-#: ``self``. Older releases work at run time (``setup.cfg``: ``safetensors>=0.4``); the ``test`` extra
-#: asks for this one.
+#: ``self``. Older releases work at run time (``setup.cfg``: ``safetensors>=0.4``), and the ``test`` extra
+#: asks for no newer one, so that it installs with the lower bounds as constraints: the check skips there.
 SAFETENSORS_TYPED = Version("0.5.2")
 
 
@@ -23,7 +23,7 @@ def safetensors_stubs_too_old() -> str | None:
     installed = Version(metadata.version("safetensors"))
     if installed < SAFETENSORS_TYPED:
         return (f"safetensors {installed}'s stubs cannot type-check lrfer (run time is fine); "
-                f"the 'test' extra asks for safetensors>={SAFETENSORS_TYPED}")
+                f"install safetensors>={SAFETENSORS_TYPED} for this check")
     return None
 
 

@@ -25,7 +25,7 @@ import unicodedata
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TextIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO, cast, overload
 
 from lrfer import __version__
 from lrfer.constants import MIN_FACE_PX
@@ -395,7 +395,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from lrfer.io import iter_image_files
     from lrfer.video import is_video_file, iter_video_files
 
-    out_format(args.out, args.format)  # a mistake there is told now, not after the files are listed and the model loaded
+    fmt = out_format(args.out, args.format)  # a mistake there is told now, not after the files are listed and the model loaded
     videos = iter_video_files(args.paths)
     unlisted: list[OSError] = []  # the image walk sees every folder the video walk sees
     files = iter_image_files([p for p in args.paths if not (is_video_file(p) and Path(p).is_file())], unlisted)
@@ -410,7 +410,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         args.annotate, args.paths, [path for path, _ in files] + [path for path, _ in videos], args.overwrite)
     counts = {"images": 0, "frames": 0, "faces": 0, "failed": len(unlisted), "partial": 0}
     # warnings go above the progress bar, not into the middle of its line
-    writer = open_writer(args.out, rec.classes, video=bool(videos), fmt=args.format)
+    writer = open_writer(args.out, rec.classes, video=bool(videos), fmt=fmt)
     with logging_redirect_tqdm(tqdm_class=_stderr_write_tqdm()), writer as write:
         if files:
             image_batch = args.image_batch or (DEFAULT_GPU_IMAGE_BATCH if rec.device.type == "cuda" else DEFAULT_IMAGE_BATCH)
@@ -883,8 +883,9 @@ def regroup(batches: Iterable[list[Any]], size: int) -> Iterator[list[Any]]:
 
 # ----------------------------------------------------------------------------------------- writers
 class open_writer:  # noqa: N801 - used like open()
-    """Context manager giving ``write(row)``: CSV / JSONL (``fmt``, else by ``path``'s suffix, see
-    :func:`out_format`) to a file or to stdout (``path`` :data:`STDOUT`), or a stdout table (``path`` None)."""
+    """Context manager giving ``write(row)``: CSV / JSONL to a file or to stdout (``path`` :data:`STDOUT`), or a
+    stdout table (``path`` None). ``fmt`` is the format :func:`out_format` gave for ``path`` (``lrfer predict``
+    works it out once, before any work); left out, it is worked out here from ``path`` alone."""
 
     def __init__(self, path: Path | str | None, classes: Sequence[str], video: bool = False,
                  fmt: str | None = None) -> None:
@@ -896,9 +897,9 @@ class open_writer:  # noqa: N801 - used like open()
         self.fh: TextIO | None = None
 
     def __enter__(self) -> Callable[[dict[str, Any]], object]:
-        fmt = out_format(self.path, self.fmt)
-        if self.path is None or fmt is None:
+        if self.path is None:
             return TableWriter(self.columns, sys.stdout)
+        fmt = self.fmt or out_format(self.path, None)
         if self.path == STDOUT:
             # lines end in "\n" for the tools of a pipe (cut, awk); the file's CSV keeps csv's "\r\n"
             return _row_writer(fmt, self.columns, StdoutLines(), lineterminator="\n")
@@ -912,6 +913,12 @@ class open_writer:  # noqa: N801 - used like open()
     def __exit__(self, *exc: Any) -> None:
         if self.fh is not None:
             self.fh.close()
+
+
+@overload
+def out_format(out: None, fmt: str | None) -> None: ...
+@overload
+def out_format(out: Path | str, fmt: str | None) -> str: ...
 
 
 def out_format(out: Path | str | None, fmt: str | None) -> str | None:

@@ -978,16 +978,17 @@ def _manifest_entry(text: str, where: str) -> dict[str, Any]:
     return entry
 
 
-def _resolve_local_file(path: Path) -> tuple[ModelSpec, Path]:
+def _resolve_local_file(path: Path, metadata: dict[str, str] | None = None) -> tuple[ModelSpec, Path]:
     """A weights file loaded by path: checked against the sha256 that :func:`save_weights` recorded in
     its header; a file without one (written otherwise) against the manifest entry of its file name or,
-    failing that, of the model name in its metadata, if any."""
+    failing that, of the model name in its metadata, if any. ``metadata``: the header's, where the caller
+    has read it already (:func:`_read_metadata`)."""
     _check_suffix(path)
     hashes = safetensors_sha256s(path)
     logger.info("%s sha256 %s", path, hashes.whole)
     by_file = next((m for m in load_manifest().models.values() if m.file == path.name), None)
     try:
-        metadata = _read_metadata(path)
+        metadata = _read_metadata(path) if metadata is None else metadata
     except ChecksumError as err:
         hint = f"; re-download it with `lrfer download {by_file.name}`" if by_file is not None else ""
         raise ChecksumError(f"{err}{hint}") from None
@@ -1050,13 +1051,14 @@ def _resolve_lone_weights_file(folder: Path) -> tuple[ModelSpec, Path]:
             f"is not clear: give the file's path, or add a {CONFIG_FILENAME} naming the one to load (for a file "
             f"written by lrfer: lrfer info {first} --config > {shlex.quote(str(config))})")
     path = folder / files[0]
-    if SPEC_METADATA_KEY not in _read_metadata(path):
+    metadata = _read_metadata(path)  # read once: what says it is lrfer's, then what it is loaded by
+    if SPEC_METADATA_KEY not in metadata:
         raise FileNotFoundError(
             f"{folder} has no {CONFIG_FILENAME}, and its one weights file {files[0]} has no {SPEC_METADATA_KEY!r} "
             f"metadata (written by other means than lrfer.zoo.save_weights), so its architecture and labels are "
             f"unknown: add a {CONFIG_FILENAME}, a manifest entry (name, arch, config, classes, mean, std, ...) whose "
             f"'file' is {files[0]!r} and 'sha256' that file's sha256")
-    return _resolve_local_file(path)
+    return _resolve_local_file(path, metadata)
 
 
 def _resolve_hf_uri(uri: str, cache_dir: str | None) -> tuple[ModelSpec, Path]:
@@ -1468,13 +1470,12 @@ def info(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> d
 def _alignment_steps(alignment: str, resolution: int) -> dict[str, Any]:
     """How the pipeline makes the faces a model with this ``alignment`` and native ``resolution`` is fed
     (:func:`lrfer.faces.align_faces`, then :func:`lrfer.faces.degrade.to_native`): the framing's template and
-    crop, then the degradation. Coordinates are in pixels of the aligned frame.
+    crop, then the degradation. Coordinates are in pixels of the aligned frame. ``alignment`` is one of
+    :data:`~lrfer.constants.ALIGNMENTS`, as :meth:`ModelSpec.from_dict` checked.
 
     >>> _alignment_steps("fer2013", 16)["degradation"]
     'area down-sampling of the 48x48 face to 16x16 px'
     """
-    if alignment not in ALIGNMENTS:
-        raise ValueError(f"unknown alignment {alignment!r}; the pipeline makes {list(ALIGNMENTS)}")
     degradation = (f"{NATIVE_DOWNSAMPLING} down-sampling of the {HR_SIZE}x{HR_SIZE} face to {resolution}x{resolution} px"
                    if resolution != HR_SIZE else f"none (the model reads the {HR_SIZE}x{HR_SIZE} face)")
     return {

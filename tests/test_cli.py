@@ -243,6 +243,27 @@ def test_format_is_checked_against_the_out_file_name(photos: Path, tiny_path: Pa
     assert build_parser().parse_args(["predict", "x.jpg", "--out", "./-"]).out == Path("-")  # a file named -
 
 
+@pytest.mark.parametrize("out", [["--out", "faces.jsonl"], ["--out", "x.txt", "--format", "csv"], ["--out", "-"], []],
+                         ids=["by-suffix", "by-format", "stdout", "table"])
+def test_predict_works_out_the_output_format_once(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch, out: list[str]) -> None:
+    """cmd_predict checked --out/--format with out_format before any work, then open_writer worked the
+    format out again from the same options: two calls per run where the first one's answer would do."""
+    import lrfer.cli as cli
+
+    calls: list[tuple[Any, Any]] = []
+    real = cli.out_format
+
+    def counted(path: Any, fmt: Any) -> Any:
+        calls.append((path, fmt))
+        return real(path, fmt)
+
+    monkeypatch.setattr(cli, "out_format", counted)
+    monkeypatch.chdir(tmp_path)
+    assert main(predict_args(photos, tiny_path, "--workers", "0", *out)) == 0
+    assert len(calls) == 1, calls
+
+
 def test_broken_pipe_without_a_file_descriptor(monkeypatch: pytest.MonkeyPatch) -> None:
     class ClosedPipe:
         def write(self, text: str) -> int:

@@ -533,6 +533,26 @@ def test_a_folder_holding_only_a_saved_weights_file_loads_it(tmp_path: Path) -> 
     assert zoo.info(folder)["name"] == "baseline-mine-16px"
 
 
+def test_a_lone_weights_file_in_a_folder_has_its_header_read_once(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folder's one save_weights file had its safetensors header read twice: once to see that lrfer
+    wrote it, then again by the load by path, which the first read's metadata serves as well."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    zoo.save_weights(tiny_model().state_dict(), folder / "mine.safetensors", tiny_entry(name="baseline-mine-16px",
+                                                                                         dataset="mine"))
+    read: list[Path] = []
+    real = zoo._read_metadata
+
+    def counted(path: Path) -> dict[str, str]:
+        read.append(path)
+        return real(path)
+
+    monkeypatch.setattr(zoo, "_read_metadata", counted)
+    spec, resolved = zoo.resolve(folder)
+    assert spec.name == "baseline-mine-16px" and read == [resolved]
+
+
 def test_a_folder_without_config_says_what_it_needs(tmp_path: Path) -> None:
     """Without lrfer_config.json: no weights file, several, or one without lrfer's header each get an error
     naming what the folder needs."""

@@ -248,16 +248,17 @@ def _default_val(data: Path) -> Path | None:
     if expected is None:
         return None
     prefix, suffix = expected.name[: -len(VAL_SPLIT) - len(data.suffix)], data.suffix
+    lower = prefix + VAL_SPLIT + suffix
     try:
         names = os.listdir(data.parent)
     except OSError:  # a folder that cannot be listed: the names tried one by one
-        names = [expected.name, prefix + VAL_SPLIT + suffix]
+        names = [expected.name, lower]
     # Any case of the split word (FER2013-PublicTest.npz beside FER2013-Train.npz): first the case of
     # --data's split word, then lower case, then the others in name order.
     matches = sorted((name for name in names if len(name) == len(expected.name) and name.startswith(prefix)
                       and name.endswith(suffix) and name[len(prefix):-len(suffix)].lower() == VAL_SPLIT),
-                     key=lambda name: (name != expected.name, name != prefix + VAL_SPLIT + suffix, name))
-    return next((data.with_name(name) for name in matches if data.with_name(name).is_file()), None)
+                     key=lambda name: (name != expected.name, name != lower, name))
+    return next((path for path in map(data.with_name, matches) if path.is_file()), None)
 
 
 #: The split word of the validation file looked for beside a ``<name>-train.npz``: FER2013's PublicTest.

@@ -563,16 +563,17 @@ def _write_video_rows(frames: Generator[Any, None, None], video: Path, rel: Path
     from lrfer.video import AnnotatedVideoWriter
 
     bar = tqdm(total=total, unit="frame", desc=video.name, file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)
-    annotated = None if args.annotated is None else AnnotatedVideoWriter(
-        args.annotated.target(video, rel.with_suffix(".mp4")), info.fps / args.every)
+    annotated = None
     ended_early = EndedEarlyCounter()
     try:
+        if args.annotated is not None:  # a name OpenCV cannot write: skipped before any row is written
+            annotated = AnnotatedVideoWriter(args.annotated.target(video, rel.with_suffix(".mp4")), info.fps / args.every)
         with ended_early:
             for frame, pixels in frames:
+                if annotated is not None:  # first: a writer OpenCV cannot open skips the video before its rows
+                    annotated.write(pixels, frame.faces)
                 for row in frame.to_rows(str(video)):
                     write(row)
-                if annotated is not None:
-                    annotated.write(pixels, frame.faces)
                 counts["frames"] += 1
                 counts["faces"] += len(frame.faces)
                 bar.update(1)

@@ -86,6 +86,13 @@ def read_image_file(path: str | os.PathLike[str]) -> np.ndarray:
     if is_video_file(p):
         raise ValueError(f"cannot read image: {str(p)!r} is a video; score it with Recognizer.predict_video(path) "
                          "or `lrfer predict` on the file")
+    return decode_image_file(p)
+
+
+def decode_image_file(p: Path) -> np.ndarray:
+    """The RGB ``uint8 (H, W, 3)`` pixels of the image file ``p``, whatever its suffix, as
+    :func:`read_image_file` reads them (OpenCV, else Pillow); ValueError naming the file when it cannot
+    be read or decoded (corrupt, truncated) or has too many pixels."""
     try:
         data = np.fromfile(str(p), dtype=np.uint8)  # fromfile + imdecode also works for non-ASCII paths
     except OSError as err:  # permissions, I/O errors

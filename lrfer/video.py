@@ -78,38 +78,67 @@ class VideoInfo:
 
 
 def open_video(path: str | os.PathLike[str]) -> Any:  # -> cv2.VideoCapture
-    """An opened ``cv2.VideoCapture``; ValueError naming the file when it is missing or unreadable, or
-    when it is a still image (by its content, whatever its suffix: OpenCV opens a photo as a video of
-    one frame)."""
+    """An opened ``cv2.VideoCapture``; ValueError naming the file when it is missing, a folder, empty or
+    unreadable, or when it is an image (by its content, whatever its suffix: OpenCV opens a photo as a
+    video of one frame): a still image, or a corrupt or truncated one."""
     import cv2
 
+    p = checked_video_path(path)
+    text = opencv_path(p, "read video")
+    try:  # OpenCV says neither why (permissions) nor quietly: it tries the file as an image sequence too
+        with open(p, "rb") as fh:
+            empty = not fh.read(1)
+    except OSError as err:
+        raise ValueError(f"cannot read video {str(p)!r}: {err.strerror or err}") from None
+    if empty:
+        raise ValueError(f"cannot read video: empty file {str(p)!r}")
+    capture = cv2.VideoCapture(text)
+    # an image's signature (haveImageReader reads only that): a photo (which FFmpeg opens as 1 frame), a
+    # corrupt or truncated image (which it may open too), or JPEGs one after another (MJPEG: a video)
+    image = cv2.haveImageReader(text)
+    if capture.isOpened() and not image:
+        return capture
+    video = capture.isOpened() and capture.grab() and capture.grab()
+    capture.release()
+    if video:
+        return cv2.VideoCapture(text)  # from its first frame again
+    if image:
+        raise ValueError(image_message(p))
+    raise ValueError(f"cannot read video: {str(p)!r} is not a video OpenCV can decode (corrupt or unsupported format)")
+
+
+def checked_video_path(path: Any) -> Path:
+    """``path`` as a Path to an existing file; ValueError saying what it is otherwise (not a path, bytes,
+    a URL, a folder, missing, a broken link)."""
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        raise ValueError(f"cannot read video: {short_repr(path)} is bytes; predict_video reads video files: pass the "
+                         "file's path as a str or a pathlib.Path (os.fsdecode(name) for a name given as bytes)")
     if not isinstance(path, (str, os.PathLike)):
         raise ValueError(f"cannot read video: {short_repr(path)} is not a file path; predict_video reads video files (for a "
                          "webcam or a stream, read frames with cv2.VideoCapture and pass lists of RGB frames to predict)")
     p = Path(path)
-    if not p.is_file():
-        if isinstance(path, str) and "://" in path:  # Path("rtsp://h/s") is 'rtsp:/h/s'
-            raise ValueError(f"cannot read video: {path!r} is a URL; predict_video reads video files (for a "
-                             "stream, read frames with cv2.VideoCapture and pass lists of RGB frames to predict)")
-        what = "a broken symbolic link" if p.is_symlink() else "no such file"
-        raise ValueError(f"cannot read video: {what} {str(p)!r}")
-    text = opencv_path(p, "read video")
-    try:  # OpenCV says neither why (permissions) nor quietly: it tries the file as an image sequence too
-        with open(p, "rb"):
-            pass
-    except OSError as err:
-        raise ValueError(f"cannot read video {str(p)!r}: {err.strerror or err}") from None
-    capture = cv2.VideoCapture(text)
-    if not capture.isOpened():
-        capture.release()
-        raise ValueError(f"cannot read video: {str(p)!r} is not a video OpenCV can decode (corrupt or unsupported format)")
-    if cv2.haveImageReader(text):  # an image's signature: a photo (which FFmpeg opens as 1 frame), or JPEGs one after another (MJPEG)
-        still = not (capture.grab() and capture.grab())
-        capture.release()
-        if still:
-            raise ValueError(still_image_message(p))
-        capture = cv2.VideoCapture(text)  # from its first frame again
-    return capture
+    if p.is_file():
+        return p
+    if isinstance(path, str) and "://" in path:  # Path("rtsp://h/s") is 'rtsp:/h/s'
+        raise ValueError(f"cannot read video: {path!r} is a URL; predict_video reads video files (for a "
+                         "stream, read frames with cv2.VideoCapture and pass lists of RGB frames to predict)")
+    if p.is_dir():
+        raise ValueError(f"cannot read video: {str(p)!r} is a folder, not a video file (`lrfer predict` scores "
+                         "the videos in a folder)")
+    what = "a broken symbolic link" if p.is_symlink() else "no such file"
+    raise ValueError(f"cannot read video: {what} {str(p)!r}")
+
+
+def image_message(path: Path) -> str:
+    """The error for an image given as a video: :func:`still_image_message` when lrfer reads it as an
+    image, else that it is a corrupt or unreadable image (its signature alone is an image's)."""
+    from lrfer.io import decode_image_file  # lrfer.io imports this module
+
+    try:
+        decode_image_file(path)
+    except ValueError as err:
+        return f"cannot read video: {str(path)!r} is a corrupt or unreadable image file, not a video ({err})"
+    return still_image_message(path)
 
 
 def still_image_message(path: Path) -> str:
@@ -309,10 +338,12 @@ def writable_fps(fps: float) -> float:
 
 class AnnotatedVideoWriter:
     """Writes RGB frames with their faces drawn (:func:`~lrfer.annotate.annotate`) to a video file;
-    the frame size is taken from the first frame. Use as a context manager."""
+    the frame size is taken from the first frame. Use as a context manager. ValueError at once (no
+    folder made) for a name OpenCV cannot write (:func:`opencv_path`)."""
 
     def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
         self.path = Path(path)
+        self._name = opencv_path(self.path, "write video")
         self.fps = writable_fps(fps)
         self._writer: Any = None
 
@@ -324,7 +355,7 @@ class AnnotatedVideoWriter:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             height, width = image.shape[:2]
-            self._writer = cv2.VideoWriter(opencv_path(self.path, "write video"), cv2.VideoWriter.fourcc(*ANNOTATED_FOURCC), self.fps, (width, height))
+            self._writer = cv2.VideoWriter(self._name, cv2.VideoWriter.fourcc(*ANNOTATED_FOURCC), self.fps, (width, height))
             if not self._writer.isOpened():
                 raise RuntimeError(f"OpenCV cannot write the video {str(self.path)!r} ({ANNOTATED_FOURCC} codec)")
         self._writer.write(cv2.cvtColor(annotate(image, faces), cv2.COLOR_RGB2BGR))

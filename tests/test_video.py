@@ -118,6 +118,40 @@ def test_a_stream_of_jpegs_is_still_read_as_a_video(tmp_path: Path) -> None:
     assert [index for index, _, _ in video_mod.read_frames(stream)] == [0, 1, 2]
 
 
+def test_predict_video_says_a_corrupt_or_truncated_image_is_unreadable_not_a_still_image(
+        rec: lrfer.Recognizer, tmp_path: Path) -> None:
+    """A file with an image's signature that decodes neither as a video nor as an image (a truncated
+    JPEG, whatever its suffix) was "a still image, not a video; score it with Recognizer.predict",
+    which then refused it as unreadable: cv2.haveImageReader reads the signature alone."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8)
+    jpeg, png = (cv2.imencode(ext, pixels)[1].tobytes() for ext in (".jpg", ".png"))
+    files = {"cut.jpg": jpeg[:20], "half.jpg": jpeg[:len(jpeg) // 2], "cut.mp4": jpeg[:20], "cut.png": png[:30]}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=rf"'{tmp_path / name}' is a corrupt or unreadable image file, not a video \(") as err:
+            rec.predict_video(tmp_path / name)
+        assert "still image" not in str(err.value)
+    (tmp_path / "noise.mp4").write_bytes(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    with pytest.raises(ValueError, match=rf"cannot read video: '{tmp_path / 'noise.mp4'}' is not a video OpenCV can decode"):
+        rec.predict_video(tmp_path / "noise.mp4")
+    (tmp_path / "photo.png").write_bytes(png)  # whole: still a still image
+    with pytest.raises(ValueError, match=rf"'{tmp_path / 'photo.png'}' is a still image, not a video"):
+        rec.predict_video(tmp_path / "photo.png")
+
+
+def test_predict_video_says_what_a_path_that_is_no_video_file_is(rec: lrfer.Recognizer, clip: Path, tmp_path: Path) -> None:
+    """A folder was "no such file", an empty file "not a video OpenCV can decode (corrupt or unsupported
+    format)", and a name given as bytes "is not a file path ... (for a webcam or a stream ...)"."""
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    for path, message in [(tmp_path, rf"'{tmp_path}' is a folder, not a video file"),
+                          (tmp_path / "empty.mp4", rf"empty file '{tmp_path / 'empty.mp4'}'"),
+                          (os.fsencode(clip), r".* is bytes; .* pass the file's path as a str or a pathlib.Path")]:
+        with pytest.raises(ValueError, match=f"cannot read video: {message}"):
+            rec.predict_video(path)  # type: ignore[arg-type]
+    assert len(list(rec.predict_video(str(clip), every=6))) == len(list(rec.predict_video(clip, every=6))) == 2
+
+
 def test_cli_skips_a_still_image_named_as_a_video_and_says_how_to_score_it(
         tiny_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """`lrfer predict photo.mp4` (a JPEG) wrote a row for "frame 0" of it, with exit status 0."""
@@ -610,6 +644,48 @@ def test_video_with_a_name_that_is_not_utf8_is_skipped_not_a_crash(tiny_path: Pa
     with pytest.raises(ValueError, match="not valid UTF-8"):
         video_mod.AnnotatedVideoWriter(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"out\xe9.mp4")), 10).write(
             np.zeros((48, 64, 3), np.uint8), [])
+
+
+def test_predict_video_refuses_a_name_that_is_not_utf8_before_opencv_sees_it(clip: Path, tmp_path: Path) -> None:
+    """VideoCapture ends the process (a segmentation fault) on such a name: run in a subprocess so that
+    a crash fails the test rather than the test run."""
+    import shutil
+    import subprocess
+    import sys
+
+    name = os.path.join(os.fsencode(tmp_path), b"caf\xe9.mp4")
+    shutil.copy(clip, name)
+    script = ("import os, sys\nfrom lrfer import video\n"
+              "for read in (video.video_info, lambda p: next(video.read_frames(p))):\n"
+              "    try:\n        read(os.fsdecode(sys.argv[1].encode('utf-8', 'surrogateescape')))\n"
+              "    except ValueError as err:\n        print(err)\n")
+    proc = subprocess.run([sys.executable, "-c", script, os.fsdecode(name)], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("cannot read video: the name of") == 2 and "is not valid UTF-8" in proc.stdout
+
+
+def test_cli_annotating_into_a_folder_whose_name_is_not_utf8_skips_the_video_before_its_rows(
+        tiny_path: Path, clip: Path, tmp_path: Path) -> None:
+    """The annotated copy's name was refused (it would crash OpenCV's writer) at the first frame, after
+    that frame's rows: the video was reported skipped with one frame's rows in the output, and the
+    writer made its folder first. In a subprocess so that a crash fails the test, not the test run."""
+    import subprocess
+    import sys
+
+    annotated = os.path.join(os.fsencode(tmp_path), b"annot\xe9")
+    out = tmp_path / "faces.csv"
+    script = "import sys\nfrom lrfer.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    proc = subprocess.run([sys.executable, "-c", script, "predict", str(clip), "--model", str(tiny_path), "--detector", "none",
+                           "--quiet", "--every", "6", "--out", str(out), "--annotate", os.fsdecode(annotated)],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 1, proc.stderr
+    assert "skipped: cannot write video: the name of" in proc.stderr and "is not valid UTF-8" in proc.stderr
+    assert len(out.read_text().splitlines()) == 1  # the header alone
+    inner = os.path.join(annotated, b"sub")
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        video_mod.AnnotatedVideoWriter(os.fsdecode(os.path.join(inner, b"a.mp4")), 10)
+    assert not os.path.exists(inner)  # refused at once, no folder made
 
 
 @pytest.mark.parametrize("fps", [1000 / 3, 0.0001, 480 / 7])

@@ -408,7 +408,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     logger.info("%s on %d image(s) and %d video(s)", rec, len(files), len(videos))
     args.annotated = None if args.annotate is None else AnnotatedPaths(
         args.annotate, args.paths, [path for path, _ in files] + [path for path, _ in videos], args.overwrite)
-    counts = {"images": 0, "frames": 0, "faces": 0, "failed": len(unlisted), "partial": 0}
+    counts = {"images": 0, "frames": 0, "faces": 0, "unread": len(unlisted), "unwritten": 0, "partial": 0}
     # warnings go above the progress bar, not into the middle of its line
     writer = open_writer(args.out, rec.classes, video=bool(videos), fmt=fmt)
     with logging_redirect_tqdm(tqdm_class=_stderr_write_tqdm()), writer as write:
@@ -425,12 +425,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         logger.info("%s", summary)
     else:  # with no face, the table on stdout stays empty: say what was scored
         print(f"lrfer: {summary}", file=sys.stderr)
-    if counts["failed"]:
-        logger.warning("%d file(s) or folder(s) could not be read (see the warnings above)", counts["failed"])
+    if counts["unread"]:
+        logger.warning("%d file(s) or folder(s) could not be read (see the warnings above)", counts["unread"])
+    if counts["unwritten"]:
+        logger.warning("%d annotated file(s) could not be written (see the warnings above)", counts["unwritten"])
     if counts["partial"]:
         logger.warning("%d video(s) ended before the frames their header announces, truncated or damaged: their "
                        "rows stop early (see the warnings above)", counts["partial"])
-    return 1 if counts["failed"] or counts["partial"] else 0
+    return 1 if counts["unread"] or counts["unwritten"] or counts["partial"] else 0
 
 
 def load_recognizer(args: argparse.Namespace) -> Any:
@@ -548,7 +550,7 @@ def _predict_video(rec: Any, video: Path, rel: Path, args: argparse.Namespace,
                                               on_info=headers.append)
         except ValueError as err:  # missing, unreadable, a still image, or no frame decoded
             logger.warning("skipped: %s", err)
-            counts["failed"] += 1
+            counts["unread"] += 1
             return
         info = headers[0]  # given before predict_video_frames returned
         total = math.ceil(info.frame_count / args.every) if info.frame_count else None
@@ -567,25 +569,46 @@ def _write_video_rows(frames: Generator[Any, None, None], video: Path, rel: Path
     ended_early = EndedEarlyCounter()
     try:
         if args.annotated is not None:  # a name OpenCV cannot write: skipped before any row is written
-            annotated = AnnotatedVideoWriter(args.annotated.target(video, rel.with_suffix(".mp4")), info.fps / args.every)
+            with writing_copy():
+                annotated = AnnotatedVideoWriter(args.annotated.target(video, rel.with_suffix(".mp4")),
+                                                 info.fps / args.every)
         with ended_early:
             for frame, pixels in frames:
                 if annotated is not None:  # first: a writer OpenCV cannot open skips the video before its rows
-                    annotated.write(pixels, frame.faces)
+                    with writing_copy():
+                        annotated.write(pixels, frame.faces)
                 for row in frame.to_rows(str(video)):
                     write(row)
                 counts["frames"] += 1
                 counts["faces"] += len(frame.faces)
                 bar.update(1)
         counts["partial"] += min(ended_early.count, 1)
-    except (ValueError, RuntimeError) as err:  # no frame decoded, or the annotated copy cannot be written
+    except CopyNotWritten as err:
         logger.warning("skipped: %s", err)
-        counts["failed"] += 1
+        counts["unwritten"] += 1
+    except (ValueError, RuntimeError) as err:  # no frame decoded
+        logger.warning("skipped: %s", err)
+        counts["unread"] += 1
     finally:
         frames.close()  # now, not when an interrupt's traceback lets it go: its steps stop, its decoding thread ends
         bar.close()
         if annotated is not None:
             annotated.close()
+
+
+class CopyNotWritten(Exception):
+    """An annotated copy that cannot be written (its error's message): counted apart from the inputs that
+    cannot be read, so that ``predict``'s summary tells the two apart."""
+
+
+@contextmanager
+def writing_copy() -> Iterator[None]:
+    """The block's ValueError, RuntimeError or OSError (a name OpenCV cannot write, a writer it cannot
+    open, a folder it cannot make, a full disk) raised again as :class:`CopyNotWritten`."""
+    try:
+        yield
+    except (ValueError, RuntimeError, OSError) as err:
+        raise CopyNotWritten(str(err)) from err
 
 
 class EndedEarlyCounter(logging.Handler):
@@ -648,23 +671,35 @@ def score_batch(rec: Any, batch_size: int, batch: list[tuple[int, Any]]) -> tupl
 
 def _write_batch(batch: list[tuple[int, Any]], results: list[Any], files: ImageFiles, args: argparse.Namespace,
                  write: Callable[[dict[str, Any]], object], counts: dict[str, int]) -> None:
-    """The rows (and annotated images) of a :func:`score_batch` result, a warning per unreadable file."""
+    """The rows (and annotated images) of a :func:`score_batch` result, a warning per unreadable file
+    and per annotated copy that cannot be written (the image's rows are written all the same)."""
     faces_of_images = iter(results)
     for index, item in batch:
         if isinstance(item, str):
             logger.warning("skipped: %s", item)
-            counts["failed"] += 1
+            counts["unread"] += 1
             continue
         path, rel = files[index]
         faces = next(faces_of_images)
         for j, face in enumerate(faces):
             write(face.to_row(str(path), j))
         if args.annotated is not None:
-            from lrfer.annotate import annotated_path, save_annotated
-
-            save_annotated(args.annotated.target(path, annotated_path(rel)), item, faces)
+            _save_copy(args.annotated, path, rel, item, faces, counts)
         counts["images"] += 1
         counts["faces"] += len(faces)
+
+
+def _save_copy(annotated: AnnotatedPaths, path: Path, rel: Path, image: Any, faces: Sequence[Any],
+               counts: dict[str, int]) -> None:
+    """``--annotate``'s copy of one image; one that cannot be written is told and counted, and the run goes on."""
+    from lrfer.annotate import annotated_path, save_annotated
+
+    try:
+        with writing_copy():
+            save_annotated(annotated.target(path, annotated_path(rel)), image, faces)
+    except CopyNotWritten as err:
+        logger.warning("annotated copy of %s not written: %s", path, err)
+        counts["unwritten"] += 1
 
 
 class AnnotatedPaths:

@@ -131,6 +131,9 @@ _HF_RE = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\s\
 #: What git refuses anywhere in a ref name (``git check-ref-format``): control characters, DEL, space, ``~^:?*[\``,
 #: ``..`` and ``@{``.
 _REF_FORBIDDEN_RE = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{")
+#: What Windows refuses in a file name (``<>:"|?*`` and control characters): huggingface_hub writes a
+#: revision as the file refs/<revision> in its cache. Git's rules leave ``<>"|`` in a ref name.
+_WINDOWS_FORBIDDEN_RE = re.compile(r'[<>:"|?*\x00-\x1f]')
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -1092,10 +1095,13 @@ def _resolve_hf_uri(uri: str, cache_dir: str | None) -> tuple[ModelSpec, Path]:
         raise
 
 
-def _check_revision(uri: str, revision: str) -> None:
+def _check_revision(uri: str, revision: str, os_name: str | None = None) -> None:
     """ValueError unless ``revision`` is a name git accepts for a branch or tag (``git check-ref-format
     --allow-onelevel``; ``v1.0+cpu`` is one) or a commit. huggingface_hub writes refs/<revision> in its cache,
-    so "@../../x" would write (and, offline, read) a file outside the cache: git's rules refuse it."""
+    so "@../../x" would write (and, offline, read) a file outside the cache: git's rules refuse it. On
+    Windows (``os_name``, by default ``os.name``, is ``"nt"``) a name holding a character Windows refuses
+    in file names (``<>"|``, which git allows) is refused too: the cache could not hold it (an obscure
+    OSError from huggingface_hub otherwise)."""
     parts = revision.split("/")
     if (_REF_FORBIDDEN_RE.search(revision) or revision == "@" or revision.endswith(".") or "" in parts
             or any(part.startswith(".") or part.endswith(".lock") for part in parts)):
@@ -1103,6 +1109,11 @@ def _check_revision(uri: str, revision: str) -> None:
                          "allows: no '..', '@{', space, control character or any of ~^:?*[\\, no empty part "
                          "between slashes, no part starting with '.' or ending in '.lock', not ending in '.', "
                          "not '@')")
+    windows = _WINDOWS_FORBIDDEN_RE.search(revision)
+    if windows and (os.name if os_name is None else os_name) == "nt":
+        raise ValueError(f"{uri!r}: the revision {revision!r} holds {windows[0]!r}, which Windows does not allow "
+                         "in a file name, so the Hub cache cannot hold it (huggingface_hub writes the revision as "
+                         f"a file name); use the full 40-hex commit sha instead: {uri.partition('@')[0]}@<commit>")
 
 
 def _fetch(spec: ModelSpec, cache_dir: str | None, label: str | None = None,

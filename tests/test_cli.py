@@ -358,6 +358,27 @@ def test_annotating_into_the_input_folder_is_refused(photos: Path, tiny_path: Pa
     assert (folder / "a.png").read_bytes() == before
 
 
+def test_annotated_copies_that_cannot_be_written_are_counted_apart_from_unreadable_files(
+        photos: Path, tiny_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A copy that could not be written (here a file ``sub`` in the --annotate folder where the copies of
+    sub/ go) ended the whole run with the OSError, the later images unscored; a copy of a video that
+    could not be written was counted among the files that "could not be read"."""
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    (folder / "broken.png").write_bytes(b"not a png")
+    ann = tmp_path / "annotated"
+    ann.mkdir()
+    (ann / "sub").write_text("a file of the user's where the copies' folder would go")
+    out = tmp_path / "faces.csv"
+    assert main(predict_args(folder, tiny_path, "--out", str(out), "--annotate", str(ann), "--workers", "0")) == 1
+    with open(out, newline="") as fh:
+        check_rows(list(csv.DictReader(fh)), folder)  # every readable image scored, its copy or not
+    assert sorted(p.relative_to(ann).as_posix() for p in copies(ann)) == ["a.png", "b.jpg", "sub"]
+    assert f"annotated copy of {folder / 'sub' / 'c.png'} not written" in caplog.text
+    assert "1 file(s) or folder(s) could not be read" in caplog.text
+    assert "2 annotated file(s) could not be written" in caplog.text
+
+
 def test_annotated_copies_of_files_with_one_name_do_not_overwrite_each_other(
         photos: Path, tiny_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     first, second = tmp_path / "x" / "a.png", tmp_path / "y" / "a.png"

@@ -681,6 +681,8 @@ def test_cli_annotating_into_a_folder_whose_name_is_not_utf8_skips_the_video_bef
                           capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 1, proc.stderr
     assert "skipped: cannot write video: the name of" in proc.stderr and "is not valid UTF-8" in proc.stderr
+    # a copy not written, not a file not read (the summary said "1 file(s) or folder(s) could not be read")
+    assert "1 annotated file(s) could not be written" in proc.stderr and "could not be read" not in proc.stderr
     assert len(out.read_text().splitlines()) == 1  # the header alone
     inner = os.path.join(annotated, b"sub")
     with pytest.raises(ValueError, match="not valid UTF-8"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -220,6 +221,33 @@ def test_a_name_git_refuses_is_not_a_revision(revision: str, monkeypatch: pytest
     monkeypatch.setattr(zoo, "_hub_download", no_download)
     with pytest.raises(ValueError, match="is not a revision .*branch or tag"):
         zoo.resolve(f"hf://org/repo@{revision}")
+
+
+#: Characters Windows refuses in file names that git allows in a ref name (``:?*`` and control characters it refuses).
+WINDOWS_ONLY_FORBIDDEN = ["<", ">", "|", '"']
+
+
+@pytest.mark.parametrize("char", WINDOWS_ONLY_FORBIDDEN)
+def test_on_windows_a_revision_with_a_character_windows_forbids_is_refused_naming_it(char: str) -> None:
+    """huggingface_hub writes the revision as the file refs/<revision> in its cache: on Windows 'v1|cpu',
+    a name git accepts, failed there with an obscure OSError (invalid argument) instead of saying why."""
+    revision = f"v1{char}cpu"
+    assert _git_accepts(revision) in (True, None)
+    with pytest.raises(ValueError, match=rf"holds {re.escape(repr(char))}, which Windows does not allow .*commit sha"):
+        zoo._check_revision(f"hf://org/repo@{revision}", revision, os_name="nt")
+    zoo._check_revision(f"hf://org/repo@{revision}", revision, os_name="posix")  # elsewhere a file may be so named
+
+
+def test_a_revision_windows_cannot_hold_is_fetched_elsewhere_and_refused_on_windows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check follows the system it runs on (``os.name``): refused before anything is fetched on Windows only."""
+    def fetch(repo_id: str, filename: str, rev: str, *args: Any) -> None:
+        raise _Fetched(rev)
+
+    monkeypatch.setattr(zoo, "_hub_download", fetch)
+    expected = ValueError if os.name == "nt" else _Fetched
+    with pytest.raises(expected):
+        zoo.resolve("hf://org/repo@a<b>")
 
 
 def test_a_tampered_teacher_file_is_refused(tmp_path: Path) -> None:

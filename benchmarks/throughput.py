@@ -9,7 +9,7 @@ that the machine's drifting speed hits them all alike; and of the model alone on
 The 48 px teacher is the upscale reference: every face is brought to 48 px and the HR network runs,
 which is what an ordinary FER model does with a small face; the ``vs 48px`` column is the speed-up
 of each variant over it, per round, median over rounds. On CUDA, fp32, fp16 and bf16 autocast and channels_last
-are measured (and ``torch.compile`` with --compile). ``--tta`` adds a row ``NAME +tta`` under each
+are measured (and ``torch.compile`` with --compile, on CPU too). ``--tta`` adds a row ``NAME +tta`` under each
 model: the same model with mirror-image test-time augmentation (``lrfer.load(..., tta=True)``), timed in
 the same rounds.
 """
@@ -43,6 +43,13 @@ def cuda_modes(compile_too: bool) -> list[tuple[str, torch.dtype | None, bool, b
              ("fp16+channels_last", torch.float16, True, False)]
     if compile_too:
         modes.append(("fp16+compile", torch.float16, True, True))
+    return modes
+
+
+def cpu_modes(compile_too: bool) -> list[tuple[str, torch.dtype | None, bool, bool]]:
+    modes = [("fp32", None, False, False), ("fp32+channels_last", None, True, False)]
+    if compile_too:
+        modes.append(("fp32+channels_last+compile", None, True, True))
     return modes
 
 
@@ -93,7 +100,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,64,1024")
     parser.add_argument("--device", default="all", help="cpu, cuda or all (cuda when present)")
     parser.add_argument("--models", default=None, help="comma list (default: every bundled variant)")
-    parser.add_argument("--compile", action="store_true", help="also torch.compile on CUDA")
+    parser.add_argument("--compile", action="store_true", help="also torch.compile (on CPU: inductor, which needs a C++ compiler)")
     parser.add_argument("--compile-models", default=None, help="comma list of models to compile "
                         "(default: the manifest default; compiling takes tens of seconds per model)")
     parser.add_argument("--rounds", type=int, default=9, help="timed rounds (every model once a round)")
@@ -125,7 +132,7 @@ def main() -> None:
                      if REFERENCE in largest else "(no reference)")
             print(f"| {name} | {rec.resolution} | {cells} | {ratio} | {peaks[name]:,.0f} |", flush=True)
         print(f"\n## {dev_name}: network alone on native tensors (batch {batches[-1]}), faces/s\n")
-        modes = cuda_modes(args.compile) if device.type == "cuda" else [("fp32", None, False, False), ("fp32+channels_last", None, True, False)]
+        modes = cuda_modes(args.compile) if device.type == "cuda" else cpu_modes(args.compile)
         print("| model | " + " | ".join(m[0] for m in modes) + " |")
         print("| --- |" + " ---: |" * len(modes))
         compiled = set(args.compile_models.split(",")) if args.compile_models else {load_manifest().default}

@@ -44,7 +44,7 @@ _LAZY: dict[str, str] = {
 
 #: Submodules that the README reaches as ``lrfer.<module>`` after a bare ``import lrfer``
 #: (``lrfer.annotate.annotate``, ``lrfer.io.MAX_IMAGE_PIXELS``, ...), imported on first access.
-_LAZY_MODULES = frozenset({"annotate", "faces", "graphs", "io", "overlap", "train", "zoo"})
+_LAZY_MODULES = frozenset({"allocator", "annotate", "faces", "graphs", "io", "overlap", "train", "zoo"})
 
 # Written out (not built from _LAZY) so that type checkers see what lrfer exports.
 __all__ = [

@@ -278,12 +278,25 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     names = list_models(args.pattern)
     if not names:
-        print("no models match" if args.pattern else "the weights manifest lists no models yet")
+        print(_no_match_message(args.pattern) if args.pattern else "the weights manifest lists no models yet")
         return 0
     default = load_manifest().default
     rows = [_model_row(get_spec(n), n == default) for n in names]
     _print_table(["name", "arch", "res", "val acc", "source"], rows)
     return 0
+
+
+def _no_match_message(pattern: str) -> str:
+    """``lrfer models PATTERN``'s line when no name matches: a pattern without wildcards matches one whole
+    name only (fnmatch, as timm's ``list_models``), so ``lrfer models gmenet`` is shown its ``gmenet*``.
+
+    >>> _no_match_message("gmenet")
+    "no models match 'gmenet' (an fnmatch pattern, matched against whole names: try 'gmenet*' or '*gmenet*')"
+    """
+    if any(c in pattern for c in "*?["):
+        return f"no models match {pattern!r}"
+    return (f"no models match {pattern!r} (an fnmatch pattern, matched against whole names: try "
+            f"'{pattern}*' or '*{pattern}*')")
 
 
 def _model_row(spec: Any, is_default: bool) -> list[str]:

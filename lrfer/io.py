@@ -558,6 +558,10 @@ def iter_image_files(paths: Iterable[str | os.PathLike[str]], unlisted: list[OSE
             root_lengths.append(len(os.fsencode(p)) - len(os.fsencode(p.name)))
         elif os.path.exists(p):  # "no such file" sent the user looking for a typo
             raise ValueError(f"{str(p)!r} is not a file or folder (a pipe or a device): save the images to files")
+        elif isinstance(raw, str) and "://" in raw:  # Path("https://h/a.jpg") is 'https:/h/a.jpg'
+            raise ValueError(f"{raw!r} is a URL; lrfer reads image and video files, it downloads nothing: save the "
+                             "file first (curl -O URL) and give its path; for a camera or a stream, read frames with "
+                             "cv2.VideoCapture and pass lists of RGB frames to Recognizer.predict")
         else:
             raise ValueError(f"no such file or folder: {str(p)!r}")
     if len(paths) > 1:

@@ -412,12 +412,15 @@ def _gray_float(arr: np.ndarray, rgb: bool) -> np.ndarray:
     return torch.from_numpy(np.require(arr, requirements=("C", "W"))).float().div_(255).numpy()  # read-only: copied (torch warns)
 
 
-def _check_crop_array(crops: np.ndarray, batch: bool = True) -> np.ndarray:
+def _check_crop_array(crops: np.ndarray, batch: bool = True, what: str | None = None, tensor: bool = False) -> np.ndarray:
     """Validate a batched crop array: uint8 ``(N, H, W)``, ``(N, H, W, 1|3|4)``. ``batch``: the caller's
-    own array, where ``(H, W, 3|4)`` is one color crop passed without its batch axis, not 3 px wide faces."""
-    what = describe(crops)
+    own array, where ``(H, W, 3|4)`` is one color crop passed without its batch axis, not 3 px wide faces.
+    ``what``: the caller's input as errors name it (a list's crop before its batch axis was added);
+    ``tensor``: it was a tensor, so a hint for a channel-first batch is written for tensors."""
+    what = what or describe(crops)
     if crops.dtype != np.uint8:
-        raise ValueError(f"wrong dtype {crops.dtype} for crops ({what}): crops must be uint8 (0..255)")
+        raise ValueError(f"wrong dtype {crops.dtype} for crops ({what}): crops must be uint8 (0..255); "
+                         f"{lrfer_io.dtype_hint(crops)}")
     if batch and crops.ndim == 3 and crops.shape[-1] in (1, 2, 3, 4) and min(crops.shape[:2]) > 4:
         raise ValueError(f"crops of shape {tuple(crops.shape)} look like one {crops.shape[-1]}-channel crop, not "
                          f"{crops.shape[0]} gray crops {crops.shape[-1]} px wide: pass crops[None] or [crop]")
@@ -425,11 +428,27 @@ def _check_crop_array(crops: np.ndarray, batch: bool = True) -> np.ndarray:
         crops = crops[..., 0]
     if not (crops.ndim == 3 or (crops.ndim == 4 and crops.shape[-1] in (3, 4))):
         one = "; one crop needs its batch axis: pass crops[None] or [crop]" if crops.ndim == 2 else ""
-        raise ValueError(f"wrong shape {tuple(crops.shape)} for crops: expected (N, H, W) gray or (N, H, W, 3) RGB{one}")
+        raise ValueError(f"wrong shape {tuple(crops.shape)} for crops: expected (N, H, W) gray or (N, H, W, 3) RGB"
+                         f"{one}{_channel_first_batch_hint(crops.shape, tensor)}")
     if crops.shape[1] == 0 or crops.shape[2] == 0:
         raise ValueError(f"empty image (0 size) in crops of shape {tuple(crops.shape)}")
     lrfer_io.check_pixel_count((crops.shape[2], crops.shape[1]), f"each of the crops of shape {tuple(crops.shape)}")
     return crops
+
+
+def _channel_first_batch_hint(shape: tuple[int, ...], tensor: bool) -> str:
+    """How to pass a channel-first batch ``(N, C, H, W)`` (torch's layout, as timm's loaders give it) as
+    the channel-last crops :func:`_check_crop_array` takes; empty for other shapes.
+
+    >>> _channel_first_batch_hint((4, 1, 16, 16), tensor=True)
+    '; a channel-first batch (N, 1, H, W) of gray crops: pass x[:, 0]'
+    """
+    if len(shape) != 4 or shape[1] not in (1, 3, 4):
+        return ""
+    if shape[1] == 1:
+        return "; a channel-first batch (N, 1, H, W) of gray crops: pass x[:, 0]"
+    move = "x.permute(0, 2, 3, 1)" if tensor else "np.moveaxis(x, 1, -1)"
+    return f"; a channel-first batch (N, {shape[1]}, H, W), torch's layout: pass {move}"
 
 
 #: The smallest height and width of a ``(3, H, W)`` crops array that :func:`warn_if_channel_first` warns about.
@@ -459,8 +478,8 @@ def _crop_to_gray(crop: Any, index: int, size: int) -> np.ndarray:
     import cv2
 
     try:
-        if isinstance(crop, np.ndarray) and crop.ndim == 2:
-            arr = _check_crop_array(crop[None], batch=False)[0]
+        if isinstance(crop, np.ndarray) and crop.ndim == 2:  # errors name the crop, not the batch of one made here
+            arr = _check_crop_array(crop[None], batch=False, what=describe(crop))[0]
         else:
             arr = load_image(crop)
     except ValueError as e:
@@ -491,10 +510,11 @@ def crops_to_gray(crops: np.ndarray | torch.Tensor | Sequence[Any], size: int = 
     if _is_tensor(crops):
         # checked here, naming the tensor: numpy has no bf16 (.numpy() would raise a bare TypeError)
         if crops.dtype != torch.uint8:
-            raise ValueError(f"wrong dtype {crops.dtype} for crops ({describe(crops)}): crops must be uint8 (0..255)")
+            raise ValueError(f"wrong dtype {crops.dtype} for crops ({describe(crops)}): crops must be uint8 (0..255); "
+                             f"{lrfer_io.tensor_dtype_hint(crops)}")
         crops = crops.detach().cpu().numpy()
     if isinstance(crops, np.ndarray):
-        arr = _check_crop_array(crops)
+        arr = _check_crop_array(crops, tensor=tensor)
         warn_if_channel_first(arr.shape, tensor)
         if arr.shape[0] == 0:
             return torch.zeros(0, 1, size, size)

@@ -107,6 +107,9 @@ class Face:
         >>> import json; Face.from_dict(json.loads(json.dumps(f.to_dict()))) == f
         True
         """
+        _check_dict(data, FACE_DICT_KEYS, "Face")
+        if len(data["box"]) != 4:
+            raise ValueError(f"Face.from_dict: 'box' must be four numbers (x1, y1, x2, y2); got {data['box']!r}")
         return cls(tuple(float(v) for v in data["box"]),  # type: ignore[arg-type]  # four numbers
                    tuple((_none_to_nan(x), _none_to_nan(y)) for x, y in data["landmarks"]),
                    float(data["det_score"]), float(data["face_px"]), str(data["label"]),
@@ -144,6 +147,27 @@ def file_name(file: Any) -> Any:
 
 def _nan_to_none(v: float) -> float | None:
     return None if math.isnan(v) else float(v)
+
+
+#: The keys of :meth:`Face.to_dict` and :meth:`VideoFrame.to_dict`, which their ``from_dict`` read back.
+FACE_DICT_KEYS: tuple[str, ...] = ("box", "landmarks", "det_score", "face_px", "label", "probs")
+FRAME_DICT_KEYS: tuple[str, ...] = ("index", "time_s", "faces")
+
+
+def _check_dict(data: Any, keys: Sequence[str], kind: str) -> None:
+    """TypeError for a ``from_dict`` argument that is no mapping (a JSON line not yet parsed), ValueError
+    naming the keys it lacks, such as a flat row's (:meth:`Face.to_row`, ``lrfer predict``'s CSV and
+    JSONL), which has no landmarks and keeps the box and the probabilities in columns of their own."""
+    if not isinstance(data, Mapping):
+        parse = " (parse a JSON line with json.loads first)" if isinstance(data, (str, bytes)) else ""
+        raise TypeError(f"{kind}.from_dict takes the dict {kind}.to_dict gives; got {type(data).__name__}{parse}")
+    missing = [k for k in keys if k not in data]
+    if not missing:
+        return
+    flat = {"x1", "y1", "x2", "y2"} <= set(data)
+    row = (" (a flat row, as Face.to_row and lrfer predict's CSV and JSONL write, is not to_dict's form: it has "
+           "no landmarks, and its box and probabilities are columns of their own)") if flat else ""
+    raise ValueError(f"{kind}.from_dict: missing key(s) {missing} of {kind}.to_dict's {list(keys)}{row}")
 
 
 def _none_to_nan(v: float | None) -> float:
@@ -198,6 +222,7 @@ class VideoFrame:
         >>> VideoFrame.from_dict({"index": 3, "time_s": None, "faces": []}) == VideoFrame(3, math.nan, [])
         True
         """
+        _check_dict(data, FRAME_DICT_KEYS, "VideoFrame")
         return cls(int(data["index"]), _none_to_nan(data["time_s"]), [Face.from_dict(f) for f in data["faces"]])
 
     def to_rows(self, file: str | os.PathLike[str] = "") -> list[dict[str, Any]]:

@@ -1178,21 +1178,46 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -
     if path.is_dir():
         return _resolve_local_dir(path)
     if not path.is_file() and path.suffix.lower() not in REFUSED_SUFFIXES:  # pickles are refused by name
-        raise FileNotFoundError(_missing_path_message(path))
+        raise FileNotFoundError(_missing_path_message(path, spec if isinstance(spec, str) else None))
     _check_suffix(path)
     return _resolve_local_file(path)
 
 
-def _missing_path_message(path: Path) -> str:
-    """What a weight spec that is not on disk may have meant (``org/repo`` is a Hub id written as a path)."""
+#: Suffixes of files (weights, pickles, configs) that a missing ``dir/name.suffix`` was meant as: such a
+#: path gets no Hub hint, where ``timm/resnet18.a1_in1k`` (a Hub id with a dot) does.
+_FILE_SUFFIXES = (WEIGHTS_SUFFIX, ".json", ".onnx") + REFUSED_SUFFIXES
+#: A URL (``https://huggingface.co/org/repo/tree/<rev>``): lrfer fetches only Hub ids, never URLs.
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_HF_URL_RE = re.compile(r"^https?://(?:www\.)?(?:huggingface\.co|hf\.co)/(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
+                        r"(?:/(?:tree|blob|resolve|commit)/(?P<rev>[^/?#]+))?")
+
+
+def _url_message(url: str) -> str:
+    """The error for a model given as a URL: a Hub page's ``hf://`` spelling, else what to do instead."""
+    match = _HF_URL_RE.match(url)
+    if match is None:
+        return (f"{url!r} is a URL, and lrfer downloads weights only from the Hugging Face Hub: download the "
+                f".safetensors file and give its path, or give 'hf://org/repo@<40-hex commit>'")
+    repo, rev = match["repo"], match["rev"]
+    pinned = f"'{HF_PREFIX}{repo}@{rev}'" if rev else f"'{HF_PREFIX}{repo}@<40-hex commit>'"
+    return (f"{url!r} is a URL, not a model spec; for the Hugging Face Hub repo {repo!r} use {pinned} "
+            f"(or '{HF_PREFIX}{repo}' for its main branch)")
+
+
+def _missing_path_message(path: Path, text_given: str | None = None) -> str:
+    """What a weight spec that is not on disk may have meant (``org/repo`` is a Hub id written as a path,
+    ``https://huggingface.co/org/repo`` a Hub page). ``text_given``: the caller's string, before
+    :class:`~pathlib.Path` folded a URL's ``//``."""
     if path.exists():  # a FIFO, a device, a socket (or a link to one): not a file to read weights from
         return f"{path} is not a regular file (a .safetensors file or a folder with {CONFIG_FILENAME} was expected)"
     if path.is_symlink():  # "does not exist" of a file that `ls` lists
         return (f"{path} is a symbolic link to {os.readlink(path)!r}, which does not exist (moved or deleted?); "
                 "point the link at the weights file, or give that file's path")
+    if text_given is not None and _URL_RE.match(text_given.strip()):
+        return _url_message(text_given.strip())
     text = path.as_posix()
     match = _HF_RE.match(HF_PREFIX + text)
-    if match and not path.suffix and not path.is_absolute():
+    if match and path.suffix.lower() not in _FILE_SUFFIXES and not path.is_absolute():
         repo = match["repo"]
         pinned = f"'{HF_PREFIX}{text}'" if match["rev"] else f"'{HF_PREFIX}{repo}@<40-hex commit>'"
         return (f"{text} is not a local file or folder; for the Hugging Face Hub repo {repo!r} use "

@@ -257,6 +257,29 @@ def test_predict_crops_takes_tensors_and_rejects_the_rest(rec: lrfer.Recognizer)
         faces_to_rows(rec.predict([crops[0], crops[1]]), files=["only-one.png"])
 
 
+def test_predict_crops_errors_say_how_to_pass_channel_first_batches_and_other_dtypes(rec: lrfer.Recognizer) -> None:
+    """predict_crops refused a torch-layout batch ``(N, 3, H, W)`` or ``(N, 1, H, W)`` (what timm's
+    loaders give) and float crops with no word on what to pass, where predict's errors say it; a float
+    crop in a list was named with the batch axis added inside lrfer, ``(1, H, W)``."""
+    rng = np.random.default_rng(7)
+    nchw = rng.integers(0, 256, (4, 3, 20, 20), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"channel-first batch \(N, 3, H, W\), torch's layout: pass np\.moveaxis\(x, 1, -1\)"):
+        rec.predict_crops(nchw)
+    with pytest.raises(ValueError, match=r"pass x\.permute\(0, 2, 3, 1\)"):
+        rec.predict_crops(torch.from_numpy(nchw))
+    with pytest.raises(ValueError, match=r"channel-first batch \(N, 1, H, W\) of gray crops: pass x\[:, 0\]"):
+        rec.predict_crops(torch.from_numpy(nchw[:, :1]))
+    # the hints work as written
+    assert np.allclose(rec.predict_crops(np.moveaxis(nchw, 1, -1)), rec.predict_crops(torch.from_numpy(nchw).permute(0, 2, 3, 1)))
+    assert rec.predict_crops(torch.from_numpy(nchw[:, :1])[:, 0]).shape == (4, 7)
+    with pytest.raises(ValueError, match=r"crops must be uint8 \(0\.\.255\); convert with np\.clip\(x \* 255"):
+        rec.predict_crops(rng.random((2, 20, 20), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"crops must be uint8 \(0\.\.255\); use \(x \* 255\)\.round\(\)"):
+        rec.predict_crops(torch.rand(2, 20, 20))
+    with pytest.raises(ValueError, match=r"crops\[1\]: wrong dtype float32 for crops \(numpy\.ndarray of shape \(20, 20\) "):
+        rec.predict_crops([nchw[0, 0], rng.random((20, 20), dtype=np.float32)])
+
+
 def test_a_channel_first_colour_crop_given_as_three_gray_crops_is_warned_about_once(
         rec: lrfer.Recognizer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """predict_crops of one RGB crop with its channels first, ``(3, H, W)``, read it as three gray crops
@@ -702,6 +725,25 @@ def test_faces_and_frames_come_back_from_their_json_equal() -> None:
     for frame in (VideoFrame(4, 0.4, faces), VideoFrame(0, math.nan, [])):
         back_frame = VideoFrame.from_dict(json.loads(json.dumps(frame.to_dict(), allow_nan=False)))
         assert back_frame == frame and back_frame.to_rows("a.mp4") == frame.to_rows("a.mp4")
+
+
+def test_from_dict_names_what_it_was_given_instead_of_a_bare_key_error() -> None:
+    """``Face.from_dict(json.loads(line))`` on a line of ``lrfer predict --out faces.jsonl`` (a flat row)
+    raised a bare ``KeyError: 'box'``, an unparsed JSON line ``TypeError: string indices must be
+    integers``, and a box of three numbers made a Face that only annotate refused."""
+    from lrfer.results import VideoFrame
+
+    face = Face((1.0, 2.0, 31.0, 42.0), ((math.nan, math.nan),) * 5, 0.875, 30.0, "sad", {"happy": 0.25, "sad": 0.75})
+    with pytest.raises(ValueError, match=r"missing key\(s\) \['box', 'landmarks', 'probs'\] .*a flat row, as Face\.to_row "
+                                         r"and lrfer predict's CSV and JSONL write"):
+        Face.from_dict(json.loads(json.dumps(face.to_row("a.jpg", 0))))
+    with pytest.raises(TypeError, match=r"got str \(parse a JSON line with json\.loads first\)"):
+        Face.from_dict(json.dumps(face.to_dict()))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"'box' must be four numbers \(x1, y1, x2, y2\); got \[1\.0, 2\.0, 31\.0\]"):
+        Face.from_dict({**face.to_dict(), "box": [1.0, 2.0, 31.0]})
+    with pytest.raises(ValueError, match=r"VideoFrame\.from_dict: missing key\(s\) \['faces'\]"):
+        VideoFrame.from_dict({"index": 0, "time_s": None})
+    assert Face.from_dict(face.to_dict()) == face
 
 
 def test_predicted_faces_come_back_from_their_json_equal(rec: lrfer.Recognizer, rgb: np.ndarray) -> None:

@@ -711,6 +711,16 @@ def test_a_pipe_given_as_input_is_named_as_such(tiny_path: Path, caplog: pytest.
     assert f"'/dev/fd/{read_end}' is not a file or folder (a pipe or a device)" in caplog.text
 
 
+def test_a_url_given_as_input_is_named_as_such(tiny_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``lrfer predict https://example.com/a.jpg`` said "no such file or folder: 'https:/example.com/a.jpg'"
+    (the path's ``//`` folded), where ``Recognizer.predict`` says that lrfer downloads nothing."""
+    for url in ("https://example.com/a.jpg", "rtsp://camera/stream"):
+        caplog.clear()
+        assert main(["predict", url, "--model", str(tiny_path), "--quiet"]) == 1
+        assert f"'{url}' is a URL; lrfer reads image and video files, it downloads nothing" in caplog.text
+        assert "cv2.VideoCapture" in caplog.text and "no such file" not in caplog.text
+
+
 def test_models_lists_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
     from lrfer.zoo import list_models
 
@@ -727,6 +737,19 @@ def test_models_lists_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", ""]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in names)
+
+
+def test_models_with_a_pattern_without_wildcards_suggests_one(capsys: pytest.CaptureFixture[str]) -> None:
+    """``lrfer models gmenet`` (a timm user's filter, which fnmatch matches against whole names only)
+    said just "no models match", though seven gmenet models are listed with ``gmenet*``."""
+    assert main(["models", "gmenet"]) == 0
+    out = capsys.readouterr().out
+    assert "no models match 'gmenet' (an fnmatch pattern, matched against whole names: try 'gmenet*' or '*gmenet*')" in out
+    assert main(["models", "*fer2013*"]) == 0  # the suggestion works as written
+    listed = capsys.readouterr().out
+    assert "gmenet-fer2013-16px" in listed
+    assert main(["models", "no-such-*"]) == 0  # a pattern with wildcards is shown as it is
+    assert capsys.readouterr().out.strip() == "no models match 'no-such-*'"
 
 
 def test_info(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:

@@ -376,3 +376,17 @@ def test_the_fields_the_readme_lists_for_lrfer_config_json_are_those_lrfer_info_
     assert "source" not in entry
     assert len(listed) > 10 and [name for name in listed if name not in entry] == []
     assert entry["in_chans"] == 1
+
+
+def test_every_lrfer_module_name_the_readme_gives_resolves_after_a_bare_import() -> None:
+    """``lrfer.allocator.trim_if_grown``, named in the README, raised ``AttributeError: module 'lrfer' has
+    no attribute 'allocator'`` after ``import lrfer`` alone (the other modules it names load on first use)."""
+    import subprocess
+    import sys
+
+    names = sorted(set(re.findall(r"\blrfer\.[a-z_]+\.[A-Za-z_][\w.]*[A-Za-z_]", README)))
+    assert "lrfer.allocator.trim_if_grown" in names
+    code = "import functools, lrfer\nfor n in %r:\n    functools.reduce(getattr, n.split('.')[1:], lrfer)" % names
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
+    assert proc.returncode == 0, proc.stderr

@@ -321,6 +321,26 @@ def test_hub_id_without_prefix_points_to_it(tmp_path: Path, monkeypatch: pytest.
         zoo.resolve(str(tmp_path / "no" / "such" / "folder"))
 
 
+def test_a_hub_page_url_or_a_hub_id_with_a_dot_points_to_the_hf_spelling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Hub page's URL, pasted from the browser, said ``https:/huggingface.co/org/repo does not exist``
+    (the path's ``//`` folded), and a Hub id with a dot in its name (timm's ``timm/resnet18.a1_in1k``)
+    got no Hub hint, as its dot read as a file suffix."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"'https://huggingface.co/{REPO_ID}' is a URL, not a model spec; .*"
+                                                f"use 'hf://{REPO_ID}@<40-hex commit>'"):
+        zoo.resolve(f"https://huggingface.co/{REPO_ID}")
+    with pytest.raises(FileNotFoundError, match=f"use 'hf://{REPO_ID}@{COMMIT}'"):
+        zoo.resolve(f"https://huggingface.co/{REPO_ID}/tree/{COMMIT}")
+    with pytest.raises(FileNotFoundError, match="is a URL, and lrfer downloads weights only from the Hugging Face Hub"):
+        zoo.resolve("https://example.com/weights.safetensors")
+    with pytest.raises(FileNotFoundError, match="use 'hf://timm/resnet18.a1_in1k@<40-hex commit>'"):
+        zoo.resolve("timm/resnet18.a1_in1k")
+    for file_like in ("models/mine.safetensors", "models/lrfer_config.json"):  # files, not Hub ids
+        with pytest.raises(FileNotFoundError) as err:
+            zoo.resolve(file_like)
+        assert "does not exist" in str(err.value) and "hf://" not in str(err.value)
+
+
 def test_hf_uri_branch_is_pinned_to_commit(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
                                            caplog: pytest.LogCaptureFixture) -> None:
     data, digest, _ = weights

@@ -525,6 +525,18 @@ def test_train_names_an_unreadable_teacher_file_before_reading_the_data(tmp_path
     assert "absent.npz" not in caplog.text
 
 
+@pytest.mark.parametrize("option", ["--teacher", "--kd-teacher"])
+def test_train_names_the_option_of_a_teacher_it_refuses(tmp_path: Path, option: str,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """``lrfer train --kd-teacher nope`` said only "unknown model 'nope'", though two options (and the
+    recipe itself) name teachers; the error now starts with the option and its value."""
+    for given in ("nope", str(tmp_path / "missing.safetensors")):
+        caplog.clear()
+        assert run_train(["--arch", "gmenet", "--resolution", "16", option, given,
+                          "--data", str(tmp_path / "absent.npz"), "--out", str(tmp_path / "x.safetensors")]) == 1
+        assert f"{option} {given}: " in caplog.text
+
+
 def test_train_attention_distillation_option_sets_the_recipe() -> None:
     from lrfer.cli import build_parser
     from lrfer.train.cli import _train_recipe
@@ -688,3 +700,44 @@ def test_train_trains_on_the_device_it_is_given(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(Stop):
         run_train(["--arch", "baseline", "--resolution", "16", "--data", str(data), "--out", str(tmp_path / "m.safetensors")])
     assert [str(d) for d in devices] == ["cpu:0"]
+
+
+def test_train_help_gives_the_defaults_of_epochs_batch_size_seed_and_device(capsys: pytest.CaptureFixture[str]) -> None:
+    """``lrfer train --help`` listed --epochs, --batch-size, --seed and --device with no word on what
+    they default to (the recipe's 60 epochs of --arch gmenet, 128 faces, seed 0, auto); the figures it
+    now gives are the recipes'."""
+    import re
+
+    from lrfer.train.cli import EPOCHS_HELP
+    from lrfer.train.recipes import ARCH_DEFAULTS, ZOO_RECIPES
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option in ("--epochs N passes over the training data (default: the recipe's;",
+                   "--batch-size N faces per training step (default: the recipe's, 128",
+                   "--seed N random seed of the run (default: the recipe's, 0)", "--device DEVICE auto | cpu | cuda"):
+        assert option in text
+    for part in EPOCHS_HELP.removeprefix("--arch ").split(";")[0].split(", "):
+        archs, epochs = part.rsplit(" ", 1)
+        for arch in archs.split(" or "):
+            assert ZOO_RECIPES[ARCH_DEFAULTS[arch]].epochs == int(epochs), arch
+    assert sorted(re.findall(r"\b[a-z0-9]+(?= or | \d)", EPOCHS_HELP)) == sorted(ARCH_DEFAULTS)
+    assert {(r.batch_size, r.seed) for r in ZOO_RECIPES.values()} == {(128, 0)}
+
+
+def test_eval_warns_of_a_split_option_that_chooses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """``lrfer eval --data fer2013-publictest.npz --split train`` scored the whole file without a word
+    (only a RAF-DB folder has splits), and ``--calibrate-split`` without ``--calibrate-on`` did nothing."""
+    data = write_npz(tmp_path / "faces-publictest.npz", 14, 0)
+    model = save_tiny(tmp_path / "tiny.safetensors")
+    argv = ["eval", "--model", str(model), "--data", str(data), "--resolutions", "16", "--device", "cpu"]
+    assert main([*argv, "--split", "train", "--calibrate-split", "test"]) == 0
+    assert "14 faces" in capsys.readouterr().out
+    assert (f"--split train chooses a RAF-DB split; --data {data} is not a RAF-DB folder, so all its faces are read"
+            in caplog.text)
+    assert "--calibrate-split test does nothing without --calibrate-on" in caplog.text
+    caplog.clear()
+    assert main(argv) == 0  # the defaults say nothing
+    assert "split" not in caplog.text

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DEFAULT_RESOLUTIONS = "8,12,16,24,48"
+#: ``--epochs``' defaults as ``lrfer train --help`` gives them, written out so that the help imports no
+#: recipes (tests/test_train_cli.py checks them against ``ARCH_DEFAULTS``' recipes).
+EPOCHS_HELP = "--arch gmenet or baseline 60, resnet18 16, fsrfer or manet 5; --recipe NAME: that variant's"
+DEVICE_HELP = "auto | cpu | cuda | cuda:N (default: auto, CUDA where there is one)"
 #: The dataset part of a model name (see lrfer.zoo's name grammar).
 DATASET_NAME_RE = re.compile(r"[a-z0-9_]+")
 #: A file or folder name ending in a split word (``raf-train``, ``faces_publictest``): the dataset's name, the
@@ -69,16 +73,18 @@ def _add_train(sub: Any) -> None:
                         "module against a 48 px GME-Net --teacher of the same widths) or 'activation' (attention "
                         "transfer of stage outputs from the ResNet-18 teacher; the bundled weights' and the default)")
     p.add_argument("--dataset-name", default=None, help="dataset part of the variant name (default: from --data)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help=f"passes over the training data (default: the recipe's; {EPOCHS_HELP})")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="faces per training step (default: the recipe's, 128 in every zoo recipe)")
+    p.add_argument("--seed", type=int, default=None, metavar="N", help="random seed of the run (default: the recipe's, 0)")
     p.add_argument("--work-dir", type=Path, default=None, help="checkpoints (resumable; default: --out with the suffix .run, e.g. models/x.run/ for models/x.safetensors)")
     p.add_argument("--license", dest="weights_license", default=None, type=_licence_text,
                    help="licence of the weights, written to the entry (default: 'research use only (trained on "
                         "<dataset>)'); a teacher trained on other data is appended")
     p.add_argument("--data-license", default=None, type=_licence_text,
                    help="licence of the training data (default: FER2013's, or '<dataset>: see the dataset's own licence')")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_train)
 
 
@@ -110,11 +116,12 @@ def _add_eval(sub: Any) -> None:
                    help="zoo name, weights path or hf://org/repo@commit (repeatable)")
     add_cache_dir_option(p)
     p.add_argument("--data", required=True, type=Path, help="FER2013 .npz, RAF-DB folder or class folders")
-    p.add_argument("--split", default="test", choices=RAF_SPLITS, help="RAF-DB split (default: test)")
+    p.add_argument("--split", default=None, choices=RAF_SPLITS,
+                   help="RAF-DB split (default: test); a .npz or class folders are scored whole")
     p.add_argument("--resolutions", default=DEFAULT_RESOLUTIONS, help=f"comma list (default: {DEFAULT_RESOLUTIONS})")
     p.add_argument("--calibrate-on", type=Path, default=None,
                    help="fit the temperature on this data instead of using the manifest's")
-    p.add_argument("--calibrate-split", default="train", choices=RAF_SPLITS,
+    p.add_argument("--calibrate-split", default=None, choices=RAF_SPLITS,
                    help="RAF-DB split of --calibrate-on (default: train, so that calibration and scores "
                         "use different faces)")
     p.add_argument("--tta", action="store_true",
@@ -122,7 +129,7 @@ def _add_eval(sub: Any) -> None:
                         "lrfer predict --tta do (the temperature of --calibrate-on is then fitted on those logits)")
     p.add_argument("--details", action="store_true", help="also print macro-F1, ECE and per-class recall tables")
     p.add_argument("--plot", type=Path, default=None, help="write accuracy-vs-resolution PNG here")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_eval)
 
 
@@ -293,17 +300,35 @@ def default_work_dir(out: Path) -> Path:
     return out.with_suffix(".run")
 
 
+def _check_teachers(recipe: Recipe, args: argparse.Namespace) -> None:
+    """:func:`~lrfer.train.recipes.check_teacher_file` of the recipe's teachers, an error about a teacher given
+    on the command line naming its option (two options take a model): ``--kd-teacher nope: unknown model 'nope'; ...``."""
+    from lrfer.train.recipes import check_teacher_file
+
+    for option, given, teacher in (("--teacher", args.teacher, recipe.teacher),
+                                   ("--kd-teacher", args.kd_teacher, recipe.kd_teacher)):
+        if not teacher:
+            continue
+        try:
+            check_teacher_file(str(teacher))
+        except (ValueError, OSError) as err:
+            if given is None or len(err.args) != 1:  # the recipe's own teacher: no option to name
+                raise
+            err.args = (f"{option} {given}: {err.args[0]}",)
+            raise
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from lrfer.constants import CLASSES
     from lrfer.train.datasets import check_faces_path, is_rafdb, load_faces
     from lrfer.train.export import export
-    from lrfer.train.recipes import Trainer, check_teacher_files
+    from lrfer.train.recipes import Trainer
     from lrfer.zoo import load_manifest
 
     _check_out(args.out)
     device = _device(args.device)
     recipe = _train_recipe(args)
-    check_teacher_files(recipe)
+    _check_teachers(recipe, args)
     dataset = _checked_dataset_name(args.dataset_name) if args.dataset_name else _dataset_name(args.data)
     name = _variant_name(args.recipe, recipe.arch, dataset, recipe.resolution)
     if args.val is not None:  # said before the training data is read, not after
@@ -355,6 +380,23 @@ def _load_eval_models(specs: list[str], device: str, cache_dir: Path | None = No
     return models
 
 
+def _warn_unused_splits(args: argparse.Namespace) -> None:
+    """A warning for ``--split`` or ``--calibrate-split`` given where they choose nothing: only a RAF-DB
+    folder has splits (``--split train`` on ``fer2013-publictest.npz`` scored the whole file without a word)."""
+    from lrfer.train.datasets import is_rafdb
+
+    for option, split, data, data_option in (("--split", args.split, args.data, "--data"),
+                                             ("--calibrate-split", args.calibrate_split, args.calibrate_on,
+                                              "--calibrate-on")):
+        if split is None:
+            continue
+        if data is None:
+            log.warning("%s %s does nothing without %s", option, split, data_option)
+        elif not is_rafdb(data):
+            log.warning("%s %s chooses a RAF-DB split; %s %s is not a RAF-DB folder, so all its faces are read",
+                        option, split, data_option, data)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from lrfer.train.datasets import check_faces_path, is_rafdb, load_faces, own_name
     from lrfer.train.evaluate import detail_table, evaluate, fit_temperature, markdown_table, plot_accuracy, plot_path
@@ -369,12 +411,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.calibrate_on is not None:
         check_faces_path(args.calibrate_on, "--calibrate-on")
     models = _load_eval_models(args.model, device, args.cache_dir)
-    faces = load_faces(args.data, args.split)
-    calibration = load_faces(args.calibrate_on, args.calibrate_split) if args.calibrate_on else None
+    _warn_unused_splits(args)
+    split, calibrate_split = args.split or "test", args.calibrate_split or "train"
+    faces = load_faces(args.data, split)
+    calibration = load_faces(args.calibrate_on, calibrate_split) if args.calibrate_on else None
     if (args.calibrate_on and _same_file(args.calibrate_on, args.data)
-            and (args.calibrate_split == args.split or not is_rafdb(args.data))):
+            and (calibrate_split == split or not is_rafdb(args.data))):
         log.warning("calibrating on the faces it evaluates (--calibrate-on is --data, split %r): the temperature "
-                    "and the calibration error are in-sample", args.split)
+                    "and the calibration error are in-sample", split)
     evaluated = []
     for spec, model in zip(args.model, models):
         cfg = model.pretrained_cfg

@@ -222,19 +222,16 @@ def check_recipe(recipe: Recipe) -> None:
     check_config_builds(recipe)
 
 
-def check_teacher_files(recipe: Recipe) -> None:
-    """FileNotFoundError or ValueError naming a teacher weights file that is missing or that lrfer cannot
-    read as a network, or a zoo name that the manifest lacks (with close matches). Reads only the files'
-    headers: a run would otherwise fail after loading its data."""
+def check_teacher_file(teacher: str) -> None:
+    """FileNotFoundError or ValueError naming a teacher (a name, a ``.safetensors`` path or a Hub id) whose
+    weights file is missing or that lrfer cannot read as a network, or a zoo name that the manifest lacks
+    (with close matches). Reads only a file's header: a run would otherwise fail after loading its data."""
     from lrfer.zoo import HF_PREFIX, _looks_like_path, get_spec
 
-    for teacher in (recipe.teacher, recipe.kd_teacher):
-        if not teacher:
-            continue
-        if str(teacher).endswith(".safetensors"):
-            _teacher_header(Path(teacher))
-        elif not str(teacher).startswith(HF_PREFIX) and not _looks_like_path(str(teacher)):
-            get_spec(str(teacher))
+    if teacher.endswith(".safetensors"):
+        _teacher_header(Path(teacher))
+    elif not teacher.startswith(HF_PREFIX) and not _looks_like_path(teacher):
+        get_spec(teacher)
 
 
 #: The seeds torch's generators take (a larger one failed after the data was loaded: "Overflow when unpacking long long").

@@ -116,6 +116,7 @@ def test_raises_the_thresholds_once_and_only_where_it_should(libc: FakeLibc, mon
 
 def test_loading_on_cpu_raises_the_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
     import lrfer
+    import lrfer.recognizer  # not one of lrfer's lazy attributes: run alone, this test found no lrfer.recognizer
 
     calls = []
     monkeypatch.setattr(lrfer.recognizer, "raise_adaptive_thresholds", lambda: calls.append(1))
@@ -225,6 +226,7 @@ def test_each_predict_step_ends_with_a_trim_check(monkeypatch: pytest.MonkeyPatc
     import numpy as np
 
     import lrfer
+    import lrfer.recognizer  # run alone, `lrfer.recognizer` was an AttributeError (not imported yet)
 
     calls = []
     monkeypatch.setattr(lrfer.recognizer, "trim_if_grown", lambda: calls.append(1))

@@ -141,6 +141,18 @@ def test_a_dict_or_a_set_is_not_taken_for_images_in_an_order(rec: lrfer.Recogniz
         rec.predict(images)
 
 
+@pytest.mark.parametrize("data", [bytearray(b"\x89PNG"), memoryview(b"\x89PNG")], ids=["bytearray", "memoryview"])
+def test_a_bytearray_or_memoryview_is_one_input_not_images(rec: lrfer.Recognizer, data: object) -> None:
+    """Pins down bytearray and memoryview in ONE_INPUT_TYPES: they iterate over their byte values, and taken
+    for a list of images they were refused as 'images[0]: unsupported image input: object of type int',
+    naming neither what was passed nor that it was one input."""
+    from lrfer.io import is_image_like
+
+    assert is_image_like(data)
+    with pytest.raises(ValueError, match=r"^unsupported image input: .*(bytearray|memoryview)"):
+        rec.predict(data)
+
+
 @pytest.mark.parametrize("streams", [1, 2])
 def test_a_long_generator_is_taken_a_step_at_a_time(rec: lrfer.Recognizer, streams: int,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1113,6 +1125,28 @@ def test_annotate_clips_boxes_reaching_far_past_the_image_and_skips_those_outsid
     assert np.array_equal(annotate(rgb, [_face((-3e9, -3e9, 3e9, 3e9))]), annotate(rgb, [_face((-60.0, -40.0, 120.0, 80.0))]))
     for box in [(-50.0, -50.0, -10.0, -10.0), (1e12, 1e12, 2e12, 2e12), (70.0, 5.0, 90.0, 20.0), (5.0, 45.0, 20.0, 60.0)]:
         assert not annotate(rgb, [_face(box)]).any(), box
+
+
+@pytest.mark.parametrize("box", [(5.0, -30.0, 20.0, -1.0), (-30.0, 5.0, -1.0, 20.0), (61.0, 5.0, 90.0, 20.0),
+                                 (5.0, 41.0, 20.0, 60.0)], ids=["above", "left", "right", "below"])
+def test_annotate_skips_a_box_wholly_past_any_one_edge(box: tuple[float, float, float, float]) -> None:
+    """Pins down each of drawn_box's four outside checks on its own: a box wholly above the image (y2 < 0,
+    x inside) is not drawn, as one wholly left, right or below; without the check its label was moved
+    into the image and drawn for a face that is not in it."""
+    from lrfer.annotate import annotate, drawn_box
+
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    assert drawn_box(box, 0, (60, 40)) is None
+    assert not annotate(rgb, [_face(box)]).any()
+
+
+def test_annotate_rounds_a_box_to_the_nearest_pixel() -> None:
+    """Pins down that drawn_box rounds a box's sides to the nearest whole pixel (as annotate did before it
+    clipped), not towards zero: truncation moved a side at 10.6 to 10 and one at -3.6 to -3."""
+    from lrfer.annotate import drawn_box
+
+    assert drawn_box((10.6, 5.7, 30.4, 20.2), 0, (64, 48)) == (11, 6, 30, 20)
+    assert drawn_box((-3.6, -2.7, 30.0, 20.0), 0, (64, 48)) == (-4, -3, 30, 20)
 
 
 def test_annotate_names_one_face_or_a_frame_given_for_the_list() -> None:

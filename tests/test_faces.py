@@ -827,6 +827,15 @@ def test_facenet_adapter_drops_boxes_without_width_or_height(monkeypatch):
     assert found.scores.tolist() == pytest.approx([0.9, 0.5])
     assert found.landmarks[1, 0].tolist() == [40.0, 41.0]  # the last face's own landmarks, kept with it
 
+def test_a_box_with_nan_has_no_area() -> None:
+    """Pins down that has_area drops a box with NaN in any side (its docstring says so): a NaN box kept as a
+    face reached annotate, which refuses it as "a box that is not finite"."""
+    nan = math.nan
+    boxes = torch.tensor([[nan, 0.0, 4.0, 4.0], [0.0, 0.0, nan, 4.0], [0.0, nan, 4.0, 4.0], [0.0, 0.0, 4.0, nan],
+                          [0.0, 0.0, 4.0, 4.0]])
+    assert detect_mod.has_area(boxes).tolist() == [False, False, False, False, True]
+
+
 # ------------------------------------------------------------------------------------------ alignment
 def test_estimate_similarity_recovers_known_transforms():
     src = torch.tensor([[30.0, 40], [70, 42], [50, 60], [35, 80], [66, 81]])

@@ -917,6 +917,25 @@ def test_a_failed_lookup_of_the_hubs_name_is_asked_once_per_load(monkeypatch: py
     assert lookups == ["hub.invalid"] * 2
 
 
+def test_a_failed_lookup_of_the_hubs_name_is_believed_for_the_whole_memory_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins down how long a failed lookup is believed: UNRESOLVED_HOST_MEMORY_S from the failure, to its
+    last fraction of a second (not a second less), and once past it the name is asked again."""
+    import socket
+
+    point_hub_at_a_name_that_does_not_resolve(monkeypatch)
+    monkeypatch.setattr(zoo, "_unresolved_until", {})
+    failing_lookup = socket.getaddrinfo
+    lookups: list[str] = []
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: lookups.append(host) or failing_lookup(host, *a, **k))
+    now = [1000.0]
+    monkeypatch.setattr(zoo.time, "monotonic", lambda: now[0])
+    assert zoo._unresolved_hub_host() == "hub.invalid" and len(lookups) == 1
+    now[0] += zoo.UNRESOLVED_HOST_MEMORY_S - 0.25
+    assert zoo._unresolved_hub_host() == "hub.invalid" and len(lookups) == 1
+    now[0] += 0.5  # past it
+    assert zoo._unresolved_hub_host() == "hub.invalid" and len(lookups) == 2
+
+
 def test_a_resolved_hub_name_is_looked_up_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """The network may go away: a success is not remembered, and it forgets an earlier failure."""
     import socket

@@ -380,6 +380,46 @@ def test_opencv_errors_only_puts_the_level_back_after_the_last_decoder_and_leave
         pass
 
 
+FORK_WHILE_DECODING = """
+import os, sys, threading, time
+import cv2
+from lrfer.io import _QuietOpenCV, _opencv_log_functions, opencv_errors_only
+get, set_, _ = _opencv_log_functions(cv2)
+set_(3)  # WARNING
+inside, leave = threading.Event(), threading.Event()
+def decoding():
+    with opencv_errors_only(cv2):
+        inside.set()
+        leave.wait(30)
+worker = threading.Thread(target=decoding)
+worker.start()
+assert inside.wait(30) and int(get()) == 2
+pid = os.fork()
+if pid == 0:  # the decoding thread is not in the child: its level put back, its count gone, the lock free
+    level, count = int(get()), _QuietOpenCV.inside
+    with opencv_errors_only(cv2):
+        quiet = int(get())
+    os._exit(0 if (level, count, quiet, int(get())) == (3, 0, 2, 3) else 3)
+leave.set()
+worker.join()
+"""
+
+
+def test_a_child_forked_while_a_thread_decodes_gets_opencvs_level_back(
+        wait_for_forked_child: Callable[[int], str]) -> None:
+    """Pins down _quiet_opencv_after_fork: a child forked while another thread of its parent was inside
+    opencv_errors_only kept OpenCV's log at errors only for good (the thread that would put it back is
+    not in the child), and counted that thread as still decoding."""
+    import subprocess
+    import sys
+
+    if real_opencv_log() is None or not hasattr(os, "fork"):
+        pytest.skip("an OpenCV without getLogLevel/setLogLevel, or no os.fork")
+    proc = subprocess.run([sys.executable, "-c", FORK_WHILE_DECODING + wait_for_forked_child(30)], capture_output=True,
+                          text=True, timeout=90, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_is_image_like(rgb: np.ndarray) -> None:
     """A generator or ``map(...)`` of images counted as one image, and predict refused it as an
     'unsupported image input'; a path, bytes, an array or a tensor, iterable too, are each one input."""

@@ -212,6 +212,23 @@ def test_the_default_validation_file_is_found_in_any_case(tmp_path: Path) -> Non
     assert expected_val(tmp_path / "myfaces") is None and expected_val(tmp_path / "fer2013-test.npz") is None
 
 
+def test_the_default_validation_file_is_found_in_a_folder_that_cannot_be_listed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins down _default_val's fallback where the folder's listing fails (a folder with execute but not read
+    permission): the name in --data's case, then in lower case, are tried one by one."""
+    import lrfer.train.cli as train_cli
+
+    def unlistable(path: object) -> list[str]:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    train = write_npz(tmp_path / "FER2013-Train.npz", 7, 0)
+    lower = write_npz(tmp_path / "FER2013-publictest.npz", 7, 1)
+    monkeypatch.setattr(train_cli.os, "listdir", unlistable)
+    assert _default_val(train) == lower
+    titled = write_npz(tmp_path / "FER2013-PublicTest.npz", 7, 2)
+    assert _default_val(train) == titled  # the case of --data's "Train" first
+
+
 def write_class_folders(root: Path, per_class: int = 2) -> Path:
     """``root/<class>/<i>.png``: 48x48 gray faces whose brightness codes the class."""
     import cv2

@@ -533,6 +533,32 @@ def test_a_folder_holding_only_a_saved_weights_file_loads_it(tmp_path: Path) -> 
     assert zoo.info(folder)["name"] == "baseline-mine-16px"
 
 
+def test_a_lone_weights_file_is_found_beside_hidden_files_and_folders_of_its_suffix(tmp_path: Path) -> None:
+    """Pins down which names count as the folder's weights files: macOS's ``._mine.safetensors`` (an
+    AppleDouble file copied along onto other disks) and a folder named ``old.safetensors`` are not weights
+    files; counted, the folder was refused as holding 3 .safetensors files, so which to load was not clear."""
+    folder = tmp_path / "mine"
+    (folder / "old.safetensors").mkdir(parents=True)
+    path = folder / "mine.safetensors"
+    digest = zoo.save_weights(tiny_model().state_dict(), path, tiny_entry(name="baseline-mine-16px", dataset="mine"))
+    (folder / "._mine.safetensors").write_bytes(b"\x00\x05\x16\x07")
+    spec, resolved = zoo.resolve(folder)
+    assert resolved == path and spec.sha256 == digest
+
+
+def test_a_lone_weights_file_with_an_upper_case_suffix_is_found(tmp_path: Path) -> None:
+    """Pins down that the folder's weights file is found whatever the case of its suffix, as a load by the
+    file's path takes it (``MINE.SAFETENSORS``, as some Windows tools and FAT disks write names): it was
+    a folder with "no .safetensors file"."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    path = folder / "MINE.SAFETENSORS"
+    digest = zoo.save_weights(tiny_model().state_dict(), path, tiny_entry(name="baseline-mine-16px", dataset="mine"))
+    assert zoo.resolve(path)[0].sha256 == digest  # by its path
+    spec, resolved = zoo.resolve(folder)
+    assert resolved == path and spec.sha256 == digest
+
+
 def test_a_lone_weights_file_in_a_folder_has_its_header_read_once(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The folder's one save_weights file had its safetensors header read twice: once to see that lrfer
@@ -597,6 +623,20 @@ def test_a_local_source_is_absolute_so_the_spec_survives_a_change_of_folder(tmp_
     assert zoo.resolve(by_file) == (by_file, tmp_path / "m.safetensors")
     assert zoo.resolve(by_folder)[1] == folder / "weights.safetensors"
     assert zoo.load_model(by_folder).pretrained_cfg.sha256 == digest
+
+
+def test_a_local_source_keeps_a_symbolic_link_as_given(tmp_path: Path) -> None:
+    """Pins down that a local spec's source is made absolute but not resolved: loaded through a link (a
+    release's ``current.safetensors``), the spec names the link, so a spec kept from it follows the link to
+    the next release, not the file it pointed to at the time."""
+    real = tmp_path / "store" / "v1.safetensors"
+    zoo.save_weights(tiny_model().state_dict(), real, tiny_entry())
+    link = tmp_path / "current.safetensors"
+    link.symlink_to(real)
+    assert zoo.resolve(link)[0].source == {"kind": "local", "path": str(link)}
+    linked_folder = tmp_path / "release"
+    linked_folder.symlink_to(real.parent, target_is_directory=True)
+    assert zoo.resolve(linked_folder)[0].source["path"] == str(linked_folder / "v1.safetensors")
 
 
 def test_save_weights_writes_through_a_symbolic_link(tmp_path: Path) -> None:

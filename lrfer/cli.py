@@ -199,7 +199,8 @@ def _add_predict(sub: Any) -> None:
                         "photo); MTCNN's boxes can come out narrower (down to about 0.4x for faces below it)")
     p.add_argument("--detector", type=str.lower, choices=DETECTOR_CHOICES, default="auto",
                    help="face detector: auto = BlazeFace plus MTCNN for faces too small for it; "
-                        "'none' = every image is already a face crop (default: auto)")
+                        "'none' = every image is already a face crop, scored on the centred square of its "
+                        "shorter side (default: auto)")
     p.add_argument("--no-close-ups", dest="close_ups", action="store_false",
                    help="skip BlazeFace's zoomed-out second look at images without a face (for faces that fill "
                         "them): faster on frames where nobody fills the picture (CCTV, crowds)")

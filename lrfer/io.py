@@ -381,6 +381,39 @@ def load_image(src: ImageLike) -> np.ndarray:
     )
 
 
+# ------------------------------------------------------------------------- one face per image
+def centre_square_corner(height: int, width: int) -> tuple[int, int, int]:
+    """``(top, left, side)`` of the centred square of the shorter side of a ``height x width`` image: the
+    part of a non-square face that training, ``lrfer eval``, ``predict_crops`` and ``detector=None`` score
+    (as timm's evaluation transforms crop; stretching it to a square distorts the expression).
+
+    >>> centre_square_corner(48, 40), centre_square_corner(3, 4), centre_square_corner(5, 5)
+    ((4, 0, 40), (0, 0, 3), (0, 0, 5))
+    """
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side
+
+
+def centre_square(images: Any, axes: tuple[int, int] = (0, 1)) -> Any:
+    """The centred square of the shorter side (:func:`centre_square_corner`) of an image (its ``axes``:
+    rows, columns), or of each of a batch's (``axes=(1, 2)``), as a slice (a view of a numpy array or
+    tensor, no copy); a square image as it is.
+
+    >>> centre_square(np.arange(12).reshape(3, 4)).tolist()
+    [[0, 1, 2], [4, 5, 6], [8, 9, 10]]
+    >>> centre_square(np.zeros((2, 48, 40, 3), np.uint8), axes=(1, 2)).shape
+    (2, 40, 40, 3)
+    """
+    rows, cols = images.shape[axes[0]], images.shape[axes[1]]
+    if rows == cols:
+        return images
+    top, left, side = centre_square_corner(rows, cols)
+    index = [slice(None)] * images.ndim
+    index[axes[0]] = slice(top, top + side)
+    index[axes[1]] = slice(left, left + side)
+    return images[tuple(index)]
+
+
 def _is_torch_tensor(obj: Any) -> bool:
     torch = _loaded_module("torch")
     return torch is not None and isinstance(obj, torch.Tensor)

@@ -7,7 +7,8 @@ of a call:
 1. :func:`lrfer.io.load_image` -- path / numpy / PIL / tensor -> validated RGB ``uint8 (H, W, 3)``;
 2. :func:`lrfer.io.to_device_tensors` -- ``uint8 (3, H, W)`` on the device (on CUDA the step's photos in one
    pinned, non-blocking copy);
-3. detect -- ``Detector.detect`` on all images of the step at once (``detector=None``: the image is the face);
+3. detect -- ``Detector.detect`` on all images of the step at once (``detector=None``: the image's centred
+   square is the face);
 4. align -- :func:`lrfer.faces.align_faces`: 5-point similarity onto FER2013's 48x48 framing, gray;
 5. :func:`lrfer.faces.degrade.to_native` -- area down-sampling, the area draw of training's degradation;
 6. normalise ``(x - mean) / std`` from the spec, model, ``softmax(logits / spec.temperature)``; with
@@ -49,7 +50,7 @@ from lrfer.faces import align as alignment
 from lrfer.faces.degrade import downsample, to_native
 from lrfer.faces.detect import detector_name, no_autocast
 from lrfer import io as lrfer_io
-from lrfer.io import describe, is_image_like, load_image, to_device_tensors
+from lrfer.io import centre_square, centre_square_corner, describe, is_image_like, load_image, to_device_tensors
 from lrfer.overlap import stop_if_cancelled
 from lrfer.results import NO_LANDMARKS, Face, VideoFrame
 from lrfer.shapes import MIN_FACE_ROWS
@@ -206,7 +207,8 @@ def load(
     manifest's default model.
     ``device``: ``None``/``"auto"`` -> CUDA if available else CPU. ``detector``: ``"auto"``
     (BlazeFace, plus MTCNN for faces too small for it), ``"blazeface"``, ``"mtcnn"``, ``"haar"``,
-    ``"facenet"`` or ``None`` (each input image is already a face crop).
+    ``"facenet"`` or ``None`` (each input image is already a face crop, scored as :meth:`Recognizer.predict_crops`
+    scores it: a non-square one on the centred square of its shorter side, which is the face's box).
     ``min_face``: smallest face width in pixels the detector searches for (>= 8; below 12, MTCNN's
     12 px window, its pyramid enlarges the photo: slower).
     BlazeFace returns no narrower face; MTCNN's boxes, refined from windows of ``min_face`` px, can
@@ -473,8 +475,20 @@ def warn_if_channel_first(shape: tuple[int, ...], tensor: bool = False) -> None:
                    tuple(shape), shape[1], shape[2], one)
 
 
+def centre_square_box(image: np.ndarray) -> tuple[float, float, float, float]:
+    """The box ``(x1, y1, x2, y2)`` of the square that :func:`crops_to_gray` scores in an ``(H, W[, C])``
+    image: the centred square of its shorter side, inside the image.
+
+    >>> centre_square_box(np.zeros((48, 40, 3), np.uint8))
+    (0.0, 4.0, 40.0, 44.0)
+    """
+    top, left, side = centre_square_corner(*image.shape[:2])
+    return float(left), float(top), float(left + side), float(top + side)
+
+
 def _crop_to_gray(crop: Any, index: int, size: int) -> np.ndarray:
-    """One crop (array / PIL / tensor / path) -> float32 ``(size, size)`` gray, resized with OpenCV."""
+    """One crop (array / PIL / tensor / path) -> float32 ``(size, size)`` gray: its centred square
+    (:func:`lrfer.io.centre_square`), resized with OpenCV."""
     import cv2
 
     try:
@@ -484,7 +498,7 @@ def _crop_to_gray(crop: Any, index: int, size: int) -> np.ndarray:
             arr = load_image(crop)
     except ValueError as e:
         raise ValueError(f"crops[{index}]: {e}") from None
-    gray = _gray_float(arr, rgb=arr.ndim == 3)
+    gray = _gray_float(centre_square(arr), rgb=arr.ndim == 3)
     h, w = gray.shape
     if (h, w) == (size, size):
         return gray
@@ -495,11 +509,13 @@ def _crop_to_gray(crop: Any, index: int, size: int) -> np.ndarray:
 
 def crops_to_gray(crops: np.ndarray | torch.Tensor | Sequence[Any], size: int = HR_SIZE) -> torch.Tensor:
     """Tight face crops of any size -> float ``(N, 1, size, size)`` gray in 0..1 (CPU), ``size`` being
-    48 or a model's native resolution: each crop is resized once, straight to it (exact area when
-    shrinking, bicubic when enlarging), so a crop already at the native size is used as it is.
+    48 or a model's native resolution: a non-square crop is cut to the centred square of its shorter
+    side (:func:`lrfer.io.centre_square`, the rule of training and ``lrfer eval``), then each crop is
+    resized once, straight to ``size`` (exact area when shrinking, bicubic when enlarging), so a square
+    crop already at the native size is used as it is.
 
-    A ``uint8`` array ``(N, H, W)`` or ``(N, H, W, 3)`` is resized in one batched call
-    (:func:`resize_square`), a list of differently sized crops one by one with OpenCV: the same values.
+    A ``uint8`` array ``(N, H, W)`` or ``(N, H, W, 3)`` is cut by one slice and resized in one batched
+    call (:func:`resize_square`), a list of differently sized crops one by one with OpenCV: the same values.
 
     >>> crops_to_gray(np.zeros((2, 96, 96), np.uint8)).shape
     torch.Size([2, 1, 48, 48])
@@ -518,6 +534,7 @@ def crops_to_gray(crops: np.ndarray | torch.Tensor | Sequence[Any], size: int = 
         warn_if_channel_first(arr.shape, tensor)
         if arr.shape[0] == 0:
             return torch.zeros(0, 1, size, size)
+        arr = centre_square(arr, axes=(1, 2))  # one slice (a view) for the whole batch, no loop
         with no_autocast():  # the resizing's matrix products, under a caller's autocast, would run in bf16
             return resize_square(torch.from_numpy(_gray_float(arr, rgb=arr.ndim == 4)).unsqueeze(1), size)
     if not isinstance(crops, (list, tuple)):
@@ -914,9 +931,12 @@ class Recognizer:
 
         ``crops``: ``uint8`` array (or tensor) ``(N, H, W)`` gray or ``(N, H, W, 3)`` RGB, or a list of
         crops of any sizes (each as :meth:`predict` reads one image). Each is converted to gray (ITU-R 601:
-        ``0.299 R + 0.587 G + 0.114 B``) and resized once, straight to the model's
+        ``0.299 R + 0.587 G + 0.114 B``), cut, if it is not square, to the centred square of its shorter
+        side (:func:`lrfer.io.centre_square`: a ``(N, 48, 40)`` array is scored on its ``[:, 4:44]``
+        rows, as training and ``lrfer eval`` crop such faces; stretching distorts the expression: crop
+        the square yourself to choose another), and resized once, straight to the model's
         native size (exact area averaging when shrinking, as training degrades its 48 px faces; bicubic
-        when enlarging): a crop already at the native size goes to the network unchanged.
+        when enlarging): a square crop already at the native size goes to the network unchanged.
         Colour crops are read as RGB, as everywhere in lrfer: OpenCV's BGR arrays (``cv2.imread``)
         must be converted first (``cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)``), or red and blue swap weights.
         The first axis is always the crops': one ``(H, W, 3)`` crop is refused (pass ``crop[None]`` or
@@ -1145,13 +1165,9 @@ class Recognizer:
             return align_faces(tensors, detections, out_size=HR_SIZE)
 
     def _faces_from_crops(self, arrays: list[np.ndarray], batch_size: int) -> list[list[Face]]:
-        """``detector=None``: each image is one face; box = the whole image."""
+        """``detector=None``: each image is one face, scored on its centred square; box = that square."""
         probs = self.classify(crops_to_gray(arrays, self.resolution), batch_size)
-        out = []
-        for arr, p in zip(arrays, probs.tolist()):
-            h, w = arr.shape[:2]
-            out.append([self._face((0.0, 0.0, float(w), float(h)), NO_LANDMARKS, 1.0, p)])
-        return out
+        return [[self._face(centre_square_box(arr), NO_LANDMARKS, 1.0, p)] for arr, p in zip(arrays, probs.tolist())]
 
     def _to_faces(self, detections: list[Any], probs: np.ndarray) -> list[list[Face]]:
         from lrfer.faces.detect import FIELDS, Detections

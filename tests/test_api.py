@@ -93,8 +93,8 @@ INPUT_KINDS = ["numpy_rgb", "numpy_gray", "numpy_gray_hw1", "numpy_rgba", "pil_r
 def test_predict_accepts_each_input_type(rec: lrfer.Recognizer, rgb: np.ndarray, tmp_path: Path, kind: str) -> None:
     faces = rec.predict(_as_input(kind, rgb, tmp_path))
     check_faces(faces, rec.classes)
-    assert len(faces) == 1  # detector=None: the image is the face
-    assert faces[0].box == (0.0, 0.0, 30.0, 40.0)
+    assert len(faces) == 1  # detector=None: the image's centred square is the face
+    assert faces[0].box == (0.0, 5.0, 30.0, 35.0)
     assert faces[0].det_score == 1.0
 
 
@@ -168,7 +168,7 @@ def test_a_long_generator_is_taken_a_step_at_a_time(rec: lrfer.Recognizer, strea
     def images():
         for i in range(count):
             taken.append(i)
-            yield np.full((8, 8 + i % 5), i % 256, np.uint8)
+            yield np.full((8 + i % 5, 8 + i % 5), i % 256, np.uint8)  # square: the box is the whole image
 
     def step(arrays, batch_size):
         taken_when_scored.append(len(taken))
@@ -223,6 +223,41 @@ def test_predict_crops_array_and_list_agree(rec: lrfer.Recognizer) -> None:
         crops = rng.integers(0, 256, (3, *shape), dtype=np.uint8)
         assert (crops_to_gray(crops) - crops_to_gray(list(crops))).abs().max() < 1e-5, shape
         assert np.allclose(rec.predict_crops(crops), rec.predict_crops(list(crops)), atol=1e-4), shape
+
+
+def test_predict_crops_scores_the_centre_square_of_non_square_crops(rec: lrfer.Recognizer) -> None:
+    """A non-square crop was stretched to the model's square input (distorting the expression), while
+    training and ``lrfer eval`` centre-crop it: a batched array, and the same crops as a list, now give
+    the probabilities of their centred squares passed explicitly."""
+    from lrfer.recognizer import crops_to_gray
+
+    rng = np.random.default_rng(11)
+    tall = rng.integers(0, 256, (3, 48, 40), dtype=np.uint8)  # rows 4..43 are the square
+    wide = rng.integers(0, 256, (2, 30, 51, 3), dtype=np.uint8)  # columns 10..39
+    for crops, square in ((tall, tall[:, 4:44]), (wide, wide[:, :, 10:40])):
+        expected = rec.predict_crops(np.ascontiguousarray(square))
+        assert np.allclose(rec.predict_crops(crops), expected, atol=1e-6)
+        assert np.allclose(rec.predict_crops(torch.from_numpy(crops)), expected, atol=1e-6)
+        assert np.allclose(rec.predict_crops(list(crops)), expected, atol=1e-5)
+        assert torch.allclose(crops_to_gray(crops), crops_to_gray(np.ascontiguousarray(square)), atol=1e-6)
+    mixed = [tall[0], wide[0], tall[1, :, :7]]  # 48x40, 51x30 RGB, 7x48 (enlarged)
+    squares = [tall[0, 4:44], wide[0, :, 10:40], tall[1, 20:27, :7]]
+    assert np.allclose(rec.predict_crops(mixed), rec.predict_crops(squares), atol=1e-6)
+
+
+def test_predict_crops_takes_the_square_that_training_and_eval_take(tmp_path: Path) -> None:
+    """predict_crops stretched a (N, 48, 40) array to 48x48 where ``lrfer eval`` (its .npz loader)
+    centre-cropped it, so the two disagreed on the same faces. Now both take the same square: the
+    loader's 48x48 faces are predict_crops' 48x48 input, but for the loader's rounding to uint8."""
+    from lrfer.recognizer import crops_to_gray
+    from lrfer.train.datasets import load_faces
+
+    faces = np.random.default_rng(12).integers(0, 256, (4, 48, 40), dtype=np.uint8)
+    np.savez(tmp_path / "narrow.npz", images=faces, labels=np.array([0, 3, 6, 2]))
+    loaded = load_faces(tmp_path / "narrow.npz").images
+    ours = crops_to_gray(faces, 48)[:, 0].numpy()
+    assert np.abs(ours - loaded / 255).max() <= 0.5 / 255 + 1e-6
+    assert np.abs(crops_to_gray(list(faces), 48)[:, 0].numpy() - loaded / 255).max() <= 0.5 / 255 + 1e-6
 
 
 def test_area_weights_are_opencvs_area_resize() -> None:
@@ -494,6 +529,19 @@ def test_predict_crops_matches_predict_with_no_detector(rec: lrfer.Recognizer) -
     faces = rec.predict(list(crops))
     got = np.array([[f[0].probs[c] for c in rec.classes] for f in faces])
     assert np.allclose(probs, got, atol=1e-6)
+
+
+def test_no_detector_scores_the_centre_square_and_boxes_it(rec: lrfer.Recognizer, rgb: np.ndarray) -> None:
+    """With ``detector=None`` a non-square image was stretched to the model's square input and its box was
+    the whole image. Now it is scored on its centred square, as predict_crops and ``lrfer eval`` score
+    it, and the face's box is that square (inside the image)."""
+    for image, box in ((rgb, (0.0, 5.0, 30.0, 35.0)), (np.ascontiguousarray(rgb.transpose(1, 0, 2)), (5.0, 0.0, 35.0, 30.0))):
+        top, left = int(box[1]), int(box[0])
+        expected = rec.predict_crops([image[top : top + 30, left : left + 30]])[0]
+        face = rec.predict(image)[0]
+        assert face.box == box and face.face_px == 30.0
+        assert np.allclose([face.probs[c] for c in rec.classes], expected, atol=1e-6)
+        assert face.det_score == 1.0 and all(math.isnan(v) for point in face.landmarks for v in point)
 
 
 def test_rgb_crops_are_weighted_as_itu_r_601_luma() -> None:

@@ -56,7 +56,9 @@ def check_rows(rows: list[dict], photos: Path) -> None:
     for r in rows:
         assert list(r) == row_columns(CLASSES)
         assert int(r["face"]) == 0
-        assert float(r["x1"]) == 0 and float(r["x2"]) == 40 and float(r["face_px"]) == 40
+        height = 30 + IMAGE_NAMES.index(Path(r["file"]).relative_to(photos).as_posix())  # 40 px wide: its centre square
+        box = [float(r[k]) for k in ("x1", "y1", "x2", "y2")]
+        assert box == [(40 - height) // 2, 0, (40 - height) // 2 + height, height] and float(r["face_px"]) == height
         probs = [float(r[c]) for c in CLASSES]
         assert math.isclose(sum(probs), 1, abs_tol=1e-4)
         assert r["label"] == CLASSES[int(np.argmax(probs))]
@@ -68,6 +70,24 @@ def test_predict_csv(photos: Path, tiny_path: Path, tmp_path: Path) -> None:
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
     check_rows(rows, photos)
+
+
+def test_predict_with_no_detector_writes_the_box_of_the_centre_square_it_scores(tiny_path: Path, tmp_path: Path) -> None:
+    """``--detector none`` stretched a non-square image to the model's square input and wrote the whole
+    image as the face's box; ``lrfer eval`` centre-crops such a face. Now the centred square of the
+    shorter side is scored, as ``predict_crops`` scores it, and it is the box written."""
+    import lrfer
+
+    image = np.random.default_rng(7).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    path = tmp_path / "wide.png"
+    assert cv2.imwrite(str(path), image[..., ::-1])
+    out = tmp_path / "faces.jsonl"
+    assert main(["predict", str(path), "--model", str(tiny_path), "--detector", "none", "--quiet", "--workers", "0",
+                 "--out", str(out)]) == 0
+    row = json.loads(out.read_text().splitlines()[0])
+    assert [row[k] for k in ("x1", "y1", "x2", "y2", "face_px")] == [10.0, 0.0, 40.0, 30.0, 30.0]
+    expected = lrfer.load(tiny_path, device="cpu", detector=None).predict_crops([image[:, 10:40]])[0]
+    assert np.allclose([row[c] for c in CLASSES], expected, atol=1e-4)
 
 
 def test_predict_in_bf16_matches_fp32_rows(photos: Path, tiny_path: Path, tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ Three layouts are understood (see :func:`load_faces`):
 Faces are square in every layout, as the detector's crops are at inference: a non-square face (an
 ``.npz`` of (N, 48, 40) images, a 640x490 file in a class folder) is centre-cropped to the square of its
 shorter side, as timm's and torchvision's evaluation transforms crop, with one warning per dataset; it
-was stretched to 48x48, which distorts the expression.
+was stretched to 48x48, which distorts the expression. The rule is :func:`lrfer.io.centre_square`,
+which ``Recognizer.predict_crops`` and ``detector=None`` apply too, so eval and predict score the same
+square of the same file.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from lrfer.constants import CLASSES, HR_SIZE, RAF_SPLITS
-from lrfer.io import IMAGE_EXTENSIONS, read_image_file, walk_files
+from lrfer.io import IMAGE_EXTENSIONS, centre_square, read_image_file, walk_files
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +69,6 @@ def _read_image(path: Path, cropped: list[Path] | None = None) -> np.ndarray:
     if cropped is not None and image.shape[0] != image.shape[1]:
         cropped.append(path)
     return _to_face48(cv2.cvtColor(centre_square(image), cv2.COLOR_RGB2GRAY))
-
-
-def centre_square(images: np.ndarray, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
-    """The centred square of the shorter side of an image (its ``axes``: rows, columns), or of each of
-    a batch's (``axes=(1, 2)``); a square image as it is.
-
-    >>> centre_square(np.arange(12).reshape(3, 4)).tolist()
-    [[0, 1, 2], [4, 5, 6], [8, 9, 10]]
-    """
-    rows, cols = images.shape[axes[0]], images.shape[axes[1]]
-    side = min(rows, cols)
-    index = [slice(None)] * images.ndim
-    index[axes[0]] = slice((rows - side) // 2, (rows - side) // 2 + side)
-    index[axes[1]] = slice((cols - side) // 2, (cols - side) // 2 + side)
-    return images[tuple(index)]
 
 
 def warn_cropped(where: Path, count: int, total: int, example: object) -> None:

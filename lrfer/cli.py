@@ -383,13 +383,34 @@ def _info_item(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
 
 
+#: Errors of one name of ``lrfer download NAME...``: the others are still fetched and verified
+#: (:func:`main` reports the same kinds for one name; a ``HubDownloadError`` is an ``OSError``).
+DOWNLOAD_ERRORS = (ValueError, KeyError, ImportError, RuntimeError, OSError)
+
+
 def cmd_download(args: argparse.Namespace) -> int:
-    """``lrfer download NAME...``: fetch, verify and print the local path of each."""
+    """``lrfer download NAME...``: fetch, verify and print the local path of each. With several names
+    each failure is told (its message naming the model, or after it) and the rest are still tried; the
+    status is 1 if any failed."""
     from lrfer.zoo import download
 
+    if len(args.name) == 1:  # main reports its error as it is
+        print_text(str(download(args.name[0], cache_dir=args.cache_dir)))
+        return 0
+    failed = 0
     for name in args.name:
-        print_text(str(download(name, cache_dir=args.cache_dir)))
-    return 0
+        try:
+            path = download(name, cache_dir=args.cache_dir)
+        except DOWNLOAD_ERRORS as err:
+            failed += 1
+            logger.debug("details", exc_info=True)
+            message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+            logger.error("%s", message if name in message else f"{name}: {message}")  # named once
+            continue
+        print_text(str(path))
+    if failed:
+        logger.error("%d of %d model(s) could not be downloaded (see the errors above)", failed, len(args.name))
+    return 1 if failed else 0
 
 
 def print_text(text: str) -> None:
@@ -783,6 +804,21 @@ def make_folder(folder: Path, option: str) -> None:
     except (FileExistsError, NotADirectoryError) as err:
         raise ValueError(f"{option}: cannot make the folder {str(folder)!r}: {err.strerror} "
                          "(a file is where a folder is needed)") from None
+    except OSError as err:  # permission denied, a read-only file system: the bare errno message named no option
+        raise ValueError(f"{option}: cannot make the folder {str(folder)!r}: {os_reason(err, folder)}") from None
+
+
+def os_reason(err: OSError, path: Path) -> str:
+    """``err``'s reason (``Permission denied``), with the path it is about where that is not ``path``
+    (a parent that could not be made).
+
+    >>> os_reason(PermissionError(13, "Permission denied", "/data"), Path("/data/out"))
+    "Permission denied ('/data')"
+    """
+    reason = err.strerror or str(err)
+    if err.filename is not None and os.fsdecode(err.filename) != str(path):
+        reason += f" ({os.fsdecode(err.filename)!r})"
+    return reason
 
 
 # --------------------------------------------------------------------------------- streaming loader
@@ -957,7 +993,10 @@ class open_writer:  # noqa: N801 - used like open()
         make_folder(path.parent, "--out")
         # A file name that is not UTF-8: CSV holds the bytes it had on disk (surrogateescape); JSONL its
         # escapes (\udcXX), which Python's json reads back as the same name (os.fsencode: the bytes)
-        self.fh = open(path, "w", newline="", encoding="utf-8", errors="surrogateescape")
+        try:
+            self.fh = open(path, "w", newline="", encoding="utf-8", errors="surrogateescape")
+        except OSError as err:  # the bare "[Errno 13] Permission denied: 'x.csv'" named no option
+            raise ValueError(f"--out {str(path)!r}: cannot write the file: {os_reason(err, path)}") from None
         return _row_writer(fmt, self.columns, self.fh)
 
     def __exit__(self, *exc: Any) -> None:
@@ -974,7 +1013,7 @@ def out_format(out: Path | str, fmt: str | None) -> str: ...
 def out_format(out: Path | str | None, fmt: str | None) -> str | None:
     """The format of ``--out`` (``csv``/``jsonl``; None: the stdout table), ``--format`` checked against
     the file's suffix; a ValueError naming the options for a pair that disagrees, a file name with
-    another suffix and no ``--format``, or ``--format`` without ``--out``.
+    another suffix and no ``--format``, ``--format`` without ``--out``, or an existing folder.
 
     >>> out_format(Path("faces.JSONL"), None), out_format("-", None), out_format("-", "jsonl")
     ('jsonl', 'csv', 'jsonl')
@@ -985,6 +1024,9 @@ def out_format(out: Path | str | None, fmt: str | None) -> str | None:
         return None
     if out == STDOUT:
         return fmt or "csv"
+    if os.path.isdir(out):  # its missing suffix was told as a wrong file name (Path.is_dir raises on a name too long)
+        example = Path(out) / f"faces.{fmt or OUT_FORMATS[0]}"
+        raise ValueError(f"--out {str(out)!r} is a folder: name a file, e.g. --out {str(example)!r}")
     suffix = Path(out).suffix.lower()
     by_suffix = suffix[1:] if suffix[1:] in OUT_FORMATS else None
     if fmt is None:
@@ -1128,7 +1170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except BrokenPipeError:
         return _reader_went_away()
-    except OSError as err:  # e.g. --out names a folder, or a path through a file
+    except OSError as err:  # e.g. an output file that fails while it is written (a full disk)
         logger.debug("details", exc_info=True)
         logger.error("%s", err)
         return 1

@@ -266,9 +266,13 @@ def dtype_hint(arr: np.ndarray) -> str:
 
     >>> dtype_hint(np.zeros(2, np.int64))
     'convert 0..255 integers with np.clip(x, 0, 255).astype(np.uint8)'
+    >>> dtype_hint(np.full(2, 200.0))
+    'its values go above 1, 0..255 floats: convert with np.clip(x, 0, 255).round().astype(np.uint8)'
     """
     kind = arr.dtype.kind
     if kind == "f":
+        if above_one(float(arr.max()) if arr.size else 0.0):  # x * 255 would turn them white
+            return "its values go above 1, 0..255 floats: convert with np.clip(x, 0, 255).round().astype(np.uint8)"
         return "convert with np.clip(x * 255, 0, 255).astype(np.uint8) for 0..1 floats"
     if kind in "iu":
         if arr.dtype.itemsize == 2:  # 16-bit pixels first: clipping them saturates them
@@ -324,6 +328,12 @@ def validate_array(arr: np.ndarray, what: str | None = None) -> np.ndarray:
     return np.require(arr, requirements=("C", "W"))  # writable: torch.from_numpy warns about read-only arrays
 
 
+def above_one(largest: float) -> bool:
+    """Whether a float image whose largest value is ``largest`` holds 0..255 values rather than 0..1 ones
+    (NaN or infinity: nothing can be told, the 0..1 hint stays)."""
+    return math.isfinite(largest) and largest > 1
+
+
 def tensor_dtype_hint(t: torch.Tensor) -> str:
     """:func:`dtype_hint` for a tensor: a 0..1 float hint multiplies integer pixels by 255 into white.
 
@@ -333,6 +343,8 @@ def tensor_dtype_hint(t: torch.Tensor) -> str:
     import torch
 
     if t.dtype.is_floating_point:
+        if above_one(float(t.detach().max()) if t.numel() else 0.0):  # x * 255 would turn them white
+            return "its values go above 1, 0..255 floats: use x.round().clamp(0, 255).to(torch.uint8)"
         return "use (x * 255).round().clamp(0, 255).to(torch.uint8) for 0..1 floats"
     if t.dtype == torch.bool:
         return "use x.to(torch.uint8) * 255 for a mask"

@@ -327,6 +327,18 @@ def test_predict_crops_errors_say_how_to_pass_channel_first_batches_and_other_dt
         rec.predict_crops([nchw[0, 0], rng.random((20, 20), dtype=np.float32)])
 
 
+def test_float_crops_already_0_255_are_told_to_convert_not_to_multiply_by_255(rec: lrfer.Recognizer) -> None:
+    """Float crops already 0..255 (``crop.astype(np.float32)``) got the 0..1 hint ``x * 255``: followed,
+    it turned them white."""
+    crops = np.random.default_rng(0).integers(0, 256, (2, 20, 20), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"values go above 1, 0\.\.255 floats: convert with np\.clip\(x, 0, 255\)\.round\(\)"):
+        rec.predict_crops(crops.astype(np.float32))
+    with pytest.raises(ValueError, match=r"values go above 1, 0\.\.255 floats: use x\.round\(\)\.clamp\(0, 255\)"):
+        rec.predict_crops(torch.from_numpy(crops).float())
+    assert np.allclose(rec.predict_crops(np.clip(crops.astype(np.float32), 0, 255).round().astype(np.uint8)),
+                       rec.predict_crops(crops))
+
+
 def test_a_channel_first_colour_crop_given_as_three_gray_crops_is_warned_about_once(
         rec: lrfer.Recognizer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """predict_crops of one RGB crop with its channels first, ``(3, H, W)``, read it as three gray crops

@@ -558,6 +558,85 @@ def test_annotate_naming_a_file_stops_before_any_row(photos: Path, tiny_path: Pa
     assert not out.exists()
 
 
+@pytest.mark.parametrize("name, fmt", [("results", None), ("results.csv", None), ("results", "jsonl")])
+def test_out_naming_a_folder_says_it_is_a_folder(name: str, fmt: str | None, photos: Path, tiny_path: Path,
+                                                  tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``--out DIR`` was told "use a .csv or .jsonl file name" (and a folder named ``x.csv`` a bare
+    "[Errno 21] Is a directory" once the model was loaded): now that it is a folder, and a file to name."""
+    folder = tmp_path / name
+    folder.mkdir()
+    extra = ["--format", fmt] if fmt else []
+    assert main(predict_args(photos, tiny_path, "--workers", "0", "--out", str(folder), *extra)) == 1
+    suggested = folder / f"faces.{fmt or 'csv'}"
+    assert f"--out {str(folder)!r} is a folder: name a file, e.g. --out {str(suggested)!r}" in caplog.text
+    assert list(folder.iterdir()) == []
+
+
+def out_paths_refused(tmp_path: Path, case: str) -> Path:
+    """An ``--out`` file the system will not create, for :func:`test_out_file_that_cannot_be_created_names_the_option`."""
+    if case == "long-name":
+        return tmp_path / ("x" * 300 + ".csv")  # ENAMETOOLONG, as root too
+    if case.startswith("proc"):
+        if not Path("/proc/self").is_dir():
+            pytest.skip("no /proc file system")
+        return Path("/proc/lrfer-faces.csv") if case == "proc" else Path("/proc/lrfer-sub/faces.csv")
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    if os.access(read_only, os.W_OK):  # root
+        read_only.chmod(0o700)
+        pytest.skip("a read-only folder is writable by this user (root)")
+    return read_only / ("faces.csv" if case == "read-only" else "sub/faces.csv")
+
+
+@pytest.mark.parametrize("case", ["long-name", "proc", "proc-sub-folder", "read-only", "read-only-sub-folder"])
+def test_out_file_that_cannot_be_created_names_the_option(case: str, photos: Path, tiny_path: Path, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """An ``--out`` file that cannot be created (permission denied, a parent that cannot be made, a name
+    too long) failed with the bare "[Errno 13] Permission denied: 'x.csv'", naming no option."""
+    out = out_paths_refused(tmp_path, case)
+    try:
+        assert main(predict_args(photos, tiny_path, "--workers", "0", "--out", str(out))) == 1
+    finally:
+        if (tmp_path / "read-only").exists():  # for pytest to remove it
+            (tmp_path / "read-only").chmod(0o700)
+    made = "cannot make the folder" if "sub" in case else "cannot write the file"
+    assert "--out" in caplog.text and made in caplog.text, caplog.text
+    assert str(out if made == "cannot write the file" else out.parent) in caplog.text
+    assert "[Errno" not in caplog.text and "Traceback" not in caplog.text
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc file system")
+def test_annotate_folder_that_cannot_be_made_names_the_option(photos: Path, tiny_path: Path, tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """mkdir's bare "[Errno 2] No such file or directory: '/proc/x'" (or Permission denied) named no option."""
+    target = Path("/proc/lrfer-annotated")
+    assert main(predict_args(photos, tiny_path, "--workers", "0", "--annotate", str(target),
+                             "--out", str(tmp_path / "faces.csv"))) == 1
+    assert f"--annotate: cannot make the folder {str(target)!r}: " in caplog.text
+    assert "[Errno" not in caplog.text and not (tmp_path / "faces.csv").exists()
+
+
+def test_download_of_several_names_tries_every_one(tiny_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """``lrfer download a b c`` stopped at the first name that failed: the names after it were neither
+    fetched nor verified. Now each failure is told, naming the model, the others are done, and it exits 1."""
+    missing = tmp_path / "missing.safetensors"
+    names = ["gmenet-fer2013-16p", str(tiny_path), str(missing)]
+    assert main(["download", *names]) == 1
+    assert capsys.readouterr().out.splitlines() == [str(tiny_path)]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 3, errors
+    assert errors[0].startswith("unknown model 'gmenet-fer2013-16p'") and "did you mean 'gmenet-fer2013-16px'" in errors[0]
+    assert f"{missing} does not exist" in errors[1]
+    assert errors[2] == "2 of 3 model(s) could not be downloaded (see the errors above)"
+    caplog.clear()
+    assert main(["download", "gmenet-fer2013-16p"]) == 1  # one name: its error alone, as before
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"][0].startswith("unknown model")
+    assert main(["download", str(tiny_path), str(tiny_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [str(tiny_path)] * 2
+
+
 def test_predict_errors(photos: Path, tiny_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert main(predict_args(photos, tiny_path, "--out", str(tmp_path / "x.txt"))) == 1
     assert ".csv or .jsonl" in caplog.text

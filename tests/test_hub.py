@@ -645,6 +645,32 @@ def test_cli_download_errors(hub: FakeHub, caplog: pytest.LogCaptureFixture,
     assert capsys.readouterr().out == "" and hub.requests == []
 
 
+def test_cli_download_of_several_hub_ids_goes_on_after_a_failure(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """``lrfer download a b`` stopped at the first Hub id that failed (a missing repo, a dropped
+    connection): the ids after it were never fetched. Each failure is now told with its id, the rest
+    fetched and verified, and the exit status is 1."""
+    from lrfer.cli import main
+
+    data, digest, _ = weights
+    publish(hub, data, digest)
+    gone, good = f"hf://lrfer-test/gone@{COMMIT}", f"hf://{REPO_ID}@{COMMIT}"
+    assert main(["download", gone, good]) == 1
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 1 and Path(printed[0]).is_file()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 2 and "lrfer-test/gone" in errors[0]
+    assert errors[1] == "1 of 2 model(s) could not be downloaded (see the errors above)"
+    caplog.clear()
+    hub.cut_short.add(WEIGHTS)
+    monkeypatch.setattr("time.sleep", lambda seconds: None)  # huggingface_hub's back-off between retries
+    assert main(["download", good, "gmenet-fer2013-16px", "--cache-dir", str(tmp_path / "fresh")]) == 1
+    assert capsys.readouterr().out.strip().endswith("gmenet-fer2013-16px.safetensors")  # bundled: verified
+    assert REPO_ID in caplog.text and "run the command again" in caplog.text
+
+
 def test_hub_id_with_a_doubled_slash_after_timm_prefix(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module]) -> None:
     data, digest, _ = weights
     publish(hub, data, digest)

@@ -736,3 +736,32 @@ def test_validation_hints_fit_the_input(bad: np.ndarray, hint: str, not_hint: st
     assert not_hint not in str(err.value)
     with pytest.raises(ValueError, match="or a list of them"):
         load_image(x for x in [np.zeros((4, 4), np.uint8)])  # a generator of frames
+
+
+@pytest.mark.parametrize("bad", [
+    np.full((4, 4, 3), 200.0, np.float32),
+    np.full((4, 4), 255.0, np.float64),
+    np.full((4, 4), 200.0, np.float16),
+    torch.full((3, 4, 4), 200.0),
+    torch.full((3, 4, 4), 200.0, dtype=torch.bfloat16),
+], ids=["float32", "float64", "float16", "tensor-float32", "tensor-bfloat16"])
+def test_float_images_already_in_0_255_are_not_told_to_multiply_by_255(bad: Any) -> None:
+    """Float pixels 0..255 (cv2.imread(...).astype(float), a resize's float output) got the 0..1 hint
+    ``x * 255``, which turns them white: above 1, the hint is a plain conversion to uint8."""
+    with pytest.raises(ValueError, match=r"values go above 1.*(np\.clip\(x, 0, 255\)\.round\(\)\.astype\(np\.uint8\)|"
+                                         r"x\.round\(\)\.clamp\(0, 255\)\.to\(torch\.uint8\))") as err:
+        load_image(bad)
+    assert "x * 255" not in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [
+    np.full((4, 4), 0.5, np.float32),
+    np.array([[0.5, np.nan], [np.inf, 1.0]]),
+    np.zeros((0, 4, 3), np.float32),
+    torch.full((3, 4, 4), 1.0),
+    torch.tensor([[0.5, float("inf")], [1.0, 0.0]]),
+], ids=["0..1", "nan-inf", "empty", "tensor-0..1", "tensor-inf"])
+def test_float_images_in_0_1_or_without_a_finite_max_keep_the_x255_hint(bad: Any) -> None:
+    with pytest.raises(ValueError, match=r"x \* 255") as err:
+        load_image(bad)
+    assert "above 1" not in str(err.value)

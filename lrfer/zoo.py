@@ -520,16 +520,19 @@ def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
     return _load_manifest_cached(str(target), target.stat().st_mtime_ns)
 
 
-def list_models(pattern: str | Iterable[str] | None = None) -> list[str]:
+def list_models(pattern: str | Iterable[str] | None = None, *, pretrained: bool = False) -> list[str]:
     """Sorted manifest names, optionally filtered with an fnmatch pattern, or several (a name matching
     any of them), as timm's ``list_models`` filters; case-insensitive (names are lowercase). No pattern,
-    ``""`` or an empty list: every name.
+    ``""`` or an empty list: every name. ``pretrained=True`` (timm's keyword) lists the same names: every
+    manifest name has its weights.
 
     >>> list_models("*-8px")  # doctest: +SKIP
     ['gmenet-fer2013-8px']
     >>> list_models(["resnet*", "manet*"])  # doctest: +SKIP
     ['manet-fer2013-48px', 'resnet18-fer2013-48px']
     """
+    if not isinstance(pretrained, bool):  # pretrained="False" would read as True
+        raise TypeError(f"pretrained must be True or False; got {pretrained!r}")
     names = sorted(load_manifest().models)
     if pattern is None or pattern == "":  # timm's default filter: `lrfer models "$UNSET"` lists them all
         return names

@@ -45,6 +45,8 @@ class FakeHub:
     * ``xet_cas``: also send ``X-Xet-Hash`` and the ``xet-auth`` link, as for a Xet-backed file; the token
       route names this CAS URL (nothing speaks the CAS protocol here, so only failures can be tested).
     * ``refuse``: answer every ``/resolve/`` request with this status and these headers (429, 403, 503, ...).
+    * ``private[repo_id] = token``: that repo answers as a missing one (401) unless ``Authorization: Bearer <token>``
+      comes with the request.
     """
 
     def __init__(self) -> None:
@@ -55,6 +57,7 @@ class FakeHub:
         self.cut_short: set[str] = set()  # file names the CDN stops sending half way, on every try (the connection drops)
         self.refuse: tuple[int, dict[str, str]] | None = None
         self.xet_cas: str | None = None
+        self.private: dict[str, str] = {}
         self.endpoint = self.cdn = ""
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
@@ -101,7 +104,9 @@ class FakeHub:
                 revision, filename = unquote(quoted_revision), unquote(quoted_filename)
                 if hub.refuse is not None:
                     return self._send(hub.refuse[0], hub.refuse[1])
-                if not sep or repo_id not in hub.files:
+                sent = {k.lower(): v for k, v in self.headers.items()}.get("authorization")
+                if not sep or repo_id not in hub.files or (
+                        repo_id in hub.private and sent != f"Bearer {hub.private[repo_id]}"):
                     return self._send(401, {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"})
                 commit = hub.revisions.get(revision)
                 if commit is None:
@@ -161,7 +166,14 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
     monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # token lookups etc. stay in tmp
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    # No token of the developer's reaches the test server: huggingface_hub read HF_HOME at import, so the token
+    # file's path is patched too, and a test that wants a token sets HF_TOKEN itself.
+    for variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_DISABLE_IMPLICIT_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"), raising=False)
+    monkeypatch.setattr(hf_constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf_home" / "stored_tokens"), raising=False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_IMPLICIT_TOKEN", False, raising=False)
     monkeypatch.setenv("LRFER_CACHE", str(tmp_path / "cache"))
     try:
         yield fake
@@ -977,3 +989,50 @@ def test_a_resolved_hub_name_is_looked_up_every_time(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: lookups.append(host) or [])
     assert zoo._unresolved_hub_host() is None and zoo._unresolved_hub_host() is None
     assert lookups == ["hub.example", "hub.example"] and expired == {}
+
+
+def authorizations(hub: FakeHub) -> list[tuple[str, str | None]]:
+    """(path, Authorization header or None) of every request the fake Hub and its CDN were sent."""
+    return [(path, {k.lower(): v for k, v in headers.items()}.get("authorization"))
+            for (_, path), headers in zip(hub.requests, hub.headers)]
+
+
+@pytest.fixture
+def developers_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A developer logged in to the real Hub: HF_TOKEN set and a token file where huggingface_hub looks."""
+    monkeypatch.setenv("HF_TOKEN", "hf_developers_own")
+    token_file = tmp_path / "real_home" / "token"
+    token_file.parent.mkdir()
+    token_file.write_text("hf_developers_file")
+    monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(token_file), raising=False)
+
+
+def test_the_fake_hub_is_sent_no_token_of_the_developers(developers_token: None, hub: FakeHub,
+                                                         weights: tuple[bytes, str, torch.nn.Module]) -> None:
+    """The fixture said "token lookups stay in tmp" by setting HF_HOME, which huggingface_hub reads only at
+    import: a developer's HF_TOKEN or saved token was sent to the test server with every request."""
+    data, digest, original = weights
+    publish(hub, data, digest)
+    check_model(zoo.load_model(f"hf://{REPO_ID}@{COMMIT}"), original)
+    assert hub.requests and all(sent is None for _, sent in authorizations(hub)), authorizations(hub)
+
+
+def test_a_private_repo_loads_with_hf_token(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private (or gated) repo: lrfer.load takes no token argument; huggingface_hub sends HF_TOKEN (or the
+    token `hf auth login` saved) to the Hub, and not to the CDN it redirects to. Without it the Hub's own
+    error says to authenticate."""
+    from huggingface_hub.utils import RepositoryNotFoundError
+
+    data, digest, original = weights
+    publish(hub, data, digest)
+    hub.private[REPO_ID] = "hf_reader"
+    with pytest.raises(RepositoryNotFoundError, match="authenticated"):
+        zoo.load_model(f"hf://{REPO_ID}@{COMMIT}")
+    hub.requests.clear()
+    hub.headers.clear()
+    monkeypatch.setenv("HF_TOKEN", "hf_reader")
+    check_model(zoo.load_model(f"hf://{REPO_ID}@{COMMIT}"), original)
+    sent = authorizations(hub)
+    assert {token for path, token in sent if not path.startswith("/cdn/")} == {"Bearer hf_reader"}, sent
+    assert {token for path, token in sent if path.startswith("/cdn/")} == {None}, sent

@@ -289,6 +289,16 @@ def test_list_models_fnmatch(use_manifest: Callable[..., Path]) -> None:
             zoo.list_models(bad)  # type: ignore[arg-type]
 
 
+def test_list_models_takes_timms_pretrained_keyword(use_manifest: Callable[..., Path]) -> None:
+    """``lrfer.list_models(pretrained=True)``, as timm users list models with weights, raised TypeError
+    (unexpected keyword). Every manifest name has weights, so the list is the same either way."""
+    use_manifest([tiny_entry(), tiny_entry("baseline-fer2013-8px", resolution=8, config={"width": 8})])
+    assert zoo.list_models(pretrained=True) == zoo.list_models() == zoo.list_models(pretrained=False)
+    assert zoo.list_models("*-8px", pretrained=True) == ["baseline-fer2013-8px"]
+    with pytest.raises(TypeError, match="pretrained must be True or False"):
+        zoo.list_models(pretrained="False")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("name", ["gmenet-raf-16px", "gmenet-rafdb-16px", "gmenet-raf-db-16px"])
 @pytest.mark.parametrize("spacing", ["{}", " {}\n"])  # surrounding space is no part of a name (nor of --out)
 def test_rafdb_names_explain_and_point_to_fer2013(name: str, spacing: str, use_manifest: Callable[..., Path]) -> None:

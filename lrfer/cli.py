@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download(sub)
     _add_predict(sub)
     _add_train_eval(sub)
-    for command in sub.choices.values():
+    for command in {id(p): p for p in sub.choices.values()}.values():  # an alias names its command's parser again
         add_verbose_after_command(command)
     return parser
 
@@ -115,7 +115,9 @@ def _first_command(argv: Sequence[str] | None) -> str | None:
 
 
 def _add_models(sub: Any) -> None:
-    p = sub.add_parser("models", help="list the zoo's models (name, arch, resolution, accuracy, source)")
+    # `lrfer list` too (what pip, conda and ollama call it): it was an argparse error
+    p = sub.add_parser("models", aliases=["list"],
+                       help="list the zoo's models (name, arch, resolution, accuracy, source)")
     p.add_argument("pattern", nargs="?", default=None, help="fnmatch filter, e.g. 'gmenet-*'")
     p.set_defaults(func=cmd_models)
 

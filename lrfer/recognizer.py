@@ -209,7 +209,7 @@ def load(
     (BlazeFace, plus MTCNN for faces too small for it), ``"blazeface"``, ``"mtcnn"``, ``"haar"``,
     ``"facenet"`` or ``None`` (each input image is already a face crop, scored as :meth:`Recognizer.predict_crops`
     scores it: a non-square one on the centred square of its shorter side, which is the face's box).
-    ``min_face``: smallest face width in pixels the detector searches for (>= 8; below 12, MTCNN's
+    ``min_face``: smallest face width in whole pixels the detector searches for (>= 8; below 12, MTCNN's
     12 px window, its pyramid enlarges the photo: slower).
     BlazeFace returns no narrower face; MTCNN's boxes, refined from windows of ``min_face`` px, can
     come out narrower (0.7x on the shared photos, down to 0.4x for faces shrunk below ``min_face``)

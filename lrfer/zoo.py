@@ -134,6 +134,9 @@ _REF_FORBIDDEN_RE = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{")
 #: What Windows refuses in a file name (``<>:"|?*`` and control characters): huggingface_hub writes a
 #: revision as the file refs/<revision> in its cache. Git's rules leave ``<>"|`` in a ref name.
 _WINDOWS_FORBIDDEN_RE = re.compile(r'[<>:"|?*\x00-\x1f]')
+#: A file name Windows reserves for a device, in any case, with or without an extension (``nul``, ``COM1.txt``).
+_WINDOWS_DEVICE_RE = re.compile(r"(?:CON|PRN|AUX|NUL|COM[1-9\u00b9\u00b2\u00b3]|LPT[1-9\u00b9\u00b2\u00b3])(?:\..*)?",
+                                re.I | re.S)
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -1104,7 +1107,8 @@ def _check_revision(uri: str, revision: str, os_name: str | None = None) -> None
     so "@../../x" would write (and, offline, read) a file outside the cache: git's rules refuse it. On
     Windows (``os_name``, by default ``os.name``, is ``"nt"``) a name holding a character Windows refuses
     in file names (``<>"|``, which git allows) is refused too: the cache could not hold it (an obscure
-    OSError from huggingface_hub otherwise)."""
+    OSError from huggingface_hub otherwise), and so is a part that Windows reserves for a device (``CON``,
+    ``nul.txt``, ``COM1``: the file would be the device) or that ends in a dot or space (dropped there)."""
     parts = revision.split("/")
     if (_REF_FORBIDDEN_RE.search(revision) or revision == "@" or revision.endswith(".") or "" in parts
             or any(part.startswith(".") or part.endswith(".lock") for part in parts)):
@@ -1112,11 +1116,25 @@ def _check_revision(uri: str, revision: str, os_name: str | None = None) -> None
                          "allows: no '..', '@{', space, control character or any of ~^:?*[\\, no empty part "
                          "between slashes, no part starting with '.' or ending in '.lock', not ending in '.', "
                          "not '@')")
+    problem = _windows_name_problem(revision) if (os.name if os_name is None else os_name) == "nt" else None
+    if problem is not None:
+        raise ValueError(f"{uri!r}: the revision {revision!r} {problem}, so the Hub cache cannot hold it "
+                         "(huggingface_hub writes the revision as a file name); use the full 40-hex commit sha "
+                         f"instead: {uri.partition('@')[0]}@<commit>")
+
+
+def _windows_name_problem(revision: str) -> str | None:
+    """Why Windows cannot hold the file refs/<revision> (a character it forbids; a part that is a device name
+    such as ``CON`` or ``nul.txt``, or that ends in a dot or space, which it drops), or None."""
     windows = _WINDOWS_FORBIDDEN_RE.search(revision)
-    if windows and (os.name if os_name is None else os_name) == "nt":
-        raise ValueError(f"{uri!r}: the revision {revision!r} holds {windows[0]!r}, which Windows does not allow "
-                         "in a file name, so the Hub cache cannot hold it (huggingface_hub writes the revision as "
-                         f"a file name); use the full 40-hex commit sha instead: {uri.partition('@')[0]}@<commit>")
+    if windows:
+        return f"holds {windows[0]!r}, which Windows does not allow in a file name"
+    for part in revision.split("/"):
+        if _WINDOWS_DEVICE_RE.fullmatch(part):
+            return f"has the part {part!r}, a name Windows reserves for a device (CON, PRN, AUX, NUL, COM1-9, LPT1-9)"
+        if part.endswith((".", " ")):
+            return f"has the part {part!r}, which ends in {part[-1]!r}: Windows drops it from a file name"
+    return None
 
 
 def _fetch(spec: ModelSpec, cache_dir: str | None, label: str | None = None,
@@ -1542,13 +1560,16 @@ def config_entry(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = No
 
 
 def download(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Pre-fetch and verify weights (bundled ones are only verified); return the local path.
+    """Pre-fetch and verify weights (bundled ones are only verified); return the local path, absolute.
 
-    A bundled model's path is inside the installed package; a Hub model's is in the cache.
+    A bundled model's path is inside the installed package; a Hub model's is in the cache; a local file's,
+    or the file of a local folder, is made absolute as a local spec's ``source`` is (a link stays the link).
 
     >>> download("gmenet-fer2013-16px")  # doctest: +SKIP
     PosixPath('.../site-packages/lrfer/weights/gmenet-fer2013-16px.safetensors')
     >>> download("hf://org/repo@<commit>")  # doctest: +SKIP
     PosixPath('.../snapshots/<commit>/<file>.safetensors')
     """
-    return resolve(name, cache_dir)[1]
+    # absolute as the path of a folder with lrfer_config.json (its spec's source) is: a file given by a relative
+    # path, or a folder's lone file, came back as given, so `lrfer download` printed the two kinds
+    return resolve(name, cache_dir)[1].absolute()

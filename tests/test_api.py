@@ -943,6 +943,19 @@ def test_min_face_is_checked_alike_for_every_detector(tiny_path: Path, detector:
         lrfer.load(tiny_path, device="cpu", detector=detector, min_face=min_face)
 
 
+@pytest.mark.parametrize("min_face", [20.5, 8.25, float("inf")])
+def test_min_face_that_is_not_a_whole_number_is_refused_as_the_cli_refuses_it(tiny_path: Path, min_face: float) -> None:
+    """``lrfer.load(min_face=20.5)`` was taken (the Haar cascade then searched from 20 px, the others from
+    20.5) while ``lrfer predict --min-face 20.5`` was refused: both take whole pixels now."""
+    from lrfer.cli import build_parser
+
+    with pytest.raises(ValueError, match=rf"min_face must be a whole number of pixels.*got {min_face!r}"):
+        lrfer.load(tiny_path, device="cpu", detector="mtcnn", min_face=min_face)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["predict", "x.jpg", "--min-face", str(min_face)])
+    assert lrfer.load(tiny_path, device="cpu", detector="mtcnn", min_face=20.0).detector.min_face == 20
+    assert lrfer.load(tiny_path, device="cpu", detector="mtcnn", min_face=np.int64(9)).detector.min_face == 9
+
 @pytest.mark.parametrize("detector", ["auto", "blazeface", "mtcnn", None])
 def test_repr_names_the_detector_as_loaded(tiny_path: Path, detector: str | None) -> None:
     assert f"detector={detector!r}" in repr(lrfer.load(tiny_path, device="cpu", detector=detector))

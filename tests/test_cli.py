@@ -637,6 +637,26 @@ def test_download_of_several_names_tries_every_one(tiny_path: Path, tmp_path: Pa
     assert capsys.readouterr().out.splitlines() == [str(tiny_path)] * 2
 
 
+def test_download_prints_a_local_file_and_a_local_folder_absolute(tiny_path: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`lrfer download file.safetensors` (and a folder holding one such file) printed the path as given,
+    relative, while `lrfer download folder/` of a folder with lrfer_config.json printed it absolute."""
+    from lrfer import zoo
+
+    lone, configured = tmp_path / "lone", tmp_path / "configured"
+    for folder in (lone, configured):
+        folder.mkdir()
+        shutil.copy(tiny_path, folder / "tiny.safetensors")
+    shutil.copy(tiny_path, tmp_path / "file.safetensors")
+    (configured / zoo.CONFIG_FILENAME).write_text(json.dumps(zoo.resolve(tiny_path)[0].to_dict()))
+    monkeypatch.chdir(tmp_path)
+    assert main(["download", "file.safetensors", "lone/", "configured/"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        str(tmp_path / "file.safetensors"), str(lone / "tiny.safetensors"), str(configured / "tiny.safetensors")]
+    assert main(["download", "file.safetensors"]) == 0  # one name: the same
+    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "file.safetensors")]
+
 def test_predict_errors(photos: Path, tiny_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert main(predict_args(photos, tiny_path, "--out", str(tmp_path / "x.txt"))) == 1
     assert ".csv or .jsonl" in caplog.text
@@ -837,6 +857,14 @@ def test_models_lists_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
     listed = capsys.readouterr().out
     assert all(name in listed for name in names)
 
+
+def test_list_is_an_alias_of_models(capsys: pytest.CaptureFixture[str]) -> None:
+    """``lrfer list`` (pip's, conda's word) stopped with argparse's "invalid choice: 'list'"."""
+    assert main(["models", "gmenet-*"]) == 0
+    listed = capsys.readouterr().out
+    assert main(["list", "gmenet-*", "-v"]) == 0
+    assert capsys.readouterr().out == listed and "gmenet-fer2013-16px" in listed
+    assert build_parser().parse_args(["list"]).func is build_parser().parse_args(["models"]).func
 
 def test_models_with_a_pattern_without_wildcards_suggests_one(capsys: pytest.CaptureFixture[str]) -> None:
     """``lrfer models gmenet`` (a timm user's filter, which fnmatch matches against whole names only)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -432,6 +433,21 @@ def test_checkpoint_round_trip(tmp_path: Path, make_opt) -> None:  # type: ignor
         o.step()
     assert states_equal(model, fresh)
 
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and the umask are POSIX's")
+def test_training_files_follow_the_umask_like_the_exported_weights(tmp_path: Path, train_set: FaceSet) -> None:
+    """A run's checkpoint tensors (and save_trained's file) were mode 0600 whatever the umask, while its
+    checkpoint.json and the exported .safetensors were 0644: safetensors' save_file writes a 0600 temporary file."""
+    recipe = tiny("baseline", {"width": 8, "input_size": 16}, 16)
+    old = os.umask(0o027)
+    try:
+        model = Trainer(recipe, train_set, None, tmp_path / "run").fit(progress=False)
+        save_trained(model, tmp_path / "run" / "final.safetensors", recipe)
+    finally:
+        os.umask(old)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "run").iterdir()}
+    assert len(modes) == 3 and set(modes.values()) == {oct(0o640)}, modes
 
 # -------------------------------------------------------------------------------------------- recipes
 def test_recipe_for_moves_resolution() -> None:

@@ -238,6 +238,29 @@ def test_on_windows_a_revision_with_a_character_windows_forbids_is_refused_namin
     zoo._check_revision(f"hf://org/repo@{revision}", revision, os_name="posix")  # elsewhere a file may be so named
 
 
+#: Revisions git accepts whose part Windows cannot hold as a file: (revision, the part, why).
+DEVICE = "reserves for a device"
+WINDOWS_RESERVED_PARTS = [("CON", "CON", DEVICE), ("release/nul", "nul", DEVICE), ("Aux.txt", "Aux.txt", DEVICE),
+                          ("com1", "com1", DEVICE), ("v1/LPT9.tar.gz/x", "LPT9.tar.gz", DEVICE), ("prn", "prn", DEVICE),
+                          ("a./b", "a.", "ends in '.'")]
+
+
+@pytest.mark.parametrize(("revision", "part", "why"), WINDOWS_RESERVED_PARTS)
+def test_on_windows_a_revision_with_a_part_windows_reserves_is_refused_naming_it(revision: str, part: str,
+                                                                                    why: str) -> None:
+    """huggingface_hub writes refs/<revision> in its cache: on Windows a part 'CON' or 'nul.txt' (names git
+    accepts) is a device, not a file, and 'a.' loses its dot; they reached huggingface_hub instead of being named."""
+    assert _git_accepts(revision) in (True, None)
+    with pytest.raises(ValueError, match=rf"has the part {re.escape(repr(part))}.*{re.escape(why)}.*commit sha"):
+        zoo._check_revision(f"hf://org/repo@{revision}", revision, os_name="nt")
+    zoo._check_revision(f"hf://org/repo@{revision}", revision, os_name="posix")  # elsewhere a file may be so named
+
+
+@pytest.mark.parametrize("revision", ["CONSOLE", "com10", "COM0", "nul-x", "lpt", "v1.0+cpu", "x/aux_y", "connect.txt"])
+def test_on_windows_names_that_only_look_like_devices_are_revisions(revision: str) -> None:
+    """Only the device names themselves, with or without an extension, are refused: not names that begin with one."""
+    zoo._check_revision(f"hf://org/repo@{revision}", revision, os_name="nt")
+
 def test_a_revision_windows_cannot_hold_is_fetched_elsewhere_and_refused_on_windows(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The check follows the system it runs on (``os.name``): refused before anything is fetched on Windows only."""

@@ -474,10 +474,15 @@ def concat_per_image(detections: list[Detections]) -> tuple[Detections, torch.Te
 
 
 def check_min_face(min_face: object) -> None:
-    """ValueError unless ``min_face`` is a number of pixels >= :data:`MIN_FACE_PX`, for every detector alike."""
+    """ValueError unless ``min_face`` is a whole number of pixels >= :data:`MIN_FACE_PX`, for every detector alike."""
     # typeshed's numbers.Real declares no __ge__, though every real number has one
     if isinstance(min_face, bool) or not isinstance(min_face, numbers.Real) or not min_face >= MIN_FACE_PX:  # type: ignore[operator]
         raise ValueError(f"min_face must be a number of pixels >= {MIN_FACE_PX} (the zoo's smallest faces); "
+                         f"got {min_face!r}")
+    # 20.5 was taken, and read as 20 by the Haar cascade (its minSize is whole pixels) and as 20.5 by the others,
+    # while `lrfer predict --min-face 20.5` was refused; a whole float (20.0) is the number it names
+    if not isinstance(min_face, numbers.Integral) and not float(min_face).is_integer():
+        raise ValueError(f"min_face must be a whole number of pixels, as `lrfer predict --min-face` takes; "
                          f"got {min_face!r}")
 
 

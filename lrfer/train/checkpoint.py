@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 
 #: Random bytes in a tensors file's name (``checkpoint-<8 hex digits>.safetensors``).
@@ -47,6 +47,15 @@ def optimizer_from_flat(prefix: str, optimizer: torch.optim.Optimizer, tensors: 
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` as the safetensors file ``path``, with the mode the umask gives ordinary files.
+
+    Not safetensors' ``save_file``: it (0.8 at least) writes through a temporary file of mode 0600 renamed
+    into place, so checkpoints were private to their owner while the work dir's other files and the exported
+    weights (0644 under the usual umask) were not."""
+    path.write_bytes(save(tensors, metadata=metadata))
+
+
 def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
                     meta: dict[str, Any]) -> None:
     """Write the checkpoint ``path`` (its ``.json`` and a tensors file next to it) in one atomic commit."""
@@ -61,7 +70,7 @@ def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers:
         flat, opt_meta = optimizer_to_flat(f"optim_{name}", optimizer)
         tensors.update(flat)
         meta["optimizers"][name] = opt_meta
-    save_file(tensors, str(tensors_file))
+    write_tensors(tensors_file, tensors)
     pending = json_path.with_name(json_path.name + ".tmp")
     pending.write_text(json.dumps(meta, indent=1))
     pending.replace(json_path)  # the commit point

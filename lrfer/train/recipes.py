@@ -33,7 +33,7 @@ from lrfer.faces.degrade import DegradationConfig, random_degrade, to_native
 from lrfer.models import build_model
 from lrfer.train import losses
 from lrfer.train.augment import random_affine, random_erase
-from lrfer.train.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
+from lrfer.train.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint, write_tensors
 from lrfer.train.datasets import FaceSet
 
 if TYPE_CHECKING:
@@ -392,13 +392,11 @@ def _teacher_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
 
 def save_trained(model: nn.Module, path: Path, recipe: Recipe) -> None:
     """Full-precision weights of a finished run, self-describing (arch + config in the metadata)."""
-    from safetensors.torch import save_file
-
     from lrfer.zoo import SPEC_METADATA_KEY
 
     spec = {"arch": recipe.arch, "config": recipe.config, "resolution": recipe.resolution}
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path),
-              metadata={SPEC_METADATA_KEY: json.dumps(spec)})
+    write_tensors(Path(path), {k: v.detach().contiguous() for k, v in model.state_dict().items()},
+                  metadata={SPEC_METADATA_KEY: json.dumps(spec)})
 
 
 def copy_matching_weights(source: nn.Module, target: nn.Module) -> int:

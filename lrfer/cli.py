@@ -119,6 +119,9 @@ def _add_models(sub: Any) -> None:
     p = sub.add_parser("models", aliases=["list"],
                        help="list the zoo's models (name, arch, resolution, accuracy, source)")
     p.add_argument("pattern", nargs="?", default=None, help="fnmatch filter, e.g. 'gmenet-*'")
+    p.add_argument("--exclude", action="append", default=None, metavar="PATTERN",
+                   help="leave out the names matching this fnmatch pattern, e.g. '*-8px' (repeatable; "
+                        "list_models' exclude_filters)")
     p.set_defaults(func=cmd_models)
 
 
@@ -276,12 +279,15 @@ def _whole_number(text: str, at_least: int) -> int:
 
 # ------------------------------------------------------------------------------------------ commands
 def cmd_models(args: argparse.Namespace) -> int:
-    """``lrfer models [PATTERN]``: a table of the manifest's models."""
+    """``lrfer models [PATTERN] [--exclude PATTERN]...``: a table of the manifest's models."""
     from lrfer.zoo import get_spec, list_models, load_manifest
 
-    names = list_models(args.pattern)
+    names = list_models(args.pattern, exclude_filters=args.exclude)
     if not names:
-        print(_no_match_message(args.pattern) if args.pattern else "the weights manifest lists no models yet")
+        if args.exclude and list_models(args.pattern):
+            print(f"no models left once --exclude {' '.join(map(repr, args.exclude))} removed the matching names")
+        else:
+            print(_no_match_message(args.pattern) if args.pattern else "the weights manifest lists no models yet")
         return 0
     default = load_manifest().default
     rows = [_model_row(get_spec(n), n == default) for n in names]

@@ -47,7 +47,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Collection, Iterable, Mapping, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, Collection, Iterable, Iterator, Mapping, NamedTuple, Union
 
 from lrfer.constants import (ALIGNMENTS, FER2013_BOX, FER2013_LANDMARKS, HR_SIZE, LANDMARK_NAMES,
                              NATIVE_DOWNSAMPLING)
@@ -370,6 +370,38 @@ class ModelSpec:
         """The entry as plain JSON-able data (the inverse of :meth:`from_dict`)."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+    # -- read-only mapping access, as timm's ``model.pretrained_cfg["mean"]`` ----------------------------
+    def keys(self) -> tuple[str, ...]:
+        """The field names, :meth:`to_dict`'s keys (``dict(spec)`` works, its values read-only as the
+        fields are); ``spec[key]`` is ``getattr(spec, key)``.
+
+        >>> spec = get_spec("gmenet-fer2013-16px")  # doctest: +SKIP
+        >>> spec["mean"], spec.get("std"), "classes" in spec, spec.get("input_size")  # doctest: +SKIP
+        ((0.5,), (0.25,), True, None)
+        """
+        return tuple(f.name for f in dataclasses.fields(self))
+
+    def __getitem__(self, key: str) -> Any:
+        if not isinstance(key, str) or key not in self.keys():
+            raise KeyError(f"{key!r} is not a ModelSpec key; its keys are {list(self.keys())} (num_classes and "
+                           "model_kwargs are attributes)")
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``spec[key]``, or ``default`` for a key the spec has not (as ``dict.get``)."""
+        return self[key] if key in self else default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self.keys()
+
+    def __iter__(self) -> Iterator[str]:
+        """The keys, as a dict's (without it, ``list(spec)`` would try ``spec[0]``, ``spec[1]``...)."""
+        return iter(self.keys())
+
+    def items(self) -> list[tuple[str, Any]]:
+        """``(key, spec[key])`` pairs, as ``dict.items``."""
+        return [(key, getattr(self, key)) for key in self.keys()]
+
     @property
     def num_classes(self) -> int:
         """``len(classes)``."""
@@ -523,29 +555,50 @@ def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
     return _load_manifest_cached(str(target), target.stat().st_mtime_ns)
 
 
-def list_models(pattern: str | Iterable[str] | None = None, *, pretrained: bool = False) -> list[str]:
+def list_models(pattern: str | Iterable[str] | None = None, *, pretrained: bool = False,
+                filter: str | Iterable[str] | None = None,
+                exclude_filters: str | Iterable[str] | None = None) -> list[str]:
     """Sorted manifest names, optionally filtered with an fnmatch pattern, or several (a name matching
     any of them), as timm's ``list_models`` filters; case-insensitive (names are lowercase). No pattern,
-    ``""`` or an empty list: every name. ``pretrained=True`` (timm's keyword) lists the same names: every
-    manifest name has its weights.
+    ``""`` or an empty list: every name. ``filter=`` is timm's name for ``pattern`` (give one or the other:
+    both is a TypeError). ``exclude_filters=`` (timm's keyword), a pattern or several, removes the names
+    matching any of them. ``pretrained=True`` (timm's keyword) lists the same names: every manifest name
+    has its weights.
 
     >>> list_models("*-8px")  # doctest: +SKIP
     ['gmenet-fer2013-8px']
     >>> list_models(["resnet*", "manet*"])  # doctest: +SKIP
     ['manet-fer2013-48px', 'resnet18-fer2013-48px']
+    >>> list_models(filter="gmenet-fer2013-*", exclude_filters=["*-8px", "*-12px"])  # doctest: +SKIP
+    ['gmenet-fer2013-16px', 'gmenet-fer2013-24px']
     """
     if not isinstance(pretrained, bool):  # pretrained="False" would read as True
         raise TypeError(f"pretrained must be True or False; got {pretrained!r}")
+    if pattern is not None and filter is not None:
+        raise TypeError(f"list_models got both pattern={pattern!r} and filter={filter!r}; filter is timm's name "
+                        "for pattern: give one of them")
+    keep = _fnmatch_patterns(filter, "filter") if filter is not None else _fnmatch_patterns(pattern, "pattern")
+    drop = _fnmatch_patterns(exclude_filters, "exclude_filters")
     names = sorted(load_manifest().models)
-    if pattern is None or pattern == "":  # timm's default filter: `lrfer models "$UNSET"` lists them all
-        return names
-    several = isinstance(pattern, Iterable) and not isinstance(pattern, (str, bytes, Mapping))
-    patterns = [pattern] if isinstance(pattern, str) else list(pattern) if several else None
+    if keep:  # no filter, "" (timm's default; `lrfer models "$UNSET"` lists them all) or []: every name
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in keep)]
+    return [n for n in names if not any(fnmatch.fnmatchcase(n, p) for p in drop)]
+
+
+def _fnmatch_patterns(value: str | Iterable[str] | None, what: str) -> list[str]:
+    """:func:`list_models`' ``what`` argument as lowercase fnmatch patterns (none for ``None``, ``""`` or an
+    empty list); TypeError naming ``what`` for anything but a str or a list of them.
+
+    >>> _fnmatch_patterns(["GMENET-*", "*-8px"], "pattern")
+    ['gmenet-*', '*-8px']
+    """
+    if value is None or value == "":
+        return []
+    several = isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping))
+    patterns = [value] if isinstance(value, str) else list(value) if several else None
     if patterns is None or not all(isinstance(p, str) for p in patterns):
-        raise TypeError(f"pattern must be an fnmatch pattern (str) or a list of them; got {pattern!r}")
-    if not patterns:  # no filter, as in timm
-        return names
-    return [n for n in names if any(fnmatch.fnmatchcase(n, p.lower()) for p in patterns)]
+        raise TypeError(f"{what} must be an fnmatch pattern (str) or a list of them; got {value!r}")
+    return [p.lower() for p in patterns]
 
 
 def default_model() -> str:
@@ -1070,6 +1123,28 @@ def _resolve_lone_weights_file(folder: Path) -> tuple[ModelSpec, Path]:
     return _resolve_local_file(path, metadata)
 
 
+def _hub_uri(text: str) -> str | None:
+    """``text`` as ``hf://org/repo[@revision]`` when it is a Hub id, else ``None``: ``hf://`` or timm's
+    ``hf-hub:`` / ``hf_hub:`` (``hf-hub://`` too, a common slip), the scheme in any case (URL schemes are
+    case-insensitive: ``HF://``, ``Hf-Hub:``), surrounding space dropped (a line read from a file). The repo
+    and revision keep their case. :func:`resolve` (so :func:`load_model`, :func:`info`, :func:`download`
+    and the CLI) reads Hub ids through it.
+
+    >>> _hub_uri("HF-HUB:Org/Repo@v1")
+    'hf://Org/Repo@v1'
+    >>> _hub_uri("gmenet-fer2013-16px") is None
+    True
+    """
+    stripped = text.strip()
+    lowered = stripped.lower()
+    prefix = next((p for p in TIMM_HF_PREFIXES if lowered.startswith(p)), None)
+    if prefix is not None:
+        return HF_PREFIX + stripped[len(prefix):].removeprefix("//")
+    if lowered.startswith(HF_PREFIX):
+        return HF_PREFIX + stripped[len(HF_PREFIX):]
+    return None
+
+
 def _resolve_hf_uri(uri: str, cache_dir: str | None) -> tuple[ModelSpec, Path]:
     # "hf://org/repo/" (a folder's spelling, as HfFileSystem's paths end): the same repo
     uri = uri.rstrip("/")
@@ -1184,12 +1259,9 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -
     cache = _cache_dir(cache_dir)
     if isinstance(spec, ModelSpec):
         return spec, _fetch(spec, cache)
-    if isinstance(spec, str) and spec.strip().startswith(TIMM_HF_PREFIXES + (HF_PREFIX,)):
-        spec = spec.strip()  # as a name's surrounding space is no part of it (a line read from a file)
-    if isinstance(spec, str) and spec.startswith(TIMM_HF_PREFIXES):
-        spec = HF_PREFIX + spec.split(":", 1)[1].removeprefix("//")  # hf-hub://org/repo: a common slip
-    if isinstance(spec, str) and spec.startswith(HF_PREFIX):
-        return _resolve_hf_uri(spec, cache)
+    hub_id = _hub_uri(spec) if isinstance(spec, str) else None
+    if hub_id is not None:
+        return _resolve_hf_uri(hub_id, cache)
     if isinstance(spec, str) and not spec.strip():  # Path("") is the working folder (an unset variable)
         get_spec(spec)  # raises UnknownModelError listing the models
     path = Path(spec)

@@ -879,6 +879,16 @@ def test_models_with_a_pattern_without_wildcards_suggests_one(capsys: pytest.Cap
     assert capsys.readouterr().out.strip() == "no models match 'no-such-*'"
 
 
+def test_models_exclude_leaves_out_the_matching_names(capsys: pytest.CaptureFixture[str]) -> None:
+    """``lrfer models gmenet-* --exclude '*-8px'`` (list_models' exclude_filters, timm's keyword) was an
+    unrecognised argument."""
+    assert main(["models", "gmenet-fer2013-*", "--exclude", "*-8px", "--exclude", "*-12px"]) == 0
+    out = capsys.readouterr().out
+    assert "gmenet-fer2013-16px" in out and "gmenet-fer2013-8px" not in out and "gmenet-fer2013-12px" not in out
+    assert main(["models", "gmenet-fer2013-8px", "--exclude", "*-8px"]) == 0
+    assert capsys.readouterr().out.strip() == "no models left once --exclude '*-8px' removed the matching names"
+
+
 def test_info(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     from lrfer.zoo import list_models
 

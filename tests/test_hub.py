@@ -290,6 +290,46 @@ def test_timm_style_hub_id_is_the_same_spec(hub: FakeHub, weights: tuple[bytes, 
     check_model(zoo.load_model(f"hf-hub:{REPO_ID}@{COMMIT}"), original)
 
 
+@pytest.mark.parametrize("scheme", ["HF://", "Hf://", "HF-HUB:", "Hf-Hub:", "HF_HUB:", "HF-HUB://"])
+def test_a_hub_scheme_in_any_case_is_the_same_spec(scheme: str, hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """URL schemes are case-insensitive, but ``HF://org/repo@commit`` was read as a URL ("lrfer downloads
+    weights only from the Hugging Face Hub") and ``HF-HUB:org/repo`` as a missing local path, by
+    lrfer.load, lrfer.info, lrfer.download and the CLI alike; both are the ``hf://`` id."""
+    from lrfer.cli import main
+
+    data, digest, original = weights
+    publish(hub, data, digest)
+    expected = zoo.resolve(f"hf://{REPO_ID}@{COMMIT}")
+    given = f"{scheme}{REPO_ID}@{COMMIT}"
+    assert zoo.resolve(given) == expected
+    assert zoo.download(given) == expected[1]
+    assert zoo.info(given) == zoo.info(f"hf://{REPO_ID}@{COMMIT}")
+    check_model(zoo.load_model(given), original)
+    capsys.readouterr()
+    assert main(["download", given]) == 0
+    assert capsys.readouterr().out.strip() == str(expected[1])
+    assert main(["info", given, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["source"]["repo_id"] == REPO_ID
+
+
+def test_a_hub_schemes_case_leaves_the_repo_and_revision_as_given(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module]) -> None:
+    """Only the scheme is case-insensitive: the repo and a branch or tag keep their case (``@V1`` is not ``@v1``)."""
+    assert zoo._hub_uri(" HF-HUB:Org/Repo@Main\n") == "hf://Org/Repo@Main"
+    assert zoo._hub_uri("Hf-Hub://Org/Repo") == "hf://Org/Repo"
+    assert zoo._hub_uri("HF://Org/Repo@V1") == "hf://Org/Repo@V1"
+    assert zoo._hub_uri("hfx://org/repo") is None and zoo._hub_uri("org/repo") is None
+    data, digest, _ = weights
+    publish(hub, data, digest)
+    hub.revisions["V1"] = COMMIT
+    assert zoo.load_model(f"HF://{REPO_ID}@V1").pretrained_cfg.source["revision"] == COMMIT
+    from huggingface_hub.utils import RevisionNotFoundError
+
+    with pytest.raises(RevisionNotFoundError):  # another revision, which this repo has not
+        zoo.resolve(f"HF://{REPO_ID}@v1")
+
+
 def test_a_hub_id_with_a_trailing_slash_or_surrounding_space_is_the_same_repo(
         hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module]) -> None:
     """``hf://org/repo/`` (a folder's spelling, as HfFileSystem writes its paths) was refused as "not

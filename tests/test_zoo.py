@@ -426,6 +426,54 @@ def test_threads_saving_one_path_all_succeed(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["tiny.safetensors"]  # no temporary file left
 
 
+def test_list_models_takes_timms_filter_and_exclude_filters(use_manifest: Callable[..., Path]) -> None:
+    """``lrfer.list_models(filter="gmenet-*", exclude_filters="*-8px")``, as timm users write it, raised
+    TypeError (unexpected keywords): ``filter`` is timm's name of the first argument, and ``exclude_filters``
+    (a pattern or several) removes the names matching any of them."""
+    use_manifest([tiny_entry(), tiny_entry("baseline-fer2013-8px", resolution=8, config={"width": 8})])
+    assert zoo.list_models(filter="*-8px") == zoo.list_models("*-8px") == ["baseline-fer2013-8px"]
+    assert zoo.list_models(filter=["*-16px", "*-8px"]) == zoo.list_models()
+    assert zoo.list_models(exclude_filters="*-8px") == ["baseline-fer2013-16px"]
+    assert zoo.list_models("baseline-*", exclude_filters=["*-8PX", "nothing*"]) == ["baseline-fer2013-16px"]
+    assert zoo.list_models(filter="baseline-*", exclude_filters=["*-8px", "*-16px"]) == []
+    assert zoo.list_models(exclude_filters="") == zoo.list_models(exclude_filters=[]) == zoo.list_models()  # timm's default
+    with pytest.raises(TypeError, match="both pattern='\\*-8px' and filter='\\*-16px'"):
+        zoo.list_models("*-8px", filter="*-16px")
+    with pytest.raises(TypeError, match="filter must be an fnmatch pattern"):
+        zoo.list_models(filter=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="exclude_filters must be an fnmatch pattern"):
+        zoo.list_models(exclude_filters=["*-8px", None])  # type: ignore[list-item]
+
+
+def test_spec_reads_as_a_read_only_mapping_as_timms_pretrained_cfg(tmp_path: Path) -> None:
+    """timm users read ``model.pretrained_cfg["mean"]`` and ``.get("std")``: on lrfer's ModelSpec (a frozen
+    dataclass, attribute access only) that raised TypeError ("not subscriptable") / AttributeError."""
+    import copy
+    import pickle
+
+    path = tmp_path / "m.safetensors"
+    entry = tiny_entry()
+    del entry["source"], entry["file"], entry["sha256"]
+    zoo.save_weights(tiny_model().state_dict(), path, entry)
+    cfg = zoo.load_model(path).pretrained_cfg
+    assert cfg["mean"] == cfg.mean and cfg["classes"] == cfg.classes and cfg["config"] == cfg.config
+    assert cfg.get("std") == cfg.std and cfg.get("classes") == cfg.classes
+    assert cfg.get("input_size") is None and cfg.get("input_size", (1, 16, 16)) == (1, 16, 16)
+    assert "mean" in cfg and "input_size" not in cfg and 0 not in cfg
+    assert list(cfg.keys()) == list(cfg) == list(cfg.to_dict())
+    assert dict(cfg.items()) == dict(cfg) and dict(cfg)["resolution"] == cfg.resolution
+    with pytest.raises(KeyError, match="'input_size' is not a ModelSpec key"):
+        cfg["input_size"]
+    with pytest.raises(TypeError):  # read-only: no item assignment
+        cfg["mean"] = (0.0,)  # type: ignore[index]
+    with pytest.raises(TypeError):  # nested values stay read-only too
+        cfg["config"]["width"] = 2
+    # equality, hash, pickling and attribute access are as they were
+    clone = copy.deepcopy(cfg)
+    assert clone == cfg and hash(clone) == hash(cfg) and pickle.loads(pickle.dumps(cfg)) == cfg
+    assert cfg.mean == tuple(entry["mean"]) and cfg.num_classes == len(entry["classes"])
+
+
 def test_spec_survives_deepcopy_and_pickle(tmp_path: Path) -> None:
     import copy
     import pickle

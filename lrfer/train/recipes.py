@@ -226,11 +226,11 @@ def check_teacher_file(teacher: str) -> None:
     """FileNotFoundError or ValueError naming a teacher (a name, a ``.safetensors`` path or a Hub id) whose
     weights file is missing or that lrfer cannot read as a network, or a zoo name that the manifest lacks
     (with close matches). Reads only a file's header: a run would otherwise fail after loading its data."""
-    from lrfer.zoo import HF_PREFIX, _looks_like_path, get_spec
+    from lrfer.zoo import _hub_uri, _looks_like_path, get_spec
 
     if teacher.endswith(".safetensors"):
         _teacher_header(Path(teacher))
-    elif not teacher.startswith(HF_PREFIX) and not _looks_like_path(teacher):
+    elif _hub_uri(teacher) is None and not _looks_like_path(teacher):
         get_spec(teacher)
 
 

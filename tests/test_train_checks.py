@@ -145,6 +145,14 @@ def test_unknown_recipe_lists_close_and_known_ones() -> None:
         zoo_recipe("gmenet-smal-fer2013-16px")
 
 
+def test_recipe_names_ignore_case_and_surrounding_spaces_as_model_names_do() -> None:
+    """``lrfer train --recipe GMENet-Small-FER2013-16px`` was an unknown recipe whose suggestion was itself."""
+    from lrfer.train.cli import _variant_name
+
+    assert zoo_recipe(" GMENet-Small-FER2013-16px ") == zoo_recipe("gmenet-small-fer2013-16px")
+    assert _variant_name(" GMENet-Small-FER2013-16px ", "gmenet", "raf", 16) == "gmenet-small-raf-16px"
+
+
 # ------------------------------------------------------------------------------- checkpoint commit
 class _Killed(Exception):
     pass
@@ -195,11 +203,11 @@ def test_kill_while_the_tensors_are_written_leaves_the_previous_checkpoint(tmp_p
         for p in model.parameters():
             p.add_(1.0)
 
-    def killed_mid_write(tensors: dict[str, torch.Tensor], filename: str) -> None:
+    def killed_mid_write(filename: Path, tensors: dict[str, torch.Tensor], metadata: object = None) -> None:
         Path(filename).write_bytes(b"\x00" * 10)  # a partial file
         raise _Killed
 
-    monkeypatch.setattr(checkpoint, "save_file", killed_mid_write)
+    monkeypatch.setattr(checkpoint, "write_tensors", killed_mid_write)  # save_file until checkpoints followed the umask
     with pytest.raises(_Killed):
         checkpoint.save_checkpoint(path, {"model": model}, {}, {"epoch": 2})
     monkeypatch.undo()

@@ -500,6 +500,30 @@ def test_train_takes_the_weights_suffix_in_any_case(tmp_path: Path) -> None:
         _check_out(tmp_path / "mine.pt")
 
 
+def test_train_refuses_a_folder_as_out_before_training(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An --out that is a folder trained the whole run, then failed at export with a bare IsADirectoryError
+    naming a temporary file."""
+    out = tmp_path / "mine.safetensors"
+    out.mkdir()
+    assert run_train(["--arch", "baseline", "--resolution", "16", "--data", str(tmp_path / "x.npz"),
+                      "--out", str(out)]) == 1
+    assert f"--out {out} is a folder" in caplog.text and not out.with_suffix(".run").exists()
+
+
+@pytest.mark.parametrize("work_dir", ["faces.npz", "mine.safetensors"])
+def test_train_refuses_a_file_or_out_itself_as_work_dir(work_dir: str, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """--work-dir naming a file failed with a bare "[Errno 17] File exists"; naming --out, it trained the
+    whole run and failed at export."""
+    data = write_npz(tmp_path / "faces.npz", 14, 0)
+    out = tmp_path / "mine.safetensors"
+    assert run_train(["--arch", "baseline", "--resolution", "16", "--data", str(data), "--out", str(out),
+                      "--work-dir", str(tmp_path / work_dir)]) == 1
+    assert ("is a file, not a folder" in caplog.text) == (work_dir == "faces.npz")
+    assert ("is --out itself" in caplog.text) == (work_dir == "mine.safetensors")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("extra, kd_teacher", [
     ([], "gmenet-fer2013-16px"),
     (["--kd-teacher", "none"], None),

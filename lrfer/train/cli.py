@@ -185,6 +185,20 @@ def _check_out(out: Path) -> None:
     if out.suffix.lower() != WEIGHTS_SUFFIX:
         raise ValueError(f"--out {out}: the weights are written as safetensors, so the name must end in "
                          f"'{WEIGHTS_SUFFIX}' (e.g. {out.with_suffix(WEIGHTS_SUFFIX).name})")
+    if out.is_dir():  # found only at export, after the whole run, as a bare IsADirectoryError on a temporary file
+        raise ValueError(f"--out {out} is a folder; name the .safetensors file to write, e.g. "
+                         f"{out / ('model' + WEIGHTS_SUFFIX)}")
+
+
+def _check_work_dir(work_dir: Path, out: Path) -> None:
+    """Refused before the data is read: a file there failed as a bare "[Errno 17] File exists", and
+    ``--out`` itself as the work dir trained the whole run to fail at export."""
+    if work_dir.exists() and not work_dir.is_dir():
+        raise ValueError(f"work dir {work_dir} is a file, not a folder; the checkpoints need a folder of their own "
+                         "(give one with --work-dir)")
+    if _same_file(work_dir, out):
+        raise ValueError(f"--work-dir {work_dir} is --out itself; give the checkpoints another folder, e.g. "
+                         f"{default_work_dir(out)}")
 
 
 def _train_recipe(args: argparse.Namespace) -> Recipe:
@@ -326,6 +340,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lrfer.zoo import load_manifest
 
     _check_out(args.out)
+    work_dir = args.work_dir or default_work_dir(args.out)
+    _check_work_dir(work_dir, args.out)
     device = _device(args.device)
     recipe = _train_recipe(args)
     _check_teachers(recipe, args)
@@ -355,7 +371,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if load_manifest().models.get(name) is not None:
         log.warning("%s is also the name of a zoo model: lrfer.load(%r) loads the zoo's; load yours by its path, "
                     "or give it a name of its own with --dataset-name", name, name)
-    work_dir = args.work_dir or default_work_dir(args.out)
     log.info("training %s on %s (%d faces), validating on %s", name, args.data, len(train), val_path)
     model = Trainer(recipe, train, val, work_dir, device).fit()
     command = "lrfer " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if "train" in sys.argv[1:] else "lrfer train"

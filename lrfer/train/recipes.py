@@ -168,9 +168,10 @@ def zoo_recipe(name: str) -> Recipe:
     >>> zoo_recipe("gmenet-small-fer2013-16px").config["width"]
     16
     """
-    if name in ZOO_RECIPES:
-        return ZOO_RECIPES[name]
-    close = difflib.get_close_matches(name, ZOO_RECIPES, n=3, cutoff=0.6)
+    key = name.strip().lower()  # as model names: ' GMENet-Tiny-FER2013-16px' was unknown, its suggestion itself
+    if key in ZOO_RECIPES:
+        return ZOO_RECIPES[key]
+    close = difflib.get_close_matches(key, ZOO_RECIPES, n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise ValueError(f"unknown recipe {name!r}; {hint}known recipes: {', '.join(ZOO_RECIPES)}")
 

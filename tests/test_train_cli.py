@@ -161,6 +161,17 @@ def test_dataset_name_and_default_val(tmp_path: Path) -> None:
     assert _default_val(train) == sibling
 
 
+def test_a_folder_with_a_dot_in_its_name_keeps_what_follows_the_dot(tmp_path: Path) -> None:
+    """The name was taken from the data's stem, as for a file: the folder of class folders `faces.2024`
+    named its model `...-faces-16px`, as `faces.2023` did."""
+    for folder in ("faces.2024", "faces.2023"):
+        (tmp_path / folder).mkdir()
+    assert _dataset_name(tmp_path / "faces.2024") == "faces2024"
+    assert _dataset_name(tmp_path / "faces.2023") == "faces2023"
+    (tmp_path / "faces.v2.npz").write_bytes(b"")
+    assert _dataset_name(tmp_path / "faces.v2.npz") == "facesv2"  # a file: its suffix goes
+
+
 def test_dataset_name_leaves_out_a_trailing_split_word(tmp_path: Path) -> None:
     """Only fer2013-* files lost their split: raf-train.npz made a model named gmenet-raftrain-16px, although
     the default validation set is looked for as any <name>-train.npz's <name>-publictest.npz sibling."""

@@ -150,7 +150,9 @@ def _dataset_name(data: Path) -> str:
 
     if is_rafdb(data):
         return "raf"
-    stem = Path(own_name(data)).stem.lower()  # `--data .` or `--data ..`: the folder's own name
+    name = own_name(data)  # `--data .` or `--data ..`: the folder's own name
+    # a file's suffix goes, a folder's dot stays part of its name (`faces.2024/` was named `faces`)
+    stem = (Path(name).stem if data.is_file() or Path(name).suffix.lower() == ".npz" else name).lower()
     split = SPLIT_SUFFIX_RE.fullmatch(stem)
     stem = (split.group("name") if split else stem).replace("+", "plus")  # ck+ -> ckplus
     name = re.sub(r"[^a-z0-9]", "", stem.split("-")[0] if stem.startswith("fer2013") else stem)

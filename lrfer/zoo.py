@@ -1339,7 +1339,14 @@ def _looks_like_path(text: str) -> bool:
 
 
 # -------------------------------------------------------------------------------------------- loading
-def _check_state_dict(model: "nn.Module", state: Mapping[str, "torch.Tensor"], spec: ModelSpec) -> None:
+_LOAD_ADVICE = ("The file was made for a different architecture or config; fix the spec's arch/config or use the "
+                "weights that match it.")
+
+
+def _check_state_dict(model: "nn.Module", state: Mapping[str, "torch.Tensor"], spec: ModelSpec, *,
+                      what: str | None = None, advice: str = _LOAD_ADVICE) -> None:
+    """:class:`StateDictMismatchError` naming the missing and unexpected keys and the shape mismatches, unless
+    ``state`` is ``model``'s state dict; ``what`` names the weights (default: ``weights for '<name>'``)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -1353,10 +1360,9 @@ def _check_state_dict(model: "nn.Module", state: Mapping[str, "torch.Tensor"], s
 
     parts = [f"{label} ({len(items)}): {show(items)}" for label, items in
              (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)) if items]
+    what = f"weights for {spec.name!r}" if what is None else what
     raise StateDictMismatchError(
-        f"weights for {spec.name!r} do not fit build_model({spec.arch!r}, **{spec.model_kwargs}): "
-        + "; ".join(parts) + ". The file was made for a different architecture or config; fix the spec's "
-        "arch/config or use the weights that match it."
+        f"{what} do not fit build_model({spec.arch!r}, **{spec.model_kwargs}): " + "; ".join(parts) + ". " + advice
     )
 
 
@@ -1365,7 +1371,8 @@ class _OverBudget(Exception):
     :func:`_dry_build`)."""
 
 
-def _dry_build(spec: ModelSpec, path: Path, state: Mapping[str, "torch.Tensor"]) -> None:
+def _dry_build(spec: ModelSpec, path: Path, state: Mapping[str, "torch.Tensor"], *, what: str | None = None,
+               advice: str = _LOAD_ADVICE) -> None:
     """Build ``spec``'s network on the meta device (no memory) and raise unless its state dict is the file's.
 
     The config comes from the file or its ``lrfer_config.json``: one asking for a width of 10**6 or a million
@@ -1376,10 +1383,12 @@ def _dry_build(spec: ModelSpec, path: Path, state: Mapping[str, "torch.Tensor"])
     function mode, which sees this thread's calls only: a global parameter-registration hook would be added
     to and removed from a dict that every other thread building a module iterates ("OrderedDict mutated
     during iteration"). A config torch cannot build at all (a negative or overflowing width) is a
-    :class:`ManifestError` naming it.
+    :class:`ManifestError` naming it. :func:`save_weights` makes the same check before it writes (``what`` and
+    ``advice`` word its messages).
     """
-    model = _meta_build(spec.arch, spec.model_kwargs, len(state), f"weights for {spec.name!r}", str(path))
-    _check_state_dict(model, state, spec)
+    what = f"weights for {spec.name!r}" if what is None else what
+    model = _meta_build(spec.arch, spec.model_kwargs, len(state), what, str(path))
+    _check_state_dict(model, state, spec, what=what, advice=advice)
 
 
 def _meta_build(arch: str, kwargs: Mapping[str, Any], tensors: int, what: str, where: str) -> "nn.Module":
@@ -1463,7 +1472,10 @@ def save_weights(state_dict: Mapping[str, "torch.Tensor"], path: str | os.PathLi
     """Write fp16 safetensors with ``entry`` (minus file/sha256) in metadata; return the sha256.
 
     Floating tensors are stored as fp16, integer buffers are kept. The entry is validated first;
-    ``file``, ``sha256`` and ``source`` may be left out (a loaded file's source is its own path). A ``path``
+    ``file``, ``sha256`` and ``source`` may be left out (a loaded file's source is its own path). The state
+    dict is then checked against the entry's network, laid out on the meta device as :func:`load_model`
+    does: missing or unexpected keys and wrong shapes raise :class:`StateDictMismatchError` naming them,
+    and nothing is written (such a file was written, and only ``lrfer.load`` refused it). A ``path``
     that is a symbolic link is written through: the file it points to gets the weights, the link stays.
 
     >>> sha = save_weights(model.state_dict(), "gmenet-raf-16px.safetensors", entry)  # doctest: +SKIP
@@ -1480,6 +1492,9 @@ def save_weights(state_dict: Mapping[str, "torch.Tensor"], path: str | os.PathLi
     _check_buildable(spec, "save_weights entry")
     if spec.source["kind"] == "local" and isinstance(spec.source["path"], str):
         meta["source"] = _local_source(Path(spec.source["path"]))  # a relative one names another file elsewhere
+    _dry_build(spec, target, state_dict, what=f"weights given for {spec.name!r}",
+               advice=f"Nothing was written to {target}; give the state dict of the network the entry's arch/config "
+                      "builds, or fix the entry's arch/config (classes: one output per class).")
     tensors: dict[str, torch.Tensor] = {}
     for key, tensor in state_dict.items():
         tensor = tensor.detach().to("cpu")

@@ -164,6 +164,22 @@ def test_detail_table() -> None:
     assert len(lines) == 4
 
 
+def test_detail_table_shows_the_recall_of_a_class_without_faces_as_a_dash() -> None:
+    """The recall of a class with no faces in the data (nan) was printed as 'nan' in lrfer eval --details."""
+    labels = np.array([0, 1, 1])
+    logits = torch.from_numpy(np.eye(7)[[0, 1, 0]] * 5).float()
+    rows = [score(logits, labels, 16)]
+    line = detail_table(rows).splitlines()[2]
+    assert "nan" not in line
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    recall = dict(zip(CLASSES, cells[4:]))
+    assert recall["angry"] == "100.0" and recall["disgust"] == "50.0"
+    assert all(recall[c] == "-" for c in CLASSES[2:])
+    assert markdown_table({"m": rows}).splitlines()[2] == "| m | 66.7 |"
+    undefined = Scores(8, math.nan, math.nan, {c: math.nan for c in CLASSES}, math.nan)
+    assert markdown_table({"m": [undefined]}, metric="macro_f1").splitlines()[2] == "| m | - |"
+
+
 def test_evaluate_every_resolution() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

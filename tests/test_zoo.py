@@ -1,6 +1,7 @@
 """Network-free tests of the model zoo: name grammar, manifest schema, integrity, loading."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -538,12 +539,27 @@ def test_info_takes_a_weights_file(tmp_path: Path) -> None:
     assert summary["temperature"] == 1.3 and summary["mean"] == [0.5] and summary["std"] == [0.25]
 
 
-def test_strict_load_names_missing_and_unexpected_keys(tmp_path: Path) -> None:
+def write_unchecked(state: dict[str, torch.Tensor], path: Path, entry: dict[str, Any]) -> str:
+    """Write ``state`` as save_weights would (fp16, the entry in the header, sealed) without its check that the
+    state dict fits the entry's network: a mismatched file, as written by other means, for load to refuse."""
+    meta = {k: v for k, v in entry.items() if k not in ("file", "sha256")}
+    tensors = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    blob = zoo.sealed(zoo.safetensors_bytes(
+        tensors, {zoo.SPEC_METADATA_KEY: json.dumps(meta, sort_keys=True), "format": "pt"}))
+    path.write_bytes(blob)
+    return hashlib.sha256(blob).hexdigest()
+
+
+def missing_and_extra_keys() -> dict[str, torch.Tensor]:
     state = tiny_model().state_dict()
     state.pop("fc.bias")
     state["head.extra"] = torch.zeros(3)
+    return state
+
+
+def test_strict_load_names_missing_and_unexpected_keys(tmp_path: Path) -> None:
     path = tmp_path / "bad.safetensors"
-    zoo.save_weights(state, path, tiny_entry())
+    write_unchecked(missing_and_extra_keys(), path, tiny_entry())
     with pytest.raises(zoo.StateDictMismatchError, match=r"missing keys \(1\): fc.bias.*unexpected keys \(1\): "
                                                          r"head.extra"):
         zoo.load_model(path)
@@ -551,9 +567,37 @@ def test_strict_load_names_missing_and_unexpected_keys(tmp_path: Path) -> None:
 
 def test_strict_load_reports_shape_mismatch(tmp_path: Path) -> None:
     path = tmp_path / "wide.safetensors"
-    zoo.save_weights(tiny_model().state_dict(), path, tiny_entry(config={"width": 16, "input_size": 16}))
+    write_unchecked(tiny_model().state_dict(), path, tiny_entry(config={"width": 16, "input_size": 16}))
     with pytest.raises(zoo.StateDictMismatchError, match="shape mismatches"):
         zoo.load_model(path)
+
+
+@pytest.mark.parametrize("state, overrides, problem", [
+    (missing_and_extra_keys, {}, r"missing keys \(1\): fc.bias.*unexpected keys \(1\): head.extra"),
+    (lambda: tiny_model().state_dict(), {"config": {"width": 16, "input_size": 16}},
+     r"shape mismatches \(\d+\): .*file \(8,.* vs model \(16,"),
+    (lambda: tiny_model().state_dict(), {"classes": list(CLASSES[:5])},
+     r"shape mismatches \(2\): fc.bias: file \(7,\) vs model \(5,\)"),
+    (lambda: build_model("gmenet", num_classes=7, in_chans=1).state_dict(), {},
+     r"unexpected keys \(\d+\): global_module"),
+], ids=["keys", "width", "classes", "another-arch"])
+def test_save_weights_refuses_a_state_dict_that_does_not_fit_the_entry_and_writes_nothing(
+        tmp_path: Path, state: Callable[[], dict[str, torch.Tensor]], overrides: dict, problem: str) -> None:
+    """save_weights wrote any state dict: another arch's weights, a changed class count, missing or extra
+    keys; only lrfer.load refused the file afterwards."""
+    path = tmp_path / "bad.safetensors"
+    with pytest.raises(zoo.StateDictMismatchError, match=problem) as caught:
+        zoo.save_weights(state(), path, tiny_entry(**overrides))
+    assert "Nothing was written" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_weights_of_a_fitting_state_dict_still_writes_and_loads(tmp_path: Path) -> None:
+    path = tmp_path / "good.safetensors"
+    model = tiny_model()
+    zoo.save_weights(model.state_dict(), path, tiny_entry())
+    loaded = zoo.load_model(path)
+    assert loaded.state_dict().keys() == model.state_dict().keys()
 
 
 # ------------------------------------------------------------------------------------- local specs

@@ -133,25 +133,38 @@ def evaluate(model: nn.Module, native: int, faces: FaceSet, resolutions: Sequenc
                   temperature) for r in resolutions]
 
 
+#: A table's cell for a metric the data does not define (the recall of a class without faces: nan).
+UNDEFINED_CELL = "-"
+
+
+def percent_cell(value: float) -> str:
+    """``value`` in percent with one decimal, or :data:`UNDEFINED_CELL` for nan (it was printed as ``nan``).
+
+    >>> percent_cell(0.5), percent_cell(float("nan"))
+    ('50.0', '-')
+    """
+    return UNDEFINED_CELL if math.isnan(value) else f"{100 * value:.1f}"
+
+
 def markdown_table(results: dict[str, list[Scores]], metric: str = "accuracy") -> str:
-    """One row per model, one column per resolution, values in percent."""
+    """One row per model, one column per resolution, values in percent (``-`` where nan)."""
     resolutions = sorted({s.resolution for rows in results.values() for s in rows})
     lines = ["| model | " + " | ".join(f"{r} px" for r in resolutions) + " |",
              "| --- |" + " ---: |" * len(resolutions)]
     for name, rows in results.items():
         by_res = {s.resolution: getattr(s, metric) for s in rows}
-        cells = [f"{100 * by_res[r]:.1f}" if r in by_res else "" for r in resolutions]
+        cells = [percent_cell(by_res[r]) if r in by_res else "" for r in resolutions]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def detail_table(rows: list[Scores]) -> str:
-    """Accuracy, macro-F1, ECE and per-class recall of one model, one row per resolution."""
+    """Accuracy, macro-F1, ECE and per-class recall of one model, one row per resolution, in percent; a class
+    without faces in the data has no recall: ``-``."""
     head = ["px", "accuracy", "macro-F1", "ECE"] + list(rows[0].recall) if rows else []
     lines = ["| " + " | ".join(head) + " |", "|" + " ---: |" * len(head)]
     for s in rows:
-        cells = [str(s.resolution), f"{100 * s.accuracy:.1f}", f"{100 * s.macro_f1:.1f}", f"{100 * s.ece:.1f}"]
-        cells += [f"{100 * v:.1f}" for v in s.recall.values()]
+        cells = [str(s.resolution)] + [percent_cell(v) for v in (s.accuracy, s.macro_f1, s.ece, *s.recall.values())]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -402,14 +402,13 @@ def cmd_download(args: argparse.Namespace) -> int:
     status is 1 if any failed."""
     from lrfer.zoo import download
 
-    if len(args.name) == 1:  # main reports its error as it is
-        print_text(str(download(args.name[0], cache_dir=args.cache_dir)))
-        return 0
     failed = 0
     for name in args.name:
         try:
             path = download(name, cache_dir=args.cache_dir)
         except DOWNLOAD_ERRORS as err:
+            if len(args.name) == 1:  # main reports its error as it is
+                raise
             failed += 1
             logger.debug("details", exc_info=True)
             message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)

@@ -389,7 +389,7 @@ class ModelSpec:
 
     def get(self, key: str, default: Any = None) -> Any:
         """``spec[key]``, or ``default`` for a key the spec has not (as ``dict.get``)."""
-        return self[key] if key in self else default
+        return getattr(self, key) if key in self else default
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key in self.keys()
@@ -1344,9 +1344,10 @@ _LOAD_ADVICE = ("The file was made for a different architecture or config; fix t
 
 
 def _check_state_dict(model: "nn.Module", state: Mapping[str, "torch.Tensor"], spec: ModelSpec, *,
-                      what: str | None = None, advice: str = _LOAD_ADVICE) -> None:
+                      what: str, advice: str) -> None:
     """:class:`StateDictMismatchError` naming the missing and unexpected keys and the shape mismatches, unless
-    ``state`` is ``model``'s state dict; ``what`` names the weights (default: ``weights for '<name>'``)."""
+    ``state`` is ``model``'s state dict; ``what`` names the weights, ``advice`` ends the message
+    (:func:`_dry_build` words both)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -1360,7 +1361,6 @@ def _check_state_dict(model: "nn.Module", state: Mapping[str, "torch.Tensor"], s
 
     parts = [f"{label} ({len(items)}): {show(items)}" for label, items in
              (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)) if items]
-    what = f"weights for {spec.name!r}" if what is None else what
     raise StateDictMismatchError(
         f"{what} do not fit build_model({spec.arch!r}, **{spec.model_kwargs}): " + "; ".join(parts) + ". " + advice
     )

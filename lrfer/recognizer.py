@@ -199,6 +199,10 @@ def load(
     close_ups: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
     tta: bool = False,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
 ) -> Recognizer:
     """Load a model and a face detector, ready to :meth:`~Recognizer.predict`.
 
@@ -231,8 +235,14 @@ def load(
     ``tta``: also classify each face's mirror image and average the two logits (:mod:`lrfer.tta`).
     It doubles the expression model's work (not the detector's). On FER2013 PublicTest it added 0.06 to 1.2
     points of accuracy to every zoo model (the default: 59.5 -> 60.2 %), and lowered its calibration error.
+    ``revision``, ``token``, ``local_files_only`` (keywords, for Hub weights; see :func:`lrfer.zoo.resolve`):
+    the commit, branch or tag of ``"hf://org/repo"`` (one the spec names, ``@rev``, must be the same; a manifest
+    name takes only the commit it pins, bundled and local weights none: ``ValueError``); the token handed to
+    ``hf_hub_download`` (``None``: ``HF_TOKEN`` or the saved login; never logged); ``True``: the cache alone,
+    as ``HF_HUB_OFFLINE=1`` (weights not in it: :class:`lrfer.zoo.NotCachedError`).
 
     >>> rec = lrfer.load("gmenet-fer2013-16px")  # doctest: +SKIP
+    >>> rec = lrfer.load("hf://org/repo", revision="<commit>", local_files_only=True)  # doctest: +SKIP
     >>> labels = [f.label for f in rec.predict("examples/group1.jpg")]  # doctest: +SKIP
     """
     from lrfer.faces.detect import make_detector
@@ -246,7 +256,8 @@ def load(
     if precision == "bf16" and dev.type == "cpu" and not cpu_has_fast_bf16():
         logger.warning("precision='bf16' on a CPU without native bf16 instructions (AVX-512 BF16 or AMX): "
                        "it will be slower than fp32, not faster")
-    model = load_model(default_model() if spec is None else spec, device=dev, cache_dir=cache_dir)
+    model = load_model(default_model() if spec is None else spec, device=dev, cache_dir=cache_dir, revision=revision,
+                       token=token, local_files_only=local_files_only)
     det = make_detector(det_name, dev, min_face=min_face, pnet_precision=pnet_precision_for(precision, dev, det_name),
                         close_ups=close_ups) if det_name else None
     return Recognizer(model, model.pretrained_cfg, dev, det, precision, tta=tta)  # type: ignore[arg-type]  # a ModelSpec (load_model)

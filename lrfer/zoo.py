@@ -47,7 +47,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Collection, Iterable, Iterator, Mapping, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, Collection, Iterable, Iterator, Mapping, NamedTuple, NoReturn, Union
 
 from lrfer.constants import (ALIGNMENTS, FER2013_BOX, FER2013_LANDMARKS, HR_SIZE, LANDMARK_NAMES,
                              NATIVE_DOWNSAMPLING)
@@ -169,7 +169,8 @@ class HubDownloadError(ConnectionError):
 
 
 class NotCachedError(FileNotFoundError):
-    """Offline (``HF_HUB_OFFLINE=1`` or no connection) and the weights are not in the cache."""
+    """Offline (``HF_HUB_OFFLINE=1``, ``local_files_only=True`` or no connection) and the weights are not in the
+    cache."""
 
 
 class StateDictMismatchError(RuntimeError):
@@ -905,21 +906,67 @@ def _unresolved_hub_host() -> str | None:
     return None
 
 
-def _hub_download(repo_id: str, filename: str, revision: str, cache_dir: str | None, label: str) -> Path:
-    """``hf_hub_download`` with a clear error when offline and not cached."""
+@dataclass(frozen=True)
+class _HubAccess:
+    """How the Hub is asked for files: the ``token`` handed to ``hf_hub_download`` (``None``: huggingface_hub's
+    own, HF_TOKEN or the saved login; left out of the repr, so it is never shown) and ``local_files_only``
+    (the cache alone, as ``HF_HUB_OFFLINE=1``)."""
+
+    token: str | bool | None = field(default=None, repr=False)
+    local_files_only: bool = False
+
+
+_DEFAULT_ACCESS = _HubAccess()
+
+
+def _hub_access(token: Any, local_files_only: Any) -> _HubAccess:
+    """The checked ``token`` and ``local_files_only`` arguments of :func:`resolve`; errors never show the token."""
+    if token is not None and not isinstance(token, (str, bool)):
+        raise TypeError(f"token must be a str, True, False or None, got a {type(token).__name__}")
+    if isinstance(token, str) and not token.strip():
+        raise ValueError("token is empty (an unset variable?); pass None for huggingface_hub's default "
+                         "(HF_TOKEN, or the token `hf auth login` saved)")
+    if isinstance(token, str):
+        _check_token_characters(token)
+    if not isinstance(local_files_only, bool):
+        raise TypeError(f"local_files_only must be True or False, got a {type(local_files_only).__name__}")
+    return _HubAccess(token, local_files_only)
+
+
+def _check_token_characters(token: str) -> None:
+    """ValueError, naming the place but not the token, when it holds a character an HTTP header cannot carry (a
+    space, a newline: a token read from a file keeps its last one): httpx's error quoted the whole header, token
+    and all, and lrfer reported it as a broken connection."""
+    bad = next((i for i, char in enumerate(token) if not "!" <= char <= "~"), None)
+    if bad is not None:
+        kind = {" ": "a space", "\n": "a newline", "\r": "a carriage return", "\t": "a tab"}.get(
+            token[bad], "a character that is not printable ASCII")
+        raise ValueError(f"token holds {kind} at position {bad} of {len(token)}, which an HTTP header cannot carry "
+                         "(a token read from a file keeps its newline: strip it)")
+
+
+def _hub_download(repo_id: str, filename: str, revision: str, cache_dir: str | None, label: str,
+                  access: _HubAccess = _DEFAULT_ACCESS) -> Path:
+    """``hf_hub_download`` (with ``access``'s token, and only from the cache when ``access.local_files_only``)
+    with a clear error when offline and not cached."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError  # also there before huggingface_hub 0.25
 
     _check_cache_folder(cache_dir)
     offline = _offline()
-    unresolved = None if offline else _unresolved_hub_host()
+    cache_only = offline or access.local_files_only
+    unresolved = None if cache_only else _unresolved_hub_host()
     try:
-        path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
-                               local_files_only=offline or unresolved is not None)
+        path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, token=access.token,
+                               local_files_only=cache_only or unresolved is not None)
     except LocalEntryNotFoundError as err:
         from huggingface_hub import constants
 
-        if offline:
+        if access.local_files_only:
+            cause, remedy = "local_files_only=True was given", "leave out local_files_only=True to fetch it"
+            if offline:
+                cause, remedy = f"{cause} (and HF_HUB_OFFLINE=1 is set)", f"{remedy} and unset HF_HUB_OFFLINE"
+        elif offline:
             cause, remedy = "HF_HUB_OFFLINE=1 is set", "unset HF_HUB_OFFLINE"
         elif unresolved is not None:
             cause, remedy = (f"the Hub's host name {unresolved} could not be resolved (no network or no DNS)",
@@ -935,7 +982,7 @@ def _hub_download(repo_id: str, filename: str, revision: str, cache_dir: str | N
         raise NotCachedError(
             f"{filename} of {label} ({repo_id}@{revision}) is not in {where} and {cause}. Run {fetch} on a "
             f"connected machine and {copy}, or {remedy}."
-        ) from (None if offline else err)
+        ) from (None if cache_only else err)
     except HfHubHTTPError:  # the Hub's answers (404, 401, ...): their own messages
         raise
     except Exception as err:
@@ -1145,20 +1192,29 @@ def _hub_uri(text: str) -> str | None:
     return None
 
 
-def _resolve_hf_uri(uri: str, cache_dir: str | None) -> tuple[ModelSpec, Path]:
+def _resolve_hf_uri(uri: str, cache_dir: str | None, revision: str | None = None,
+                    access: _HubAccess = _DEFAULT_ACCESS) -> tuple[ModelSpec, Path]:
+    """The spec and weights of ``hf://org/repo[@rev]``; ``revision`` (the keyword, normalised): the revision when
+    the id names none, and one it names must be the same."""
     # "hf://org/repo/" (a folder's spelling, as HfFileSystem's paths end): the same repo
     uri = uri.rstrip("/")
     match = _HF_RE.match(uri)
     if match is None:
         raise ValueError(f"{uri!r} is not 'hf://org/repo' or 'hf://org/repo@revision'")
-    repo_id, revision = match["repo"], match["rev"] or "main"
-    if _COMMIT_RE.match(revision.lower()):  # a commit as some tools print it (upper case): git reads it the same
-        revision = revision.lower()
+    repo_id, named = match["repo"], match["rev"]
+    if named is not None:
+        named = _normalised_revision(named)
+        if revision is not None and revision != named:
+            raise ValueError(f"{uri!r} names the revision {named!r} and revision={revision!r} another; give the "
+                             "revision once (in the id or as revision=), or the same one in both")
+    elif revision is not None:  # named in the id from here on: the errors' `lrfer download` fetches that revision
+        uri = f"{HF_PREFIX}{repo_id}@{revision}"
+    revision = named if named is not None else "main" if revision is None else revision  # "" is checked, not main
     _check_revision(uri, revision)
     if not _COMMIT_RE.match(revision):
         logger.warning("%s is not pinned to a commit; pin it (hf://%s@<40-hex commit>) for reproducible weights",
                        uri, repo_id)
-    config = _hub_download(repo_id, CONFIG_FILENAME, revision, cache_dir, uri)
+    config = _hub_download(repo_id, CONFIG_FILENAME, revision, cache_dir, uri, access)
     commit = config.parent.name if _COMMIT_RE.match(config.parent.name) else revision  # snapshots/<commit>/
     # A damaged cached config (not JSON, or naming other weights) is deleted, to be fetched again next
     # time; one that parses but that this lrfer refuses (e.g. written for a newer one) is kept.
@@ -1170,7 +1226,7 @@ def _resolve_hf_uri(uri: str, cache_dir: str | None) -> tuple[ModelSpec, Path]:
     entry["source"] = {"kind": "hub", "repo_id": repo_id, "revision": commit}
     spec = ModelSpec.from_dict(entry, where=f"{uri} {CONFIG_FILENAME}")
     try:
-        return spec, _fetch(spec, cache_dir, label=uri, given=entry.keys())
+        return spec, _fetch(spec, cache_dir, label=uri, given=entry.keys(), access=access)
     except ChecksumError:
         _remove_cached(config)
         raise
@@ -1198,6 +1254,42 @@ def _check_revision(uri: str, revision: str, os_name: str | None = None) -> None
                          f"instead: {uri.partition('@')[0]}@<commit>")
 
 
+def _normalised_revision(revision: str) -> str:
+    """A commit as some tools print it (upper case) in lower case, as git reads it; any other name as it is."""
+    return revision.lower() if _COMMIT_RE.match(revision.lower()) else revision
+
+
+def _revision_argument(revision: Any) -> str | None:
+    """The ``revision`` keyword of :func:`resolve`, normalised (a str or ``None``; what it may name is checked
+    where the kind of weights is known)."""
+    if revision is None:
+        return None
+    if not isinstance(revision, str):
+        raise TypeError(f"revision must be a str (a commit, branch or tag) or None, got a {type(revision).__name__}")
+    return _normalised_revision(revision)
+
+
+def _check_pinned_revision(spec: ModelSpec, revision: str | None, what: str) -> None:
+    """ValueError unless ``revision`` (the keyword) is ``None`` or the commit ``spec`` pins its Hub weights to:
+    the spec records that commit's sha256, so other weights cannot load under it. ``what`` names the spec."""
+    if revision is None:
+        return
+    if spec.source["kind"] != "hub":
+        _refuse_revision(revision, f"{what} has {spec.source['kind']} weights")
+    repo_id, pinned = spec.source["repo_id"], spec.source["revision"]
+    _check_revision(f"{HF_PREFIX}{repo_id}@{revision}", revision)
+    if revision != pinned:
+        raise ValueError(f"{what} pins its weights to {repo_id}@{pinned} (with their sha256), so revision="
+                         f"{revision!r} cannot load under it; load another revision of that repo as "
+                         f"'{HF_PREFIX}{repo_id}@{revision}' (its {CONFIG_FILENAME} gives that revision's sha256)")
+
+
+def _refuse_revision(revision: str, why: str) -> NoReturn:
+    """The ValueError for a ``revision`` given for weights that do not come from the Hub."""
+    raise ValueError(f"revision={revision!r} applies only to Hub weights, and {why}; leave revision out (a Hub "
+                     f"repo's revision loads as '{HF_PREFIX}org/repo@REV', or with revision= beside '{HF_PREFIX}org/repo')")
+
+
 def _windows_name_problem(revision: str) -> str | None:
     """Why Windows cannot hold the file refs/<revision> (a character it forbids; a part that is a device name
     such as ``CON`` or ``nul.txt``, or that ends in a dot or space, which it drops), or None."""
@@ -1213,8 +1305,8 @@ def _windows_name_problem(revision: str) -> str | None:
 
 
 def _fetch(spec: ModelSpec, cache_dir: str | None, label: str | None = None,
-           given: Collection[str] | None = None) -> Path:
-    """The verified local weights path for a spec's source."""
+           given: Collection[str] | None = None, access: _HubAccess = _DEFAULT_ACCESS) -> Path:
+    """The verified local weights path for a spec's source (Hub weights fetched with ``access``)."""
     kind = spec.source["kind"]
     if kind == "bundled":
         path = WEIGHTS_DIR / spec.file
@@ -1224,7 +1316,7 @@ def _fetch(spec: ModelSpec, cache_dir: str | None, label: str | None = None,
         _verify(path, spec.sha256, cached=False, what=spec.name)
     elif kind == "hub":
         repo_id, revision = spec.source["repo_id"], spec.source["revision"]
-        path = _hub_download(repo_id, spec.file, revision, cache_dir, label or _download_label(spec))
+        path = _hub_download(repo_id, spec.file, revision, cache_dir, label or _download_label(spec), access)
         _verify(path, spec.sha256, cached=True, what=f"{spec.name} ({repo_id}@{revision}/{spec.file})")
     else:
         path = Path(spec.source["path"])
@@ -1243,7 +1335,8 @@ def _download_label(spec: ModelSpec) -> str:
     return f"{HF_PREFIX}{spec.source['repo_id']}@{spec.source['revision']}"
 
 
-def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> tuple[ModelSpec, Path]:
+def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None, *, revision: str | None = None,
+            token: str | bool | None = None, local_files_only: bool = False) -> tuple[ModelSpec, Path]:
     """Turn any weight spec into ``(ModelSpec, verified local .safetensors path)``.
 
     ``spec`` is a manifest name, a :class:`ModelSpec`, a local ``.safetensors`` file, a folder with
@@ -1253,27 +1346,45 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -
     Hub files go to ``cache_dir`` > ``$LRFER_CACHE`` > the huggingface_hub default cache; the sha256
     is always checked.
 
+    The keywords are huggingface_hub's, for Hub weights (``hf_hub_download``'s, ``from_pretrained``'s):
+
+    * ``revision``: the commit, branch or tag of a Hub id that names none (``resolve("hf://org/repo",
+      revision="v1")`` is ``resolve("hf://org/repo@v1")``); one that names another raises ``ValueError``.
+      A manifest name (or :class:`ModelSpec`) with Hub weights pins a commit and its sha256: only that
+      commit is taken (load another as ``hf://org/repo@REV``). Bundled or local weights take none.
+    * ``token``: handed to ``hf_hub_download`` (``None``: huggingface_hub's, ``HF_TOKEN`` or the token
+      ``hf auth login`` saved; ``False``: none is sent). It is never logged or put into an error.
+    * ``local_files_only``: use the cache alone, as ``HF_HUB_OFFLINE=1`` does; weights not in it raise
+      :class:`NotCachedError` naming it.
+
     >>> spec, path = resolve("gmenet-fer2013-16px")  # doctest: +SKIP
     >>> spec, path = resolve("runs/mine/gmenet-raf-16px.safetensors")  # doctest: +SKIP
+    >>> spec, path = resolve("hf://org/repo", revision="<commit>", local_files_only=True)  # doctest: +SKIP
     """
     cache = _cache_dir(cache_dir)
+    revision = _revision_argument(revision)
+    access = _hub_access(token, local_files_only)
     if isinstance(spec, ModelSpec):
-        return spec, _fetch(spec, cache)
+        _check_pinned_revision(spec, revision, f"the ModelSpec {spec.name!r}")
+        return spec, _fetch(spec, cache, access=access)
     hub_id = _hub_uri(spec) if isinstance(spec, str) else None
     if hub_id is not None:
-        return _resolve_hf_uri(hub_id, cache)
+        return _resolve_hf_uri(hub_id, cache, revision, access)
     if isinstance(spec, str) and not spec.strip():  # Path("") is the working folder (an unset variable)
         get_spec(spec)  # raises UnknownModelError listing the models
     path = Path(spec)
     if isinstance(spec, str) and _reads_as_name(spec):
         resolved = get_spec(spec)
-        return resolved, _fetch(resolved, cache)
-    if path.is_dir():
-        return _resolve_local_dir(path)
-    if not path.is_file() and path.suffix.lower() not in REFUSED_SUFFIXES:  # pickles are refused by name
-        raise FileNotFoundError(_missing_path_message(path, spec if isinstance(spec, str) else None))
-    _check_suffix(path)
-    return _resolve_local_file(path)
+        _check_pinned_revision(resolved, revision, f"the manifest's {resolved.name!r}")
+        return resolved, _fetch(resolved, cache, access=access)
+    folder = path.is_dir()
+    if not folder:
+        if not path.is_file() and path.suffix.lower() not in REFUSED_SUFFIXES:  # pickles are refused by name
+            raise FileNotFoundError(_missing_path_message(path, spec if isinstance(spec, str) else None))
+        _check_suffix(path)
+    if revision is not None:
+        _refuse_revision(revision, f"{str(path)!r} is a local {'folder' if folder else 'file'}")
+    return _resolve_local_dir(path) if folder else _resolve_local_file(path)
 
 
 #: Suffixes of files (weights, pickles, configs) that a missing ``dir/name.suffix`` was meant as: such a
@@ -1427,20 +1538,23 @@ def _meta_build(arch: str, kwargs: Mapping[str, Any], tensors: int, what: str, w
 
 
 def load_model(spec: WeightSpec, device: "str | torch.device" = "cpu",
-               cache_dir: str | os.PathLike[str] | None = None) -> "nn.Module":
+               cache_dir: str | os.PathLike[str] | None = None, *, revision: str | None = None,
+               token: str | bool | None = None, local_files_only: bool = False) -> "nn.Module":
     """Build a model and load its verified weights strictly, in eval mode.
 
-    The :class:`ModelSpec` is attached as ``model.pretrained_cfg``.
+    The :class:`ModelSpec` is attached as ``model.pretrained_cfg``. ``revision``, ``token`` and
+    ``local_files_only`` are :func:`resolve`'s, for Hub weights.
 
     >>> model = load_model("gmenet-fer2013-16px")  # doctest: +SKIP
     >>> model.pretrained_cfg.classes  # doctest: +SKIP
     ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')
+    >>> model = load_model("hf://org/repo", revision="<commit>", token=False)  # doctest: +SKIP
     """
     from safetensors.torch import load as load_safetensors
 
     from lrfer.models import build_model
 
-    model_spec, path = resolve(spec, cache_dir)
+    model_spec, path = resolve(spec, cache_dir, revision=revision, token=token, local_files_only=local_files_only)
     # One read: the tensors loaded are the bytes hashed here, not a file that may have been replaced since
     # resolve() checked it (a shared cache, a folder another process writes to).
     data = path.read_bytes()
@@ -1646,17 +1760,22 @@ def config_entry(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = No
     return entry
 
 
-def download(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+def download(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None, *, revision: str | None = None,
+             token: str | bool | None = None, local_files_only: bool = False) -> Path:
     """Pre-fetch and verify weights (bundled ones are only verified); return the local path, absolute.
 
     A bundled model's path is inside the installed package; a Hub model's is in the cache; a local file's,
     or the file of a local folder, is made absolute as a local spec's ``source`` is (a link stays the link).
+    ``revision``, ``token`` and ``local_files_only`` are :func:`resolve`'s, for Hub weights
+    (``local_files_only=True`` checks that the weights are in the cache, verified, without the network).
 
     >>> download("gmenet-fer2013-16px")  # doctest: +SKIP
     PosixPath('.../site-packages/lrfer/weights/gmenet-fer2013-16px.safetensors')
     >>> download("hf://org/repo@<commit>")  # doctest: +SKIP
     PosixPath('.../snapshots/<commit>/<file>.safetensors')
+    >>> download("hf://org/private-repo", revision="v1", token=os.environ["READ_TOKEN"])  # doctest: +SKIP
+    PosixPath('.../snapshots/<commit of v1>/<file>.safetensors')
     """
     # absolute as the path of a folder with lrfer_config.json (its spec's source) is: a file given by a relative
     # path, or a folder's lone file, came back as given, so `lrfer download` printed the two kinds
-    return resolve(name, cache_dir)[1].absolute()
+    return resolve(name, cache_dir, revision=revision, token=token, local_files_only=local_files_only)[1].absolute()

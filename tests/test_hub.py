@@ -47,6 +47,9 @@ class FakeHub:
     * ``refuse``: answer every ``/resolve/`` request with this status and these headers (429, 403, 503, ...).
     * ``private[repo_id] = token``: that repo answers as a missing one (401) unless ``Authorization: Bearer <token>``
       comes with the request.
+    * ``files_at[(repo_id, commit)]``: the repo's files at that commit (``files[repo_id]`` at every other one), for
+      a revision (add it to ``revisions``) whose files differ.
+    * ``requests`` and ``headers``: the method and path, and the headers, of every request, the CDN's included.
     """
 
     def __init__(self) -> None:
@@ -58,6 +61,7 @@ class FakeHub:
         self.refuse: tuple[int, dict[str, str]] | None = None
         self.xet_cas: str | None = None
         self.private: dict[str, str] = {}
+        self.files_at: dict[tuple[str, str], dict[str, bytes]] = {}
         self.endpoint = self.cdn = ""
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
@@ -78,7 +82,8 @@ class FakeHub:
                     self.wfile.write(body)
 
             def _cdn(self, sha: str) -> None:
-                name, data = next(((n, d) for repo in hub.files.values() for n, d in repo.items()
+                repos = [*hub.files.values(), *hub.files_at.values()]
+                name, data = next(((n, d) for repo in repos for n, d in repo.items()
                                    if hashlib.sha256(d).hexdigest() == sha), ("", None))
                 if data is None:
                     return self._send(404, {})
@@ -112,7 +117,7 @@ class FakeHub:
                 if commit is None:
                     return self._send(404, {"X-Error-Code": "RevisionNotFound",
                                             "X-Error-Message": f"Invalid rev id: {revision}"})
-                data = hub.files[repo_id].get(filename)
+                data = hub.files_at.get((repo_id, commit), hub.files[repo_id]).get(filename)
                 if data is None:
                     return self._send(404, {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found",
                                             "X-Repo-Commit": commit})
@@ -1076,3 +1081,163 @@ def test_a_private_repo_loads_with_hf_token(hub: FakeHub, weights: tuple[bytes, 
     sent = authorizations(hub)
     assert {token for path, token in sent if not path.startswith("/cdn/")} == {"Bearer hf_reader"}, sent
     assert {token for path, token in sent if path.startswith("/cdn/")} == {None}, sent
+
+
+# ------------------------------------------------------------- revision=, token=, local_files_only= keywords
+COMMIT_V2 = "b" * 40
+
+
+@pytest.fixture
+def second_revision(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
+                    tmp_path: Path) -> tuple[str, torch.nn.Module]:
+    """The tiny model on ``main`` (COMMIT) and other weights at COMMIT_V2, tagged ``v2``: (their sha256, model)."""
+    data, digest, _ = weights
+    publish(hub, data, digest)
+    torch.manual_seed(1)
+    model = build_model("baseline", width=8, input_size=16).eval()
+    path = tmp_path / "made-v2" / WEIGHTS
+    digest_v2 = zoo.save_weights(model.state_dict(), path, entry())
+    hub.files_at[(REPO_ID, COMMIT_V2)] = {WEIGHTS: path.read_bytes(),
+                                          zoo.CONFIG_FILENAME: json.dumps(entry(sha256=digest_v2)).encode()}
+    hub.revisions.update({"v2": COMMIT_V2, COMMIT_V2: COMMIT_V2})
+    return digest_v2, model
+
+
+def test_the_revision_keyword_fetches_that_revisions_weights(hub: FakeHub, second_revision: tuple[str, torch.nn.Module],
+                                                             tmp_path: Path) -> None:
+    """lrfer took a revision only inside the id (``hf://org/repo@rev``); ``revision=`` (huggingface_hub's
+    keyword) was a TypeError. It now fetches that revision, in resolve, download, load_model and lrfer.load."""
+    import lrfer
+
+    digest_v2, model_v2 = second_revision
+    spec, path = zoo.resolve(f"hf://{REPO_ID}", revision="v2")
+    assert spec.sha256 == digest_v2 and spec.source["revision"] == COMMIT_V2 and path.parent.name == COMMIT_V2
+    assert ("GET", f"/{REPO_ID}/resolve/v2/{zoo.CONFIG_FILENAME}") in hub.requests
+    assert zoo.download(f"hf-hub:{REPO_ID}", revision="v2") == path
+    assert zoo.resolve(f"hf://{REPO_ID}@v2", revision="v2") == (spec, path)  # the same revision twice is fine
+    assert zoo.resolve(f"hf://{REPO_ID}@{COMMIT_V2}", revision=COMMIT_V2.upper())[1] == path  # a commit in any case
+    check_model(zoo.load_model(f"hf://{REPO_ID}", revision=COMMIT_V2), model_v2)
+    rec = lrfer.load(f"hf://{REPO_ID}", device="cpu", detector=None, revision="v2")
+    assert rec.spec.sha256 == digest_v2
+    assert zoo.resolve(f"hf://{REPO_ID}")[0].source["revision"] == COMMIT  # without it: main, as before
+
+
+def test_a_revision_keyword_that_contradicts_the_ids_is_refused_naming_both(hub: FakeHub) -> None:
+    """Which one wins would be a guess: the error names both, before anything is fetched."""
+    with pytest.raises(ValueError, match=f"names the revision '{COMMIT}' and revision='v2' another"):
+        zoo.resolve(f"hf://{REPO_ID}@{COMMIT}", revision="v2")
+    with pytest.raises(ValueError, match="names the revision 'main' and revision='v2'"):
+        zoo.load_model(f"hf://{REPO_ID}@main", revision="v2")
+    assert hub.requests == []
+
+
+def test_a_revision_keyword_is_held_to_the_revision_rules(hub: FakeHub) -> None:
+    """``revision="../../x"`` names a place outside the Hub cache, as ``@../../x`` does; a non-str is a TypeError."""
+    with pytest.raises(ValueError, match="'../../x' is not a revision"):
+        zoo.resolve(f"hf://{REPO_ID}", revision="../../x")
+    with pytest.raises(ValueError, match="'' is not a revision"):
+        zoo.download(f"hf://{REPO_ID}", revision="")
+    with pytest.raises(TypeError, match="revision must be a str"):
+        zoo.resolve(f"hf://{REPO_ID}", revision=2)  # type: ignore[arg-type]
+    assert hub.requests == []
+
+
+def test_a_revision_keyword_other_than_a_manifest_entrys_pin_is_refused(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module], hub_manifest: Callable[[str], None]) -> None:
+    """A manifest entry pins its Hub weights to a commit and their sha256: another revision could only fail the
+    hash check after a download, so it is refused at once, pointing to ``hf://org/repo@rev``; the pin is fine."""
+    _, digest, original = publish_in_manifest(hub, weights, hub_manifest)
+    with pytest.raises(ValueError, match=f"pins its weights to {REPO_ID}@{COMMIT} .*load another revision of that repo "
+                                         f"as 'hf://{REPO_ID}@v2'"):
+        zoo.load_model(NAME, revision="v2")
+    with pytest.raises(ValueError, match="pins its weights"):
+        zoo.resolve(zoo.get_spec(NAME), revision="main")  # a ModelSpec pins the same
+    assert hub.requests == []
+    check_model(zoo.load_model(NAME, revision=COMMIT.upper()), original)
+    assert zoo.download(NAME, revision=COMMIT) == zoo.download(NAME)
+
+
+def test_a_revision_keyword_for_bundled_or_local_weights_is_refused(weights: tuple[bytes, str, torch.nn.Module],
+                                                                   tmp_path: Path) -> None:
+    """Bundled and local weights have no revisions: the keyword was ignored silently, the weights loaded were
+    not the revision asked for."""
+    with pytest.raises(ValueError, match="applies only to Hub weights, and the manifest's 'gmenet-fer2013-16px' has "
+                                         "bundled weights"):
+        zoo.resolve("gmenet-fer2013-16px", revision=COMMIT)
+    local = tmp_path / "made" / WEIGHTS
+    with pytest.raises(ValueError, match="applies only to Hub weights, and .* is a local file"):
+        zoo.download(local, revision="main")
+    with pytest.raises(ValueError, match="applies only to Hub weights, and .* is a local folder"):
+        zoo.load_model(local.parent, revision="main")
+    assert zoo.download(local) == local  # without it, as before
+
+
+def test_the_token_keyword_reaches_the_hub_as_an_authorization_header(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A token was taken only from HF_TOKEN or the login; ``token=`` now goes to hf_hub_download (to the Hub,
+    not the CDN), ahead of HF_TOKEN; ``token=False`` sends none; a wrong one is named in no error or log."""
+    from huggingface_hub.utils import RepositoryNotFoundError
+
+    data, digest, original = weights
+    publish(hub, data, digest)
+    hub.private[REPO_ID] = "hf_reader"
+    monkeypatch.setenv("HF_TOKEN", "hf_env_token")
+    check_model(zoo.load_model(f"hf://{REPO_ID}@{COMMIT}", token="hf_reader"), original)
+    sent = authorizations(hub)
+    assert {token for path, token in sent if not path.startswith("/cdn/")} == {"Bearer hf_reader"}, sent
+    assert {token for path, token in sent if path.startswith("/cdn/")} == {None}, sent
+    hub.requests.clear()
+    hub.headers.clear()
+    with caplog.at_level("DEBUG"), pytest.raises(RepositoryNotFoundError) as err:
+        zoo.download(f"hf://{REPO_ID}@main", token="hf_wrong_secret")
+    assert "hf_wrong_secret" not in str(err.value) and "hf_wrong_secret" not in caplog.text
+    assert {token for _, token in authorizations(hub)} == {"Bearer hf_wrong_secret"}
+    hub.requests.clear()
+    hub.headers.clear()
+    with pytest.raises(RepositoryNotFoundError):
+        zoo.resolve(f"hf://{REPO_ID}@main", token=False)
+    assert {token for _, token in authorizations(hub)} == {None}, "token=False: not even HF_TOKEN is sent"
+
+
+@pytest.mark.parametrize("token, error, message", [
+    (123456, TypeError, "token must be a str, True, False or None"),
+    (" ", ValueError, "token is empty"),
+    ("hf_secret\n", ValueError, "token holds a newline at position 9 of 10, which an HTTP header cannot carry"),
+    ("hf_se cret", ValueError, "token holds a space at position 5"),
+    ("hf_s\u00e9cret", ValueError, "token holds a character that is not printable ASCII at position 4"),
+])
+def test_a_token_keyword_that_cannot_be_sent_is_refused_without_showing_it(token: Any, error: type[Exception],
+                                                                          message: str, hub: FakeHub) -> None:
+    """A token read from a file with its newline went into the request: httpx's "Illegal header value
+    b'Bearer hf_...\\n'" quoted the token in lrfer's error, which called it a broken connection."""
+    with pytest.raises(error, match=message) as err:
+        zoo.resolve(f"hf://{REPO_ID}@{COMMIT}", token=token)
+    assert "123456" not in str(err.value) and "cret" not in str(err.value) and hub.requests == []
+
+
+def test_local_files_only_uses_the_cache_alone_and_names_itself_when_it_misses(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module], hub_manifest: Callable[[str], None]) -> None:
+    """Only HF_HUB_OFFLINE=1 kept lrfer off the network; ``local_files_only=True`` (huggingface_hub's keyword)
+    does it for one call, and the not-cached error says that it is why (not HF_HUB_OFFLINE, which is unset)."""
+    _, _, original = publish_in_manifest(hub, weights, hub_manifest)
+    with pytest.raises(zoo.NotCachedError, match=f"local_files_only=True was given. Run `lrfer download hf://{REPO_ID}@v1 "
+                                             ".*, or leave out local_files_only=True to fetch it") as err:
+        zoo.resolve(f"hf://{REPO_ID}", revision="v1", local_files_only=True)
+    assert "HF_HUB_OFFLINE" not in str(err.value) and err.value.__cause__ is None
+    with pytest.raises(zoo.NotCachedError, match=f"{WEIGHTS} of {NAME} .*local_files_only=True was given"):
+        zoo.load_model(NAME, local_files_only=True)
+    assert hub.requests == [], "local_files_only must not touch the network"
+    path = zoo.download(f"hf://{REPO_ID}")  # main, fetched
+    hub.requests.clear()
+    assert zoo.download(f"hf://{REPO_ID}", local_files_only=True) == path  # main, from the cache's refs/main
+    check_model(zoo.load_model(NAME, local_files_only=True), original)
+    assert hub.requests == []
+    with pytest.raises(TypeError, match="local_files_only must be True or False"):
+        zoo.resolve(NAME, local_files_only="yes")  # type: ignore[arg-type]
+
+
+def test_local_files_only_and_hf_hub_offline_are_both_named(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    go_offline(monkeypatch)
+    with pytest.raises(zoo.NotCachedError, match="local_files_only=True was given \\(and HF_HUB_OFFLINE=1 is set\\)"):
+        zoo.resolve(f"hf://{REPO_ID}@{COMMIT}", local_files_only=True)

@@ -843,6 +843,12 @@ def _raised_by_xet_transfer(err: BaseException) -> bool:
             and last.tb_frame.f_globals.get("__name__") == "huggingface_hub.file_download")
 
 
+#: Where a Hub token comes from, as the advice of an error names them: the commands take the first two (as
+#: huggingface_hub's own calls do); a Python caller may pass one instead.
+_TOKEN_ADVICE = ("HF_TOKEN, `hf auth login` (`huggingface-cli login` before huggingface_hub 1.0) or, in Python, the "
+                 "token= keyword")
+
+
 def _why_not_fetched(err: BaseException) -> tuple[str, str]:
     """(cause, remedy) of a LocalEntryNotFoundError raised online: huggingface_hub chains what the Hub did."""
     from huggingface_hub.utils import FileMetadataError, HfHubHTTPError
@@ -855,11 +861,11 @@ def _why_not_fetched(err: BaseException) -> tuple[str, str]:
         said = f" ({said.strip().rstrip('.')})" if said.strip() else ""
         if status == 429:
             return (f"the Hub refused the request: HTTP 429, too many requests{said}",
-                    "wait and run it again, or log in (HF_TOKEN, or `hf auth login`; `huggingface-cli login` before huggingface_hub 1.0) for a higher rate limit")
+                    f"wait and run it again, or log in ({_TOKEN_ADVICE}) for a higher rate limit")
         if status >= 500:
             return f"the Hub answered HTTP {status}, a server error{said}", "run it again later"
         return (f"the Hub refused the request: HTTP {status}{said}",
-                "check the repo and your access to it (a token: HF_TOKEN, or `hf auth login`; `huggingface-cli login` before huggingface_hub 1.0)")
+                f"check the repo and your access to it (a token: {_TOKEN_ADVICE})")
     if isinstance(answer, FileMetadataError):
         return (f"the server at HF_ENDPOINT does not answer like the Hub ({answer})",
                 "check HF_ENDPOINT and the proxy settings (HTTPS_PROXY)")
@@ -1290,6 +1296,21 @@ def _refuse_revision(revision: str, why: str) -> NoReturn:
                      f"repo's revision loads as '{HF_PREFIX}org/repo@REV', or with revision= beside '{HF_PREFIX}org/repo')")
 
 
+def _check_unfetched(spec: ModelSpec, given: WeightSpec, revision: str | None, token: str | bool | None,
+                     local_files_only: bool) -> ModelSpec:
+    """``spec`` (``given`` as itself or by its manifest name), once :func:`resolve`'s keywords are checked as resolve
+    checks them, for a caller that takes the spec without fetching its weights (:func:`info`,
+    :func:`config_entry`): a revision other than the one it pins is refused, not ignored."""
+    _hub_access(token, local_files_only)
+    _check_pinned_revision(spec, _revision_argument(revision), _named_spec(spec, given))
+    return spec
+
+
+def _named_spec(spec: ModelSpec, given: WeightSpec) -> str:
+    """How an error names ``spec``, given as itself or by its manifest name."""
+    return f"the ModelSpec {spec.name!r}" if isinstance(given, ModelSpec) else f"the manifest's {spec.name!r}"
+
+
 def _windows_name_problem(revision: str) -> str | None:
     """Why Windows cannot hold the file refs/<revision> (a character it forbids; a part that is a device name
     such as ``CON`` or ``nul.txt``, or that ends in a dot or space, which it drops), or None."""
@@ -1365,7 +1386,7 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None, *
     revision = _revision_argument(revision)
     access = _hub_access(token, local_files_only)
     if isinstance(spec, ModelSpec):
-        _check_pinned_revision(spec, revision, f"the ModelSpec {spec.name!r}")
+        _check_pinned_revision(spec, revision, _named_spec(spec, spec))
         return spec, _fetch(spec, cache, access=access)
     hub_id = _hub_uri(spec) if isinstance(spec, str) else None
     if hub_id is not None:
@@ -1375,7 +1396,7 @@ def resolve(spec: WeightSpec, cache_dir: str | os.PathLike[str] | None = None, *
     path = Path(spec)
     if isinstance(spec, str) and _reads_as_name(spec):
         resolved = get_spec(spec)
-        _check_pinned_revision(resolved, revision, f"the manifest's {resolved.name!r}")
+        _check_pinned_revision(resolved, revision, _named_spec(resolved, spec))
         return resolved, _fetch(resolved, cache, access=access)
     folder = path.is_dir()
     if not folder:
@@ -1687,21 +1708,27 @@ DETECTOR_LICENSES = {
 }
 
 
-def info(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def info(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None, *, revision: str | None = None,
+         token: str | bool | None = None, local_files_only: bool = False) -> dict[str, Any]:
     """A JSON-able summary of a model, including its architecture config, the alignment its faces get
     (template, crop and degradation) and the three licences: a manifest name, or any other weight spec
     :func:`resolve` takes (a local file or folder, a Hub id; its weights are fetched to ``cache_dir``,
     as :func:`download` does, and checked first).
 
+    ``revision``, ``token`` and ``local_files_only`` are :func:`resolve`'s, for Hub weights. A manifest name or a
+    :class:`ModelSpec` fetches nothing (its entry is the summary), so only the revision it pins is taken, and
+    the other two are checked but have nothing to fetch.
+
     >>> info("gmenet-fer2013-16px")["license"]  # doctest: +SKIP
     {'code': 'MIT', 'weights': '...', 'data': '...'}
+    >>> info("hf://org/private-repo", revision="v1", token=os.environ["READ_TOKEN"])["source"]  # doctest: +SKIP
+    {'kind': 'hub', 'repo_id': 'org/private-repo', 'revision': '<commit of v1>'}
     """
-    if isinstance(name, ModelSpec):
-        spec = name
-    elif isinstance(name, str) and _reads_as_name(name) and name.strip().lower() in load_manifest().models:
-        spec = get_spec(name)  # in any case and spacing, as load takes it: a Hub entry is not fetched for it
+    if isinstance(name, str) and _reads_as_name(name) and name.strip().lower() in load_manifest().models:
+        # in any case and spacing, as load takes it: a Hub entry is not fetched for it
+        spec = _check_unfetched(get_spec(name), name, revision, token, local_files_only)
     else:
-        spec, _ = resolve(name, cache_dir)
+        spec = _spec_of(name, cache_dir, revision, token, local_files_only)
     return {
         "name": spec.name,
         "arch": spec.arch,
@@ -1723,6 +1750,15 @@ def info(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> d
         "paper": spec.paper,
         "description": spec.description,
     }
+
+
+def _spec_of(name: WeightSpec, cache_dir: str | os.PathLike[str] | None, revision: str | None,
+             token: str | bool | None, local_files_only: bool) -> ModelSpec:
+    """The spec of ``name``: a :class:`ModelSpec` as it is (:func:`resolve`'s keywords checked against it), anything
+    else resolved with them (Hub weights fetched and verified)."""
+    if isinstance(name, ModelSpec):
+        return _check_unfetched(name, name, revision, token, local_files_only)
+    return resolve(name, cache_dir, revision=revision, token=token, local_files_only=local_files_only)[0]
 
 
 def _alignment_steps(alignment: str, resolution: int) -> dict[str, Any]:
@@ -1747,14 +1783,19 @@ def _alignment_steps(alignment: str, resolution: int) -> dict[str, Any]:
     }
 
 
-def config_entry(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def config_entry(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None, *, revision: str | None = None,
+                 token: str | bool | None = None, local_files_only: bool = False) -> dict[str, Any]:
     """A model's entry as a ``lrfer_config.json`` (or a manifest entry without its ``source``): for a
     weights file, what its header records plus its file name and sha256, ready to publish beside it.
+    ``revision``, ``token`` and ``local_files_only`` are :func:`resolve`'s, for Hub weights (a
+    :class:`ModelSpec` fetches nothing: only the revision it pins is taken).
 
     >>> config_entry("gmenet-fer2013-16px")["classes"][0]  # doctest: +SKIP
     'angry'
+    >>> config_entry("hf://org/repo", revision="v1", local_files_only=True)["sha256"]  # doctest: +SKIP
+    '<sha256 of the weights at v1>'
     """
-    spec = name if isinstance(name, ModelSpec) else resolve(name, cache_dir)[0]
+    spec = _spec_of(name, cache_dir, revision, token, local_files_only)
     entry = spec.to_dict()
     entry.pop("source", None)
     return entry

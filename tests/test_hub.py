@@ -1064,7 +1064,7 @@ def test_the_fake_hub_is_sent_no_token_of_the_developers(developers_token: None,
 
 def test_a_private_repo_loads_with_hf_token(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """A private (or gated) repo: lrfer.load takes no token argument; huggingface_hub sends HF_TOKEN (or the
+    """A private (or gated) repo, with no token= given: huggingface_hub sends HF_TOKEN (or the
     token `hf auth login` saved) to the Hub, and not to the CDN it redirects to. Without it the Hub's own
     error says to authenticate."""
     from huggingface_hub.utils import RepositoryNotFoundError
@@ -1241,3 +1241,78 @@ def test_local_files_only_and_hf_hub_offline_are_both_named(hub: FakeHub, monkey
     go_offline(monkeypatch)
     with pytest.raises(zoo.NotCachedError, match="local_files_only=True was given \\(and HF_HUB_OFFLINE=1 is set\\)"):
         zoo.resolve(f"hf://{REPO_ID}@{COMMIT}", local_files_only=True)
+
+
+def test_info_and_config_entry_take_the_hub_keywords(hub: FakeHub, second_revision: tuple[str, torch.nn.Module]) -> None:
+    """``lrfer.info`` and ``config_entry`` fetch a Hub id's config and weights too, but took none of the keywords
+    that load and download took (a TypeError): another revision, a token of its own or the cache alone could
+    not be asked for."""
+    import lrfer
+
+    digest_v2, _ = second_revision
+    hub.private[REPO_ID] = "hf_reader"
+    summary = lrfer.info(f"hf://{REPO_ID}", revision="v2", token="hf_reader")
+    assert summary["sha256"] == digest_v2 and summary["source"]["revision"] == COMMIT_V2
+    assert {token for path, token in authorizations(hub) if not path.startswith("/cdn/")} == {"Bearer hf_reader"}
+    hub.requests.clear()
+    assert zoo.config_entry(f"hf://{REPO_ID}", revision="v2", local_files_only=True)["sha256"] == digest_v2
+    assert hub.requests == [], "local_files_only must not touch the network"
+    with pytest.raises(zoo.NotCachedError, match="local_files_only=True was given"):
+        zoo.info(f"hf://{REPO_ID}@main", local_files_only=True)  # main was never fetched
+    with pytest.raises(ValueError, match=f"names the revision '{COMMIT}' and revision='v2' another"):
+        zoo.config_entry(f"hf://{REPO_ID}@{COMMIT}", revision="v2", token="hf_reader")
+    assert hub.requests == []
+
+
+def test_info_and_config_entry_of_a_manifest_name_or_spec_hold_the_keywords_to_its_pin(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module], hub_manifest: Callable[[str], None]) -> None:
+    """info of a manifest name (and config_entry of a ModelSpec) fetches nothing: a keyword there must still be
+    checked as load checks it, not ignored (the summary of the pinned weights shown for another revision)."""
+    publish_in_manifest(hub, weights, hub_manifest)
+    with pytest.raises(ValueError, match=f"the manifest's '{NAME}' pins its weights to {REPO_ID}@{COMMIT}"):
+        zoo.info(NAME, revision="v2")
+    with pytest.raises(ValueError, match=f"the ModelSpec '{NAME}' pins its weights"):
+        zoo.config_entry(zoo.get_spec(NAME), revision="main")
+    with pytest.raises(TypeError, match="token must be a str"):
+        zoo.info(NAME, token=123)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="local_files_only must be True or False"):
+        zoo.config_entry(zoo.get_spec(NAME), local_files_only="yes")  # type: ignore[arg-type]
+    assert zoo.info(f" {NAME.upper()} ", revision=COMMIT.upper(), token="hf_any", local_files_only=True)["name"] == NAME
+    assert zoo.config_entry(zoo.get_spec(NAME), revision=COMMIT)["name"] == NAME
+    assert hub.requests == []
+
+
+def test_info_and_config_entry_of_bundled_or_local_weights_refuse_a_revision_keyword(
+        weights: tuple[bytes, str, torch.nn.Module], tmp_path: Path) -> None:
+    """As load does: bundled and local weights have no revisions, and the summary is of the weights there."""
+    with pytest.raises(ValueError, match="applies only to Hub weights, and the manifest's 'gmenet-fer2013-16px' has "
+                                         "bundled weights"):
+        zoo.info("gmenet-fer2013-16px", revision=COMMIT)
+    with pytest.raises(ValueError, match="applies only to Hub weights, and the ModelSpec 'gmenet-fer2013-16px' has "
+                                         "bundled weights"):
+        zoo.config_entry(zoo.get_spec("gmenet-fer2013-16px"), revision=COMMIT)
+    local = tmp_path / "made" / WEIGHTS  # written by the weights fixture
+    with pytest.raises(ValueError, match="applies only to Hub weights, and .* is a local file"):
+        zoo.info(local, revision="main")
+    with pytest.raises(ValueError, match="applies only to Hub weights, and .* is a local folder"):
+        zoo.config_entry(local.parent, revision="main")
+    assert zoo.config_entry(local)["name"] == NAME  # without it, as before
+
+
+@pytest.mark.parametrize("status, headers", [
+    (403, {"X-Error-Message": "Access to this resource is disabled."}),
+    (429, {"Retry-After": "1", "X-Error-Message": "You have been rate-limited"}),
+])
+def test_lrfers_advice_on_a_refusal_names_the_token_keyword(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module], monkeypatch: pytest.MonkeyPatch,
+        status: int, headers: dict[str, str]) -> None:
+    """A 403 (or 429) reaches the caller as lrfer's NotCachedError, whose advice named only HF_TOKEN and `hf auth
+    login`: a Python caller was not told that load, download and info take ``token=``. (401, RepositoryNotFoundError
+    and GatedRepoError stay huggingface_hub's own errors, with its own advice.)"""
+    data, digest, _ = weights
+    publish(hub, data, digest)
+    hub.refuse = (status, headers)
+    monkeypatch.setattr("time.sleep", lambda seconds: None)  # huggingface_hub's back-off on 429
+    with pytest.raises(zoo.NotCachedError, match=f"HTTP {status}.*HF_TOKEN, `hf auth login` .* or, in Python, "
+                                                 "the token= keyword"):
+        zoo.download(f"hf://{REPO_ID}@{COMMIT}")

@@ -66,8 +66,8 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--teacher", default=None, help="teacher name or .safetensors (distillation, FSR-FER, MA-Net init)")
     p.add_argument("--kd-teacher", default=None,
                    help="model whose outputs on the same low-resolution faces are the soft targets (name or "
-                        ".safetensors; 'none': the --teacher's on the 48 px face). The gmenet-fast and gmenet-tiny "
-                        "recipes use gmenet-fer2013-16px")
+                        ".safetensors; 'none': the --teacher's on the 48 px face). The gmenet-fast, gmenet-tiny "
+                        "and gmenet-nano recipes use gmenet-fer2013-16px")
     p.add_argument("--attention-distillation", choices=ATTENTION_DISTILLATIONS, default=None,
                    help="GME-Net's attention distillation: 'askd' (the paper's attention similarity: every attention "
                         "module against a 48 px GME-Net --teacher of the same widths) or 'activation' (attention "

@@ -747,15 +747,18 @@ def _recorded_content_sha(header_bytes: bytes) -> tuple[str | None, "hashlib._Ha
     return recorded, hashlib.sha256(_join_safetensors(header, b""))
 
 
-def _verify(path: Path, expected: str, *, cached: bool, what: str) -> None:
-    """Raise :class:`ChecksumError` unless ``path`` hashes to ``expected``; delete bad cached files."""
+def _verify(path: Path, expected: str, *, cached: bool, what: str, cache_only: str | None = None) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` hashes to ``expected``; delete bad cached files.
+    ``cache_only``: what keeps this call off the network (``HF_HUB_OFFLINE=1``, ``local_files_only=True``), if
+    anything: a re-run under it cannot download the deleted copy again."""
     actual = sha256_file(path)
     if actual == expected:
         logger.debug("sha256 ok for %s (%s)", path, actual)
         return
     message = f"sha256 mismatch for {what} ({path}): expected {expected}, got {actual}."
     if cached and _remove_cached(path):
-        message += " The corrupted cached copy was deleted; re-run to download it again."
+        again = f" without {cache_only}" if cache_only else ""
+        message += f" The corrupted cached copy was deleted; re-run{again} to download it again."
     elif cached:
         message += " The corrupted cached copy could not be deleted (a read-only cache?): delete it by hand."
     else:
@@ -1338,13 +1341,21 @@ def _fetch(spec: ModelSpec, cache_dir: str | None, label: str | None = None,
     elif kind == "hub":
         repo_id, revision = spec.source["repo_id"], spec.source["revision"]
         path = _hub_download(repo_id, spec.file, revision, cache_dir, label or _download_label(spec), access)
-        _verify(path, spec.sha256, cached=True, what=f"{spec.name} ({repo_id}@{revision}/{spec.file})")
+        _verify(path, spec.sha256, cached=True, what=f"{spec.name} ({repo_id}@{revision}/{spec.file})",
+                cache_only=_cache_only_reason(access))
     else:
         path = Path(spec.source["path"])
         path = path / spec.file if path.is_dir() else path
         _verify(path, spec.sha256, cached=False, what=spec.name)
     _check_against_header(spec, path, _read_metadata(path), given)  # a sha256 match is no proof that it is safetensors
     return path
+
+
+def _cache_only_reason(access: _HubAccess) -> str | None:
+    """What keeps a Hub fetch in the cache: ``local_files_only=True``, ``HF_HUB_OFFLINE=1`` (both named), or None."""
+    reasons = [name for name, on in (("local_files_only=True", access.local_files_only), ("HF_HUB_OFFLINE=1", _offline()))
+               if on]
+    return " and ".join(reasons) or None
 
 
 def _download_label(spec: ModelSpec) -> str:

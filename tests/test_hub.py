@@ -587,11 +587,29 @@ def test_offline_cached_file_still_verified(hub: FakeHub, weights: tuple[bytes, 
     blob.chmod(0o644)
     blob.write_bytes(data[:-1] + b"?")  # the cache is corrupted on disk
     go_offline(monkeypatch)
-    with pytest.raises(zoo.ChecksumError, match="deleted"):
+    with pytest.raises(zoo.ChecksumError, match="deleted; re-run without HF_HUB_OFFLINE=1 to download it again"):
         zoo.load_model(NAME)
     assert not path.exists() and not blob.exists()
     with pytest.raises(zoo.NotCachedError):
         zoo.load_model(NAME)
+
+
+def test_a_corrupted_copy_deleted_under_local_files_only_says_to_fetch_it_without(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module], hub_manifest: Callable[[str], None]) -> None:
+    """The advice "re-run to download it again" cannot work in a call kept to the cache: the re-run under
+    ``local_files_only=True`` (or HF_HUB_OFFLINE=1) only met NotCachedError. Online, the advice stays plain."""
+    data, _, original = publish_in_manifest(hub, weights, hub_manifest)
+    path = zoo.download(NAME)
+    blob = path.resolve()
+    blob.chmod(0o644)
+    blob.write_bytes(data[:-1] + b"?")
+    with pytest.raises(zoo.ChecksumError, match="deleted; re-run without local_files_only=True to download it again"):
+        zoo.load_model(NAME, local_files_only=True)
+    path = zoo.download(NAME)  # fetched again
+    path.resolve().write_bytes(data[:-1] + b"?")
+    with pytest.raises(zoo.ChecksumError, match="deleted; re-run to download it again"):
+        zoo.load_model(NAME)
+    check_model(zoo.load_model(NAME), original)
 
 
 def test_cli_download_then_offline_predict(hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module],

@@ -446,6 +446,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not files and not videos:
         logger.error("no image or video files found in %s", " ".join(args.paths))
         return 1
+    check_out_file(args.out)  # before the model loads, which takes seconds (minutes on first use of a Hub model)
     rec = load_recognizer(args)
     logger.info("%s on %d image(s) and %d video(s)", rec, len(files), len(videos))
     args.annotated = None if args.annotate is None else AnnotatedPaths(
@@ -813,6 +814,27 @@ def make_folder(folder: Path, option: str) -> None:
                          "(a file is where a folder is needed)") from None
     except OSError as err:  # permission denied, a read-only file system: the bare errno message named no option
         raise ValueError(f"{option}: cannot make the folder {str(folder)!r}: {os_reason(err, folder)}") from None
+
+
+def check_out_file(out: Path | str | None) -> None:
+    """A ValueError, naming ``--out``, for a file that cannot be written, told before the model loads (it was
+    told after): the file is opened for appending and closed at once (an existing file is emptied only when
+    the rows start, after the model loaded; one made here is removed again). Left to the writer: stdout, anything that is not
+    a regular file (a FIFO would wait for its reader) and a file whose folder does not exist yet (made
+    with the rows)."""
+    if out is None or out == STDOUT:
+        return
+    path = Path(out)
+    existed = os.path.exists(path)  # False, not an OSError, for a name too long: open() tells that one
+    if (existed and not os.path.isfile(path)) or not os.path.isdir(path.parent):
+        return
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out {str(path)!r}: cannot write the file: {os_reason(err, path)}") from None
+    if not existed:
+        path.unlink(missing_ok=True)
 
 
 def os_reason(err: OSError, path: Path) -> str:

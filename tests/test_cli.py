@@ -606,6 +606,36 @@ def test_out_file_that_cannot_be_created_names_the_option(case: str, photos: Pat
     assert "[Errno" not in caplog.text and "Traceback" not in caplog.text
 
 
+@pytest.mark.parametrize("case", ["long-name", "proc", "read-only"])
+def test_an_out_file_that_cannot_be_written_is_told_before_the_model_loads(
+        case: str, photos: Path, tiny_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unwritable ``--out`` was reported only after the model had loaded (seconds; minutes for a Hub model
+    fetched on first use)."""
+    import lrfer.cli as cli
+
+    out = out_paths_refused(tmp_path, case)
+    monkeypatch.setattr(cli, "load_recognizer", lambda args: pytest.fail("the model loaded before --out was checked"))
+    try:
+        assert main(predict_args(photos, tiny_path, "--workers", "0", "--out", str(out))) == 1
+    finally:
+        if (tmp_path / "read-only").exists():
+            (tmp_path / "read-only").chmod(0o700)
+    assert f"--out {str(out)!r}: cannot write the file" in caplog.text and not os.path.exists(out)
+
+
+def test_checking_the_out_file_early_leaves_an_existing_file_and_makes_none(photos: Path, tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """The early check opens --out for appending: a run that then fails (here: an unknown model) keeps an
+    existing file's rows and leaves no new file behind."""
+    kept, new = tmp_path / "kept.csv", tmp_path / "new.csv"
+    kept.write_text("rows of an earlier run\n", encoding="utf-8")
+    for out in (kept, new):
+        assert main(["predict", str(photos), "--model", "no-such-model", "--workers", "0", "--out", str(out)]) == 1
+    assert "no-such-model" in caplog.text
+    assert kept.read_text(encoding="utf-8") == "rows of an earlier run\n" and not new.exists()
+
+
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc file system")
 def test_annotate_folder_that_cannot_be_made_names_the_option(photos: Path, tiny_path: Path, tmp_path: Path,
                                                               caplog: pytest.LogCaptureFixture) -> None:

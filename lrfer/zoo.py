@@ -1494,7 +1494,7 @@ def _check_state_dict(model: "nn.Module", state: Mapping[str, "torch.Tensor"], s
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+    shapes = sorted(f"{k}: weights {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
                     for k in set(expected) & set(state) if state[k].shape != expected[k].shape)
     if not (missing or unexpected or shapes):
         return

@@ -575,9 +575,9 @@ def test_strict_load_reports_shape_mismatch(tmp_path: Path) -> None:
 @pytest.mark.parametrize("state, overrides, problem", [
     (missing_and_extra_keys, {}, r"missing keys \(1\): fc.bias.*unexpected keys \(1\): head.extra"),
     (lambda: tiny_model().state_dict(), {"config": {"width": 16, "input_size": 16}},
-     r"shape mismatches \(\d+\): .*file \(8,.* vs model \(16,"),
+     r"shape mismatches \(\d+\): .*weights \(8,.* vs model \(16,"),
     (lambda: tiny_model().state_dict(), {"classes": list(CLASSES[:5])},
-     r"shape mismatches \(2\): fc.bias: file \(7,\) vs model \(5,\)"),
+     r"shape mismatches \(2\): fc.bias: weights \(7,\) vs model \(5,\)"),
     (lambda: build_model("gmenet", num_classes=7, in_chans=1).state_dict(), {},
      r"unexpected keys \(\d+\): global_module"),
 ], ids=["keys", "width", "classes", "another-arch"])

@@ -832,9 +832,15 @@ def check_out_file(out: Path | str | None) -> None:
         with open(path, "a", encoding="utf-8"):
             pass
     except OSError as err:
-        raise ValueError(f"--out {str(path)!r}: cannot write the file: {os_reason(err, path)}") from None
+        raise out_not_writable(path, err) from None
     if not existed:
         path.unlink(missing_ok=True)
+
+
+def out_not_writable(path: Path, err: OSError) -> ValueError:
+    """The error for an ``--out`` file that cannot be opened for writing, whether :func:`check_out_file` finds
+    it before the model loads or the writer when the rows start."""
+    return ValueError(f"--out {str(path)!r}: cannot write the file: {os_reason(err, path)}")
 
 
 def os_reason(err: OSError, path: Path) -> str:
@@ -1025,7 +1031,7 @@ class open_writer:  # noqa: N801 - used like open()
         try:
             self.fh = open(path, "w", newline="", encoding="utf-8", errors="surrogateescape")
         except OSError as err:  # the bare "[Errno 13] Permission denied: 'x.csv'" named no option
-            raise ValueError(f"--out {str(path)!r}: cannot write the file: {os_reason(err, path)}") from None
+            raise out_not_writable(path, err) from None
         return _row_writer(fmt, self.columns, self.fh)
 
     def __exit__(self, *exc: Any) -> None:

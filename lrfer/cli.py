@@ -818,23 +818,41 @@ def make_folder(folder: Path, option: str) -> None:
 
 def check_out_file(out: Path | str | None) -> None:
     """A ValueError, naming ``--out``, for a file that cannot be written, told before the model loads (it was
-    told after): the file is opened for appending and closed at once (an existing file is emptied only when
-    the rows start, after the model loaded; one made here is removed again). Left to the writer: stdout, anything that is not
-    a regular file (a FIFO would wait for its reader) and a file whose folder does not exist yet (made
-    with the rows)."""
+    told after): its missing folders are made and the file opened for appending, then closed; what this made
+    is removed again (the writer makes it when the rows start, after the model loaded; an existing file is
+    emptied only then). Left to the writer: stdout and anything that is not a regular file (a FIFO would
+    wait for its reader)."""
     if out is None or out == STDOUT:
         return
     path = Path(out)
     existed = os.path.exists(path)  # False, not an OSError, for a name too long: open() tells that one
-    if (existed and not os.path.isfile(path)) or not os.path.isdir(path.parent):
+    if existed and not os.path.isfile(path):
         return
+    missing = missing_folders(path.parent)
     try:
-        with open(path, "a", encoding="utf-8"):
-            pass
-    except OSError as err:
-        raise out_not_writable(path, err) from None
-    if not existed:
-        path.unlink(missing_ok=True)
+        make_folder(path.parent, "--out")
+        try:
+            with open(path, "a", encoding="utf-8"):
+                pass
+        except OSError as err:
+            raise out_not_writable(path, err) from None
+        if not existed:
+            path.unlink(missing_ok=True)
+    finally:
+        for folder in missing:  # innermost first; one that could not be made is not there to remove
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist, innermost first."""
+    missing = []
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def out_not_writable(path: Path, err: OSError) -> ValueError:

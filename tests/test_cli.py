@@ -580,6 +580,9 @@ def out_paths_refused(tmp_path: Path, case: str) -> Path:
         if not Path("/proc/self").is_dir():
             pytest.skip("no /proc file system")
         return Path("/proc/lrfer-faces.csv") if case == "proc" else Path("/proc/lrfer-sub/faces.csv")
+    if case == "file-sub-folder":  # a file where the folder should be, refused as root too
+        (tmp_path / "faces").write_text("a file\n", encoding="utf-8")
+        return tmp_path / "faces" / "faces.csv"
     read_only = tmp_path / "read-only"
     read_only.mkdir()
     read_only.chmod(0o500)
@@ -589,7 +592,8 @@ def out_paths_refused(tmp_path: Path, case: str) -> Path:
     return read_only / ("faces.csv" if case == "read-only" else "sub/faces.csv")
 
 
-@pytest.mark.parametrize("case", ["long-name", "proc", "proc-sub-folder", "read-only", "read-only-sub-folder"])
+@pytest.mark.parametrize("case", ["long-name", "proc", "proc-sub-folder", "file-sub-folder", "read-only",
+                                  "read-only-sub-folder"])
 def test_out_file_that_cannot_be_created_names_the_option(case: str, photos: Path, tiny_path: Path, tmp_path: Path,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     """An ``--out`` file that cannot be created (permission denied, a parent that cannot be made, a name
@@ -606,12 +610,13 @@ def test_out_file_that_cannot_be_created_names_the_option(case: str, photos: Pat
     assert "[Errno" not in caplog.text and "Traceback" not in caplog.text
 
 
-@pytest.mark.parametrize("case", ["long-name", "proc", "read-only"])
+@pytest.mark.parametrize("case", ["long-name", "proc", "proc-sub-folder", "file-sub-folder", "read-only",
+                                  "read-only-sub-folder"])
 def test_an_out_file_that_cannot_be_written_is_told_before_the_model_loads(
         case: str, photos: Path, tiny_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """An unwritable ``--out`` was reported only after the model had loaded (seconds; minutes for a Hub model
-    fetched on first use)."""
+    fetched on first use); in a folder that did not exist yet, it still was."""
     import lrfer.cli as cli
 
     out = out_paths_refused(tmp_path, case)
@@ -621,19 +626,22 @@ def test_an_out_file_that_cannot_be_written_is_told_before_the_model_loads(
     finally:
         if (tmp_path / "read-only").exists():
             (tmp_path / "read-only").chmod(0o700)
-    assert f"--out {str(out)!r}: cannot write the file" in caplog.text and not os.path.exists(out)
+    told = (f"--out: cannot make the folder {str(out.parent)!r}" if "sub" in case
+            else f"--out {str(out)!r}: cannot write the file")
+    assert told in caplog.text and not os.path.exists(out), caplog.text
 
 
 def test_checking_the_out_file_early_leaves_an_existing_file_and_makes_none(photos: Path, tmp_path: Path,
                                                                          caplog: pytest.LogCaptureFixture) -> None:
     """The early check opens --out for appending: a run that then fails (here: an unknown model) keeps an
-    existing file's rows and leaves no new file behind."""
-    kept, new = tmp_path / "kept.csv", tmp_path / "new.csv"
+    existing file's rows and leaves no new file behind, nor the folders it made for one."""
+    kept, new, nested = tmp_path / "kept.csv", tmp_path / "new.csv", tmp_path / "a" / "b" / "new.csv"
     kept.write_text("rows of an earlier run\n", encoding="utf-8")
-    for out in (kept, new):
+    for out in (kept, new, nested):
         assert main(["predict", str(photos), "--model", "no-such-model", "--workers", "0", "--out", str(out)]) == 1
     assert "no-such-model" in caplog.text
-    assert kept.read_text(encoding="utf-8") == "rows of an earlier run\n" and not new.exists()
+    assert kept.read_text(encoding="utf-8") == "rows of an earlier run\n"
+    assert sorted(os.listdir(tmp_path)) == ["kept.csv"]
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc file system")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 #: The README with its line breaks and indents as single spaces, for sentences that wrap.
 FLAT = " ".join(README.split())
@@ -390,3 +392,25 @@ def test_every_lrfer_module_name_the_readme_gives_resolves_after_a_bare_import()
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_stages_on_their_own_run_as_written_and_give_predicts_faces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A facenet-pytorch user looked for ``MTCNN.detect`` and found no public detection step documented:
+    the README's snippet of each stage alone runs as written and gives ``predict``'s boxes and probabilities."""
+    import numpy as np
+
+    import lrfer
+
+    start = README.index("### Each stage on its own")
+    code = re.search(r"```python\n(.*?)```", README[start:], re.S)
+    assert code is not None
+    monkeypatch.chdir(ROOT)
+    names: dict[str, object] = {}
+    exec(code.group(1), names)  # noqa: S102 - the README's own example
+    rec = lrfer.load(device="cpu")
+    faces = rec.predict("examples/group1.jpg")
+    boxes, points, probs = names["boxes"], names["points"], names["probs"]
+    assert isinstance(boxes, np.ndarray) and isinstance(points, np.ndarray) and isinstance(probs, np.ndarray)
+    assert boxes.shape == (len(faces), 4) and points.shape == (len(faces), 5, 2) and len(faces) == 3
+    np.testing.assert_allclose(boxes, [f.box for f in faces], atol=1e-3)
+    np.testing.assert_allclose(probs, [[f.probs[c] for c in rec.classes] for f in faces], atol=1e-5)

@@ -56,6 +56,7 @@ import torch
 import lrfer
 import lrfer.zoo
 from lrfer import UnknownModelError, UnknownModelErr  # E: attr-defined
+from lrfer.faces import align_faces, make_detector
 
 reveal_type(lrfer.list_models())  # R: list[str]
 rec = lrfer.load("gmenet-fer2013-16px", device="cpu", detector="auto", min_face=20)
@@ -81,6 +82,14 @@ probs = rec.predict_crops(crops)
 probs = rec.predict_crops([crops[0], np.zeros((30, 20, 3), np.uint8)])
 probs = rec.predict_crops(torch.from_numpy(crops))  # tests/test_api.py: predict_crops takes tensors
 reveal_type(rec.predict_tensor(torch.rand(4, 1, 48, 48)))  # R: torch._tensor.Tensor
+
+# README's "Each stage on its own": a named detector is never None (only make_detector(None) is)
+detector = make_detector("auto", device="cpu", min_face=20)
+reveal_type(detector)  # R: lrfer.faces.detect.Detector
+found = detector.detect([torch.zeros(3, 64, 64, dtype=torch.uint8)])[0]
+reveal_type(found)  # R: lrfer.faces.detect.Detections
+reveal_type(align_faces([torch.zeros(3, 64, 64, dtype=torch.uint8)], [found]))  # R: torch._tensor.Tensor
+reveal_type(make_detector(None))  # R: None
 
 frames = rec.predict_video("classroom.mp4", every=5)  # "a generator of lrfer.VideoFrame"
 for frame in frames:

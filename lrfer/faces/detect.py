@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, overload, runtime_checkable
 
 import numpy as np
 import torch
@@ -486,6 +486,21 @@ def check_min_face(min_face: object) -> None:
                          f"got {min_face!r}")
 
 
+@overload
+def make_detector(
+    name: str, device: torch.device | str = "cpu", min_face: int = 20, pnet_precision: str = "fp32",
+    close_ups: bool = True,
+) -> Detector: ...
+@overload
+def make_detector(
+    name: None, device: torch.device | str = "cpu", min_face: int = 20, pnet_precision: str = "fp32",
+    close_ups: bool = True,
+) -> None: ...
+@overload
+def make_detector(
+    name: str | None, device: torch.device | str = "cpu", min_face: int = 20, pnet_precision: str = "fp32",
+    close_ups: bool = True,
+) -> Detector | None: ...
 def make_detector(
     name: str | None, device: torch.device | str = "cpu", min_face: int = 20, pnet_precision: str = "fp32",
     close_ups: bool = True,

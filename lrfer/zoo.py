@@ -47,7 +47,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Collection, Iterable, Iterator, Mapping, NamedTuple, NoReturn, Union
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Iterator, Mapping, NamedTuple, NoReturn, Union
 
 from lrfer.constants import (ALIGNMENTS, FER2013_BOX, FER2013_LANDMARKS, HR_SIZE, LANDMARK_NAMES,
                              NATIVE_DOWNSAMPLING)
@@ -374,26 +374,30 @@ class ModelSpec:
     # -- read-only mapping access, as timm's ``model.pretrained_cfg["mean"]`` ----------------------------
     def keys(self) -> tuple[str, ...]:
         """The field names, :meth:`to_dict`'s keys (``dict(spec)`` works, its values read-only as the
-        fields are); ``spec[key]`` is ``getattr(spec, key)``.
+        fields are); ``spec[key]`` is ``getattr(spec, key)``. timm's own names for the same values,
+        :data:`TIMM_KEYS`, are read too (``spec["input_size"]``), but are not keys: ``dict(spec)`` is
+        the entry.
 
-        >>> spec = get_spec("gmenet-fer2013-16px")  # doctest: +SKIP
-        >>> spec["mean"], spec.get("std"), "classes" in spec, spec.get("input_size")  # doctest: +SKIP
-        ((0.5,), (0.25,), True, None)
+        >>> spec = get_spec("gmenet-fer2013-16px")
+        >>> spec["mean"], spec.get("std"), "classes" in spec, spec.get("input_size"), spec["num_classes"]
+        ((0.5,), (0.25,), True, (1, 16, 16), 7)
         """
         return tuple(f.name for f in dataclasses.fields(self))
 
     def __getitem__(self, key: str) -> Any:
+        if isinstance(key, str) and key in TIMM_KEYS:
+            return TIMM_KEYS[key](self)
         if not isinstance(key, str) or key not in self.keys():
-            raise KeyError(f"{key!r} is not a ModelSpec key; its keys are {list(self.keys())} (num_classes and "
-                           "model_kwargs are attributes)")
+            raise KeyError(f"{key!r} is not a ModelSpec key; its keys are {list(self.keys())}, and timm's "
+                           f"{list(TIMM_KEYS)} are read too")
         return getattr(self, key)
 
     def get(self, key: str, default: Any = None) -> Any:
         """``spec[key]``, or ``default`` for a key the spec has not (as ``dict.get``)."""
-        return getattr(self, key) if key in self else default
+        return self[key] if key in self else default
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key in self.keys()
+        return isinstance(key, str) and (key in self.keys() or key in TIMM_KEYS)
 
     def __iter__(self) -> Iterator[str]:
         """The keys, as a dict's (without it, ``list(spec)`` would try ``spec[0]``, ``spec[1]``...)."""
@@ -413,6 +417,16 @@ class ModelSpec:
         """Keyword arguments for ``build_model(arch, **kwargs)``: ``config`` plus ``num_classes`` and
         ``in_chans`` taken from the spec (so labels and channels have one source of truth)."""
         return {"num_classes": self.num_classes, "in_chans": self.in_chans, **_plain(self.config)}
+
+
+#: timm's ``pretrained_cfg`` keys that a :class:`ModelSpec` answers, and how (a timm user's
+#: ``cfg.get("input_size")`` was None: lrfer's names for them differ).
+TIMM_KEYS: Mapping[str, Callable[[ModelSpec], Any]] = MappingProxyType({
+    "input_size": lambda spec: (spec.in_chans, spec.resolution, spec.resolution),
+    "num_classes": lambda spec: spec.num_classes,
+    "label_names": lambda spec: spec.classes,
+    "architecture": lambda spec: spec.arch,
+})
 
 
 def _check_buildable(spec: ModelSpec, label: str) -> None:

@@ -459,12 +459,12 @@ def test_spec_reads_as_a_read_only_mapping_as_timms_pretrained_cfg(tmp_path: Pat
     cfg = zoo.load_model(path).pretrained_cfg
     assert cfg["mean"] == cfg.mean and cfg["classes"] == cfg.classes and cfg["config"] == cfg.config
     assert cfg.get("std") == cfg.std and cfg.get("classes") == cfg.classes
-    assert cfg.get("input_size") is None and cfg.get("input_size", (1, 16, 16)) == (1, 16, 16)
-    assert "mean" in cfg and "input_size" not in cfg and 0 not in cfg
+    assert cfg.get("crop_pct") is None and cfg.get("crop_pct", 1.0) == 1.0
+    assert "mean" in cfg and "crop_pct" not in cfg and 0 not in cfg
     assert list(cfg.keys()) == list(cfg) == list(cfg.to_dict())
     assert dict(cfg.items()) == dict(cfg) and dict(cfg)["resolution"] == cfg.resolution
-    with pytest.raises(KeyError, match="'input_size' is not a ModelSpec key"):
-        cfg["input_size"]
+    with pytest.raises(KeyError, match="'crop_pct' is not a ModelSpec key; .* timm's .*'input_size'"):
+        cfg["crop_pct"]
     with pytest.raises(TypeError):  # read-only: no item assignment
         cfg["mean"] = (0.0,)  # type: ignore[index]
     with pytest.raises(TypeError):  # nested values stay read-only too
@@ -473,6 +473,21 @@ def test_spec_reads_as_a_read_only_mapping_as_timms_pretrained_cfg(tmp_path: Pat
     clone = copy.deepcopy(cfg)
     assert clone == cfg and hash(clone) == hash(cfg) and pickle.loads(pickle.dumps(cfg)) == cfg
     assert cfg.mean == tuple(entry["mean"]) and cfg.num_classes == len(entry["classes"])
+
+
+def test_spec_answers_timms_own_keys_for_its_values(tmp_path: Path) -> None:
+    """A timm user's ``pretrained_cfg.get("input_size")`` was None and ``["num_classes"]`` a KeyError: lrfer
+    names them otherwise (resolution, in_chans, classes, arch). timm's names now read the same values,
+    without becoming keys of the entry (``dict(cfg)`` is still what the manifest holds)."""
+    entry = tiny_entry()
+    del entry["source"], entry["file"], entry["sha256"]
+    path = tmp_path / "m.safetensors"
+    zoo.save_weights(tiny_model().state_dict(), path, entry)
+    cfg = zoo.load_model(path).pretrained_cfg
+    assert cfg["input_size"] == cfg.get("input_size") == (1, 16, 16)
+    assert cfg["num_classes"] == len(entry["classes"]) and cfg["label_names"] == tuple(entry["classes"])
+    assert cfg["architecture"] == entry["arch"] and "input_size" in cfg
+    assert "input_size" not in dict(cfg) and set(dict(cfg)) == set(cfg.to_dict())
 
 
 def test_spec_survives_deepcopy_and_pickle(tmp_path: Path) -> None:

@@ -400,7 +400,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     """``lrfer download NAME...``: fetch, verify and print the local path of each. With several names
     each failure is told (its message naming the model, or after it) and the rest are still tried; the
     status is 1 if any failed."""
-    from lrfer.zoo import download
+    from lrfer.zoo import WEIGHTS_DIR, download
 
     failed = 0
     for name in args.name:
@@ -414,6 +414,9 @@ def cmd_download(args: argparse.Namespace) -> int:
             message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
             logger.error("%s", message if name in message else f"{name}: {message}")  # named once
             continue
+        if path.is_relative_to(WEIGHTS_DIR):  # the path alone left "was it downloaded?" open
+            print(f"lrfer: {name} is bundled with lrfer: its file was verified, nothing was downloaded",
+                  file=sys.stderr)
         print_text(str(path))
     if failed:
         logger.error("%d of %d model(s) could not be downloaded (see the errors above)", failed, len(args.name))

@@ -1749,11 +1749,7 @@ def info(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None, *, r
     >>> info("hf://org/private-repo", revision="v1", token=os.environ["READ_TOKEN"])["source"]  # doctest: +SKIP
     {'kind': 'hub', 'repo_id': 'org/private-repo', 'revision': '<commit of v1>'}
     """
-    if isinstance(name, str) and _reads_as_name(name) and name.strip().lower() in load_manifest().models:
-        # in any case and spacing, as load takes it: a Hub entry is not fetched for it
-        spec = _check_unfetched(get_spec(name), name, revision, token, local_files_only)
-    else:
-        spec = _spec_of(name, cache_dir, revision, token, local_files_only)
+    spec = _spec_of(name, cache_dir, revision, token, local_files_only)
     return {
         "name": spec.name,
         "arch": spec.arch,
@@ -1779,10 +1775,14 @@ def info(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None, *, r
 
 def _spec_of(name: WeightSpec, cache_dir: str | os.PathLike[str] | None, revision: str | None,
              token: str | bool | None, local_files_only: bool) -> ModelSpec:
-    """The spec of ``name``: a :class:`ModelSpec` as it is (:func:`resolve`'s keywords checked against it), anything
-    else resolved with them (Hub weights fetched and verified)."""
+    """The spec of ``name``: a :class:`ModelSpec` or a manifest name as it is (:func:`resolve`'s keywords checked
+    against it: its weights are not fetched), anything else resolved with them (Hub weights fetched and verified)."""
     if isinstance(name, ModelSpec):
         return _check_unfetched(name, name, revision, token, local_files_only)
+    if isinstance(name, str) and _reads_as_name(name) and name.strip().lower() in load_manifest().models:
+        # in any case and spacing, as load takes it: a Hub entry is not fetched for it (config_entry fetched
+        # the weights, and offline without them raised NotCachedError, for what the manifest holds)
+        return _check_unfetched(get_spec(name), name, revision, token, local_files_only)
     return resolve(name, cache_dir, revision=revision, token=token, local_files_only=local_files_only)[0]
 
 
@@ -1812,8 +1812,8 @@ def config_entry(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = No
                  token: str | bool | None = None, local_files_only: bool = False) -> dict[str, Any]:
     """A model's entry as a ``lrfer_config.json`` (or a manifest entry without its ``source``): for a
     weights file, what its header records plus its file name and sha256, ready to publish beside it.
-    ``revision``, ``token`` and ``local_files_only`` are :func:`resolve`'s, for Hub weights (a
-    :class:`ModelSpec` fetches nothing: only the revision it pins is taken).
+    ``revision``, ``token`` and ``local_files_only`` are :func:`resolve`'s, for Hub weights (a manifest name or a
+    :class:`ModelSpec` fetches nothing, as for :func:`info`: only the revision it pins is taken).
 
     >>> config_entry("gmenet-fer2013-16px")["classes"][0]  # doctest: +SKIP
     'angry'
@@ -1833,7 +1833,9 @@ def download(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None, 
     A bundled model's path is inside the installed package; a Hub model's is in the cache; a local file's,
     or the file of a local folder, is made absolute as a local spec's ``source`` is (a link stays the link).
     ``revision``, ``token`` and ``local_files_only`` are :func:`resolve`'s, for Hub weights
-    (``local_files_only=True`` checks that the weights are in the cache, verified, without the network).
+    (``local_files_only=True`` checks that the weights are in the cache, verified, without the network). A
+    manifest name with Hub weights also caches its repo's ``lrfer_config.json`` at the pinned commit, when the
+    repo has one, so ``hf://org/repo@<commit>`` loads offline too.
 
     >>> download("gmenet-fer2013-16px")  # doctest: +SKIP
     PosixPath('.../site-packages/lrfer/weights/gmenet-fer2013-16px.safetensors')
@@ -1842,6 +1844,33 @@ def download(name: WeightSpec, cache_dir: str | os.PathLike[str] | None = None, 
     >>> download("hf://org/private-repo", revision="v1", token=os.environ["READ_TOKEN"])  # doctest: +SKIP
     PosixPath('.../snapshots/<commit of v1>/<file>.safetensors')
     """
+    spec, path = resolve(name, cache_dir, revision=revision, token=token, local_files_only=local_files_only)
+    if spec.source["kind"] == "hub":
+        _cache_hub_config(spec, _cache_dir(cache_dir), _hub_access(token, local_files_only))
     # absolute as the path of a folder with lrfer_config.json (its spec's source) is: a file given by a relative
     # path, or a folder's lone file, came back as given, so `lrfer download` printed the two kinds
-    return resolve(name, cache_dir, revision=revision, token=token, local_files_only=local_files_only)[1].absolute()
+    return path.absolute()
+
+
+def _cache_hub_config(spec: ModelSpec, cache_dir: str | None, access: _HubAccess) -> None:
+    """Fetch the ``lrfer_config.json`` of a Hub spec's repo at its pinned commit into the cache, unless the cache
+    already knows it (fetched, or known to be missing: no request then). :func:`download` of a manifest name
+    fetched the weights alone, so the same repo loaded offline as ``hf://org/repo@<commit>`` (the spelling the
+    errors and ``lrfer info`` give) was not cached. A repo without one is fine: a manifest entry is its config.
+    Kept to the cache (``local_files_only``, ``HF_HUB_OFFLINE``), nothing is fetched."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import EntryNotFoundError
+
+    repo_id, commit = spec.source["repo_id"], spec.source["revision"]
+    where = None if cache_dir is None else str(Path(cache_dir).expanduser())  # as hf_hub_download reads it
+    known = try_to_load_from_cache(repo_id, CONFIG_FILENAME, cache_dir=where, revision=commit)
+    if known is not None or _cache_only_reason(access) is not None:  # a path, or huggingface_hub's "no such file"
+        return
+    label = f"{HF_PREFIX}{repo_id}@{commit}"
+    try:
+        _hub_download(repo_id, CONFIG_FILENAME, commit, cache_dir, label, access)
+    except EntryNotFoundError:  # the Hub said so; huggingface_hub remembers it in the cache
+        logger.debug("%s has no %s; its manifest entry is its config", label, CONFIG_FILENAME)
+    except (NotCachedError, HubDownloadError) as err:  # the weights, which were asked for, are there
+        logger.warning("the weights of %s are cached, but its repo's %s is not, so %s still needs the network: %s",
+                       spec.name, CONFIG_FILENAME, label, err)

@@ -1334,3 +1334,94 @@ def test_lrfers_advice_on_a_refusal_names_the_token_keyword(
     with pytest.raises(zoo.NotCachedError, match=f"HTTP {status}.*HF_TOKEN, `hf auth login` .* or, in Python, "
                                                  "the token= keyword"):
         zoo.download(f"hf://{REPO_ID}@{COMMIT}")
+
+
+def test_download_of_a_hub_manifest_name_caches_its_repos_config_for_the_hf_spelling(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module], hub_manifest: Callable[[str], None],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`lrfer download NAME` of a manifest entry on the Hub cached its weights alone: offline, the same repo by the
+    spelling the errors and `lrfer info` give, ``hf://org/repo@<commit>``, raised NotCachedError for its
+    lrfer_config.json. A second download asks the Hub nothing."""
+    from lrfer.cli import main
+
+    _, digest, original = publish_in_manifest(hub, weights, hub_manifest)
+    assert main(["download", NAME]) == 0
+    printed = Path(capsys.readouterr().out.strip())
+    assert zoo.sha256_file(printed) == digest
+    assert ("GET", f"/{REPO_ID}/resolve/{COMMIT}/{zoo.CONFIG_FILENAME}") in hub.requests
+    hub.requests.clear()
+    assert zoo.download(NAME) == printed and zoo.download(f"hf://{REPO_ID}@{COMMIT}") == printed
+    assert hub.requests == [], "a second download must not ask the Hub again"
+
+    go_offline(monkeypatch)
+    hub.files.clear()
+    check_model(zoo.load_model(f"hf://{REPO_ID}@{COMMIT}"), original)
+    assert main(["info", f"hf-hub:{REPO_ID}@{COMMIT}", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sha256"] == digest
+    assert hub.requests == []
+
+
+def test_download_of_a_hub_manifest_name_whose_repo_has_no_config_is_no_error(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module], hub_manifest: Callable[[str], None],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A manifest entry is its own config: a repo holding the weights alone downloads as before, and the Hub's
+    "no such file", remembered in the cache, is not asked again by a second download."""
+    data, digest, original = weights
+    hub.files[REPO_ID] = {WEIGHTS: data}
+    hub_manifest(digest)
+    path = zoo.download(NAME)
+    assert zoo.sha256_file(path) == digest
+    hub.requests.clear()
+    assert zoo.download(NAME) == path and hub.requests == []
+    go_offline(monkeypatch)
+    check_model(zoo.load_model(NAME), original)
+    assert zoo.download(NAME) == path and hub.requests == []
+
+
+def test_config_entry_of_a_hub_manifest_name_fetches_nothing(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module], hub_manifest: Callable[[str], None],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The entry is the manifest's: config_entry (`lrfer info NAME --config`) downloaded the weights for it, and
+    offline without them raised NotCachedError, where `lrfer info NAME` fetched nothing."""
+    from lrfer.cli import main
+
+    _, digest, _ = publish_in_manifest(hub, weights, hub_manifest)
+    expected = {k: v for k, v in entry(sha256=digest).items() if k != "source"}
+    assert zoo.config_entry(NAME) == expected
+    assert zoo.config_entry(f" {NAME.upper()} ", revision=COMMIT, local_files_only=True) == expected
+    assert hub.requests == []
+    go_offline(monkeypatch)
+    assert main(["info", NAME, "--config"]) == 0
+    assert json.loads(capsys.readouterr().out) == expected
+    with pytest.raises(ValueError, match="pins its weights"):
+        zoo.config_entry(NAME, revision="v2")
+    assert hub.requests == []
+
+
+def test_download_of_cached_hub_weights_whose_config_cannot_be_fetched_warns_and_succeeds(
+        hub: FakeHub, weights: tuple[bytes, str, torch.nn.Module], hub_manifest: Callable[[str], None],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    """Weights cached by a load (which fetches no config) and a Hub out of reach: `lrfer download NAME` verifies
+    them and exits 0 as before; the config it could not add is a warning naming the spelling that needs it."""
+    from lrfer.cli import main
+
+    _, digest, _ = publish_in_manifest(hub, weights, hub_manifest)
+    path = zoo.resolve(NAME)[1]
+    point_hub_at_a_name_that_does_not_resolve(monkeypatch)
+    with caplog.at_level("WARNING", logger="lrfer.zoo"):
+        assert main(["download", NAME]) == 0
+    assert Path(capsys.readouterr().out.strip()) == path.absolute()
+    assert f"{zoo.CONFIG_FILENAME} is not, so hf://{REPO_ID}@{COMMIT} still needs the network" in caplog.text
+
+
+def test_cli_download_of_a_bundled_name_says_it_is_bundled_and_asks_the_hub_nothing(
+        hub: FakeHub, capsys: pytest.CaptureFixture[str]) -> None:
+    """`lrfer download gmenet-fer2013-16px` printed a path inside the package and nothing else, which left open
+    whether anything was fetched or cached for offline use; stdout stays that path alone (for scripts)."""
+    from lrfer.cli import main
+
+    assert main(["download", "gmenet-fer2013-16px"]) == 0
+    out, err = capsys.readouterr()
+    assert Path(out.strip()) == zoo.WEIGHTS_DIR / "gmenet-fer2013-16px.safetensors"
+    assert "gmenet-fer2013-16px is bundled with lrfer: its file was verified, nothing was downloaded" in err
+    assert hub.requests == []

@@ -317,6 +317,94 @@ def test_a_rafdb_label_list_saved_with_a_byte_order_mark_keeps_its_first_face(tm
     assert len(load_faces(tmp_path / "basic", "train")) == len(made["train"])
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_a_rafdb_label_list_saved_as_utf16_with_windows_line_endings_is_read(tmp_path: Path, encoding: str) -> None:
+    """Notepad's "Unicode" (UTF-16 with its byte-order mark) was read as UTF-8: line 1 was refused as
+    "'\\x00t\\x00r...' is not '<image name> <label>'", although the README says a byte-order mark is fine."""
+    import codecs
+
+    made = make_rafdb(tmp_path / "basic")
+    labels = tmp_path / "basic" / "EmoLabel" / "list_patition_label.txt"
+    text = labels.read_text().replace("\n", "\r\n")
+    labels.write_bytes(text.encode("utf-16") if encoding == "utf-16" else codecs.BOM_UTF16_BE + text.encode(encoding))
+    faces = load_faces(tmp_path / "basic", "train")
+    assert faces.labels.tolist() == [RAF_TO_ZOO[label] for label, _ in made["train"]]
+
+
+def test_a_rafdb_copy_with_only_the_original_photos_is_told_to_unzip_the_aligned_faces(tmp_path: Path) -> None:
+    """A copy with Image/original/ but no Image/aligned/ was told only "cannot read image: no such file
+    .../Image/aligned/train_00001_aligned.jpg", without saying that lrfer reads the aligned faces alone."""
+    make_rafdb(tmp_path / "basic")
+    (tmp_path / "basic" / "Image" / "aligned").rename(tmp_path / "basic" / "Image" / "original")
+    with pytest.raises(ValueError, match=r"no Image/aligned/ folder \(Image/original/ holds RAF-DB's whole photos.*"
+                                         r"unzip RAF-DB's Image/aligned.zip into .*basic/Image"):
+        load_faces(tmp_path / "basic", "train")
+
+
+def test_a_face_missing_from_rafdb_names_its_line_in_the_label_list(tmp_path: Path) -> None:
+    """A face listed in the label list but missing from Image/aligned/ was told only "cannot read image: no
+    such file ...", without the line of the label list or the fix."""
+    make_rafdb(tmp_path / "basic")
+    (tmp_path / "basic" / "Image" / "aligned" / "train_00003_aligned.jpg").unlink()
+    with pytest.raises(ValueError, match=r"list_patition_label.txt, line 3: no aligned face .*train_00003_aligned.jpg "
+                                         r"for train_00003.jpg; copy it there .* or remove line 3"):
+        load_faces(tmp_path / "basic", "train")
+
+
+def test_rafdb_faces_unzipped_one_folder_too_deep_are_told_to_move_up(tmp_path: Path) -> None:
+    """aligned.zip extracted into a folder of its own (Image/aligned/aligned/) was told "no such file"."""
+    make_rafdb(tmp_path / "basic")
+    image = tmp_path / "basic" / "Image"
+    (image / "aligned").rename(image / "inner")
+    (image / "aligned").mkdir()
+    (image / "inner").rename(image / "aligned" / "aligned")
+    with pytest.raises(ValueError, match=r"one folder too deep, in .*Image/aligned/aligned: move them up"):
+        load_faces(tmp_path / "basic", "test")
+
+
+@pytest.mark.parametrize("inside", ["Image/aligned", "Image", "EmoLabel", "EmoLabel/list_patition_label.txt"])
+def test_a_path_inside_rafdbs_basic_folder_names_that_folder(tmp_path: Path, inside: str) -> None:
+    """basic/Image/aligned was told to move its images into class folders, basic/Image that ['aligned'] are not
+    class names, and the label list that it is "not a .npz file, a RAF-DB basic folder or a folder of class folders"."""
+    make_rafdb(tmp_path / "basic")
+    with pytest.raises(ValueError, match=rf"{re.escape(inside)}: inside RAF-DB's 'basic' folder; pass that folder "
+                                         rf"itself, {re.escape(str(tmp_path / 'basic'))}$"):
+        load_faces(tmp_path / "basic" / inside)
+
+
+def test_class_folders_named_by_rafdb_labels_are_told_the_renaming(tmp_path: Path) -> None:
+    """RAF-DB copies sorted into folders 1..7 (DATASET/train/1/...) were told only that ['1', ..., '7'] are not
+    class names, leaving the user to guess which of lrfer's names each RAF-DB number is."""
+    import cv2
+
+    for label in range(1, 8):
+        (tmp_path / "train" / str(label)).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "train" / str(label) / "a.jpg"), np.zeros((48, 48), np.uint8))
+    with pytest.raises(ValueError, match=r"not class names; .* if they are RAF-DB's labels \(1 surprise, .*\), rename "
+                                         r"them: 1 -> surprise, 2 -> fear, 3 -> disgust, 4 -> happy, 5 -> sad, "
+                                         r"6 -> angry, 7 -> neutral$"):
+        load_faces(tmp_path / "train")
+    (tmp_path / "train" / "8").mkdir()  # not RAF-DB's numbers: no renaming offered
+    with pytest.raises(ValueError, match=r"not class names; expected some of \[[^\]]*\]$"):
+        load_faces(tmp_path / "train")
+
+
+@pytest.mark.parametrize("label_list", [None, "list_partition_label.txt"])
+def test_a_rafdb_folder_without_its_label_list_says_so(tmp_path: Path, label_list: str | None) -> None:
+    """Without EmoLabel/list_patition_label.txt (or under another spelling), RAF-DB's basic folder was read as
+    class folders: "folders ['EmoLabel', 'Image'] are not class names"."""
+    make_rafdb(tmp_path / "basic")
+    labels = tmp_path / "basic" / "EmoLabel" / "list_patition_label.txt"
+    if label_list is None:
+        labels.unlink()
+    else:
+        labels.rename(labels.with_name(label_list))
+    holds = r" \(EmoLabel/ holds \['list_partition_label.txt'\]\)" if label_list else ";"
+    with pytest.raises(ValueError, match=r"laid out as RAF-DB's 'basic' folder but has no "
+                                         rf"EmoLabel/list_patition_label.txt{holds}"):
+        load_faces(tmp_path / "basic")
+
+
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")  # the stand-in step has no optimizer step
 def test_a_diverged_run_stops_before_writing_its_checkpoint(tmp_path: Path, train_set: FaceSet,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:

@@ -474,6 +474,30 @@ def test_eval_calibrates_on_rafdbs_train_split(tmp_path: Path, monkeypatch: pyte
     assert fitted_on == [40, 21]
 
 
+def test_eval_on_rafdb_says_which_split_it_scored(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`lrfer eval --data RAF-DB/basic` printed "Accuracy (%) on basic, 21 faces" for either --split: the table
+    did not say whether the train or the test faces were scored."""
+    raf = write_rafdb(tmp_path / "basic", n_train=14, n_test=7)
+    model = save_tiny(tmp_path / "tiny.safetensors")
+    for split, count in (("test", 7), ("train", 14)):
+        argv = ["eval", "--model", str(model), "--data", str(raf), "--resolutions", "16", "--device", "cpu"]
+        assert main(argv + ["--split", split]) == 0
+        assert f"Accuracy (%) on basic (RAF-DB's {split} split), {count} faces" in capsys.readouterr().out
+
+
+def test_train_on_a_rafdb_copy_without_aligned_faces_fails_before_training(tmp_path: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A RAF-DB copy with only Image/original/ failed with "cannot read image: no such file
+    .../train_00001_aligned.jpg", not saying that lrfer reads the aligned faces alone, nor where they come from."""
+    raf = write_rafdb(tmp_path / "basic", n_train=7, n_test=7)
+    (raf / "Image" / "aligned").rename(raf / "Image" / "original")
+    out = tmp_path / "m.safetensors"
+    assert main(["train", "--recipe", "gmenet-fer2013-16px", "--data", str(raf), "--out", str(out), "--epochs", "1",
+                 "--device", "cpu"]) != 0
+    assert "no Image/aligned/ folder" in caplog.text and "unzip RAF-DB's Image/aligned.zip" in caplog.text
+    assert not out.exists()
+
+
 def test_train_without_validation_data_warns_that_it_is_uncalibrated(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = write_npz(tmp_path / "faces.npz", 32, seed=1)
     out = tmp_path / "m.safetensors"

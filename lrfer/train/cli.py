@@ -446,7 +446,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         evaluated.append((cfg.name, spec, evaluate(model, cfg.resolution, faces, resolutions, temperature, device, tta=args.tta)))
     labels = _row_labels([(name, spec) for name, spec, _ in evaluated])
     results = {label: rows for label, (_, _, rows) in zip(labels, evaluated)}
-    print(f"Accuracy (%) on {own_name(args.data)}, {len(faces)} faces{', each with its mirror image (--tta)' if args.tta else ''}\n")
+    scored = own_name(args.data) + (f" (RAF-DB's {split} split)" if is_rafdb(args.data) else "")
+    print(f"Accuracy (%) on {scored}, {len(faces)} faces{', each with its mirror image (--tta)' if args.tta else ''}\n")
     print(markdown_table(results))
     if args.details:
         for name, rows in results.items():

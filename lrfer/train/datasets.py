@@ -20,6 +20,7 @@ square of the same file.
 """
 from __future__ import annotations
 
+import codecs
 import logging
 import math
 import os
@@ -39,6 +40,10 @@ IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 RAF_TO_ZOO = {1: 5, 2: 2, 3: 1, 4: 3, 5: 4, 6: 0, 7: 6}
 RAF_LABELS = "1 surprise, 2 fear, 3 disgust, 4 happiness, 5 sadness, 6 anger, 7 neutral"
 RAF_LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
+#: RAF-DB basic's aligned 100x100 faces (``Image/aligned.zip``), the faces lrfer reads; ``Image/original/`` holds the
+#: whole photos, which it does not.
+RAF_ALIGNED = Path("Image") / "aligned"
+RAF_ORIGINAL = Path("Image") / "original"
 
 
 @dataclass(frozen=True)
@@ -183,8 +188,10 @@ def load_class_folders(root: Path) -> FaceSet:
     rafdb = [p for p in folders if is_rafdb(p)]
     if rafdb:  # RAF-DB/ given for RAF-DB/basic/
         raise ValueError(f"{root}: {rafdb[0]} is RAF-DB's 'basic' folder; pass that folder itself")
+    _check_not_rafdb_without_labels(root)
     if unknown:
-        raise ValueError(f"{root}: folders {unknown} are not class names; expected some of {list(CLASSES)}")
+        raise ValueError(f"{root}: folders {unknown} are not class names; expected some of {list(CLASSES)}"
+                         f"{_raf_numbered_hint(unknown)}")
     by_class = {name: [p.name for p in folders if p.name.lower() == name] for name in CLASSES}
     twins = [names for names in by_class.values() if len(names) > 1]
     if twins:  # one of them would be read and the others left out
@@ -203,6 +210,27 @@ def load_class_folders(root: Path) -> FaceSet:
                              f"a class name being one of {list(CLASSES)}")
         raise ValueError(f"{root}: no images found in class folders")
     return FaceSet(np.stack(images), np.asarray(labels, dtype=np.int64), own_name(root))
+
+
+def _raf_numbered_hint(names: list[str]) -> str:
+    """For class folders named 1..7, as RAF-DB's copies sorted by label are (``DATASET/train/1/``), the
+    renaming that makes them class folders: the numbers alone do not say whose class order they follow."""
+    if not set(names) <= {str(label) for label in RAF_TO_ZOO}:
+        return ""
+    renames = ", ".join(f"{label} -> {CLASSES[RAF_TO_ZOO[label]]}" for label in sorted(RAF_TO_ZOO))
+    return f"; if they are RAF-DB's labels ({RAF_LABELS}), rename them: {renames}"
+
+
+def _check_not_rafdb_without_labels(root: Path) -> None:
+    """ValueError when ``root`` is laid out as RAF-DB's ``basic`` folder (``EmoLabel/``, ``Image/aligned/``) but
+    lacks its label list, which it was told "folders ['EmoLabel', 'Image'] are not class names" for."""
+    if not ((root / RAF_LABEL_FILE.parent).is_dir() or (root / RAF_ALIGNED).is_dir()
+            or (root / RAF_ORIGINAL).is_dir()):
+        return
+    listed = sorted(p.name for p in (root / RAF_LABEL_FILE.parent).glob("*.txt"))
+    holds = f" ({RAF_LABEL_FILE.parent}/ holds {listed})" if listed else ""
+    raise ValueError(f"{root}: laid out as RAF-DB's 'basic' folder but has no {RAF_LABEL_FILE}{holds}; put RAF-DB's "
+                     "label list there under that name (RAF-DB's spelling, 'patition')")
 
 
 #: macOS's zip archiver puts the resource forks of a zipped folder's files in this folder beside it.
@@ -249,19 +277,52 @@ def load_rafdb(root: Path, split: str = "train") -> FaceSet:
     if split not in RAF_SPLITS:
         raise ValueError(f"RAF-DB split {split!r}: use one of {list(RAF_SPLITS)}")
     images, labels = [], []
-    label_file = root / RAF_LABEL_FILE  # utf-8-sig: a byte-order mark (Windows editors) made the first name unmatched
-    for number, line in enumerate(label_file.read_text(encoding="utf-8-sig", errors="replace").split("\n"), 1):
+    aligned = _raf_aligned_folder(root)
+    label_file = root / RAF_LABEL_FILE
+    for number, line in enumerate(_read_label_list(label_file).split("\n"), 1):
         if not line.strip():
             continue
         name, label = _raf_entry(label_file, number, line)
         if not name.startswith(split + "_"):
             continue
-        stem = Path(name).stem
-        images.append(_read_image(root / "Image" / "aligned" / f"{stem}_aligned.jpg"))
+        images.append(_read_image(_raf_face(aligned, name, label_file, number)))
         labels.append(label)
     if not images:
         raise ValueError(f"{root}: no '{split}' entries in {RAF_LABEL_FILE}")
     return FaceSet(np.stack(images), np.asarray(labels, dtype=np.int64), f"rafdb-{split}")
+
+
+def _read_label_list(label_file: Path) -> str:
+    """The text of RAF-DB's label list, with any line endings and a byte-order mark (Windows editors): UTF-8's
+    made the first name unmatched; UTF-16's (Notepad's "Unicode") was read as UTF-8, line 1 refused as garbage."""
+    with open(label_file, "rb") as file:
+        utf16 = file.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+    return label_file.read_text(encoding="utf-16" if utf16 else "utf-8-sig", errors="replace")
+
+
+def _raf_aligned_folder(root: Path) -> Path:
+    """RAF-DB's folder of aligned faces; ValueError naming the fix when it is missing (a copy with only
+    ``Image/original/`` was told "cannot read image: no such file .../train_00001_aligned.jpg")."""
+    folder = root / RAF_ALIGNED
+    if folder.is_dir():
+        return folder
+    original = (f" ({RAF_ORIGINAL}/ holds RAF-DB's whole photos, which lrfer does not read)"
+                if (root / RAF_ORIGINAL).is_dir() else "")
+    raise ValueError(f"{root}: no {RAF_ALIGNED}/ folder{original}; lrfer reads RAF-DB's aligned 100x100 faces: "
+                     f"unzip RAF-DB's Image/aligned.zip into {root / 'Image'}")
+
+
+def _raf_face(aligned: Path, name: str, label_file: Path, number: int) -> Path:
+    """The aligned face of the label list's ``name`` (line ``number``); ValueError naming the line and the fix
+    when it is missing (it was told only "cannot read image: no such file ...")."""
+    path = aligned / f"{Path(name).stem}_aligned.jpg"
+    if path.is_file():
+        return path
+    if (aligned / RAF_ALIGNED.name / path.name).is_file():  # aligned.zip unzipped into a folder of its own
+        fix = f"its faces are one folder too deep, in {aligned / RAF_ALIGNED.name}: move them up into {aligned}"
+    else:
+        fix = f"copy it there from RAF-DB's Image/aligned.zip, or remove line {number}"
+    raise ValueError(f"{label_file}, line {number}: no aligned face {path} for {name}; {fix}")
 
 
 def _raf_entry(label_file: Path, number: int, line: str) -> tuple[str, int]:
@@ -300,5 +361,18 @@ def load_faces(path: str | Path, split: str = "train") -> FaceSet:
     if is_rafdb(path):
         return load_rafdb(path, split)
     if path.is_dir():
-        return load_class_folders(path)
+        try:
+            return load_class_folders(path)
+        except ValueError:
+            _check_not_inside_rafdb(path)
+            raise
+    _check_not_inside_rafdb(path)
     raise ValueError(f"{path}: not a .npz file, a RAF-DB basic folder or a folder of class folders")
+
+
+def _check_not_inside_rafdb(path: Path) -> None:
+    """ValueError naming RAF-DB's ``basic`` folder when ``path`` (which is no data lrfer reads) is inside it:
+    ``basic/Image/aligned`` was told to sort its images into class folders, the label list "not a .npz file"."""
+    basic = next((folder for folder in list(Path(os.path.abspath(path)).parents)[:3] if is_rafdb(folder)), None)
+    if basic is not None:
+        raise ValueError(f"{path}: inside RAF-DB's 'basic' folder; pass that folder itself, {basic}") from None

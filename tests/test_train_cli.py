@@ -498,6 +498,18 @@ def test_train_on_a_rafdb_copy_without_aligned_faces_fails_before_training(tmp_p
     assert not out.exists()
 
 
+def test_a_rafdb_copy_without_test_faces_is_told_to_choose_validation_data(tmp_path: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Training validates on RAF-DB's test split by default: a label list without test lines failed with
+    "no 'test' entries in EmoLabel/...", saying neither that this was the validation data nor how to choose other."""
+    raf = write_rafdb(tmp_path / "basic", n_train=14, n_test=0)
+    out = tmp_path / "m.safetensors"
+    assert main(["train", "--data", str(raf), "--arch", "baseline", "--resolution", "16", "--out", str(out),
+                 "--epochs", "1", "--device", "cpu"]) != 0
+    assert "the default validation data" in caplog.text and "no 'test' entries" in caplog.text, caplog.text
+    assert "choose other data with --val" in caplog.text and not out.exists()
+
+
 def test_train_without_validation_data_warns_that_it_is_uncalibrated(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = write_npz(tmp_path / "faces.npz", 32, seed=1)
     out = tmp_path / "m.safetensors"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from lrfer.constants import ATTENTION_DISTILLATIONS, RAF_SPLITS
 
 if TYPE_CHECKING:
+    from lrfer.train.datasets import FaceSet
     from lrfer.train.recipes import Recipe
 
 log = logging.getLogger(__name__)
@@ -334,6 +335,20 @@ def _check_teachers(recipe: Recipe, args: argparse.Namespace) -> None:
             raise
 
 
+def _load_val(path: Path, given: bool) -> FaceSet:
+    """The validation faces; data found by default that cannot serve is refused naming ``--val``
+    (a RAF-DB label list without test lines was told only "no 'test' entries in EmoLabel/...")."""
+    from lrfer.train.datasets import load_faces
+
+    try:
+        return load_faces(path, "test")
+    except ValueError as err:
+        if given:
+            raise
+        raise ValueError(f"the default validation data, {path} ('test' split): {err}; choose other data with "
+                         "--val") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from lrfer.constants import CLASSES
     from lrfer.train.datasets import check_faces_path, is_rafdb, load_faces
@@ -353,7 +368,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_faces_path(args.val, "--val")
     train = load_faces(args.data, "train")
     val_path: Path | None = args.val or _default_val(args.data)
-    val = load_faces(val_path, "test") if val_path else None
+    val = _load_val(val_path, given=args.val is not None) if val_path else None
     if val_path is None:
         expected = expected_val(args.data)
         beside = "" if expected is None else f", or put {expected.name} beside {args.data.name}"

@@ -193,7 +193,7 @@ def _add_predict(sub: Any) -> None:
                         "MTCNN's P-Net in bf16; fp16 needs CUDA (default: auto)")
     p.add_argument("--tta", action="store_true",
                    help="also classify each face's mirror image and average the two (test-time augmentation): "
-                        "0.06-1.2 points more accuracy on FER2013 for twice the expression model's work")
+                        "0.06-1.5 points more accuracy on FER2013 for twice the expression model's work")
     p.add_argument("--batch-size", type=_positive_int, default=256, metavar="N",
                    help="faces per model call (default: 256)")
     p.add_argument("--image-batch", type=_positive_int, default=None, metavar="N",

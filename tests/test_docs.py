@@ -323,6 +323,18 @@ def test_lrfer_predict_help_gives_the_readmes_bound_on_bf16_probabilities() -> N
     assert f"probabilities within {readme.group(1)} of fp32" in help_text, help_text
 
 
+def test_lrfer_predict_help_gives_the_readmes_range_of_tta_gains() -> None:
+    """``--tta``'s help said "0.06-1.2 points more accuracy" after ``gmenet-nano`` (+1.5) joined the zoo;
+    the README's tta sentence says "by 0.06 to 1.5 points"."""
+    from lrfer.cli import build_parser
+
+    predict = build_parser()._subparsers._group_actions[0].choices["predict"]  # type: ignore[union-attr]
+    help_text = " ".join(predict.format_help().split())
+    readme = re.search(r"accuracy at its native size by ([\d.]+) to ([\d.]+) points", FLAT)
+    assert readme, "the README's tta sentence"
+    assert f"{readme.group(1)}-{readme.group(2)} points more accuracy" in help_text, help_text
+
+
 def test_the_figures_the_readme_gives_for_the_codes_constants_are_theirs() -> None:
     """Sizes and thresholds the README states as facts of the code, each beside the constant that
     decides it: a constant changed without its sentence left the README describing the old behaviour."""

@@ -934,23 +934,38 @@ def _decoded_batches(dataset: ImageFileDataset, workers: int, image_batch: int,
                                timeout=DECODE_TIMEOUT_S if n else 0))
 
     delivered, it = 0, None
-    while True:
-        try:
-            it = loader(workers, delivered) if it is None else it
-            packed = next(it, None)
-        except (OSError, RuntimeError) as err:
-            if workers == 0:
-                raise
-            when = "before delivering a file" if delivered == 0 else f"after {delivered} files"
-            lines = str(err).strip().splitlines()  # a worker's error carries its traceback: its last line says why
-            logger.warning("image-decoding workers failed %s (%s); decoding in-process", when,
-                           lines[-1] if lines else type(err).__name__)
-            workers, it = 0, None
-            continue
-        if packed is None:
-            return
-        delivered += len(packed[0])
-        yield unpack_images(packed, slots)
+    try:
+        while True:
+            try:
+                it = loader(workers, delivered) if it is None else it
+                packed = next(it, None)
+            except (OSError, RuntimeError) as err:
+                if workers == 0:
+                    raise
+                when = "before delivering a file" if delivered == 0 else f"after {delivered} files"
+                lines = str(err).strip().splitlines()  # a worker's error carries its traceback: its last line says why
+                logger.warning("image-decoding workers failed %s (%s); decoding in-process", when,
+                               lines[-1] if lines else type(err).__name__)
+                workers, it = 0, None
+                continue
+            if packed is None:
+                return
+            delivered += len(packed[0])
+            yield unpack_images(packed, slots)
+    finally:  # also when an exception leaves from here (SIGTERM while the next batch is awaited)
+        shut_down_workers(it)
+
+
+def shut_down_workers(batches: Iterator[Any] | None) -> None:
+    """The worker processes of a DataLoader's iterator stopped and joined now, their pids off the list
+    that torch's SIGCHLD handler checks, rather than when the iterator is let go: a traceback holds
+    it in its frames (torch's own among them) until the exception has been handled, and a SIGTERM's,
+    in ``main``, after :func:`sigterm_as_interrupt` had put torch's handler back: workers dying of the
+    group's SIGTERM after that were reported ("DataLoader worker (pid N) is killed by signal:
+    Terminated", exit status 1). Nothing for an iterator without workers, or None."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # torch's, which its __del__ calls; safe twice
+    if shutdown is not None:
+        shutdown()
 
 
 def worker_slots(workers: int, prefetch: int, image_batch: int, decode_batch: int,

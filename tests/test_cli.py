@@ -1553,6 +1553,69 @@ def test_a_child_exit_not_yet_handled_when_sigterm_stops_the_run_is_no_error() -
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "stopped\n", "")
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP") or not hasattr(os, "waitid"), reason="POSIX signals")
+def test_workers_dying_late_of_the_groups_sigterm_are_no_error(photos: Path, tiny_path: Path, tmp_path: Path) -> None:
+    """A group's SIGTERM that came while the run waited for the decoding workers' next batch left the
+    DataLoader's iterator in frames of the exception's traceback: its workers were shut down only once
+    ``main`` had handled the exception, after ``sigterm_as_interrupt`` had put torch's SIGCHLD handler
+    back. A worker slow to die of the signal (a busy machine) then made that handler raise
+    "RuntimeError: DataLoader worker (pid N) is killed by signal: Terminated": exit status 1 and a
+    traceback, now and then. Here the workers are stopped when the SIGTERM comes, and go on (to die of
+    it) a second later; the command's warning waits until they are dead and their SIGCHLD handled."""
+    script = (
+        "import logging, multiprocessing, multiprocessing.queues, os, signal, sys, threading, time\n"
+        "import lrfer.cli as cli, lrfer.io as io\n"
+        "unpack, workers = io.unpack_images, []\n"
+        "def go_on():\n"
+        "    for pid in workers:\n"
+        "        os.kill(pid, signal.SIGCONT)\n"
+        "def wait_for_sigterm(queue, *args, **kwargs):  # in the iterator, for the workers' next batch\n"
+        "    try:\n"
+        "        workers.extend(p.pid for p in multiprocessing.active_children())\n"
+        "        for pid in workers:\n"
+        "            os.kill(pid, signal.SIGSTOP)\n"
+        "            os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)\n"
+        "        print('stopped', *workers, file=sys.stderr, flush=True)\n"
+        "        time.sleep(60)\n"
+        "    finally:\n"
+        "        threading.Timer(1.0, go_on).start()\n"
+        "def unpack_once(*args):  # the workers have started; the iterator's queue is the only one read here\n"
+        "    io.unpack_images = unpack\n"
+        "    multiprocessing.queues.Queue.get = wait_for_sigterm\n"
+        "    return unpack(*args)\n"
+        "class WorkersDead(logging.Handler):\n"
+        "    def emit(self, record):\n"
+        "        if 'stopped by' not in record.getMessage():\n"
+        "            return\n"
+        "        for pid in workers:\n"
+        "            try:\n"
+        "                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)\n"
+        "            except ChildProcessError:  # joined already\n"
+        "                pass\n"
+        "        for _ in range(20):\n"
+        "            time.sleep(0.01)  # where a SIGCHLD is handled\n"
+        "io.unpack_images = unpack_once\n"
+        "logging.getLogger('lrfer').addHandler(WorkersDead())\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    args = predict_args(photos, tiny_path, "--out", str(tmp_path / "rows.csv"), "--workers", "2", "--image-batch", "1",
+                        "--streams", "1")
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    assert proc.stderr is not None
+    try:
+        stopped = proc.stderr.readline()
+        assert stopped.startswith("stopped "), stopped + proc.stderr.read()
+        # from another process, as `timeout` sends it: torch's workers take their parent's SIGTERM
+        # for a request to exit, with status 0
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, rest = proc.communicate(timeout=60)
+    finally:  # stopped workers left behind would hold the pipe open
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert (proc.returncode, rest) == (143, "lrfer: WARNING: stopped by SIGTERM\n"), rest
+
+
 @pytest.mark.parametrize("streams", ["1", "2"])
 @pytest.mark.parametrize("to_group", [False, True], ids=["process", "process-group"])
 def test_sigterm_stops_a_run_with_whole_rows_and_no_workers_left(photos: Path, tiny_path: Path, tmp_path: Path,

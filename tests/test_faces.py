@@ -631,6 +631,18 @@ def test_area_resize_from_integral_works_in_bands(monkeypatch):
     torch.testing.assert_close(out, torch.nn.functional.interpolate(image[None].float(), size=(11, 17), mode="area")[0].permute(1, 2, 0), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("table_dtype", [torch.int32, torch.float64])
+def test_area_resize_from_integral_reuses_its_band_buffers_for_a_shorter_last_band(monkeypatch, table_dtype):
+    """The band temporaries are allocated once per call and filled by each band: the last band, of
+    fewer rows (11 output rows in bands of 4), must use only its own rows of them."""
+    image = torch.randint(0, 256, (3, 21, 30), dtype=torch.uint8, generator=torch.Generator().manual_seed(6))
+    table = align_mod.integral_image(image).to(table_dtype)
+    monkeypatch.setattr(align_mod, "INTEGRAL_BAND_BYTES", 4 * 31 * 3 * table.element_size())  # 4 rows of the table a band
+    out = align_mod.area_resize_integral(table, (11, 17), torch.empty(11, 17, 3))
+    expected = torch.nn.functional.interpolate(image[None].float(), size=(11, 17), mode="area")[0].permute(1, 2, 0)
+    assert torch.equal(out, expected)
+
+
 @pytest.mark.parametrize("device_path", ["cpu", "elsewhere"])
 def test_mip_volume_resized_equals_area_interpolation_of_the_batch(monkeypatch, device_path):
     if device_path == "elsewhere":  # the GPU path (F.interpolate on the float volume), run on CPU

@@ -394,12 +394,20 @@ def area_resize_integral(integral: torch.Tensor, size: tuple[int, int], out: tor
     values = size[1] * channels
     flat, flat_out = integral.view(height + 1, -1), out.view(size[0], values)
     band = max(1, INTEGRAL_BAND_BYTES // (flat.shape[1] * flat.element_size()))
+    # The band's temporaries, allocated once per call and filled by every band (out=)
+    rows_per_band = min(band, size[0])
+    ends, starts = flat.new_empty(rows_per_band, flat.shape[1]), flat.new_empty(rows_per_band, flat.shape[1])
+    ends_starts = flat.new_empty(rows_per_band, 2 * values)
     for top in range(0, size[0], band):
-        rows = slice(top, top + band)
-        row_sums = flat.index_select(0, row_end[rows]).sub_(flat.index_select(0, row_start[rows]))
-        ends_starts = torch.gather(row_sums, 1, cols.expand(row_sums.shape[0], -1))
-        sums = ends_starts[:, :values].sub_(ends_starts[:, values:])
-        torch.div(sums.to(out.dtype), row_count[rows], out=flat_out[rows]).div_(col_count)
+        rows, count = slice(top, top + band), min(band, size[0] - top)
+        row_sums = torch.index_select(flat, 0, row_end[rows], out=ends[:count])
+        row_sums.sub_(torch.index_select(flat, 0, row_start[rows], out=starts[:count]))
+        picked = torch.gather(row_sums, 1, cols.expand(count, -1), out=ends_starts[:count])
+        sums = picked[:, :values].sub_(picked[:, values:])
+        # int32 sums go to the division as they are (converted to float32 there, exactly: no float copy of
+        # them first); a float64 table's sums are converted first, so that the division is float32's
+        sums = sums.to(out.dtype) if sums.is_floating_point() else sums
+        torch.div(sums, row_count[rows], out=flat_out[rows]).div_(col_count)
     return out
 
 

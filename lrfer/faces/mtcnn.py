@@ -172,7 +172,9 @@ def prelu_by_rows(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if not few_channels_or_bf16 or not x.is_contiguous(memory_format=torch.channels_last):
         return F.prelu(x, weight)
     n, c, h, w = x.shape
-    rows = F.prelu(x.permute(0, 2, 3, 1).reshape(n * h, w * c), weight.repeat(w))
+    # The weight of each row's W * C values, expanded and copied: the same values as weight.repeat(w), which
+    # took about 40 us a call inside detection against 15 (36 calls per 1920 px photo, P-Net's bands).
+    rows = F.prelu(x.permute(0, 2, 3, 1).reshape(n * h, w * c), weight.expand(w, c).reshape(w * c))
     return rows.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
